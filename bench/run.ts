@@ -1,0 +1,47 @@
+/**
+ * @module `npm run bench`: runs every benchmark in order and prints each one's table on stdout
+ * (progress goes to stderr). `node dist/bench/run.js http-proxy` runs only the named ones.
+ */
+import * as httpProxy from './http-proxy.js';
+
+interface Benchmark {
+  readonly name: string;
+  readonly title: string;
+  /** Runs with settings from the environment (BENCH_*) and returns the markdown to print. */
+  readonly run: () => Promise<string>;
+}
+
+/** In run order. A new benchmark module adds itself here. */
+export const BENCHMARKS: readonly Benchmark[] = [
+  {
+    name: 'http-proxy',
+    title: 'HTTP/1.1 proxying: holdfast vs HAProxy (single thread each) vs the origin directly',
+    run: async () => httpProxy.formatTable(await httpProxy.run(httpProxy.optionsFromEnv())),
+  },
+];
+
+async function main(argv: readonly string[]): Promise<number> {
+  const known = new Map(BENCHMARKS.map((b) => [b.name, b]));
+  const unknown = argv.filter((name) => !known.has(name));
+  if (unknown.length > 0) {
+    console.error(`unknown benchmark ${unknown.join(', ')}; expected one of: ${[...known.keys()].join(', ')}`);
+    return 2;
+  }
+  const chosen = argv.length > 0 ? argv.map((name) => known.get(name)!) : BENCHMARKS;
+  for (const b of chosen) {
+    process.stderr.write(`\n== ${b.name}: ${b.title}\n`);
+    const table = await b.run();
+    process.stdout.write(`\n## ${b.name}\n\n${table}\n`);
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,30 @@
+/** @module The JSON shape of /api/v1/status, produced by the dispatcher, served by admin/. */
+import type { BackendState } from '../monitor/backend.js';
+
+export interface BackendStatus {
+  id: string;
+  address: string;
+  weight: number;
+  state: BackendState;
+  /** Wall-clock ms of the last state change. */
+  since: number;
+  reason: string;
+  active: number;
+}
+
+export interface ServiceStatus {
+  name: string;
+  protocol: 'http' | 'tcp';
+  /** The bound address (port resolved when 0 was configured). */
+  listen: string;
+  balancer: string;
+  backends: BackendStatus[];
+}
+
+export interface StatusSnapshot {
+  version: string;
+  pid: number;
+  /** Wall-clock ms. */
+  startedAt: number;
+  services: ServiceStatus[];
+}

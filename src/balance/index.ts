@@ -1,0 +1,19 @@
+/**
+ * @module The balancer registry, filled: importing this module registers every built-in balancer
+ * by the name the configuration uses (`services[].balancer`).
+ */
+import { registerBalancer } from './balancer.js';
+import type { Candidate } from './balancer.js';
+import { LeastConnectionsBalancer } from './balancer-least-connections.js';
+import { RoundRobinBalancer } from './balancer-round-robin.js';
+import { WeightedRoundRobinBalancer } from './balancer-weighted-round-robin.js';
+
+registerBalancer('round-robin', <T extends Candidate>() => new RoundRobinBalancer<T>());
+registerBalancer('weighted-round-robin', <T extends Candidate>() => new WeightedRoundRobinBalancer<T>());
+registerBalancer('least-connections', <T extends Candidate>() => new LeastConnectionsBalancer<T>());
+
+export { balancerNames, createBalancer, registerBalancer } from './balancer.js';
+export type { Balancer, BalancerFactory, Candidate, PickResult } from './balancer.js';
+export { LeastConnectionsBalancer } from './balancer-least-connections.js';
+export { RoundRobinBalancer } from './balancer-round-robin.js';
+export { WeightedRoundRobinBalancer } from './balancer-weighted-round-robin.js';

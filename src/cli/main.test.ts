@@ -1,0 +1,131 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/holdfast.js ...args` from the repository root, as a user would. */
+function holdfast(...args: string[]): Promise<Run> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['bin/holdfast.js', ...args], { cwd: ROOT, timeout: 10_000 }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+function tempDir(t: { after(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'holdfast-cli-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+test('check-config on a valid file prints the resolved configuration and exits 0', async () => {
+  const run = await holdfast('check-config', 'examples/minimal.yaml');
+  assert.equal(run.stderr, '');
+  assert.equal(run.code, 0);
+  assert.match(run.stdout, /^ {4}balancer: round-robin$/m);
+  assert.match(run.stdout, /^ {6}maxHeaderBytes: 16384$/m);
+  assert.match(run.stdout, /^ {2}listen: 127\.0\.0\.1:9900$/m);
+  assert.match(run.stdout, /^ {8}weight: 1$/m);
+});
+
+test('check-config on an invalid file prints every issue, prefixed by the file, and exits 1', async (t) => {
+  const file = join(tempDir(t), 'bad.yaml');
+  writeFileSync(
+    file,
+    `services:
+  - name: web
+    protocol: udp
+    listen: "8080"
+    servers: [{ host: "127.0.0.1:9001" }]
+`,
+  );
+  const run = await holdfast('check-config', file);
+  assert.equal(run.code, 1);
+  assert.equal(run.stdout, '');
+  assert.deepEqual(run.stderr.split('\n'), [
+    `${file}: services[0].protocol: expected one of "http", "tcp", received "udp" (udp, sip, rtsp are not supported yet)`,
+    `${file}: services[0].listen: expected host:port, received "8080"`,
+    `${file}: services[0].servers: renamed, use "backends"`,
+    '',
+  ]);
+});
+
+test('check-config reports a YAML syntax error with file:line:col', async (t) => {
+  const file = join(tempDir(t), 'broken.yaml');
+  writeFileSync(file, 'logging: { level: info }\nlogging: { level: warn }\n');
+  const run = await holdfast('check-config', file);
+  assert.equal(run.code, 1);
+  assert.equal(run.stderr, `${file}:2:1: Map keys must be unique\n`);
+});
+
+test('check-config on a missing file exits 1 and says so', async (t) => {
+  const file = join(tempDir(t), 'missing.yaml');
+  const run = await holdfast('check-config', file);
+  assert.equal(run.code, 1);
+  assert.equal(run.stderr, `${file}: cannot read file (ENOENT)\n`);
+});
+
+test('--help prints usage on stdout and exits 0, at the top level and for each command', async () => {
+  const top = await holdfast('--help');
+  assert.equal(top.code, 0);
+  assert.match(top.stdout, /^Usage: holdfast <command>/);
+  for (const command of ['dispatcher', 'demo', 'check-config']) assert.match(top.stdout, new RegExp(`^ {2}${command} `, 'm'));
+
+  const expectations: Record<string, RegExp> = {
+    dispatcher: /--config FILE/,
+    demo: /--port-base N/,
+    'check-config': /check-config FILE/,
+  };
+  const runs = Object.entries(expectations).flatMap(([command, option]) =>
+    ['--help', '-h'].map(async (flag) => {
+      const run = await holdfast(command, flag);
+      assert.equal(run.code, 0, `${command} ${flag}`);
+      assert.equal(run.stderr, '');
+      assert.match(run.stdout, new RegExp(`^Usage: holdfast ${command}`));
+      assert.match(run.stdout, option);
+      assert.match(run.stdout, new RegExp(`Example:\\n {2}holdfast ${command} `));
+    }),
+  );
+  await Promise.all(runs);
+});
+
+test('--version prints the package version', async () => {
+  const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  const run = await holdfast('--version');
+  assert.equal(run.code, 0);
+  assert.equal(run.stdout, `${version}\n`);
+});
+
+test('usage errors exit 2 with a message and a hint on stderr', async () => {
+  const cases: [string[], string][] = [
+    [['frobnicate'], 'holdfast: unknown command "frobnicate"\nRun "holdfast --help" for usage.\n'],
+    [[], 'holdfast: missing command\nRun "holdfast --help" for usage.\n'],
+    [['--frob'], `holdfast: Unknown option '--frob'\nRun "holdfast --help" for usage.\n`],
+    [['check-config'], 'holdfast: missing FILE\nRun "holdfast check-config --help" for usage.\n'],
+    [['dispatcher'], 'holdfast: missing --config FILE\nRun "holdfast dispatcher --help" for usage.\n'],
+    [
+      ['demo', '--port-base', '99999'],
+      'holdfast: --port-base expects a port number (1-65535), received "99999"\nRun "holdfast demo --help" for usage.\n',
+    ],
+  ];
+  await Promise.all(
+    cases.map(async ([args, stderr]) => {
+      const run = await holdfast(...args);
+      assert.equal(run.code, 2, args.join(' '));
+      assert.equal(run.stdout, '');
+      assert.equal(run.stderr, stderr);
+    }),
+  );
+});

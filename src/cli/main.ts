@@ -1,0 +1,240 @@
+/**
+ * @module The `holdfast` command line: reads argv, runs one command, returns the exit code
+ * (0 done, 1 failed, 2 usage error). The dispatcher, the demo and the logger are imported only by
+ * the command that runs them, so `check-config` and `--help` load nothing but the config loader.
+ */
+import { readFileSync } from 'node:fs';
+import { constants } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { formatConfig, loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { formatHostPort } from '../core/address.js';
+import { ConfigInvalidError, HoldfastError, UsageError } from '../core/errors.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+type Values = ReturnType<typeof parseArgs>['values'];
+
+interface Command {
+  readonly usage: string;
+  readonly options: Options;
+  run(values: Values, positionals: string[]): Promise<number>;
+}
+
+const USAGE = `Usage: holdfast <command> [options]
+
+Session-aware, fault-tolerant load balancer.
+
+Commands:
+  dispatcher --config FILE   run the dispatcher: serve the configured services
+  demo [--port-base N]       run a small cluster on loopback with live traffic
+  check-config FILE          validate a configuration file, print it with defaults filled in
+
+Options:
+  -h, --help                 show this help; "holdfast <command> --help" for a command's
+  -v, --version              print the version
+
+Example:
+  holdfast check-config examples/minimal.yaml
+`;
+
+const HELP_OPTION: Options = { help: { type: 'boolean', short: 'h' } };
+
+const COMMANDS: Record<string, Command> = {
+  dispatcher: {
+    usage: `Usage: holdfast dispatcher --config FILE
+
+Runs the dispatcher: listens on every service address of the configuration, spreads new work over
+the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM (a second signal stops
+at once).
+
+Options:
+  -c, --config FILE   the YAML configuration (see examples/)
+  -h, --help          show this help
+
+Example:
+  holdfast dispatcher --config examples/minimal.yaml
+`,
+    options: { ...HELP_OPTION, config: { type: 'string', short: 'c' } },
+    async run(values, positionals) {
+      noPositionals('dispatcher', positionals);
+      const file = values.config;
+      if (typeof file !== 'string') throw usageError('dispatcher', 'missing --config FILE');
+      return runDispatcher(file);
+    },
+  },
+  demo: {
+    usage: `Usage: holdfast demo [--port-base N]
+
+Runs a small cluster on loopback: a dispatcher, backends and live traffic, printing
+what happens. Stops on SIGINT or SIGTERM.
+
+Options:
+  --port-base N   first of the consecutive ports the demo listens on (default: the demo's own)
+  -h, --help      show this help
+
+Example:
+  holdfast demo --port-base 18000
+`,
+    options: { ...HELP_OPTION, 'port-base': { type: 'string' } },
+    async run(values, positionals) {
+      noPositionals('demo', positionals);
+      const text = values['port-base'];
+      const portBase = typeof text === 'string' ? Number(text) : undefined;
+      if (portBase !== undefined && !(/^\d+$/.test(text as string) && portBase >= 1 && portBase <= 65535)) {
+        throw usageError('demo', `--port-base expects a port number (1-65535), received "${text as string}"`);
+      }
+      return runDemo(portBase);
+    },
+  },
+  'check-config': {
+    usage: `Usage: holdfast check-config FILE
+
+Validates a configuration file. Prints the resolved configuration (every default filled in) and
+exits 0, or prints every problem, one per line, and exits 1.
+
+Options:
+  -h, --help   show this help
+
+Example:
+  holdfast check-config examples/http.yaml
+`,
+    options: HELP_OPTION,
+    async run(_values, positionals) {
+      const [file, ...extra] = positionals;
+      if (file === undefined) throw usageError('check-config', 'missing FILE');
+      if (extra.length > 0) throw usageError('check-config', `unexpected argument "${extra[0]!}"`);
+      const config = loadOrReport(file);
+      if (!config) return 1;
+      process.stdout.write(formatConfig(config));
+      return 0;
+    },
+  },
+};
+
+/** Runs the command line `argv` (without node and the script) and returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  try {
+    return await dispatch(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`holdfast: ${err.message}\n`);
+      return 2;
+    }
+    if (err instanceof HoldfastError) {
+      const cause = (err.cause as NodeJS.ErrnoException | undefined)?.code;
+      process.stderr.write(`holdfast: ${err.message}${cause ? ` (${cause})` : ''} [${err.code}]\n`);
+      return 1;
+    }
+    throw err;
+  }
+}
+
+async function dispatch(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) throw usageError(null, 'missing command');
+  if (name.startsWith('-')) {
+    const { values } = parse(null, { ...HELP_OPTION, version: { type: 'boolean', short: 'v' } }, argv);
+    if (values.version) process.stdout.write(`${packageVersion()}\n`);
+    else process.stdout.write(USAGE);
+    return 0;
+  }
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command) throw usageError(null, `unknown command "${name}"`);
+  const { values, positionals } = parse(name, command.options, rest);
+  if (values.help) {
+    process.stdout.write(command.usage);
+    return 0;
+  }
+  return command.run(values, positionals);
+}
+
+async function runDispatcher(file: string): Promise<number> {
+  const config = loadOrReport(file);
+  if (!config) return 1;
+  const { createLogger } = await import('../admin/log.js');
+  const { startDispatcher } = await import('../dispatcher/dispatcher.js');
+  const logger = createLogger(config.logging);
+  const shutdown = onShutdownSignal();
+  try {
+    const handle = await startDispatcher(config, { logger });
+    const services = Object.fromEntries(config.services.map((s) => [s.name, formatHostPort(handle.serviceAddress(s.name))]));
+    const admin = handle.adminAddress ? formatHostPort(handle.adminAddress) : null;
+    logger.info({ services, admin }, 'holdfast dispatcher listening');
+    logger.info({ signal: await shutdown.received }, 'holdfast dispatcher shutting down');
+    await handle.close();
+    return 0;
+  } finally {
+    shutdown.dispose();
+  }
+}
+
+async function runDemo(portBase: number | undefined): Promise<number> {
+  const { runDemo: demo } = await import('../demo/demo.js');
+  const controller = new AbortController();
+  const shutdown = onShutdownSignal();
+  void shutdown.received.then(() => controller.abort());
+  try {
+    await demo({ portBase, signal: controller.signal, out: (line: string) => process.stdout.write(`${line}\n`) });
+    return 0;
+  } finally {
+    shutdown.dispose();
+  }
+}
+
+/**
+ * Resolves `received` on the first SIGINT or SIGTERM, from then on replacing Node's default (die at
+ * once) with a graceful stop. A second signal exits at once with 128 + its number: the operator does
+ * not want to wait for the drain.
+ */
+function onShutdownSignal(): { received: Promise<NodeJS.Signals>; dispose(): void } {
+  const names = ['SIGINT', 'SIGTERM'] as const;
+  const forced = (signal: NodeJS.Signals) => process.exit(128 + constants.signals[signal]);
+  let resolve!: (signal: NodeJS.Signals) => void;
+  const received = new Promise<NodeJS.Signals>((r) => (resolve = r));
+  const first = (signal: NodeJS.Signals) => {
+    for (const name of names) process.off(name, first).on(name, forced);
+    resolve(signal);
+  };
+  for (const name of names) process.on(name, first);
+  const dispose = () => {
+    for (const name of names) process.off(name, first).off(name, forced);
+  };
+  return { received, dispose };
+}
+
+/** The loaded configuration, or null after printing every issue to stderr, each prefixed by the file. */
+function loadOrReport(file: string): Config | null {
+  try {
+    return loadConfigFile(file);
+  } catch (err) {
+    if (!(err instanceof ConfigInvalidError)) throw err;
+    // Issues without a config path (syntax errors, unreadable file) already start with the file name.
+    for (const issue of err.issues) process.stderr.write(`${issue.startsWith(`${file}:`) ? issue : `${file}: ${issue}`}\n`);
+    return null;
+  }
+}
+
+function parse(command: string | null, options: Options, args: string[]): { values: Values; positionals: string[] } {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: command !== null });
+  } catch (err) {
+    // node:util's messages go on with advice about "--"; the first sentence is the problem.
+    if ((err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
+      throw usageError(command, (err as Error).message.split('. ')[0]!);
+    }
+    throw err;
+  }
+}
+
+function noPositionals(command: string, positionals: string[]): void {
+  if (positionals.length > 0) throw usageError(command, `unexpected argument "${positionals[0]!}"`);
+}
+
+function usageError(command: string | null, message: string): UsageError {
+  return new UsageError(`${message}\nRun "holdfast${command ? ` ${command}` : ''} --help" for usage.`);
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}

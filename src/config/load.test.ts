@@ -1,0 +1,314 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigInvalidError } from '../core/errors.js';
+import { formatConfig, loadConfigFile, parseConfig } from './load.js';
+
+const EXAMPLES_DIR = fileURLToPath(new URL('../../../examples/', import.meta.url));
+
+/** One valid http service; `extra` lines are appended to the service mapping. */
+function oneService(extra = ''): string {
+  return `services:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:8080
+    backends:
+      - { id: a, address: "127.0.0.1:9001" }
+${extra}`;
+}
+
+function issuesOf(text: string, source?: string): readonly string[] {
+  try {
+    parseConfig(text, source);
+  } catch (err) {
+    assert.ok(err instanceof ConfigInvalidError, `expected ConfigInvalidError, got ${String(err)}`);
+    assert.equal(err.code, 'HF_ERR_CONFIG_INVALID');
+    return err.issues;
+  }
+  assert.fail('configuration was accepted');
+}
+
+test('a minimal configuration gets every default', () => {
+  const config = parseConfig(oneService());
+  assert.equal(config.version, 1);
+  assert.deepEqual(config.logging, { level: 'info', format: 'json' });
+  assert.deepEqual(config.admin, { enabled: true, listen: '127.0.0.1:9900' });
+  const service = config.services[0]!;
+  assert.equal(service.balancer, 'round-robin');
+  assert.deepEqual(service.backends, [{ id: 'a', address: '127.0.0.1:9001', weight: 1 }]);
+  assert.equal(service.health.connectTimeoutMs, 2000);
+  assert.deepEqual(service.health.probe, { type: 'tcp', path: '/', intervalMs: 1000, timeoutMs: 1000 });
+  assert.equal(service.http.maxHeaderBytes, 16 * 1024);
+  assert.equal(service.tcp.idleTimeoutMs, 0);
+});
+
+test('the result is deeply frozen', () => {
+  const config = parseConfig(oneService());
+  assert.ok(Object.isFrozen(config));
+  assert.throws(() => {
+    config.services[0]!.name = 'other';
+  }, TypeError);
+  assert.throws(() => {
+    config.services[0]!.backends.push({ id: 'b', address: '127.0.0.1:9002', weight: 1 });
+  }, TypeError);
+  assert.throws(() => {
+    config.services[0]!.http.maxHeaderBytes = 1;
+  }, TypeError);
+  assert.equal(config.services[0]!.name, 'web');
+});
+
+test('type mismatch', () => {
+  assert.deepEqual(issuesOf(oneService('    http: { forwardedHeaders: "yes", maxHeaderBytes: 16k }')), [
+    'services[0].http.maxHeaderBytes: expected a number, received "16k"',
+    'services[0].http.forwardedHeaders: expected true or false, received "yes"',
+  ]);
+  assert.deepEqual(issuesOf('services: { name: web }'), ['services: expected an array, received a mapping']);
+  assert.deepEqual(issuesOf('- one\n- two\n', 'cfg.yaml'), ['cfg.yaml: expected a mapping, received an array of 2 items']);
+});
+
+test('a number where a string is expected suggests quoting', () => {
+  assert.deepEqual(issuesOf(oneService().replace('{ id: a,', '{ id: 1,')), [
+    'services[0].backends[0].id: expected a string, received 1 (quote it: "1")',
+  ]);
+});
+
+test('bad host:port', () => {
+  assert.deepEqual(issuesOf(oneService().replace('listen: 127.0.0.1:8080', 'listen: "8080"')), [
+    'services[0].listen: expected host:port, received "8080"',
+  ]);
+  assert.deepEqual(issuesOf(oneService().replace('"127.0.0.1:9001"', '"127.0.0.1:70000"')), [
+    'services[0].backends[0].address: expected host:port, received "127.0.0.1:70000"',
+  ]);
+});
+
+test('numbers out of range', () => {
+  assert.deepEqual(issuesOf(oneService('    health: { connectTimeoutMs: 0 }\n    http: { maxHeaderBytes: 10 }')), [
+    'services[0].health.connectTimeoutMs: expected more than 0, received 0',
+    'services[0].http.maxHeaderBytes: expected at least 1024, received 10',
+  ]);
+});
+
+test('missing required keys', () => {
+  assert.deepEqual(issuesOf('logging: { level: info }'), ['services: required, expected an array']);
+  assert.deepEqual(issuesOf(oneService().replace('    listen: 127.0.0.1:8080\n', '')), [
+    'services[0].listen: required, expected host:port',
+  ]);
+});
+
+test('too few items', () => {
+  assert.deepEqual(issuesOf('services:\n  - { name: web, protocol: tcp, listen: "127.0.0.1:1", backends: [] }'), [
+    'services[0].backends: expected at least 1 item, received 0 items',
+  ]);
+  assert.deepEqual(issuesOf('services: []'), ['services: expected at least 1 item, received 0 items']);
+});
+
+test('enum values, with a note for protocols that are not supported yet', () => {
+  assert.deepEqual(issuesOf(oneService().replace('protocol: http', 'protocol: udp')), [
+    'services[0].protocol: expected one of "http", "tcp", received "udp" (udp, sip, rtsp are not supported yet)',
+  ]);
+  assert.deepEqual(issuesOf(oneService().replace('protocol: http', 'protocol: htp')), [
+    'services[0].protocol: expected one of "http", "tcp", received "htp"',
+  ]);
+  assert.deepEqual(issuesOf(oneService() + 'logging: { level: loud }'), [
+    'logging.level: expected one of "trace", "debug", "info", "warn", "error", "fatal", "silent", received "loud"',
+  ]);
+});
+
+test('unknown key with a suggestion by edit distance', () => {
+  assert.deepEqual(issuesOf(oneService().replace('backends:', 'bakends:')), [
+    'services[0].backends: required, expected an array',
+    'services[0].bakends: unknown key (did you mean "backends"?)',
+  ]);
+  assert.deepEqual(issuesOf(oneService('    balacner: round-robin')), [
+    'services[0].balacner: unknown key (did you mean "balancer"?)',
+  ]);
+});
+
+test('unknown key without a near match lists the known keys', () => {
+  assert.deepEqual(issuesOf(oneService() + 'logging: { colour: true }'), [
+    'logging.colour: unknown key, expected one of "level", "format"',
+  ]);
+});
+
+test('renamed and foreign keys get a hint (and no redundant "required")', () => {
+  assert.deepEqual(issuesOf(oneService().replace('backends:', 'servers:')), ['services[0].servers: renamed, use "backends"']);
+  assert.deepEqual(issuesOf(oneService('    algorithm: least-connections')), ['services[0].algorithm: renamed, use "balancer"']);
+  assert.deepEqual(issuesOf(oneService().replace('{ id: a, address:', '{ name: a, host:')), [
+    'services[0].backends[0].name: renamed, use "id"',
+    'services[0].backends[0].host: renamed, use "address"',
+  ]);
+  assert.deepEqual(issuesOf(oneService().replace('listen:', 'bind:')), ['services[0].bind: renamed, use "listen"']);
+  assert.deepEqual(issuesOf(oneService('    timeout: 5000')), [
+    'services[0].timeout: renamed, use one of "http.responseTimeoutMs", "health.connectTimeoutMs", "tcp.idleTimeoutMs"',
+  ]);
+  assert.deepEqual(issuesOf(oneService('    health: { timeout: 500, probe: { interval: 100 } }')), [
+    'services[0].health.probe.interval: renamed, use "intervalMs"',
+    'services[0].health.timeout: renamed, use "connectTimeoutMs"',
+  ]);
+});
+
+test('snake_case, kebab-case and unit-less keys point at the camelCase key', () => {
+  assert.deepEqual(issuesOf(oneService('    health: { connect_timeout: 500 }\n    http: { max-header-bytes: 2048, idleTimeout: 5 }')), [
+    'services[0].health.connect_timeout: renamed, use "connectTimeoutMs"',
+    'services[0].http.max-header-bytes: renamed, use "maxHeaderBytes"',
+    'services[0].http.idleTimeout: renamed, use "idleTimeoutMs"',
+  ]);
+  assert.deepEqual(issuesOf(oneService('    connect_timeout_ms: 500\n    maxHeaderBytes: 2048')), [
+    'services[0].connect_timeout_ms: renamed, use "health.connectTimeoutMs"',
+    'services[0].maxHeaderBytes: misplaced, use "http.maxHeaderBytes"',
+  ]);
+});
+
+test('duplicate service names, backend ids and listen addresses', () => {
+  const text = `services:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:8080
+    backends: [{ id: a, address: "127.0.0.1:9001" }, { id: b, address: "127.0.0.1:9002" }, { id: a, address: "127.0.0.1:9003" }]
+  - name: web
+    protocol: tcp
+    listen: 127.0.0.1:8080
+    backends: [{ id: a, address: "127.0.0.1:9001" }]
+  - name: api
+    protocol: tcp
+    listen: 0.0.0.0:8080
+    backends: [{ id: a, address: "127.0.0.1:9001" }]
+admin: { listen: "127.0.0.1:8080" }
+`;
+  assert.deepEqual(issuesOf(text), [
+    'services[0].backends[2].id: duplicate backend id "a", already used by services[0].backends[0]',
+    'services[1].name: duplicate service name "web", already used by services[0]',
+    'services[1].listen: 127.0.0.1:8080 is already used by services[0].listen',
+    'services[2].listen: 0.0.0.0:8080 is already used by services[0].listen (127.0.0.1:8080)',
+    'admin.listen: 127.0.0.1:8080 is already used by services[0].listen',
+  ]);
+});
+
+test('the default admin address counts as taken; port 0 never collides; a disabled admin takes nothing', () => {
+  assert.deepEqual(issuesOf(oneService().replace('127.0.0.1:8080', '127.0.0.1:9900')), [
+    'admin.listen: 127.0.0.1:9900 is already used by services[0].listen',
+  ]);
+  parseConfig(oneService().replace('127.0.0.1:8080', '127.0.0.1:9900') + 'admin: { enabled: false }');
+  const twoOnPortZero = oneService().replace('8080', '0') + oneService().replace('services:\n', '').replace('web', 'web2').replace('8080', '0');
+  assert.equal(parseConfig(twoOnPortZero + 'admin: { listen: "127.0.0.1:0" }').services.length, 2);
+});
+
+test('unknown balancer', () => {
+  assert.deepEqual(issuesOf(oneService('    balancer: fastest')), [
+    'services[0].balancer: expected one of "least-connections", "round-robin", "weighted-round-robin", received "fastest"',
+  ]);
+  assert.deepEqual(issuesOf(oneService('    balancer: roundrobin')), [
+    'services[0].balancer: expected one of "least-connections", "round-robin", "weighted-round-robin", received "roundrobin" (did you mean "round-robin"?)',
+  ]);
+});
+
+test('YAML syntax errors carry source:line:col', () => {
+  assert.deepEqual(issuesOf('services:\n  - name: web\n    listen: [1, 2\n', 'my.yaml'), [
+    'my.yaml:4:1: Flow sequence in block collection must be sufficiently indented and end with a ]',
+  ]);
+  assert.deepEqual(issuesOf('services: 1\nservices: 2\n'), ['<config>:2:1: Map keys must be unique']);
+  assert.deepEqual(issuesOf('a: 1\n---\nb: 2\n'), ['<config>:2:1: expected one YAML document, found several']);
+});
+
+test('an empty file or one with only comments', () => {
+  const expected = ['cfg.yaml: empty file, expected a mapping with a "services" list'];
+  assert.deepEqual(issuesOf('', 'cfg.yaml'), expected);
+  assert.deepEqual(issuesOf('# nothing here\n\n', 'cfg.yaml'), expected);
+});
+
+test('every problem is reported at once, schema and cross-field alike', () => {
+  const text = `version: 2
+services:
+  - name: web
+    protocol: udp
+    listen: "8080"
+    servers: [{ host: "127.0.0.1:9001" }]
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:8081
+    balancer: fastest
+    backends: [{ id: a, address: "127.0.0.1:9001", weight: -1 }, { id: a, address: nowhere }]
+`;
+  assert.deepEqual(issuesOf(text), [
+    'version: expected 1, received 2',
+    'services[0].protocol: expected one of "http", "tcp", received "udp" (udp, sip, rtsp are not supported yet)',
+    'services[0].listen: expected host:port, received "8080"',
+    'services[1].backends[0].weight: expected at least 0, received -1',
+    'services[1].backends[1].address: expected host:port, received "nowhere"',
+    'services[0].servers: renamed, use "backends"',
+    'services[1].name: duplicate service name "web", already used by services[0]',
+    'services[1].balancer: expected one of "least-connections", "round-robin", "weighted-round-robin", received "fastest"',
+    'services[1].backends[1].id: duplicate backend id "a", already used by services[1].backends[0]',
+  ]);
+});
+
+test('ConfigInvalidError message lists every issue', () => {
+  assert.throws(() => parseConfig('services: []\nfoo: 1'), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.equal(
+      err.message,
+      'invalid configuration:\n  services: expected at least 1 item, received 0 items\n  foo: unknown key, expected one of "version", "logging", "admin", "services"',
+    );
+    return true;
+  });
+});
+
+test('loadConfigFile reads a file and reports an unreadable one', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'holdfast-config-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const good = join(dir, 'good.yaml');
+  writeFileSync(good, oneService());
+  assert.equal(loadConfigFile(good).services[0]!.name, 'web');
+
+  const missing = join(dir, 'missing.yaml');
+  assert.throws(() => loadConfigFile(missing), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.deepEqual(err.issues, [`${missing}: cannot read file (ENOENT)`]);
+    return true;
+  });
+  assert.throws(() => loadConfigFile(dir), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.deepEqual(err.issues, [`${dir}: cannot read file (EISDIR)`]);
+    return true;
+  });
+
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, 'services: [\n');
+  assert.throws(() => loadConfigFile(bad), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.match(err.issues[0]!, new RegExp(`^${bad.replace(/[.]/g, '\\.')}:2:1: `));
+    return true;
+  });
+});
+
+test('formatConfig prints the resolved configuration, which parses back to the same value', () => {
+  const config = parseConfig(oneService());
+  const text = formatConfig(config);
+  assert.match(text, /^ {4}balancer: round-robin$/m);
+  assert.match(text, /^ {6}maxHeaderBytes: 16384$/m);
+  assert.deepEqual(parseConfig(text), config);
+});
+
+test('every example parses', () => {
+  const files = readdirSync(EXAMPLES_DIR).filter((f) => f.endsWith('.yaml'));
+  for (const required of ['http.yaml', 'minimal.yaml', 'tcp.yaml']) assert.ok(files.includes(required), required);
+  for (const file of files) {
+    const config = loadConfigFile(join(EXAMPLES_DIR, file));
+    assert.ok(config.services.length > 0, file);
+    for (const s of config.services) assert.match(s.listen, /^127\.0\.0\.1:/, file);
+  }
+});
+
+test('examples/http.yaml writes every option at its default value', () => {
+  const full = loadConfigFile(join(EXAMPLES_DIR, 'http.yaml'));
+  const bare = parseConfig(`services:
+  - name: web
+    protocol: http
+    listen: 127.0.0.1:8080
+    backends: [{ id: app-1, address: "127.0.0.1:9001" }, { id: app-2, address: "127.0.0.1:9002" }]
+`);
+  assert.deepEqual(full, bare);
+});

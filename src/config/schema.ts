@@ -1,0 +1,110 @@
+/**
+ * @module The configuration schema: one YAML file, one zod schema, defaults filled in here.
+ * Every key is camelCase; unknown keys are errors; renamed keys get a hint (config/load.ts).
+ */
+import { z } from 'zod';
+import { parseHostPort } from '../core/address.js';
+
+/** Messages that start with "expected" are the expectation config/load.ts prints (", received X"). */
+const hostPort = z
+  .string({ invalid_type_error: 'expected host:port', required_error: 'expected host:port' })
+  .refine((s) => parseHostPort(s) !== null, { message: 'expected host:port' });
+
+const positiveMs = z.number().int().positive();
+
+export const probeSchema = z
+  .object({
+    type: z.enum(['tcp', 'http']).default('tcp'),
+    /** HTTP probe path; a 2xx or 3xx answer means up. */
+    path: z.string().startsWith('/').default('/'),
+    intervalMs: positiveMs.default(1000),
+    timeoutMs: positiveMs.default(1000),
+  })
+  .strict();
+
+export const healthSchema = z
+  .object({
+    /** How long a backend connect may take before the backend counts as timed out (down). */
+    connectTimeoutMs: positiveMs.default(2000),
+    /** Probing of down backends: they return to rotation when a probe succeeds. */
+    probe: probeSchema.default({}),
+  })
+  .strict();
+
+export const httpSchema = z
+  .object({
+    /** Largest request or response head (request line + headers); above it the client gets 431. */
+    maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    /** A client must send a whole request head within this time, or gets 408. */
+    headerTimeoutMs: positiveMs.default(10_000),
+    /** An idle client keep-alive connection is closed after this. */
+    idleTimeoutMs: positiveMs.default(60_000),
+    /** A backend must start its reply within this time, or the exchange fails with 504. */
+    responseTimeoutMs: positiveMs.default(60_000),
+    /** Idle keep-alive connections to a backend are closed after this. */
+    backendIdleTimeoutMs: positiveMs.default(30_000),
+    /** Idle keep-alive connections kept per backend. */
+    maxIdlePerBackend: z.number().int().min(0).max(100_000).default(128),
+    /** Add X-Forwarded-For, X-Forwarded-Proto and Forwarded to requests. */
+    forwardedHeaders: z.boolean().default(true),
+    /** Bytes buffered per direction before the source is paused (backpressure). */
+    highWaterMarkBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(64 * 1024),
+  })
+  .strict();
+
+export const tcpSchema = z
+  .object({
+    /** A spliced connection with no traffic either way for this long is closed. 0: never. */
+    idleTimeoutMs: z.number().int().min(0).default(0),
+  })
+  .strict();
+
+export const backendSchema = z
+  .object({
+    id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected an id of letters, digits, "_", "." or "-"'),
+    address: hostPort,
+    weight: z.number().int().min(0).max(1000).default(1),
+  })
+  .strict();
+
+export const serviceSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "." or "-"'),
+    protocol: z.enum(['http', 'tcp']),
+    listen: hostPort,
+    balancer: z.string().default('round-robin'),
+    backends: z.array(backendSchema).min(1),
+    health: healthSchema.default({}),
+    http: httpSchema.default({}),
+    tcp: tcpSchema.default({}),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    version: z.literal(1).default(1),
+    logging: z
+      .object({
+        level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
+        /** json for machines; pretty for a terminal. */
+        format: z.enum(['json', 'pretty']).default('json'),
+      })
+      .strict()
+      .default({}),
+    admin: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Loopback by default: the admin API has no authentication. */
+        listen: hostPort.default('127.0.0.1:9900'),
+      })
+      .strict()
+      .default({}),
+    services: z.array(serviceSchema).min(1),
+  })
+  .strict();
+
+export type Config = z.infer<typeof configSchema>;
+export type ServiceConfig = z.infer<typeof serviceSchema>;
+export type BackendConfig = z.infer<typeof backendSchema>;
+export type HttpConfig = z.infer<typeof httpSchema>;
+export type HealthConfig = z.infer<typeof healthSchema>;

@@ -1,0 +1,110 @@
+/**
+ * @module The one clock. Every timer and every reading of the time goes through here so that
+ * detectors, timeouts and backoff can be tested on fake time (`FakeClock`).
+ */
+
+export interface TimerHandle {
+  cancel(): void;
+  /** Restart the timer with its original delay (cheap keep-alive timers). */
+  refresh(): void;
+}
+
+export interface Clock {
+  /** Milliseconds, monotonic, fractional. */
+  now(): number;
+  /** Wall-clock milliseconds since the epoch (for timestamps shown to people). */
+  wallNow(): number;
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  setInterval(fn: () => void, ms: number): TimerHandle;
+}
+
+class RealTimer implements TimerHandle {
+  constructor(private readonly t: NodeJS.Timeout, private readonly interval: boolean) {}
+  cancel(): void {
+    if (this.interval) clearInterval(this.t);
+    else clearTimeout(this.t);
+  }
+  refresh(): void {
+    this.t.refresh();
+  }
+}
+
+export const realClock: Clock = {
+  now: () => performance.now(),
+  wallNow: () => Date.now(),
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref?.();
+    return new RealTimer(t, false);
+  },
+  setInterval(fn, ms) {
+    const t = setInterval(fn, ms);
+    t.unref?.();
+    return new RealTimer(t, true);
+  },
+};
+
+interface FakeTimer {
+  at: number;
+  fn: () => void;
+  every: number | null;
+  delay: number;
+  live: boolean;
+}
+
+/** A clock that moves only when told to; timers fire in time order during `advance`. */
+export class FakeClock implements Clock {
+  private t = 0;
+  private readonly timers: FakeTimer[] = [];
+
+  constructor(start = 0) {
+    this.t = start;
+  }
+
+  now(): number {
+    return this.t;
+  }
+
+  wallNow(): number {
+    return this.t;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    return this.add(fn, ms, null);
+  }
+
+  setInterval(fn: () => void, ms: number): TimerHandle {
+    return this.add(fn, ms, ms);
+  }
+
+  /** Move time forward by `ms`, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      let next: FakeTimer | undefined;
+      for (const timer of this.timers) if (timer.live && timer.at <= end && (!next || timer.at < next.at)) next = timer;
+      if (!next) break;
+      this.t = next.at;
+      if (next.every !== null) next.at += next.every;
+      else next.live = false;
+      next.fn();
+    }
+    this.t = end;
+    for (let i = this.timers.length - 1; i >= 0; i--) if (!this.timers[i]!.live) this.timers.splice(i, 1);
+  }
+
+  private add(fn: () => void, ms: number, every: number | null): TimerHandle {
+    const timer: FakeTimer = { at: this.t + ms, fn, every, delay: ms, live: true };
+    this.timers.push(timer);
+    return {
+      cancel: () => {
+        timer.live = false;
+      },
+      refresh: () => {
+        timer.at = this.t + timer.delay;
+        timer.live = true;
+        if (!this.timers.includes(timer)) this.timers.push(timer);
+      },
+    };
+  }
+}

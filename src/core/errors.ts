@@ -1,0 +1,60 @@
+/**
+ * @module Every error holdfast raises: one base class and one subclass per condition, each with a
+ * stable `code` that operators can grep for and the README documents (test: errors.test.ts).
+ */
+
+export abstract class HoldfastError extends Error {
+  abstract readonly code: string;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The configuration file could not be read, parsed or validated. `issues` lists every problem. */
+export class ConfigInvalidError extends HoldfastError {
+  readonly code = 'HF_ERR_CONFIG_INVALID';
+  constructor(readonly issues: readonly string[], options?: { cause?: unknown }) {
+    super(`invalid configuration:\n  ${issues.join('\n  ')}`, options);
+  }
+}
+
+/** A balancer name that no module registered. */
+export class UnknownBalancerError extends HoldfastError {
+  readonly code = 'HF_ERR_UNKNOWN_BALANCER';
+  constructor(readonly balancer: string, readonly known: readonly string[]) {
+    super(`unknown balancer "${balancer}", expected one of: ${known.join(', ')}`);
+  }
+}
+
+/** How a backend connection failed, as passive detection reports it. */
+export type BackendFailureKind = 'refused' | 'reset' | 'timeout' | 'closed' | 'protocol';
+
+/** A client sent a request that holdfast refuses (smuggling, bad framing); answered with `status`. */
+export class HttpRequestError extends HoldfastError {
+  readonly code = 'HF_ERR_HTTP_REQUEST';
+  constructor(readonly status: 400 | 408 | 413 | 414 | 431 | 501 | 505, detail: string) {
+    super(detail);
+  }
+}
+
+/** A listener could not bind its address. */
+export class ListenError extends HoldfastError {
+  readonly code = 'HF_ERR_LISTEN';
+  constructor(readonly address: string, options?: { cause?: unknown }) {
+    super(`cannot listen on ${address}`, options);
+  }
+}
+
+/** A component was used after close() or destroy(). */
+export class ClosedError extends HoldfastError {
+  readonly code = 'HF_ERR_CLOSED';
+  constructor(readonly component: string) {
+    super(`${component} is closed`);
+  }
+}
+
+/** Command-line usage error. */
+export class UsageError extends HoldfastError {
+  readonly code = 'HF_ERR_USAGE';
+}

@@ -1,0 +1,202 @@
+/**
+ * @module One keep-alive connection to a backend, and the per-backend idle pool. Socket handlers
+ * are bound once per connection and dispatch to whichever exchange owns the connection now, so a
+ * request costs no listener churn. Writes made before the connection is up are queued here so a
+ * refused connection can hand them, untouched, to the next backend.
+ */
+import net from 'node:net';
+import type { BackendFailureKind } from '../core/errors.js';
+import type { TimerHandle } from '../core/clock.js';
+import type { Backend } from '../monitor/backend.js';
+import type { ServiceRuntime } from './service-runtime.js';
+
+/** What a backend connection reports to the exchange that owns it. */
+export interface BackendConnOwner {
+  onBackendConnect(conn: BackendConn): void;
+  onBackendData(conn: BackendConn, chunk: Buffer): void;
+  onBackendDrain(conn: BackendConn): void;
+  /** The backend ended its side cleanly (FIN). */
+  onBackendEnd(conn: BackendConn): void;
+  /** The connection is gone; `kind` says how, null after a clean end or our own destroy. */
+  onBackendClose(conn: BackendConn, kind: BackendFailureKind | null): void;
+  onBackendTimeout(conn: BackendConn): void;
+}
+
+export type Chunk = string | Buffer;
+
+function failureKind(code: string | undefined): BackendFailureKind {
+  switch (code) {
+    case 'ECONNREFUSED':
+      return 'refused';
+    case 'ETIMEDOUT':
+      return 'timeout';
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return 'reset';
+    default:
+      return 'closed';
+  }
+}
+
+export class BackendConn {
+  readonly socket: net.Socket;
+  owner: BackendConnOwner | null = null;
+  connected = false;
+  /** Served at least one exchange before: a failure may be the keep-alive race, not a dead backend. */
+  reused = false;
+  /** Writes queued until the connection is up. */
+  pending: Chunk[] = [];
+  pendingBytes = 0;
+  /** Clock time when it went idle into the pool. */
+  idleSince = 0;
+  private failure: BackendFailureKind | null = null;
+  private connectTimer: TimerHandle | null = null;
+  private ended = false;
+
+  constructor(
+    readonly backend: Backend,
+    private readonly pool: BackendPool,
+    rt: ServiceRuntime,
+  ) {
+    const socket = net.connect({ host: backend.host, port: backend.port, noDelay: true });
+    this.socket = socket;
+    // One inactivity timeout for the socket's whole life: re-arming it per request costs two timer
+    // re-insertions per exchange. Idle connections are reaped by the pool's sweep instead.
+    socket.setTimeout(rt.config.http.responseTimeoutMs);
+    this.connectTimer = rt.clock.setTimeout(() => {
+      this.connectTimer = null;
+      this.failure = 'timeout';
+      socket.destroy();
+    }, rt.config.health.connectTimeoutMs);
+    socket.on('connect', () => {
+      this.connectTimer?.cancel();
+      this.connectTimer = null;
+      this.connected = true;
+      if (this.pending.length > 0) {
+        socket.cork();
+        for (const c of this.pending) socket.write(c);
+        socket.uncork();
+        this.pending = [];
+        this.pendingBytes = 0;
+      }
+      this.owner?.onBackendConnect(this);
+    });
+    socket.on('data', (chunk: Buffer) => {
+      if (this.owner) this.owner.onBackendData(this, chunk);
+      else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
+    });
+    socket.on('drain', () => this.owner?.onBackendDrain(this));
+    socket.on('end', () => {
+      this.ended = true;
+      if (this.owner) this.owner.onBackendEnd(this);
+    });
+    socket.on('timeout', () => {
+      if (this.owner) this.owner.onBackendTimeout(this);
+      else socket.destroy();
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.failure ??= failureKind(err.code);
+    });
+    socket.on('close', () => {
+      this.connectTimer?.cancel();
+      this.connectTimer = null;
+      this.pool.forget(this);
+      const owner = this.owner;
+      this.owner = null;
+      if (owner) owner.onBackendClose(this, this.failure ?? (this.ended ? 'closed' : null));
+    });
+  }
+
+  /** Write now, or queue until connected. Returns false when the caller should pause its source. */
+  write(chunk: Chunk, highWaterMark: number): boolean {
+    if (this.connected) return this.socket.write(chunk);
+    this.pending.push(chunk);
+    this.pendingBytes += typeof chunk === 'string' ? chunk.length : chunk.byteLength;
+    return this.pendingBytes < highWaterMark;
+  }
+
+  /** Drop the connection without telling the owner (the owner is abandoning it). */
+  discard(): void {
+    this.owner = null;
+    this.socket.destroy();
+  }
+
+  get usable(): boolean {
+    return !this.socket.destroyed && !this.ended;
+  }
+}
+
+/** How often idle pooled connections are checked against backendIdleTimeoutMs. */
+export const POOL_SWEEP_INTERVAL_MS = 1000;
+
+/** Idle keep-alive connections per backend, most recently used first (warm sockets, fewer idle). */
+export class BackendPool {
+  private idle: BackendConn[][];
+  private readonly sweeper: TimerHandle;
+  private closed = false;
+
+  constructor(
+    private readonly rt: ServiceRuntime,
+    backendCount: number,
+  ) {
+    this.idle = Array.from({ length: backendCount }, () => []);
+    this.sweeper = rt.clock.setInterval(() => this.sweep(), POOL_SWEEP_INTERVAL_MS);
+  }
+
+  /** Close connections idle for longer than backendIdleTimeoutMs (oldest are at the list's front). */
+  private sweep(): void {
+    const oldest = this.rt.clock.now() - this.rt.config.http.backendIdleTimeoutMs;
+    for (const list of this.idle) {
+      let n = 0;
+      while (n < list.length && list[n]!.idleSince <= oldest) n++;
+      for (const c of list.splice(0, n)) c.socket.destroy();
+    }
+  }
+
+  /** An idle connection to `backend`, or a new one. */
+  acquire(backend: Backend, owner: BackendConnOwner): BackendConn {
+    const list = this.idle[backend.index]!;
+    let conn: BackendConn | undefined;
+    while ((conn = list.pop()) !== undefined) {
+      if (conn.usable) break;
+    }
+    if (conn === undefined) conn = new BackendConn(backend, this, this.rt);
+    conn.owner = owner;
+    return conn;
+  }
+
+  /** Return a connection whose exchange ended cleanly. */
+  release(conn: BackendConn): void {
+    conn.owner = null;
+    const list = this.idle[conn.backend.index]!;
+    if (this.closed || !conn.usable || list.length >= this.rt.config.http.maxIdlePerBackend || !conn.backend.eligible) {
+      conn.socket.destroy();
+      return;
+    }
+    conn.reused = true;
+    conn.idleSince = this.rt.clock.now();
+    list.push(conn);
+  }
+
+  forget(conn: BackendConn): void {
+    const list = this.idle[conn.backend.index]!;
+    const i = list.indexOf(conn);
+    if (i >= 0) list.splice(i, 1);
+  }
+
+  /** Close every idle connection to a backend (it failed: its idle sockets are suspect too). */
+  flush(backend: Backend): void {
+    const list = this.idle[backend.index]!;
+    this.idle[backend.index] = [];
+    for (const c of list) c.socket.destroy();
+  }
+
+  /** Close every idle connection and stop sweeping. */
+  destroyAll(): void {
+    this.closed = true;
+    this.sweeper.cancel();
+    const lists = this.idle;
+    this.idle = lists.map(() => []);
+    for (const list of lists) for (const c of list) c.socket.destroy();
+  }
+}

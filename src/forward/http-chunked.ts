@@ -1,0 +1,167 @@
+/**
+ * @module Chunked transfer coding scanner (RFC 9112 §7.1). It does not decode: bytes are relayed as
+ * they are, and the scanner only follows the framing to find where the message ends and to refuse
+ * malformed framing (a smuggling vector). Large chunk data is skipped in one step.
+ */
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+const SEMI = 59;
+
+/** More hex digits than this in a chunk size is refused (RFC 9112 leaves it open; 16 fits 64 bits). */
+export const MAX_CHUNK_SIZE_DIGITS = 16;
+
+const enum S {
+  Size,
+  SizeWs,
+  Ext,
+  SizeLf,
+  Data,
+  DataCr,
+  DataLf,
+  TrailerStart,
+  Trailer,
+  TrailerLf,
+  EndLf,
+  Done,
+}
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 65 && c <= 70) return c - 55;
+  return -1;
+}
+
+export class ChunkedScanner {
+  private state = S.Size;
+  private digits = 0;
+  private size = 0;
+  private remaining = 0;
+  private trailerBytes = 0;
+  /** Why the framing was refused, once `scan` returned -1. */
+  error = '';
+
+  constructor(private readonly maxTrailerBytes = 16 * 1024) {}
+
+  get done(): boolean {
+    return this.state === S.Done;
+  }
+
+  reset(): void {
+    this.state = S.Size;
+    this.digits = 0;
+    this.size = 0;
+    this.remaining = 0;
+    this.trailerBytes = 0;
+    this.error = '';
+  }
+
+  /**
+   * Follows the framing over buf[start, end). Returns how many bytes belong to the message (all of
+   * them unless the message ended inside the range), or -1 when the framing is malformed.
+   */
+  scan(buf: Uint8Array, start: number, end: number): number {
+    let i = start;
+    while (i < end) {
+      switch (this.state) {
+        case S.Size: {
+          const c = buf[i]!;
+          const v = hexValue(c);
+          if (v >= 0) {
+            if (++this.digits > MAX_CHUNK_SIZE_DIGITS) return this.fail('chunk size has too many digits');
+            this.size = this.size * 16 + v;
+            if (this.size > Number.MAX_SAFE_INTEGER) return this.fail('chunk size too large');
+          } else if (this.digits === 0) {
+            return this.fail('chunk size is not hexadecimal');
+          } else if (c === CR) {
+            this.state = S.SizeLf;
+          } else if (c === SP || c === HTAB) {
+            this.state = S.SizeWs;
+          } else if (c === SEMI) {
+            this.state = S.Ext;
+          } else {
+            return this.fail('chunk size is not hexadecimal');
+          }
+          i++;
+          break;
+        }
+        case S.SizeWs: {
+          const c = buf[i++]!;
+          if (c === SEMI) this.state = S.Ext;
+          else if (c === CR) this.state = S.SizeLf;
+          else if (c !== SP && c !== HTAB) return this.fail('bad chunk size line');
+          break;
+        }
+        case S.Ext: {
+          // Extensions are relayed, not interpreted; they end at CR, and a bare LF is refused.
+          const c = buf[i++]!;
+          if (c === CR) this.state = S.SizeLf;
+          else if (c === LF) return this.fail('bare LF in chunk extension');
+          else if (++this.trailerBytes > this.maxTrailerBytes) return this.fail('chunk extension too long');
+          break;
+        }
+        case S.SizeLf: {
+          if (buf[i++] !== LF) return this.fail('chunk size line not ended by CRLF');
+          this.trailerBytes = 0;
+          if (this.size === 0) {
+            this.state = S.TrailerStart;
+          } else {
+            this.remaining = this.size;
+            this.state = S.Data;
+          }
+          break;
+        }
+        case S.Data: {
+          const n = Math.min(this.remaining, end - i);
+          i += n;
+          this.remaining -= n;
+          if (this.remaining === 0) this.state = S.DataCr;
+          break;
+        }
+        case S.DataCr:
+          if (buf[i++] !== CR) return this.fail('chunk data not followed by CRLF');
+          this.state = S.DataLf;
+          break;
+        case S.DataLf:
+          if (buf[i++] !== LF) return this.fail('chunk data not followed by CRLF');
+          this.state = S.Size;
+          this.digits = 0;
+          this.size = 0;
+          break;
+        case S.TrailerStart: {
+          const c = buf[i++]!;
+          if (c === CR) this.state = S.EndLf;
+          else if (c === LF) return this.fail('bare LF in trailer');
+          else this.state = S.Trailer;
+          break;
+        }
+        case S.Trailer: {
+          const c = buf[i++]!;
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.fail('trailer section too large');
+          if (c === CR) this.state = S.TrailerLf;
+          else if (c === LF) return this.fail('bare LF in trailer');
+          break;
+        }
+        case S.TrailerLf:
+          if (buf[i++] !== LF) return this.fail('trailer line not ended by CRLF');
+          this.state = S.TrailerStart;
+          break;
+        case S.EndLf:
+          if (buf[i++] !== LF) return this.fail('chunked body not ended by CRLF');
+          this.state = S.Done;
+          return i - start;
+        case S.Done:
+          return i - start;
+      }
+    }
+    return i - start;
+  }
+
+  private fail(why: string): number {
+    this.error = why;
+    return -1;
+  }
+}

@@ -1,0 +1,140 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { HttpRequestError } from '../core/errors.js';
+import {
+  errorResponse,
+  forwardedFor,
+  parseRequestHead,
+  parseResponseHead,
+  writeRequestHead,
+  writeResponseHead,
+} from './http-head.js';
+
+const head = (...lines: string[]) => lines.join('\r\n');
+
+test('a request head is parsed: method, target, version, framing, keep-alive', () => {
+  const r = parseRequestHead(head('POST /a?b=1 HTTP/1.1', 'Host: x', 'Content-Length: 12', 'X-Id:  7 '));
+  assert.equal(r.method, 'POST');
+  assert.equal(r.target, '/a?b=1');
+  assert.equal(r.minor, 1);
+  assert.equal(r.contentLength, 12);
+  assert.equal(r.chunked, false);
+  assert.equal(r.keepAlive, true);
+  assert.deepEqual(
+    r.fields.map((f) => [f.name, f.value]),
+    [
+      ['host', 'x'],
+      ['content-length', '12'],
+      ['x-id', '7'],
+    ],
+  );
+});
+
+test('keep-alive follows the version and the Connection tokens', () => {
+  assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: x', 'Connection: close')).keepAlive, false);
+  assert.equal(parseRequestHead(head('GET / HTTP/1.0')).keepAlive, false);
+  assert.equal(parseRequestHead(head('GET / HTTP/1.0', 'Connection: Keep-Alive')).keepAlive, true);
+});
+
+function refusal(text: string): [number, string] {
+  try {
+    parseRequestHead(text);
+  } catch (err) {
+    assert.ok(err instanceof HttpRequestError);
+    return [err.status, err.message];
+  }
+  assert.fail('accepted');
+}
+
+for (const [why, text, expected] of [
+  ['CL with TE', head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 3', 'Transfer-Encoding: chunked'), [400, 'Content-Length with Transfer-Encoding']],
+  ['duplicate CL, same value', head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 3', 'Content-Length: 3'), [400, 'more than one Content-Length']],
+  ['CL list', head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 3, 3'), [400, 'invalid Content-Length']],
+  ['signed CL', head('POST / HTTP/1.1', 'Host: x', 'Content-Length: +3'), [400, 'invalid Content-Length']],
+  ['CL over 2^53', head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 9007199254740993'), [400, 'Content-Length too large']],
+  ['TE gzip', head('POST / HTTP/1.1', 'Host: x', 'Transfer-Encoding: gzip'), [400, 'unsupported Transfer-Encoding']],
+  ['TE chunked twice', head('POST / HTTP/1.1', 'Host: x', 'Transfer-Encoding: chunked', 'Transfer-Encoding: chunked'), [400, 'unsupported Transfer-Encoding']],
+  ['obs-fold', head('GET / HTTP/1.1', 'Host: x', 'X-A: 1', ' 2'), [400, 'obsolete line folding']],
+  ['space before colon', head('GET / HTTP/1.1', 'Host : x'), [400, 'whitespace before ":" in header']],
+  ['no colon', head('GET / HTTP/1.1', 'Host x'), [400, 'header line without ":"']],
+  ['bare LF in a field', 'GET / HTTP/1.1\r\nHost: x\nX: y', [400, 'control character in header value']],
+  ['bare CR in request line', 'GET /\r HTTP/1.1\r\nHost: x', [400, 'bare CR or LF in request line']],
+  ['control char in value', head('GET / HTTP/1.1', 'Host: x', 'X: a\x01b'), [400, 'control character in header value']],
+  ['missing Host', head('GET / HTTP/1.1'), [400, 'missing Host']],
+  ['two Hosts', head('GET / HTTP/1.1', 'Host: a', 'Host: b'), [400, 'more than one Host']],
+  ['HTTP/2.0', head('GET / HTTP/2.0', 'Host: x'), [505, 'unsupported version HTTP/2.0']],
+  ['junk version', head('GET / HTTX/1.1', 'Host: x'), [400, 'malformed request line']],
+  ['extra space', head('GET  / HTTP/1.1', 'Host: x'), [400, 'malformed request line']],
+] as const) {
+  test(`refuses a request with ${why}`, () => {
+    assert.deepEqual(refusal(text), expected);
+  });
+}
+
+test('the forwarded request drops hop-by-hop fields and adds the client', () => {
+  const r = parseRequestHead(
+    head('GET / HTTP/1.1', 'Host: x', 'Connection: keep-alive, X-Secret', 'Keep-Alive: 5', 'X-Secret: s', 'TE: trailers', 'X-Forwarded-For: 10.0.0.1', 'Forwarded: for=10.0.0.1', 'Accept: */*'),
+  );
+  assert.equal(
+    writeRequestHead(r, forwardedFor('::ffff:127.0.0.1')),
+    head(
+      'GET / HTTP/1.1',
+      'Host: x',
+      'Accept: */*',
+      'X-Forwarded-For: 10.0.0.1, 127.0.0.1',
+      'X-Forwarded-Proto: http',
+      'Forwarded: for=10.0.0.1, for=127.0.0.1;proto=http',
+      '',
+      '',
+    ),
+  );
+});
+
+test('an IPv6 client is quoted in Forwarded; an HTTP/1.0 request asks the backend for keep-alive', () => {
+  const r = parseRequestHead(head('GET / HTTP/1.0', 'X-Forwarded-Proto: https'));
+  assert.equal(
+    writeRequestHead(r, forwardedFor('::1')),
+    head('GET / HTTP/1.0', 'X-Forwarded-Proto: https', 'X-Forwarded-For: ::1', 'Forwarded: for="[::1]";proto=http', 'Connection: keep-alive', '', ''),
+  );
+});
+
+test('an upgrade request keeps Upgrade and Connection: Upgrade', () => {
+  const r = parseRequestHead(head('GET /ws HTTP/1.1', 'Host: x', 'Connection: Upgrade', 'Upgrade: websocket'));
+  assert.equal(r.upgrade, true);
+  assert.equal(writeRequestHead(r, null), head('GET /ws HTTP/1.1', 'Host: x', 'Upgrade: websocket', 'Connection: Upgrade', '', ''));
+});
+
+test('response framing: length, chunked, close-delimited, and no body for HEAD, 204 and 304', () => {
+  assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 5'), 'GET').contentLength, 5);
+  assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Transfer-Encoding: gzip, chunked'), 'GET').chunked, true);
+  const close = parseResponseHead(head('HTTP/1.1 200 OK'), 'GET');
+  assert.equal(close.closeDelimited, true);
+  assert.equal(close.closes, true);
+  for (const [status, method] of [['200', 'HEAD'], ['204', 'GET'], ['304', 'GET']] as const) {
+    const r = parseResponseHead(head(`HTTP/1.1 ${status} X`, 'Transfer-Encoding: chunked', 'Content-Length: 9'.replace('Content', 'X-Content')), method);
+    assert.equal(r.chunked, false, status);
+    assert.equal(r.closeDelimited, false, status);
+    assert.equal(r.contentLength, 0, status);
+  }
+  assert.throws(() => parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 1', 'Transfer-Encoding: chunked'), 'GET'), /Content-Length with Transfer-Encoding/);
+  assert.throws(() => parseResponseHead('HTTP/1.1 2000 OK', 'GET'), /malformed status line/);
+});
+
+test('a response passes unchanged unless it carries hop-by-hop fields or is HTTP/1.0', () => {
+  assert.equal(parseResponseHead(head('HTTP/1.1 200 OK', 'Content-Length: 0'), 'GET').needsRewrite, false);
+  const r = parseResponseHead(head('HTTP/1.0 200 OK', 'Content-Length: 0', 'Connection: keep-alive, X-Hop', 'X-Hop: 1', 'Keep-Alive: timeout=5'), 'GET');
+  assert.equal(r.needsRewrite, true);
+  assert.equal(r.closes, false);
+  assert.equal(writeResponseHead(r, 1, false), head('HTTP/1.1 200 OK', 'Content-Length: 0', '', ''));
+  assert.equal(writeResponseHead(r, 0, false), head('HTTP/1.1 200 OK', 'Content-Length: 0', 'Connection: keep-alive', '', ''));
+  assert.equal(writeResponseHead(r, 1, true), head('HTTP/1.1 200 OK', 'Content-Length: 0', 'Connection: close', '', ''));
+});
+
+test('our own error responses are complete and close the connection', () => {
+  const text = errorResponse(503, 'no backend available', 'Retry-After: 1\r\n');
+  const [h, body] = text.split('\r\n\r\n') as [string, string];
+  assert.match(h, /^HTTP\/1\.1 503 Service Unavailable\r\n/);
+  assert.match(h, /\r\nConnection: close\r\n/);
+  assert.match(h, /\r\nRetry-After: 1$/);
+  assert.equal(Number(/Content-Length: (\d+)/.exec(h)![1]), Buffer.byteLength(body));
+});

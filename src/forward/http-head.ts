@@ -1,0 +1,316 @@
+/**
+ * @module HTTP/1.1 message heads: parse a request or response head (RFC 9112 §2-§6), decide its
+ * framing, refuse what could smuggle a second message past us, and write the head we forward with
+ * the hop-by-hop fields (RFC 9110 §7.6.1) removed. Heads are parsed from latin1 strings: one slice
+ * per message, lines found with indexOf, no per-byte JS loop.
+ */
+import { HttpRequestError } from '../core/errors.js';
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Control characters other than HTAB are not allowed in field values (RFC 9110 §5.5). */
+const BAD_VALUE_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
+const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+const DIGITS = /^\d+$/;
+
+/** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+
+export interface Field {
+  /** Lower-cased field name. */
+  readonly name: string;
+  readonly value: string;
+  /** The whole line as received ("Name: value"), reused when forwarding. */
+  readonly line: string;
+}
+
+interface CommonHead {
+  readonly fields: Field[];
+  /** Declared body length, or -1 when there is no Content-Length. */
+  readonly contentLength: number;
+  readonly chunked: boolean;
+  /** Lower-cased tokens of the Connection field(s). */
+  readonly connection: readonly string[];
+  /** Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  readonly minor: 0 | 1;
+}
+
+export interface RequestHead extends CommonHead {
+  readonly method: string;
+  readonly target: string;
+  readonly keepAlive: boolean;
+  readonly upgrade: boolean;
+  readonly expectContinue: boolean;
+}
+
+export interface ResponseHead extends CommonHead {
+  readonly status: number;
+  /** Status line after the version ("200 OK"). */
+  readonly statusRest: string;
+  /** The backend will close after this response (Connection: close, or HTTP/1.0 without keep-alive). */
+  readonly closes: boolean;
+  /** The body runs until the backend closes (no Content-Length, not chunked). */
+  readonly closeDelimited: boolean;
+  /** Forwarding the head as received would pass a hop-by-hop field or a 1.0 status line. */
+  readonly needsRewrite: boolean;
+}
+
+function splitTokens(value: string, into: string[]): void {
+  for (const part of value.split(',')) {
+    const t = part.trim().toLowerCase();
+    if (t) into.push(t);
+  }
+}
+
+/**
+ * Parses the field lines of head[from..] (no final empty line). `bad` builds the error to throw,
+ * so the same rules answer 400 for requests and 502 for responses.
+ */
+function parseFields(head: string, from: number, bad: (why: string) => Error) {
+  const fields: Field[] = [];
+  let contentLength = -1;
+  let te: string[] | null = null;
+  const connection: string[] = [];
+  let hosts = 0;
+  let pos = from;
+  while (pos < head.length) {
+    let eol = head.indexOf('\r\n', pos);
+    if (eol < 0) eol = head.length;
+    const line = head.slice(pos, eol);
+    pos = eol + 2;
+    const c0 = line.charCodeAt(0);
+    if (c0 === 32 || c0 === 9) throw bad('obsolete line folding');
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw bad('header line without ":"');
+    const rawName = line.slice(0, colon);
+    if (!TOKEN.test(rawName)) {
+      throw bad(/[ \t]$/.test(rawName) ? 'whitespace before ":" in header' : 'invalid header name');
+    }
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (BAD_VALUE_CHAR.test(value)) throw bad('control character in header value');
+    const name = rawName.toLowerCase();
+    fields.push({ name, value, line });
+    switch (name) {
+      case 'content-length':
+        if (contentLength !== -1) throw bad('more than one Content-Length');
+        if (!DIGITS.test(value)) throw bad('invalid Content-Length');
+        contentLength = Number(value);
+        if (contentLength > Number.MAX_SAFE_INTEGER) throw bad('Content-Length too large');
+        break;
+      case 'transfer-encoding':
+        splitTokens(value, (te ??= []));
+        break;
+      case 'connection':
+        splitTokens(value, connection);
+        break;
+      case 'host':
+        hosts++;
+        break;
+    }
+  }
+  return { fields, contentLength, te, connection, hosts };
+}
+
+function requestError(status: 400 | 505) {
+  return (why: string) => new HttpRequestError(status, why);
+}
+
+/** Parses a request head: `head` is the latin1 text before the empty line that ends it. */
+export function parseRequestHead(head: string): RequestHead {
+  const bad = requestError(400);
+  let eol = head.indexOf('\r\n');
+  if (eol < 0) eol = head.length;
+  const requestLine = head.slice(0, eol);
+  if (/[\r\n]/.test(requestLine)) throw bad('bare CR or LF in request line');
+  const sp1 = requestLine.indexOf(' ');
+  const sp2 = requestLine.indexOf(' ', sp1 + 1);
+  if (sp1 <= 0 || sp2 < 0 || requestLine.indexOf(' ', sp2 + 1) >= 0) throw bad('malformed request line');
+  const method = requestLine.slice(0, sp1);
+  const target = requestLine.slice(sp1 + 1, sp2);
+  const version = requestLine.slice(sp2 + 1);
+  if (!TOKEN.test(method)) throw bad('invalid method');
+  if (!TARGET.test(target)) throw bad('invalid request target');
+  let minor: 0 | 1;
+  if (version === 'HTTP/1.1') minor = 1;
+  else if (version === 'HTTP/1.0') minor = 0;
+  else if (/^HTTP\/\d\.\d$/.test(version)) throw new HttpRequestError(505, `unsupported version ${version}`);
+  else throw bad('malformed request line');
+
+  const f = parseFields(head, eol + 2, bad);
+  let chunked = false;
+  if (f.te) {
+    // RFC 9112 §6.1: a request whose final coding is not chunked cannot be framed; we accept only
+    // exactly "chunked", the one coding every origin understands.
+    if (f.te.length !== 1 || f.te[0] !== 'chunked') throw bad('unsupported Transfer-Encoding');
+    if (f.contentLength !== -1) throw bad('Content-Length with Transfer-Encoding');
+    chunked = true;
+  }
+  if (f.hosts > 1) throw bad('more than one Host');
+  if (minor === 1 && f.hosts === 0) throw bad('missing Host');
+  const conn = f.connection;
+  const keepAlive = minor === 1 ? !conn.includes('close') : conn.includes('keep-alive') && !conn.includes('close');
+  let upgrade = false;
+  let expectContinue = false;
+  if (conn.includes('upgrade')) upgrade = f.fields.some((x) => x.name === 'upgrade');
+  for (const x of f.fields) if (x.name === 'expect' && x.value.toLowerCase() === '100-continue') expectContinue = true;
+  return {
+    method,
+    target,
+    minor,
+    fields: f.fields,
+    contentLength: f.contentLength,
+    chunked,
+    connection: conn,
+    keepAlive,
+    upgrade,
+    expectContinue,
+  };
+}
+
+export class ResponseHeadError extends Error {}
+
+/** Parses a response head: `head` is the latin1 text before the empty line that ends it. */
+export function parseResponseHead(head: string, requestMethod: string): ResponseHead {
+  const bad = (why: string) => new ResponseHeadError(why);
+  let eol = head.indexOf('\r\n');
+  if (eol < 0) eol = head.length;
+  const statusLine = head.slice(0, eol);
+  const m = /^HTTP\/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?$/.exec(statusLine);
+  if (!m) throw bad('malformed status line');
+  const minor = m[1] === '1' ? 1 : 0;
+  const status = Number(m[2]);
+  const f = parseFields(head, eol + 2, bad);
+  let chunked = false;
+  let closeDelimited = false;
+  const noBody = requestMethod === 'HEAD' || status < 200 || status === 204 || status === 304;
+  if (f.te) {
+    if (f.contentLength !== -1) throw bad('Content-Length with Transfer-Encoding');
+    // RFC 9112 §6.3: chunked last means chunked; any other final coding runs until close.
+    if (f.te[f.te.length - 1] === 'chunked') chunked = true;
+    else closeDelimited = true;
+  } else if (f.contentLength === -1) {
+    closeDelimited = true;
+  }
+  if (noBody) {
+    chunked = false;
+    closeDelimited = false;
+  }
+  const conn = f.connection;
+  const closes = conn.includes('close') || (minor === 0 && !conn.includes('keep-alive')) || closeDelimited;
+  let needsRewrite = minor === 0;
+  if (!needsRewrite) {
+    for (const x of f.fields) {
+      if (HOP_BY_HOP.has(x.name) || (conn.length > 0 && conn.includes(x.name))) {
+        needsRewrite = true;
+        break;
+      }
+    }
+  }
+  return {
+    status,
+    statusRest: statusLine.slice(9),
+    minor,
+    fields: f.fields,
+    contentLength: noBody ? 0 : f.contentLength,
+    chunked,
+    connection: conn,
+    closes,
+    closeDelimited,
+    needsRewrite,
+  };
+}
+
+/** True when a field must not be forwarded: hop-by-hop, or named by the Connection field. */
+function isHopByHop(name: string, connection: readonly string[], keepUpgrade: boolean): boolean {
+  if (HOP_BY_HOP.has(name)) return !(keepUpgrade && name === 'upgrade');
+  return connection.length > 0 && connection.includes(name);
+}
+
+/** Client-identifying fields added to forwarded requests (RFC 7239 and the de-facto X-Forwarded-*). */
+export interface ForwardedFor {
+  /** The client address as written in X-Forwarded-For. */
+  readonly ip: string;
+  /** The same as a Forwarded `for=` parameter value (IPv6 quoted and bracketed). */
+  readonly forwardedFor: string;
+}
+
+export function forwardedFor(remoteAddress: string | undefined): ForwardedFor {
+  let ip = remoteAddress ?? 'unknown';
+  if (ip.startsWith('::ffff:') && ip.includes('.')) ip = ip.slice(7);
+  return { ip, forwardedFor: ip.includes(':') ? `"[${ip}]"` : ip };
+}
+
+/**
+ * The request head sent to the backend. HTTP/1.1 to the backend keeps the pooled connection alive
+ * by default; a 1.0 request stays 1.0 (so the backend never answers it chunked) and asks for
+ * keep-alive explicitly.
+ */
+export function writeRequestHead(req: RequestHead, client: ForwardedFor | null): string {
+  let out = `${req.method} ${req.target} HTTP/1.${req.minor}\r\n`;
+  let xff: string | null = null;
+  let fwd: string | null = null;
+  let hasProto = false;
+  for (const f of req.fields) {
+    if (isHopByHop(f.name, req.connection, req.upgrade)) continue;
+    if (client) {
+      if (f.name === 'x-forwarded-for') {
+        xff = xff === null ? f.value : `${xff}, ${f.value}`;
+        continue;
+      }
+      if (f.name === 'forwarded') {
+        fwd = fwd === null ? f.value : `${fwd}, ${f.value}`;
+        continue;
+      }
+      if (f.name === 'x-forwarded-proto') hasProto = true;
+    }
+    out += f.line + '\r\n';
+  }
+  if (client) {
+    out += `X-Forwarded-For: ${xff === null ? client.ip : `${xff}, ${client.ip}`}\r\n`;
+    if (!hasProto) out += 'X-Forwarded-Proto: http\r\n';
+    const me = `for=${client.forwardedFor};proto=http`;
+    out += `Forwarded: ${fwd === null ? me : `${fwd}, ${me}`}\r\n`;
+  }
+  if (req.upgrade) out += 'Connection: Upgrade\r\n';
+  else if (req.minor === 0) out += 'Connection: keep-alive\r\n';
+  return out + '\r\n';
+}
+
+/**
+ * The response head sent to the client, when the head as received cannot be passed through:
+ * hop-by-hop fields dropped, our own version, and our own decision on the client connection.
+ */
+export function writeResponseHead(res: ResponseHead, clientMinor: 0 | 1, closeClient: boolean): string {
+  let out = `HTTP/1.1 ${res.statusRest}\r\n`;
+  const upgrade = res.status === 101;
+  for (const f of res.fields) {
+    if (isHopByHop(f.name, res.connection, upgrade)) continue;
+    out += f.line + '\r\n';
+  }
+  if (upgrade) out += 'Connection: Upgrade\r\n';
+  else if (closeClient) out += 'Connection: close\r\n';
+  else if (clientMinor === 0) out += 'Connection: keep-alive\r\n';
+  return out + '\r\n';
+}
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  408: 'Request Timeout',
+  413: 'Content Too Large',
+  414: 'URI Too Long',
+  431: 'Request Header Fields Too Large',
+  501: 'Not Implemented',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
+};
+
+/** A complete response generated by the proxy itself; always closes the connection. */
+export function errorResponse(status: number, detail: string, extraHeaders = ''): string {
+  const reason = REASONS[status] ?? 'Error';
+  const body = `${status} ${reason}: ${detail}\n`;
+  return (
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n${extraHeaders}\r\n${body}`
+  );
+}

@@ -1,0 +1,41 @@
+/** @module A service's listening socket: binds, hands accepted sockets to its forwarder, unbinds. */
+import net from 'node:net';
+import { parseHostPort, type HostPort } from '../core/address.js';
+import { ListenError } from '../core/errors.js';
+import type { Forwarder } from './service-runtime.js';
+
+export interface Listener {
+  readonly address: HostPort;
+  /** Stop accepting; connections already accepted are the forwarder's to finish. */
+  close(): Promise<void>;
+}
+
+/**
+ * Listens on `listen` (port 0 picks a free port). Both HTTP and TCP listeners are allowHalfOpen:
+ * a client that half-closes after sending still gets its whole reply.
+ */
+export async function listen(listenAt: string, forwarder: Forwarder): Promise<Listener> {
+  const at = parseHostPort(listenAt);
+  if (!at) throw new ListenError(listenAt);
+  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => forwarder.handle(socket));
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new ListenError(listenAt, { cause: err }));
+    server.once('error', onError);
+    server.listen({ host: at.host, port: at.port, backlog: 1024 }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', () => {}); // accept errors (EMFILE) must not kill the process
+  const bound = server.address() as net.AddressInfo;
+  const address = { host: bound.address, port: bound.port };
+  return {
+    address,
+    // server.close() alone waits for every accepted connection; those belong to the forwarder,
+    // which drains them itself, so resolve as soon as no new connection can arrive.
+    close: async () => {
+      server.close();
+    },
+  };
+}
+

@@ -1,0 +1,33 @@
+/**
+ * @module What a forwarder gets from the composition root: the service's backends, its balancer
+ * and where to report backend failures (passive detection). Forwarders never reach further.
+ */
+import type { Balancer } from '../balance/balancer.js';
+import type { BackendFailureKind } from '../core/errors.js';
+import type { Clock } from '../core/clock.js';
+import type { ServiceConfig } from '../config/schema.js';
+import type { Backend } from '../monitor/backend.js';
+
+/** Passive detection input: the forwarder saw a backend refuse, reset or time out. */
+export interface FailureSink {
+  reportFailure(backend: Backend, kind: BackendFailureKind): void;
+  /** The backend completed a connect or exchange. Called on the hot path: cheap when already up. */
+  reportSuccess(backend: Backend): void;
+}
+
+export interface ServiceRuntime {
+  readonly config: ServiceConfig;
+  readonly backends: readonly Backend[];
+  readonly balancer: Balancer<Backend>;
+  readonly failures: FailureSink;
+  readonly clock: Clock;
+}
+
+/** A forwarder takes accepted client sockets of one service. */
+export interface Forwarder {
+  handle(socket: import('node:net').Socket): void;
+  /** Stop taking new work, let in-flight exchanges finish, then close. */
+  close(): Promise<void>;
+  /** Close everything now. */
+  destroy(err?: Error): void;
+}

@@ -1,0 +1,38 @@
+/**
+ * @module A backend as the pipeline sees it: identity, address, weight, its live state and its
+ * in-flight work count. The state machine is owned by monitor/health.ts; the forwarder only reads
+ * `state` through the balancer's snapshot and bumps `active`.
+ */
+import type { HostPort } from '../core/address.js';
+
+/** SARA/STYLE's explicit states. `suspect` is used by heartbeat detectors (issue 3). */
+export type BackendState = 'unknown' | 'up' | 'suspect' | 'down' | 'draining';
+
+export class Backend implements HostPort {
+  state: BackendState = 'unknown';
+  /** Connections (tcp) or requests (http) currently in flight on this backend. */
+  active = 0;
+  /** Wall-clock ms of the last state change. */
+  since = 0;
+  /** Why it is in this state (e.g. "refused", "probe ok"). */
+  reason = 'configured';
+
+  constructor(
+    readonly service: string,
+    readonly id: string,
+    readonly host: string,
+    readonly port: number,
+    readonly weight: number,
+    /** Position in the service's backend list: stable, used by balancers as an array index. */
+    readonly index: number,
+  ) {}
+
+  /** Eligible for new sessions/requests. `unknown` counts: a fresh backend is tried, not waited for. */
+  get eligible(): boolean {
+    return (this.state === 'up' || this.state === 'unknown') && this.weight > 0;
+  }
+
+  get label(): string {
+    return `${this.service}/${this.id}`;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * @module Starts an in-process dispatcher for one HTTP service named 'web' on 127.0.0.1:0 in front of
+ * the given backends (ids b0, b1, ... in order), admin off, logging silent, and closes it when the
+ * test ends. The config goes through the real schema, so defaults are the product's defaults.
+ */
+import type { TestContext } from 'node:test';
+import { configSchema, type HealthConfig, type HttpConfig } from '../../src/config/schema.js';
+import { formatHostPort, type HostPort } from '../../src/core/address.js';
+import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
+import type { BackendStatus } from '../../src/admin/status.js';
+
+export type Dispatcher = Awaited<ReturnType<typeof startDispatcher>>;
+
+export interface TestDispatcherOptions {
+  /** "host:port" strings or { host, port }; ids are b0, b1, ... in this order. */
+  backends: ReadonlyArray<string | HostPort>;
+  http?: Partial<HttpConfig>;
+  health?: { connectTimeoutMs?: number; probe?: Partial<HealthConfig['probe']> };
+  balancer?: string;
+}
+
+export interface TestDispatcher {
+  readonly dispatcher: Dispatcher;
+  /** The bound service address of 'web'. */
+  readonly address: HostPort;
+  /** Status of backend `id` (b0, b1, ...) from d.status(). */
+  backend(id: string): BackendStatus;
+  /** Poll d.status() until backend `id` is in `state`; rejects with the last status seen. */
+  waitForState(id: string, state: BackendStatus['state'], timeoutMs?: number): Promise<BackendStatus>;
+}
+
+/** The config object a test dispatcher runs with (exported for tests that want to inspect it). */
+export function testConfig(opts: TestDispatcherOptions): ReturnType<typeof configSchema.parse> {
+  return configSchema.parse({
+    version: 1,
+    logging: { level: 'silent' },
+    admin: { enabled: false },
+    services: [
+      {
+        name: 'web',
+        protocol: 'http',
+        listen: '127.0.0.1:0',
+        ...(opts.balancer ? { balancer: opts.balancer } : {}),
+        backends: opts.backends.map((b, i) => ({
+          id: `b${i}`,
+          address: typeof b === 'string' ? b : formatHostPort(b),
+        })),
+        ...(opts.http ? { http: opts.http } : {}),
+        ...(opts.health ? { health: opts.health } : {}),
+      },
+    ],
+  });
+}
+
+export async function startTestDispatcher(t: TestContext, opts: TestDispatcherOptions): Promise<TestDispatcher> {
+  const dispatcher = await startDispatcher(testConfig(opts));
+  t.after(() => dispatcher.close());
+  const address = dispatcher.serviceAddress('web');
+  const backend = (id: string): BackendStatus => {
+    const svc = dispatcher.status().services.find((s) => s.name === 'web');
+    const b = svc?.backends.find((x) => x.id === id);
+    if (!b) throw new Error(`status() has no backend web/${id}: ${JSON.stringify(svc)}`);
+    return b;
+  };
+  return {
+    dispatcher,
+    address,
+    backend,
+    async waitForState(id, state, timeoutMs = 3_000) {
+      const until = Date.now() + timeoutMs;
+      for (;;) {
+        const b = backend(id);
+        if (b.state === state) return b;
+        if (Date.now() > until) {
+          throw new Error(`backend ${id} did not become '${state}' within ${timeoutMs} ms; last: ${JSON.stringify(b)}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
+}

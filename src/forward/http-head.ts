@@ -54,6 +54,10 @@ export interface ResponseHead extends CommonHead {
   readonly needsRewrite: boolean;
 }
 
+function isOws(c: number): boolean {
+  return c === 32 || c === 9;
+}
+
 function splitTokens(value: string, into: string[]): void {
   for (const part of value.split(',')) {
     const t = part.trim().toLowerCase();
@@ -85,7 +89,12 @@ function parseFields(head: string, from: number, bad: (why: string) => Error) {
     if (!TOKEN.test(rawName)) {
       throw bad(/[ \t]$/.test(rawName) ? 'whitespace before ":" in header' : 'invalid header name');
     }
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    // Optional whitespace around the value (RFC 9110 §5.5), trimmed by index: no regex per field.
+    let vs = colon + 1;
+    let ve = line.length;
+    while (vs < ve && isOws(line.charCodeAt(vs))) vs++;
+    while (ve > vs && isOws(line.charCodeAt(ve - 1))) ve--;
+    const value = line.slice(vs, ve);
     if (BAD_VALUE_CHAR.test(value)) throw bad('control character in header value');
     const name = rawName.toLowerCase();
     fields.push({ name, value, line });

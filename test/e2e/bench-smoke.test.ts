@@ -22,5 +22,11 @@ test('http-proxy benchmark: every leg serves 1 KiB responses without errors', { 
     assert.ok(r.latencyP99Ms > 0 && r.latencyP99Ms >= r.latencyP50Ms, `${r.target}: p50 ${r.latencyP50Ms} p99 ${r.latencyP99Ms}`);
     assert.equal(round!.non2xx, 0, `${r.target}: non-2xx responses`);
     assert.deepEqual(round!.socketErrors, { connect: 0, read: 0, write: 0, timeout: 0 }, `${r.target}: socket errors`);
+    // The proxied legs really went through their proxy: it burnt CPU for them.
+    if (r.target !== 'direct' && process.platform === 'linux') {
+      assert.ok((round!.proxyCpuUsPerRequest ?? 0) > 0, `${r.target}: proxy CPU per request ${round!.proxyCpuUsPerRequest}`);
+    } else {
+      assert.equal(round!.proxyCpuUsPerRequest, null);
+    }
   }
 });

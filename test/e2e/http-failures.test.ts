@@ -444,6 +444,7 @@ test('memory: a client that does not read a 200 MB response stalls the backend; 
   c.write(get('/huge'));
   await sleep(STALL_MS);
   const stalledAt = accepted.bytes;
+  t.diagnostic(`backend bytes accepted while the client read nothing: ${(stalledAt / 1048576).toFixed(1)} MB`);
   assert.ok(stalledAt > 0, 'the backend started sending');
   assert.ok(
     stalledAt < BOUND_BYTES,
@@ -476,6 +477,7 @@ test('memory: a 200 MB upload to a backend that does not read stalls the client;
   const sentHash = pumpHuge(c.socket, accepted, base);
   await sleep(STALL_MS);
   const stalledAt = accepted.bytes;
+  t.diagnostic(`client bytes accepted while the backend read nothing: ${(stalledAt / 1048576).toFixed(1)} MB`);
   assert.ok(stalledAt > 0, 'the client started sending');
   assert.ok(
     stalledAt < BOUND_BYTES,

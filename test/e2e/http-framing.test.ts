@@ -517,6 +517,19 @@ test('forwarded headers: existing values are appended to (one line each), X-Forw
   assert.deepEqual(h['forwarded'], ['for=198.51.100.1;proto=https, for=127.0.0.1;proto=http']);
 });
 
+test('forwarded headers: an IPv6 client is for="[::1]" in Forwarded and ::1 in X-Forwarded-For', async (t) => {
+  const seen: RawRequest[] = [];
+  const b = await rawBackend(t, (s) => serveRequests(s, (req) => (seen.push(req), okResponse('ok'))));
+  const d = await startTestDispatcher(t, { backends: [b.hostPort], listen: '[::1]:0' });
+  assert.equal(d.address.host, '::1');
+  const c = await open(t, d.address);
+  c.write(get('/v6', 'Forwarded: for=192.0.2.60\r\n'));
+  assert.equal((await c.readResponse()).status, 200);
+  const h = seen[0]!.headers;
+  assert.deepEqual(h['x-forwarded-for'], ['::1']);
+  assert.deepEqual(h['forwarded'], ['for=192.0.2.60, for="[::1]";proto=http']);
+});
+
 test('forwarded headers: http.forwardedHeaders false adds none of them', async (t) => {
   const seen: RawRequest[] = [];
   const b = await rawBackend(t, (s) => serveRequests(s, (req) => (seen.push(req), okResponse('ok'))));

@@ -6,7 +6,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, type RawConnection, type RawResponse } from '../helpers/raw-client.js';
+import { connect, wrapSocket, type RawConnection, type RawResponse } from '../helpers/raw-client.js';
 import { okResponse, receivedText, serveRequests, startRawBackend, type RawBackend } from '../helpers/scripted-backend.js';
 import { startTestDispatcher, type TestDispatcherOptions } from '../helpers/dispatcher.js';
 
@@ -268,6 +268,29 @@ test('400: a chunk size longer than 16 hex digits', async (t) => {
 
 test('400: a chunk not followed by CRLF', async (t) => {
   await refusedInBody(t, '5\r\nhelloXX\r\n0\r\n\r\n');
+});
+
+test('bad chunk after the backend already answered: the client connection is closed, no 400', async (t) => {
+  let backendGotHead = false;
+  const backend = await startRawBackend(async (s) => {
+    const conn = wrapSocket(s, 'backend');
+    if (!(await conn.readRequestHead())) return; // a tcp probe
+    backendGotHead = true;
+    s.write(okResponse('early')); // answers before the request body is complete
+  });
+  t.after(() => backend.close());
+  const d = await startTestDispatcher(t, { backends: [backend.hostPort] });
+  const client = await connect(d.address);
+  t.after(() => client.destroy());
+  client.write('POST /early HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n');
+  const r = await client.readResponse({ timeoutMs: 3_000 });
+  assert.equal(r.status, 200);
+  assert.equal(r.body.toString(), 'early');
+  assert.ok(backendGotHead);
+  client.write('zz\r\n' + SMUGGLED);
+  const rest = await client.readUntilClose({ timeoutMs: 3_000 });
+  assert.equal(rest.data.length, 0, `after a response was sent the client is closed, not answered: ${JSON.stringify(rest.data.toString('latin1'))}`);
+  await assertNotSmuggled(backend);
 });
 
 test('control: a 16-hex-digit chunk size is accepted', async (t) => {

@@ -1,5 +1,5 @@
 /**
- * @module Starts an in-process dispatcher for one HTTP service named 'web' on 127.0.0.1:0 in front of
+ * @module Starts an in-process dispatcher for one HTTP service named 'web' (on 127.0.0.1:0 unless told) in front of
  * the given backends (ids b0, b1, ... in order), admin off, logging silent, and closes it when the
  * test ends. The config goes through the real schema, so defaults are the product's defaults.
  */
@@ -17,6 +17,8 @@ export interface TestDispatcherOptions {
   http?: Partial<HttpConfig>;
   health?: { connectTimeoutMs?: number; probe?: Partial<HealthConfig['probe']> };
   balancer?: string;
+  /** The service's listen address; default '127.0.0.1:0'. */
+  listen?: string;
 }
 
 export interface TestDispatcher {
@@ -39,7 +41,7 @@ export function testConfig(opts: TestDispatcherOptions): ReturnType<typeof confi
       {
         name: 'web',
         protocol: 'http',
-        listen: '127.0.0.1:0',
+        listen: opts.listen ?? '127.0.0.1:0',
         ...(opts.balancer ? { balancer: opts.balancer } : {}),
         backends: opts.backends.map((b, i) => ({
           id: `b${i}`,

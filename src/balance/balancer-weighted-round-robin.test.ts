@@ -7,7 +7,7 @@ import type { TestCandidate } from './balancer.common-suite.js';
 runBalancerSuite('weighted-round-robin');
 
 function weighted(...weights: number[]): TestCandidate[] {
-  return weights.map((weight, index) => ({ id: String.fromCharCode(97 + index), weight, index, active: 0 }));
+  return weights.map((weight, index) => ({ id: String.fromCharCode(97 + index), weight, index, active: 0, load: 0, forecast: 0 }));
 }
 
 test('weighted-round-robin: weights 5,1,1 give the smooth sequence a,a,b,a,c,a,a', () => {

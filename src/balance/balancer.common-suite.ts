@@ -14,10 +14,12 @@ export interface TestCandidate {
   weight: number;
   index: number;
   active: number;
+  load: number;
+  forecast: number;
 }
 
 export function candidates(count: number, weight = 1, prefix = 'b'): TestCandidate[] {
-  return Array.from({ length: count }, (_, index) => ({ id: `${prefix}${index}`, weight, index, active: 0 }));
+  return Array.from({ length: count }, (_, index) => ({ id: `${prefix}${index}`, weight, index, active: 0, load: 0, forecast: 0 }));
 }
 
 /** The backend of a pick, failing the test on `none`. */

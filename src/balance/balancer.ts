@@ -11,6 +11,10 @@ export interface Candidate {
   readonly weight: number;
   readonly index: number;
   readonly active: number;
+  /** Latest load sample in [0, 1] (live, like `active`). */
+  readonly load: number;
+  /** Forecast load in [0, 1] (live). */
+  readonly forecast: number;
 }
 
 export type PickResult<T extends Candidate = Candidate> =

@@ -22,8 +22,43 @@ export const probeSchema = z
   })
   .strict();
 
+/**
+ * Active failure detection (issue 3). `passive` relies on the forwarder's refused/reset/timeout
+ * reports and on probing down backends; `push` expects agent heartbeats every intervalMs and calls a
+ * backend down after n silent intervals (SARA Fig. 7); `pull` sends hello probes every intervalMs with
+ * the same n x intervalMs rule (survey Fig. 5), for backends without an agent; `phi-accrual`
+ * (Hayashibara et al.) suspects a backend when phi of the time since its last heartbeat exceeds
+ * phiThreshold.
+ */
+export const detectorSchema = z
+  .object({
+    type: z.enum(['passive', 'push', 'pull', 'phi-accrual']).default('passive'),
+    /** delta: the heartbeat (push, phi-accrual) or hello (pull) interval. */
+    intervalMs: z.number().int().min(5).max(60_000).default(20),
+    /** A backend is down after n x intervalMs without a valid heartbeat or reply. */
+    n: z.number().int().min(1).max(100).default(3),
+    /** phi-accrual: suspicion level at which the backend is declared down. */
+    phiThreshold: z.number().positive().max(100).default(8),
+    /** phi-accrual: heartbeat inter-arrival samples kept. */
+    phiWindow: z.number().int().min(2).max(10_000).default(200),
+  })
+  .strict();
+
+/** Load management (SARA III.C, III.G): load vectors from agents feed the shell forecast. */
+export const loadSchema = z
+  .object({
+    /** delta_load: the agents' load vector interval; 3 x this without a vector = failed load monitor. */
+    intervalMs: z.number().int().min(5).max(600_000).default(1000),
+    /** T: load samples kept per backend for the forecast (SARA eq. 5). */
+    history: z.number().int().min(2).max(1000).default(8),
+    /** alpha of SARA eq. 1: weight of the mean against the variance in the cluster load. */
+    alpha: z.number().min(0).max(1).default(0.5),
+  })
+  .strict();
+
 export const healthSchema = z
   .object({
+    detector: detectorSchema.default({}),
     /** How long a backend connect may take before the backend counts as timed out (down). */
     connectTimeoutMs: positiveMs.default(2000),
     /** Probing of down backends: they return to rotation when a probe succeeds. */
@@ -64,6 +99,8 @@ export const backendSchema = z
     id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected an id of letters, digits, "_", "." or "-"'),
     address: hostPort,
     weight: z.number().int().min(0).max(1000).default(1),
+    /** Host_Identity of the agent beside this backend (SARA Fig. 6), when it runs one. */
+    agent: z.number().int().min(0).max(65535).optional(),
   })
   .strict();
 
@@ -75,6 +112,7 @@ export const serviceSchema = z
     balancer: z.string().default('round-robin'),
     backends: z.array(backendSchema).min(1),
     health: healthSchema.default({}),
+    load: loadSchema.default({}),
     http: httpSchema.default({}),
     tcp: tcpSchema.default({}),
   })
@@ -99,6 +137,23 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * The shared cluster key that authenticates every control message (HMAC-SHA256). Required as
+     * soon as agents are used. keyFile holds at least 32 bytes; HOLDFAST_CLUSTER_KEY (hex) overrides.
+     */
+    cluster: z
+      .object({
+        keyFile: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
+    /** Where the dispatcher receives agent heartbeats and load vectors (UDP). */
+    monitor: z
+      .object({
+        listen: hostPort.default('127.0.0.1:7600'),
+      })
+      .strict()
+      .default({}),
     services: z.array(serviceSchema).min(1),
   })
   .strict();
@@ -108,3 +163,5 @@ export type ServiceConfig = z.infer<typeof serviceSchema>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type HttpConfig = z.infer<typeof httpSchema>;
 export type HealthConfig = z.infer<typeof healthSchema>;
+export type DetectorConfig = z.infer<typeof detectorSchema>;
+export type LoadConfig = z.infer<typeof loadSchema>;

@@ -16,6 +16,10 @@ export class Backend implements HostPort {
   since = 0;
   /** Why it is in this state (e.g. "refused", "probe ok"). */
   reason = 'configured';
+  /** Latest load sample in [0, 1] from the agent (least-loaded reads it). */
+  load = 0;
+  /** The shell forecast of the next load sample in [0, 1] (SARA eq. 8; shell reads it). */
+  forecast = 0;
 
   constructor(
     readonly service: string,
@@ -25,11 +29,14 @@ export class Backend implements HostPort {
     readonly weight: number,
     /** Position in the service's backend list: stable, used by balancers as an array index. */
     readonly index: number,
+    /** Host_Identity of its agent, if it has one. */
+    readonly agent: number | null = null,
   ) {}
 
-  /** Eligible for new sessions/requests. `unknown` counts: a fresh backend is tried, not waited for. */
+  /** Eligible for new work. `unknown` counts (a fresh backend is tried, not waited for), and so does
+   * `suspect` (one late heartbeat must not move traffic; n of them make it `down`). */
   get eligible(): boolean {
-    return (this.state === 'up' || this.state === 'unknown') && this.weight > 0;
+    return (this.state === 'up' || this.state === 'unknown' || this.state === 'suspect') && this.weight > 0;
   }
 
   get label(): string {

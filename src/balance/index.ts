@@ -5,15 +5,21 @@
 import { registerBalancer } from './balancer.js';
 import type { Candidate } from './balancer.js';
 import { LeastConnectionsBalancer } from './balancer-least-connections.js';
+import { LeastLoadedBalancer } from './balancer-least-loaded.js';
 import { RoundRobinBalancer } from './balancer-round-robin.js';
+import { ShellBalancer } from './balancer-shell.js';
 import { WeightedRoundRobinBalancer } from './balancer-weighted-round-robin.js';
 
 registerBalancer('round-robin', <T extends Candidate>() => new RoundRobinBalancer<T>());
 registerBalancer('weighted-round-robin', <T extends Candidate>() => new WeightedRoundRobinBalancer<T>());
 registerBalancer('least-connections', <T extends Candidate>() => new LeastConnectionsBalancer<T>());
+registerBalancer('least-loaded', <T extends Candidate>() => new LeastLoadedBalancer<T>());
+registerBalancer('shell', <T extends Candidate>() => new ShellBalancer<T>());
 
 export { balancerNames, createBalancer, registerBalancer } from './balancer.js';
 export type { Balancer, BalancerFactory, Candidate, PickResult } from './balancer.js';
 export { LeastConnectionsBalancer } from './balancer-least-connections.js';
+export { LeastLoadedBalancer } from './balancer-least-loaded.js';
 export { RoundRobinBalancer } from './balancer-round-robin.js';
+export { ShellBalancer } from './balancer-shell.js';
 export { WeightedRoundRobinBalancer } from './balancer-weighted-round-robin.js';

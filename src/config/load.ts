@@ -1,8 +1,10 @@
 /**
- * @module Loading the configuration: YAML text → schema validation → cross-field checks → a frozen
- * Config. Validation happens once, here, at the boundary (fastify initial-config-validation), and
+ * @module Loading a configuration: YAML text → schema validation → cross-field checks → a frozen
+ * value. Validation happens once, here, at the boundary (fastify initial-config-validation), and
  * reports every problem at once, each as `<path>: <expected>, received <found>` with the path as the
- * user wrote it (`services[1].backends[0].address`).
+ * user wrote it (`services[1].backends[0].address`). The machinery is schema-generic (`parseYaml`):
+ * the dispatcher's file (`parseConfig`) and the agent's (`parseAgentConfig`) share it, so both speak
+ * the same error language.
  */
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, stringify } from 'yaml';
@@ -11,15 +13,35 @@ import '../balance/index.js';
 import { balancerNames } from '../balance/balancer.js';
 import { parseHostPort, type HostPort } from '../core/address.js';
 import { ConfigInvalidError } from '../core/errors.js';
+import { agentConfigSchema, AGENT_YAML_OPTIONS, type AgentConfig } from './agent-schema.js';
 import { configSchema, type Config } from './schema.js';
 
 type Path = readonly (string | number)[];
 
+/** Hints for keys users bring from elsewhere, by object kind: `{ service: { servers: 'backends' } }`. */
+export type RenamedKeys = Readonly<Record<string, Readonly<Record<string, string | readonly string[]>>>>;
+
+/** What makes one kind of configuration file different from another, beyond its schema. */
+export interface YamlOptions {
+  /**
+   * Cross-field checks. They read the raw document (not the parsed result) so that they are reported
+   * together with schema issues; each check must only look at values of the right type.
+   */
+  readonly checks?: (raw: unknown) => string[];
+  /** Renamed or foreign keys, by object kind (see `kindOf`). */
+  readonly renamed?: RenamedKeys;
+  /** The kind of object at `path`, a key of `renamed`. Default: its last key, or "root". */
+  readonly kindOf?: (path: Path) => string;
+  /** What an empty file should have held, after "empty file, expected ". */
+  readonly expected?: string;
+}
+
 /**
- * Parses and validates one configuration document. `source` names it in issues that have no
- * config path (YAML syntax errors, an empty file). Throws ConfigInvalidError listing every issue.
+ * Parses and validates one YAML document against `schema`. `source` names it in issues that have no
+ * config path (YAML syntax errors, an empty file). Throws ConfigInvalidError listing every issue;
+ * returns the parsed value (defaults filled in) deeply frozen.
  */
-export function parseConfig(text: string, source = '<config>'): Config {
+export function parseYaml<S extends z.ZodTypeAny>(schema: S, text: string, source: string, options: YamlOptions = {}): z.output<S> {
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { lineCounter, prettyErrors: false });
   if (doc.errors.length > 0) {
@@ -38,17 +60,20 @@ export function parseConfig(text: string, source = '<config>'): Config {
     throw new ConfigInvalidError([`${source}: ${(err as Error).message}`], { cause: err });
   }
   if (raw === null || raw === undefined) {
-    throw new ConfigInvalidError([`${source}: empty file, expected a mapping with a "services" list`]);
+    throw new ConfigInvalidError([`${source}: empty file, expected ${options.expected ?? 'a mapping'}`]);
   }
 
-  const result = configSchema.safeParse(raw);
-  const issues = [...(result.success ? [] : schemaIssues(result.error.issues, raw, source)), ...semanticIssues(raw)];
+  const result = schema.safeParse(raw);
+  const issues = [
+    ...(result.success ? [] : schemaIssues(schema, options, result.error.issues, raw, source)),
+    ...(options.checks?.(raw) ?? []),
+  ];
   if (!result.success || issues.length > 0) throw new ConfigInvalidError(issues);
-  return deepFreeze(result.data);
+  return deepFreeze(result.data as z.output<S>);
 }
 
-/** Reads and parses a configuration file; an unreadable file is reported like any other issue. */
-export function loadConfigFile(path: string): Config {
+/** Reads a file and hands its text to `parse`; an unreadable file is reported like any other issue. */
+export function readConfigFile<T>(path: string, parse: (text: string, source: string) => T): T {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -56,7 +81,30 @@ export function loadConfigFile(path: string): Config {
     const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
     throw new ConfigInvalidError([`${path}: cannot read file (${code})`], { cause: err });
   }
-  return parseConfig(text, path);
+  return parse(text, path);
+}
+
+/**
+ * Parses and validates one dispatcher configuration document. Throws ConfigInvalidError listing
+ * every issue.
+ */
+export function parseConfig(text: string, source = '<config>'): Config {
+  return parseYaml(configSchema, text, source, DISPATCHER_OPTIONS);
+}
+
+/** Reads and parses a dispatcher configuration file. */
+export function loadConfigFile(path: string): Config {
+  return readConfigFile(path, parseConfig);
+}
+
+/** Parses and validates one agent configuration document (agent-schema.ts). */
+export function parseAgentConfig(text: string, source = '<config>'): AgentConfig {
+  return parseYaml(agentConfigSchema, text, source, AGENT_YAML_OPTIONS);
+}
+
+/** Reads and parses an agent configuration file. */
+export function loadAgentConfigFile(path: string): AgentConfig {
+  return readConfigFile(path, parseAgentConfig);
 }
 
 /** The resolved configuration, every default filled in, as YAML (what `check-config` prints). */
@@ -67,10 +115,16 @@ export function formatConfig(config: Config): string {
 // ---------------------------------------------------------------------------------------------
 // Schema issues → messages
 
-function schemaIssues(zodIssues: readonly z.ZodIssue[], raw: unknown, source: string): string[] {
+function schemaIssues(
+  schema: z.ZodTypeAny,
+  options: YamlOptions,
+  zodIssues: readonly z.ZodIssue[],
+  raw: unknown,
+  source: string,
+): string[] {
   const unknownKeys = zodIssues.flatMap((issue) =>
     issue.code === 'unrecognized_keys'
-      ? issue.keys.map((key) => ({ at: issue.path, key, ...unknownKey(issue.path, key) }))
+      ? issue.keys.map((key) => ({ at: issue.path, key, ...unknownKey(schema, options, issue.path, key) }))
       : [],
   );
   // `servers:` instead of `backends:` already says what is wrong; "backends: required" would be noise.
@@ -179,7 +233,7 @@ function valueAt(raw: unknown, path: Path): unknown {
  * Keys users bring from other proxies (HAProxy `server`, nginx `upstream`, Envoy `lb_policy`…), by
  * the kind of object they appear in. A list means "one of these, depending on what you meant".
  */
-const RENAMED: Record<string, Record<string, string | readonly string[]>> = {
+const DISPATCHER_RENAMED: RenamedKeys = {
   service: {
     servers: 'backends',
     upstreams: 'backends',
@@ -201,14 +255,18 @@ const RENAMED: Record<string, Record<string, string | readonly string[]>> = {
   logging: { loglevel: 'level', logLevel: 'level' },
 };
 
-function objectKind(path: Path): string {
+function dispatcherObjectKind(path: Path): string {
   if (path.length === 2 && path[0] === 'services') return 'service';
   if (path.length === 4 && path[0] === 'services' && path[2] === 'backends') return 'backend';
+  return defaultObjectKind(path);
+}
+
+function defaultObjectKind(path: Path): string {
   return String(path.at(-1) ?? 'root');
 }
 
-function unknownKey(path: Path, key: string): { message: string; target?: string } {
-  const all = knownKeys(path);
+function unknownKey(schema: z.ZodTypeAny, options: YamlOptions, path: Path, key: string): { message: string; target?: string } {
+  const all = knownKeys(schema, path);
   const direct = all.filter((k) => !k.includes('.'));
   const use = (word: string, targets: string | readonly string[]) => {
     const list = typeof targets === 'string' ? [targets] : targets;
@@ -217,7 +275,7 @@ function unknownKey(path: Path, key: string): { message: string; target?: string
     return list.length === 1 ? { message, target: list[0] } : { message };
   };
 
-  const explicit = RENAMED[objectKind(path)]?.[key];
+  const explicit = options.renamed?.[(options.kindOf ?? defaultObjectKind)(path)]?.[key];
   if (explicit) return use('renamed', explicit);
 
   // connect_timeout, connect-timeout, connectTimeout → connectTimeoutMs: in this object first, then
@@ -241,8 +299,8 @@ function unknownKey(path: Path, key: string): { message: string; target?: string
 }
 
 /** The keys of the object at `path`, then, dotted, the keys of the objects nested in it. */
-function knownKeys(path: Path): string[] {
-  let node: z.ZodTypeAny | undefined = configSchema;
+function knownKeys(schema: z.ZodTypeAny, path: Path): string[] {
+  let node: z.ZodTypeAny | undefined = schema;
   for (const seg of path) {
     node = unwrap(node);
     if (node instanceof z.ZodArray && typeof seg === 'number') node = node.element as z.ZodTypeAny;
@@ -297,8 +355,7 @@ function editDistance(a: string, b: string): number {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Cross-field checks. They read the raw document (not the parsed result) so that they are reported
-// together with schema issues; each check only looks at values of the right type.
+// The dispatcher's cross-field checks
 
 function semanticIssues(raw: unknown): string[] {
   const issues: string[] = [];
@@ -347,6 +404,13 @@ function semanticIssues(raw: unknown): string[] {
 }
 
 const ADMIN_DEFAULTS: Record<string, unknown> = configSchema.shape.admin.parse(undefined);
+
+const DISPATCHER_OPTIONS: YamlOptions = {
+  checks: semanticIssues,
+  renamed: DISPATCHER_RENAMED,
+  kindOf: dispatcherObjectKind,
+  expected: 'a mapping with a "services" list',
+};
 
 /** Two listeners collide on the same port when their hosts match or either is a wildcard; port 0 never collides. */
 function sameSocket(a: HostPort, b: HostPort): boolean {

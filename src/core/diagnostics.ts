@@ -19,6 +19,10 @@ export const channels = {
   httpRefuse: diagnostics_channel.channel('holdfast:http:refuse'),
   /** Bytes relayed on a TCP splice, published at close. Message: TcpSpliceEvent. */
   tcpSplice: diagnostics_channel.channel('holdfast:tcp:splice'),
+  /** A backend's load monitor failed (SARA Fig. 8) or recovered. Message: LoadMonitorEvent. */
+  loadMonitor: diagnostics_channel.channel('holdfast:load:monitor'),
+  /** A load vector was taken into account. Message: LoadSampleEvent. */
+  loadSample: diagnostics_channel.channel('holdfast:load:sample'),
 } as const;
 
 export interface BackendStateEvent {
@@ -63,4 +67,24 @@ export interface TcpSpliceEvent {
   backend: string;
   bytesIn: number;
   bytesOut: number;
+}
+
+export interface LoadMonitorEvent {
+  service: string;
+  backend: string;
+  /** `failed`: no load vector for 3 x delta_load; `recovered`: a vector arrived again. */
+  state: 'failed' | 'recovered';
+  /** Wall-clock milliseconds. */
+  at: number;
+}
+
+export interface LoadSampleEvent {
+  service: string;
+  backend: string;
+  /** The measured load l_j(i) in [0, 1]. */
+  load: number;
+  /** The damped estimate of the next load (SARA eq. 8) in [0, 1]. */
+  forecast: number;
+  /** The cluster load l_c (SARA eq. 1). */
+  clusterLoad: number;
 }

@@ -58,3 +58,14 @@ export class ClosedError extends HoldfastError {
 export class UsageError extends HoldfastError {
   readonly code = 'HF_ERR_USAGE';
 }
+
+/**
+ * The cluster key that authenticates agent ↔ dispatcher messages is missing, too short, or kept in
+ * a file that other users can read. `path` names the key file when one was involved.
+ */
+export class ClusterKeyError extends HoldfastError {
+  readonly code = 'HF_ERR_CLUSTER_KEY';
+  constructor(message: string, readonly path?: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}

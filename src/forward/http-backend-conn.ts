@@ -13,6 +13,7 @@ import type { ServiceRuntime } from './service-runtime.js';
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {
   onBackendConnect(conn: BackendConn): void;
+  /** Bytes read into the pool's SharedReadBuffer: valid only during this call unless retained. */
   onBackendData(conn: BackendConn, chunk: Buffer): void;
   onBackendDrain(conn: BackendConn): void;
   /** The backend ended its side cleanly (FIN). */
@@ -23,6 +24,35 @@ export interface BackendConnOwner {
 }
 
 export type Chunk = string | Buffer;
+
+/** Size of the shared buffer backend replies are read into. */
+export const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * The buffer every backend socket of a forwarder reads into (Node's `onread`), instead of a fresh
+ * 64 KiB allocation per read. A reply is relayed to its client within the read callback; when that
+ * write could not be flushed at once, the pending write still points into the buffer, so the owner
+ * calls `retain()` and the next read gets a new buffer. With clients that keep up, replies cost no
+ * allocation and no garbage.
+ */
+export class SharedReadBuffer {
+  private buf = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+  private retained = false;
+
+  /** For `onread.buffer`: called by Node after every read callback. */
+  readonly next = (): Buffer => {
+    if (this.retained) {
+      this.buf = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+      this.retained = false;
+    }
+    return this.buf;
+  };
+
+  /** The last bytes read are still referenced (a queued write): do not read into them again. */
+  retain(): void {
+    this.retained = true;
+  }
+}
 
 function failureKind(code: string | undefined): BackendFailureKind {
   switch (code) {
@@ -58,7 +88,20 @@ export class BackendConn {
     private readonly pool: BackendPool,
     rt: ServiceRuntime,
   ) {
-    const socket = net.connect({ host: backend.host, port: backend.port, noDelay: true });
+    const socket = net.connect({
+      host: backend.host,
+      port: backend.port,
+      noDelay: true,
+      onread: {
+        buffer: pool.reads.next,
+        // Always true: backpressure pauses the socket explicitly (socket.pause()), as for 'data'.
+        callback: (n: number, buf: Uint8Array) => {
+          if (this.owner) this.owner.onBackendData(this, (buf as Buffer).subarray(0, n));
+          else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
+          return true;
+        },
+      },
+    });
     this.socket = socket;
     // One inactivity timeout for the socket's whole life: re-arming it per request costs two timer
     // re-insertions per exchange. Idle connections are reaped by the pool's sweep instead.
@@ -80,10 +123,6 @@ export class BackendConn {
         this.pendingBytes = 0;
       }
       this.owner?.onBackendConnect(this);
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (this.owner) this.owner.onBackendData(this, chunk);
-      else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
     });
     socket.on('drain', () => this.owner?.onBackendDrain(this));
     socket.on('end', () => {
@@ -131,6 +170,7 @@ export const POOL_SWEEP_INTERVAL_MS = 1000;
 
 /** Idle keep-alive connections per backend, most recently used first (warm sockets, fewer idle). */
 export class BackendPool {
+  readonly reads = new SharedReadBuffer();
   private idle: BackendConn[][];
   private readonly sweeper: TimerHandle;
   private closed = false;

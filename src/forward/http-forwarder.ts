@@ -374,6 +374,12 @@ class ClientConn implements BackendConnOwner {
   }
 
   onBackendData(conn: BackendConn, chunk: Buffer): void {
+    this.relayBackendData(conn, chunk);
+    // `chunk` lives in the pool's shared read buffer: a write still queued keeps pointing into it.
+    if (this.socket.writableLength > 0) this.fwd.pool.reads.retain();
+  }
+
+  private relayBackendData(conn: BackendConn, chunk: Buffer): void {
     if (this.phase === 'tunnel') {
       if (!this.socket.write(chunk)) conn.socket.pause();
       return;
@@ -403,7 +409,7 @@ class ClientConn implements BackendConnOwner {
       if (chunk.length - start > http.maxHeaderBytes) {
         this.backendFailed(conn, 'protocol', 502, 'response head too large');
       } else {
-        this.resHeadBuf = chunk.subarray(start);
+        this.resHeadBuf = Buffer.from(chunk.subarray(start)); // a copy: chunk is the shared buffer
       }
       return -1;
     }

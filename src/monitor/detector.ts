@@ -1,0 +1,64 @@
+/**
+ * @module The failure-detector contract and its registry. A detector turns a stream of heartbeats
+ * (agent announcements, or pull replies) into a verdict on one backend, and says when that verdict
+ * would next worsen so that HealthMonitor can set one timer per backend instead of polling.
+ */
+import type { DetectorConfig } from '../config/schema.js';
+import { PhiAccrualDetector } from './detector-phi-accrual.js';
+import { PullDetector } from './detector-pull.js';
+import { PushDetector } from './detector-push.js';
+
+/** `suspect` is still eligible (one late heartbeat must not move traffic); `down` is not. */
+export type Verdict = 'up' | 'suspect' | 'down';
+
+/**
+ * One backend's detector. Times are the monotonic clock's milliseconds (`Clock.now()`); the
+ * detector holds no timer and never reads the clock itself, so it is a pure function of the
+ * heartbeat times it was given.
+ */
+export interface Detector {
+  /** A proof of life arrived at `now`. */
+  heartbeat(now: number): void;
+  verdict(now: number): Verdict;
+  /**
+   * Clock time at which the verdict would next worsen without a heartbeat; `Infinity` once `down`.
+   * Always > `now`, and `verdict` is the same for every time in [now, nextDeadline(now)). At the
+   * deadline itself the worse verdict holds, so a timer set for it sees the transition.
+   */
+  nextDeadline(now: number): number;
+  /**
+   * Forget every heartbeat: the detector behaves as if created at `now` (suspect, then down
+   * n x intervalMs later). Takes `now` because the start-up grace period is measured from it.
+   */
+  reset(now: number): void;
+}
+
+/** The detectors that have a heartbeat stream; `passive` has none (HealthMonitor keeps its rules). */
+export type DetectorType = Exclude<DetectorConfig['type'], 'passive'>;
+
+export type HeartbeatDetectorConfig = DetectorConfig & { readonly type: DetectorType };
+
+type DetectorFactory = (cfg: DetectorConfig, now: number) => Detector;
+
+/** Static: the configuration schema's enum is the list of names, so there is nothing to register. */
+const registry: Readonly<Record<DetectorType, DetectorFactory>> = {
+  push: (cfg, now) => new PushDetector(cfg, now),
+  pull: (cfg, now) => new PullDetector(cfg, now),
+  'phi-accrual': (cfg, now) => new PhiAccrualDetector(cfg, now),
+};
+
+export function detectorNames(): DetectorType[] {
+  return (Object.keys(registry) as DetectorType[]).sort();
+}
+
+/** A detector of the configured type, created at clock time `now` (its start-up grace begins there). */
+export function createDetector(cfg: HeartbeatDetectorConfig, now: number): Detector {
+  const factory = registry[cfg.type] as DetectorFactory | undefined;
+  if (!factory) throw new TypeError(`no failure detector "${cfg.type}", expected one of: ${detectorNames().join(', ')}`);
+  return factory(cfg, now);
+}
+
+/** Narrows a detector configuration to one with a heartbeat stream. */
+export function isHeartbeatDetector(cfg: DetectorConfig): cfg is HeartbeatDetectorConfig {
+  return cfg.type !== 'passive';
+}

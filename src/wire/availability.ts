@@ -1,0 +1,60 @@
+/**
+ * @module The availability announcement body (SARA Fig. 6, 11 bytes): Host_Identity u16 @0,
+ * Seq_Nber u32 @2, Flag u8 @6, Timestamp u32 @7, big-endian. The full layout and its envelope are
+ * documented in envelope.ts.
+ */
+
+export const AVAILABILITY_BYTES = 11;
+
+/**
+ * SARA §III.E's three availability events, in wire order: flag 1 = node and application available,
+ * 2 = node available but application unavailable, 3 = planned failure at `timestamp`.
+ */
+export type AvailabilityFlag = 'available' | 'app-unavailable' | 'planned-failure';
+
+export interface Availability {
+  host: number;
+  seq: number;
+  flag: AvailabilityFlag;
+  /** u32 as sent: wall-clock ms mod 2^32 (send time, or the planned failure time for flag 3). */
+  timestamp: number;
+}
+
+/** Index = wire value; 0 and anything above 3 are malformed. */
+const FLAG_BY_CODE: readonly (AvailabilityFlag | undefined)[] = [undefined, 'available', 'app-unavailable', 'planned-failure'];
+
+function flagCode(flag: AvailabilityFlag): number {
+  switch (flag) {
+    case 'available':
+      return 1;
+    case 'app-unavailable':
+      return 2;
+    case 'planned-failure':
+      return 3;
+    default:
+      throw new RangeError(`unknown availability flag ${JSON.stringify(flag)}`);
+  }
+}
+
+/**
+ * The 11-byte body. Throws RangeError (ERR_OUT_OF_RANGE) when a field does not fit its width:
+ * the sender's bug, caught before anything is sent.
+ */
+export function encodeAvailability(a: Availability): Buffer {
+  const b = Buffer.allocUnsafe(AVAILABILITY_BYTES);
+  b.writeUInt16BE(a.host, 0);
+  b.writeUInt32BE(a.seq, 2);
+  b.writeUInt8(flagCode(a.flag), 6);
+  b.writeUInt32BE(a.timestamp, 7);
+  return b;
+}
+
+/** Decodes an authenticated body; null when its length or flag is not one this version defines. */
+export function decodeAvailability(body: Buffer): Availability | null {
+  if (body.length !== AVAILABILITY_BYTES) return null;
+  const code = body[6]!;
+  // Range check first: an out-of-bounds array read would walk the prototype chain.
+  if (code < 1 || code > 3) return null;
+  const flag = FLAG_BY_CODE[code]!;
+  return { host: body.readUInt16BE(0), seq: body.readUInt32BE(2), flag, timestamp: body.readUInt32BE(7) };
+}

@@ -1,0 +1,116 @@
+/**
+ * @module The authenticated envelope every binary control message travels in between agents and
+ * dispatchers: `seal()` appends a version byte and a truncated HMAC-SHA256 tag to a body, `open()`
+ * checks them and hands back the body. The body codecs live beside it (availability.ts,
+ * load-vector.ts); replay and freshness are replay-guard.ts's job, after decoding.
+ *
+ * ## Byte layout (all integers big-endian)
+ *
+ * A message on the wire is `body ‖ version ‖ tag`:
+ *
+ * | offset   | size | field                                                                     |
+ * |----------|------|---------------------------------------------------------------------------|
+ * | 0        | n    | body (layout depends on the type, below)                                  |
+ * | n        | 1    | version byte = `(WIRE_VERSION << 4) \| type`; WIRE_VERSION = 1            |
+ * | n + 1    | 16   | tag = first 16 bytes of HMAC-SHA256(clusterKey, body ‖ version byte)      |
+ *
+ * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12).
+ *
+ * Availability body (type 1), 11 bytes, SARA Fig. 6; 28 bytes on the wire:
+ *
+ * | offset | size | field         | meaning                                                          |
+ * |--------|------|---------------|------------------------------------------------------------------|
+ * | 0      | 2    | Host_Identity | u16, the agent's host id                                         |
+ * | 2      | 4    | Seq_Nber      | u32, +1 per announcement, wraps at 2^32                          |
+ * | 6      | 1    | Flag          | 1 node and application available, 2 node available and          |
+ * |        |      |               | application unavailable, 3 planned failure at Timestamp          |
+ * | 7      | 4    | Timestamp     | u32, wall-clock ms mod 2^32: the send time, or for flag 3 the    |
+ * |        |      |               | planned failure time; unwrapped by the receiver to the value     |
+ * |        |      |               | nearest its own clock (timestamp.ts)                             |
+ *
+ * Load vector body (type 2), 22 bytes; 39 bytes on the wire:
+ *
+ * | offset | size | field     | meaning                                                              |
+ * |--------|------|-----------|----------------------------------------------------------------------|
+ * | 0      | 2    | host      | u16, the agent's host id                                             |
+ * | 2      | 4    | seq       | u32, +1 per load vector (its own counter), wraps at 2^32             |
+ * | 6      | 4    | timestamp | u32, wall-clock ms mod 2^32 at send time                             |
+ * | 10     | 2    | cpu       | u16 fixed point, v = round(x * 65535) for x in [0,1]                 |
+ * | 12     | 2    | memory    | same encoding                                                        |
+ * | 14     | 2    | network   | same encoding                                                        |
+ * | 16     | 2    | io        | same encoding                                                        |
+ * | 18     | 2    | backlog   | same encoding                                                        |
+ * | 20     | 2    | load      | same encoding; the agent's weighted scalar load                      |
+ *
+ * The tag is checked (in constant time) before anything else in the message is believed, so an
+ * unauthenticated sender learns nothing from which reason it gets back except 'truncated' and
+ * 'bad-mac'. A version or type this build does not know is reported only for authentic messages.
+ */
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+/** The envelope format version, the high nibble of the version byte. */
+export const WIRE_VERSION = 1;
+/** HMAC-SHA256 truncated to 128 bits (RFC 2104 §5 allows truncation to at least half the output). */
+export const TAG_BYTES = 16;
+
+export const MessageType = { Availability: 1, LoadVector: 2 } as const;
+export type MessageType = (typeof MessageType)[keyof typeof MessageType];
+
+/** Why a message was dropped; the later reasons ('replay', 'stale', 'unknown-host') are raised by receivers. */
+export type WireReject = 'truncated' | 'bad-mac' | 'version' | 'type' | 'malformed' | 'replay' | 'stale' | 'unknown-host';
+
+export type OpenResult = { ok: true; type: MessageType; body: Buffer } | { ok: false; reason: WireReject };
+
+/** Version byte plus tag: what the envelope adds to a body. */
+export const ENVELOPE_OVERHEAD_BYTES = 1 + TAG_BYTES;
+
+const HMAC_ALGORITHM = 'sha256';
+
+// Reject results carry no per-message data, so one frozen object per reason serves every call:
+// the reject path allocates nothing beyond the HMAC itself.
+const REJECT_TRUNCATED: OpenResult = Object.freeze({ ok: false, reason: 'truncated' });
+const REJECT_BAD_MAC: OpenResult = Object.freeze({ ok: false, reason: 'bad-mac' });
+const REJECT_VERSION: OpenResult = Object.freeze({ ok: false, reason: 'version' });
+const REJECT_TYPE: OpenResult = Object.freeze({ ok: false, reason: 'type' });
+
+function isMessageType(t: number): t is MessageType {
+  return t === MessageType.Availability || t === MessageType.LoadVector;
+}
+
+/** HMAC-SHA256(key, msg[0, end)), full 32 bytes. */
+function mac(key: Buffer, msg: Uint8Array, end: number): Buffer {
+  return createHmac(HMAC_ALGORITHM, key).update(msg.subarray(0, end)).digest();
+}
+
+/**
+ * Wraps `body` for the wire: `body ‖ version byte ‖ tag`. Throws RangeError for a type this build
+ * does not define (a programming error on the sending side, never input from the network).
+ */
+export function seal(type: MessageType, body: Uint8Array, key: Buffer): Buffer {
+  if (!isMessageType(type)) throw new RangeError(`unknown wire message type ${String(type)}`);
+  const n = body.length;
+  const msg = Buffer.allocUnsafe(n + ENVELOPE_OVERHEAD_BYTES);
+  msg.set(body, 0);
+  msg[n] = (WIRE_VERSION << 4) | type;
+  mac(key, msg, n + 1).copy(msg, n + 1, 0, TAG_BYTES);
+  return msg;
+}
+
+/**
+ * Authenticates a received message and returns its type and body (a view into `msg`, not a copy).
+ * Never throws on any input: every datagram an attacker can send ends in a reject reason. The body's
+ * length is not checked here; the type's decoder returns null when it is wrong ('malformed').
+ */
+export function open(msg: Buffer, key: Buffer): OpenResult {
+  const len = msg.length;
+  if (len < ENVELOPE_OVERHEAD_BYTES) return REJECT_TRUNCATED;
+  const signed = len - TAG_BYTES;
+  const expected = mac(key, msg, signed);
+  // Both views are exactly TAG_BYTES long, as timingSafeEqual requires.
+  if (!timingSafeEqual(expected.subarray(0, TAG_BYTES), msg.subarray(signed, len))) return REJECT_BAD_MAC;
+  const versionByte = msg[signed - 1]!;
+  if (versionByte >>> 4 !== WIRE_VERSION) return REJECT_VERSION;
+  const type = versionByte & 0x0f;
+  if (!isMessageType(type)) return REJECT_TYPE;
+  return { ok: true, type, body: msg.subarray(0, signed - 1) };
+}

@@ -2,6 +2,7 @@
  * @module `npm run bench`: runs every benchmark in order and prints each one's table on stdout
  * (progress goes to stderr). `node dist/bench/run.js http-proxy` runs only the named ones.
  */
+import * as balance from './balance.js';
 import * as httpProxy from './http-proxy.js';
 
 interface Benchmark {
@@ -17,6 +18,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'http-proxy',
     title: 'HTTP/1.1 proxying: holdfast vs HAProxy (single thread each) vs the origin directly',
     run: async () => httpProxy.formatTable(await httpProxy.run(httpProxy.optionsFromEnv())),
+  },
+  {
+    name: 'balance',
+    title: 'Balancers on three unequal backends under bursty load (discrete-event simulation)',
+    run: async () => balance.formatTable(balance.run(balance.optionsFromEnv())),
   },
 ];
 

@@ -2,10 +2,12 @@
  * @module How much CPU *other* programs took while a benchmark round ran, so a noisy round shows up
  * as such instead of as a slow proxy. Linux only (reads /proc); elsewhere it reports nothing.
  *
- * "Ours" is the process tree rooted at the harness (wrk, the origins, the proxies and anything they
- * spawn); kernel threads are left out too, since ksoftirqd and friends mostly carry our own loopback
- * traffic. A process that started and exited between two samples is missed, so the figure is a
- * lower bound: good enough to flag a round where a compiler or a test suite ran beside us.
+ * Foreign CPU = the machine's user + nice + system time (/proc/stat) minus what our process tree
+ * used (the harness, wrk, the origins, the proxies: utime + stime, plus cutime + cstime so that a wrk
+ * that exited and was reaped during the round still counts as ours) minus kernel threads (kworkers
+ * and friends mostly carry our own loopback traffic; interrupt time is not in the sum at all).
+ * Taking the machine total, not a sum over the processes we can see, also catches other programs that
+ * started and ended between two samples (short test processes, compiler runs).
  */
 import { readdirSync, readFileSync } from 'node:fs';
 
@@ -14,14 +16,19 @@ const CLOCK_TICKS_PER_S = 100;
 /** PF_KTHREAD in /proc/<pid>/stat's flags field. */
 const PF_KTHREAD = 0x00200000;
 
-interface ProcStat {
+export interface ProcStat {
   readonly ppid: number;
+  /** utime + stime. */
   readonly ticks: number;
+  /** cutime + cstime: CPU of children this process has waited for. */
+  readonly childTicks: number;
   readonly kernel: boolean;
 }
 
 export interface CpuSample {
   readonly atMs: number;
+  /** user + nice + system over all CPUs since boot (/proc/stat), in clock ticks. */
+  readonly busyTicks: number;
   readonly procs: ReadonlyMap<number, ProcStat>;
 }
 
@@ -34,18 +41,25 @@ function readStat(pid: number): ProcStat | null {
   }
   // The command name is in parentheses and may itself contain spaces or parentheses.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // After the name: state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
+  // After the name: state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt
+  // utime stime cutime cstime
   const ppid = Number(f[1]);
   const flags = Number(f[6]);
   const ticks = Number(f[11]) + Number(f[12]);
-  if (!Number.isFinite(ppid) || !Number.isFinite(ticks)) return null;
-  return { ppid, ticks, kernel: (flags & PF_KTHREAD) !== 0 };
+  const childTicks = Number(f[13]) + Number(f[14]);
+  if (!Number.isFinite(ppid) || !Number.isFinite(ticks) || !Number.isFinite(childTicks)) return null;
+  return { ppid, ticks, childTicks, kernel: (flags & PF_KTHREAD) !== 0 };
 }
 
 /** Every process's CPU ticks now, or null where /proc is not available. */
 export function sampleCpu(): CpuSample | null {
   let entries: string[];
+  let busyTicks: number;
   try {
+    // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"
+    const f = /^cpu\s+(\d+) (\d+) (\d+)/m.exec(readFileSync('/proc/stat', 'latin1'));
+    if (!f) return null;
+    busyTicks = Number(f[1]) + Number(f[2]) + Number(f[3]);
     entries = readdirSync('/proc');
   } catch {
     return null;
@@ -57,7 +71,7 @@ export function sampleCpu(): CpuSample | null {
     const s = readStat(pid);
     if (s) procs.set(pid, s);
   }
-  return { atMs: performance.now(), procs };
+  return { atMs: performance.now(), busyTicks, procs };
 }
 
 function isOurs(pid: number, procs: ReadonlyMap<number, ProcStat>, root: number): boolean {
@@ -78,20 +92,25 @@ function isOurs(pid: number, procs: ReadonlyMap<number, ProcStat>, root: number)
 export function foreignCores(before: CpuSample, after: CpuSample, root: number = process.pid): number {
   const elapsedS = (after.atMs - before.atMs) / 1000;
   if (elapsedS <= 0) return 0;
-  let ticks = 0;
+  const ours = treeTicks(after, root) - treeTicks(before, root);
+  let kernel = 0;
   for (const [pid, s] of after.procs) {
-    if (s.kernel || isOurs(pid, after.procs, root)) continue;
-    const prev = before.procs.get(pid);
-    ticks += Math.max(0, s.ticks - (prev?.ticks ?? 0));
+    if (s.kernel) kernel += Math.max(0, s.ticks - (before.procs.get(pid)?.ticks ?? 0));
   }
-  return ticks / CLOCK_TICKS_PER_S / elapsedS;
+  const foreign = after.busyTicks - before.busyTicks - ours - kernel;
+  return Math.max(0, foreign) / CLOCK_TICKS_PER_S / elapsedS;
 }
 
-/** CPU milliseconds used so far by the process `root` and its descendants, in one sample. */
-export function treeCpuMs(sample: CpuSample, root: number): number {
+/** Ticks of the tree rooted at `root`, including children its members have reaped. */
+function treeTicks(sample: CpuSample, root: number): number {
   let ticks = 0;
-  for (const [pid, s] of sample.procs) if (isOurs(pid, sample.procs, root)) ticks += s.ticks;
-  return (ticks * 1000) / CLOCK_TICKS_PER_S;
+  for (const [pid, s] of sample.procs) if (isOurs(pid, sample.procs, root)) ticks += s.ticks + s.childTicks;
+  return ticks;
+}
+
+/** CPU milliseconds used so far by the process `root` and its descendants (reaped ones too), in one sample. */
+export function treeCpuMs(sample: CpuSample, root: number): number {
+  return (treeTicks(sample, root) * 1000) / CLOCK_TICKS_PER_S;
 }
 
 /** Length of one look at the machine while waiting for it to be quiet. */

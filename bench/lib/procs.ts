@@ -180,16 +180,17 @@ export async function startProcess(opts: StartOptions): Promise<Proc> {
     if (opts.readyPort) await waitForPort(opts.readyPort.host, opts.readyPort.port, timeoutMs, giveUp.signal);
     return match;
   })();
-  // Keeps a port poll from running on (and holding the event loop) after the race is decided.
-  becameReady.catch(() => {});
-
   const outcome = await Promise.race([
-    becameReady.then((m) => ({ kind: 'ready' as const, m })),
+    becameReady.then(
+      (m) => ({ kind: 'ready' as const, m }),
+      (err: Error) => ({ kind: 'unready' as const, err }),
+    ),
     exited.then((e) => ({ kind: 'exited' as const, e })),
     spawnError.then((err) => ({ kind: 'error' as const, err })),
     timedOut.then(() => ({ kind: 'timeout' as const })),
   ]);
   clearTimeout(timer);
+  // Stops a port poll that lost the race, so it does not hold the event loop for its whole timeout.
   giveUp.abort();
   onLine = null;
   switch (outcome.kind) {
@@ -211,6 +212,9 @@ export async function startProcess(opts: StartOptions): Promise<Proc> {
     case 'timeout':
       await stop();
       throw fail(`not ready after ${timeoutMs} ms`);
+    case 'unready':
+      await stop();
+      throw fail(outcome.err.message);
   }
 }
 

@@ -1,6 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ERROR_RATIO_MAX, parseDurationMs, parseWrkOutput } from './wrk.js';
+import net from 'node:net';
+import { startOrigin } from './backend.js';
+import { which } from './procs.js';
+import { ERROR_RATIO_MAX, WrkErrorsError, parseDurationMs, parseWrkOutput, runWrk } from './wrk.js';
+
+const noWrk = which('wrk') === null ? 'wrk is not installed (Debian package wrk)' : false;
 
 // Captured from wrk 4.1.0 (Debian) against the bench origin.
 const CLEAN = `Running 3s test @ http://127.0.0.1:36937/
@@ -73,4 +78,33 @@ test('parseWrkOutput fails loudly without --latency output', () => {
   const noLatency = CLEAN.replace(/  Latency Distribution[\s\S]*?99%.*\n/, '');
   assert.throws(() => parseWrkOutput(noLatency), /50% latency line/);
   assert.throws(() => parseWrkOutput('unable to connect to 127.0.0.1:1 Connection refused\n'), /Requests\/sec/);
+});
+
+test('runWrk measures a real origin', { skip: noWrk }, async (t) => {
+  const origin = await startOrigin({ size: 1024 });
+  t.after(() => origin.close());
+  const r = await runWrk({ url: `http://127.0.0.1:${origin.port}/`, seconds: 1, connections: 4 });
+  assert.ok(r.requests > 0 && r.requestsPerSec > 0);
+  assert.equal(r.errorRatio, 0);
+  // wrk's count and the origin's agree, give or take the requests in flight when wrk stopped.
+  assert.ok(origin.responses >= r.requests, `origin ${origin.responses} < wrk ${r.requests}`);
+});
+
+test('runWrk fails loudly when the target answers with errors', { skip: noWrk }, async (t) => {
+  const body = 'overloaded';
+  const reply = Buffer.from(`HTTP/1.1 503 Service Unavailable\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+  const server = net.createServer((s) => {
+    s.on('data', () => s.write(reply));
+    s.on('error', () => s.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    server.close();
+  });
+  const { port } = server.address() as net.AddressInfo;
+  await assert.rejects(runWrk({ url: `http://127.0.0.1:${port}/`, seconds: 1, connections: 2 }), (err: unknown) => {
+    assert.ok(err instanceof WrkErrorsError);
+    assert.ok(err.result.non2xx > 0 && err.result.errorRatio > ERROR_RATIO_MAX);
+    return true;
+  });
 });

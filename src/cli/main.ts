@@ -6,7 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { constants } from 'node:os';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { formatConfig, loadConfigFile } from '../config/load.js';
+import type { AgentConfig } from '../config/agent-schema.js';
+import { formatConfig, loadAgentConfigFile, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { formatHostPort } from '../core/address.js';
 import { ConfigInvalidError, HoldfastError, UsageError } from '../core/errors.js';
@@ -17,6 +18,8 @@ type Values = ReturnType<typeof parseArgs>['values'];
 interface Command {
   readonly usage: string;
   readonly options: Options;
+  /** `holdfast <command> <sub> ...`: the first argument picks one of these when it names one. */
+  readonly subcommands?: Record<string, Command>;
   run(values: Values, positionals: string[]): Promise<number>;
 }
 
@@ -26,6 +29,8 @@ Session-aware, fault-tolerant load balancer.
 
 Commands:
   dispatcher --config FILE   run the dispatcher: serve the configured services
+  agent --config FILE        run the agent beside a backend: heartbeats, watchdog, load
+  agent drain --config FILE  make the running agent announce a planned failure and exit
   demo [--port-base N]       run a small cluster on loopback with live traffic
   check-config FILE          validate a configuration file, print it with defaults filled in
 
@@ -60,6 +65,59 @@ Example:
       const file = values.config;
       if (typeof file !== 'string') throw usageError('dispatcher', 'missing --config FILE');
       return runDispatcher(file);
+    },
+  },
+  agent: {
+    usage: `Usage: holdfast agent --config FILE
+
+Runs the agent beside one backend server. Every agent.heartbeatIntervalMs it announces to each
+dispatcher whether the node and its application are available (the watchdog decides), every
+agent.loadIntervalMs it sends the node's load vector; both authenticated with the cluster key
+(HOLDFAST_CLUSTER_KEY, hex, or cluster.keyFile).
+
+SIGUSR2 (or "holdfast agent drain") announces a planned failure: the dispatchers send no new
+sessions, and the agent exits once the application has no established connection on drain.port,
+or when drain.deadlineMs has passed. SIGINT or SIGTERM: one last planned-failure announcement,
+then exit at once.
+
+Options:
+  -c, --config FILE   the agent's YAML configuration (see examples/agent.yaml)
+  -h, --help          show this help
+
+Example:
+  holdfast agent --config examples/agent.yaml
+`,
+    options: { ...HELP_OPTION, config: { type: 'string', short: 'c' } },
+    subcommands: {
+      drain: {
+        usage: `Usage: holdfast agent drain --config FILE
+
+Tells the agent running with this configuration (found through its agent.pidFile) to announce a
+planned failure: it sends SIGUSR2 and returns. The agent keeps announcing the planned failure
+until the application is idle or drain.deadlineMs has passed, then exits. Exits 1 when no agent
+runs for this configuration.
+
+Options:
+  -c, --config FILE   the agent's YAML configuration
+  -h, --help          show this help
+
+Example:
+  holdfast agent drain --config examples/agent.yaml
+`,
+        options: { ...HELP_OPTION, config: { type: 'string', short: 'c' } },
+        async run(values, positionals) {
+          noPositionals('agent drain', positionals);
+          const file = values.config;
+          if (typeof file !== 'string') throw usageError('agent drain', 'missing --config FILE');
+          return drainAgent(file);
+        },
+      },
+    },
+    async run(values, positionals) {
+      if (positionals.length > 0) throw usageError('agent', `unknown agent command "${positionals[0]!}"`);
+      const file = values.config;
+      if (typeof file !== 'string') throw usageError('agent', 'missing --config FILE');
+      return runAgent(file);
     },
   },
   demo: {
@@ -138,9 +196,17 @@ async function dispatch(argv: string[]): Promise<number> {
     else process.stdout.write(USAGE);
     return 0;
   }
-  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  let command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!command) throw usageError(null, `unknown command "${name}"`);
-  const { values, positionals } = parse(name, command.options, rest);
+  let label = name;
+  let args = rest;
+  const sub = rest[0];
+  if (sub !== undefined && command.subcommands && Object.hasOwn(command.subcommands, sub)) {
+    command = command.subcommands[sub]!;
+    label = `${name} ${sub}`;
+    args = rest.slice(1);
+  }
+  const { values, positionals } = parse(label, command.options, args);
   if (values.help) {
     process.stdout.write(command.usage);
     return 0;
@@ -166,6 +232,78 @@ async function runDispatcher(file: string): Promise<number> {
   } finally {
     shutdown.dispose();
   }
+}
+
+/**
+ * Runs the agent until it stops: drained (SIGUSR2), past its drain deadline, or told to stop
+ * (SIGINT, SIGTERM). Its UDP socket keeps the process alive meanwhile. The pid file is written
+ * before the agent starts and removed when it stops, so `agent drain` always finds a live agent.
+ */
+async function runAgent(file: string): Promise<number> {
+  const config = loadAgentOrReport(file);
+  if (!config) return 1;
+  const { loadClusterKey } = await import('../wire/cluster-key.js');
+  const key = loadClusterKey(config.cluster);
+  const { createLogger } = await import('../admin/log.js');
+  const { startAgent } = await import('../agent/agent.js');
+  const { claimPidFile, releasePidFile } = await import('../agent/pid-file.js');
+  const logger = createLogger(config.logging);
+  const pidFile = config.agent.pidFile;
+  const claim = claimPidFile(pidFile);
+  if (!claim.ok) {
+    process.stderr.write(
+      `holdfast: another agent is running with pid file ${pidFile} (pid ${claim.pid}); stop it, or give this one its own agent.pidFile\n`,
+    );
+    return 1;
+  }
+  const shutdown = onShutdownSignal();
+  let onDrain: (() => void) | null = null;
+  try {
+    const agent = await startAgent(config, { key, logger });
+    onDrain = () => {
+      logger.info({ signal: 'SIGUSR2' }, 'drain requested');
+      agent.drain();
+    };
+    process.on('SIGUSR2', onDrain);
+    void shutdown.received.then((signal) => {
+      logger.info({ signal }, 'holdfast agent stopping');
+      return agent.stop();
+    });
+    const exit = await agent.done;
+    logger.info({ exit }, `holdfast agent stopped (${exit})`);
+    return 0;
+  } finally {
+    if (onDrain) process.off('SIGUSR2', onDrain);
+    shutdown.dispose();
+    releasePidFile(pidFile);
+  }
+}
+
+/** `holdfast agent drain`: finds the agent through its pid file and sends it SIGUSR2. */
+async function drainAgent(file: string): Promise<number> {
+  const config = loadAgentOrReport(file);
+  if (!config) return 1;
+  const { isHoldfastAgent, processAlive, readPidFile } = await import('../agent/pid-file.js');
+  const { pidFile, id } = config.agent;
+  const pid = readPidFile(pidFile);
+  const fail = (message: string): number => {
+    process.stderr.write(`holdfast: ${message}\n`);
+    return 1;
+  };
+  if (pid === null) return fail(`no agent is running for ${file}: no pid file at ${pidFile}`);
+  if (!processAlive(pid)) return fail(`no agent is running for ${file}: ${pidFile} names pid ${pid}, which is not running (stale pid file)`);
+  if (isHoldfastAgent(pid) === false) return fail(`pid ${pid} (from ${pidFile}) is not a holdfast agent; not signalling it`);
+  try {
+    process.kill(pid, 'SIGUSR2');
+  } catch (err) {
+    return fail(`cannot signal the agent (pid ${pid}): ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  const { deadlineMs, port } = config.drain;
+  process.stdout.write(
+    `sent SIGUSR2 to the holdfast agent ${id} (pid ${pid}): it announces a planned failure now and exits ` +
+      `${port === undefined ? `after drain.deadlineMs (${deadlineMs} ms)` : `once port ${port} has no established connection, at the latest after ${deadlineMs} ms`}\n`,
+  );
+  return 0;
 }
 
 async function runDemo(portBase: number | undefined): Promise<number> {
@@ -209,6 +347,17 @@ function loadOrReport(file: string): Config | null {
   } catch (err) {
     if (!(err instanceof ConfigInvalidError)) throw err;
     // Issues without a config path (syntax errors, unreadable file) already start with the file name.
+    for (const issue of err.issues) process.stderr.write(`${issue.startsWith(`${file}:`) ? issue : `${file}: ${issue}`}\n`);
+    return null;
+  }
+}
+
+/** The loaded agent configuration, or null after printing every issue to stderr (as loadOrReport). */
+function loadAgentOrReport(file: string): AgentConfig | null {
+  try {
+    return loadAgentConfigFile(file);
+  } catch (err) {
+    if (!(err instanceof ConfigInvalidError)) throw err;
     for (const issue of err.issues) process.stderr.write(`${issue.startsWith(`${file}:`) ? issue : `${file}: ${issue}`}\n`);
     return null;
   }

@@ -86,7 +86,10 @@ export const loadWeightsSchema = z
     backlog: weight.default(0.1),
   })
   .strict()
-  .refine((w) => w.cpu + w.memory + w.network + w.io + w.backlog > 0, { message: 'expected at least one weight above 0' })
+  // A negative weight is already reported on its own key.
+  .refine((w) => Object.values(w).some((x) => x < 0) || w.cpu + w.memory + w.network + w.io + w.backlog > 0, {
+    message: 'expected at least one weight above 0',
+  })
   .transform((w) => {
     const sum = w.cpu + w.memory + w.network + w.io + w.backlog;
     return { cpu: w.cpu / sum, memory: w.memory / sum, network: w.network / sum, io: w.io / sum, backlog: w.backlog / sum };

@@ -3,6 +3,7 @@
  * the dashboard subscribe; the pipeline only publishes (and only when someone listens).
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import type { WireReject } from '../wire/envelope.js';
 
 export const channels = {
   /** A backend changed state. Message: BackendStateEvent. */
@@ -23,6 +24,10 @@ export const channels = {
   loadMonitor: diagnostics_channel.channel('holdfast:load:monitor'),
   /** A load vector was taken into account. Message: LoadSampleEvent. */
   loadSample: diagnostics_channel.channel('holdfast:load:sample'),
+  /** A control message was dropped (forged, replayed, malformed...). Message: WireDropEvent. */
+  wireDrop: diagnostics_channel.channel('holdfast:wire:drop'),
+  /** Sequence gaps in a backend's heartbeats. Message: HeartbeatLostEvent. */
+  heartbeatLost: diagnostics_channel.channel('holdfast:heartbeat:lost'),
 } as const;
 
 export interface BackendStateEvent {
@@ -87,4 +92,19 @@ export interface LoadSampleEvent {
   forecast: number;
   /** The cluster load l_c (SARA eq. 1). */
   clusterLoad: number;
+}
+
+export interface WireDropEvent {
+  /** The receiving component. */
+  source: 'monitor';
+  reason: WireReject;
+  /** The sender's address as host:port (unauthenticated: whatever the datagram claimed). */
+  from: string;
+}
+
+export interface HeartbeatLostEvent {
+  service: string;
+  backend: string;
+  /** Heartbeats missing in this gap of sequence numbers. */
+  lost: number;
 }

@@ -114,7 +114,7 @@ export class PhiAccrualDetector extends DeadlineDetector {
     return { suspectAfterMs: mean + this.ySuspect * stdDev, downAfterMs: mean + this.yDown * stdDev };
   }
 
-  protected forget(): void {
+  protected override forget(): void {
     this.count = 0;
     this.head = 0;
     this.sum = 0;

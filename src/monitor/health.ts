@@ -1,15 +1,21 @@
 /**
- * @module The passive health monitor with probing: owns every backend's state machine for one
- * service. Forwarders report refused/reset/timed-out backends (passive detection) and successes;
- * a down backend is probed until it answers, then returns to rotation.
+ * @module The health monitor: owns every backend's state machine for one service. Forwarders report
+ * refused/reset/timed-out backends (passive detection) and successes; with a heartbeat detector
+ * (`health.detector`: push, phi-accrual, pull) agent announcements or pull replies feed one failure
+ * detector per backend, and one timer per backend fires when its verdict would worsen. In passive
+ * mode a down backend is probed until it answers, then returns to rotation.
  */
 import type { BackendFailureKind } from '../core/errors.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
-import type { BackendStateEvent } from '../core/diagnostics.js';
-import type { HealthConfig } from '../config/schema.js';
+import type { BackendStateEvent, HeartbeatLostEvent } from '../core/diagnostics.js';
+import type { DetectorConfig, HealthConfig } from '../config/schema.js';
 import type { FailureSink } from '../forward/service-runtime.js';
+import type { Availability } from '../wire/availability.js';
+import { unwrapTimestamp } from '../wire/timestamp.js';
 import type { Backend, BackendState } from './backend.js';
+import { createDetector, isHeartbeatDetector } from './detector.js';
+import type { Detector } from './detector.js';
 import { probeFor } from './probe.js';
 import type { ProbeConfig, Prober } from './probe.js';
 
@@ -17,39 +23,94 @@ export type { ProbeConfig, Prober } from './probe.js';
 
 export type BackendListener = (backend: Backend) => void;
 
+/**
+ * How one backend is watched:
+ * - `passive`: forwarder reports, probing while down (issue 2's behaviour).
+ * - `heartbeat`: agent announcements through `onAvailability` (push or phi-accrual).
+ * - `pull`: a hello (probe) every intervalMs, the replies are the heartbeats.
+ */
+type WatchMode = 'passive' | 'heartbeat' | 'pull';
+
+/**
+ * A sequence number this far below the highest seen is a reordered heartbeat arriving late, not an
+ * agent restart. The replay guard's default bitmap (REPLAY_BITMAP_SEQS) lets exactly these through.
+ */
+const REORDER_WINDOW_SEQS = 64;
+
 /** What the monitor keeps per backend beside the Backend object itself. */
 interface Watch {
-  /** The probe interval while the backend is down; null when not probing. */
+  readonly mode: WatchMode;
+  /** passive: the probe interval while down; pull: the hello interval, from start() to close(). */
   timer: TimerHandle | null;
   /** A probe is running: the next tick is skipped so probes of one backend never overlap. */
   inFlight: boolean;
   /** Bumped on every transition: a probe result is applied only if nothing changed since it began. */
   epoch: number;
+  /** heartbeat and pull modes. */
+  readonly detector: Detector | null;
+  /** The one deadline timer (heartbeat and pull modes), set for `deadlineAt`. */
+  deadline: TimerHandle | null;
+  deadlineAt: number;
+  /** Clock time of the latest heartbeat, or of start() before the first one. */
+  heardAt: number;
+  heard: boolean;
+  /** Highest availability seq accepted; null before the first. */
+  lastSeq: number | null;
+  /** Heartbeats lost to sequence gaps, in total. */
+  lost: number;
+  /** Newest send time (wall ms) of an accepted announcement: tells a late one from a restart. */
+  newestSentAt: number;
+  /** Draining because the agent announced a planned failure (an `available` heartbeat ends it). */
+  planned: boolean;
 }
 
 /**
- * Transitions:
- * - `reportFailure`: any state but `down` and `draining` → `down` at once (reason = the failure kind);
- *   probing starts, one probe every `probe.intervalMs` (the first one interval after the failure).
+ * Transitions, every mode:
+ * - `reportFailure`: any state but `down` and `draining` → `down` at once (reason = the failure kind).
  *   A refused or reset connection is an unambiguous signal (DESIGN: "a refused or reset connection
  *   takes it out at once"), so there is no threshold to cross.
- * - `reportSuccess`: `unknown`/`suspect` → `up`. A `down` backend returns only through a probe, so a
- *   reply still in flight when it went down does not flap it back; `draining` is never undone here.
- * - probe ok on `down` → `up` ("probe ok"), probing stops; a failed probe keeps it down.
+ * - `reportSuccess`: `unknown`/`suspect` → `up`. A `down` backend returns only through its detector
+ *   (a probe, a heartbeat, a pull reply), so a reply still in flight when it went down does not flap
+ *   it back; `draining` is never undone here.
+ *
+ * `passive` (the default):
+ * - a `down` backend is probed every `probe.intervalMs` (the first one interval after the failure);
+ *   probe ok → `up` ("probe ok"), probing stops; a failed probe keeps it down.
  * - `start()`: one probe of every backend; `unknown` → `up` or `down`.
  *
- * Every transition sets state/since/reason, publishes `holdfast:backend:state`, then calls the
- * `onChange` listeners synchronously: the dispatcher rebuilds the balancer snapshot there, and the
- * forwarder's immediate re-pick after `reportFailure` relies on that having happened already.
+ * `push` / `phi-accrual` (backends with an agent; one without is watched passively):
+ * - `onAvailability` 'available': the detector hears a heartbeat; `unknown`/`suspect`/`down` → `up`
+ *   ("heartbeat"), and a planned-failure drain ends.
+ * - 'app-unavailable': the node is alive (heartbeat) but its application is not → `down`
+ *   ("application unavailable"); SARA Fig. 7 returns Crashed for it.
+ * - 'planned-failure': heartbeat, and → `draining` ("planned failure at <ISO time>"): no new work,
+ *   established work finishes; it stays so until an 'available' heartbeat.
+ * - the deadline timer: `up` → `suspect` when the detector suspects, → `down` ("no heartbeat for
+ *   X ms") when it says down; `unknown` stays `unknown` until down (it was never heard, so it is
+ *   not "late"). A planned-failure drain whose agent falls silent goes `down` (the node is gone).
+ * - no probing: recovery comes from heartbeats.
  *
- * A `draining` backend failing stays `draining`: it already takes no new work, and turning it into
- * `down` would let the next probe put it back into rotation against the operator's drain.
+ * `pull`: a probe (health.probe.type, timeout n x intervalMs) every intervalMs from `start()`; each
+ * success is a heartbeat and brings `unknown`/`suspect`/`down` `up` ("pull reply"); the deadline
+ * timer as above ("no reply for X ms").
+ *
+ * A draining backend that an operator drained (not a planned failure) is never moved by any
+ * detector: failing it to `down` would let the next probe or heartbeat put it back into rotation
+ * against the operator's drain.
+ *
+ * Every transition sets state/since/reason, publishes `holdfast:backend:state` (with its wall-clock
+ * timestamp), then calls the `onChange` listeners synchronously: the dispatcher rebuilds the
+ * balancer snapshot there, and the forwarder's immediate re-pick after `reportFailure` relies on
+ * that having happened already.
  */
 export class HealthMonitor implements FailureSink {
   private readonly watches = new Map<Backend, Watch>();
   private readonly listeners = new Set<BackendListener>();
   private readonly probe: Prober;
   private readonly probeConfig: ProbeConfig;
+  /** Pull hellos: the configured probe with timeout n x intervalMs. */
+  private readonly pullConfig: ProbeConfig;
+  private readonly detectorConfig: DetectorConfig;
   private started = false;
   private closed = false;
 
@@ -61,17 +122,40 @@ export class HealthMonitor implements FailureSink {
     probe?: Prober,
   ) {
     this.probeConfig = config.probe;
+    this.detectorConfig = config.detector;
+    this.pullConfig = { ...config.probe, timeoutMs: config.detector.intervalMs * config.detector.n };
     this.probe = probe ?? probeFor(config.probe);
-    for (const backend of backends) this.watches.set(backend, { timer: null, inFlight: false, epoch: 0 });
+    for (const backend of backends) this.watches.set(backend, this.newWatch(backend));
   }
 
-  /** Probe every backend once, so that `unknown` resolves without waiting for traffic. Idempotent. */
+  /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
+  get detectorType(): DetectorConfig['type'] {
+    return this.detectorConfig.type;
+  }
+
+  /**
+   * Starts watching. passive: one probe of every backend, so that `unknown` resolves without
+   * waiting for traffic. push/phi-accrual: each backend not heard yet has n x intervalMs from now to
+   * send its first heartbeat. pull: the hellos begin, the first one now. Idempotent.
+   */
   start(): void {
     if (this.started || this.closed) return;
     this.started = true;
+    const now = this.clock.now();
     for (const backend of this.backends) {
+      const watch = this.watch(backend);
+      if (watch.mode !== 'passive' && !watch.heard) {
+        watch.detector!.reset(now);
+        watch.heardAt = now;
+        this.arm(backend, watch, now);
+      }
       if (backend.state === 'draining') continue;
-      this.runProbe(backend);
+      if (watch.mode === 'pull') {
+        watch.timer = this.clock.setInterval(() => this.runProbe(backend), this.detectorConfig.intervalMs);
+        this.runProbe(backend);
+      } else if (watch.mode === 'passive') {
+        this.runProbe(backend);
+      }
     }
   }
 
@@ -86,6 +170,43 @@ export class HealthMonitor implements FailureSink {
     if (state === 'unknown' || state === 'suspect') this.transition(backend, 'up', 'ok');
   }
 
+  /**
+   * An authenticated, fresh availability announcement from `backend`'s agent (the dispatcher routes
+   * AgentReceiver's callback here by `backend.agent`), received at clock time `now`
+   * (`Clock.now()`). Ignored unless the backend is watched by push or phi-accrual, and after close.
+   */
+  onAvailability(backend: Backend, a: Availability, now: number): void {
+    const watch = this.watches.get(backend);
+    if (!watch || watch.mode !== 'heartbeat' || this.closed) return;
+    // A planned failure carries the failure time, not the send time: no use for ordering.
+    const sentAt = a.flag === 'planned-failure' ? null : unwrapTimestamp(a.timestamp, this.clock.wallNow());
+    this.countSequence(backend, watch, a.seq, sentAt);
+    this.heard(backend, watch, now);
+    const state = backend.state;
+    switch (a.flag) {
+      case 'available':
+        if (state === 'unknown' || state === 'suspect' || state === 'down' || (state === 'draining' && watch.planned)) {
+          this.transition(backend, 'up', 'heartbeat');
+        }
+        break;
+      case 'app-unavailable':
+        if (state !== 'down' && (state !== 'draining' || watch.planned)) this.transition(backend, 'down', 'application unavailable');
+        break;
+      case 'planned-failure':
+        if (state !== 'draining') {
+          const at = unwrapTimestamp(a.timestamp, this.clock.wallNow());
+          this.transition(backend, 'draining', `planned failure at ${new Date(at).toISOString()}`);
+          watch.planned = true;
+        }
+        break;
+    }
+  }
+
+  /** Heartbeats of `backend` lost to sequence gaps since the monitor was created. */
+  lostHeartbeats(backend: Backend): number {
+    return this.watches.get(backend)?.lost ?? 0;
+  }
+
   /** Called synchronously after every state change. Returns the unsubscribe function. */
   onChange(listener: BackendListener): () => void {
     this.listeners.add(listener);
@@ -95,9 +216,9 @@ export class HealthMonitor implements FailureSink {
   }
 
   /**
-   * Stop probing: every timer is cancelled and results of probes still in flight are dropped.
-   * Reports after close still move state (forwarders draining their last exchanges keep avoiding a
-   * failed backend) but start no probe.
+   * Stop watching: every timer is cancelled, results of probes still in flight are dropped and
+   * heartbeats are ignored. Reports after close still move state (forwarders draining their last
+   * exchanges keep avoiding a failed backend) but start no probe.
    */
   close(): void {
     if (this.closed) return;
@@ -105,28 +226,134 @@ export class HealthMonitor implements FailureSink {
     for (const watch of this.watches.values()) {
       watch.timer?.cancel();
       watch.timer = null;
+      watch.deadline?.cancel();
+      watch.deadline = null;
       watch.epoch++;
     }
+  }
+
+  private newWatch(backend: Backend): Watch {
+    const cfg = this.detectorConfig;
+    let mode: WatchMode = 'passive';
+    // A backend with no agent never sends a heartbeat: under push it would be down for good, so it
+    // keeps the passive rules (pull needs no agent).
+    if (cfg.type === 'pull') mode = 'pull';
+    else if (cfg.type !== 'passive' && backend.agent !== null) mode = 'heartbeat';
+    const now = this.clock.now();
+    return {
+      mode,
+      timer: null,
+      inFlight: false,
+      epoch: 0,
+      detector: mode !== 'passive' && isHeartbeatDetector(cfg) ? createDetector(cfg, now) : null,
+      deadline: null,
+      deadlineAt: Infinity,
+      heardAt: now,
+      heard: false,
+      lastSeq: null,
+      lost: 0,
+      newestSentAt: -Infinity,
+      planned: false,
+    };
   }
 
   private watch(backend: Backend): Watch {
     let watch = this.watches.get(backend);
     if (!watch) {
-      watch = { timer: null, inFlight: false, epoch: 0 };
+      watch = this.newWatch(backend);
       this.watches.set(backend, watch);
     }
     return watch;
+  }
+
+  /**
+   * SARA's Seq_Nber "is used to detect and to count the lost heartbeat messages". Seqs compare in
+   * serial-number arithmetic (RFC 1982, as the replay guard does): a jump of d counts d - 1 lost. A
+   * seq below the highest is either a heartbeat arriving late (sent before the newest one: one fewer
+   * lost) or a restarted agent counting from 0 again (sent after it: the count restarts there);
+   * the send time `sentAt` (wall ms, null when unknown) tells them apart.
+   */
+  private countSequence(backend: Backend, watch: Watch, seq: number, sentAt: number | null): void {
+    seq >>>= 0;
+    const last = watch.lastSeq;
+    const newest = watch.newestSentAt;
+    if (sentAt !== null && sentAt > newest) watch.newestSentAt = sentAt;
+    if (last === null) {
+      watch.lastSeq = seq;
+      return;
+    }
+    const d = (seq - last) | 0;
+    if (d > 0) {
+      watch.lastSeq = seq;
+      const lost = d - 1;
+      if (lost === 0) return;
+      watch.lost += lost;
+      if (channels.heartbeatLost.hasSubscribers) {
+        const event: HeartbeatLostEvent = { service: this.service, backend: backend.id, lost };
+        channels.heartbeatLost.publish(event);
+      }
+    } else if (d < 0 && sentAt !== null) {
+      if (d > -REORDER_WINDOW_SEQS && sentAt <= newest) {
+        if (watch.lost > 0) watch.lost--;
+      } else {
+        watch.lastSeq = seq;
+      }
+    }
+  }
+
+  /** A proof of life at `now`: the detector hears it and the deadline timer moves. */
+  private heard(backend: Backend, watch: Watch, now: number): void {
+    watch.detector!.heartbeat(now);
+    watch.heard = true;
+    watch.heardAt = now;
+    this.arm(backend, watch, now);
+  }
+
+  /**
+   * (Re)sets the backend's one deadline timer for the detector's next deadline after `now`: exactly
+   * at it, since detection latency is the point (n x delta, not n x delta plus a polling period).
+   */
+  private arm(backend: Backend, watch: Watch, now: number): void {
+    watch.deadline?.cancel();
+    watch.deadline = null;
+    if (this.closed) return;
+    const at = watch.detector!.nextDeadline(now);
+    watch.deadlineAt = at;
+    if (at === Infinity) return;
+    watch.deadline = this.clock.setTimeout(() => this.deadlineReached(backend, watch), Math.max(0, at - this.clock.now()));
+  }
+
+  private deadlineReached(backend: Backend, watch: Watch): void {
+    watch.deadline = null;
+    if (this.closed) return;
+    // A real timer may fire a fraction of a millisecond early (libuv counts whole milliseconds):
+    // the deadline it was set for counts as reached.
+    const now = Math.max(this.clock.now(), watch.deadlineAt);
+    const verdict = watch.detector!.verdict(now);
+    const state = backend.state;
+    if (verdict === 'down') {
+      if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && watch.planned)) {
+        const silentMs = Math.round((now - watch.heardAt) * 10) / 10;
+        this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms`);
+      }
+    } else if (verdict === 'suspect' && state === 'up') {
+      this.transition(backend, 'suspect', watch.mode === 'pull' ? 'reply late' : 'heartbeat late');
+    }
+    this.arm(backend, watch, now);
   }
 
   private transition(backend: Backend, to: BackendState, reason: string): void {
     const from = backend.state;
     const watch = this.watch(backend);
     watch.epoch++;
+    watch.planned = false;
     backend.state = to;
     backend.since = this.clock.wallNow();
     backend.reason = reason;
-    if (to === 'down') this.startProbing(backend, watch);
-    else this.stopProbing(watch);
+    if (watch.mode === 'passive') {
+      if (to === 'down') this.startProbing(backend, watch);
+      else this.stopProbing(watch);
+    }
     if (channels.backendState.hasSubscribers) {
       const event: BackendStateEvent = { service: this.service, backend: backend.id, from, to, reason, at: backend.since };
       channels.backendState.publish(event);
@@ -166,7 +393,7 @@ export class HealthMonitor implements FailureSink {
     const epoch = watch.epoch;
     let result: Promise<boolean>;
     try {
-      result = this.probe(backend, this.probeConfig);
+      result = this.probe(backend, watch.mode === 'pull' ? this.pullConfig : this.probeConfig);
     } catch {
       result = Promise.resolve(false);
     }
@@ -178,8 +405,20 @@ export class HealthMonitor implements FailureSink {
 
   private probed(backend: Backend, watch: Watch, epoch: number, up: boolean): void {
     watch.inFlight = false;
-    // Closed, or the state moved while the probe ran (a report decided first): the result is stale.
-    if (this.closed || watch.epoch !== epoch) return;
+    if (this.closed) return;
+    if (watch.mode === 'pull') {
+      // A reply proves the node alive whenever it began; it moves the state only if nothing
+      // changed meanwhile (a failure reported during the hello is fresher evidence).
+      if (!up) return;
+      this.heard(backend, watch, this.clock.now());
+      const state = backend.state;
+      if (watch.epoch === epoch && (state === 'unknown' || state === 'suspect' || state === 'down')) {
+        this.transition(backend, 'up', 'pull reply');
+      }
+      return;
+    }
+    // The state moved while the probe ran (a report decided first): the result is stale.
+    if (watch.epoch !== epoch) return;
     const state = backend.state;
     if (up) {
       if (state === 'down' || state === 'unknown') this.transition(backend, 'up', 'probe ok');

@@ -1,0 +1,108 @@
+/**
+ * @module The availability announcements (SARA III.E, Fig. 6): every delta one sealed Availability
+ * message to every dispatcher, Seq_Nber +1 per message so that the dispatcher counts lost ones, the
+ * Flag from the watchdog's verdict or the drain state. The body lives in one buffer written in place,
+ * so a heartbeat costs one seal (the HMAC and the message buffer) and one send per dispatcher.
+ */
+import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
+import { ClosedError } from '../core/errors.js';
+import { AVAILABILITY_BYTES, type AvailabilityFlag } from '../wire/availability.js';
+import { MessageType, seal } from '../wire/envelope.js';
+import { wireTimestamp } from '../wire/timestamp.js';
+import type { MessageSink } from './dispatcher-link.js';
+
+/** Flag values on the wire (wire/availability.ts, SARA Fig. 6). */
+const FLAG_CODE: Readonly<Record<AvailabilityFlag, number>> = { available: 1, 'app-unavailable': 2, 'planned-failure': 3 };
+
+export interface HeartbeatSenderOptions {
+  /** Host_Identity. */
+  host: number;
+  /** delta. */
+  intervalMs: number;
+  key: Buffer;
+  sink: MessageSink;
+  clock?: Clock;
+  /** The first Seq_Nber; default 0. */
+  firstSeq?: number;
+}
+
+export class HeartbeatSender {
+  private readonly clock: Clock;
+  /** Host_Identity @0 (written once), Seq_Nber @2, Flag @6, Timestamp @7. */
+  private readonly body = Buffer.alloc(AVAILABILITY_BYTES);
+  private seq: number;
+  private flagValue: AvailabilityFlag = 'app-unavailable';
+  /** The planned failure time as sent (u32), once announced. */
+  private plannedAt: number | null = null;
+  private timer: TimerHandle | null = null;
+  private closed = false;
+  private count = 0;
+
+  constructor(private readonly opts: HeartbeatSenderOptions) {
+    this.clock = opts.clock ?? realClock;
+    this.seq = (opts.firstSeq ?? 0) >>> 0;
+    this.body.writeUInt16BE(opts.host, 0);
+  }
+
+  /**
+   * The watchdog's verdict: flag 1 when the application is available, flag 2 when not. Ignored once
+   * a planned failure is announced (a drain is not undone).
+   */
+  setAppAvailable(available: boolean): void {
+    if (this.plannedAt === null) this.flagValue = available ? 'available' : 'app-unavailable';
+  }
+
+  /**
+   * From now on every announcement is flag 3 with Timestamp = `atWallMs`, the planned failure time,
+   * and one goes out at once rather than at the next tick: the dispatcher stops sending new work as
+   * early as possible. The first call wins; later ones keep the original time.
+   */
+  announcePlannedFailure(atWallMs: number): void {
+    if (this.closed) throw new ClosedError('heartbeat sender');
+    if (this.plannedAt !== null) return;
+    this.plannedAt = wireTimestamp(atWallMs);
+    this.flagValue = 'planned-failure';
+    this.sendNow();
+  }
+
+  /** Sends one announcement now and then one every intervalMs. */
+  start(): void {
+    if (this.closed) throw new ClosedError('heartbeat sender');
+    if (this.timer) return;
+    this.sendNow();
+    this.timer = this.clock.setInterval(this.tick, this.opts.intervalMs);
+  }
+
+  /** Sends one announcement now, outside the schedule (which does not move). */
+  sendNow(): void {
+    if (this.closed) throw new ClosedError('heartbeat sender');
+    const body = this.body;
+    body.writeUInt32BE(this.seq, 2);
+    body[6] = FLAG_CODE[this.flagValue];
+    body.writeUInt32BE(this.plannedAt ?? wireTimestamp(this.clock.wallNow()), 7);
+    this.opts.sink.send(seal(MessageType.Availability, body, this.opts.key));
+    this.seq = (this.seq + 1) >>> 0;
+    this.count++;
+  }
+
+  /** The flag the next announcement carries. */
+  get flag(): AvailabilityFlag {
+    return this.flagValue;
+  }
+
+  /** Announcements sent so far. */
+  get sent(): number {
+    return this.count;
+  }
+
+  /** Stops the schedule. Idempotent. */
+  close(): void {
+    this.closed = true;
+    this.timer?.cancel();
+    this.timer = null;
+  }
+
+  private readonly tick = (): void => {
+    this.sendNow();
+  };
+}

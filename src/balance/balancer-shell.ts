@@ -3,9 +3,8 @@
  * damped load forecast is the lowest. The forecast itself (eq. 5-8) is computed per load vector by
  * load/shell-forecast.ts through load/load-manager.ts and written on the backend as `forecast`.
  */
-import type { Balancer, Candidate, PickResult } from './balancer.js';
-
-const NONE: PickResult<never> = Object.freeze({ type: 'none' });
+import type { Candidate } from './balancer.js';
+import { LeastScoreBalancer } from './balancer-least-score.js';
 
 /**
  * SARA eq. 9, reading chosen: j = argmin_k l~_k, the node with the minimal damped estimate of eq. 8
@@ -18,41 +17,10 @@ const NONE: PickResult<never> = Object.freeze({ type: 'none' });
  * previous winner and a later candidate must be strictly lower to win, so with equal forecasts (all
  * 0 before the first vector) every backend gets its turn. O(n) per pick, no allocation.
  */
-export class ShellBalancer<T extends Candidate> implements Balancer<T> {
+export class ShellBalancer<T extends Candidate> extends LeastScoreBalancer<T> {
   readonly name = 'shell';
-  private picks: PickResult<T>[] = [];
-  private backends: T[] = [];
-  private cursor = 0;
 
-  update(eligible: readonly T[]): void {
-    const picks: PickResult<T>[] = [];
-    const backends: T[] = [];
-    for (const backend of eligible) {
-      if (!(backend.weight > 0)) continue;
-      picks.push(Object.freeze({ type: 'pick', backend }));
-      backends.push(backend);
-    }
-    this.picks = picks;
-    this.backends = backends;
-    this.cursor = backends.length === 0 ? 0 : this.cursor % backends.length;
-  }
-
-  pick(): PickResult<T> {
-    const backends = this.backends;
-    const n = backends.length;
-    if (n === 0) return NONE;
-    let i = this.cursor;
-    let best = i;
-    let bestForecast = backends[i]!.forecast;
-    for (let step = 1; step < n; step++) {
-      i = i + 1 === n ? 0 : i + 1;
-      const forecast = backends[i]!.forecast;
-      if (forecast < bestForecast) {
-        best = i;
-        bestForecast = forecast;
-      }
-    }
-    this.cursor = best + 1 === n ? 0 : best + 1;
-    return this.picks[best]!;
+  protected score(b: T): number {
+    return b.forecast;
   }
 }

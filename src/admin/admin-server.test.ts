@@ -18,6 +18,7 @@ const snapshot: StatusSnapshot = {
       protocol: 'http',
       listen: '127.0.0.1:8080',
       balancer: 'round-robin',
+      clusterLoad: 0,
       backends: [
         { id: 'b1', address: '127.0.0.1:9001', weight: 1, state: 'up', since: 5, reason: 'probe ok', active: 2 },
         { id: 'b2', address: '127.0.0.1:9002', weight: 2, state: 'down', since: 6, reason: 'refused', active: 0 },

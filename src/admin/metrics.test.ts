@@ -144,7 +144,7 @@ test('backend state gauges are read from status() at scrape time, once per scrap
     pid: 1,
     startedAt: 0,
     services: [
-      { name: 'web', protocol: 'http', listen: '127.0.0.1:1', balancer: 'round-robin', backends: [backend('b1', 'up', 3), backend('b2', 'down', 0)] },
+      { name: 'web', protocol: 'http', listen: '127.0.0.1:1', balancer: 'round-robin', clusterLoad: 0, backends: [backend('b1', 'up', 3), backend('b2', 'down', 0)] },
     ],
   };
   let calls = 0;
@@ -211,4 +211,48 @@ test('close() unsubscribes; several registries live side by side with default pr
     b.close();
   }
   assert.equal(channels.httpExchange.hasSubscribers, false);
+});
+
+test('agent signals: wire drops by reason, lost heartbeats, load monitor failures, load and cluster load', async (t) => {
+  const status = (): StatusSnapshot => ({
+    version: 't',
+    pid: 1,
+    startedAt: 0,
+    services: [
+      {
+        name: 'web',
+        protocol: 'http',
+        listen: '127.0.0.1:1',
+        balancer: 'shell',
+        clusterLoad: 0.25,
+        backends: [
+          { id: 'a', address: '127.0.0.1:2', weight: 1, state: 'up', since: 0, reason: '', active: 0, agent: 7, load: 0.5, forecast: 0.375, lostHeartbeats: 3 },
+          { id: 'b', address: '127.0.0.1:3', weight: 1, state: 'up', since: 0, reason: '', active: 0 },
+        ],
+      },
+    ],
+  });
+  const m = createMetrics(status);
+  t.after(() => m.close());
+  channels.wireDrop.publish({ source: 'monitor', reason: 'bad-mac', from: '127.0.0.1:9' });
+  channels.wireDrop.publish({ source: 'monitor', reason: 'bad-mac', from: '127.0.0.1:9' });
+  channels.wireDrop.publish({ source: 'monitor', reason: 'replay', from: '127.0.0.1:9' });
+  channels.heartbeatLost.publish({ service: 'web', backend: 'a', lost: 2 });
+  channels.heartbeatLost.publish({ service: 'web', backend: 'a', lost: 1 });
+  channels.loadMonitor.publish({ service: 'web', backend: 'a', state: 'failed', at: 0 });
+  channels.loadMonitor.publish({ service: 'web', backend: 'a', state: 'recovered', at: 1 });
+
+  const text = await m.registry.metrics();
+  assert.deepEqual(samples(text, 'holdfast_wire_dropped_total'), [
+    'holdfast_wire_dropped_total{source="monitor",reason="bad-mac"} 2',
+    'holdfast_wire_dropped_total{source="monitor",reason="replay"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_heartbeats_lost_total'), ['holdfast_heartbeats_lost_total{service="web",backend="a"} 3']);
+  assert.deepEqual(samples(text, 'holdfast_load_monitor_failures_total'), [
+    'holdfast_load_monitor_failures_total{service="web",backend="a"} 1',
+  ]);
+  // Only the backend with an agent has load gauges.
+  assert.deepEqual(samples(text, 'holdfast_backend_load'), ['holdfast_backend_load{service="web",backend="a"} 0.5']);
+  assert.deepEqual(samples(text, 'holdfast_backend_forecast'), ['holdfast_backend_forecast{service="web",backend="a"} 0.375']);
+  assert.deepEqual(samples(text, 'holdfast_cluster_load'), ['holdfast_cluster_load{service="web"} 0.25']);
 });

@@ -20,6 +20,9 @@ import {
   type HttpExchangeEvent,
   type HttpRefuseEvent,
   type TcpSpliceEvent,
+  type WireDropEvent,
+  type HeartbeatLostEvent,
+  type LoadMonitorEvent,
 } from '../core/diagnostics.js';
 import type { BackendState } from '../monitor/backend.js';
 import type { StatusSnapshot } from './status.js';
@@ -66,12 +69,12 @@ interface ServiceTally {
 class LabelledTally {
   readonly rows = new Map<string, { labels: Labels; value: number }>();
 
-  add(labels: Labels): void {
+  add(labels: Labels, by = 1): void {
     let key = '';
     for (const name in labels) key += `${labels[name]}\u0000`;
     const row = this.rows.get(key);
-    if (row) row.value++;
-    else this.rows.set(key, { labels, value: 1 });
+    if (row) row.value += by;
+    else this.rows.set(key, { labels, value: by });
   }
 }
 
@@ -150,6 +153,9 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   const backendErrors = new LabelledTally();
   const refusals = new LabelledTally();
   const transitions = new LabelledTally();
+  const wireDrops = new LabelledTally();
+  const heartbeatsLost = new LabelledTally();
+  const loadMonitorFailures = new LabelledTally();
 
   // --- Event handlers. onExchange runs once per proxied request: numbers only, no allocation
   // after the first request of a (service, backend) pair.
@@ -201,6 +207,18 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     const e = message as BackendStateEvent;
     transitions.add({ service: e.service, backend: e.backend, to: e.to });
   };
+  const onWireDrop = (message: unknown): void => {
+    const e = message as WireDropEvent;
+    wireDrops.add({ source: e.source, reason: e.reason });
+  };
+  const onHeartbeatLost = (message: unknown): void => {
+    const e = message as HeartbeatLostEvent;
+    heartbeatsLost.add({ service: e.service, backend: e.backend }, e.lost);
+  };
+  const onLoadMonitor = (message: unknown): void => {
+    const e = message as LoadMonitorEvent;
+    if (e.state === 'failed') loadMonitorFailures.add({ service: e.service, backend: e.backend });
+  };
 
   const subscriptions: [diagnostics_channel.Channel, (message: unknown) => void][] = [
     [channels.httpExchange, onExchange],
@@ -210,6 +228,9 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     [channels.backendError, onBackendError],
     [channels.httpRefuse, onRefuse],
     [channels.backendState, onState],
+    [channels.wireDrop, onWireDrop],
+    [channels.heartbeatLost, onHeartbeatLost],
+    [channels.loadMonitor, onLoadMonitor],
   ];
   for (const [channel, fn] of subscriptions) diagnostics_channel.subscribe(channel.name, fn);
 
@@ -318,6 +339,24 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     ['service', 'backend', 'to'],
     transitions,
   );
+  tallyCounter(
+    'holdfast_wire_dropped_total',
+    'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).',
+    ['source', 'reason'],
+    wireDrops,
+  );
+  tallyCounter(
+    'holdfast_heartbeats_lost_total',
+    'Agent heartbeats missing from the sequence numbers, by service and backend.',
+    ['service', 'backend'],
+    heartbeatsLost,
+  );
+  tallyCounter(
+    'holdfast_load_monitor_failures_total',
+    'Times a backend sent no load vector for 3 x delta_load (SARA Fig. 8), by service and backend.',
+    ['service', 'backend'],
+    loadMonitorFailures,
+  );
 
   // --- Backend state from the status snapshot. The registry runs every collect() synchronously
   // within one metrics() call, so one snapshot per tick keeps up/state/active consistent and
@@ -363,6 +402,32 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
       for (const state of BACKEND_STATES) g.set({ service, backend: b.id, state }, b.state === state ? 1 : 0);
     },
   );
+  backendGauge(
+    'holdfast_backend_load',
+    'Latest load sample in [0, 1] reported by the backend\'s agent.',
+    ['service', 'backend'],
+    (g, service, b) => {
+      if (b.load !== undefined) g.set({ service, backend: b.id }, b.load);
+    },
+  );
+  backendGauge(
+    'holdfast_backend_forecast',
+    'The shell forecast of the backend\'s load (SARA eq. 8).',
+    ['service', 'backend'],
+    (g, service, b) => {
+      if (b.forecast !== undefined) g.set({ service, backend: b.id }, b.forecast);
+    },
+  );
+  new Gauge({
+    name: 'holdfast_cluster_load',
+    help: 'Cluster load l_c of SARA eq. 1, by service.',
+    labelNames: ['service'],
+    registers,
+    collect() {
+      this.reset();
+      for (const s of scrapeSnapshot().services) this.set({ service: s.name }, s.clusterLoad);
+    },
+  });
   backendGauge(
     'holdfast_backend_active',
     'Connections (tcp) or requests (http) in flight on the backend.',

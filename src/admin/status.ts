@@ -10,6 +10,11 @@ export interface BackendStatus {
   since: number;
   reason: string;
   active: number;
+  /** With an agent: its Host_Identity, latest load sample, shell forecast, heartbeats lost. */
+  agent?: number;
+  load?: number;
+  forecast?: number;
+  lostHeartbeats?: number;
 }
 
 export interface ServiceStatus {
@@ -19,6 +24,8 @@ export interface ServiceStatus {
   listen: string;
   balancer: string;
   backends: BackendStatus[];
+  /** SARA eq. 1 over the backends that report load (0 when none does). */
+  clusterLoad: number;
 }
 
 export interface StatusSnapshot {

@@ -12,6 +12,9 @@ import type { Config, ServiceConfig } from '../config/schema.js';
 import { createBalancer } from '../balance/index.js';
 import { Backend } from '../monitor/backend.js';
 import { HealthMonitor } from '../monitor/health.js';
+import { AgentReceiver, type ReceiverStats } from '../monitor/agent-receiver.js';
+import { LoadManager } from '../load/load-manager.js';
+import { loadClusterKey } from '../wire/cluster-key.js';
 import { HttpForwarder } from '../forward/http-forwarder.js';
 import { TcpForwarder } from '../forward/tcp-forwarder.js';
 import { listen, type Listener } from '../forward/listener.js';
@@ -34,6 +37,10 @@ export interface DispatcherHandle {
   /** The bound address of a service (the real port when 0 was configured). */
   serviceAddress(name: string): HostPort;
   readonly adminAddress: HostPort | null;
+  /** Where agents send heartbeats and load vectors; null when no backend has an agent. */
+  readonly monitorAddress: HostPort | null;
+  /** Counts of accepted and dropped agent messages, by reason. */
+  agentStats(): ReceiverStats | null;
   status(): StatusSnapshot;
   /** Stop listening, let exchanges in flight finish, then stop everything. */
   close(): Promise<void>;
@@ -43,6 +50,7 @@ interface Service {
   readonly config: ServiceConfig;
   readonly backends: Backend[];
   readonly monitor: HealthMonitor;
+  readonly load: LoadManager;
   readonly forwarder: Forwarder;
   listener: Listener | null;
 }
@@ -59,22 +67,51 @@ const VERSION: string = (() => {
 function buildService(config: ServiceConfig, clock: Clock): Service {
   const backends = config.backends.map((b, i) => {
     const at = parseHostPort(b.address)!;
-    return new Backend(config.name, b.id, at.host, at.port, b.weight, i);
+    return new Backend(config.name, b.id, at.host, at.port, b.weight, i, b.agent ?? null);
   });
   const balancer = createBalancer<Backend>(config.balancer);
   const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
   rebuild();
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);
   monitor.onChange(rebuild);
+  const load = new LoadManager(config.name, backends, config.load, clock);
   const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock };
   const forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
-  return { config, backends, monitor, forwarder, listener: null };
+  return { config, backends, monitor, load, forwarder, listener: null };
+}
+
+/**
+ * The agent side: one UDP receiver for every agent, routing each authenticated message to the
+ * backends that agent stands beside (one agent may serve backends of several services).
+ */
+function buildAgentReceiver(config: Config, services: readonly Service[], clock: Clock): AgentReceiver | null {
+  const byHost = new Map<number, { backend: Backend; service: Service }[]>();
+  for (const service of services) {
+    for (const backend of service.backends) {
+      if (backend.agent === null) continue;
+      let list = byHost.get(backend.agent);
+      if (!list) byHost.set(backend.agent, (list = []));
+      list.push({ backend, service });
+    }
+  }
+  if (byHost.size === 0) return null;
+  const key = loadClusterKey(config.cluster);
+  return new AgentReceiver(parseHostPort(config.monitor.listen)!, key, clock, {
+    knownHost: (host) => byHost.has(host),
+    availability: (host, a, now) => {
+      for (const { backend, service } of byHost.get(host)!) service.monitor.onAvailability(backend, a, now);
+    },
+    load: (host, v) => {
+      for (const { backend, service } of byHost.get(host)!) service.load.onVector(backend, v);
+    },
+  });
 }
 
 export async function startDispatcher(config: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {
   const clock = options.clock ?? realClock;
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock));
+  const receiver = buildAgentReceiver(config, services, clock);
   const unsubscribeLogs = options.logger ? subscribeLogs(options.logger, clock) : () => {};
 
   const status = (): StatusSnapshot => ({
@@ -95,21 +132,30 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
           since: b.since,
           reason: b.reason,
           active: b.active,
+          ...(b.agent === null ? {} : { agent: b.agent, load: b.load, forecast: b.forecast, lostHeartbeats: s.monitor.lostHeartbeats(b) }),
         })),
+        clusterLoad: s.load.clusterLoad(),
       }),
     ),
   });
 
   let metrics: ReturnType<typeof createMetrics> | null = null;
   let admin: AdminServer | null = null;
+  let monitorAddress: HostPort | null = null;
   const teardown = async () => {
     await Promise.all(services.map(async (s) => s.listener?.close()));
-    for (const s of services) s.monitor.close();
+    await receiver?.close();
+    for (const s of services) {
+      s.monitor.close();
+      s.load.close();
+    }
     await admin?.close();
     metrics?.close();
     unsubscribeLogs();
   };
   try {
+    // Heard before the first probe: an agent's early heartbeats count.
+    if (receiver) monitorAddress = await receiver.start();
     for (const s of services) s.listener = await listen(s.config.listen, s.forwarder);
     if (config.admin.enabled) {
       metrics = createMetrics(status);
@@ -124,7 +170,10 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     for (const s of services) s.forwarder.destroy();
     throw err;
   }
-  for (const s of services) s.monitor.start();
+  for (const s of services) {
+    s.monitor.start();
+    s.load.start();
+  }
 
   let closed: Promise<void> | null = null;
   return {
@@ -134,6 +183,8 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       return s.listener.address;
     },
     adminAddress: admin ? admin.address : null,
+    monitorAddress,
+    agentStats: () => (receiver ? receiver.stats() : null),
     status,
     close() {
       closed ??= (async () => {

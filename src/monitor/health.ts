@@ -37,6 +37,9 @@ type WatchMode = 'passive' | 'heartbeat' | 'pull';
  */
 const REORDER_WINDOW_SEQS = 64;
 
+/** A deadline timer firing less than this before its deadline has reached it (float rounding). */
+const DEADLINE_ROUNDING_MS = 1e-6;
+
 /** What the monitor keeps per backend beside the Backend object itself. */
 interface Watch {
   readonly mode: WatchMode;
@@ -51,6 +54,8 @@ interface Watch {
   /** The one deadline timer (heartbeat and pull modes), set for `deadlineAt`. */
   deadline: TimerHandle | null;
   deadlineAt: number;
+  /** The delay `deadline` was created with (what its refresh() re-arms). */
+  deadlineDelay: number;
   /** Clock time of the latest heartbeat, or of start() before the first one. */
   heardAt: number;
   heard: boolean;
@@ -248,6 +253,7 @@ export class HealthMonitor implements FailureSink {
       detector: mode !== 'passive' && isHeartbeatDetector(cfg) ? createDetector(cfg, now) : null,
       deadline: null,
       deadlineAt: Infinity,
+      deadlineDelay: -1,
       heardAt: now,
       heard: false,
       lastSeq: null,
@@ -314,21 +320,35 @@ export class HealthMonitor implements FailureSink {
    * at it, since detection latency is the point (n x delta, not n x delta plus a polling period).
    */
   private arm(backend: Backend, watch: Watch, now: number): void {
-    watch.deadline?.cancel();
-    watch.deadline = null;
     if (this.closed) return;
     const at = watch.detector!.nextDeadline(now);
     watch.deadlineAt = at;
-    if (at === Infinity) return;
-    watch.deadline = this.clock.setTimeout(() => this.deadlineReached(backend, watch), Math.max(0, at - this.clock.now()));
+    if (at === Infinity) {
+      watch.deadline?.cancel();
+      watch.deadline = null;
+      return;
+    }
+    const delay = Math.max(0, at - this.clock.now());
+    // The common case, a heartbeat on time under push: the same delay again, so the pending timer
+    // is refreshed in place rather than replaced.
+    if (watch.deadline && delay === watch.deadlineDelay) {
+      watch.deadline.refresh();
+      return;
+    }
+    watch.deadline?.cancel();
+    watch.deadlineDelay = delay;
+    watch.deadline = this.clock.setTimeout(() => this.deadlineReached(backend, watch), delay);
   }
 
   private deadlineReached(backend: Backend, watch: Watch): void {
     watch.deadline = null;
     if (this.closed) return;
-    // A real timer may fire a fraction of a millisecond early (libuv counts whole milliseconds):
-    // the deadline it was set for counts as reached.
-    const now = Math.max(this.clock.now(), watch.deadlineAt);
+    // Node may run a timer early by up to a millisecond or so (libuv counts whole milliseconds from
+    // a loop time cached at the start of the iteration): then the verdict has not changed yet and
+    // the timer is set again for the rest. Only a rounding error's worth of earliness (float
+    // arithmetic of `now + delay`) counts as reached, so that a fake clock cannot spin on it.
+    let now = this.clock.now();
+    if (watch.deadlineAt - now < DEADLINE_ROUNDING_MS) now = Math.max(now, watch.deadlineAt);
     const verdict = watch.detector!.verdict(now);
     const state = backend.state;
     if (verdict === 'down') {

@@ -28,8 +28,9 @@ import {
 } from './lib/procs.js';
 import { runWrk, type WrkResult } from './lib/wrk.js';
 
-export type Target = 'direct' | 'haproxy' | 'holdfast';
-export const TARGETS: readonly Target[] = ['direct', 'haproxy', 'holdfast'];
+/** holdfast-nolog: holdfast with failover (request log, reply hold) off, for its failure-free cost. */
+export type Target = 'direct' | 'haproxy' | 'holdfast' | 'holdfast-nolog';
+export const TARGETS: readonly Target[] = ['direct', 'haproxy', 'holdfast', 'holdfast-nolog'];
 
 export const DEFAULT_SECONDS = 5;
 export const DEFAULT_ROUNDS = 3;
@@ -117,6 +118,10 @@ export interface Ratios {
   readonly holdfastVsHaproxyP99: number | null;
   /** holdfast CPU per request ÷ HAProxy CPU per request (lower is better; robust to a busy machine). */
   readonly holdfastVsHaproxyCpu: number | null;
+  /** holdfast req/s ÷ holdfast-nolog req/s: what failover logging costs without failures (target ≥ 0.95). */
+  logOnVsOffRps: number | null;
+  /** holdfast CPU per request ÷ holdfast-nolog CPU per request. */
+  logOnVsOffCpu: number | null;
   /** holdfast req/s ÷ direct req/s: the share of the origin's rate that survives the proxy. */
   readonly holdfastVsDirectRps: number | null;
   readonly haproxyVsDirectRps: number | null;
@@ -154,6 +159,7 @@ export function ratios(results: readonly Result[]): Ratios[] {
     const d = of('direct');
     const h = of('haproxy');
     const f = of('holdfast');
+    const n = of('holdfast-nolog');
     const div = (a: number | undefined, b: number | undefined): number | null =>
       a !== undefined && b !== undefined && b > 0 ? a / b : null;
     return {
@@ -161,6 +167,8 @@ export function ratios(results: readonly Result[]): Ratios[] {
       holdfastVsHaproxyRps: div(f?.requestsPerSec, h?.requestsPerSec),
       holdfastVsHaproxyP99: div(f?.latencyP99Ms, h?.latencyP99Ms),
       holdfastVsHaproxyCpu: div(f?.proxyCpuUsPerRequest ?? undefined, h?.proxyCpuUsPerRequest ?? undefined),
+      logOnVsOffRps: div(f?.requestsPerSec, n?.requestsPerSec),
+      logOnVsOffCpu: div(f?.proxyCpuUsPerRequest ?? undefined, n?.proxyCpuUsPerRequest ?? undefined),
       holdfastVsDirectRps: div(f?.requestsPerSec, d?.requestsPerSec),
       haproxyVsDirectRps: div(h?.requestsPerSec, d?.requestsPerSec),
     };
@@ -188,12 +196,12 @@ export function formatTable(results: readonly Result[]): string {
         `${r.maxForeignCores === null ? '–' : r.maxForeignCores.toFixed(2)} |`,
     ),
     '',
-    '| size | holdfast/haproxy req/s (≥ 1.00) | holdfast/haproxy p99 (≤ 1.20) | holdfast/haproxy CPU per req | holdfast/direct req/s | haproxy/direct req/s |',
-    '|---:|---:|---:|---:|---:|---:|',
+    '| size | holdfast/haproxy req/s (≥ 1.00) | holdfast/haproxy p99 (≤ 1.20) | holdfast/haproxy CPU per req | failover on/off req/s (≥ 0.95) | failover on/off CPU per req | holdfast/direct req/s | haproxy/direct req/s |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...ratios(results).map(
       (q) =>
         `| ${sizeLabel(q.size)} | ${fmtRatio(q.holdfastVsHaproxyRps)} | ${fmtRatio(q.holdfastVsHaproxyP99)} | ` +
-        `${fmtRatio(q.holdfastVsHaproxyCpu)} | ` +
+        `${fmtRatio(q.holdfastVsHaproxyCpu)} | ${fmtRatio(q.logOnVsOffRps)} | ${fmtRatio(q.logOnVsOffCpu)} | ` +
         `${fmtRatio(q.holdfastVsDirectRps)} | ${fmtRatio(q.haproxyVsDirectRps)} |`,
     ),
   ];
@@ -242,7 +250,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyO
 }
 
 /** One http service per size, each with the size's origin as its only backend. */
-export function holdfastConfig(routes: readonly { size: number; listenPort: number; originPort: number }[]): string {
+export function holdfastConfig(routes: readonly { size: number; listenPort: number; originPort: number }[], failover = true): string {
   const lines = [
     '# Written by bench/http-proxy.ts: one service per response size, production defaults otherwise.',
     'version: 1',
@@ -261,6 +269,7 @@ export function holdfastConfig(routes: readonly { size: number; listenPort: numb
       '    backends:',
       `      - id: origin-${r.size}`,
       `        address: '127.0.0.1:${r.originPort}'`,
+      ...(failover ? [] : ['    http:', '      failover:', '        enabled: false']),
     );
   }
   return `${lines.join('\n')}\n`;
@@ -326,14 +335,15 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
       ports.set('haproxy', new Map(routes.map((r) => [Number(r.name), r.listenPort])));
     }
 
-    if (targets.includes('holdfast')) {
+    for (const target of ['holdfast', 'holdfast-nolog'] as const) {
+      if (!targets.includes(target)) continue;
       const routes = [];
       for (const size of sizes) routes.push({ size, listenPort: await freePort(), originPort: origins.get(size)! });
-      const cfg = path.join(dir, 'holdfast.yaml');
-      writeFileSync(cfg, holdfastConfig(routes));
+      const cfg = path.join(dir, `${target}.yaml`);
+      writeFileSync(cfg, holdfastConfig(routes, target === 'holdfast'));
       const [first, ...rest] = routes;
       const p = await startProcess({
-        name: 'holdfast',
+        name: target,
         command: process.execPath,
         args: [HOLDFAST_BIN, 'dispatcher', '--config', cfg],
         cwd: REPO_ROOT,
@@ -341,9 +351,9 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
         readyTimeoutMs: HOLDFAST_READY_TIMEOUT_MS,
       });
       procs.push(p);
-      proxyPid.set('holdfast', p.pid);
+      proxyPid.set(target, p.pid);
       for (const r of rest) await waitForPort('127.0.0.1', r.listenPort);
-      ports.set('holdfast', new Map(routes.map((r) => [r.size, r.listenPort])));
+      ports.set(target, new Map(routes.map((r) => [r.size, r.listenPort])));
     }
 
     const results: Result[] = [];

@@ -23,6 +23,7 @@ import {
   type WireDropEvent,
   type HeartbeatLostEvent,
   type LoadMonitorEvent,
+  type FailoverEvent,
 } from '../core/diagnostics.js';
 import type { BackendState } from '../monitor/backend.js';
 import type { StatusSnapshot } from './status.js';
@@ -156,6 +157,9 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   const wireDrops = new LabelledTally();
   const heartbeatsLost = new LabelledTally();
   const loadMonitorFailures = new LabelledTally();
+  const failovers = new LabelledTally();
+  const logOverflows = new LabelledTally();
+  const recovery = new Map<string, { counts: Float64Array; sumMs: number; count: number }>();
 
   // --- Event handlers. onExchange runs once per proxied request: numbers only, no allocation
   // after the first request of a (service, backend) pair.
@@ -215,6 +219,21 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     const e = message as HeartbeatLostEvent;
     heartbeatsLost.add({ service: e.service, backend: e.backend }, e.lost);
   };
+  const onFailover = (message: unknown): void => {
+    const e = message as FailoverEvent;
+    failovers.add({ service: e.service, strategy: e.strategy, result: e.result });
+    if (e.result !== 'ok' || e.recoveryMs < 0) return;
+    let r = recovery.get(e.service);
+    if (!r) recovery.set(e.service, (r = { counts: new Float64Array(DURATION_BUCKETS_MS.length + 1), sumMs: 0, count: 0 }));
+    let slot = 0;
+    while (slot < DURATION_BUCKETS_MS.length && e.recoveryMs > DURATION_BUCKETS_MS[slot]!) slot++;
+    r.counts[slot]!++;
+    r.sumMs += e.recoveryMs;
+    r.count++;
+  };
+  const onLogOverflow = (message: unknown): void => {
+    logOverflows.add({ service: (message as { service: string }).service });
+  };
   const onLoadMonitor = (message: unknown): void => {
     const e = message as LoadMonitorEvent;
     if (e.state === 'failed') loadMonitorFailures.add({ service: e.service, backend: e.backend });
@@ -231,6 +250,8 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     [channels.wireDrop, onWireDrop],
     [channels.heartbeatLost, onHeartbeatLost],
     [channels.loadMonitor, onLoadMonitor],
+    [channels.failover, onFailover],
+    [channels.requestLogOverflow, onLogOverflow],
   ];
   for (const [channel, fn] of subscriptions) diagnostics_channel.subscribe(channel.name, fn);
 
@@ -350,6 +371,28 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     'Agent heartbeats missing from the sequence numbers, by service and backend.',
     ['service', 'backend'],
     heartbeatsLost,
+  );
+  tallyCounter(
+    'holdfast_failover_total',
+    'Backend failures of in-progress HTTP exchanges, by strategy (replay, hold, range, verified, none) and result.',
+    ['service', 'strategy', 'result'],
+    failovers,
+  );
+  tallyCounter(
+    'holdfast_request_log_overflow_total',
+    'Requests that outgrew the request log bounds (not recoverable), by service.',
+    ['service'],
+    logOverflows,
+  );
+  registry.registerMetric(
+    new TalliedHistogram(
+      'holdfast_failover_recovery_seconds',
+      'From a backend failure to the first byte from the backend that took the exchange over.',
+      function* () {
+        for (const [service, r] of recovery) yield { labels: { service }, counts: r.counts, sum: r.sumMs / 1000, count: r.count };
+      },
+      DURATION_BUCKETS_MS.map((ms) => ms / 1000),
+    ) as unknown as Metric,
   );
   tallyCounter(
     'holdfast_load_monitor_failures_total',

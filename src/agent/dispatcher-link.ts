@@ -54,8 +54,15 @@ export class DispatcherLink implements MessageSink {
       dispatchers.map(async (name) => {
         const hp = parseHostPort(name);
         if (!hp) throw new TypeError(`not host:port: ${name}`);
-        const family = isIP(hp.host);
-        const address = family !== 0 ? hp.host : (await lookup(hp.host)).address;
+        let address = hp.host;
+        if (isIP(hp.host) === 0) {
+          try {
+            address = (await lookup(hp.host)).address;
+          } catch (err) {
+            const code = (err as NodeJS.ErrnoException).code ?? String(err);
+            throw Object.assign(new Error(`cannot resolve dispatcher ${name} (${code})`, { cause: err }), { code });
+          }
+        }
         return { name, address, port: hp.port, family: isIP(address) === 6 ? 6 : 4 };
       }),
     );

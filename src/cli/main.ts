@@ -249,33 +249,46 @@ async function runAgent(file: string): Promise<number> {
   const { claimPidFile, releasePidFile } = await import('../agent/pid-file.js');
   const logger = createLogger(config.logging);
   const pidFile = config.agent.pidFile;
-  const claim = claimPidFile(pidFile);
-  if (!claim.ok) {
-    process.stderr.write(
-      `holdfast: another agent is running with pid file ${pidFile} (pid ${claim.pid}); stop it, or give this one its own agent.pidFile\n`,
-    );
-    return 1;
-  }
+  // Both handlers before anything can find the pid file: SIGUSR2's default action is to terminate,
+  // and a drain requested while the agent is still starting must not be lost.
   const shutdown = onShutdownSignal();
-  let onDrain: (() => void) | null = null;
+  let agent: Awaited<ReturnType<typeof startAgent>> | null = null;
+  let drainRequested = false;
+  const onDrain = (): void => {
+    logger.info({ signal: 'SIGUSR2' }, 'drain requested');
+    if (agent) agent.drain();
+    else drainRequested = true;
+  };
+  process.on('SIGUSR2', onDrain);
   try {
-    const agent = await startAgent(config, { key, logger });
-    onDrain = () => {
-      logger.info({ signal: 'SIGUSR2' }, 'drain requested');
-      agent.drain();
-    };
-    process.on('SIGUSR2', onDrain);
+    const claim = claimPidFile(pidFile);
+    if (!claim.ok) {
+      process.stderr.write(
+        `holdfast: another agent is running with pid file ${pidFile} (pid ${claim.pid}); stop it, or give this one its own agent.pidFile\n`,
+      );
+      return 1;
+    }
+    try {
+      agent = await startAgent(config, { key, logger });
+    } catch (err) {
+      // An unresolvable dispatcher name, no UDP socket: say what, without a stack trace.
+      if (err instanceof HoldfastError || !(err instanceof Error)) throw err;
+      process.stderr.write(`holdfast: cannot start the agent: ${err.message}\n`);
+      return 1;
+    }
+    const running = agent;
+    if (drainRequested) running.drain();
     void shutdown.received.then((signal) => {
       logger.info({ signal }, 'holdfast agent stopping');
-      return agent.stop();
+      return running.stop();
     });
-    const exit = await agent.done;
+    const exit = await running.done;
     logger.info({ exit }, `holdfast agent stopped (${exit})`);
     return 0;
   } finally {
-    if (onDrain) process.off('SIGUSR2', onDrain);
+    process.off('SIGUSR2', onDrain);
     shutdown.dispose();
-    releasePidFile(pidFile);
+    releasePidFile(pidFile); // only if it still names this process
   }
 }
 

@@ -66,6 +66,31 @@ export const healthSchema = z
   })
   .strict();
 
+/**
+ * Client-transparent failover of in-progress requests (issue 4, CoRAL): requests are logged until
+ * their reply is complete and replayed on another backend when theirs fails; replies already partly
+ * sent are completed by hold, range resume or verified replay.
+ */
+export const failoverSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** A request (head and body) larger than this is not logged, so not recoverable. */
+    maxRequestLogBytes: z.number().int().min(0).max(1024 * 1024 * 1024).default(1024 * 1024),
+    /** All logged requests of the service together; past it new requests are not recoverable. */
+    maxTotalLogBytes: z.number().int().min(0).max(64 * 1024 * 1024 * 1024).default(64 * 1024 * 1024),
+    /** Replies up to this size are held until complete before their first byte is released. */
+    holdReplyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(64 * 1024),
+    /** Replay POST, PATCH and other non-idempotent requests that carry no Idempotency-Key. */
+    replayUnsafe: z.boolean().default(false),
+    /** Backends tried for one request, the first one included. */
+    maxAttempts: z.number().int().min(1).max(16).default(3),
+    /** Finish a partly sent reply with Range + If-Range from another backend. */
+    rangeResume: z.boolean().default(true),
+    /** Finish a partly sent reply by replaying and checking the sent prefix by SHA-256. */
+    verifiedReplay: z.boolean().default(true),
+  })
+  .strict();
+
 export const httpSchema = z
   .object({
     /** Largest request or response head (request line + headers); above it the client gets 431. */
@@ -84,6 +109,7 @@ export const httpSchema = z
     forwardedHeaders: z.boolean().default(true),
     /** Bytes buffered per direction before the source is paused (backpressure). */
     highWaterMarkBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(64 * 1024),
+    failover: failoverSchema.default({}),
   })
   .strict();
 
@@ -162,6 +188,7 @@ export type Config = z.infer<typeof configSchema>;
 export type ServiceConfig = z.infer<typeof serviceSchema>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type HttpConfig = z.infer<typeof httpSchema>;
+export type FailoverConfig = z.infer<typeof failoverSchema>;
 export type HealthConfig = z.infer<typeof healthSchema>;
 export type DetectorConfig = z.infer<typeof detectorSchema>;
 export type LoadConfig = z.infer<typeof loadSchema>;

@@ -28,7 +28,27 @@ export const channels = {
   wireDrop: diagnostics_channel.channel('holdfast:wire:drop'),
   /** Sequence gaps in a backend's heartbeats. Message: HeartbeatLostEvent. */
   heartbeatLost: diagnostics_channel.channel('holdfast:heartbeat:lost'),
+  /** A failed exchange was (or could not be) recovered on another backend. Message: FailoverEvent. */
+  failover: diagnostics_channel.channel('holdfast:failover'),
+  /** A request outgrew the request log bounds: it cannot be replayed. Message: { service }. */
+  requestLogOverflow: diagnostics_channel.channel('holdfast:failover:log-overflow'),
 } as const;
+
+export interface FailoverEvent {
+  service: string;
+  /** The backend that failed (null when unknown). */
+  backend: string | null;
+  /** The backend that completed the exchange (null when it failed). */
+  to: string | null;
+  /** replay: nothing was sent yet; hold: the reply was held; range / verified: a partly sent reply resumed. */
+  strategy: 'replay' | 'hold' | 'range' | 'verified' | 'none';
+  /** refused: not replayable; not-logged: past the log bounds. */
+  result: 'ok' | 'failed' | 'refused' | 'not-logged';
+  /** Body bytes the client already had. */
+  bytesSent: number;
+  /** From the failure to the first byte of the new backend, -1 when none came. */
+  recoveryMs: number;
+}
 
 export interface BackendStateEvent {
   service: string;

@@ -76,7 +76,10 @@ function buildService(config: ServiceConfig, clock: Clock): Service {
   monitor.onChange(rebuild);
   const load = new LoadManager(config.name, backends, config.load, clock);
   const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock };
-  const forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
+  const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
+  monitor.onChange((b) => {
+    if (b.state === 'down') forwarder.backendDown?.(b);
+  });
   return { config, backends, monitor, load, forwarder, listener: null };
 }
 

@@ -62,3 +62,24 @@ for (const [name, input, why] of [
     assert.equal(r.error, why);
   });
 }
+
+test('onData receives exactly the decoded body, and position tracks where the stream stands', () => {
+  const s = new ChunkedScanner();
+  const input = b('5\r\nhello\r\n6;x=1\r\n world\r\n0\r\n\r\n');
+  const parts: string[] = [];
+  const positions: string[] = [];
+  for (let i = 0; i < input.length; i++) {
+    s.scan(input, i, i + 1, (buf, from, to) => parts.push(Buffer.from(buf.subarray(from, to)).toString('latin1')));
+    positions.push(s.position);
+  }
+  assert.equal(parts.join(''), 'hello world');
+  // After "5\r\n" (3 bytes) the scanner is inside data with 5 bytes to come.
+  assert.equal(positions[2], 'data');
+  assert.equal(positions[7], 'data-crlf'); // "hello" consumed, CRLF expected
+  assert.equal(positions[8], 'data-lf');
+  assert.equal(positions[9], 'boundary'); // after the CRLF, before the next size
+  const mid = new ChunkedScanner();
+  mid.scan(b('a\r\n0123'), 0, 7);
+  assert.equal(mid.position, 'data');
+  assert.equal(mid.chunkRemaining, 6);
+});

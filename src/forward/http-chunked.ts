@@ -59,11 +59,33 @@ export class ChunkedScanner {
     this.error = '';
   }
 
+  /** Where the message stands, for a proxy that must finish a chunked stream it started. */
+  get position(): 'data' | 'data-crlf' | 'data-lf' | 'boundary' | 'other' {
+    switch (this.state) {
+      case S.Data:
+        return 'data';
+      case S.DataCr:
+        return 'data-crlf';
+      case S.DataLf:
+        return 'data-lf';
+      case S.Size:
+        return this.digits === 0 ? 'boundary' : 'other';
+      default:
+        return 'other';
+    }
+  }
+
+  /** Bytes of the current chunk's data still to come (in state 'data'). */
+  get chunkRemaining(): number {
+    return this.state === S.Data ? this.remaining : 0;
+  }
+
   /**
    * Follows the framing over buf[start, end). Returns how many bytes belong to the message (all of
    * them unless the message ended inside the range), or -1 when the framing is malformed.
+   * `onData`, when given, receives every range of chunk data (the decoded body), in order.
    */
-  scan(buf: Uint8Array, start: number, end: number): number {
+  scan(buf: Uint8Array, start: number, end: number, onData?: (buf: Uint8Array, start: number, end: number) => void): number {
     let i = start;
     while (i < end) {
       switch (this.state) {
@@ -116,6 +138,7 @@ export class ChunkedScanner {
         }
         case S.Data: {
           const n = Math.min(this.remaining, end - i);
+          if (onData !== undefined && n > 0) onData(buf, i, i + n);
           i += n;
           this.remaining -= n;
           if (this.remaining === 0) this.state = S.DataCr;

@@ -22,7 +22,19 @@ import {
   type RequestHead,
   type ResponseHead,
 } from './http-head.js';
-import { BackendConn, BackendPool, type BackendConnOwner } from './http-backend-conn.js';
+import { BackendConn, BackendPool, READ_BUFFER_BYTES, type BackendConnOwner } from './http-backend-conn.js';
+import { createHash } from 'node:crypto';
+import {
+  contentRange,
+  isReplayable,
+  HoldBufferPool,
+  LogBudget,
+  rangeRequestHead,
+  ReplyRecord,
+  RequestLog,
+  type Resume,
+} from './http-failover.js';
+import type { FailoverEvent } from '../core/diagnostics.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -35,12 +47,27 @@ type ResPhase = 'head' | 'body' | 'done';
 
 export class HttpForwarder implements Forwarder {
   readonly pool: BackendPool;
+  /** Bytes held by request logs across the service (failover.maxTotalLogBytes). */
+  readonly logBudget: LogBudget;
+  /** Buffers replies are held in (failover.holdReplyBytes plus a head). */
+  readonly holdPool: HoldBufferPool;
   private readonly clients = new Set<ClientConn>();
   private closing = false;
   private idleWaiters: (() => void)[] = [];
 
   constructor(readonly rt: ServiceRuntime) {
     this.pool = new BackendPool(rt, rt.backends.length);
+    this.logBudget = new LogBudget(rt.config.http.failover.maxTotalLogBytes);
+    // A held reply is at most its head, holdReplyBytes, and the one read that crosses the bound.
+    this.holdPool = new HoldBufferPool(rt.config.http.failover.holdReplyBytes + rt.config.http.maxHeaderBytes + READ_BUFFER_BYTES);
+  }
+
+  /**
+   * The health monitor declared `backend` down (a detector, or passive detection elsewhere):
+   * exchanges still waiting on it fail over now rather than at their timeout.
+   */
+  backendDown(backend: Backend): void {
+    for (const c of this.clients) c.onBackendDown(backend);
   }
 
   handle(socket: net.Socket): void {
@@ -103,6 +130,29 @@ class ClientConn implements BackendConnOwner {
   private resChunks: ChunkedScanner | null = null;
   private resSent = false;
   private closeAfter = false;
+  /** The current backend will close after its reply (never pool its connection). */
+  private backendCloses = false;
+  // Failover (issue 4).
+  private log: RequestLog | null = null;
+  private failovers = 0;
+  private failedAt = 0;
+  private failedBackend: Backend | null = null;
+  private failStrategy: FailoverEvent['strategy'] | null = null;
+  private recoveryMs = -1;
+  /** The reply is held until complete (holdReplyBytes), copied into `held` from the pool. */
+  private holding = false;
+  private held: Buffer | null = null;
+  private heldLen = 0;
+  /** Where the body starts in `held` (after the head). */
+  private heldHeadLen = 0;
+  /** Raw body bytes held (chunk framing included). */
+  private heldBytes = 0;
+  /** What the client has of a released reply, when it may have to be resumed. */
+  private record: ReplyRecord | null = null;
+  /** A resume onto a new backend in progress. */
+  private resume: Resume | null = null;
+  private resumeChunks: ChunkedScanner | null = null;
+  private resumeBroken = false;
   private t0 = 0;
   private bytesIn = 0;
   private bytesOut = 0;
@@ -222,6 +272,17 @@ class ClientConn implements BackendConnOwner {
     this.closeAfter = !req.keepAlive;
     this.retriedStale = false;
     this.attempts = 0;
+    const fo = rt.config.http.failover;
+    this.log = fo.enabled && isReplayable(req, fo) ? new RequestLog(this.reqHead, fo.maxRequestLogBytes, this.fwd.logBudget) : null;
+    if (this.log?.overflow) this.publishLogOverflow();
+    this.failovers = 0;
+    this.failedAt = 0;
+    this.failedBackend = null;
+    this.failStrategy = null;
+    this.recoveryMs = -1;
+    this.holding = false;
+    this.record = null;
+    this.resume = null;
     this.t0 = rt.clock.now();
     this.bytesIn = headBytes;
     this.bytesOut = 0;
@@ -279,7 +340,9 @@ class ClientConn implements BackendConnOwner {
     }
     if (n < chunk.length) this.buf = chunk.subarray(n);
     this.bytesIn += n;
-    const ok = n === 0 || this.conn === null || this.conn.write(n === chunk.length ? chunk : chunk.subarray(0, n), this.fwd.rt.config.http.highWaterMarkBytes);
+    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
+    if (this.log !== null && n > 0 && !this.log.append(body)) this.publishLogOverflow();
+    const ok = n === 0 || this.conn === null || this.conn.write(body, this.fwd.rt.config.http.highWaterMarkBytes);
     if (!ok) this.pauseClient();
     if (this.reqDone && this.resPhase === 'done') this.finishExchange();
     return ok;
@@ -320,6 +383,8 @@ class ClientConn implements BackendConnOwner {
     this.cancelHeaderTimer();
     this.lingerTimer?.cancel();
     if (this.phase === 'exchange' || this.phase === 'tunnel') this.abandonBackend();
+    this.endLog();
+    this.dropHeld();
     this.phase = 'closed';
     this.buf = null;
     if (channels.connectionClose.hasSubscribers) {
@@ -374,8 +439,10 @@ class ClientConn implements BackendConnOwner {
   }
 
   onBackendData(conn: BackendConn, chunk: Buffer): void {
+    if (this.failedAt > 0 && this.recoveryMs < 0) this.recoveryMs = this.fwd.rt.clock.now() - this.failedAt;
     this.relayBackendData(conn, chunk);
-    // `chunk` lives in the pool's shared read buffer: a write still queued keeps pointing into it.
+    // `chunk` lives in the pool's shared read buffer: a write still queued keeps pointing into it,
+    // so the next read must go elsewhere. (Held replies are copied out, not kept as views.)
     if (this.socket.writableLength > 0) this.fwd.pool.reads.retain();
   }
 
@@ -394,7 +461,7 @@ class ClientConn implements BackendConnOwner {
         start = this.onResponseHead(conn, chunk, start);
         if (start < 0) return;
       } else if (this.resPhase === 'body') {
-        start = this.onResponseBody(conn, chunk, start, start);
+        start = this.resume ? this.onResumeBody(conn, chunk, start) : this.onResponseBody(conn, chunk, start, start);
       } else {
         return;
       }
@@ -427,13 +494,17 @@ class ClientConn implements BackendConnOwner {
 
     if (res.status < 200 && !(res.status === 101 && req.upgrade)) {
       // Interim response (100 Continue, 103 Early Hints): relay it and wait for the final one.
-      this.socket.write(chunk.subarray(start, headEnd));
-      this.bytesOut += headEnd - start;
+      if (this.resume === null) {
+        this.socket.write(chunk.subarray(start, headEnd));
+        this.bytesOut += headEnd - start;
+      }
       return headEnd;
     }
+    this.backendCloses = res.closes;
+    if (this.resume) return this.onResumeHead(conn, chunk, headEnd, res);
     this.res = res;
-    this.resSent = true;
     if (res.status === 101) {
+      this.resSent = true;
       this.startTunnel(conn, chunk, start, headEnd, res);
       return -1;
     }
@@ -448,17 +519,86 @@ class ClientConn implements BackendConnOwner {
       this.resLeft = res.closeDelimited ? Infinity : res.contentLength;
     }
     this.resPhase = 'body';
-    if (!res.needsRewrite && !closeClient && req.minor === 1) {
+    const fo = http.failover;
+    if (this.log !== null && !this.log.overflow) {
+      const completeHere = !res.chunked && !res.closeDelimited && res.contentLength <= chunk.length - headEnd;
+      if (!completeHere) {
+        // CoRAL logs the reply before sending it: a reply that fits is held until complete, so
+        // that a failure on the way is a clean replay; a larger one is recorded as it goes out.
+        if (fo.holdReplyBytes > 0 && (res.chunked || res.closeDelimited || res.contentLength <= fo.holdReplyBytes)) {
+          this.holding = true;
+          this.held = this.fwd.holdPool.take();
+          this.heldLen = 0;
+          this.heldHeadLen = 0;
+          this.heldBytes = 0;
+        } else {
+          this.record = new ReplyRecord(req, res, fo);
+        }
+      }
+    }
+    if (!this.holding) this.resSent = true;
+    if (!this.holding && this.record === null && !res.needsRewrite && !closeClient && req.minor === 1) {
       // Fast path: the head passes unchanged, in one write with the body bytes that came with it.
       return this.onResponseBody(conn, chunk, headEnd, start);
     }
-    const head = writeResponseHead(res, req.minor, closeClient);
+    const head = res.needsRewrite || closeClient || req.minor !== 1 ? writeResponseHead(res, req.minor, closeClient) : chunk.subarray(start, headEnd);
     this.socket.cork();
-    this.socket.write(head, 'latin1');
-    this.bytesOut += head.length;
+    this.emit(conn, head);
+    this.heldHeadLen = this.heldLen;
     const next = this.onResponseBody(conn, chunk, headEnd, headEnd);
     this.socket.uncork();
     return next;
+  }
+
+  /** Send reply bytes to the client, or copy them into the hold buffer while the reply is held. */
+  private emit(conn: BackendConn, piece: Buffer | string): void {
+    if (this.holding) {
+      const held = this.held!;
+      if (this.heldLen + piece.length <= held.length) {
+        this.heldLen += typeof piece === 'string' ? held.write(piece, this.heldLen, 'latin1') : piece.copy(held, this.heldLen);
+        return;
+      }
+      this.releaseHeld(conn); // cannot happen for replies within holdReplyBytes; be safe anyway
+    }
+    const ok = typeof piece === 'string' ? this.socket.write(piece, 'latin1') : this.socket.write(piece);
+    this.bytesOut += piece.length;
+    if (!ok) conn.socket.pause();
+  }
+
+  /** Decoded body bytes of a released reply (every byte for Content-Length, chunk data for chunked). */
+  private readonly onDecoded = (buf: Uint8Array, start: number, end: number): void => {
+    this.record?.add(buf, start, end);
+  };
+
+  /** Write out the held reply in one piece; the hold buffer goes back to the pool if it can. */
+  private flushHeld(conn: BackendConn | null): void {
+    const held = this.held!;
+    this.holding = false;
+    this.held = null;
+    this.resSent = true;
+    const ok = this.socket.write(held.subarray(0, this.heldLen));
+    this.bytesOut += this.heldLen;
+    if (this.socket.writableLength === 0) this.fwd.holdPool.give(held);
+    else if (!ok) conn?.socket.pause();
+  }
+
+  /** The held reply grew past holdReplyBytes: release what is held and go on recording. */
+  private releaseHeld(conn: BackendConn): void {
+    const held = this.held!;
+    const res = this.res!;
+    const record = new ReplyRecord(this.req!, res, this.fwd.rt.config.http.failover);
+    // What the client is about to have of the body, decoded, for range or verified resume.
+    if (res.chunked) new ChunkedScanner().scan(held, this.heldHeadLen, this.heldLen, (b, s, e) => record.add(b, s, e));
+    else record.add(held, this.heldHeadLen, this.heldLen);
+    this.record = record;
+    this.flushHeld(conn);
+  }
+
+  /** Drop a held reply that will not be sent (the exchange fails over or ends). */
+  private dropHeld(): void {
+    if (this.held !== null) this.fwd.holdPool.give(this.held);
+    this.held = null;
+    this.holding = false;
   }
 
   /**
@@ -466,10 +606,11 @@ class ClientConn implements BackendConnOwner {
    * head, on the fast path). Returns the offset where this response ended, or buf.length.
    */
   private onResponseBody(conn: BackendConn, buf: Buffer, bodyStart: number, writeFrom: number): number {
+    const tracking = this.record !== null;
     let n: number;
     let done: boolean;
     if (this.resChunks) {
-      n = this.resChunks.scan(buf, bodyStart, buf.length);
+      n = this.resChunks.scan(buf, bodyStart, buf.length, tracking ? this.onDecoded : undefined);
       if (n < 0) {
         this.backendFailed(conn, 'protocol', 502, `invalid chunked response: ${this.resChunks.error}`);
         return buf.length;
@@ -479,20 +620,35 @@ class ClientConn implements BackendConnOwner {
       n = Math.min(this.resLeft, buf.length - bodyStart);
       this.resLeft -= n;
       done = this.resLeft === 0;
+      if (tracking && n > 0) this.onDecoded(buf, bodyStart, bodyStart + n);
     }
     const stop = bodyStart + n;
     if (stop > writeFrom) {
-      const ok = this.socket.write(writeFrom === 0 && stop === buf.length ? buf : buf.subarray(writeFrom, stop));
-      this.bytesOut += stop - writeFrom;
-      if (!ok) conn.socket.pause();
+      if (this.holding) {
+        // Copied in first (the buffer has room for one more read past the bound), so that the
+        // release below records every body byte the client gets.
+        this.emit(conn, buf.subarray(writeFrom, stop));
+        this.heldBytes += n;
+        if (this.heldBytes > this.fwd.rt.config.http.failover.holdReplyBytes && !done) this.releaseHeld(conn);
+      } else {
+        const ok = this.socket.write(writeFrom === 0 && stop === buf.length ? buf : buf.subarray(writeFrom, stop));
+        this.bytesOut += stop - writeFrom;
+        if (!ok) conn.socket.pause();
+      }
     }
     if (!done) return stop;
     // Bytes after a complete response break framing: finish this one, never reuse the socket.
     if (stop < buf.length) conn.socket.destroy();
+    this.completeResponse();
+    return buf.length;
+  }
+
+  /** The reply is complete: release it if held, then end the exchange. */
+  private completeResponse(): void {
+    if (this.holding) this.flushHeld(this.conn);
     this.resPhase = 'done';
     if (this.reqDone) this.finishExchange();
     else this.finishEarly();
-    return buf.length;
   }
 
   /** The reply completed before the request body did: nothing more of it will be read. */
@@ -506,19 +662,28 @@ class ClientConn implements BackendConnOwner {
       this.socket.end();
       return;
     }
-    if (this.resPhase === 'body' && this.res?.closeDelimited) {
-      // The end of a close-delimited body is the end of the response.
-      this.resPhase = 'done';
-      conn.owner = null;
-      conn.socket.destroy();
-      this.conn = null;
-      this.finishExchange();
-    }
+    if (this.resPhase !== 'body') return;
+    const closeDelimited = this.resume ? this.resume.left === Infinity && this.resumeChunks === null : this.res?.closeDelimited;
+    if (!closeDelimited) return;
+    // The end of a close-delimited body is the end of the response.
+    conn.owner = null;
+    conn.socket.destroy();
+    this.conn = null;
+    if (this.resume) this.completeResume();
+    else this.completeResponse();
   }
 
   onBackendTimeout(conn: BackendConn): void {
     if (this.resPhase === 'head') this.backendFailed(conn, null, 504, 'backend did not answer in time');
     else this.backendFailed(conn, null, 504, 'backend stalled');
+  }
+
+  /** The health monitor declared a backend down: fail over a recoverable exchange waiting on it. */
+  onBackendDown(backend: Backend): void {
+    const conn = this.conn;
+    if (conn === null || conn.backend !== backend || this.phase !== 'exchange' || this.resPhase === 'done') return;
+    if (this.log === null || this.log.overflow) return; // leave it be: it may still complete
+    this.backendFailed(conn, null, 502, 'backend declared down');
   }
 
   onBackendClose(conn: BackendConn, kind: BackendFailureKind | null): void {
@@ -533,14 +698,14 @@ class ClientConn implements BackendConnOwner {
     const failedKind: BackendFailureKind = kind ?? 'closed';
     if (!conn.connected) {
       // Nothing reached this backend: it is down, and the request goes to another one.
+      this.releaseBackend();
       rt.failures.reportFailure(conn.backend, failedKind);
       this.fwd.pool.flush(conn.backend);
-      this.releaseBackend();
       this.publishError(conn.backend, failedKind);
       this.assignBackend(conn);
       return;
     }
-    if (this.resPhase === 'head' && this.resHeadBuf === null && conn.reused && !this.retriedStale && this.isResendable()) {
+    if (this.resPhase === 'head' && this.resHeadBuf === null && this.resume === null && conn.reused && !this.retriedStale && this.isResendable()) {
       // A pooled connection closed as we reused it (the keep-alive race): resend once, fresh.
       this.retriedStale = true;
       this.releaseBackend();
@@ -563,23 +728,296 @@ class ClientConn implements BackendConnOwner {
   }
 
   /**
-   * The backend failed this exchange. Before any reply byte went out the client gets `status`;
-   * after, its connection is cut so that a truncated body can never look complete.
+   * The backend failed this exchange (`kind` null: a timeout or the detector, nothing to report).
+   * Failover first; failing that, before any reply byte went out the client gets `status`, after,
+   * its connection is cut so that a truncated body can never look complete.
    */
   private backendFailed(conn: BackendConn, kind: BackendFailureKind | null, status: number, why: string): void {
+    // Let go of the connection before reporting: the report can come back as onBackendDown.
+    conn.discard();
+    this.releaseBackend();
     if (kind !== null && kind !== 'protocol') {
       this.fwd.rt.failures.reportFailure(conn.backend, kind);
       this.fwd.pool.flush(conn.backend);
     }
     if (kind !== null) this.publishError(conn.backend, kind);
-    conn.discard();
-    this.releaseBackend();
+    if (kind !== 'protocol' && this.failOver(conn.backend)) return;
+    this.endLog();
     if (this.resSent) {
       this.publishExchange(conn.backend, 0);
       this.phase = 'closed';
       this.socket.destroy();
     } else {
       this.failExchange(status, why);
+    }
+  }
+
+  /**
+   * Issue 4: send the logged request to another backend. Before any reply byte reached the client
+   * it is a plain replay (or the end of a hold); after, the reply is resumed by range or verified
+   * replay. Returns false when the request cannot be recovered (the caller fails it as before).
+   */
+  private failOver(failed: Backend): boolean {
+    const fo = this.fwd.rt.config.http.failover;
+    if (!fo.enabled || this.phase !== 'exchange') return false;
+    if (this.log === null || this.log.overflow) {
+      this.publishFailover(failed, null, 'none', this.log === null ? 'refused' : 'not-logged');
+      return false;
+    }
+    if (this.failovers + 1 >= fo.maxAttempts) {
+      this.publishFailover(failed, null, this.failStrategy ?? 'replay', 'failed');
+      return false;
+    }
+    let head = this.reqHead;
+    let strategy: FailoverEvent['strategy'];
+    if (!this.resSent) {
+      strategy = this.holding ? 'hold' : 'replay';
+      this.dropHeld();
+      this.res = null;
+      this.resume = null;
+      this.resChunks?.reset();
+    } else {
+      const resume = this.planResume();
+      if (resume === null) {
+        this.publishFailover(failed, null, 'none', 'failed');
+        return false;
+      }
+      strategy = resume.strategy;
+      if (strategy === 'range') head = rangeRequestHead(this.reqHead, resume.from, this.record!.etag!);
+      this.resume = resume;
+      this.resumeChunks = null;
+    }
+    const pick = this.fwd.rt.balancer.pick();
+    if (pick.type === 'none') {
+      this.publishFailover(failed, null, strategy, 'failed');
+      return false;
+    }
+    this.failovers++;
+    this.failStrategy = strategy;
+    this.failedBackend = failed;
+    this.failedAt = this.fwd.rt.clock.now();
+    this.recoveryMs = -1;
+    this.resPhase = 'head';
+    this.resHeadBuf = null;
+    const b = pick.backend;
+    b.active++;
+    this.backend = b;
+    const conn = this.fwd.pool.acquire(b, this);
+    this.conn = conn;
+    conn.write(head, Infinity);
+    for (const chunk of this.log.body) conn.write(chunk, Infinity);
+    return true;
+  }
+
+  /** How to finish a reply the client has partly received, or null when it cannot be. */
+  private planResume(): Resume | null {
+    const record = this.record;
+    const res = this.res;
+    if (record === null || res === null) return null;
+    const prev = this.resume;
+    let chunkOwed = 0;
+    let framing = '';
+    if (res.chunked) {
+      if (prev !== null) {
+        // Our own framing so far: only the owed bytes of the original chunk can be pending.
+        chunkOwed = prev.chunkOwed;
+        framing = prev.framingOwed;
+      } else {
+        switch (this.resChunks!.position) {
+          case 'data':
+            chunkOwed = this.resChunks!.chunkRemaining;
+            break;
+          case 'data-crlf':
+            framing = '\r\n';
+            break;
+          case 'data-lf':
+            framing = '\n';
+            break;
+          case 'boundary':
+            break;
+          default:
+            return null; // inside a chunk-size line or the trailers: the client's parser is mid-token
+        }
+      }
+    }
+    const expected = record.digest();
+    const from = record.sent;
+    if (record.etag !== null && from > 0) {
+      return { strategy: 'range', from, skip: 0, hash: null, expected, left: 0, chunkOwed, framingOwed: framing, reframe: res.chunked };
+    }
+    if (expected === null) return null;
+    return { strategy: 'verified', from, skip: from, hash: createHash('sha256'), expected, left: 0, chunkOwed, framingOwed: framing, reframe: res.chunked };
+  }
+
+  /** The head of the new backend's reply during a resume: does it continue what the client has? */
+  private onResumeHead(conn: BackendConn, chunk: Buffer, headEnd: number, res: ResponseHead): number {
+    const r = this.resume!;
+    const orig = this.res!;
+    const fo = this.fwd.rt.config.http.failover;
+    if (r.strategy === 'range') {
+      const cr = contentRange(res);
+      if (res.status === 206 && cr !== null && cr.first === r.from && cr.complete === orig.contentLength && !res.chunked) {
+        r.skip = 0;
+      } else if (res.status === 200 && fo.verifiedReplay && r.expected !== null) {
+        // If-Range said the object changed (or ranges are not honoured): check it as a replay.
+        r.strategy = 'verified';
+        r.skip = r.from;
+        r.hash = createHash('sha256');
+      } else {
+        this.resumeFailed(conn);
+        return -1;
+      }
+    }
+    if (r.strategy === 'verified') {
+      const sameLength = orig.chunked || orig.closeDelimited || res.chunked || res.closeDelimited || res.contentLength === orig.contentLength;
+      if (res.status !== orig.status || !sameLength) {
+        this.resumeFailed(conn);
+        return -1;
+      }
+    }
+    if (res.chunked) {
+      this.resumeChunks = new ChunkedScanner();
+      r.left = 0;
+    } else {
+      this.resumeChunks = null;
+      r.left = res.closeDelimited ? Infinity : res.contentLength;
+    }
+    this.resumeBroken = false;
+    this.resPhase = 'body';
+    return this.onResumeBody(conn, chunk, headEnd);
+  }
+
+  /** Body bytes of the new backend's reply during a resume; returns where its reply ended. */
+  private onResumeBody(conn: BackendConn, buf: Buffer, start: number): number {
+    const r = this.resume!;
+    let n: number;
+    let done: boolean;
+    this.socket.cork();
+    if (this.resumeChunks) {
+      n = this.resumeChunks.scan(buf, start, buf.length, this.onResumeData);
+      done = this.resumeChunks.done;
+    } else {
+      n = Math.min(r.left, buf.length - start);
+      if (n > 0) this.onResumeData(buf, start, start + n);
+      r.left -= n;
+      done = r.left === 0;
+    }
+    this.socket.uncork();
+    if (n < 0 || this.resumeBroken) {
+      this.resumeFailed(conn);
+      return buf.length;
+    }
+    const stop = start + n;
+    if (!done) return stop;
+    if (stop < buf.length) conn.socket.destroy();
+    this.completeResume();
+    return buf.length;
+  }
+
+  /** Decoded bytes of the new reply: hashed and dropped up to `skip`, then spliced to the client. */
+  private readonly onResumeData = (buf: Uint8Array, start: number, end: number): void => {
+    const r = this.resume!;
+    if (this.resumeBroken) return;
+    let from = start;
+    if (r.skip > 0) {
+      const take = Math.min(r.skip, end - start);
+      r.hash!.update(buf.subarray(start, start + take));
+      r.skip -= take;
+      from += take;
+      if (r.skip === 0 && !r.hash!.digest().equals(r.expected!)) {
+        this.resumeBroken = true; // the replay is not the same reply: the client cannot be given it
+        return;
+      }
+    }
+    if (from < end) this.spliceOut(buf as Buffer, from, end);
+  };
+
+  /** Write resumed body bytes in the framing the client already has. */
+  private spliceOut(buf: Buffer, from: number, end: number): void {
+    const r = this.resume!;
+    const conn = this.conn!;
+    this.record!.add(buf, from, end);
+    if (!r.reframe) {
+      this.emit(conn, buf.subarray(from, end));
+      return;
+    }
+    let p = from;
+    if (r.chunkOwed > 0) {
+      const take = Math.min(r.chunkOwed, end - p);
+      this.emit(conn, buf.subarray(p, p + take));
+      r.chunkOwed -= take;
+      p += take;
+      if (r.chunkOwed === 0) r.framingOwed = '\r\n';
+    }
+    if (r.framingOwed !== '' && r.chunkOwed === 0) {
+      this.emit(conn, r.framingOwed);
+      r.framingOwed = '';
+    }
+    if (p < end) {
+      this.emit(conn, `${(end - p).toString(16)}\r\n`);
+      this.emit(conn, buf.subarray(p, end));
+      this.emit(conn, '\r\n');
+    }
+  }
+
+  /** The new backend's reply ended: the client's reply is complete if it has every byte. */
+  private completeResume(): void {
+    const r = this.resume!;
+    const orig = this.res!;
+    const conn = this.conn;
+    if (r.skip > 0 || r.chunkOwed > 0 || (!orig.chunked && !orig.closeDelimited && this.record!.sent !== orig.contentLength)) {
+      if (conn) this.resumeFailed(conn);
+      else this.abortClient();
+      return;
+    }
+    if (r.reframe) {
+      if (conn) this.emit(conn, `${r.framingOwed}0\r\n\r\n`);
+      else this.socket.write(`${r.framingOwed}0\r\n\r\n`, 'latin1');
+    }
+    this.resume = null;
+    this.resPhase = 'done';
+    if (this.reqDone) this.finishExchange();
+    else this.finishEarly();
+  }
+
+  /** A resume that cannot give the client the same reply: cut the client (the honest failure). */
+  private resumeFailed(conn: BackendConn): void {
+    conn.discard();
+    this.releaseBackend();
+    this.abortClient();
+  }
+
+  private abortClient(): void {
+    this.publishFailover(this.failedBackend, null, this.failStrategy ?? 'none', 'failed');
+    this.failStrategy = null;
+    this.endLog();
+    this.publishExchange(null, 0);
+    this.phase = 'closed';
+    this.socket.destroy();
+  }
+
+  private publishLogOverflow(): void {
+    if (channels.requestLogOverflow.hasSubscribers) channels.requestLogOverflow.publish({ service: this.fwd.rt.config.name });
+  }
+
+  private publishFailover(failed: Backend | null, to: Backend | null, strategy: FailoverEvent['strategy'], result: FailoverEvent['result']): void {
+    if (!channels.failover.hasSubscribers) return;
+    const event: FailoverEvent = {
+      service: this.fwd.rt.config.name,
+      backend: failed ? failed.id : null,
+      to: to ? to.id : null,
+      strategy,
+      result,
+      bytesSent: this.record ? this.record.sent : 0,
+      recoveryMs: this.recoveryMs,
+    };
+    channels.failover.publish(event);
+  }
+
+  private endLog(): void {
+    if (this.log !== null) {
+      this.log.release();
+      this.log = null;
     }
   }
 
@@ -595,6 +1033,7 @@ class ClientConn implements BackendConnOwner {
       this.conn.discard();
       this.releaseBackend();
     }
+    this.endLog();
     this.publishExchange(null, status);
     if (this.resSent) {
       this.phase = 'closed';
@@ -638,8 +1077,12 @@ class ClientConn implements BackendConnOwner {
     const conn = this.conn;
     const backend = this.backend;
     this.publishExchange(backend, this.res ? this.res.status : 0);
+    if (this.failStrategy !== null) this.publishFailover(this.failedBackend, backend, this.failStrategy, 'ok');
+    this.endLog();
+    this.record = null;
+    this.resume = null;
     if (conn) {
-      if (this.res && !this.res.closes && this.reqDone && conn.usable) this.fwd.pool.release(conn);
+      if (this.res && !this.backendCloses && this.reqDone && conn.usable) this.fwd.pool.release(conn);
       else conn.discard();
     }
     this.releaseBackend();

@@ -30,4 +30,6 @@ export interface Forwarder {
   close(): Promise<void>;
   /** Close everything now. */
   destroy(err?: Error): void;
+  /** The health monitor declared a backend down: work waiting on it may move elsewhere. */
+  backendDown?(backend: Backend): void;
 }

@@ -138,6 +138,8 @@ class ClientConn implements BackendConnOwner {
   private failedAt = 0;
   private failedBackend: Backend | null = null;
   private failStrategy: FailoverEvent['strategy'] | null = null;
+  /** Body bytes the client had when the failover in progress began. */
+  private failBytes = 0;
   private recoveryMs = -1;
   /** The reply is held until complete (holdReplyBytes), copied into `held` from the pool. */
   private holding = false;
@@ -276,6 +278,7 @@ class ClientConn implements BackendConnOwner {
     this.log = fo.enabled && isReplayable(req, fo) ? new RequestLog(this.reqHead, fo.maxRequestLogBytes, this.fwd.logBudget) : null;
     if (this.log?.overflow) this.publishLogOverflow();
     this.failovers = 0;
+    this.failBytes = 0;
     this.failedAt = 0;
     this.failedBackend = null;
     this.failStrategy = null;
@@ -760,6 +763,7 @@ class ClientConn implements BackendConnOwner {
   private failOver(failed: Backend): boolean {
     const fo = this.fwd.rt.config.http.failover;
     if (!fo.enabled || this.phase !== 'exchange') return false;
+    if (this.failStrategy === null) this.failBytes = this.resSent && this.record !== null ? this.record.sent : 0;
     if (this.log === null || this.log.overflow) {
       this.publishFailover(failed, null, 'none', this.log === null ? 'refused' : 'not-logged');
       return false;
@@ -792,8 +796,14 @@ class ClientConn implements BackendConnOwner {
       this.publishFailover(failed, null, strategy, 'failed');
       return false;
     }
+    // One event per failover. The previous one recovered if its backend took over (sent a byte)
+    // before failing in turn; that later failure is this new failover's, not its own.
+    if (this.failStrategy !== null) {
+      this.publishFailover(this.failedBackend, failed, this.failStrategy, this.recoveryMs >= 0 ? 'ok' : 'failed');
+    }
     this.failovers++;
     this.failStrategy = strategy;
+    this.failBytes = this.resSent && this.record !== null ? this.record.sent : 0;
     this.failedBackend = failed;
     this.failedAt = this.fwd.rt.clock.now();
     this.recoveryMs = -1;
@@ -861,6 +871,7 @@ class ClientConn implements BackendConnOwner {
       } else if (res.status === 200 && fo.verifiedReplay && r.expected !== null) {
         // If-Range said the object changed (or ranges are not honoured): check it as a replay.
         r.strategy = 'verified';
+        this.failStrategy = 'verified';
         r.skip = r.from;
         r.hash = createHash('sha256');
       } else {
@@ -1008,7 +1019,7 @@ class ClientConn implements BackendConnOwner {
       to: to ? to.id : null,
       strategy,
       result,
-      bytesSent: this.record ? this.record.sent : 0,
+      bytesSent: this.failBytes,
       recoveryMs: this.recoveryMs,
     };
     channels.failover.publish(event);

@@ -1,10 +1,10 @@
 /**
  * @module Starts an in-process dispatcher for one HTTP service named 'web' (on 127.0.0.1:0 unless told) in front of
- * the given backends (ids b0, b1, ... in order), admin off, logging silent, and closes it when the
+ * the given backends (ids b0, b1, ... in order), admin off unless asked, logging silent, and closes it when the
  * test ends. The config goes through the real schema, so defaults are the product's defaults.
  */
 import type { TestContext } from 'node:test';
-import { configSchema, type HealthConfig, type HttpConfig } from '../../src/config/schema.js';
+import { configSchema, type DetectorConfig, type FailoverConfig, type HealthConfig, type HttpConfig } from '../../src/config/schema.js';
 import { formatHostPort, type HostPort } from '../../src/core/address.js';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import type { BackendStatus } from '../../src/admin/status.js';
@@ -15,7 +15,11 @@ export interface TestDispatcherOptions {
   /** "host:port" strings or { host, port }; ids are b0, b1, ... in this order. */
   backends: ReadonlyArray<string | HostPort>;
   http?: Partial<HttpConfig>;
-  health?: { connectTimeoutMs?: number; probe?: Partial<HealthConfig['probe']> };
+  health?: { connectTimeoutMs?: number; probe?: Partial<HealthConfig['probe']>; detector?: Partial<DetectorConfig> };
+  /** services[].http.failover (issue 4); merged into `http`. */
+  failover?: Partial<FailoverConfig>;
+  /** Run the admin server on 127.0.0.1:0 (for /metrics); off by default. */
+  admin?: boolean;
   balancer?: string;
   /** The service's listen address; default '127.0.0.1:0'. */
   listen?: string;
@@ -36,7 +40,7 @@ export function testConfig(opts: TestDispatcherOptions): ReturnType<typeof confi
   return configSchema.parse({
     version: 1,
     logging: { level: 'silent' },
-    admin: { enabled: false },
+    admin: opts.admin ? { enabled: true, listen: '127.0.0.1:0' } : { enabled: false },
     services: [
       {
         name: 'web',
@@ -47,7 +51,7 @@ export function testConfig(opts: TestDispatcherOptions): ReturnType<typeof confi
           id: `b${i}`,
           address: typeof b === 'string' ? b : formatHostPort(b),
         })),
-        ...(opts.http ? { http: opts.http } : {}),
+        ...(opts.http || opts.failover ? { http: { ...opts.http, ...(opts.failover ? { failover: opts.failover } : {}) } } : {}),
         ...(opts.health ? { health: opts.health } : {}),
       },
     ],

@@ -41,6 +41,11 @@ export const detectorSchema = z
     phiThreshold: z.number().positive().max(100).default(8),
     /** phi-accrual: heartbeat inter-arrival samples kept. */
     phiWindow: z.number().int().min(2).max(10_000).default(200),
+    /**
+     * push / phi-accrual: after a refused or reset connection took a backend down, its agent's
+     * 'available' heartbeats are ignored this long (the watchdog may not have noticed yet).
+     */
+    holdDownMs: z.number().int().min(0).max(600_000).default(1000),
   })
   .strict();
 

@@ -237,8 +237,8 @@ test("an operator's drain is moved by no heartbeat and no silence", (t) => {
   assert.deepEqual(trail(), []);
 });
 
-test('push: a passive report still takes the backend down at once; the next heartbeat brings it back', (t) => {
-  const { backends, monitor, prober, to, announce, trail } = setup(t, { type: 'push' });
+test('push: a passive report takes the backend down at once; heartbeats bring it back only after holdDownMs', (t) => {
+  const { backends, monitor, prober, to, announce, trail } = setup(t, { type: 'push', holdDownMs: 50 });
   const [a] = backends;
   monitor.start();
   announce(a);
@@ -247,12 +247,19 @@ test('push: a passive report still takes the backend down at once; the next hear
   assert.equal(a.state, 'down');
   to(9);
   assert.deepEqual(prober.calls, [], 'no probing in push mode');
-  to(10);
+  // Heartbeats at 10..50 say 'available' but fall within the hold-down (3 + 50 = 53): ignored, so
+  // an application refusing connections while its watchdog still passes does not flap.
+  for (const at of [10, 20, 30, 40, 50]) {
+    to(at);
+    announce(a);
+    assert.equal(a.state, 'down', `still down at ${at}`);
+  }
+  to(60);
   announce(a);
   assert.deepEqual(trail(), [
     [0, 'up', 'heartbeat'],
     [3, 'down', 'refused'],
-    [10, 'up', 'heartbeat'],
+    [60, 'up', 'heartbeat'],
   ]);
 });
 

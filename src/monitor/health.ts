@@ -67,6 +67,8 @@ interface Watch {
   newestSentAt: number;
   /** Draining because the agent announced a planned failure (an `available` heartbeat ends it). */
   planned: boolean;
+  /** Clock time of the last passive failure report (refused, reset...), -Infinity if none. */
+  passiveDownAt: number;
 }
 
 /**
@@ -166,6 +168,8 @@ export class HealthMonitor implements FailureSink {
 
   reportFailure(backend: Backend, kind: BackendFailureKind): void {
     if (backend.state === 'down' || backend.state === 'draining') return;
+    const watch = this.watches.get(backend);
+    if (watch) watch.passiveDownAt = this.clock.now();
     this.transition(backend, 'down', kind);
   }
 
@@ -190,6 +194,9 @@ export class HealthMonitor implements FailureSink {
     const state = backend.state;
     switch (a.flag) {
       case 'available':
+        // After a refused or reset connection, the agent's watchdog may not have noticed yet: its
+        // 'available' is believed only once holdDownMs have passed (no flapping once per heartbeat).
+        if (state === 'down' && now - watch.passiveDownAt < this.detectorConfig.holdDownMs) break;
         if (state === 'unknown' || state === 'suspect' || state === 'down' || (state === 'draining' && watch.planned)) {
           this.transition(backend, 'up', 'heartbeat');
         }
@@ -258,6 +265,7 @@ export class HealthMonitor implements FailureSink {
       heard: false,
       lastSeq: null,
       lost: 0,
+      passiveDownAt: -Infinity,
       newestSentAt: -Infinity,
       planned: false,
     };

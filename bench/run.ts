@@ -3,6 +3,8 @@
  * (progress goes to stderr). `node dist/bench/run.js http-proxy` runs only the named ones.
  */
 import * as balance from './balance.js';
+import * as detection from './detection.js';
+import * as failoverChaos from './failover-chaos.js';
 import * as httpProxy from './http-proxy.js';
 
 interface Benchmark {
@@ -23,6 +25,16 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'balance',
     title: 'Balancers on three unequal backends under bursty load (discrete-event simulation)',
     run: async () => balance.formatTable(balance.run(balance.optionsFromEnv())),
+  },
+  {
+    name: 'failover-chaos',
+    title: 'Failover under chaos: a backend SIGKILLed every 3 s, every reply checked by hash; HAProxy vs holdfast',
+    run: async () => failoverChaos.formatTable(await failoverChaos.run(failoverChaos.optionsFromEnv())),
+  },
+  {
+    name: 'detection',
+    title: 'Failure detection latency (SIGKILL, SIGSTOP, nftables cut) and false positives under CPU burners: push vs phi-accrual',
+    run: async () => detection.formatTable(await detection.run(detection.optionsFromEnv())),
   },
 ];
 

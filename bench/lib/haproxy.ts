@@ -18,6 +18,15 @@ export interface HaproxyRoute {
   /** 127.0.0.1:<listenPort> is the frontend. */
   readonly listenPort: number;
   readonly origin: { readonly host: string; readonly port: number };
+  /**
+   * More servers after `origin`, balanced round-robin with it (default none). Named origin-1,
+   * origin-2...; the first stays `origin`.
+   */
+  readonly moreOrigins?: readonly { readonly host: string; readonly port: number }[];
+  /** Appended to every `server` line, e.g. 'check inter 100ms fall 1 rise 1' (default none). */
+  readonly serverParams?: string;
+  /** Extra lines for the backend section, e.g. 'retries 3', 'option redispatch 1' (default none). */
+  readonly backendLines?: readonly string[];
 }
 
 export interface HaproxyOptions {
@@ -78,7 +87,10 @@ export function haproxyConfig(routes: readonly HaproxyRoute[], forwardFor = true
       `    default_backend be_${r.name}`,
       '',
       `backend be_${r.name}`,
-      `    server origin ${r.origin.host}:${r.origin.port}`,
+      ...(r.backendLines ?? []).map((l) => `    ${l}`),
+      ...[r.origin, ...(r.moreOrigins ?? [])].map(
+        (o, i) => `    server ${i === 0 ? 'origin' : `origin-${i}`} ${o.host}:${o.port}${r.serverParams ? ` ${r.serverParams}` : ''}`,
+      ),
     );
   }
   return `${lines.join('\n')}\n`;

@@ -16,6 +16,8 @@ export interface Clock {
   wallNow(): number;
   setTimeout(fn: () => void, ms: number): TimerHandle;
   setInterval(fn: () => void, ms: number): TimerHandle;
+  /** Run `fn` after the I/O already waiting has been handled (setImmediate). */
+  immediate(fn: () => void): void;
 }
 
 class RealTimer implements TimerHandle {
@@ -41,6 +43,9 @@ export const realClock: Clock = {
     const t = setInterval(fn, ms);
     t.unref?.();
     return new RealTimer(t, true);
+  },
+  immediate(fn) {
+    setImmediate(fn);
   },
 };
 
@@ -75,6 +80,11 @@ export class FakeClock implements Clock {
 
   setInterval(fn: () => void, ms: number): TimerHandle {
     return this.add(fn, ms, ms);
+  }
+
+  /** Fake time has no I/O waiting: runs `fn` at once. */
+  immediate(fn: () => void): void {
+    fn();
   }
 
   /** Move time forward by `ms`, firing every timer that falls due, in order. */

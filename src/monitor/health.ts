@@ -37,6 +37,9 @@ type WatchMode = 'passive' | 'heartbeat' | 'pull';
  */
 const REORDER_WINDOW_SEQS = 64;
 
+/** A deadline timer firing more than this after its deadline was late: the loop was stalled. */
+export const LATE_TIMER_MS = 1;
+
 /** A deadline timer firing less than this before its deadline has reached it (float rounding). */
 const DEADLINE_ROUNDING_MS = 1e-6;
 
@@ -348,9 +351,19 @@ export class HealthMonitor implements FailureSink {
     watch.deadline = this.clock.setTimeout(() => this.deadlineReached(backend, watch), delay);
   }
 
-  private deadlineReached(backend: Backend, watch: Watch): void {
+  private deadlineReached(backend: Backend, watch: Watch, deferred = false): void {
     watch.deadline = null;
     if (this.closed) return;
+    // libuv runs due timers before it reads sockets. A timer that fires late means the process was
+    // stalled (descheduled, a long GC...): heartbeats sent meanwhile may be waiting unread in the
+    // socket. Judge after one turn of the loop has read them, not before (a stalled dispatcher
+    // must not declare its backends dead for its own stall).
+    if (!deferred && this.clock.now() - watch.deadlineAt > LATE_TIMER_MS) {
+      this.clock.immediate(() => {
+        if (watch.deadline === null) this.deadlineReached(backend, watch, true); // else a heartbeat re-armed it
+      });
+      return;
+    }
     // Node may run a timer early by up to a millisecond or so (libuv counts whole milliseconds from
     // a loop time cached at the start of the iteration): then the verdict has not changed yet and
     // the timer is set again for the rest. Only a rounding error's worth of earliness (float

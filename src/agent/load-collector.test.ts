@@ -112,10 +112,10 @@ test('backlog: {"backlog": n} or a bare number, over the capacity', () => {
 
 test('load = Σ w x over the measured indicators, renormalised over their weights', () => {
   const all = { cpu: 0.45, memory: 0.75, network: 0.8, io: 0.75, backlog: 0.25 };
-  close(weightedLoad(all, WEIGHTS), 0.4 * 0.45 + 0.2 * 0.75 + 0.2 * 0.8 + 0.1 * 0.75 + 0.1 * 0.25, 'all');
+  close(weightedLoad(all, WEIGHTS)!, 0.4 * 0.45 + 0.2 * 0.75 + 0.2 * 0.8 + 0.1 * 0.75 + 0.1 * 0.25, 'all');
   // No backlog: its 0.1 is shared, load = (0.18 + 0.15 + 0.16 + 0.075) / 0.9.
-  close(weightedLoad({ ...all, backlog: null }, WEIGHTS), 0.565 / 0.9, 'no backlog');
-  assert.equal(weightedLoad({ cpu: null, memory: null, network: null, io: null, backlog: null }, WEIGHTS), 0);
+  close(weightedLoad({ ...all, backlog: null }, WEIGHTS)!, 0.565 / 0.9, 'no backlog');
+  assert.equal(weightedLoad({ cpu: null, memory: null, network: null, io: null, backlog: null }, WEIGHTS), null, 'nothing measurable: no answer, not 0');
   assert.equal(weightedLoad({ ...all, cpu: 3 }, { cpu: 1, memory: 0, network: 0, io: 0, backlog: 0 }), 1, 'clamped');
 });
 
@@ -192,6 +192,23 @@ test('LoadCollector: indicators it cannot read are missing, reported as 0, and l
   assert.deepEqual(s.missing, ['cpu', 'network', 'io', 'backlog']);
   assert.deepEqual([s.cpu, s.network, s.io, s.backlog], [0, 0, 0, 0]);
   close(s.load, 0.75, 'memory alone');
+});
+
+test('LoadCollector: when no weighted indicator can be read, the last load is repeated, not 0', async () => {
+  const clock = new FakeClock();
+  let readable = true;
+  const collector = new LoadCollector({
+    weights: { cpu: 0, memory: 1, network: 0, io: 0, backlog: 0 },
+    backlogCapacity: 100,
+    clock,
+    read: async (path) => (readable && path === 'meminfo' ? fixture('meminfo') : null),
+  });
+  await collector.prime();
+  clock.advance(1000);
+  close((await collector.sample()).load, 0.75, 'memory read');
+  readable = false;
+  clock.advance(1000);
+  close((await collector.sample()).load, 0.75, 'memory unreadable: the last load, not an idle-looking 0');
 });
 
 test('LoadCollector on this machine: every value in [0,1]', async () => {

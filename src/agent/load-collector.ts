@@ -295,7 +295,7 @@ export function fetchBacklog(url: string, timeoutMs: number, signal?: AbortSigna
  * weights: an indicator that cannot be measured (no stats URL, no /proc file) does not pull the load
  * towards 0; its weight is shared among the others. Weights come normalised from the config.
  */
-export function weightedLoad(values: Readonly<Record<Indicator, number | null>>, weights: LoadWeights): number {
+export function weightedLoad(values: Readonly<Record<Indicator, number | null>>, weights: LoadWeights): number | null {
   let sum = 0;
   let weight = 0;
   for (const name of INDICATORS) {
@@ -304,7 +304,9 @@ export function weightedLoad(values: Readonly<Record<Indicator, number | null>>,
     sum += weights[name] * clamp01(x);
     weight += weights[name];
   }
-  return weight > 0 ? clamp01(sum / weight) : 0;
+  // Nothing weighted could be measured (a stats fetch timed out, say): no answer rather than 0,
+  // which would make an unmeasurable node look idle and draw traffic to it.
+  return weight > 0 ? clamp01(sum / weight) : null;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -360,6 +362,8 @@ export class LoadCollector {
   private readonly read: ProcReader;
   private readonly fetch: typeof fetchBacklog;
   private prev: Counters | null = null;
+  /** The last load that could be computed, repeated while no weighted indicator can be measured. */
+  private lastLoad = 0;
   private statsEnabled = true;
   /** Aborts the stats fetch in flight, so that a stopping agent does not wait for it. */
   private readonly abort = new AbortController();
@@ -422,7 +426,7 @@ export class LoadCollector {
       network: network ?? 0,
       io: io ?? 0,
       backlog: backlogLoad ?? 0,
-      load: weightedLoad(values, this.opts.weights),
+      load: (this.lastLoad = weightedLoad(values, this.opts.weights) ?? this.lastLoad),
       missing: INDICATORS.filter((name) => values[name] === null),
     };
   }

@@ -6,6 +6,7 @@ import * as balance from './balance.js';
 import * as detection from './detection.js';
 import * as failoverChaos from './failover-chaos.js';
 import * as httpProxy from './http-proxy.js';
+import * as wireDecode from './wire-decode.js';
 
 interface Benchmark {
   readonly name: string;
@@ -35,6 +36,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'detection',
     title: 'Failure detection latency (SIGKILL, SIGSTOP, nftables cut) and false positives under CPU burners: push vs phi-accrual',
     run: async () => detection.formatTable(await detection.run(detection.optionsFromEnv())),
+  },
+  {
+    name: 'wire-decode',
+    title: 'Wire receive path: open() + decode per second (one thread)',
+    run: async () => wireDecode.formatTable(wireDecode.run(wireDecode.optionsFromEnv())),
   },
 ];
 

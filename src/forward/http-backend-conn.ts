@@ -215,6 +215,9 @@ export class BackendPool {
     }
     conn.reused = true;
     conn.idleSince = this.rt.clock.now();
+    // The exchange may have ended with the socket paused (its last bytes filled the client's
+    // buffer); the reply is complete, so the next owner must find it reading.
+    if (conn.socket.isPaused()) conn.socket.resume();
     list.push(conn);
   }
 

@@ -86,6 +86,27 @@ test('keep-alive: two sequential requests use one client connection and one back
   assert.equal(b.requests[0]!.remotePort, b.requests[1]!.remotePort);
 });
 
+test('keep-alive: a reply over the socket write buffer in one read, then a second request on the pooled connection', async (t) => {
+  // Regression (found by bench/failover-chaos): a 16-64 KiB reply arriving in one read makes the
+  // client write return false, which pauses the backend socket; the exchange then completes in the
+  // same callback and the connection went back to the pool still paused, so the next request on it
+  // never read its reply.
+  const body = randomBytes(40 * 1024);
+  const b = await httpBackend(t, (_req, res) => {
+    res.setHeader('content-length', body.length);
+    res.end(body);
+  });
+  const d = await startTestDispatcher(t, { backends: [b.hostPort] });
+  const c = await open(t, d.address);
+  for (const path of ['/one', '/two', '/three']) {
+    c.write(get(path));
+    const r = await c.readResponse({ timeoutMs: 3_000 });
+    assert.equal(r.status, 200, path);
+    assert.equal(sha(r.body), sha(body), path);
+  }
+  assert.equal(b.requestConnections, 1, 'the backend connection was reused each time');
+});
+
 test('keep-alive: Connection: close gets Connection: close and the proxy closes after the response', async (t) => {
   const b = await httpBackend(t, echoUrl);
   const d = await startTestDispatcher(t, { backends: [b.hostPort] });

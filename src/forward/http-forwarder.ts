@@ -317,6 +317,7 @@ class ClientConn implements BackendConnOwner {
       this.conn = conn;
       if (carry) {
         for (const c of carry.pending) conn.write(c, Infinity);
+        if (!this.reqDone) this.resumeClient(); // as in failOver: no event may come to do it
       }
       return true;
     }
@@ -816,6 +817,9 @@ class ClientConn implements BackendConnOwner {
     this.conn = conn;
     conn.write(head, Infinity);
     for (const chunk of this.log.body) conn.write(chunk, Infinity);
+    // The client may have been paused by the failed backend's backpressure; a pooled connection
+    // brings no 'connect' and, if these writes fit, no 'drain' to resume it.
+    if (!this.reqDone) this.resumeClient();
     return true;
   }
 

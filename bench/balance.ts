@@ -29,6 +29,7 @@
  *   node dist/bench/balance.js          (or: node dist/bench/run.js balance)
  *   BENCH_BALANCE_SECONDS=30 BENCH_BALANCE_INTERVALS=10,100 node dist/bench/balance.js
  */
+import { prng } from './lib/prng.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -110,17 +111,7 @@ export interface BalanceReport {
   readonly wallMs: number;
 }
 
-/** mulberry32: small, fast, good enough for a simulation, and the same on every machine. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng };
 
 /** Exponential with mean 1 (1 - u avoids log 0). */
 function exp1(random: () => number): number {

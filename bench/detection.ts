@@ -29,6 +29,7 @@
  *   node dist/bench/detection.js        (or: node dist/bench/run.js detection)
  *   BENCH_DETECTION_TRIALS=10 BENCH_DETECTION_FP_SECONDS=5 node dist/bench/detection.js
  */
+import { envInt } from './lib/env.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
@@ -321,13 +322,7 @@ export function formatTable(r: DetectionResult): string {
  * string: none, only the false-positive run), BENCH_DETECTION_PRIORITY (normal, nice, realtime).
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): DetectionOptions {
-  const int = (name: string, min: number): number | undefined => {
-    const text = env[name];
-    if (text === undefined || text === '') return undefined;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, received "${text}"`);
-    return n;
-  };
+  const int = (name: string, min: number): number | undefined => envInt(env, name, min);
   const opts: { -readonly [K in keyof DetectionOptions]: DetectionOptions[K] } = {};
   const trials = int('BENCH_DETECTION_TRIALS', 1);
   const fp = int('BENCH_DETECTION_FP_SECONDS', 0);

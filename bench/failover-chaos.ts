@@ -16,6 +16,7 @@
  *   node dist/bench/failover-chaos.js      (or: node dist/bench/run.js failover-chaos)
  *   BENCH_CHAOS_SECONDS=9 BENCH_CHAOS_TARGETS=holdfast node dist/bench/failover-chaos.js
  */
+import { envInt } from './lib/env.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -259,13 +260,7 @@ export function formatTable(report: ChaosReport): string {
 
 /** BENCH_CHAOS_SECONDS, BENCH_CHAOS_TARGETS (comma list), BENCH_CHAOS_CONNECTIONS, BENCH_CHAOS_KILL_EVERY_MS, BENCH_CHAOS_RESTART_AFTER_MS, BENCH_CHAOS_SEED. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptions {
-  const int = (name: string, min: number): number | undefined => {
-    const text = env[name];
-    if (text === undefined || text === '') return undefined;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, received "${text}"`);
-    return n;
-  };
+  const int = (name: string, min: number): number | undefined => envInt(env, name, min);
   const opts: { -readonly [K in keyof ChaosOptions]: ChaosOptions[K] } = {};
   const seconds = int('BENCH_CHAOS_SECONDS', 1);
   const connections = int('BENCH_CHAOS_CONNECTIONS', 1);

@@ -10,6 +10,7 @@
  *   node dist/bench/http-proxy.js        (or: node dist/bench/run.js http-proxy)
  *   BENCH_SECONDS=2 BENCH_ROUNDS=1 node dist/bench/http-proxy.js
  */
+import { envInt } from './lib/env.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -213,13 +214,7 @@ export function formatTable(results: readonly Result[]): string {
  * BENCH_CONNECTIONS, BENCH_WAIT_QUIET (seconds).
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyOptions {
-  const int = (name: string, min: number): number | undefined => {
-    const text = env[name];
-    if (text === undefined || text === '') return undefined;
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new Error(`${name}: expected an integer >= ${min}, received "${text}"`);
-    return n;
-  };
+  const int = (name: string, min: number): number | undefined => envInt(env, name, min);
   const list = (name: string): string[] | undefined => {
     const text = env[name];
     return text ? text.split(',').map((s) => s.trim()).filter((s) => s !== '') : undefined;

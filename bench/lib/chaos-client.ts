@@ -8,6 +8,7 @@
  * reply came within the request timeout (`timeout`). One attempt per request, always: retrying here
  * would hide exactly what the benchmark measures.
  */
+import { prng } from './prng.js';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
@@ -67,17 +68,8 @@ export interface PlannedRequest {
   readonly expect: Expectation;
 }
 
-/** mulberry32: a small seeded PRNG in [0, 1), so two runs (and two targets) draw the same mix. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded PRNG in [0, 1), so two runs (and two targets) draw the same mix. */
+export const seededRandom = prng;
 
 /** Draws requests from CLASS_WEIGHTS with a seeded PRNG and knows each one's expected reply. */
 export class RequestMix {

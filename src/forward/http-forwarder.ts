@@ -682,11 +682,18 @@ class ClientConn implements BackendConnOwner {
     else this.backendFailed(conn, null, 504, 'backend stalled');
   }
 
-  /** The health monitor declared a backend down: fail over a recoverable exchange waiting on it. */
+  /**
+   * The health monitor declared a backend down: fail over an exchange waiting on it when moving it
+   * loses nothing — no reply yet, a reply still held, or a released one that range resume can
+   * finish. A released reply that only verified replay could finish is left to complete: a dead
+   * process's last bytes are still in the kernel's buffers and often arrive whole, while a
+   * non-deterministic reply cannot be verified. Its own connection's end fails it over if not.
+   */
   onBackendDown(backend: Backend): void {
     const conn = this.conn;
     if (conn === null || conn.backend !== backend || this.phase !== 'exchange' || this.resPhase === 'done') return;
-    if (this.log === null || this.log.overflow) return; // leave it be: it may still complete
+    if (this.log === null || this.log.overflow) return; // not recoverable: it may still complete
+    if (this.resSent && (this.record === null || this.record.etag === null)) return;
     this.backendFailed(conn, null, 502, 'backend declared down');
   }
 

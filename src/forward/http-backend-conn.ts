@@ -104,7 +104,8 @@ export class BackendConn {
     });
     this.socket = socket;
     // One inactivity timeout for the socket's whole life: re-arming it per request costs two timer
-    // re-insertions per exchange. Idle connections are reaped by the pool's sweep instead.
+    // re-insertions per exchange. Idle connections are reaped by the pool's sweep after
+    // backendIdleTimeoutMs, or by this timer if responseTimeoutMs is shorter.
     socket.setTimeout(rt.config.http.responseTimeoutMs);
     this.connectTimer = rt.clock.setTimeout(() => {
       this.connectTimer = null;
@@ -117,7 +118,10 @@ export class BackendConn {
       this.connected = true;
       if (this.pending.length > 0) {
         socket.cork();
-        for (const c of this.pending) socket.write(c);
+        for (const c of this.pending) {
+          if (typeof c === 'string') socket.write(c, 'latin1');
+          else socket.write(c);
+        }
         socket.uncork();
         this.pending = [];
         this.pendingBytes = 0;
@@ -146,9 +150,13 @@ export class BackendConn {
     });
   }
 
-  /** Write now, or queue until connected. Returns false when the caller should pause its source. */
+  /**
+   * Write now, or queue until connected. Returns false when the caller should pause its source:
+   * before the connection is up, past `highWaterMark` queued bytes; after, Node's own socket bound.
+   * Heads are strings parsed as latin1 and go out as latin1 (bytes 0x80-0xFF unchanged).
+   */
   write(chunk: Chunk, highWaterMark: number): boolean {
-    if (this.connected) return this.socket.write(chunk);
+    if (this.connected) return typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
     this.pending.push(chunk);
     this.pendingBytes += typeof chunk === 'string' ? chunk.length : chunk.byteLength;
     return this.pendingBytes < highWaterMark;

@@ -37,7 +37,7 @@ export class RequestLog {
   overflow = false;
 
   constructor(
-    readonly head: string,
+    head: string,
     private readonly max: number,
     private readonly budget: LogBudget,
   ) {

@@ -112,6 +112,8 @@ class ClientConn implements BackendConnOwner {
   private headerTimer: TimerHandle | null = null;
   private lingerTimer: TimerHandle | null = null;
   private paused = false;
+  /** The client half-closed: answer what it already sent, then close. */
+  private clientEnded = false;
 
   // The exchange in progress.
   private req: RequestHead | null = null;
@@ -297,7 +299,7 @@ class ClientConn implements BackendConnOwner {
       this.buf = null;
       ok = this.forwardBody(rest) && ok;
     }
-    if (!ok) this.pauseClient();
+    if (!ok && this.phase === 'exchange') this.pauseClient();
   }
 
   /**
@@ -306,10 +308,8 @@ class ClientConn implements BackendConnOwner {
    */
   private assignBackend(carry: BackendConn | null): boolean {
     const rt = this.fwd.rt;
-    for (;;) {
-      if (++this.attempts > rt.backends.length + 1) break;
-      const pick = rt.balancer.pick();
-      if (pick.type === 'none') break;
+    const pick = ++this.attempts > rt.backends.length + 1 ? null : rt.balancer.pick();
+    if (pick !== null && pick.type === 'pick') {
       const b = pick.backend;
       this.backend = b;
       b.active++;
@@ -348,7 +348,6 @@ class ClientConn implements BackendConnOwner {
     if (this.log !== null && n > 0 && !this.log.append(body)) this.publishLogOverflow();
     const ok = n === 0 || this.conn === null || this.conn.write(body, this.fwd.rt.config.http.highWaterMarkBytes);
     if (!ok) this.pauseClient();
-    if (this.reqDone && this.resPhase === 'done') this.finishExchange();
     return ok;
   }
 
@@ -372,7 +371,7 @@ class ClientConn implements BackendConnOwner {
         this.socket.end();
         return;
       case 'exchange':
-        if (this.reqDone) this.closeAfter = true;
+        if (this.reqDone) this.clientEnded = true;
         else this.socket.destroy();
         return;
       case 'tunnel':
@@ -484,6 +483,10 @@ class ClientConn implements BackendConnOwner {
       }
       return -1;
     }
+    if (end + 4 - start > http.maxHeaderBytes) {
+      this.backendFailed(conn, 'protocol', 502, 'response head too large');
+      return -1;
+    }
     const req = this.req!;
     let res: ResponseHead;
     try {
@@ -499,7 +502,7 @@ class ClientConn implements BackendConnOwner {
     if (res.status < 200 && !(res.status === 101 && req.upgrade)) {
       // Interim response (100 Continue, 103 Early Hints): relay it and wait for the final one.
       if (this.resume === null) {
-        this.socket.write(chunk.subarray(start, headEnd));
+        if (!this.socket.write(chunk.subarray(start, headEnd))) conn.socket.pause();
         this.bytesOut += headEnd - start;
       }
       return headEnd;
@@ -529,7 +532,11 @@ class ClientConn implements BackendConnOwner {
       if (!completeHere) {
         // CoRAL logs the reply before sending it: a reply that fits is held until complete, so
         // that a failure on the way is a clean replay; a larger one is recorded as it goes out.
-        if (fo.holdReplyBytes > 0 && (res.chunked || res.closeDelimited || res.contentLength <= fo.holdReplyBytes)) {
+        // Hold buffers count against maxTotalLogBytes too: past it, replies are streamed (and recorded).
+        const budget = this.fwd.logBudget;
+        const holdable = res.chunked || res.closeDelimited || res.contentLength <= fo.holdReplyBytes;
+        if (fo.holdReplyBytes > 0 && holdable && budget.used + this.fwd.holdPool.size <= budget.max) {
+          budget.used += this.fwd.holdPool.size;
           this.holding = true;
           this.held = this.fwd.holdPool.take();
           this.heldLen = 0;
@@ -580,6 +587,10 @@ class ClientConn implements BackendConnOwner {
     this.holding = false;
     this.held = null;
     this.resSent = true;
+    this.fwd.logBudget.used -= held.length;
+    // Uncorked first (the head went into the hold buffer, nothing else is queued): a corked write
+    // never flushes at once, and the buffer could never return to the pool.
+    while (this.socket.writableCorked > 0) this.socket.uncork();
     const ok = this.socket.write(held.subarray(0, this.heldLen));
     this.bytesOut += this.heldLen;
     if (this.socket.writableLength === 0) this.fwd.holdPool.give(held);
@@ -600,7 +611,10 @@ class ClientConn implements BackendConnOwner {
 
   /** Drop a held reply that will not be sent (the exchange fails over or ends). */
   private dropHeld(): void {
-    if (this.held !== null) this.fwd.holdPool.give(this.held);
+    if (this.held !== null) {
+      this.fwd.logBudget.used -= this.held.length;
+      this.fwd.holdPool.give(this.held);
+    }
     this.held = null;
     this.holding = false;
   }
@@ -678,8 +692,17 @@ class ClientConn implements BackendConnOwner {
   }
 
   onBackendTimeout(conn: BackendConn): void {
-    if (this.resPhase === 'head') this.backendFailed(conn, null, 504, 'backend did not answer in time');
-    else this.backendFailed(conn, null, 504, 'backend stalled');
+    if (this.resPhase === 'head') {
+      this.backendFailed(conn, null, 504, 'backend did not answer in time');
+    } else if (this.socket.writableLength > 0) {
+      // We paused the backend because the client does not read: the client stalled, not it.
+      this.abandonBackend();
+      this.endLog();
+      this.phase = 'closed';
+      this.socket.destroy();
+    } else {
+      this.backendFailed(conn, null, 504, 'backend stalled');
+    }
   }
 
   /**
@@ -692,6 +715,13 @@ class ClientConn implements BackendConnOwner {
   onBackendDown(backend: Backend): void {
     const conn = this.conn;
     if (conn === null || conn.backend !== backend || this.phase !== 'exchange' || this.resPhase === 'done') return;
+    if (!conn.connected) {
+      // Nothing was sent yet: move the queued bytes elsewhere, as for a refused connect.
+      conn.discard();
+      this.releaseBackend();
+      this.assignBackend(conn);
+      return;
+    }
     if (this.log === null || this.log.overflow) return; // not recoverable: it may still complete
     if (this.resSent && (this.record === null || this.record.etag === null)) return;
     this.backendFailed(conn, null, 502, 'backend declared down');
@@ -700,8 +730,8 @@ class ClientConn implements BackendConnOwner {
   onBackendClose(conn: BackendConn, kind: BackendFailureKind | null): void {
     if (conn !== this.conn) return;
     if (this.phase === 'tunnel') {
-      this.socket.end();
       this.releaseBackend();
+      this.endWith(null); // resumes a client paused by the tunnel's backpressure, then lingers
       return;
     }
     if (this.phase !== 'exchange' || this.resPhase === 'done') return;
@@ -799,8 +829,12 @@ class ClientConn implements BackendConnOwner {
       this.resume = resume;
       this.resumeChunks = null;
     }
-    const pick = this.fwd.rt.balancer.pick();
-    if (pick.type === 'none') {
+    // Never the failed backend (a timeout does not mark it down, so the balancer may offer it).
+    let pick = this.fwd.rt.balancer.pick();
+    for (let tries = this.fwd.rt.backends.length; pick.type === 'pick' && pick.backend === failed && tries > 0; tries--) {
+      pick = this.fwd.rt.balancer.pick();
+    }
+    if (pick.type === 'none' || pick.backend === failed) {
       this.publishFailover(failed, null, strategy, 'failed');
       return false;
     }
@@ -903,6 +937,10 @@ class ClientConn implements BackendConnOwner {
     } else {
       this.resumeChunks = null;
       r.left = res.closeDelimited ? Infinity : res.contentLength;
+    }
+    if (!orig.chunked && !orig.closeDelimited) {
+      // Never more than the client's Content-Length still owes (a longer reply is cut, then fails).
+      r.left = Math.min(r.left, r.skip + orig.contentLength - this.record!.sent);
     }
     this.resumeBroken = false;
     this.resPhase = 'body';
@@ -1010,6 +1048,7 @@ class ClientConn implements BackendConnOwner {
   }
 
   private abortClient(): void {
+    this.releaseBackend();
     this.publishFailover(this.failedBackend, null, this.failStrategy ?? 'none', 'failed');
     this.failStrategy = null;
     this.endLog();
@@ -1117,6 +1156,8 @@ class ClientConn implements BackendConnOwner {
     this.phase = 'head';
     this.resumeClient();
     if (this.buf !== null) this.parseNext();
+    // A half-closed client gets replies to every request it sent, then the connection ends.
+    if (this.clientEnded && this.phase === 'head') this.endWith(null);
   }
 
   private startTunnel(conn: BackendConn, buf: Buffer, base: number, headEnd: number, res: ResponseHead): void {

@@ -39,7 +39,6 @@ export interface RequestHead extends CommonHead {
   readonly target: string;
   readonly keepAlive: boolean;
   readonly upgrade: boolean;
-  readonly expectContinue: boolean;
 }
 
 export interface ResponseHead extends CommonHead {
@@ -157,10 +156,8 @@ export function parseRequestHead(head: string): RequestHead {
   if (minor === 1 && f.hosts === 0) throw bad('missing Host');
   const conn = f.connection;
   const keepAlive = minor === 1 ? !conn.includes('close') : conn.includes('keep-alive') && !conn.includes('close');
-  let upgrade = false;
-  let expectContinue = false;
-  if (conn.includes('upgrade')) upgrade = f.fields.some((x) => x.name === 'upgrade');
-  for (const x of f.fields) if (x.name === 'expect' && x.value.toLowerCase() === '100-continue') expectContinue = true;
+  // Expect: 100-continue needs nothing of ours: the field is forwarded and the 100 relayed.
+  const upgrade = conn.includes('upgrade') && f.fields.some((x) => x.name === 'upgrade');
   return {
     method,
     target,
@@ -171,7 +168,6 @@ export function parseRequestHead(head: string): RequestHead {
     connection: conn,
     keepAlive,
     upgrade,
-    expectContinue,
   };
 }
 

@@ -11,6 +11,7 @@ import type http from 'node:http';
 import { connect, wrapSocket, type Address, type RawConnection, type RawRequest } from '../helpers/raw-client.js';
 import {
   okResponse,
+  receivedText,
   serveRequests,
   startHttpBackend,
   startRawBackend,
@@ -105,6 +106,36 @@ test('keep-alive: a reply over the socket write buffer in one read, then a secon
     assert.equal(sha(r.body), sha(body), path);
   }
   assert.equal(b.requestConnections, 1, 'the backend connection was reused each time');
+});
+
+test('bytes 0x80-0xFF in the target and in field values reach the backend unchanged (not re-encoded)', async (t) => {
+  // Regression (review): heads are parsed as latin1 and were written back as UTF-8.
+  const b = await startRawBackend((socket) => serveRequests(socket, () => okResponse('ok')));
+  t.after(() => b.close());
+  const d = await startTestDispatcher(t, { backends: [b.hostPort] });
+  const c = await open(t, d.address);
+  c.write(Buffer.from('GET /caf\xc3\xa9 HTTP/1.1\r\nHost: test\r\nX-Name: \xe9t\xe9\r\n\r\n', 'latin1'));
+  const r = await c.readResponse();
+  assert.equal(r.status, 200);
+  const seen = receivedText(b);
+  assert.ok(seen.startsWith('GET /caf\xc3\xa9 HTTP/1.1\r\n'), `backend saw ${JSON.stringify(seen.slice(0, 40))}`);
+  assert.ok(seen.includes('\r\nX-Name: \xe9t\xe9\r\n'), 'the field value is byte-exact');
+});
+
+test('pipelined requests followed by a half-close all get their replies, then the connection ends', async (t) => {
+  // Regression (review): the half-close made the proxy close after the first reply.
+  const b = await httpBackend(t, echoUrl);
+  const d = await startTestDispatcher(t, { backends: [b.hostPort] });
+  const c = await open(t, d.address);
+  c.write(get('/a') + get('/b') + get('/c'));
+  c.end();
+  for (const path of ['/a', '/b', '/c']) {
+    const r = await c.readResponse();
+    assert.equal(r.body.toString(), `GET ${path}`);
+  }
+  const rest = await c.readUntilClose({ timeoutMs: 3_000 });
+  assert.equal(rest.data.length, 0);
+  assert.equal(b.requests.length, 3);
 });
 
 test('keep-alive: Connection: close gets Connection: close and the proxy closes after the response', async (t) => {

@@ -250,6 +250,23 @@ test('no response head within http.responseTimeoutMs: 504 and the backend connec
   assert.equal(b.sockets.size, 0, 'the backend connection is destroyed after the 504');
 });
 
+test('a response timeout never fails over back to the backend that timed out', async (t) => {
+  // Regression (review): a timeout does not mark the backend down, so the balancer offered it again
+  // and a single silent backend was sent the request maxAttempts times before the 504.
+  let heads = 0;
+  const b = await rawBackend(t, async (s) => {
+    if (await wrapSocket(s, 'backend').readRequestHead()) heads++; // else a tcp probe
+    // never answer
+  });
+  const d = await startTestDispatcher(t, { backends: [b.hostPort], http: { responseTimeoutMs: 300 }, health: SLOW_PROBE });
+  const t0 = Date.now();
+  const r = await request(d.address, get('/silent'), { timeoutMs: 5_000 });
+  const elapsed = Date.now() - t0;
+  assert.equal(r.status, 504);
+  assert.equal(heads, 1, 'the request reached the silent backend once');
+  assert.ok(elapsed < 900, `504 after ${elapsed} ms: one timeout, not one per attempt`);
+});
+
 const MALFORMED: Array<[string, string]> = [
   ['bad status line (non-numeric code)', 'HTTP/1.1 abc OK\r\nContent-Length: 2\r\n\r\nok'],
   ['bad status line (not HTTP)', 'garbage\r\n\r\n'],

@@ -630,6 +630,28 @@ test('upgrade: backend 101 splices the sockets; client bytes echo back through t
   assert.equal(rest.data.length, 0);
 });
 
+test('upgrade: a backend that closes while the client is paused by backpressure ends the client too', async (t) => {
+  // Regression (review): a client paused by the tunnel's backpressure never read the end, and with
+  // the tunnel's timeouts off it stayed open forever.
+  const b = await rawBackend(t, async (s) => {
+    const conn = wrapSocket(s, 'backend');
+    if (!(await conn.readRequestHead())) return; // a tcp probe
+    s.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n');
+    conn.detach();
+    s.pause(); // reads nothing: the proxy's writes to it back up, and it pauses the client
+    setTimeout(() => s.destroy(), 400);
+  });
+  const d = await startTestDispatcher(t, { backends: [b.hostPort] });
+  const c = await open(t, d.address);
+  c.write('GET /sink HTTP/1.1\r\nHost: test\r\nConnection: Upgrade\r\nUpgrade: sink\r\n\r\n');
+  assert.equal((await c.readResponse()).status, 101);
+  // More than loopback buffers hold, so the proxy must pause the client.
+  const blob = randomBytes(1024 * 1024);
+  for (let i = 0; i < 32; i++) c.write(blob);
+  const closed = await Promise.race([c.closed.then(() => 'closed'), sleep(4_000).then(() => 'still open')]);
+  assert.equal(closed, 'closed', 'the client connection ends once the backend is gone');
+});
+
 test('upgrade: a backend that answers 200 instead of 101 gets normal response handling', async (t) => {
   const b = await rawBackend(t, (s) =>
     serveRequests(s, (req) => okResponse(req.headers['upgrade'] ? 'no upgrade for you' : `plain ${req.target}`)),

@@ -339,9 +339,11 @@ export class HealthMonitor implements FailureSink {
       watch.deadline = null;
       return;
     }
-    const delay = Math.max(0, at - this.clock.now());
-    // The common case, a heartbeat on time under push: the same delay again, so the pending timer
-    // is refreshed in place rather than replaced.
+    // Measured from the heartbeat's own `now`: a second clock reading would differ by microseconds
+    // every time, and the refresh below would never apply. Under push a heartbeat on time gives the
+    // same delay again, so the pending timer is refreshed in place rather than replaced (re-armed a
+    // few microseconds after `now`; deadlineReached allows for that rounding).
+    const delay = Math.max(0, at - now);
     if (watch.deadline && delay === watch.deadlineDelay) {
       watch.deadline.refresh();
       return;

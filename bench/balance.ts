@@ -29,11 +29,12 @@
  *   node dist/bench/balance.js          (or: node dist/bench/run.js balance)
  *   BENCH_BALANCE_SECONDS=30 BENCH_BALANCE_INTERVALS=10,100 node dist/bench/balance.js
  */
+import { runIfMain } from './lib/main.js';
 import { prng } from './lib/prng.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { createBalancer } from '../src/balance/index.js';
 import type { Balancer } from '../src/balance/index.js';
 import { FakeClock } from '../src/core/clock.js';
@@ -474,4 +475,4 @@ function main(): void {
   process.stderr.write(`simulated in ${(report.wallMs / 1000).toFixed(1)} s\n`);
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) main();
+runIfMain(import.meta.url, main);

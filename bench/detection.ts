@@ -29,6 +29,7 @@
  *   node dist/bench/detection.js        (or: node dist/bench/run.js detection)
  *   BENCH_DETECTION_TRIALS=10 BENCH_DETECTION_FP_SECONDS=5 node dist/bench/detection.js
  */
+import { runIfMain } from './lib/main.js';
 import { envInt } from './lib/env.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -36,7 +37,7 @@ import dgram from 'node:dgram';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { detectorSchema } from '../src/config/schema.js';
 import { foreignCores, sampleCpu, type CpuSample } from './lib/cpu.js';
 import { freePort, makeTempDir, removeTempDir, runProcess, startProcess, type Proc } from './lib/procs.js';
@@ -742,9 +743,4 @@ async function main(): Promise<void> {
   process.stderr.write(`ran in ${(result.wallMs / 1000).toFixed(1)} s\n`);
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, main);

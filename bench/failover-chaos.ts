@@ -16,13 +16,14 @@
  *   node dist/bench/failover-chaos.js      (or: node dist/bench/run.js failover-chaos)
  *   BENCH_CHAOS_SECONDS=9 BENCH_CHAOS_TARGETS=holdfast node dist/bench/failover-chaos.js
  */
+import { runIfMain } from './lib/main.js';
 import { envInt } from './lib/env.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import {
   CLASSES,
   ChaosClient,
@@ -595,9 +596,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${formatTable(report)}\n`);
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, main);

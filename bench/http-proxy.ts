@@ -10,11 +10,12 @@
  *   node dist/bench/http-proxy.js        (or: node dist/bench/run.js http-proxy)
  *   BENCH_SECONDS=2 BENCH_ROUNDS=1 node dist/bench/http-proxy.js
  */
+import { runIfMain } from './lib/main.js';
 import { envInt } from './lib/env.js';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import { foreignCores, sampleCpu, treeCpuMs, waitForQuiet } from './lib/cpu.js';
 import { startHaproxy } from './lib/haproxy.js';
 import {
@@ -432,9 +433,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${formatTable(results)}\n`);
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, main);

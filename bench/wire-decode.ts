@@ -7,7 +7,7 @@
  * Knobs: BENCH_WIRE_SECONDS (measured seconds per case per round, default 0.5), BENCH_ROUNDS
  * (rounds, default 3; each figure is the median over rounds).
  */
-import { pathToFileURL } from 'node:url';
+import { runIfMain } from './lib/main.js';
 import { decodeAvailability, encodeAvailability } from '../src/wire/availability.js';
 import { MessageType, open, seal } from '../src/wire/envelope.js';
 import { decodeLoadVector, encodeLoadVector } from '../src/wire/load-vector.js';
@@ -152,9 +152,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${formatTable(run(opts))}\n`);
 }
 
-if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(err instanceof Error ? (err.stack ?? err.message) : String(err));
-    process.exit(1);
-  });
-}
+runIfMain(import.meta.url, main);

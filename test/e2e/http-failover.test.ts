@@ -13,6 +13,7 @@
  * (`objectBytes`, the same function as in the fixture), so every byte a client must receive is known
  * and compared by SHA-256.
  */
+import { objectBytes } from '../helpers/object-bytes.js';
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -35,21 +36,6 @@ const SLOW_PROBE: TestDispatcherOptions['health'] = { probe: { intervalMs: 10_00
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const sha = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
 
-/** Byte i of object `seed`: the fixture's function (murmur3 fmix32 of the word index and seed). */
-function objectBytes(seed: number, start: number, end: number): Buffer {
-  const out = Buffer.allocUnsafe(end - start);
-  for (let i = start; i < end; i++) {
-    const w = i >>> 2;
-    let x = (Math.imul(w, 0x9e3779b1) ^ Math.imul(seed, 0x85ebca6b)) >>> 0;
-    x ^= x >>> 16;
-    x = Math.imul(x, 0x85ebca6b);
-    x ^= x >>> 13;
-    x = Math.imul(x, 0xc2b2ae35);
-    x ^= x >>> 16;
-    out[i - start] = (x >>> ((i & 3) * 8)) & 0xff;
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Directed child backends

@@ -149,8 +149,6 @@ class ClientConn implements BackendConnOwner {
   private heldLen = 0;
   /** Where the body starts in `held` (after the head). */
   private heldHeadLen = 0;
-  /** Raw body bytes held (chunk framing included). */
-  private heldBytes = 0;
   /** What the client has of a released reply, when it may have to be resumed. */
   private record: ReplyRecord | null = null;
   /** A resume onto a new backend in progress. */
@@ -541,7 +539,6 @@ class ClientConn implements BackendConnOwner {
           this.held = this.fwd.holdPool.take();
           this.heldLen = 0;
           this.heldHeadLen = 0;
-          this.heldBytes = 0;
         } else {
           this.record = new ReplyRecord(req, res, fo);
         }
@@ -646,8 +643,8 @@ class ClientConn implements BackendConnOwner {
         // Copied in first (the buffer has room for one more read past the bound), so that the
         // release below records every body byte the client gets.
         this.emit(conn, buf.subarray(writeFrom, stop));
-        this.heldBytes += n;
-        if (this.heldBytes > this.fwd.rt.config.http.failover.holdReplyBytes && !done) this.releaseHeld(conn);
+        // Raw body bytes held (chunk framing included) past the bound: release and stream the rest.
+        if (this.heldLen - this.heldHeadLen > this.fwd.rt.config.http.failover.holdReplyBytes && !done) this.releaseHeld(conn);
       } else {
         const ok = this.socket.write(writeFrom === 0 && stop === buf.length ? buf : buf.subarray(writeFrom, stop));
         this.bytesOut += stop - writeFrom;

@@ -145,7 +145,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
         durationSumMs: 0,
         durationCount: 0,
         requests: new Map(),
-        connections: { http: { active: 0, total: 0 }, tcp: { active: 0, total: 0 } },
+        connections: { http: { active: 0, total: 0 }, tcp: { active: 0, total: 0 }, sip: { active: 0, total: 0 } },
       };
       services.set(service, t);
     }
@@ -308,7 +308,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     collect() {
       this.reset();
       for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp'] as const) {
+        for (const protocol of ['http', 'tcp', 'sip'] as const) {
           const c = t.connections[protocol];
           if (c.total > 0 || c.active !== 0) this.set({ service: t.service, protocol }, c.active);
         }
@@ -323,7 +323,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     collect() {
       this.reset();
       for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp'] as const) {
+        for (const protocol of ['http', 'tcp', 'sip'] as const) {
           const c = t.connections[protocol];
           if (c.total > 0) this.inc({ service: t.service, protocol }, c.total);
         }

@@ -19,7 +19,7 @@ export interface BackendStatus {
 
 export interface ServiceStatus {
   name: string;
-  protocol: 'http' | 'tcp';
+  protocol: 'http' | 'tcp' | 'udp' | 'sip';
   /** The bound address (port resolved when 0 was configured). */
   listen: string;
   balancer: string;

@@ -153,10 +153,10 @@ function describe(issue: z.ZodIssue, value: unknown): string {
       return `expected ${expected}, ${found}${quoteHint}`;
     }
     case 'invalid_enum_value': {
-      const later = ['udp', 'sip', 'rtsp'];
+      const later = ['rtsp'];
       const note =
         issue.path.at(-1) === 'protocol' && later.includes(String(value).toLowerCase())
-          ? ` (${later.join(', ')} are not supported yet)`
+          ? ` (${later.join(', ')} is not supported yet)`
           : '';
       return `expected one of ${issue.options.map((o) => JSON.stringify(o)).join(', ')}, ${found}${note}`;
     }

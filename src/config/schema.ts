@@ -125,6 +125,54 @@ export const tcpSchema = z
   })
   .strict();
 
+/**
+ * Session awareness (issue 5, SARA III.A): the flow table and the session table of a service. Both
+ * are preallocated lazily and never grow past their maximum: when full, new flows and new sessions
+ * are refused (counted) and established ones keep being served.
+ */
+export const sessionsSchema = z
+  .object({
+    /** Flows tracked at once (<src, dst, proto>; signalling, announced and secondary). */
+    maxFlows: z.number().int().min(16).max(16 * 1024 * 1024).default(1_000_000),
+    /** Sessions pinned at once (a SIP call, an HTTP cookie value, a UDP client flow). */
+    maxSessions: z.number().int().min(16).max(16 * 1024 * 1024).default(1_000_000),
+    /** A flow without traffic for this long is inactive; it is purged after twice this (SARA III.A). */
+    flowTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+    /** A session without traffic for this long is closed (a SIP call whose BYE was lost, an idle cookie). */
+    sessionTimeoutMs: z.number().int().min(100).max(7 * 24 * 3_600_000).default(3_600_000),
+    /** HTTP virtual sessions: the cookie whose value names the client's session (e.g. JSESSIONID). */
+    cookie: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/, 'expected a cookie name (an HTTP token)').optional(),
+    /** HTTP virtual sessions: the request header whose value names the session (instead of a cookie). */
+    header: z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$/, 'expected a header name (an HTTP token)').optional(),
+  })
+  .strict()
+  .refine((s) => !(s.cookie !== undefined && s.header !== undefined), {
+    message: 'expected either cookie or header, not both',
+  });
+
+export const udpSchema = z
+  .object({
+    /** Datagrams larger than this are dropped and counted (65507 is the IPv4 UDP maximum). */
+    maxDatagramBytes: z.number().int().min(512).max(65507).default(65507),
+  })
+  .strict();
+
+/** SIP (RFC 3261) over UDP and TCP: sessions are Call-IDs pinned to one backend. */
+export const sipSchema = z
+  .object({
+    /** The transports the service listens on, both on the service's listen address. */
+    transports: z.array(z.enum(['udp', 'tcp'])).min(1).default(['udp', 'tcp']),
+    /** A message holdfast cannot parse is dropped (and counted), or forwarded unparsed on the flow's pin. */
+    malformed: z.enum(['drop', 'forward']).default('drop'),
+    /** Largest SIP message accepted (UDP datagram or TCP head + body). */
+    maxMessageBytes: z.number().int().min(1024).max(1024 * 1024).default(65_535),
+    /** Add a Record-Route so that in-dialog requests of standard user agents come back through holdfast. */
+    recordRoute: z.boolean().default(true),
+    /** A client TCP connection with no message for this long is closed. */
+    tcpIdleTimeoutMs: z.number().int().min(1000).max(24 * 3_600_000).default(600_000),
+  })
+  .strict();
+
 export const backendSchema = z
   .object({
     id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected an id of letters, digits, "_", "." or "-"'),
@@ -138,7 +186,7 @@ export const backendSchema = z
 export const serviceSchema = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "." or "-"'),
-    protocol: z.enum(['http', 'tcp']),
+    protocol: z.enum(['http', 'tcp', 'udp', 'sip']),
     listen: hostPort,
     balancer: z.string().default('round-robin'),
     backends: z.array(backendSchema).min(1),
@@ -146,6 +194,9 @@ export const serviceSchema = z
     load: loadSchema.default({}),
     http: httpSchema.default({}),
     tcp: tcpSchema.default({}),
+    udp: udpSchema.default({}),
+    sip: sipSchema.default({}),
+    sessions: sessionsSchema.default({}),
   })
   .strict();
 
@@ -197,3 +248,6 @@ export type FailoverConfig = z.infer<typeof failoverSchema>;
 export type HealthConfig = z.infer<typeof healthSchema>;
 export type DetectorConfig = z.infer<typeof detectorSchema>;
 export type LoadConfig = z.infer<typeof loadSchema>;
+export type SessionsConfig = z.infer<typeof sessionsSchema>;
+export type UdpConfig = z.infer<typeof udpSchema>;
+export type SipConfig = z.infer<typeof sipSchema>;

@@ -32,7 +32,56 @@ export const channels = {
   failover: diagnostics_channel.channel('holdfast:failover'),
   /** A request outgrew the request log bounds: it cannot be replayed. Message: { service }. */
   requestLogOverflow: diagnostics_channel.channel('holdfast:failover:log-overflow'),
+  /** A session was opened and pinned. Message: SessionEvent. */
+  sessionOpen: diagnostics_channel.channel('holdfast:session:open'),
+  /** A session ended. Message: SessionCloseEvent. */
+  sessionClose: diagnostics_channel.channel('holdfast:session:close'),
+  /** A session's backend failed and the session was pinned to another. Message: SessionRepinEvent. */
+  sessionRepin: diagnostics_channel.channel('holdfast:session:repin'),
+  /** A new session or flow could not be opened (table full, no backend). Message: SessionRefuseEvent. */
+  sessionRefuse: diagnostics_channel.channel('holdfast:session:refuse'),
+  /** Inactive flows were purged (2 x timeout). Message: FlowPurgeEvent. */
+  flowPurge: diagnostics_channel.channel('holdfast:flow:purge'),
+  /** A datagram or message was dropped (malformed SIP, oversized datagram...). Message: MessageDropEvent. */
+  messageDrop: diagnostics_channel.channel('holdfast:message:drop'),
 } as const;
+
+export interface SessionEvent {
+  service: string;
+  backend: string;
+}
+
+export interface SessionCloseEvent {
+  service: string;
+  /** The backend it was pinned to (null for a stale pin). */
+  backend: string | null;
+  reason: 'ended' | 'timeout' | 'removed';
+}
+
+export interface SessionRepinEvent {
+  service: string;
+  from: string;
+  /** null: no backend was eligible; the session keeps its pin and is retried on its next message. */
+  to: string | null;
+}
+
+export interface SessionRefuseEvent {
+  service: string;
+  /** sessions-full / flows-full: the table is at its configured maximum; no-backend: none eligible. */
+  reason: 'sessions-full' | 'flows-full' | 'no-backend';
+}
+
+export interface FlowPurgeEvent {
+  service: string;
+  count: number;
+}
+
+export interface MessageDropEvent {
+  service: string;
+  /** e.g. 'malformed', 'too-large', 'no-session', 'unknown-peer'. */
+  reason: string;
+  transport: 'udp' | 'tcp';
+}
 
 export interface FailoverEvent {
   service: string;
@@ -68,7 +117,8 @@ export interface BackendErrorEvent {
 
 export interface ConnectionEvent {
   service: string;
-  protocol: 'http' | 'tcp';
+  /** The service's protocol (sip: a SIP-over-TCP client connection). */
+  protocol: 'http' | 'tcp' | 'sip';
 }
 
 export interface HttpExchangeEvent {

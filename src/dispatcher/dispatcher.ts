@@ -17,7 +17,10 @@ import { LoadManager } from '../load/load-manager.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
 import { HttpForwarder } from '../forward/http-forwarder.js';
 import { TcpForwarder } from '../forward/tcp-forwarder.js';
+import { UdpForwarder } from '../forward/udp-forwarder.js';
+import { SipForwarder } from '../forward/sip-forwarder.js';
 import { listen, type Listener } from '../forward/listener.js';
+import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { Forwarder, ServiceRuntime } from '../forward/service-runtime.js';
 import { createMetrics } from '../admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
@@ -52,7 +55,30 @@ interface Service {
   readonly monitor: HealthMonitor;
   readonly load: LoadManager;
   readonly forwarder: Forwarder;
+  readonly sessions: SessionLayer;
   listener: Listener | null;
+  /** The bound datagram address (udp, sip over udp). */
+  datagram: HostPort | null;
+}
+
+const FORWARDERS: Record<ServiceConfig['protocol'], new (rt: ServiceRuntime) => Forwarder> = {
+  http: HttpForwarder,
+  tcp: TcpForwarder,
+  udp: UdpForwarder,
+  sip: SipForwarder,
+};
+
+/** Which transports a service listens on. */
+function transports(config: ServiceConfig): { stream: boolean; datagram: boolean } {
+  switch (config.protocol) {
+    case 'http':
+    case 'tcp':
+      return { stream: true, datagram: false };
+    case 'udp':
+      return { stream: false, datagram: true };
+    case 'sip':
+      return { stream: config.sip.transports.includes('tcp'), datagram: config.sip.transports.includes('udp') };
+  }
 }
 
 const VERSION: string = (() => {
@@ -75,12 +101,15 @@ function buildService(config: ServiceConfig, clock: Clock): Service {
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);
   monitor.onChange(rebuild);
   const load = new LoadManager(config.name, backends, config.load, clock);
-  const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock };
-  const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
+  const sessions = createSessionLayer(config, backends, balancer, clock);
+  const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock, sessions: sessions.sessions, flows: sessions.flows };
+  const forwarder = new FORWARDERS[config.protocol](runtime);
   monitor.onChange((b) => {
-    if (b.state === 'down') forwarder.backendDown?.(b);
+    if (b.state !== 'down') return;
+    sessions.sessions.backendDown(b);
+    forwarder.backendDown?.(b);
   });
-  return { config, backends, monitor, load, forwarder, listener: null };
+  return { config, backends, monitor, load, forwarder, sessions, listener: null, datagram: null };
 }
 
 /**
@@ -125,7 +154,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       (s): ServiceStatus => ({
         name: s.config.name,
         protocol: s.config.protocol,
-        listen: s.listener ? formatHostPort(s.listener.address) : s.config.listen,
+        listen: formatHostPort(s.listener?.address ?? s.datagram ?? parseHostPort(s.config.listen)!),
         balancer: s.config.balancer,
         backends: s.backends.map((b) => ({
           id: b.id,
@@ -151,6 +180,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     for (const s of services) {
       s.monitor.close();
       s.load.close();
+      s.sessions.close();
     }
     await admin?.close();
     metrics?.close();
@@ -159,7 +189,15 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   try {
     // Heard before the first probe: an agent's early heartbeats count.
     if (receiver) monitorAddress = await receiver.start();
-    for (const s of services) s.listener = await listen(s.config.listen, s.forwarder);
+    for (const s of services) {
+      const { stream, datagram } = transports(s.config);
+      if (stream) s.listener = await listen(s.config.listen, s.forwarder);
+      if (datagram) {
+        // SIP over both transports shares one port: UDP binds the port the stream listener got.
+        const at = s.listener?.address ?? parseHostPort(s.config.listen)!;
+        s.datagram = await s.forwarder.bindDatagram!(at);
+      }
+    }
     if (config.admin.enabled) {
       metrics = createMetrics(status);
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
@@ -176,14 +214,16 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   for (const s of services) {
     s.monitor.start();
     s.load.start();
+    s.sessions.start();
   }
 
   let closed: Promise<void> | null = null;
   return {
     serviceAddress(name) {
       const s = services.find((x) => x.config.name === name);
-      if (!s || !s.listener) throw new ClosedError(`service ${name}`);
-      return s.listener.address;
+      const at = s?.listener?.address ?? s?.datagram;
+      if (!at) throw new ClosedError(`service ${name}`);
+      return at;
     },
     adminAddress: admin ? admin.address : null,
     monitorAddress,

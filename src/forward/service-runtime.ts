@@ -6,7 +6,10 @@ import type { Balancer } from '../balance/balancer.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { ServiceConfig } from '../config/schema.js';
+import type { HostPort } from '../core/address.js';
 import type { Backend } from '../monitor/backend.js';
+import type { FlowTable } from '../sessions/flow-table.js';
+import type { SessionRouter } from '../sessions/session-router.js';
 
 /** Passive detection input: the forwarder saw a backend refuse, reset or time out. */
 export interface FailureSink {
@@ -21,11 +24,17 @@ export interface ServiceRuntime {
   readonly balancer: Balancer<Backend>;
   readonly failures: FailureSink;
   readonly clock: Clock;
+  /** The service's session table behind its router (pins, re-pins on failure, events). */
+  readonly sessions: SessionRouter;
+  /** The service's flow table (SARA III.A). */
+  readonly flows: FlowTable;
 }
 
-/** A forwarder takes accepted client sockets of one service. */
+/** A forwarder takes accepted client sockets of one service (stream) and/or binds its own datagram socket. */
 export interface Forwarder {
   handle(socket: import('node:net').Socket): void;
+  /** Datagram services (udp, sip): bind the service's UDP socket at `at` (port 0: any), resolve the bound address. */
+  bindDatagram?(at: HostPort): Promise<HostPort>;
   /** Stop taking new work, let in-flight exchanges finish, then close. */
   close(): Promise<void>;
   /** Close everything now. */

@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
+import { createSessionLayer } from '../sessions/index.js';
 import { FakeClock, realClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
@@ -90,10 +91,13 @@ async function makeRig(
   rebuild();
   const failures: Rig['failures'] = [];
   const successes: string[] = [];
+  const layer = createSessionLayer(config, backends, balancer, options.clock ?? realClock);
   const runtime: ServiceRuntime = {
     config,
     backends,
     balancer,
+    sessions: layer.sessions,
+    flows: layer.flows,
     clock: options.clock ?? realClock,
     failures: {
       reportFailure(backend, kind) {

@@ -1,0 +1,99 @@
+/**
+ * @module Session-aware balancing (SARA III.C, Fig. 5): the first unit of work of a session asks the
+ * balancer for a backend and pins the session to it; every later one follows the pin. A pin on a
+ * backend that is down moves (re-pin, counted); a pin on a draining backend stays (planned failure:
+ * it keeps its sessions and gets no new ones, which the balancer's snapshot already ensures).
+ */
+import type { Balancer } from '../balance/balancer.js';
+import { channels, type SessionCloseEvent, type SessionEvent, type SessionRefuseEvent, type SessionRepinEvent } from '../core/diagnostics.js';
+import type { Backend } from '../monitor/backend.js';
+import { NO_SESSION, type SessionEndReason, type SessionHandle, type SessionTable } from './session-table.js';
+
+export type SessionRoute =
+  | { readonly type: 'pinned'; readonly session: SessionHandle; readonly backend: Backend }
+  | { readonly type: 'opened'; readonly session: SessionHandle; readonly backend: Backend }
+  | { readonly type: 'repinned'; readonly session: SessionHandle; readonly backend: Backend; readonly from: Backend }
+  | { readonly type: 'refused'; readonly reason: SessionRefuseEvent['reason'] };
+
+/** A pin is kept unless its backend is down (or gone from the configuration). */
+function keepsPin(b: Backend | undefined): b is Backend {
+  return b !== undefined && b.state !== 'down';
+}
+
+export class SessionRouter {
+  constructor(
+    private readonly service: string,
+    readonly table: SessionTable,
+    private readonly backends: readonly Backend[],
+    private readonly balancer: Balancer<Backend>,
+  ) {
+    table.onClose((_h, reason, backend) => this.closed(reason, backend));
+  }
+
+  /**
+   * Routes one unit of work of the session named `key` (null: anonymous, always new). Follows the pin of
+   * an open session; otherwise opens one on the balancer's choice when `open` is true, or refuses.
+   */
+  route(key: string | null, open = true): SessionRoute {
+    if (key !== null) {
+      const h = this.table.find(key);
+      if (h !== NO_SESSION) return this.follow(h);
+    }
+    if (!open) return { type: 'refused', reason: 'no-backend' };
+    return this.open(key);
+  }
+
+  /** Opens a session on the balancer's choice (a new session: admission was already decided). */
+  open(key: string | null): SessionRoute {
+    const pick = this.balancer.pick();
+    if (pick.type === 'none') return this.refuse('no-backend');
+    const h = this.table.open(key, pick.backend.index);
+    if (h === NO_SESSION) return this.refuse('sessions-full');
+    if (channels.sessionOpen.hasSubscribers) {
+      channels.sessionOpen.publish({ service: this.service, backend: pick.backend.id } satisfies SessionEvent);
+    }
+    return { type: 'opened', session: h, backend: pick.backend };
+  }
+
+  /** Routes one unit of work of an open session: its pin, or a new one when the pinned backend is down. */
+  follow(h: SessionHandle): SessionRoute {
+    const pinned = this.backends[this.table.backend(h)];
+    this.table.touch(h);
+    if (keepsPin(pinned)) return { type: 'pinned', session: h, backend: pinned };
+    const moved = this.repin(h);
+    if (!moved) return this.refuse('no-backend');
+    return { type: 'repinned', session: h, backend: moved, from: pinned ?? moved };
+  }
+
+  /** The health monitor took `backend` down: move every session pinned to it now. Returns how many moved. */
+  backendDown(backend: Backend): number {
+    let moved = 0;
+    for (const h of this.table.pinnedTo(backend.index)) if (this.repin(h)) moved++;
+    return moved;
+  }
+
+  close(h: SessionHandle, reason: SessionEndReason): void {
+    this.table.close(h, reason);
+  }
+
+  private repin(h: SessionHandle): Backend | null {
+    const from = this.backends[this.table.backend(h)];
+    const pick = this.balancer.pick();
+    const to = pick.type === 'pick' ? pick.backend : null;
+    if (to) this.table.repin(h, to.index);
+    if (channels.sessionRepin.hasSubscribers) {
+      channels.sessionRepin.publish({ service: this.service, from: from?.id ?? '?', to: to?.id ?? null } satisfies SessionRepinEvent);
+    }
+    return to;
+  }
+
+  private refuse(reason: SessionRefuseEvent['reason']): SessionRoute {
+    if (channels.sessionRefuse.hasSubscribers) channels.sessionRefuse.publish({ service: this.service, reason } satisfies SessionRefuseEvent);
+    return { type: 'refused', reason };
+  }
+
+  private closed(reason: SessionEndReason, backend: number): void {
+    if (!channels.sessionClose.hasSubscribers) return;
+    channels.sessionClose.publish({ service: this.service, backend: this.backends[backend]?.id ?? null, reason } satisfies SessionCloseEvent);
+  }
+}

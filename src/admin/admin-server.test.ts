@@ -18,6 +18,8 @@ const snapshot: StatusSnapshot = {
       protocol: 'http',
       listen: '127.0.0.1:8080',
       balancer: 'round-robin',
+      sessions: { active: 0, max: 16 },
+      flows: { active: 0, max: 16 },
       clusterLoad: 0,
       backends: [
         { id: 'b1', address: '127.0.0.1:9001', weight: 1, state: 'up', since: 5, reason: 'probe ok', active: 2 },

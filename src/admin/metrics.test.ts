@@ -144,7 +144,7 @@ test('backend state gauges are read from status() at scrape time, once per scrap
     pid: 1,
     startedAt: 0,
     services: [
-      { name: 'web', protocol: 'http', listen: '127.0.0.1:1', balancer: 'round-robin', clusterLoad: 0, backends: [backend('b1', 'up', 3), backend('b2', 'down', 0)] },
+      { name: 'web', protocol: 'http', listen: '127.0.0.1:1', balancer: 'round-robin', clusterLoad: 0, sessions: { active: 0, max: 16 }, flows: { active: 0, max: 16 }, backends: [backend('b1', 'up', 3), backend('b2', 'down', 0)] },
     ],
   };
   let calls = 0;
@@ -223,6 +223,8 @@ test('agent signals: wire drops by reason, lost heartbeats, load monitor failure
         name: 'web',
         protocol: 'http',
         listen: '127.0.0.1:1',
+        sessions: { active: 0, max: 16 },
+        flows: { active: 0, max: 16 },
         balancer: 'shell',
         clusterLoad: 0.25,
         backends: [
@@ -255,4 +257,49 @@ test('agent signals: wire drops by reason, lost heartbeats, load monitor failure
   assert.deepEqual(samples(text, 'holdfast_backend_load'), ['holdfast_backend_load{service="web",backend="a"} 0.5']);
   assert.deepEqual(samples(text, 'holdfast_backend_forecast'), ['holdfast_backend_forecast{service="web",backend="a"} 0.375']);
   assert.deepEqual(samples(text, 'holdfast_cluster_load'), ['holdfast_cluster_load{service="web"} 0.25']);
+});
+
+test('sessions and flows: opens, closes, re-pins, refusals, purged flows and dropped messages by their labels', async (t) => {
+  const m = createMetrics(emptyStatus);
+  t.after(() => m.close());
+  channels.sessionOpen.publish({ service: 'voip', backend: 'b1' });
+  channels.sessionOpen.publish({ service: 'voip', backend: 'b1' });
+  channels.sessionOpen.publish({ service: 'voip', backend: 'b2' });
+  channels.sessionClose.publish({ service: 'voip', backend: 'b1', reason: 'ended' });
+  channels.sessionClose.publish({ service: 'voip', backend: null, reason: 'timeout' });
+  channels.sessionClose.publish({ service: 'voip', backend: 'b2', reason: 'ended' });
+  channels.sessionRepin.publish({ service: 'voip', from: 'b1', to: 'b2' });
+  channels.sessionRepin.publish({ service: 'voip', from: 'b1', to: null });
+  channels.sessionRepin.publish({ service: 'voip', from: 'b1', to: 'b2' });
+  channels.sessionRefuse.publish({ service: 'voip', reason: 'flows-full' });
+  channels.sessionRefuse.publish({ service: 'udp', reason: 'no-backend' });
+  channels.flowPurge.publish({ service: 'voip', count: 40 });
+  channels.flowPurge.publish({ service: 'voip', count: 2 });
+  channels.messageDrop.publish({ service: 'voip', transport: 'udp', reason: 'malformed' });
+  channels.messageDrop.publish({ service: 'voip', transport: 'tcp', reason: 'too-large' });
+  channels.messageDrop.publish({ service: 'voip', transport: 'udp', reason: 'malformed' });
+
+  const text = await m.registry.metrics();
+  assert.deepEqual(samples(text, 'holdfast_sessions_opened_total'), [
+    'holdfast_sessions_opened_total{service="voip",backend="b1"} 2',
+    'holdfast_sessions_opened_total{service="voip",backend="b2"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_sessions_closed_total'), [
+    'holdfast_sessions_closed_total{service="voip",reason="ended"} 2',
+    'holdfast_sessions_closed_total{service="voip",reason="timeout"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_sessions_repinned_total'), [
+    'holdfast_sessions_repinned_total{service="voip",from="b1",to="b2"} 2',
+    'holdfast_sessions_repinned_total{service="voip",from="b1",to="none"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_sessions_refused_total'), [
+    'holdfast_sessions_refused_total{service="voip",reason="flows-full"} 1',
+    'holdfast_sessions_refused_total{service="udp",reason="no-backend"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_flows_purged_total'), ['holdfast_flows_purged_total{service="voip"} 42']);
+  assert.deepEqual(samples(text, 'holdfast_messages_dropped_total'), [
+    'holdfast_messages_dropped_total{service="voip",transport="udp",reason="malformed"} 2',
+    'holdfast_messages_dropped_total{service="voip",transport="tcp",reason="too-large"} 1',
+  ]);
+  assert.match(text, /^# TYPE holdfast_flows_purged_total counter$/m);
 });

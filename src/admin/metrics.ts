@@ -22,10 +22,21 @@ import {
   type TcpSpliceEvent,
   type WireDropEvent,
   type HeartbeatLostEvent,
+  type SessionEvent,
+  type SessionCloseEvent,
+  type SessionRepinEvent,
+  type SessionRefuseEvent,
+  type FlowPurgeEvent,
+  type MessageDropEvent,
   type LoadMonitorEvent,
   type FailoverEvent,
+  type AdmissionRefuseEvent,
+  type AdmissionThresholdEvent,
+  type AdmissionMoveEvent,
 } from '../core/diagnostics.js';
+import { BANDS } from '../admission/sa2c.js';
 import type { BackendState } from '../monitor/backend.js';
+import { liveRelays, type MediaRelayStats } from '../forward/media-relay.js';
 import type { StatusSnapshot } from './status.js';
 
 /**
@@ -145,7 +156,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
         durationSumMs: 0,
         durationCount: 0,
         requests: new Map(),
-        connections: { http: { active: 0, total: 0 }, tcp: { active: 0, total: 0 }, sip: { active: 0, total: 0 } },
+        connections: { http: { active: 0, total: 0 }, tcp: { active: 0, total: 0 }, sip: { active: 0, total: 0 }, rtsp: { active: 0, total: 0 } },
       };
       services.set(service, t);
     }
@@ -159,7 +170,19 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   const loadMonitorFailures = new LabelledTally();
   const failovers = new LabelledTally();
   const logOverflows = new LabelledTally();
+  const sessionsOpened = new LabelledTally();
+  const sessionsClosed = new LabelledTally();
+  const sessionsRepinned = new LabelledTally();
+  const sessionsRefused = new LabelledTally();
+  const flowsPurged = new LabelledTally();
+  const messagesDropped = new LabelledTally();
   const recovery = new Map<string, { counts: Float64Array; sumMs: number; count: number }>();
+  /** SA2C refusals run once per refused unit under overload: one Map lookup, no allocation. */
+  const admissionRejected = new Map<string, { refuse: number; degrade: number }>();
+  const admissionCrossings = new LabelledTally();
+  const admissionMoves = new LabelledTally();
+  /** Per service: the band entered last and the thresholds in force, from crossings and moves. */
+  const admissionState = new Map<string, { band: string; t1: number; t2: number; t3: number; c: number }>();
 
   // --- Event handlers. onExchange runs once per proxied request: numbers only, no allocation
   // after the first request of a (service, backend) pair.
@@ -238,6 +261,47 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     const e = message as LoadMonitorEvent;
     if (e.state === 'failed') loadMonitorFailures.add({ service: e.service, backend: e.backend });
   };
+  const onSessionOpen = (message: unknown): void => {
+    const e = message as SessionEvent;
+    sessionsOpened.add({ service: e.service, backend: e.backend });
+  };
+  const onSessionClose = (message: unknown): void => {
+    const e = message as SessionCloseEvent;
+    sessionsClosed.add({ service: e.service, reason: e.reason });
+  };
+  const onSessionRepin = (message: unknown): void => {
+    const e = message as SessionRepinEvent;
+    sessionsRepinned.add({ service: e.service, from: e.from, to: e.to ?? 'none' });
+  };
+  const onSessionRefuse = (message: unknown): void => {
+    const e = message as SessionRefuseEvent;
+    sessionsRefused.add({ service: e.service, reason: e.reason });
+  };
+  const onFlowPurge = (message: unknown): void => {
+    const e = message as FlowPurgeEvent;
+    flowsPurged.add({ service: e.service }, e.count);
+  };
+  const onMessageDrop = (message: unknown): void => {
+    const e = message as MessageDropEvent;
+    messagesDropped.add({ service: e.service, transport: e.transport, reason: e.reason });
+  };
+  const onAdmissionRefuse = (message: unknown): void => {
+    const e = message as AdmissionRefuseEvent;
+    let r = admissionRejected.get(e.service);
+    if (!r) admissionRejected.set(e.service, (r = { refuse: 0, degrade: 0 }));
+    r[e.verdict]++;
+  };
+  const onAdmissionThreshold = (message: unknown): void => {
+    const e = message as AdmissionThresholdEvent;
+    admissionCrossings.add({ service: e.service, band: e.to });
+    admissionState.set(e.service, { band: e.to, t1: e.t1, t2: e.t2, t3: e.t3, c: e.c });
+  };
+  const onAdmissionMove = (message: unknown): void => {
+    const e = message as AdmissionMoveEvent;
+    admissionMoves.add({ service: e.service, threshold: e.threshold, reason: e.reason });
+    const state = admissionState.get(e.service);
+    if (state) state[e.threshold] = e.to;
+  };
 
   const subscriptions: [diagnostics_channel.Channel, (message: unknown) => void][] = [
     [channels.httpExchange, onExchange],
@@ -252,6 +316,15 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     [channels.loadMonitor, onLoadMonitor],
     [channels.failover, onFailover],
     [channels.requestLogOverflow, onLogOverflow],
+    [channels.sessionOpen, onSessionOpen],
+    [channels.sessionClose, onSessionClose],
+    [channels.sessionRepin, onSessionRepin],
+    [channels.sessionRefuse, onSessionRefuse],
+    [channels.flowPurge, onFlowPurge],
+    [channels.messageDrop, onMessageDrop],
+    [channels.admissionRefuse, onAdmissionRefuse],
+    [channels.admissionThreshold, onAdmissionThreshold],
+    [channels.admissionMove, onAdmissionMove],
   ];
   for (const [channel, fn] of subscriptions) diagnostics_channel.subscribe(channel.name, fn);
 
@@ -308,7 +381,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     collect() {
       this.reset();
       for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp', 'sip'] as const) {
+        for (const protocol of ['http', 'tcp', 'sip', 'rtsp'] as const) {
           const c = t.connections[protocol];
           if (c.total > 0 || c.active !== 0) this.set({ service: t.service, protocol }, c.active);
         }
@@ -323,7 +396,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     collect() {
       this.reset();
       for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp', 'sip'] as const) {
+        for (const protocol of ['http', 'tcp', 'sip', 'rtsp'] as const) {
           const c = t.connections[protocol];
           if (c.total > 0) this.inc({ service: t.service, protocol }, c.total);
         }
@@ -400,6 +473,114 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     ['service', 'backend'],
     loadMonitorFailures,
   );
+  tallyCounter(
+    'holdfast_sessions_opened_total',
+    'Sessions opened and pinned (SARA III.C), by service and the backend they were pinned to.',
+    ['service', 'backend'],
+    sessionsOpened,
+  );
+  tallyCounter(
+    'holdfast_sessions_closed_total',
+    'Sessions ended, by service and reason (ended by the protocol, idle timeout, removed).',
+    ['service', 'reason'],
+    sessionsClosed,
+  );
+  tallyCounter(
+    'holdfast_sessions_repinned_total',
+    'Sessions whose backend failed, by service, the failed backend and the new one ("none": no backend was eligible).',
+    ['service', 'from', 'to'],
+    sessionsRepinned,
+  );
+  tallyCounter(
+    'holdfast_sessions_refused_total',
+    'New sessions or flows refused, by service and reason (sessions-full, flows-full, sockets-full, no-backend).',
+    ['service', 'reason'],
+    sessionsRefused,
+  );
+  tallyCounter(
+    'holdfast_flows_purged_total',
+    'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.',
+    ['service'],
+    flowsPurged,
+  );
+  tallyCounter(
+    'holdfast_messages_dropped_total',
+    'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.',
+    ['service', 'transport', 'reason'],
+    messagesDropped,
+  );
+  new Counter({
+    name: 'holdfast_admission_rejected_total',
+    help: 'Units refused by SA2C admission control, by service and verdict (refuse: a new session; degrade: a request or datagram of an established one).',
+    labelNames: ['service', 'verdict'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [service, r] of admissionRejected) {
+        if (r.refuse > 0) this.inc({ service, verdict: 'refuse' }, r.refuse);
+        if (r.degrade > 0) this.inc({ service, verdict: 'degrade' }, r.degrade);
+      }
+    },
+  });
+  tallyCounter(
+    'holdfast_admission_crossings_total',
+    'SA2C threshold crossings, by service and the load band entered (below-t1, t1-t2, t2-t3, t3-c, at-c).',
+    ['service', 'band'],
+    admissionCrossings,
+  );
+  tallyCounter(
+    'holdfast_admission_moves_total',
+    'Moves of the SA2C thresholds T2 and T3 (SARA eq. 4) and their resets below T1, by service, threshold and reason.',
+    ['service', 'threshold', 'reason'],
+    admissionMoves,
+  );
+  new Gauge({
+    name: 'holdfast_admission_threshold',
+    help: 'The SA2C thresholds in force (T2 and T3 as moved), as fractions of capacity; present once the load first crossed T1.',
+    labelNames: ['service', 'threshold'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [service, s] of admissionState) {
+        for (const threshold of ['t1', 't2', 't3', 'c'] as const) this.set({ service, threshold }, s[threshold]);
+      }
+    },
+  });
+  new Gauge({
+    name: 'holdfast_admission_band',
+    help: 'The SA2C load band, one-hot: 1 on the band the load is in, 0 on the others; present once the load first crossed T1.',
+    labelNames: ['service', 'band'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [service, s] of admissionState) for (const band of BANDS) this.set({ service, band }, s.band === band ? 1 : 0);
+    },
+  });
+
+  // --- Media relays (issue 6), read from the live relays' counters at scrape time.
+  const mediaMetric = (kind: 'gauge' | 'counter', name: string, help: string, value: (s: MediaRelayStats) => number): void => {
+    const Kind = kind === 'gauge' ? Gauge : Counter;
+    new Kind({
+      name,
+      help,
+      labelNames: ['service'],
+      registers,
+      collect(this: Gauge | Counter) {
+        this.reset();
+        const sums = new Map<string, number>();
+        for (const r of liveRelays) sums.set(r.service, (sums.get(r.service) ?? 0) + value(r.stats));
+        for (const [service, v] of sums) {
+          if (this instanceof Gauge) this.set({ service }, v);
+          else this.inc({ service }, v);
+        }
+      },
+    });
+  };
+  mediaMetric('gauge', 'holdfast_media_streams', 'Media streams (RTP/RTCP port pairs) being relayed, by service.', (s) => s.streams);
+  mediaMetric('gauge', 'holdfast_media_ports_in_use', 'Relay ports bound (two per stream), by service.', (s) => s.portsInUse);
+  mediaMetric('gauge', 'holdfast_media_ports_free', 'Relay ports of the configured range still free, by service.', (s) => s.portsFree);
+  mediaMetric('counter', 'holdfast_media_packets_relayed_total', 'RTP/RTCP datagrams relayed, by service.', (s) => s.relayedPackets);
+  mediaMetric('counter', 'holdfast_media_packets_dropped_total', 'RTP/RTCP datagrams dropped (far side unknown, third party after latching, oversized), by service.', (s) => s.droppedPackets);
 
   // --- Backend state from the status snapshot. The registry runs every collect() synchronously
   // within one metrics() call, so one snapshot per tick keeps up/state/active consistent and

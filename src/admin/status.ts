@@ -19,13 +19,35 @@ export interface BackendStatus {
 
 export interface ServiceStatus {
   name: string;
-  protocol: 'http' | 'tcp' | 'udp' | 'sip';
+  protocol: 'http' | 'tcp' | 'udp' | 'sip' | 'rtsp';
   /** The bound address (port resolved when 0 was configured). */
   listen: string;
   balancer: string;
   backends: BackendStatus[];
   /** SARA eq. 1 over the backends that report load (0 when none does). */
   clusterLoad: number;
+  /** Sessions pinned now, and the configured maximum. */
+  sessions: { active: number; max: number };
+  /** Flows tracked now (SARA III.A), and the configured maximum. */
+  flows: { active: number; max: number };
+}
+
+/** One election group (issue 7) on this dispatcher: its VIP and whether this dispatcher is its master. */
+export interface GroupStatus {
+  name: string;
+  id: number;
+  vip: string;
+  takeover: 'loopback' | 'linux';
+  state: 'initialize' | 'backup' | 'master';
+  /** Master: its epoch; backup: the highest epoch known. */
+  epoch: number;
+  /** Wall-clock ms of the last state change. */
+  since: number;
+  /** The master's dispatcher id when known. */
+  master: number | null;
+  priority: number;
+  /** Whether this dispatcher answers on the VIP now (the group's services are bound there). */
+  vipHeld: boolean;
 }
 
 export interface StatusSnapshot {
@@ -34,4 +56,6 @@ export interface StatusSnapshot {
   /** Wall-clock ms. */
   startedAt: number;
   services: ServiceStatus[];
+  /** Election groups (empty when the dispatcher is not replicated). */
+  groups?: GroupStatus[];
 }

@@ -50,7 +50,7 @@ test('check-config on an invalid file prints every issue, prefixed by the file, 
     file,
     `services:
   - name: web
-    protocol: rtsp
+    protocol: ftp
     listen: "8080"
     servers: [{ host: "127.0.0.1:9001" }]
 `,
@@ -59,7 +59,7 @@ test('check-config on an invalid file prints every issue, prefixed by the file, 
   assert.equal(run.code, 1);
   assert.equal(run.stdout, '');
   assert.deepEqual(run.stderr.split('\n'), [
-    `${file}: services[0].protocol: expected one of "http", "tcp", "udp", "sip", received "rtsp" (rtsp is not supported yet)`,
+    `${file}: services[0].protocol: expected one of "http", "tcp", "udp", "sip", "rtsp", received "ftp"`,
     `${file}: services[0].listen: expected host:port, received "8080"`,
     `${file}: services[0].servers: renamed, use "backends"`,
     '',

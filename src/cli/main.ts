@@ -123,8 +123,9 @@ Example:
   demo: {
     usage: `Usage: holdfast demo [--port-base N]
 
-Runs a small cluster on loopback: a dispatcher, backends and live traffic, printing
-what happens. Stops on SIGINT or SIGTERM.
+Runs a small cluster on loopback: two dispatchers sharing a VIP (127.0.0.10), three
+backends and live traffic through the VIP, printing which dispatcher is master and what
+happens. Stops on SIGINT or SIGTERM.
 
 Options:
   --port-base N   first of the consecutive ports the demo listens on (default: the demo's own)

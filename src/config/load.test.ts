@@ -105,12 +105,12 @@ test('too few items', () => {
   assert.deepEqual(issuesOf('services: []'), ['services: expected at least 1 item, received 0 items']);
 });
 
-test('enum values, with a note for protocols that are not supported yet', () => {
-  assert.deepEqual(issuesOf(oneService().replace('protocol: http', 'protocol: rtsp')), [
-    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", received "rtsp" (rtsp is not supported yet)',
+test('enum values', () => {
+  assert.deepEqual(issuesOf(oneService().replace('protocol: http', 'protocol: ftp')), [
+    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", "rtsp", received "ftp"',
   ]);
   assert.deepEqual(issuesOf(oneService().replace('protocol: http', 'protocol: htp')), [
-    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", received "htp"',
+    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", "rtsp", received "htp"',
   ]);
   assert.deepEqual(issuesOf(oneService() + 'logging: { level: loud }'), [
     'logging.level: expected one of "trace", "debug", "info", "warn", "error", "fatal", "silent", received "loud"',
@@ -223,7 +223,7 @@ test('every problem is reported at once, schema and cross-field alike', () => {
   const text = `version: 2
 services:
   - name: web
-    protocol: rtsp
+    protocol: ftp
     listen: "8080"
     servers: [{ host: "127.0.0.1:9001" }]
   - name: web
@@ -234,7 +234,7 @@ services:
 `;
   assert.deepEqual(issuesOf(text), [
     'version: expected 1, received 2',
-    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", received "rtsp" (rtsp is not supported yet)',
+    'services[0].protocol: expected one of "http", "tcp", "udp", "sip", "rtsp", received "ftp"',
     'services[0].listen: expected host:port, received "8080"',
     'services[1].backends[0].weight: expected at least 0, received -1',
     'services[1].backends[1].address: expected host:port, received "nowhere"',
@@ -250,7 +250,7 @@ test('ConfigInvalidError message lists every issue', () => {
     assert.ok(err instanceof ConfigInvalidError);
     assert.equal(
       err.message,
-      'invalid configuration:\n  services: expected at least 1 item, received 0 items\n  foo: unknown key, expected one of "version", "logging", "admin", "cluster", "monitor", "services"',
+      'invalid configuration:\n  services: expected at least 1 item, received 0 items\n  foo: unknown key, expected one of "version", "logging", "admin", "cluster", "monitor", "services", "dispatcher", "groups"',
     );
     return true;
   });
@@ -299,7 +299,7 @@ test('every example parses', () => {
   for (const file of files) {
     const config = loadConfigFile(join(EXAMPLES_DIR, file));
     assert.ok(config.services.length > 0, file);
-    for (const s of config.services) assert.match(s.listen, /^127\.0\.0\.1:/, file);
+    for (const s of config.services) assert.match(s.listen, /^127\.\d+\.\d+\.\d+:/, file);
   }
 });
 
@@ -312,4 +312,36 @@ test('examples/http.yaml writes every option at its default value', () => {
     backends: [{ id: app-1, address: "127.0.0.1:9001" }, { id: app-2, address: "127.0.0.1:9002" }]
 `);
   assert.deepEqual(full, bare);
+});
+
+test('the probe follows the protocol unless named, and must be one the backends can answer', () => {
+  const two = `services:
+  - { name: voice, protocol: sip, listen: "127.0.0.1:5060", backends: [{ id: a, address: "127.0.0.1:5070" }] }
+  - { name: video, protocol: rtsp, listen: "127.0.0.1:554", backends: [{ id: a, address: "127.0.0.1:8554" }] }
+  - { name: dns, protocol: udp, listen: "127.0.0.1:53", backends: [{ id: a, address: "127.0.0.1:5353" }] }
+`;
+  assert.deepEqual(
+    parseConfig(two).services.map((s) => s.health.probe.type),
+    ['udp', 'tcp', 'udp'],
+    'sip over udp and udp get the udp probe, rtsp (tcp) the tcp one',
+  );
+  const named = two.replace('address: "127.0.0.1:5070" }]', 'address: "127.0.0.1:5070" }], health: { probe: { type: sip } }');
+  assert.equal(parseConfig(named).services[0]!.health.probe.type, 'sip');
+  assert.deepEqual(issuesOf(two.replace('address: "127.0.0.1:5353" }]', 'address: "127.0.0.1:5353" }], health: { probe: { type: http } }')), [
+    'services[2].health.probe.type: expected a probe a udp backend answers (udp, sip), received "http"',
+  ]);
+  assert.deepEqual(issuesOf(two.replace('address: "127.0.0.1:8554" }]', 'address: "127.0.0.1:8554" }], health: { probe: { type: sip } }')), [
+    'services[1].health.probe.type: expected a probe a rtsp backend answers (tcp, http), received "sip"',
+  ]);
+});
+
+test('replication groups: cross-checked against the services', () => {
+  const text = `dispatcher: { id: 1 }
+groups:
+  - { name: front, id: 10, vip: 127.0.0.10, listen: "127.0.0.1:7701", peers: ["127.0.0.1:7702"], services: [web, nope] }
+${oneService()}`;
+  assert.deepEqual(issuesOf(text), [
+    'groups[0].services[0]: expected service "web" to listen on the VIP 127.0.0.10, it listens on 127.0.0.1:8080',
+    'groups[0].services[1]: expected the name of a service, received "nope"',
+  ]);
 });

@@ -15,6 +15,7 @@ import { parseHostPort, type HostPort } from '../core/address.js';
 import { ConfigInvalidError } from '../core/errors.js';
 import { agentConfigSchema, AGENT_YAML_OPTIONS, type AgentConfig } from './agent-schema.js';
 import { configSchema, type Config } from './schema.js';
+import { replicationIssues, replicationSchema } from '../replication/replication-schema.js';
 
 type Path = readonly (string | number)[];
 
@@ -153,12 +154,7 @@ function describe(issue: z.ZodIssue, value: unknown): string {
       return `expected ${expected}, ${found}${quoteHint}`;
     }
     case 'invalid_enum_value': {
-      const later = ['rtsp'];
-      const note =
-        issue.path.at(-1) === 'protocol' && later.includes(String(value).toLowerCase())
-          ? ` (${later.join(', ')} is not supported yet)`
-          : '';
-      return `expected one of ${issue.options.map((o) => JSON.stringify(o)).join(', ')}, ${found}${note}`;
+      return `expected one of ${issue.options.map((o) => JSON.stringify(o)).join(', ')}, ${found}`;
     }
     case 'invalid_literal':
       return `expected ${JSON.stringify(issue.expected)}, ${found}`;
@@ -397,6 +393,27 @@ function semanticIssues(raw: unknown): string[] {
       else ids.set(id, `${at}.backends[${j}]`);
     });
   });
+
+  // A probe its backends can answer: TCP probes need a TCP listener, datagram probes a UDP one.
+  services.forEach((item, i) => {
+    const service = asRecord(item);
+    const type = asRecord(asRecord(service.health).probe).type;
+    if (typeof type !== 'string') return;
+    const sip = asRecord(service.sip);
+    const transports = Array.isArray(sip.transports) ? sip.transports : ['udp', 'tcp'];
+    const stream = service.protocol === 'http' || service.protocol === 'tcp' || service.protocol === 'rtsp' || (service.protocol === 'sip' && transports.includes('tcp'));
+    const datagram = service.protocol === 'udp' || (service.protocol === 'sip' && transports.includes('udp'));
+    const ok = type === 'tcp' || type === 'http' ? stream : datagram;
+    if (!ok && (stream || datagram)) {
+      issues.push(`services[${i}].health.probe.type: expected a probe a ${String(service.protocol)} backend answers (${stream ? 'tcp, http' : 'udp, sip'}), received "${type}"`);
+    }
+  });
+
+  const replication = replicationSchema.safeParse({ dispatcher: root.dispatcher, groups: root.groups });
+  if (replication.success) {
+    const named = services.map(asRecord).filter((s) => typeof s.name === 'string' && typeof s.listen === 'string') as { name: string; listen: string }[];
+    issues.push(...replicationIssues(replication.data, named));
+  }
 
   const admin = { ...ADMIN_DEFAULTS, ...asRecord(root.admin) };
   if (admin.enabled !== false) claim('admin.listen', admin.listen);

@@ -4,6 +4,8 @@
  */
 import { z } from 'zod';
 import { parseHostPort } from '../core/address.js';
+import { admissionSchema } from '../admission/admission-schema.js';
+import { replicationShape } from '../replication/replication-schema.js';
 
 /** Messages that start with "expected" are the expectation config/load.ts prints (", received X"). */
 const hostPort = z
@@ -14,7 +16,12 @@ const positiveMs = z.number().int().positive();
 
 export const probeSchema = z
   .object({
-    type: z.enum(['tcp', 'http']).default('tcp'),
+    /**
+     * tcp: a connect; http: GET path; sip: OPTIONS over UDP, any SIP response is up; udp: an empty
+     * datagram, up unless ICMP port unreachable comes back (a dead host sends none: use agents).
+     * Default by protocol: tcp for http and tcp services, udp for udp and sip (tcp when SIP is TCP-only).
+     */
+    type: z.enum(['tcp', 'http', 'udp', 'sip']).default('tcp'),
     /** HTTP probe path; a 2xx or 3xx answer means up. */
     path: z.string().startsWith('/').default('/'),
     intervalMs: positiveMs.default(1000),
@@ -154,6 +161,13 @@ export const udpSchema = z
   .object({
     /** Datagrams larger than this are dropped and counted (65507 is the IPv4 UDP maximum). */
     maxDatagramBytes: z.number().int().min(512).max(65507).default(65507),
+    /**
+     * Upstream sockets (file descriptors: one per client flow) the relay holds open at most. At the
+     * cap a new client is refused (sessionRefuse 'sockets-full') and established flows go on, so a
+     * flood of spoofed sources cannot use up the process's descriptors (`ulimit -n`), which every
+     * other service, probe and the admin server need. Keep the sum over udp services well under it.
+     */
+    maxUpstreamSockets: z.number().int().min(1).max(1_000_000).default(16_384),
   })
   .strict();
 
@@ -173,6 +187,27 @@ export const sipSchema = z
   })
   .strict();
 
+/**
+ * The media relay (issue 6): RTP/RTCP flows announced by SDP (sip) or RTSP's Transport header are
+ * relayed through UDP port pairs (RTP even, RTCP the next odd port) allocated from this range; the
+ * announcements are rewritten to them. An exhausted range refuses the new session (SIP 503, RTSP 453).
+ */
+export const mediaSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** First relay port (even). */
+    portMin: z.number().int().min(1024).max(65534).default(20_000),
+    /** Last relay port. The range holds (portMax - portMin + 1) / 2 pairs. */
+    portMax: z.number().int().min(1025).max(65535).default(29_999),
+    /** The address written into rewritten SDP / Transport (default: the service's listen host). */
+    advertise: z
+      .string()
+      .refine((s) => /^[0-9.]+$|:/.test(s), { message: 'expected an IP address' })
+      .optional(),
+  })
+  .strict()
+  .refine((m) => m.portMin < m.portMax, { message: 'expected portMin < portMax', path: ['portMax'] });
+
 export const backendSchema = z
   .object({
     id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected an id of letters, digits, "_", "." or "-"'),
@@ -183,10 +218,38 @@ export const backendSchema = z
   })
   .strict();
 
-export const serviceSchema = z
+/** The probe a service gets when its configuration names none: one its backends can answer. */
+function defaultProbeType(service: Record<string, unknown>): string {
+  switch (service['protocol']) {
+    case 'udp':
+      return 'udp';
+    case 'sip': {
+      const sip = service['sip'] as { transports?: unknown } | undefined;
+      const t = sip && Array.isArray(sip.transports) ? sip.transports : ['udp'];
+      // Not 'sip': many SIP test peers (sipp's uas) never answer OPTIONS outside a scenario.
+      return t.includes('udp') ? 'udp' : 'tcp';
+    }
+    default:
+      return 'tcp';
+  }
+}
+
+/** Fills services[].health.probe.type from the protocol when absent (zod defaults cannot see siblings). */
+function withProbeDefault(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  const service = input as Record<string, unknown>;
+  const health = service['health'] ?? {};
+  if (typeof health !== 'object' || health === null || Array.isArray(health)) return input;
+  const probe = (health as Record<string, unknown>)['probe'] ?? {};
+  if (typeof probe !== 'object' || probe === null || Array.isArray(probe)) return input;
+  if ((probe as Record<string, unknown>)['type'] !== undefined) return input;
+  return { ...service, health: { ...health, probe: { ...probe, type: defaultProbeType(service) } } };
+}
+
+const serviceObject = z
   .object({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "." or "-"'),
-    protocol: z.enum(['http', 'tcp', 'udp', 'sip']),
+    protocol: z.enum(['http', 'tcp', 'udp', 'sip', 'rtsp']),
     listen: hostPort,
     balancer: z.string().default('round-robin'),
     backends: z.array(backendSchema).min(1),
@@ -197,8 +260,12 @@ export const serviceSchema = z
     udp: udpSchema.default({}),
     sip: sipSchema.default({}),
     sessions: sessionsSchema.default({}),
+    media: mediaSchema.default({}),
+    admission: admissionSchema.default({}),
   })
   .strict();
+
+export const serviceSchema = z.preprocess(withProbeDefault, serviceObject);
 
 export const configSchema = z
   .object({
@@ -237,11 +304,12 @@ export const configSchema = z
       .strict()
       .default({}),
     services: z.array(serviceSchema).min(1),
+    ...replicationShape,
   })
   .strict();
 
 export type Config = z.infer<typeof configSchema>;
-export type ServiceConfig = z.infer<typeof serviceSchema>;
+export type ServiceConfig = z.infer<typeof serviceObject>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type HttpConfig = z.infer<typeof httpSchema>;
 export type FailoverConfig = z.infer<typeof failoverSchema>;
@@ -251,3 +319,6 @@ export type LoadConfig = z.infer<typeof loadSchema>;
 export type SessionsConfig = z.infer<typeof sessionsSchema>;
 export type UdpConfig = z.infer<typeof udpSchema>;
 export type SipConfig = z.infer<typeof sipSchema>;
+export type MediaConfig = z.infer<typeof mediaSchema>;
+export type { AdmissionConfig } from '../admission/admission-schema.js';
+export type { GroupConfig, ReplicationConfig } from '../replication/replication-schema.js';

@@ -4,6 +4,7 @@
  */
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { WireReject } from '../wire/envelope.js';
+import type { AdmissionBand } from '../admission/sa2c.js';
 
 export const channels = {
   /** A backend changed state. Message: BackendStateEvent. */
@@ -44,7 +45,72 @@ export const channels = {
   flowPurge: diagnostics_channel.channel('holdfast:flow:purge'),
   /** A datagram or message was dropped (malformed SIP, oversized datagram...). Message: MessageDropEvent. */
   messageDrop: diagnostics_channel.channel('holdfast:message:drop'),
+  /** A dispatcher became master or backup of an election group (VIP). Message: ElectionStateEvent. */
+  electionState: diagnostics_channel.channel('holdfast:election:state'),
+  /** Admission control refused a new session or dropped established traffic (SA2C). Message: AdmissionRefuseEvent. */
+  admissionRefuse: diagnostics_channel.channel('holdfast:admission:refuse'),
+  /** The decision load crossed a threshold: SA2C changed band. Message: AdmissionThresholdEvent. */
+  admissionThreshold: diagnostics_channel.channel('holdfast:admission:threshold'),
+  /** T2 or T3 moved (SARA eq. 4) or was reset below T1. Message: AdmissionMoveEvent. */
+  admissionMove: diagnostics_channel.channel('holdfast:admission:move'),
+  /** Each load sample SA2C decided on: l, l_c, the band and thresholds after it. Message: AdmissionSampleEvent. */
+  admissionSample: diagnostics_channel.channel('holdfast:admission:sample'),
 } as const;
+
+/** One shared frozen object per service, kind and band: publishing allocates nothing. */
+export interface AdmissionRefuseEvent {
+  readonly service: string;
+  readonly kind: 'new' | 'established';
+  /** refuse: a new session refused (503 + Retry-After); degrade: established traffic dropped. */
+  readonly verdict: 'refuse' | 'degrade';
+  readonly band: AdmissionBand;
+}
+
+export interface AdmissionThresholdEvent {
+  service: string;
+  from: AdmissionBand;
+  to: AdmissionBand;
+  /** The decision load max(l, l_c) in [0, 1]. */
+  load: number;
+  /** The thresholds in force after the crossing. */
+  t1: number;
+  t2: number;
+  t3: number;
+  c: number;
+  /** Wall-clock milliseconds. */
+  at: number;
+}
+
+/** One update of a service's admission control (diagnosis of the control loop: bench/overload traces it). */
+export interface AdmissionSampleEvent {
+  service: string;
+  /** l: the dispatcher's own load as fed (after the feed's smoothing). */
+  dispatcher: number;
+  /** l_c: the cluster load estimate as fed. */
+  cluster: number;
+  /** x = max(l, l_c), clamped to [0, 1]. */
+  load: number;
+  band: AdmissionBand;
+  t2: number;
+  t3: number;
+  pNew: number;
+  pEstablished: number;
+  /** Wall-clock milliseconds. */
+  at: number;
+}
+
+export interface AdmissionMoveEvent {
+  service: string;
+  threshold: 't2' | 't3';
+  from: number;
+  to: number;
+  /** move: eq. 4 under load; reset: back to the configured value once the load is at or under T1. */
+  reason: 'move' | 'reset';
+  /** The decision load max(l, l_c) that caused it. */
+  load: number;
+  /** Wall-clock milliseconds. */
+  at: number;
+}
 
 export interface SessionEvent {
   service: string;
@@ -67,8 +133,11 @@ export interface SessionRepinEvent {
 
 export interface SessionRefuseEvent {
   service: string;
-  /** sessions-full / flows-full: the table is at its configured maximum; no-backend: none eligible. */
-  reason: 'sessions-full' | 'flows-full' | 'no-backend';
+  /**
+   * sessions-full / flows-full: the table is at its configured maximum; no-backend: none eligible;
+   * sockets-full: the UDP relay holds udp.maxUpstreamSockets upstream sockets.
+   */
+  reason: 'sessions-full' | 'flows-full' | 'no-backend' | 'relay-ports-full' | 'sockets-full';
 }
 
 export interface FlowPurgeEvent {
@@ -118,7 +187,7 @@ export interface BackendErrorEvent {
 export interface ConnectionEvent {
   service: string;
   /** The service's protocol (sip: a SIP-over-TCP client connection). */
-  protocol: 'http' | 'tcp' | 'sip';
+  protocol: 'http' | 'tcp' | 'sip' | 'rtsp';
 }
 
 export interface HttpExchangeEvent {
@@ -165,11 +234,31 @@ export interface LoadSampleEvent {
 }
 
 export interface WireDropEvent {
-  /** The receiving component. */
-  source: 'monitor';
+  /** The receiving component: the agents' channel, the dispatchers' election adverts or their state replication. */
+  source: 'monitor' | 'election' | 'replication';
   reason: WireReject;
   /** The sender's address as host:port (unauthenticated: whatever the datagram claimed). */
   from: string;
+}
+
+/**
+ * An election group changed state on this dispatcher (replication/election.ts). Master reasons:
+ * no-master (none heard since start), master-down (the master went silent for 3 x interval + skew),
+ * master-resigned (its priority-0 advert, then Skew_Time), preempt (a lower-priority master was
+ * alive). Backup reasons: startup, higher-epoch (a newer master exists), higher-priority (same
+ * epoch, a better master), resigned (planned switchover), stopped.
+ */
+export interface ElectionStateEvent {
+  /** The group's name. */
+  group: string;
+  /** This dispatcher's id. */
+  node: number;
+  type: 'master' | 'backup';
+  /** Master: its own new epoch. Backup: the highest epoch known. */
+  epoch: number;
+  reason: 'no-master' | 'master-down' | 'master-resigned' | 'preempt' | 'startup' | 'higher-epoch' | 'higher-priority' | 'resigned' | 'stopped';
+  /** The master's id when known (this node's when it is the master), else null. */
+  master: number | null;
 }
 
 export interface HeartbeatLostEvent {

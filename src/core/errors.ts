@@ -69,3 +69,14 @@ export class ClusterKeyError extends HoldfastError {
     super(message, options);
   }
 }
+
+/**
+ * An identity takeover step failed: a VIP could not be bound on loopback, or `ip addr` / `arping`
+ * failed for a Linux VIP. `command` is what ran (or the address bound), `detail` what it said.
+ */
+export class TakeoverError extends HoldfastError {
+  readonly code = 'HF_ERR_TAKEOVER';
+  constructor(readonly command: string, readonly detail: string, options?: { cause?: unknown }) {
+    super(`identity takeover: ${command}: ${detail}`, options);
+  }
+}

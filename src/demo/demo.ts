@@ -1,19 +1,38 @@
 /**
- * @module Composition root of `holdfast demo`: a live cluster on loopback in one command. Three
- * demo origins, one dispatcher in front of them with its admin API, and a little traffic of its
- * own so that the status page and the metrics move. Runs until aborted, then closes everything.
+ * @module Composition root of `holdfast demo`: a live cluster on loopback in one command (DESIGN).
+ * Three demo origins; two dispatchers in one election group (issue 7) whose VIP is a 127/8 address
+ * (takeover: loopback), the demo service moving with it — the master binds it on the VIP, the backup
+ * waits; each dispatcher with its own admin API; a little traffic of the demo's own through the VIP
+ * so that the status pages and the metrics move. It prints which dispatcher is master, and every
+ * change of master. Runs until aborted, then closes everything (backup first, so that closing does
+ * not hand the VIP over on the way out).
+ *
+ * Both dispatchers run in this process: the diagnostics channels are process-wide, so only the
+ * first one logs (the second one's log would repeat every line), and each one's metrics count the
+ * events of both.
  */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { formatHostPort } from '../core/address.js';
 import { realClock } from '../core/clock.js';
 import { configSchema, type Config } from '../config/schema.js';
-import { startDispatcher } from '../dispatcher/dispatcher.js';
+import { startDispatcher, type DispatcherHandle } from '../dispatcher/dispatcher.js';
 import { createLogger } from '../admin/log.js';
+import type { GroupStatus } from '../admin/status.js';
 import { startDemoBackend, type DemoBackend } from './demo-backend.js';
 
 export interface DemoOptions {
-  /** The service listens on portBase, the admin API on portBase + 1. */
+  /**
+   * The service listens on the VIP at portBase; dispatcher 1's admin API on portBase + 1,
+   * dispatcher 2's on portBase + 2; their election sockets (UDP, and TCP for state replication) on
+   * portBase + 3 and portBase + 4 of 127.0.0.1.
+   */
   portBase?: number;
+  /** The group's VIP, an address in 127.0.0.0/8. */
+  vip?: string;
   signal?: AbortSignal;
   out?: (line: string) => void;
   /** Interval of the demo's own requests. */
@@ -21,7 +40,14 @@ export interface DemoOptions {
 }
 
 export const DEMO_PORT_BASE = 8080;
+export const DEMO_VIP = '127.0.0.10';
 export const DEMO_TRAFFIC_INTERVAL_MS = 1000;
+/** The demo's election group. */
+export const DEMO_GROUP = 'demo-vip';
+/** How often the demo looks at the group's state to report a change of master. */
+const MASTER_POLL_MS = 100;
+/** Dispatcher 1 is preferred (VRRP priority); dispatcher 2 takes over when it is gone. */
+const PRIORITIES = [200, 100] as const;
 
 function get(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -36,35 +62,78 @@ function get(url: string): Promise<string> {
   });
 }
 
+/** One dispatcher's configuration: the same service and group, its own id, admin port and election socket. */
+function dispatcherConfig(i: 0 | 1, base: number, vip: string, keyFile: string, backends: readonly DemoBackend[]): Config {
+  const election = (n: number): string => `127.0.0.1:${base + 3 + n}`;
+  return configSchema.parse({
+    logging: { level: 'info', format: 'pretty' },
+    admin: { listen: `127.0.0.1:${base + 1 + i}` },
+    cluster: { keyFile },
+    dispatcher: { id: i + 1 },
+    groups: [
+      {
+        name: DEMO_GROUP,
+        id: 1,
+        vip,
+        takeover: 'loopback',
+        priority: PRIORITIES[i],
+        listen: election(i),
+        peers: [election(1 - i)],
+        services: ['demo-web'],
+      },
+    ],
+    services: [
+      {
+        name: 'demo-web',
+        protocol: 'http',
+        listen: `${vip}:${base}`,
+        balancer: 'least-connections',
+        backends: backends.map((b) => ({ id: b.id, address: formatHostPort(b.address) })),
+        health: { probe: { type: 'http', path: '/health', intervalMs: 500 } },
+      },
+    ],
+  });
+}
+
+/** "dispatcher 1 (epoch 3)", or "none" while the group has no master yet. */
+function describeMaster(groups: readonly (GroupStatus | undefined)[]): string {
+  const masters = groups.flatMap((g, i) => (g?.state === 'master' && g.vipHeld ? [`dispatcher ${i + 1} (epoch ${g.epoch})`] : []));
+  return masters.length === 0 ? 'none' : masters.join(' and ');
+}
+
 export async function runDemo(options: DemoOptions = {}): Promise<void> {
   const out = options.out ?? ((line: string) => console.log(line));
   const base = options.portBase ?? DEMO_PORT_BASE;
+  const vip = options.vip ?? DEMO_VIP;
   const backends: DemoBackend[] = [];
+  const dispatchers: DispatcherHandle[] = [];
+  // The group's adverts and replicated state are authenticated with the cluster key: a fresh one.
+  const keyDir = mkdtempSync(join(tmpdir(), 'holdfast-demo-'));
   try {
+    const keyFile = join(keyDir, 'cluster.key');
+    writeFileSync(keyFile, randomBytes(32), { mode: 0o600 });
     for (const id of ['alpha', 'beta', 'gamma']) backends.push(await startDemoBackend(id));
-    const config: Config = configSchema.parse({
-      logging: { level: 'info', format: 'pretty' },
-      admin: { listen: `127.0.0.1:${base + 1}` },
-      services: [
-        {
-          name: 'demo-web',
-          protocol: 'http',
-          listen: `127.0.0.1:${base}`,
-          balancer: 'least-connections',
-          backends: backends.map((b) => ({ id: b.id, address: formatHostPort(b.address) })),
-          health: { probe: { type: 'http', path: '/health', intervalMs: 500 } },
-        },
-      ],
-    });
-    const logger = createLogger(config.logging);
-    const dispatcher = await startDispatcher(config, { logger });
-    const service = `http://${formatHostPort(dispatcher.serviceAddress('demo-web'))}/`;
-    const admin = dispatcher.adminAddress ? `http://${formatHostPort(dispatcher.adminAddress)}` : '(disabled)';
-    out('holdfast demo is running: three origins behind one dispatcher, on loopback.');
+    const configs = [dispatcherConfig(0, base, vip, keyFile, backends), dispatcherConfig(1, base, vip, keyFile, backends)];
+    const logger = createLogger(configs[0]!.logging);
+    dispatchers.push(await startDispatcher(configs[0]!, { logger }));
+    dispatchers.push(await startDispatcher(configs[1]!));
+    const service = `http://${formatHostPort(dispatchers[0]!.serviceAddress('demo-web'))}/`;
+    const admin = (d: DispatcherHandle): string => (d.adminAddress ? `http://${formatHostPort(d.adminAddress)}` : '(disabled)');
+    out('holdfast demo is running: three origins behind two dispatchers sharing one VIP, on loopback.');
     out(`  service:  ${service}          try: curl ${service}`);
-    out(`  status:   ${admin}/api/v1/status`);
-    out(`  metrics:  ${admin}/metrics`);
+    dispatchers.forEach((d, i) => {
+      out(`  dispatcher ${i + 1} (priority ${PRIORITIES[i]}): status ${admin(d)}/api/v1/status  metrics ${admin(d)}/metrics`);
+    });
     out('Press Ctrl-C to stop.');
+
+    const groupOf = (d: DispatcherHandle): GroupStatus | undefined => d.status().groups?.find((g) => g.name === DEMO_GROUP);
+    let master = 'none';
+    const watch = realClock.setInterval(() => {
+      const now = describeMaster(dispatchers.map(groupOf));
+      if (now === master) return;
+      master = now;
+      out(`group ${DEMO_GROUP} (VIP ${vip}): master is ${now}`);
+    }, MASTER_POLL_MS);
 
     let n = 0;
     const traffic = realClock.setInterval(() => {
@@ -80,11 +149,14 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
       options.signal?.addEventListener('abort', () => resolve(), { once: true });
     });
     traffic.cancel();
+    watch.cancel();
     out('stopping...');
-    await dispatcher.close();
+    while (dispatchers.length > 0) await dispatchers.pop()!.close();
     logger.flush?.();
   } finally {
+    for (const d of dispatchers.reverse()) await d.close();
     await Promise.all(backends.map((b) => b.close()));
+    rmSync(keyDir, { recursive: true, force: true });
   }
   out('stopped.');
 }

@@ -19,13 +19,17 @@ import { HttpForwarder } from '../forward/http-forwarder.js';
 import { TcpForwarder } from '../forward/tcp-forwarder.js';
 import { UdpForwarder } from '../forward/udp-forwarder.js';
 import { SipForwarder } from '../forward/sip-forwarder.js';
+import { RtspForwarder } from '../forward/rtsp-forwarder.js';
 import { listen, type Listener } from '../forward/listener.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
+import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import type { TimerHandle } from '../core/clock.js';
 import type { Forwarder, ServiceRuntime } from '../forward/service-runtime.js';
 import { createMetrics } from '../admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
 import { subscribeLogs, type Logger } from '../admin/log.js';
 import type { ServiceStatus, StatusSnapshot } from '../admin/status.js';
+import { startGroups, type Groups, type VipBind } from './groups.js';
 
 export interface DispatcherOptions {
   logger?: Logger;
@@ -56,6 +60,8 @@ interface Service {
   readonly load: LoadManager;
   readonly forwarder: Forwarder;
   readonly sessions: SessionLayer;
+  readonly admission: AdmissionControl;
+  admissionFeed: TimerHandle | null;
   listener: Listener | null;
   /** The bound datagram address (udp, sip over udp). */
   datagram: HostPort | null;
@@ -66,6 +72,7 @@ const FORWARDERS: Record<ServiceConfig['protocol'], new (rt: ServiceRuntime) => 
   tcp: TcpForwarder,
   udp: UdpForwarder,
   sip: SipForwarder,
+  rtsp: RtspForwarder,
 };
 
 /** Which transports a service listens on. */
@@ -73,6 +80,7 @@ function transports(config: ServiceConfig): { stream: boolean; datagram: boolean
   switch (config.protocol) {
     case 'http':
     case 'tcp':
+    case 'rtsp':
       return { stream: true, datagram: false };
     case 'udp':
       return { stream: false, datagram: true };
@@ -102,14 +110,72 @@ function buildService(config: ServiceConfig, clock: Clock): Service {
   monitor.onChange(rebuild);
   const load = new LoadManager(config.name, backends, config.load, clock);
   const sessions = createSessionLayer(config, backends, balancer, clock);
-  const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock, sessions: sessions.sessions, flows: sessions.flows };
+  const admission = createAdmission(config.name, config.admission, clock);
+  const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock, sessions: sessions.sessions, flows: sessions.flows, admission };
   const forwarder = new FORWARDERS[config.protocol](runtime);
   monitor.onChange((b) => {
     if (b.state !== 'down') return;
     sessions.sessions.backendDown(b);
     forwarder.backendDown?.(b);
   });
-  return { config, backends, monitor, load, forwarder, sessions, listener: null, datagram: null };
+  return { config, backends, monitor, load, forwarder, sessions, admission, admissionFeed: null, listener: null, datagram: null };
+}
+
+/**
+ * The bindings of a service that moves with a group's VIP (issue 7): bound when the group's election
+ * makes this dispatcher master, on the VIP and the configured port (the port first bound when 0 was
+ * configured, so that every takeover lands on the same one), released on demotion.
+ */
+function vipBinds(s: Service): VipBind[] {
+  const { stream, datagram } = transports(s.config);
+  let port = parseHostPort(s.config.listen)!.port;
+  const binds: VipBind[] = [];
+  if (stream) {
+    binds.push(async (host) => {
+      const l = await listen(formatHostPort({ host, port }), s.forwarder);
+      s.listener = l;
+      port = l.address.port;
+      return async () => {
+        if (s.listener === l) s.listener = null;
+        await l.close();
+      };
+    });
+  }
+  if (datagram) {
+    binds.push(async (host) => {
+      const at = await s.forwarder.bindDatagram!({ host, port });
+      s.datagram = at;
+      port = at.port;
+      return async () => {
+        s.datagram = null;
+        await s.forwarder.unbindDatagram?.();
+      };
+    });
+  }
+  return binds;
+}
+
+/**
+ * Feeds SA2C every load interval with max's two inputs: the dispatcher's own event-loop load, and the
+ * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
+ * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
+ * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
+ * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
+ * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
+ */
+function startAdmission(s: Service, clock: Clock): TimerHandle {
+  const elu = new EventLoopLoad();
+  const alpha = s.config.load.alpha;
+  return startAdmissionFeed(
+    s.admission,
+    {
+      cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
+      dispatcher: () => elu.sample(),
+    },
+    clock,
+    s.config.load.intervalMs,
+    s.config.admission.smoothingMs,
+  );
 }
 
 /**
@@ -144,6 +210,9 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock));
   const receiver = buildAgentReceiver(config, services, clock);
+  /** Services bound by their group's election, not at start. */
+  const grouped = new Set(config.groups.flatMap((g) => g.services));
+  let groups: Groups | null = null;
   const unsubscribeLogs = options.logger ? subscribeLogs(options.logger, clock) : () => {};
 
   const status = (): StatusSnapshot => ({
@@ -167,20 +236,26 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
           ...(b.agent === null ? {} : { agent: b.agent, load: b.load, forecast: b.forecast, lostHeartbeats: s.monitor.lostHeartbeats(b) }),
         })),
         clusterLoad: s.load.clusterLoad(),
+        sessions: { active: s.sessions.sessions.table.size, max: s.sessions.sessions.table.capacity },
+        flows: { active: s.sessions.flows.size, max: s.sessions.flows.capacity },
       }),
     ),
+    groups: groups?.status() ?? [],
   });
 
   let metrics: ReturnType<typeof createMetrics> | null = null;
   let admin: AdminServer | null = null;
   let monitorAddress: HostPort | null = null;
   const teardown = async () => {
+    await groups?.close();
     await Promise.all(services.map(async (s) => s.listener?.close()));
     await receiver?.close();
     for (const s of services) {
       s.monitor.close();
       s.load.close();
       s.sessions.close();
+      s.admissionFeed?.cancel();
+      s.admission.close();
     }
     await admin?.close();
     metrics?.close();
@@ -190,6 +265,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     // Heard before the first probe: an agent's early heartbeats count.
     if (receiver) monitorAddress = await receiver.start();
     for (const s of services) {
+      if (grouped.has(s.config.name)) continue;
       const { stream, datagram } = transports(s.config);
       if (stream) s.listener = await listen(s.config.listen, s.forwarder);
       if (datagram) {
@@ -197,6 +273,19 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         const at = s.listener?.address ?? parseHostPort(s.config.listen)!;
         s.datagram = await s.forwarder.bindDatagram!(at);
       }
+    }
+    if (grouped.size > 0) {
+      const byName = new Map(services.map((s) => [s.config.name, s]));
+      groups = await startGroups(
+        config,
+        (name) => {
+          const s = byName.get(name)!;
+          return { binds: vipBinds(s), state: { name, sessions: s.sessions.sessions, flows: s.sessions.flows, backends: s.backends } };
+        },
+        loadClusterKey(config.cluster),
+        clock,
+        options.logger,
+      );
     }
     if (config.admin.enabled) {
       metrics = createMetrics(status);
@@ -215,13 +304,15 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     s.monitor.start();
     s.load.start();
     s.sessions.start();
+    if (s.config.admission.enabled) s.admissionFeed = startAdmission(s, clock);
   }
 
   let closed: Promise<void> | null = null;
   return {
     serviceAddress(name) {
       const s = services.find((x) => x.config.name === name);
-      const at = s?.listener?.address ?? s?.datagram;
+      // A grouped service answers on its VIP only while master; its address is the configured one.
+      const at = s?.listener?.address ?? s?.datagram ?? (s && grouped.has(name) ? parseHostPort(s.config.listen) : null);
       if (!at) throw new ClosedError(`service ${name}`);
       return at;
     },
@@ -231,6 +322,8 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     status,
     close() {
       closed ??= (async () => {
+        // A master resigns (priority-0 advert) so that a backup takes over after Skew_Time.
+        await groups?.close();
         await Promise.all(services.map(async (s) => s.listener?.close()));
         const grace = clock.setTimeout(() => {
           for (const s of services) s.forwarder.destroy();

@@ -4,6 +4,8 @@
  * replies leave in order); heads are parsed and rewritten as strings, bodies are relayed as the
  * Buffers the kernel gave us, with their framing followed (never decoded) to find where each
  * message ends. Memory per connection is bounded: a side that cannot write pauses the other.
+ * A request that names a virtual session (issue 5: sessions.cookie or sessions.header) is routed
+ * through the service's session router instead of the balancer; a reply that sets the cookie pins it.
  */
 import type net from 'node:net';
 import { HttpRequestError, type BackendFailureKind } from '../core/errors.js';
@@ -36,6 +38,9 @@ import {
 } from './http-failover.js';
 import type { FailoverEvent } from '../core/diagnostics.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import { MAX_SESSION_KEY_BYTES, responseSetCookie, sessionKeyOf, type SessionKeyOf } from './http-session-key.js';
+import { NO_SESSION } from '../sessions/session-table.js';
+import { ADMIT_ALL } from '../admission/admission-controller.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const LFLF = Buffer.from('\n\n');
@@ -51,6 +56,12 @@ export class HttpForwarder implements Forwarder {
   readonly logBudget: LogBudget;
   /** Buffers replies are held in (failover.holdReplyBytes plus a head). */
   readonly holdPool: HoldBufferPool;
+  /** Issue 5: what names a request's virtual session (sessions.cookie or sessions.header); null: no sessions. */
+  readonly sessionKeyOf: SessionKeyOf | null;
+  /** sessions.cookie: replies that set it are learnt from; null in header mode or without sessions. */
+  readonly sessionCookie: string | null;
+  /** The wall clock, for Set-Cookie Expires. */
+  readonly wallNow = (): number => this.rt.clock.wallNow();
   private readonly clients = new Set<ClientConn>();
   private closing = false;
   private idleWaiters: (() => void)[] = [];
@@ -60,6 +71,8 @@ export class HttpForwarder implements Forwarder {
     this.logBudget = new LogBudget(rt.config.http.failover.maxTotalLogBytes);
     // A held reply is at most its head, holdReplyBytes, and the one read that crosses the bound.
     this.holdPool = new HoldBufferPool(rt.config.http.failover.holdReplyBytes + rt.config.http.maxHeaderBytes + READ_BUFFER_BYTES);
+    this.sessionKeyOf = sessionKeyOf(rt.config.sessions);
+    this.sessionCookie = rt.config.sessions.cookie ?? null;
   }
 
   /**
@@ -134,6 +147,11 @@ class ClientConn implements BackendConnOwner {
   private closeAfter = false;
   /** The current backend will close after its reply (never pool its connection). */
   private backendCloses = false;
+  // Virtual sessions (issue 5).
+  /** The session the request names (always null without sessions configured). */
+  private sessionKey: string | null = null;
+  /** The backend whose held reply may set the session cookie: learnt from when the reply is released. */
+  private learnFrom: Backend | null = null;
   // Failover (issue 4).
   private log: RequestLog | null = null;
   private failovers = 0;
@@ -156,6 +174,8 @@ class ClientConn implements BackendConnOwner {
   private resumeChunks: ChunkedScanner | null = null;
   private resumeBroken = false;
   private t0 = 0;
+  /** Requests started on this connection (issue 8: without a session cookie or header, the first is 'new'). */
+  private requests = 0;
   private bytesIn = 0;
   private bytesOut = 0;
 
@@ -274,6 +294,11 @@ class ClientConn implements BackendConnOwner {
     this.closeAfter = !req.keepAlive;
     this.retriedStale = false;
     this.attempts = 0;
+    const keyOf = this.fwd.sessionKeyOf;
+    if (keyOf !== null) {
+      this.sessionKey = keyOf(req.fields);
+      this.learnFrom = null;
+    }
     const fo = rt.config.http.failover;
     this.log = fo.enabled && isReplayable(req, fo) ? new RequestLog(this.reqHead, fo.maxRequestLogBytes, this.fwd.logBudget) : null;
     if (this.log?.overflow) this.publishLogOverflow();
@@ -289,6 +314,9 @@ class ClientConn implements BackendConnOwner {
     this.t0 = rt.clock.now();
     this.bytesIn = headBytes;
     this.bytesOut = 0;
+    this.requests++;
+    // Issue 8 (SA2C): one identity test when admission is off, nothing else on the hot path.
+    if (rt.admission !== ADMIT_ALL && !this.admit()) return;
     if (!this.assignBackend(null)) return;
     const conn = this.conn!;
     let ok = conn.write(this.reqHead, rt.config.http.highWaterMarkBytes);
@@ -301,14 +329,43 @@ class ClientConn implements BackendConnOwner {
   }
 
   /**
+   * Issue 8, SARA III.B: asks SA2C about this request. It is 'established' when it names a session
+   * open in the session table (sessions.cookie / sessions.header), or, with neither configured, when
+   * it is not the first request of its connection; otherwise it opens a session: 'new'. A refused new
+   * session gets 503 with the verdict's Retry-After (RFC 9110 §15.6.4, §10.2.3); a degraded request
+   * of an established session is dropped — not forwarded, answered 503 — while its session stays
+   * pinned. Both close the connection like every 503 of ours. Returns false when it answered.
+   */
+  private admit(): boolean {
+    const key = this.sessionKey;
+    const established =
+      this.fwd.sessionKeyOf === null ? this.requests > 1 : key !== null && this.fwd.rt.sessions.table.find(key) !== NO_SESSION;
+    const verdict = this.fwd.rt.admission.decide(established ? 'established' : 'new');
+    if (verdict.type === 'admit') return true;
+    if (verdict.type === 'refuse') {
+      this.failExchange(503, 'overloaded: new session refused', `Retry-After: ${verdict.retryAfterS}\r\n`);
+    } else {
+      this.failExchange(503, 'overloaded: request dropped');
+    }
+    return false;
+  }
+
+  /**
    * Pick a backend and take a connection to it, carrying over writes queued on a connection that
    * never came up. Returns false (after answering the client) when there is none.
    */
   private assignBackend(carry: BackendConn | null): boolean {
     const rt = this.fwd.rt;
-    const pick = ++this.attempts > rt.backends.length + 1 ? null : rt.balancer.pick();
-    if (pick !== null && pick.type === 'pick') {
-      const b = pick.backend;
+    let b: Backend | null = null;
+    if (++this.attempts <= rt.backends.length + 1) {
+      if (this.sessionKey === null) {
+        const pick = rt.balancer.pick();
+        if (pick.type === 'pick') b = pick.backend;
+      } else {
+        b = this.sessionBackend(carry === null ? null : carry.backend);
+      }
+    }
+    if (b !== null) {
       this.backend = b;
       b.active++;
       const conn = this.fwd.pool.acquire(b, this);
@@ -323,6 +380,66 @@ class ClientConn implements BackendConnOwner {
     this.conn = null;
     this.failExchange(503, 'no backend available', 'Retry-After: 1\r\n');
     return false;
+  }
+
+  /**
+   * Issue 5 (SARA III.C): the backend for a request of session `sessionKey`, through the session
+   * router: its pin (kept while the backend is draining), or a re-pin when the pinned backend is down.
+   * A key we do not know (the dispatcher restarted, the client made it up): in cookie mode the
+   * balancer's plain pick, with no session opened — sessions open only from a backend's Set-Cookie
+   * (learnSession), so invented values cannot fill the table (review finding 12); in header mode the
+   * client names its session, which is pinned on the balancer's choice on first sight. `avoid` just
+   * failed this request and may not be marked down (a timeout, a draining backend): it is never
+   * returned, and a known session moves to the backend that takes the request over (a re-pin,
+   * counted). A full session table serves the request unpinned (the router counts the refusal).
+   * null: no backend.
+   */
+  private sessionBackend(avoid: Backend | null): Backend | null {
+    const sessions = this.fwd.rt.sessions;
+    const key = this.sessionKey!;
+    const known = sessions.table.find(key) !== NO_SESSION;
+    const opens = known || this.fwd.sessionCookie === null;
+    if (known || (opens && avoid === null)) {
+      const r = sessions.route(key, true);
+      if (r.type === 'refused') return r.reason === 'sessions-full' ? this.pickExcept(avoid) : null;
+      if (r.backend !== avoid) return r.backend;
+    }
+    const b = this.pickExcept(avoid);
+    if (b !== null && opens) sessions.pin(key, b);
+    return b;
+  }
+
+  /** The balancer's pick, never `avoid` (a timeout does not mark a backend down, so it may be offered). */
+  private pickExcept(avoid: Backend | null): Backend | null {
+    const rt = this.fwd.rt;
+    let pick = rt.balancer.pick();
+    for (let tries = rt.backends.length; pick.type === 'pick' && pick.backend === avoid && tries > 0; tries--) {
+      pick = rt.balancer.pick();
+    }
+    return pick.type === 'pick' && pick.backend !== avoid ? pick.backend : null;
+  }
+
+  /**
+   * Issue 5: a reply that sets the session cookie names the session its backend now holds (a first
+   * visit, a rotated id, a key we had pinned elsewhere): pin it to `backend`. An expired one (RFC 6265
+   * §5.3: the client deletes the cookie) ends the session the request named and the one it names.
+   */
+  private learnSession(res: ResponseHead, backend: Backend): void {
+    const rt = this.fwd.rt;
+    const set = responseSetCookie(res.fields, this.fwd.sessionCookie!, this.fwd.wallNow);
+    if (set === null) return;
+    const key = this.sessionKey;
+    const value = set.value.length <= MAX_SESSION_KEY_BYTES ? set.value : '';
+    if (set.expired) {
+      for (const k of [key, value]) {
+        if (k === null || k === '') continue;
+        const h = rt.sessions.table.find(k);
+        if (h !== NO_SESSION) rt.sessions.close(h, 'ended');
+      }
+      return;
+    }
+    // The request's own value too: an unknown one the backend accepts opens its session here.
+    if (value !== '') rt.sessions.pin(value, backend);
   }
 
   /** Relay request body bytes, following the framing; leftover bytes are the next request. */
@@ -510,6 +627,7 @@ class ClientConn implements BackendConnOwner {
     this.res = res;
     if (res.status === 101) {
       this.resSent = true;
+      if (this.fwd.sessionCookie !== null) this.learnSession(res, b);
       this.startTunnel(conn, chunk, start, headEnd, res);
       return -1;
     }
@@ -545,6 +663,11 @@ class ClientConn implements BackendConnOwner {
       }
     }
     if (!this.holding) this.resSent = true;
+    if (this.fwd.sessionCookie !== null) {
+      // Learnt when the client gets the head: a held reply may still be dropped for a replay.
+      if (this.holding) this.learnFrom = b;
+      else this.learnSession(res, b);
+    }
     if (!this.holding && this.record === null && !res.needsRewrite && !closeClient && req.minor === 1) {
       // Fast path: the head passes unchanged, in one write with the body bytes that came with it.
       return this.onResponseBody(conn, chunk, headEnd, start);
@@ -584,6 +707,10 @@ class ClientConn implements BackendConnOwner {
     this.holding = false;
     this.held = null;
     this.resSent = true;
+    if (this.learnFrom !== null) {
+      this.learnSession(this.res!, this.learnFrom);
+      this.learnFrom = null;
+    }
     this.fwd.logBudget.used -= held.length;
     // Uncorked first (the head went into the hold buffer, nothing else is queued): a corked write
     // never flushes at once, and the buffer could never return to the pool.
@@ -614,6 +741,7 @@ class ClientConn implements BackendConnOwner {
     }
     this.held = null;
     this.holding = false;
+    this.learnFrom = null;
   }
 
   /**
@@ -826,12 +954,9 @@ class ClientConn implements BackendConnOwner {
       this.resume = resume;
       this.resumeChunks = null;
     }
-    // Never the failed backend (a timeout does not mark it down, so the balancer may offer it).
-    let pick = this.fwd.rt.balancer.pick();
-    for (let tries = this.fwd.rt.backends.length; pick.type === 'pick' && pick.backend === failed && tries > 0; tries--) {
-      pick = this.fwd.rt.balancer.pick();
-    }
-    if (pick.type === 'none' || pick.backend === failed) {
+    // Never the failed backend; a session's request goes to its pin, which moves to the backend taking over.
+    const b = this.sessionKey === null ? this.pickExcept(failed) : this.sessionBackend(failed);
+    if (b === null) {
       this.publishFailover(failed, null, strategy, 'failed');
       return false;
     }
@@ -848,7 +973,6 @@ class ClientConn implements BackendConnOwner {
     this.recoveryMs = -1;
     this.resPhase = 'head';
     this.resHeadBuf = null;
-    const b = pick.backend;
     b.active++;
     this.backend = b;
     const conn = this.fwd.pool.acquire(b, this);

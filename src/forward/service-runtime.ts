@@ -7,6 +7,7 @@ import type { BackendFailureKind } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { ServiceConfig } from '../config/schema.js';
 import type { HostPort } from '../core/address.js';
+import type { Admission } from '../admission/admission-controller.js';
 import type { Backend } from '../monitor/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
 import type { SessionRouter } from '../sessions/session-router.js';
@@ -28,6 +29,11 @@ export interface ServiceRuntime {
   readonly sessions: SessionRouter;
   /** The service's flow table (SARA III.A). */
   readonly flows: FlowTable;
+  /**
+   * SA2C admission (issue 8): ask `decide('new')` before opening a session, `decide('established')` for
+   * the traffic of an open one. ADMIT_ALL when services[].admission is off.
+   */
+  readonly admission: Admission;
 }
 
 /** A forwarder takes accepted client sockets of one service (stream) and/or binds its own datagram socket. */
@@ -35,6 +41,11 @@ export interface Forwarder {
   handle(socket: import('node:net').Socket): void;
   /** Datagram services (udp, sip): bind the service's UDP socket at `at` (port 0: any), resolve the bound address. */
   bindDatagram?(at: HostPort): Promise<HostPort>;
+  /**
+   * Closes the datagram socket(s) bindDatagram opened, keeping flows and sessions, so that a later
+   * bindDatagram serves them again: a replicated dispatcher releases its VIP on demotion (issue 7).
+   */
+  unbindDatagram?(): Promise<void>;
   /** Stop taking new work, let in-flight exchanges finish, then close. */
   close(): Promise<void>;
   /** Close everything now. */

@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
 import { createSessionLayer } from '../sessions/index.js';
+import { ADMIT_ALL } from '../admission/index.js';
 import { FakeClock, realClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
@@ -98,6 +99,7 @@ async function makeRig(
     balancer,
     sessions: layer.sessions,
     flows: layer.flows,
+    admission: ADMIT_ALL,
     clock: options.clock ?? realClock,
     failures: {
       reportFailure(backend, kind) {

@@ -78,6 +78,21 @@ test('clusterLoad is eq. 1 over the backends that reported', (t) => {
   near(manager.clusterLoad(), 0.2 + 0.04 / 3, 'l_c');
 });
 
+test('clusterForecast is eq. 1 over the shell forecasts of the backends that reported', (t) => {
+  const { a, b, c, manager } = setup(t, 'svc-cluster-forecast', 1);
+  assert.equal(manager.clusterForecast(), 0);
+  manager.onVector(a, vector(1, 0.2));
+  manager.onVector(a, vector(1, 0.4));
+  manager.onVector(b, vector(2, 0.4));
+  manager.onVector(c, vector(3, 0.6));
+  // l~: a 0.5 (see the first test), b 0.4 and c 0.6 (first samples, err 1: the sample itself).
+  // [0.5, 0.4, 0.6], alpha 0.5: mean 0.5, variance 0.02 / 3, l_c = 0.25 + 0.01 / 3.
+  near(manager.clusterForecast(), 0.25 + 0.01 / 3, 'forecast l_c');
+  // On the samples [0.4, 0.4, 0.6] instead: mean 1.4 / 3, deviations -0.2/3, -0.2/3, 0.4/3,
+  // variance (0.04 + 0.04 + 0.16) / 9 / 3 = 0.08 / 9.
+  near(manager.clusterLoad(), 0.7 / 3 + 0.04 / 9, 'sampled l_c');
+});
+
 test('a silent load monitor fails after exactly 3 x delta_load, once, and is held at the alive mean', (t) => {
   const { a, b, c, clock, manager, monitor } = setup(t, 'svc-fail', 1);
   manager.start();

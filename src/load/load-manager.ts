@@ -140,6 +140,18 @@ export class LoadManager {
     return clusterLoad(loads, this.cfg.alpha, n);
   }
 
+  /**
+   * The short-term estimate of the cluster load that SA2C decides on (SARA III.B: "an estimation of
+   * the cluster short term load rather than ... instantaneous load feedbacks"): eq. 1 over the same
+   * backends as clusterLoad(), taken on their shell forecasts l~_j (eq. 8) instead of their samples.
+   */
+  clusterForecast(): number {
+    const loads = this.scratch;
+    let n = 0;
+    for (const watch of this.list) if (watch.measured !== null) loads[n++] = watch.backend.forecast;
+    return clusterLoad(loads, this.cfg.alpha, n);
+  }
+
   /** Whether `backend`'s load monitor is currently failed (status, tests). */
   monitorFailed(backend: Backend): boolean {
     return this.watches.get(backend)?.failed ?? false;

@@ -1,9 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { Backend } from './backend.js';
-import { httpProbe, probeFor, tcpProbe } from './probe.js';
+import { httpProbe, probeFor, sipProbe, tcpProbe, udpProbe } from './probe.js';
 import type { ProbeConfig } from './probe.js';
 
 const TIMEOUT_MS = 100;
@@ -116,3 +117,51 @@ test('probeFor picks the prober by type', () => {
   assert.equal(probeFor(cfg({ type: 'tcp' })), tcpProbe);
   assert.equal(probeFor(cfg({ type: 'http' })), httpProbe);
 });
+
+/** A UDP socket on an ephemeral loopback port answering each datagram with `reply(msg)` (null: silence). */
+async function udpServer(t: import('node:test').TestContext, reply: (msg: Buffer) => Buffer | null): Promise<{ backend: Backend; received: Buffer[] }> {
+  const received: Buffer[] = [];
+  const socket = dgram.createSocket('udp4');
+  socket.on('message', (msg, rinfo) => {
+    received.push(msg);
+    const out = reply(msg);
+    if (out) socket.send(out, rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => socket.close(() => resolve())));
+  return { backend: new Backend('voice', 'a', '127.0.0.1', socket.address().port, 1, 0), received };
+}
+
+test('udp probe: a bound port is up (no ICMP until the deadline); a closed port is down at once', async (t) => {
+  const { backend, received } = await udpServer(t, () => null);
+  assert.equal(await probeFor(cfg({ type: 'udp' }))(backend, cfg({ type: 'udp' })), true);
+  assert.equal(received.length, 1);
+  assert.equal(received[0]!.length, 0, 'an empty datagram');
+  const closed = new Backend('voice', 'b', '127.0.0.1', await freeUdpPort(), 1, 1);
+  const t0 = performance.now();
+  assert.equal(await udpProbe(closed, cfg({ type: 'udp', timeoutMs: 5000 })), false);
+  assert.ok(performance.now() - t0 < 4000, 'ICMP port unreachable ends the probe before its deadline');
+});
+
+test('sip probe: any SIP response is up; silence, garbage or a closed port is down', async (t) => {
+  const answering = await udpServer(t, () => Buffer.from('SIP/2.0 404 Not Found\r\nContent-Length: 0\r\n\r\n'));
+  assert.equal(await probeFor(cfg({ type: 'sip' }))(answering.backend, cfg({ type: 'sip' })), true);
+  const sent = answering.received[0]!.toString('latin1');
+  assert.match(sent, /^OPTIONS sip:127\.0\.0\.1:\d+ SIP\/2\.0\r\n/);
+  for (const h of ['Via: SIP/2.0/UDP 127.0.0.1:', 'Call-ID: ', 'CSeq: 1 OPTIONS\r\n', 'Max-Forwards: 70\r\n', 'Content-Length: 0\r\n\r\n']) {
+    assert.ok(sent.includes(h), `OPTIONS carries ${JSON.stringify(h)}`);
+  }
+  const silent = await udpServer(t, () => null);
+  assert.equal(await sipProbe(silent.backend, cfg({ type: 'sip' })), false);
+  const garbage = await udpServer(t, () => Buffer.from('HTTP/1.1 200 OK\r\n\r\n'));
+  assert.equal(await sipProbe(garbage.backend, cfg({ type: 'sip' })), false);
+  assert.equal(await sipProbe(new Backend('voice', 'c', '127.0.0.1', await freeUdpPort(), 1, 2), cfg({ type: 'sip', timeoutMs: 5000 })), false);
+});
+
+async function freeUdpPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => s.bind(0, '127.0.0.1', resolve));
+  const { port } = s.address();
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}

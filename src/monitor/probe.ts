@@ -3,6 +3,8 @@
  * on raw `node:net` sockets. A probe answers one question, up or not, within `timeoutMs`, and always
  * releases its socket.
  */
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import { formatHostPort } from '../core/address.js';
 import type { HostPort } from '../core/address.js';
@@ -96,7 +98,86 @@ export function httpProbe(backend: HostPort, cfg: ProbeConfig): Promise<boolean>
   );
 }
 
+/**
+ * Sends `payload` from a UDP socket connected to the backend and settles with `onReply`'s verdict on
+ * the first datagram back, `false` on ICMP port unreachable (ECONNREFUSED on a connected socket) or
+ * any other socket error, `onSilence` at the deadline. The socket is closed on every path.
+ */
+function probeDatagram(
+  backend: HostPort,
+  timeoutMs: number,
+  payload: (local: HostPort) => Buffer,
+  onReply: (msg: Buffer) => boolean,
+  onSilence: boolean,
+): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    let done = false;
+    const socket = dgram.createSocket(net.isIPv6(backend.host) ? 'udp6' : 'udp4');
+    const timer = realClock.setTimeout(() => settle(onSilence), timeoutMs);
+    function settle(up: boolean): void {
+      if (done) return;
+      done = true;
+      timer.cancel();
+      try {
+        socket.close();
+      } catch {
+        // already closed
+      }
+      resolve(up);
+    }
+    socket.on('error', () => settle(false));
+    socket.on('message', (msg) => settle(onReply(msg)));
+    socket.connect(backend.port, backend.host, () => {
+      const local = socket.address();
+      socket.send(payload({ host: local.address, port: local.port }), (err) => {
+        if (err) settle(false);
+      });
+    });
+  });
+}
+
+/**
+ * Up unless the backend's host answers an empty datagram with ICMP port unreachable within
+ * `timeoutMs` (or any reply comes first). A host that is dead or cut off sends no ICMP and looks up:
+ * a UDP service needs heartbeats (agents) or `sip` probes to detect that.
+ */
+export function udpProbe(backend: HostPort, cfg: ProbeConfig): Promise<boolean> {
+  return probeDatagram(backend, cfg.timeoutMs, () => Buffer.alloc(0), () => true, true);
+}
+
+/**
+ * Up when a SIP `OPTIONS` over UDP (RFC 3261 §11) is answered by any SIP response within `timeoutMs`:
+ * a 4xx or 5xx still proves a SIP stack is there. Silence, ICMP unreachable or a non-SIP reply: down.
+ */
+export function sipProbe(backend: HostPort, cfg: ProbeConfig): Promise<boolean> {
+  const tag = randomBytes(6).toString('hex');
+  return probeDatagram(
+    backend,
+    cfg.timeoutMs,
+    (local) => {
+      const me = formatHostPort(local);
+      const target = formatHostPort(backend);
+      return Buffer.from(
+        `OPTIONS sip:${target} SIP/2.0\r\n` +
+          `Via: SIP/2.0/UDP ${me};branch=z9hG4bK.hfprobe.${tag};rport\r\n` +
+          'Max-Forwards: 70\r\n' +
+          `From: <sip:holdfast@${me}>;tag=${tag}\r\n` +
+          `To: <sip:${target}>\r\n` +
+          `Call-ID: hfprobe.${tag}@holdfast\r\n` +
+          'CSeq: 1 OPTIONS\r\n' +
+          'User-Agent: holdfast-probe\r\n' +
+          'Content-Length: 0\r\n\r\n',
+        'latin1',
+      );
+    },
+    (msg) => msg.subarray(0, 8).toString('latin1') === 'SIP/2.0 ',
+    false,
+  );
+}
+
+const PROBERS: Record<ProbeConfig['type'], Prober> = { tcp: tcpProbe, http: httpProbe, udp: udpProbe, sip: sipProbe };
+
 /** The prober for a service's probe configuration. */
 export function probeFor(cfg: ProbeConfig): Prober {
-  return cfg.type === 'http' ? httpProbe : tcpProbe;
+  return PROBERS[cfg.type];
 }

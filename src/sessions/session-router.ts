@@ -13,7 +13,16 @@ export type SessionRoute =
   | { readonly type: 'pinned'; readonly session: SessionHandle; readonly backend: Backend }
   | { readonly type: 'opened'; readonly session: SessionHandle; readonly backend: Backend }
   | { readonly type: 'repinned'; readonly session: SessionHandle; readonly backend: Backend; readonly from: Backend }
-  | { readonly type: 'refused'; readonly reason: SessionRefuseEvent['reason'] };
+  | { readonly type: 'refused'; readonly reason: SessionRefuseEvent['reason'] | 'closed' };
+
+/**
+ * A change of the session table, as listeners see it (media relays follow re-pins; replication
+ * streams every change to the backups).
+ */
+export type SessionChange =
+  | { readonly type: 'open'; readonly session: SessionHandle; readonly key: string | null; readonly backend: Backend }
+  | { readonly type: 'repin'; readonly session: SessionHandle; readonly from: Backend | null; readonly to: Backend }
+  | { readonly type: 'close'; readonly session: SessionHandle; readonly reason: SessionEndReason };
 
 /** A pin is kept unless its backend is down (or gone from the configuration). */
 function keepsPin(b: Backend | undefined): b is Backend {
@@ -27,7 +36,22 @@ export class SessionRouter {
     private readonly backends: readonly Backend[],
     private readonly balancer: Balancer<Backend>,
   ) {
-    table.onClose((_h, reason, backend) => this.closed(reason, backend));
+    table.onClose((h, reason, backend) => this.closed(h, reason, backend));
+  }
+
+  private readonly listeners: ((change: SessionChange) => void)[] = [];
+
+  /** Called synchronously after every open, re-pin and close. Returns an unsubscribe. */
+  onChange(fn: (change: SessionChange) => void): () => void {
+    this.listeners.push(fn);
+    return () => {
+      const i = this.listeners.indexOf(fn);
+      if (i >= 0) this.listeners.splice(i, 1);
+    };
+  }
+
+  private changed(change: SessionChange): void {
+    for (const fn of this.listeners) fn(change);
   }
 
   /**
@@ -52,11 +76,14 @@ export class SessionRouter {
     if (channels.sessionOpen.hasSubscribers) {
       channels.sessionOpen.publish({ service: this.service, backend: pick.backend.id } satisfies SessionEvent);
     }
+    if (this.listeners.length > 0) this.changed({ type: 'open', session: h, key, backend: pick.backend });
     return { type: 'opened', session: h, backend: pick.backend };
   }
 
   /** Routes one unit of work of an open session: its pin, or a new one when the pinned backend is down. */
   follow(h: SessionHandle): SessionRoute {
+    // A stale handle (the session timed out or ended under its caller) has no pin to follow.
+    if (!this.table.isOpen(h)) return { type: 'refused', reason: 'closed' };
     const pinned = this.backends[this.table.backend(h)];
     this.table.touch(h);
     if (keepsPin(pinned)) return { type: 'pinned', session: h, backend: pinned };
@@ -72,6 +99,37 @@ export class SessionRouter {
     return moved;
   }
 
+  /**
+   * Pins the session named `key` to `backend`, which the caller chose: an HTTP reply whose Set-Cookie
+   * names a session that backend created, or the backend that took a session's request over in a
+   * failover (issue 5). Opens the session when unknown ('opened', sessionOpen), moves it when pinned
+   * elsewhere ('repinned', sessionRepin), touches it when already there ('pinned'); 'refused'
+   * ('sessions-full', sessionRefuse) when the table cannot open it. `key` null: a new anonymous
+   * session pinned to `backend` (the UDP relay's flow outlived its session: it stays on its backend).
+   */
+  pin(key: string | null, backend: Backend): SessionRoute {
+    const h = key === null ? NO_SESSION : this.table.find(key);
+    if (h === NO_SESSION) {
+      const opened = this.table.open(key, backend.index);
+      if (opened === NO_SESSION) return this.refuse('sessions-full');
+      if (channels.sessionOpen.hasSubscribers) {
+        channels.sessionOpen.publish({ service: this.service, backend: backend.id } satisfies SessionEvent);
+      }
+      if (this.listeners.length > 0) this.changed({ type: 'open', session: opened, key, backend });
+      return { type: 'opened', session: opened, backend };
+    }
+    this.table.touch(h);
+    const at = this.table.backend(h);
+    if (at === backend.index) return { type: 'pinned', session: h, backend };
+    const from = this.backends[at];
+    this.table.repin(h, backend.index);
+    if (channels.sessionRepin.hasSubscribers) {
+      channels.sessionRepin.publish({ service: this.service, from: from?.id ?? '?', to: backend.id } satisfies SessionRepinEvent);
+    }
+    if (this.listeners.length > 0) this.changed({ type: 'repin', session: h, from: from ?? null, to: backend });
+    return { type: 'repinned', session: h, backend, from: from ?? backend };
+  }
+
   close(h: SessionHandle, reason: SessionEndReason): void {
     this.table.close(h, reason);
   }
@@ -84,6 +142,7 @@ export class SessionRouter {
     if (channels.sessionRepin.hasSubscribers) {
       channels.sessionRepin.publish({ service: this.service, from: from?.id ?? '?', to: to?.id ?? null } satisfies SessionRepinEvent);
     }
+    if (to && this.listeners.length > 0) this.changed({ type: 'repin', session: h, from: from ?? null, to });
     return to;
   }
 
@@ -92,7 +151,8 @@ export class SessionRouter {
     return { type: 'refused', reason };
   }
 
-  private closed(reason: SessionEndReason, backend: number): void {
+  private closed(h: SessionHandle, reason: SessionEndReason, backend: number): void {
+    if (this.listeners.length > 0) this.changed({ type: 'close', session: h, reason });
     if (!channels.sessionClose.hasSubscribers) return;
     channels.sessionClose.publish({ service: this.service, backend: this.backends[backend]?.id ?? null, reason } satisfies SessionCloseEvent);
   }

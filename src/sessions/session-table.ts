@@ -8,8 +8,13 @@
  * "none"; a handle stays valid until the session is closed, and is never confused with a later
  * session that reuses the same slot (isOpen(h) is false for a stale handle).
  *
- * PLACEHOLDER IMPLEMENTATION (Map-based) until the compact typed-array table replaces it.
+ * Layout: typed arrays indexed by slot (backend, timestamp, generation) that double from
+ * SESSION_INITIAL_SLOTS up to maxSessions, never above; a Map from key to handle for named sessions
+ * only. A handle is generation × 2^24 + slot: the slot's generation is odd while a session holds it
+ * and moves on at every open and close, so a stale handle stops matching the moment its session
+ * closes, and matches again only after 2^27 more sessions have used that very slot.
  */
+import { unsliced } from '../core/strings.js';
 import type { Clock } from '../core/clock.js';
 
 export type SessionHandle = number;
@@ -27,23 +32,38 @@ export interface SessionTableOptions {
   clock: Clock;
 }
 
-interface Entry {
-  key: string | null;
-  backend: number;
-  lastSeen: number;
-  gen: number;
-}
+/** Slots allocated by the first open (or maxSessions when smaller); then doubled as needed. */
+export const SESSION_INITIAL_SLOTS = 1024;
+/** Handle = generation × SLOT_SPAN + slot: at most 2^24 slots (the configuration's maximum). */
+const SLOT_SPAN = 0x1000000;
+/** Generations wrap at 2^28 (odd: open, even: free), so a handle stays below 2^52, an exact integer. */
+const GEN_MASK = 0x0fffffff;
 
 export class SessionTable {
   readonly capacity: number;
-  private readonly entries: (Entry | undefined)[] = [];
   private readonly byKey = new Map<string, SessionHandle>();
-  private readonly free: number[] = [];
-  private readonly gens: number[] = [];
-  private count = 0;
   private readonly closeListeners: ((h: SessionHandle, reason: SessionEndReason, backend: number) => void)[] = [];
+  private count = 0;
+  private slots = 0;
+  /** Slots ever used (the sweep's range). */
+  private used = 0;
+  /** Free list through `nextFree`. */
+  private freeHead = -1;
+  private cursor = 0;
+  private backends = new Int32Array(0);
+  private lastSeens = new Float64Array(0);
+  private gens = new Int32Array(0);
+  private nextFree = new Int32Array(0);
+  /** By slot: the session's key, null when anonymous or free. */
+  private keys: (string | null)[] = [];
+  /** By slot: a forwarder's small per-session record (setData), for the few sessions that have one. */
+  private readonly datas = new Map<number, string>();
+  private readonly dataListeners: ((h: SessionHandle, data: string) => void)[] = [];
 
   constructor(private readonly options: SessionTableOptions) {
+    if (!(Number.isInteger(options.maxSessions) && options.maxSessions >= 1 && options.maxSessions <= SLOT_SPAN)) {
+      throw new RangeError(`session table: maxSessions must be an integer in [1, 2^24], received ${options.maxSessions}`);
+    }
     this.capacity = options.maxSessions;
   }
 
@@ -61,70 +81,92 @@ export class SessionTable {
   open(key: string | null, backend: number): SessionHandle {
     if (this.count >= this.capacity) return NO_SESSION;
     if (key !== null && this.byKey.has(key)) return NO_SESSION;
-    const slot = this.free.pop() ?? this.entries.length;
-    const gen = ((this.gens[slot] ?? 0) + 1) & 0x3ff;
+    const slot = this.allocate();
+    const gen = (this.gens[slot]! + 1) & GEN_MASK;
     this.gens[slot] = gen;
-    this.entries[slot] = { key, backend, lastSeen: this.options.clock.now(), gen };
+    this.backends[slot] = backend;
+    this.lastSeens[slot] = this.options.clock.now();
+    // A key cut from a parsed message (a Call-ID, a cookie) would keep the whole message alive.
+    this.keys[slot] = key === null ? null : unsliced(key);
     this.count++;
-    const h = gen * 0x1000000 + slot;
-    if (key !== null) this.byKey.set(key, h);
+    const h = gen * SLOT_SPAN + slot;
+    if (key !== null) this.byKey.set(this.keys[slot]!, h);
     return h;
   }
 
   isOpen(h: SessionHandle): boolean {
-    return this.entry(h) !== undefined;
+    return this.slotOf(h) >= 0;
   }
 
   /** The backend index the session is pinned to (-1 for a stale handle). */
   backend(h: SessionHandle): number {
-    return this.entry(h)?.backend ?? -1;
+    const slot = this.slotOf(h);
+    return slot >= 0 ? this.backends[slot]! : -1;
   }
 
   key(h: SessionHandle): string | null {
-    return this.entry(h)?.key ?? null;
+    const slot = this.slotOf(h);
+    return slot >= 0 ? this.keys[slot]! : null;
+  }
+
+  /** When the session last had traffic (clock.now() of its open or last touch()); -1 for a stale handle. */
+  lastSeen(h: SessionHandle): number {
+    const slot = this.slotOf(h);
+    return slot >= 0 ? this.lastSeens[slot]! : -1;
   }
 
   /** Traffic on the session: it is not idle. */
   touch(h: SessionHandle): void {
-    const e = this.entry(h);
-    if (e) e.lastSeen = this.options.clock.now();
+    const slot = this.slotOf(h);
+    if (slot >= 0) this.lastSeens[slot] = this.options.clock.now();
   }
 
   /** Moves the pin (the old backend failed). */
   repin(h: SessionHandle, backend: number): void {
-    const e = this.entry(h);
-    if (e) e.backend = backend;
+    const slot = this.slotOf(h);
+    if (slot >= 0) this.backends[slot] = backend;
   }
 
   close(h: SessionHandle, reason: SessionEndReason): void {
-    const e = this.entry(h);
-    if (!e) return;
-    const slot = h % 0x1000000;
-    this.entries[slot] = undefined;
-    if (e.key !== null) this.byKey.delete(e.key);
-    this.free.push(slot);
+    const slot = this.slotOf(h);
+    if (slot < 0) return;
+    const backend = this.backends[slot]!;
+    const key = this.keys[slot]!;
+    this.gens[slot] = (this.gens[slot]! + 1) & GEN_MASK;
+    this.keys[slot] = null;
+    if (this.datas.size > 0) this.datas.delete(slot);
+    this.nextFree[slot] = this.freeHead;
+    this.freeHead = slot;
     this.count--;
-    for (const fn of this.closeListeners) fn(h, reason, e.backend);
+    if (key !== null) this.byKey.delete(key);
+    for (const fn of this.closeListeners.slice()) fn(h, reason, backend);
   }
 
-  /** Open sessions pinned to `backend` (for re-pinning after a failure). */
+  /** Open sessions pinned to `backend` (for re-pinning after a failure). Scans the table: failures are rare. */
   pinnedTo(backend: number): SessionHandle[] {
     const out: SessionHandle[] = [];
-    this.entries.forEach((e, slot) => {
-      if (e && e.backend === backend) out.push(e.gen * 0x1000000 + slot);
-    });
+    for (let slot = 0; slot < this.used; slot++) {
+      const gen = this.gens[slot]!;
+      if ((gen & 1) === 1 && this.backends[slot] === backend) out.push(gen * SLOT_SPAN + slot);
+    }
     return out;
   }
 
-  /** Closes (reason 'timeout') sessions idle for timeoutMs or more, visiting at most `budget` slots; returns how many closed. */
+  /**
+   * Closes (reason 'timeout') sessions idle for timeoutMs or more, visiting at most `budget` slots
+   * and resuming where the last call stopped; returns how many closed.
+   */
   sweep(budget: number = Number.MAX_SAFE_INTEGER): number {
     const now = this.options.clock.now();
+    const timeout = this.options.timeoutMs;
+    const visits = Math.min(budget, this.used);
     let closed = 0;
-    let visited = 0;
-    for (let slot = 0; slot < this.entries.length && visited < budget; slot++, visited++) {
-      const e = this.entries[slot];
-      if (e && now - e.lastSeen >= this.options.timeoutMs) {
-        this.close(e.gen * 0x1000000 + slot, 'timeout');
+    for (let v = 0; v < visits; v++) {
+      if (this.cursor >= this.used) this.cursor = 0;
+      const slot = this.cursor++;
+      const gen = this.gens[slot]!;
+      if ((gen & 1) === 1 && now - this.lastSeens[slot]! >= timeout) {
+        this.close(gen * SLOT_SPAN + slot, 'timeout');
         closed++;
       }
     }
@@ -140,9 +182,80 @@ export class SessionTable {
     };
   }
 
-  private entry(h: SessionHandle): Entry | undefined {
-    if (h < 0) return undefined;
-    const e = this.entries[h % 0x1000000];
-    return e && e.gen === Math.floor(h / 0x1000000) ? e : undefined;
+  /**
+   * Attaches a small string to an open session (the SIP forwarder's client address and transport), so
+   * that replication carries it to the backups and a forwarder that takes the session over can
+   * rebuild its side record (issue 7). Dropped when the session closes.
+   */
+  setData(h: SessionHandle, data: string): void {
+    const slot = this.slotOf(h);
+    if (slot < 0 || this.datas.get(slot) === data) return;
+    this.datas.set(slot, data);
+    for (const fn of this.dataListeners) fn(h, data);
+  }
+
+  /** Called after setData() changed a session's string. Returns an unsubscribe. */
+  onData(fn: (h: SessionHandle, data: string) => void): () => void {
+    this.dataListeners.push(fn);
+    return () => {
+      const i = this.dataListeners.indexOf(fn);
+      if (i >= 0) this.dataListeners.splice(i, 1);
+    };
+  }
+
+  /** The string setData() attached to the session, or null. */
+  data(h: SessionHandle): string | null {
+    const slot = this.slotOf(h);
+    return slot >= 0 ? (this.datas.get(slot) ?? null) : null;
+  }
+
+  /** Calls `fn` with every open session (a replication snapshot); `fn` must not open or close sessions. */
+  forEach(fn: (h: SessionHandle) => void): void {
+    for (let slot = 0; slot < this.used; slot++) {
+      const gen = this.gens[slot]!;
+      if ((gen & 1) === 1) fn(gen * SLOT_SPAN + slot);
+    }
+  }
+
+  /** Bytes held by the slot arrays (typed arrays and the key array's pointers; key strings and the key Map not counted). */
+  bytes(): number {
+    return this.backends.byteLength + this.lastSeens.byteLength + this.gens.byteLength + this.nextFree.byteLength + this.slots * 8;
+  }
+
+  /** The slot of an open session's handle, -1 for a stale or foreign one. */
+  private slotOf(h: SessionHandle): number {
+    if (!(h >= SLOT_SPAN)) return -1;
+    const slot = h % SLOT_SPAN;
+    if (slot >= this.used) return -1;
+    const gen = this.gens[slot]!;
+    return (gen & 1) === 1 && gen * SLOT_SPAN + slot === h ? slot : -1;
+  }
+
+  private allocate(): number {
+    if (this.freeHead >= 0) {
+      const slot = this.freeHead;
+      this.freeHead = this.nextFree[slot]!;
+      return slot;
+    }
+    if (this.used === this.slots) this.grow();
+    return this.used++;
+  }
+
+  private grow(): void {
+    const slots = this.slots === 0 ? Math.min(this.capacity, SESSION_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2);
+    const backends = new Int32Array(slots);
+    backends.set(this.backends);
+    this.backends = backends;
+    const lastSeens = new Float64Array(slots);
+    lastSeens.set(this.lastSeens);
+    this.lastSeens = lastSeens;
+    const gens = new Int32Array(slots);
+    gens.set(this.gens);
+    this.gens = gens;
+    const nextFree = new Int32Array(slots);
+    nextFree.set(this.nextFree);
+    this.nextFree = nextFree;
+    for (let slot = this.slots; slot < slots; slot++) this.keys.push(null);
+    this.slots = slots;
   }
 }

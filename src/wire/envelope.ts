@@ -2,7 +2,7 @@
  * @module The authenticated envelope every binary control message travels in between agents and
  * dispatchers: `seal()` appends a version byte and a truncated HMAC-SHA256 tag to a body, `open()`
  * checks them and hands back the body. The body codecs live beside it (availability.ts,
- * load-vector.ts); replay and freshness are replay-guard.ts's job, after decoding.
+ * load-vector.ts, election-advert.ts); replay and freshness are replay-guard.ts's job, after decoding.
  *
  * ## Byte layout (all integers big-endian)
  *
@@ -14,7 +14,9 @@
  * | n        | 1    | version byte = `(WIRE_VERSION << 4) \| type`; WIRE_VERSION = 1            |
  * | n + 1    | 16   | tag = first 16 bytes of HMAC-SHA256(clusterKey, body ‖ version byte)      |
  *
- * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12).
+ * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12), 3 = election
+ * advert (version byte 0x13), 4 = state replication frame (version byte 0x14; layout in
+ * replication-frame.ts: a 16-byte header and a batch of session/flow operations, over TCP).
  *
  * Availability body (type 1), 11 bytes, SARA Fig. 6; 28 bytes on the wire:
  *
@@ -42,6 +44,21 @@
  * | 18     | 2    | backlog   | same encoding                                                        |
  * | 20     | 2    | load      | same encoding; the agent's weighted scalar load                      |
  *
+ * Election advert body (type 3), 20 bytes; 37 bytes on the wire. Sent by a group's master every
+ * interval to its peer dispatchers (RFC 5798 §5.2, adapted; replication/election.ts):
+ *
+ * | offset | size | field     | meaning                                                              |
+ * |--------|------|-----------|----------------------------------------------------------------------|
+ * | 0      | 2    | group     | u16, the group id (VRRP's VRID): one VIP and the services on it      |
+ * | 2      | 2    | sender    | u16, the sending dispatcher's id; breaks priority ties               |
+ * | 4      | 1    | priority  | u8: 0 = master resigning (backups take over after Skew_Time),        |
+ * |        |      |           | 1-254, 255 = owner (always preempts)                                 |
+ * | 5      | 1    | flags     | bit 0 = the sender preempts; bits 1-7 reserved, must be 0            |
+ * | 6      | 2    | interval  | u16, the sender's advertisement interval in ms, 1-65535              |
+ * | 8      | 4    | epoch     | u32, the sender's master epoch: max epoch seen + 1 at each takeover  |
+ * | 12     | 4    | seq       | u32, +1 per advert of this group from this sender, wraps at 2^32     |
+ * | 16     | 4    | timestamp | u32, wall-clock ms mod 2^32 at send time                             |
+ *
  * The tag is checked (in constant time) before anything else in the message is believed, so an
  * unauthenticated sender learns nothing from which reason it gets back except 'truncated' and
  * 'bad-mac'. A version or type this build does not know is reported only for authentic messages.
@@ -53,7 +70,7 @@ export const WIRE_VERSION = 1;
 /** HMAC-SHA256 truncated to 128 bits (RFC 2104 §5 allows truncation to at least half the output). */
 export const TAG_BYTES = 16;
 
-export const MessageType = { Availability: 1, LoadVector: 2 } as const;
+export const MessageType = { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 /** Why a message was dropped; the later reasons ('replay', 'stale', 'unknown-host') are raised by receivers. */
@@ -74,7 +91,7 @@ const REJECT_VERSION: OpenResult = Object.freeze({ ok: false, reason: 'version' 
 const REJECT_TYPE: OpenResult = Object.freeze({ ok: false, reason: 'type' });
 
 function isMessageType(t: number): t is MessageType {
-  return t === MessageType.Availability || t === MessageType.LoadVector;
+  return t === MessageType.Availability || t === MessageType.LoadVector || t === MessageType.ElectionAdvert || t === MessageType.Replication;
 }
 
 /** HMAC-SHA256(key, msg[0, end)), full 32 bytes. */

@@ -22,6 +22,14 @@ export const LOAD_VECTOR_BODY_HEX = '0007' + '00000009' + '00000064' + '0000' + 
 /** body ‖ 0x12 ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x12) (openssl). */
 export const LOAD_VECTOR_MSG_HEX = LOAD_VECTOR_BODY_HEX + '12' + '26308b5d7d97853a29df7e66bc02214e';
 
+/**
+ * group 0x0102, sender 0x0304, priority 100 (0x64), flags 0x01 (preempt), interval 20 ms (0x0014),
+ * epoch 7, seq 0x0A0B0C0D, timestamp 0xA0B0C0D0.
+ */
+export const ELECTION_ADVERT_BODY_HEX = '0102' + '0304' + '64' + '01' + '0014' + '00000007' + '0a0b0c0d' + 'a0b0c0d0';
+/** body ‖ 0x13 ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x13) (openssl). */
+export const ELECTION_ADVERT_MSG_HEX = ELECTION_ADVERT_BODY_HEX + '13' + '8b7b620fb34c8655a45eddc6a84245d3';
+
 /** body ‖ versionByte ‖ HMAC-SHA256(key, body ‖ versionByte)[0..16), for any version byte. */
 export function handSeal(versionByte: number, body: Buffer, key: Buffer = KEY): Buffer {
   const signed = Buffer.concat([body, Buffer.from([versionByte])]);

@@ -4,7 +4,7 @@
  * test ends. The config goes through the real schema, so defaults are the product's defaults.
  */
 import type { TestContext } from 'node:test';
-import { configSchema, type DetectorConfig, type FailoverConfig, type HealthConfig, type HttpConfig } from '../../src/config/schema.js';
+import { configSchema, type DetectorConfig, type FailoverConfig, type HealthConfig, type HttpConfig, type SessionsConfig } from '../../src/config/schema.js';
 import { formatHostPort, type HostPort } from '../../src/core/address.js';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import type { BackendStatus } from '../../src/admin/status.js';
@@ -23,6 +23,8 @@ export interface TestDispatcherOptions {
   balancer?: string;
   /** The service's listen address; default '127.0.0.1:0'. */
   listen?: string;
+  /** services[].sessions (issue 5: cookie or header virtual sessions, table bounds). */
+  sessions?: Partial<SessionsConfig>;
 }
 
 export interface TestDispatcher {
@@ -53,6 +55,7 @@ export function testConfig(opts: TestDispatcherOptions): ReturnType<typeof confi
         })),
         ...(opts.http || opts.failover ? { http: { ...opts.http, ...(opts.failover ? { failover: opts.failover } : {}) } } : {}),
         ...(opts.health ? { health: opts.health } : {}),
+        ...(opts.sessions ? { sessions: opts.sessions } : {}),
       },
     ],
   });

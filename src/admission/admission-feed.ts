@@ -1,0 +1,98 @@
+/**
+ * @module What feeds SA2C its loads: the dispatcher's own load l (the event loop's utilisation), the
+ * smoothing of l and l_c into short-term estimates, and a periodic feed that hands the controller the
+ * pair (l, l_c) on the clock.
+ */
+import { performance } from 'node:perf_hooks';
+import type { EventLoopUtilization } from 'node:perf_hooks';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import type { AdmissionControl } from './admission-controller.js';
+
+/**
+ * l of SARA eq. 2, "the cluster head load", for a Node dispatcher: the share of time the event loop
+ * spent running callbacks since the previous sample (performance.eventLoopUtilization), in [0, 1].
+ * One thread does all the forwarding, so a loop busy all the time is a dispatcher at capacity,
+ * whatever the machine's CPU count says. The first sample covers the time since construction (the
+ * feed discards it: it measures the dispatcher's start-up, not its forwarding).
+ */
+export class EventLoopLoad {
+  private last: EventLoopUtilization = performance.eventLoopUtilization();
+
+  sample(): number {
+    const now = performance.eventLoopUtilization();
+    const utilization = performance.eventLoopUtilization(now, this.last).utilization;
+    this.last = now;
+    return utilization >= 0 && utilization <= 1 ? utilization : utilization > 1 ? 1 : 0;
+  }
+}
+
+/**
+ * An exponentially weighted moving average over irregularly spaced samples with time constant
+ * `smoothingMs`: each sample taken `elapsedMs` after the previous one moves the estimate by
+ * w = 1 - exp(-elapsedMs / smoothingMs) of the way to it, so the weight of the past decays by e
+ * every smoothingMs whatever the sampling period. The first sample is taken as it is; NaN samples
+ * are skipped (the estimate stays); smoothingMs = 0 returns every sample unchanged.
+ *
+ * Why SA2C needs it: a load sample is a count over a short window (the agents' load.intervalMs), and
+ * at moderate load its sampling noise is as wide as the whole T1..T2 band (a backend at half its
+ * capacity reads anywhere from 0 to 1 over 100 ms windows; bench/overload's trace shows it). The
+ * shell forecast (eq. 6-8) does not remove that noise: eq. 8 damps the regression towards the
+ * measurement in proportion to the last forecast error, which is largest exactly when the series is
+ * noisy. Fed raw, eq. 2 flips between "admit all" and "refuse all" from one sample to the next.
+ */
+export class LoadSmoother {
+  private estimate = Number.NaN;
+
+  constructor(private readonly smoothingMs: number) {}
+
+  next(sample: number, elapsedMs: number): number {
+    if (Number.isNaN(sample)) return this.estimate;
+    if (Number.isNaN(this.estimate) || !(this.smoothingMs > 0)) return (this.estimate = sample);
+    const w = 1 - Math.exp(-(elapsedMs > 0 ? elapsedMs : 0) / this.smoothingMs);
+    return (this.estimate += w * (sample - this.estimate));
+  }
+
+  /** The current estimate (NaN before the first sample). */
+  get value(): number {
+    return this.estimate;
+  }
+}
+
+/** Where the feed reads the two loads from. */
+export interface LoadSources {
+  /** l_c: the short-term estimate of the cluster load (LoadManager.clusterForecast()). */
+  cluster(): number;
+  /** l: the dispatcher's own load (EventLoopLoad.sample()). */
+  dispatcher(): number;
+}
+
+/**
+ * Calls `control.update` every `intervalMs` (the load vectors' interval, `load.intervalMs`, is the
+ * natural one: the estimate changes no faster) with l and l_c each smoothed by a LoadSmoother of
+ * time constant `smoothingMs` (`admission.smoothingMs`). The first dispatcher sample is read and
+ * discarded (it covers the dispatcher's start-up: up to 0.6 measured in bench/overload), l counting
+ * as 0 in the first update. Returns the timer; cancel() stops the feed.
+ */
+export function startAdmissionFeed(
+  control: AdmissionControl,
+  sources: LoadSources,
+  clock: Clock,
+  intervalMs: number,
+  smoothingMs = 0,
+): TimerHandle {
+  const dispatcher = new LoadSmoother(smoothingMs);
+  const cluster = new LoadSmoother(smoothingMs);
+  let last = clock.now();
+  let first = true;
+  return clock.setInterval(() => {
+    const now = clock.now();
+    const elapsedMs = now - last;
+    last = now;
+    const lc = cluster.next(sources.cluster(), elapsedMs);
+    const sample = sources.dispatcher();
+    let l = 0;
+    if (first) first = false;
+    else l = dispatcher.next(sample, elapsedMs);
+    control.update({ cluster: lc, dispatcher: Number.isNaN(l) ? 0 : l });
+  }, intervalMs);
+}

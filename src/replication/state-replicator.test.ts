@@ -1,0 +1,359 @@
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import '../balance/index.js';
+import { createBalancer } from '../balance/balancer.js';
+import { realClock, type Clock } from '../core/clock.js';
+import { Backend } from '../monitor/backend.js';
+import { addressKey, FlowTable, NO_FLOW, PROTO_UDP } from '../sessions/flow-table.js';
+import { SessionRouter } from '../sessions/session-router.js';
+import { NO_SESSION, SessionTable } from '../sessions/session-table.js';
+import { MessageType, open, seal } from '../wire/envelope.js';
+import { decodeFrame, encodeFrame, Op, OpWriter } from '../wire/replication-frame.js';
+import { createStateReplicator, type StateReplicator } from './state-replicator.js';
+
+const KEY = Buffer.alloc(32, 0x42);
+const LOOPBACK = '127.0.0.1';
+const VIP = addressKey('10.0.0.100');
+
+/** One service's session layer: three backends up behind round-robin. */
+function layer(clock: Clock = realClock, maxSessions = 50_000) {
+  const backends = ['b0', 'b1', 'b2'].map((id, i) => {
+    const b = new Backend('sip', id, LOOPBACK, 5070 + i, 1, i);
+    b.state = 'up';
+    return b;
+  });
+  const balancer = createBalancer<Backend>('round-robin');
+  balancer.update(backends);
+  const table = new SessionTable({ service: 'sip', maxSessions, timeoutMs: 60_000, clock });
+  const sessions = new SessionRouter('sip', table, backends, balancer);
+  const flows = new FlowTable({ service: 'sip', maxFlows: maxSessions * 2, timeoutMs: 30_000, clock });
+  return { backends, table, sessions, flows, service: { name: 'sip', sessions, flows, backends } };
+}
+
+type Layer = ReturnType<typeof layer>;
+
+async function until(what: string, cond: () => boolean, limitMs = 10_000): Promise<void> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > limitMs) assert.fail(`timed out waiting for: ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number } = {}) {
+  const r = createStateReplicator({
+    id,
+    listen: { host: LOOPBACK, port: extra.port ?? 0 },
+    peers,
+    key: KEY,
+    services: [l.service],
+    clock: realClock,
+    ackIntervalMs: 10,
+    reconnectMs: 20,
+    ...(extra.maxBufferBytes !== undefined ? { maxBufferBytes: extra.maxBufferBytes } : {}),
+  });
+  t.after(() => r.close());
+  await r.start();
+  return r;
+}
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, LOOPBACK, () => r()));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+test('replication: opens, data, re-pins, closes and flows on A appear on B; B sends nothing back', async (t) => {
+  const a = layer();
+  const b = layer();
+  const [pa, pb] = [await freePort(), await freePort()];
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }], { port: pa });
+  const rb = await replicator(t, 2, b, [{ host: LOOPBACK, port: pa }], { port: pb });
+  await until('both connected', () => ra.stats().peersStreaming === 1 && rb.stats().peersStreaming === 1);
+
+  const opened = a.sessions.route('call-1@client');
+  assert.equal(opened.type, 'opened');
+  if (opened.type !== 'opened') return;
+  a.table.setData(opened.session, 'udp 127.0.0.1 5099');
+  const anon = a.sessions.open(null);
+  assert.equal(anon.type, 'opened');
+  if (anon.type !== 'opened') return;
+  a.flows.insert(addressKey('192.0.2.7'), 5099, VIP, 5060, PROTO_UDP, 'signalling', opened.session);
+  a.flows.insert(addressKey('2001:db8::7'), 40000, VIP, 30000, PROTO_UDP, 'announced', anon.session, 12_345);
+
+  await until('B has the keyed session', () => b.table.find('call-1@client') !== NO_SESSION);
+  await until('B has both flows', () => b.flows.size === 2);
+  const hb = b.table.find('call-1@client');
+  assert.equal(b.table.backend(hb), opened.backend.index);
+  await until('B has the data', () => b.table.data(hb) === 'udp 127.0.0.1 5099');
+  assert.equal(b.table.size, 2);
+  const f1 = b.flows.lookup(addressKey('192.0.2.7'), 5099, VIP, 5060, PROTO_UDP);
+  assert.notEqual(f1, NO_FLOW);
+  assert.equal(b.flows.session(f1), hb, 'the flow names B\'s own handle of the session');
+  const f2 = b.flows.lookup(addressKey('2001:db8::7'), 40000, VIP, 30000, PROTO_UDP);
+  assert.notEqual(f2, NO_FLOW);
+  assert.equal(b.flows.role(f2), 'announced');
+  assert.equal(b.flows.timeoutMs(f2), 12_345);
+  const hAnon = b.flows.session(f2);
+  assert.equal(b.table.key(hAnon), null);
+  assert.equal(b.table.backend(hAnon), anon.backend.index);
+
+  // Re-pin (the backend failed), then the end of the call.
+  const other = a.backends[(opened.backend.index + 1) % 3]!;
+  a.sessions.pin('call-1@client', other);
+  await until('B follows the re-pin', () => b.table.backend(hb) === other.index);
+  a.flows.remove(a.flows.lookup(addressKey('2001:db8::7'), 40000, VIP, 30000, PROTO_UDP));
+  a.sessions.close(opened.session, 'ended');
+  await until('B closed the session', () => b.table.find('call-1@client') === NO_SESSION);
+  await until('B removed the flow', () => b.flows.lookup(addressKey('2001:db8::7'), 40000, VIP, 30000, PROTO_UDP) === NO_FLOW);
+  assert.equal(b.table.size, 1, 'the anonymous session stays');
+
+  await until('A has its acks', () => rb.stats().framesApplied >= 1);
+  // B applied but owns nothing: the only ops A ever received are B's (empty) snapshot.
+  assert.equal(ra.stats().opsApplied, 2, 'SNAPSHOT_BEGIN and SNAPSHOT_END from B, nothing echoed');
+  assert.equal(a.table.size, 1);
+  assert.equal(rb.stats().foreignSessions, 1);
+  assert.equal(rb.stats().foreignFlows, 1);
+});
+
+test('replication: a late joiner gets a snapshot, then the stream', async (t) => {
+  const a = layer();
+  const keys: string[] = [];
+  for (let i = 0; i < 300; i++) {
+    const key = i % 3 === 0 ? null : `call-${i}`;
+    const r = a.sessions.route(key);
+    assert.equal(r.type, 'opened');
+    if (r.type !== 'opened') return;
+    if (key) keys.push(key);
+    a.flows.insert(0x0a000000 + i, 5060, VIP, 5060, PROTO_UDP, 'signalling', r.session);
+  }
+  const pb = await freePort();
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }]);
+  const b = layer();
+  const synced: { sessions: number; flows: number }[] = [];
+  const rb = createStateReplicator({ id: 2, listen: { host: LOOPBACK, port: pb }, peers: [], key: KEY, services: [b.service], clock: realClock, ackIntervalMs: 10 });
+  t.after(() => rb.close());
+  rb.onSynced(1, (e) => synced.push({ sessions: e.sessions, flows: e.flows }));
+  await rb.start();
+  await until('snapshot applied', () => synced.length === 1);
+  assert.deepEqual(synced[0], { sessions: 300, flows: 300 });
+  assert.equal(b.table.size, 300);
+  assert.equal(b.flows.size, 300);
+  for (const key of keys) assert.equal(b.table.backend(b.table.find(key)), a.table.backend(a.table.find(key)), key);
+  for (let i = 0; i < 300; i += 37) {
+    const fa = a.flows.lookup(0x0a000000 + i, 5060, VIP, 5060, PROTO_UDP);
+    const fb = b.flows.lookup(0x0a000000 + i, 5060, VIP, 5060, PROTO_UDP);
+    assert.equal(b.table.backend(b.flows.session(fb)), a.table.backend(a.flows.session(fa)));
+  }
+  a.sessions.route('call-after');
+  await until('stream after the snapshot', () => b.table.find('call-after') !== NO_SESSION);
+  assert.equal(ra.stats().snapshotsSent, 1);
+});
+
+/** A TCP relay whose connections the test can kill. */
+async function proxy(t: TestContext, to: number) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((c) => {
+    const up = net.connect(to, LOOPBACK);
+    sockets.add(c).add(up);
+    c.pipe(up).pipe(c);
+    const end = () => {
+      c.destroy();
+      up.destroy();
+      sockets.delete(c);
+      sockets.delete(up);
+    };
+    c.on('error', end).on('close', end);
+    up.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, LOOPBACK, () => r()));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  let accepted = 0;
+  server.on('connection', () => accepted++);
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    kill: () => {
+      for (const s of sockets) s.destroy();
+    },
+    get accepted() {
+      return accepted;
+    },
+  };
+}
+
+test('replication: after the connection is killed, the redial resynchronises (changes made meanwhile included)', async (t) => {
+  const a = layer();
+  const b = layer();
+  const rb = await replicator(t, 2, b, []);
+  const p = await proxy(t, rb.address()!.port);
+  const synced: number[] = [];
+  rb.onSynced(null, (e) => synced.push(e.sessions));
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: p.port }]);
+  for (const k of ['k1', 'k2', 'k3']) a.sessions.route(k);
+  await until('first sync', () => synced.length >= 1 && b.table.size === 3);
+
+  // Cut the link; while it is down, k1 ends and k4 begins: B hears neither.
+  const down = new Promise<void>((resolve) => {
+    const poll = () => (ra.stats().peersStreaming === 0 ? resolve() : setTimeout(poll, 1));
+    p.kill();
+    poll();
+  });
+  await down;
+  a.sessions.close(a.table.find('k1'), 'ended');
+  a.sessions.route('k4');
+  assert.notEqual(b.table.find('k1'), NO_SESSION, 'B has not heard of the close yet');
+
+  await until('second sync', () => synced.length >= 2);
+  assert.ok(p.accepted >= 2);
+  assert.equal(b.table.find('k1'), NO_SESSION, 'gone from the new snapshot: removed on B');
+  assert.notEqual(b.table.find('k4'), NO_SESSION);
+  assert.equal(b.table.size, 3);
+  assert.equal(rb.stats().foreignSessions, 3);
+});
+
+/** A fake peer: accepts, challenges (validly), then never reads and never acks. */
+async function deafPeer(t: TestContext) {
+  const sockets: net.Socket[] = [];
+  const server = net.createServer((s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    const w = new OpWriter(8);
+    w.challenge();
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: 9, seq: 0, nonce: Buffer.alloc(8, 1) }, w.count, w.bytes()), KEY);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(msg.length);
+    s.write(Buffer.concat([len, msg]));
+    s.pause();
+  });
+  await new Promise<void>((r) => server.listen(0, LOOPBACK, () => r()));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    server.close();
+  });
+  return { port: (server.address() as net.AddressInfo).port, sockets };
+}
+
+test('replication: a peer that stops reading is cut at the buffer cap; the data path never waits for it', async (t) => {
+  const a = layer();
+  const deaf = await deafPeer(t);
+  const cap = 64 * 1024;
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: deaf.port }], { maxBufferBytes: cap });
+  await until('streaming to the deaf peer', () => ra.stats().peersStreaming === 1);
+  // ~40 bytes per open with its key: 10 000 opens are ~6 x the cap.
+  let opened = 0;
+  for (let round = 0; round < 10; round++) {
+    for (let i = 0; i < 1000; i++) if (a.sessions.route(`call-${round}-${i}-xxxxxxxxxxxx`).type === 'opened') opened++;
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.equal(opened, 10_000, 'every open went through while the peer read nothing');
+  await until('cut at the cap', () => ra.stats().overflows >= 1);
+  await until('redialled (a new snapshot follows)', () => deaf.sockets.length >= 2);
+  // How many bytes went out before the cut depends on how the opens were batched (a batch that would
+  // pass the cap is not sent): only the cut and the redial are the contract.
+});
+
+/** Connects to `port`, reads the CHALLENGE; returns the nonce and a way to send raw bytes. */
+async function rawPeer(t: TestContext, port: number) {
+  const socket = net.connect(port, LOOPBACK);
+  t.after(() => socket.destroy());
+  socket.on('error', () => {});
+  const first = await new Promise<Buffer>((resolve) => socket.once('data', resolve));
+  const opened = open(first.subarray(4, 4 + first.readUInt32BE(0)), KEY);
+  assert.ok(opened.ok);
+  const frame = decodeFrame(opened.body);
+  assert.ok(frame);
+  assert.equal(frame.ops[0]!.op, Op.Challenge);
+  assert.equal(frame.seq, 0);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return {
+    nonce: Buffer.from(frame.nonce),
+    send(msg: Buffer) {
+      const len = Buffer.alloc(4);
+      len.writeUInt32BE(msg.length);
+      socket.write(Buffer.concat([len, msg]));
+    },
+    raw: (b: Buffer) => socket.write(b),
+    closed,
+  };
+}
+
+function openFrame(nonce: Buffer, seq: number, key: string, k = KEY): Buffer {
+  const w = new OpWriter(64);
+  w.snapshotBegin();
+  w.sessionOpen(0, 0x1000001, 1, key);
+  w.snapshotEnd(1, 0);
+  return seal(MessageType.Replication, encodeFrame({ sender: 7, seq, nonce }, w.count, w.bytes()), k);
+}
+
+test('replication: forged, replayed and malformed frames are rejected, counted, and change nothing', async (t) => {
+  const b = layer();
+  const rb = await replicator(t, 2, b, []);
+  const port = rb.address()!.port;
+
+  const forged = await rawPeer(t, port);
+  forged.send(openFrame(forged.nonce, 1, 'forged', Buffer.alloc(32, 0x13)));
+  await forged.closed;
+  assert.equal(rb.stats().rejected['bad-mac'], 1);
+
+  // A genuine frame of one connection, replayed on another (another nonce), and out of order.
+  const genuine = await rawPeer(t, port);
+  const recorded = openFrame(genuine.nonce, 1, 'genuine');
+  genuine.send(recorded);
+  await until('the genuine frame applied', () => b.table.find('genuine') !== NO_SESSION);
+  const replayed = await rawPeer(t, port);
+  replayed.send(recorded);
+  await replayed.closed;
+  assert.equal(rb.stats().rejected.replay, 1);
+  genuine.send(openFrame(genuine.nonce, 1, 'again'));
+  await genuine.closed;
+  assert.equal(rb.stats().rejected.replay, 2, 'seq 1 twice on one connection');
+
+  // Authentic but malformed: a body that does not decode; a length prefix over the cap; random bytes.
+  const bad = await rawPeer(t, port);
+  bad.send(seal(MessageType.Replication, Buffer.concat([encodeFrame({ sender: 7, seq: 1, nonce: bad.nonce }, 1, Buffer.from([0x7f]))]), KEY));
+  await bad.closed;
+  assert.equal(rb.stats().rejected.malformed, 1);
+  const huge = await rawPeer(t, port);
+  huge.raw(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+  await huge.closed;
+  assert.equal(rb.stats().rejected.malformed, 2);
+  const noise = await rawPeer(t, port);
+  noise.raw(Buffer.concat([Buffer.from([0, 0, 0, 40]), Buffer.alloc(40, 0xab)]));
+  await noise.closed;
+  assert.equal(rb.stats().rejected['bad-mac'], 2);
+
+  assert.equal(b.table.find('forged'), NO_SESSION);
+  assert.equal(b.table.find('again'), NO_SESSION);
+  assert.equal(b.table.size, 1, 'only the genuine session');
+  // Still serving: a fresh connection is challenged.
+  await rawPeer(t, port);
+});
+
+test('replication: adopt() makes replicas our own: they are streamed and snapshotted from then on', async (t) => {
+  const a = layer();
+  const b = layer();
+  const c = layer();
+  const rc = await replicator(t, 3, c, []);
+  const rb = await replicator(t, 2, b, [{ host: LOOPBACK, port: rc.address()!.port }]);
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: rb.address()!.port }]);
+  await until('A and B stream', () => ra.stats().peersStreaming === 1 && rb.stats().peersStreaming === 1);
+  a.sessions.route('call-x');
+  b.sessions.route('call-b');
+  await until('B has A\'s session', () => b.table.find('call-x') !== NO_SESSION);
+  await until('C has B\'s own session', () => c.table.find('call-b') !== NO_SESSION);
+  assert.equal(c.table.find('call-x'), NO_SESSION, 'a replica is not streamed on');
+  // A is gone; B becomes master.
+  await ra.close();
+  rb.adopt();
+  await until('C has the adopted session', () => c.table.find('call-x') !== NO_SESSION);
+  assert.equal(c.table.backend(c.table.find('call-x')), b.table.backend(b.table.find('call-x')));
+  b.sessions.close(b.table.find('call-x'), 'ended');
+  await until('C follows B', () => c.table.find('call-x') === NO_SESSION);
+  assert.notEqual(c.table.find('call-b'), NO_SESSION);
+});

@@ -1,0 +1,932 @@
+/**
+ * @module Session-state replication between dispatchers (issue 7): semi-active replication as in
+ * the SIP ALG paper (seed 004) — the master's every session-table change (session open, re-pin,
+ * close, its per-session data, flow insert and remove) is streamed to the backups, which apply it
+ * and acknowledge — with CoRAL's reintegration (seed 001): a backup that joins late, restarts or
+ * fell behind gets a snapshot of the whole state, then the stream.
+ *
+ * ## API (called by the dispatcher, src/dispatcher/)
+ *
+ * ```ts
+ * const r = createStateReplicator({
+ *   id,                    // config.dispatcher.id (u16)
+ *   listen,                // the group's `listen` HostPort: TCP on the same host:port as its UDP election socket
+ *   peers,                 // the group's `peers`
+ *   key,                   // the cluster key (Buffer)
+ *   services,              // [{ name, sessions: SessionRouter, flows: FlowTable, backends }] of the group's
+ *                          // services, IN THE SAME ORDER on every dispatcher (ops name a service by index)
+ *   clock,
+ *   maxBufferBytes,        // optional, per peer, default REPLICATION_BUFFER_BYTES
+ * });
+ * await r.start();         // listens, then dials every peer (and redials forever)
+ * r.adopt();               // when this dispatcher becomes master of the group (election 'master'):
+ *                          // the state peers replicated here becomes its own (streamed, snapshotted)
+ * r.onSynced(peerId | null, (e) => ...);  // a peer's snapshot was applied here: { peer, sessions, flows, ms }
+ * r.stats();               // counters (ReplicatorStats)
+ * await r.close();
+ * ```
+ *
+ * ## Protocol
+ *
+ * Every dispatcher dials every peer and streams ITS OWN state over that connection; what it accepts
+ * it only applies. Frames (wire/replication-frame.ts, sealed by wire/envelope.ts, type 4) travel
+ * as `u32 length ‖ sealed frame`. The acceptor speaks first: a CHALLENGE frame whose header carries
+ * a fresh random 8-byte nonce. The dialer then sends SNAPSHOT_BEGIN, every session and flow it owns,
+ * SNAPSHOT_END, and from then on the live stream. Every frame carries the nonce and its sequence
+ * number (1, 2, 3… per connection): a frame from another connection or out of order is 'replay',
+ * one that fails the MAC 'bad-mac', one that does not decode 'malformed'; each is counted
+ * (wireDrop, source 'replication') and ends the connection (the dialer redials and resynchronises).
+ * The acceptor acknowledges (ACK seq) at SNAPSHOT_END and then at most every ackIntervalMs.
+ *
+ * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no
+ * allocation beyond the batch's growth); the batch is framed, sealed and written once per event-loop
+ * turn. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
+ * maxBufferBytes: over it, the connection is cut — a slow or dead backup never holds the master's
+ * memory or time — and the redial brings a fresh snapshot. A received frame is at most
+ * MAX_FRAME_BODY_BYTES; applied state is bounded by the local tables (a refused open is counted).
+ *
+ * Echo suppression: state applied from a peer is "foreign" — listed per service, never streamed on
+ * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign sessions and
+ * flows are kept alive locally (touched every refreshIntervalMs) because their traffic goes to the
+ * owner: they end when the owner says so, or when the owner's next snapshot no longer has them.
+ */
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import type { HostPort } from '../core/address.js';
+import { formatHostPort } from '../core/address.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import { channels, type WireDropEvent } from '../core/diagnostics.js';
+import { ListenError } from '../core/errors.js';
+import type { Backend } from '../monitor/backend.js';
+import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
+import type { SessionChange, SessionRouter } from '../sessions/session-router.js';
+import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
+import { ENVELOPE_OVERHEAD_BYTES, MessageType, open, seal, type WireReject } from '../wire/envelope.js';
+import {
+  decodeFrame,
+  decodeFrameHeader,
+  encodeFrame,
+  FRAME_HEADER_BYTES,
+  MAX_FRAME_BODY_BYTES,
+  MAX_OP_BYTES,
+  MAX_STRING_BYTES,
+  NO_SID,
+  NONCE_BYTES,
+  Op,
+  OpWriter,
+  type ReplicationOp,
+  type WireAddress,
+} from '../wire/replication-frame.js';
+
+/** Default cap of unacknowledged live-stream bytes per peer. */
+export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
+/** The acceptor acknowledges at most this often (and at every SNAPSHOT_END). */
+export const ACK_INTERVAL_MS = 50;
+/** Delay before redialling a peer after a failed or cut connection. */
+export const RECONNECT_MS = 500;
+/** Foreign sessions and flows are touched this often; must stay below the smallest flow and session timeout. */
+export const REFRESH_INTERVAL_MS = 1000;
+/** A batch is closed into a frame before its ops would pass this size. */
+const BATCH_LIMIT_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES - MAX_OP_BYTES;
+const LENGTH_PREFIX_BYTES = 4;
+const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BODY_BYTES + ENVELOPE_OVERHEAD_BYTES;
+
+export interface ReplicatedService {
+  readonly name: string;
+  readonly sessions: SessionRouter;
+  readonly flows: FlowTable;
+  readonly backends: readonly Backend[];
+}
+
+export interface StateReplicatorOptions {
+  /** This dispatcher's id (u16), config.dispatcher.id. */
+  id: number;
+  /** Where peers connect: the group's election host:port, in TCP. Port 0 picks one (tests): see address(). */
+  listen: HostPort;
+  peers: readonly HostPort[];
+  /** The cluster key (HMAC-SHA256). */
+  key: Buffer;
+  /** The group's services, in the same order on every dispatcher. */
+  services: readonly ReplicatedService[];
+  clock: Clock;
+  maxBufferBytes?: number;
+  ackIntervalMs?: number;
+  reconnectMs?: number;
+  refreshIntervalMs?: number;
+}
+
+export interface SyncedEvent {
+  /** The peer's dispatcher id. */
+  peer: number;
+  sessions: number;
+  flows: number;
+  /** From the connection's accept to the snapshot applied, clock ms. */
+  ms: number;
+}
+
+export interface ReplicatorStats {
+  /** Outgoing connections streaming (snapshot sent). */
+  peersStreaming: number;
+  /** Incoming connections (peers streaming to us). */
+  peersInbound: number;
+  framesSent: number;
+  opsSent: number;
+  bytesSent: number;
+  framesApplied: number;
+  opsApplied: number;
+  snapshotsSent: number;
+  snapshotsApplied: number;
+  /** Connections cut because a peer's unacknowledged bytes passed maxBufferBytes. */
+  overflows: number;
+  /** Frames rejected, by reason. */
+  rejected: Record<WireReject, number>;
+  /** Applied opens or inserts the local tables refused (full). */
+  applyRefused: number;
+  /** Sessions and flows held for peers now. */
+  foreignSessions: number;
+  foreignFlows: number;
+  /** Duration of the last snapshot applied here (accept to SNAPSHOT_END), ms; -1 before any. */
+  lastSyncMs: number;
+}
+
+export interface StateReplicator {
+  start(): Promise<void>;
+  close(): Promise<void>;
+  /** The bound TCP address (after start()). */
+  address(): HostPort | null;
+  stats(): ReplicatorStats;
+  /** `fn` runs each time a snapshot from `peer` (any peer when null) has been applied. Returns an unsubscribe. */
+  onSynced(peer: number | null, fn: (e: SyncedEvent) => void): () => void;
+  /** This dispatcher became master: state replicated from peers becomes its own; peers get a new snapshot. */
+  adopt(): void;
+}
+
+export function createStateReplicator(options: StateReplicatorOptions): StateReplicator {
+  return new Replicator(options);
+}
+
+// --- Internals --------------------------------------------------------------------------------------
+
+interface Batch {
+  count: number;
+  bytes: Buffer;
+}
+
+/** An OpWriter that closes a batch whenever the next op might not fit one frame. */
+class BatchWriter {
+  readonly w = new OpWriter(16 * 1024);
+  batches: Batch[] = [];
+  queuedBytes = 0;
+
+  /** Call before writing each op. */
+  room(): OpWriter {
+    if (this.w.length > BATCH_LIMIT_BYTES) this.roll();
+    return this.w;
+  }
+
+  roll(): void {
+    if (this.w.count === 0) return;
+    this.batches.push({ count: this.w.count, bytes: Buffer.from(this.w.bytes()) });
+    this.queuedBytes += this.w.length;
+    this.w.reset();
+  }
+
+  take(): Batch[] {
+    this.roll();
+    const out = this.batches;
+    this.batches = [];
+    this.queuedBytes = 0;
+    return out;
+  }
+
+  get bytes(): number {
+    return this.queuedBytes + this.w.length;
+  }
+}
+
+/** Splits a byte stream into `u32 length ‖ frame` records; bounded by one frame. */
+class FrameReader {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  /** Feeds bytes; returns the complete frames, or 'too-large' when a length prefix is over the cap. */
+  push(data: Buffer): Buffer[] | 'too-large' {
+    this.chunks.push(data);
+    this.size += data.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.size < LENGTH_PREFIX_BYTES) return out;
+      let buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
+      this.chunks = [buf];
+      const len = buf.readUInt32BE(0);
+      if (len > MAX_WIRE_FRAME_BYTES) return 'too-large';
+      if (this.size < LENGTH_PREFIX_BYTES + len) return out;
+      out.push(buf.subarray(LENGTH_PREFIX_BYTES, LENGTH_PREFIX_BYTES + len));
+      buf = buf.subarray(LENGTH_PREFIX_BYTES + len);
+      this.chunks = buf.length > 0 ? [buf] : [];
+      this.size = buf.length;
+    }
+  }
+}
+
+/** An outgoing connection: we stream our state to `to`. */
+interface OutLink {
+  readonly to: HostPort;
+  socket: net.Socket | null;
+  reader: FrameReader;
+  /** Set by the peer's CHALLENGE. */
+  nonce: Buffer | null;
+  peerId: number;
+  streaming: boolean;
+  seq: number;
+  /** Peer's ack frames: next expected seq. */
+  ackSeq: number;
+  /** Live-stream bytes written / acknowledged (cumulative), and per unacked frame its cumulative end. */
+  sentBytes: number;
+  ackedBytes: number;
+  unacked: { seq: number; end: number }[];
+  redial: TimerHandle | null;
+}
+
+/** What one peer replicated here, kept across its reconnections (the next snapshot reconciles it). */
+interface PeerState {
+  readonly id: number;
+  /** By the peer's session handle. */
+  readonly sessions: Map<number, { service: number; local: SessionHandle; gen: number }>;
+  /** By service and 5-tuple text. */
+  readonly flows: Map<string, { service: number; local: FlowHandle; gen: number }>;
+  gen: number;
+}
+
+/** An incoming connection: `peer` streams its state to us. */
+interface InLink {
+  readonly socket: net.Socket;
+  readonly reader: FrameReader;
+  readonly nonce: Buffer;
+  readonly acceptedAt: number;
+  peer: PeerState | null;
+  /** Next expected seq. */
+  seq: number;
+  /** Our own frames (CHALLENGE is 0, ACKs 1, 2, …). */
+  outSeq: number;
+  applied: number;
+  ackTimer: TimerHandle | null;
+  snapshotSessions: number;
+  snapshotFlows: number;
+}
+
+/** Per service: local handles of foreign state → its owner (and the key it is known by there). */
+interface ServiceIndex {
+  readonly svc: ReplicatedService;
+  readonly foreignSessions: Map<SessionHandle, { peer: PeerState; sid: number }>;
+  readonly foreignFlows: Map<FlowHandle, { peer: PeerState; key: string }>;
+}
+
+const INTERNED_BASE = 0xf0000000;
+
+function wireAddress(key: number): WireAddress {
+  return key >= 0 && key < INTERNED_BASE ? key : addressOf(key);
+}
+
+function localAddress(a: WireAddress): number {
+  return typeof a === 'number' ? a : addressKey(a);
+}
+
+function emptyRejects(): Record<WireReject, number> {
+  return { truncated: 0, 'bad-mac': 0, version: 0, type: 0, malformed: 0, replay: 0, stale: 0, 'unknown-host': 0 };
+}
+
+class Replicator implements StateReplicator {
+  private readonly id: number;
+  private readonly key: Buffer;
+  private readonly clock: Clock;
+  private readonly maxBufferBytes: number;
+  private readonly ackIntervalMs: number;
+  private readonly reconnectMs: number;
+  private readonly refreshIntervalMs: number;
+  private readonly index: ServiceIndex[];
+  private readonly pending = new BatchWriter();
+  private flushScheduled = false;
+  private readonly outLinks: OutLink[];
+  private readonly inLinks = new Set<InLink>();
+  private readonly peers = new Map<number, PeerState>();
+  private readonly syncListeners: { peer: number | null; fn: (e: SyncedEvent) => void }[] = [];
+  private readonly unsubscribes: (() => void)[] = [];
+  private server: net.Server | null = null;
+  private bound: HostPort | null = null;
+  private refreshTimer: TimerHandle | null = null;
+  /** True while applying a peer's ops: the listeners ignore what that changes. */
+  private applying = false;
+  private closed = false;
+  private streamingLinks = 0;
+  private readonly s = {
+    framesSent: 0,
+    opsSent: 0,
+    bytesSent: 0,
+    framesApplied: 0,
+    opsApplied: 0,
+    snapshotsSent: 0,
+    snapshotsApplied: 0,
+    overflows: 0,
+    applyRefused: 0,
+    lastSyncMs: -1,
+    rejected: emptyRejects(),
+  };
+
+  constructor(private readonly options: StateReplicatorOptions) {
+    if (!(Number.isInteger(options.id) && options.id >= 0 && options.id <= 0xffff)) throw new RangeError(`replicator id ${options.id} is not a u16`);
+    if (options.services.length > 0xffff) throw new RangeError('replicator: more than 65535 services');
+    this.id = options.id;
+    this.key = options.key;
+    this.clock = options.clock;
+    this.maxBufferBytes = options.maxBufferBytes ?? REPLICATION_BUFFER_BYTES;
+    this.ackIntervalMs = options.ackIntervalMs ?? ACK_INTERVAL_MS;
+    this.reconnectMs = options.reconnectMs ?? RECONNECT_MS;
+    this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
+    this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
+    this.outLinks = options.peers.map((to) => ({
+      to,
+      socket: null,
+      reader: new FrameReader(),
+      nonce: null,
+      peerId: -1,
+      streaming: false,
+      seq: 0,
+      ackSeq: 1,
+      sentBytes: 0,
+      ackedBytes: 0,
+      unacked: [],
+      redial: null,
+    }));
+  }
+
+  // --- Lifecycle ---------------------------------------------------------------------------------
+
+  async start(): Promise<void> {
+    if (this.server !== null || this.closed) return;
+    this.index.forEach((ix, service) => this.listen(ix, service));
+    const server = net.createServer((socket) => this.accept(socket));
+    this.server = server;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => reject(new ListenError(`replication tcp ${formatHostPort(this.options.listen)}`, { cause: err }));
+      server.once('error', onError);
+      server.listen(this.options.listen.port, this.options.listen.host, () => {
+        server.off('error', onError);
+        server.on('error', () => {});
+        const a = server.address() as net.AddressInfo;
+        this.bound = { host: a.address, port: a.port };
+        resolve();
+      });
+    });
+    this.refreshTimer = this.clock.setInterval(() => this.refresh(), this.refreshIntervalMs);
+    for (const link of this.outLinks) this.dial(link);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const u of this.unsubscribes) u();
+    this.refreshTimer?.cancel();
+    for (const link of this.outLinks) {
+      link.redial?.cancel();
+      link.socket?.destroy();
+      link.socket = null;
+    }
+    for (const link of this.inLinks) {
+      link.ackTimer?.cancel();
+      link.socket.destroy();
+    }
+    this.inLinks.clear();
+    const server = this.server;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  address(): HostPort | null {
+    return this.bound;
+  }
+
+  onSynced(peer: number | null, fn: (e: SyncedEvent) => void): () => void {
+    const entry = { peer, fn };
+    this.syncListeners.push(entry);
+    return () => {
+      const i = this.syncListeners.indexOf(entry);
+      if (i >= 0) this.syncListeners.splice(i, 1);
+    };
+  }
+
+  adopt(): void {
+    for (const ix of this.index) {
+      ix.foreignSessions.clear();
+      ix.foreignFlows.clear();
+    }
+    this.peers.clear();
+    // Peers learn the state we now own through a fresh snapshot on a fresh connection.
+    for (const link of this.outLinks) if (link.socket !== null) this.cut(link);
+  }
+
+  stats(): ReplicatorStats {
+    let foreignSessions = 0;
+    let foreignFlows = 0;
+    for (const ix of this.index) {
+      foreignSessions += ix.foreignSessions.size;
+      foreignFlows += ix.foreignFlows.size;
+    }
+    return {
+      peersStreaming: this.streamingLinks,
+      peersInbound: this.inLinks.size,
+      framesSent: this.s.framesSent,
+      opsSent: this.s.opsSent,
+      bytesSent: this.s.bytesSent,
+      framesApplied: this.s.framesApplied,
+      opsApplied: this.s.opsApplied,
+      snapshotsSent: this.s.snapshotsSent,
+      snapshotsApplied: this.s.snapshotsApplied,
+      overflows: this.s.overflows,
+      rejected: { ...this.s.rejected },
+      applyRefused: this.s.applyRefused,
+      foreignSessions,
+      foreignFlows,
+      lastSyncMs: this.s.lastSyncMs,
+    };
+  }
+
+  // --- The data path: local changes → pending batch ------------------------------------------------
+
+  private listen(ix: ServiceIndex, service: number): void {
+    const { sessions, flows } = ix.svc;
+    this.unsubscribes.push(
+      sessions.onChange((c) => this.sessionChanged(ix, service, c)),
+      sessions.table.onData((h, data) => {
+        if (this.applying || this.streamingLinks === 0 || ix.foreignSessions.has(h) || !fits(data)) return;
+        this.pending.room().sessionData(service, h, data);
+        this.scheduleFlush();
+      }),
+      flows.onInsert((h) => {
+        if (this.applying || this.streamingLinks === 0) return;
+        this.encodeFlow(this.pending.room(), ix, service, h);
+        this.scheduleFlush();
+      }),
+      flows.onRemove((h) => {
+        if (this.applying) return;
+        const foreign = ix.foreignFlows.get(h);
+        if (foreign !== undefined) {
+          // A replica left the table locally (not by its owner): forget it, tell no one.
+          ix.foreignFlows.delete(h);
+          foreign.peer.flows.delete(foreign.key);
+          return;
+        }
+        if (this.streamingLinks === 0) return;
+        this.pending.room().flowRemove(service, {
+          src: wireAddress(flows.srcIp(h)),
+          srcPort: flows.srcPort(h),
+          dst: wireAddress(flows.dstIp(h)),
+          dstPort: flows.dstPort(h),
+          proto: flows.proto(h),
+        });
+        this.scheduleFlush();
+      }),
+    );
+  }
+
+  private sessionChanged(ix: ServiceIndex, service: number, c: SessionChange): void {
+    if (this.applying) return;
+    const foreign = ix.foreignSessions.get(c.session);
+    if (foreign !== undefined) {
+      if (c.type === 'close') {
+        ix.foreignSessions.delete(c.session);
+        foreign.peer.sessions.delete(foreign.sid);
+      }
+      return;
+    }
+    if (this.streamingLinks === 0) return;
+    const w = this.pending.room();
+    switch (c.type) {
+      case 'open':
+        w.sessionOpen(service, c.session, c.backend.index, this.fitKey(c.key));
+        break;
+      case 'repin':
+        w.sessionRepin(service, c.session, c.to.index);
+        break;
+      case 'close':
+        w.sessionClose(service, c.session, c.reason);
+        break;
+    }
+    this.scheduleFlush();
+  }
+
+  /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */
+  private fitKey(key: string | null): string | null {
+    return key === null || fits(key) ? key : null;
+  }
+
+  private encodeFlow(w: OpWriter, ix: ServiceIndex, service: number, h: FlowHandle): void {
+    const f = ix.svc.flows;
+    const session = f.session(h);
+    w.flowInsert(
+      service,
+      session === NO_SESSION ? NO_SID : session,
+      { src: wireAddress(f.srcIp(h)), srcPort: f.srcPort(h), dst: wireAddress(f.dstIp(h)), dstPort: f.dstPort(h), proto: f.proto(h) },
+      f.role(h),
+      f.timeoutMs(h),
+    );
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    this.clock.immediate(() => this.flush());
+  }
+
+  /** Frames the pending ops once per peer; cuts a peer whose unacknowledged bytes would pass the cap. */
+  private flush(): void {
+    this.flushScheduled = false;
+    const batches = this.pending.take();
+    if (batches.length === 0) return;
+    for (const link of this.outLinks) {
+      if (!link.streaming || link.socket === null) continue;
+      let bytes = 0;
+      for (const b of batches) bytes += b.bytes.length;
+      if (link.sentBytes - link.ackedBytes + bytes > this.maxBufferBytes) {
+        this.s.overflows++;
+        this.cut(link);
+        continue;
+      }
+      for (const b of batches) this.send(link, b, true);
+    }
+  }
+
+  private send(link: OutLink, b: Batch, live: boolean): void {
+    const seq = ++link.seq;
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq, nonce: link.nonce! }, b.count, b.bytes), this.key);
+    const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
+    prefix.writeUInt32BE(msg.length, 0);
+    link.socket!.write(prefix);
+    link.socket!.write(msg);
+    this.s.framesSent++;
+    this.s.opsSent += b.count;
+    this.s.bytesSent += msg.length + LENGTH_PREFIX_BYTES;
+    if (live) {
+      link.sentBytes += msg.length + LENGTH_PREFIX_BYTES;
+      link.unacked.push({ seq, end: link.sentBytes });
+    }
+  }
+
+  // --- Outgoing connections --------------------------------------------------------------------------
+
+  private dial(link: OutLink): void {
+    if (this.closed) return;
+    link.redial = null;
+    link.reader = new FrameReader();
+    link.nonce = null;
+    link.streaming = false;
+    link.seq = 0;
+    link.ackSeq = 1;
+    link.sentBytes = 0;
+    link.ackedBytes = 0;
+    link.unacked = [];
+    const socket = net.connect({ host: link.to.host, port: link.to.port });
+    link.socket = socket;
+    socket.setNoDelay(true);
+    socket.on('data', (data: Buffer) => this.outData(link, socket, data));
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      if (link.socket !== socket) return;
+      if (link.streaming) this.streamingLinks--;
+      link.streaming = false;
+      link.socket = null;
+      if (!this.closed) link.redial = this.clock.setTimeout(() => this.dial(link), this.reconnectMs);
+    });
+  }
+
+  /** Ends an outgoing connection now; its close handler redials. */
+  private cut(link: OutLink): void {
+    const socket = link.socket;
+    if (socket === null) return;
+    socket.destroy();
+  }
+
+  private outData(link: OutLink, socket: net.Socket, data: Buffer): void {
+    if (link.socket !== socket) return;
+    const frames = link.reader.push(data);
+    if (frames === 'too-large') return this.reject(link.to, 'malformed', () => this.cut(link));
+    for (const msg of frames) {
+      const frame = this.openFrame(msg, link.to);
+      if (frame === null) return this.cut(link);
+      if (link.nonce === null) {
+        // The acceptor's first frame: CHALLENGE, seq 0.
+        const first = frame.ops[0];
+        if (frame.seq !== 0 || frame.ops.length !== 1 || first?.op !== Op.Challenge || frame.sender === this.id) {
+          return this.reject(link.to, 'malformed', () => this.cut(link));
+        }
+        link.nonce = Buffer.from(frame.nonce);
+        link.peerId = frame.sender;
+        this.sendSnapshot(link);
+        continue;
+      }
+      if (frame.sender !== link.peerId || !frame.nonce.equals(link.nonce) || frame.seq !== link.ackSeq) {
+        return this.reject(link.to, 'replay', () => this.cut(link));
+      }
+      link.ackSeq++;
+      for (const op of frame.ops) {
+        if (op.op !== Op.Ack) return this.reject(link.to, 'malformed', () => this.cut(link));
+        while (link.unacked.length > 0 && ((op.seq - link.unacked[0]!.seq) | 0) >= 0) link.ackedBytes = link.unacked.shift()!.end;
+      }
+    }
+  }
+
+  private sendSnapshot(link: OutLink): void {
+    const w = new BatchWriter();
+    w.room().snapshotBegin();
+    let sessions = 0;
+    let flows = 0;
+    this.index.forEach((ix, service) => {
+      const table = ix.svc.sessions.table;
+      table.forEach((h) => {
+        if (ix.foreignSessions.has(h)) return;
+        w.room().sessionOpen(service, h, table.backend(h), this.fitKey(table.key(h)));
+        const data = table.data(h);
+        if (data !== null && fits(data)) w.room().sessionData(service, h, data);
+        sessions++;
+      });
+      ix.svc.flows.forEach((h) => {
+        if (ix.foreignFlows.has(h)) return;
+        this.encodeFlow(w.room(), ix, service, h);
+        flows++;
+      });
+    });
+    w.room().snapshotEnd(sessions, flows);
+    // Ops pending for this turn are in the snapshot already; sent again after it, they apply idempotently.
+    for (const b of w.take()) this.send(link, b, false);
+    link.streaming = true;
+    this.streamingLinks++;
+    this.s.snapshotsSent++;
+  }
+
+  // --- Incoming connections: apply -----------------------------------------------------------------
+
+  private accept(socket: net.Socket): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    const link: InLink = {
+      socket,
+      reader: new FrameReader(),
+      nonce: randomBytes(NONCE_BYTES),
+      acceptedAt: this.clock.now(),
+      peer: null,
+      seq: 1,
+      outSeq: 0,
+      applied: 0,
+      ackTimer: null,
+      snapshotSessions: 0,
+      snapshotFlows: 0,
+    };
+    this.inLinks.add(link);
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    socket.on('close', () => {
+      link.ackTimer?.cancel();
+      this.inLinks.delete(link);
+    });
+    socket.on('data', (data: Buffer) => this.inData(link, data));
+    const w = new OpWriter(16);
+    w.challenge();
+    this.reply(link, w);
+  }
+
+  private reply(link: InLink, w: OpWriter): void {
+    if (link.socket.destroyed) return;
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq: link.outSeq++, nonce: link.nonce }, w.count, w.bytes()), this.key);
+    const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
+    prefix.writeUInt32BE(msg.length, 0);
+    link.socket.write(prefix);
+    link.socket.write(msg);
+  }
+
+  private inData(link: InLink, data: Buffer): void {
+    if (link.socket.destroyed) return;
+    const from = `${link.socket.remoteAddress ?? '?'}:${link.socket.remotePort ?? 0}`;
+    const frames = link.reader.push(data);
+    const drop = (): void => {
+      link.socket.destroy();
+    };
+    if (frames === 'too-large') return this.reject(from, 'malformed', drop);
+    for (const msg of frames) {
+      const frame = this.openFrame(msg, from);
+      if (frame === null) return drop();
+      if (!frame.nonce.equals(link.nonce) || frame.seq !== link.seq) return this.reject(from, 'replay', drop);
+      if (frame.sender === this.id || (link.peer !== null && frame.sender !== link.peer.id)) return this.reject(from, 'unknown-host', drop);
+      link.seq++;
+      if (link.peer === null) {
+        let peer = this.peers.get(frame.sender);
+        if (peer === undefined) {
+          peer = { id: frame.sender, sessions: new Map(), flows: new Map(), gen: 0 };
+          this.peers.set(frame.sender, peer);
+        }
+        // A newer connection from the same peer replaces the older one.
+        for (const other of this.inLinks) if (other !== link && other.peer === peer) other.socket.destroy();
+        link.peer = peer;
+      }
+      this.applying = true;
+      try {
+        for (const op of frame.ops) this.apply(link, link.peer, op);
+      } finally {
+        this.applying = false;
+      }
+      this.s.framesApplied++;
+      this.s.opsApplied += frame.ops.length;
+      link.applied = frame.seq;
+      link.ackTimer ??= this.clock.setTimeout(() => this.ack(link), this.ackIntervalMs);
+    }
+  }
+
+  private ack(link: InLink): void {
+    link.ackTimer?.cancel();
+    link.ackTimer = null;
+    const w = new OpWriter(16);
+    w.ack(link.applied);
+    this.reply(link, w);
+  }
+
+  private apply(link: InLink, peer: PeerState, op: ReplicationOp): void {
+    switch (op.op) {
+      case Op.SnapshotBegin:
+        peer.gen++;
+        link.snapshotSessions = 0;
+        link.snapshotFlows = 0;
+        return;
+      case Op.SnapshotEnd:
+        this.reconcile(peer);
+        this.synced(link, peer, op.sessions, op.flows);
+        return;
+      case Op.SessionOpen:
+        link.snapshotSessions++;
+        return this.applyOpen(peer, op.service, op.sid, op.backend, op.key);
+      case Op.SessionRepin: {
+        const e = peer.sessions.get(op.sid);
+        if (e !== undefined && e.service === op.service) this.index[e.service]!.svc.sessions.table.repin(e.local, op.backend);
+        return;
+      }
+      case Op.SessionClose: {
+        const e = peer.sessions.get(op.sid);
+        if (e === undefined || e.service !== op.service) return;
+        peer.sessions.delete(op.sid);
+        const ix = this.index[e.service]!;
+        ix.foreignSessions.delete(e.local);
+        ix.svc.sessions.table.close(e.local, op.reason);
+        return;
+      }
+      case Op.SessionData: {
+        const e = peer.sessions.get(op.sid);
+        if (e !== undefined && e.service === op.service) this.index[e.service]!.svc.sessions.table.setData(e.local, op.data);
+        return;
+      }
+      case Op.FlowInsert:
+        link.snapshotFlows++;
+        return this.applyFlow(peer, op);
+      case Op.FlowRemove: {
+        const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
+        const e = peer.flows.get(key);
+        if (e === undefined) return;
+        peer.flows.delete(key);
+        const ix = this.index[e.service]!;
+        ix.foreignFlows.delete(e.local);
+        ix.svc.flows.remove(e.local);
+        return;
+      }
+      default:
+        // RELAY_*: no relay consumes them yet; ACK and CHALLENGE do not travel this way.
+        return;
+    }
+  }
+
+  private applyOpen(peer: PeerState, service: number, sid: number, backend: number, key: string | null): void {
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    const table = ix.svc.sessions.table;
+    const known = peer.sessions.get(sid);
+    if (known !== undefined && known.service === service && table.isOpen(known.local)) {
+      if (table.backend(known.local) !== backend) table.repin(known.local, backend);
+      known.gen = peer.gen;
+      return;
+    }
+    let h = key === null ? NO_SESSION : table.find(key);
+    if (h !== NO_SESSION) {
+      // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
+      const other = ix.foreignSessions.get(h);
+      if (other !== undefined) other.peer.sessions.delete(other.sid);
+      if (table.backend(h) !== backend) table.repin(h, backend);
+    } else {
+      h = table.open(key, backend);
+      if (h === NO_SESSION) {
+        this.s.applyRefused++;
+        return;
+      }
+    }
+    peer.sessions.set(sid, { service, local: h, gen: peer.gen });
+    ix.foreignSessions.set(h, { peer, sid });
+  }
+
+  private applyFlow(peer: PeerState, op: Extract<ReplicationOp, { op: typeof Op.FlowInsert }>): void {
+    const ix = this.index[op.service];
+    if (ix === undefined) return;
+    if (op.proto !== 6 && op.proto !== 17) return;
+    const flows = ix.svc.flows;
+    const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
+    const session = op.sid === NO_SID ? NO_SESSION : (peer.sessions.get(op.sid)?.local ?? NO_SESSION);
+    const src = localAddress(op.src);
+    const dst = localAddress(op.dst);
+    let h = flows.lookup(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto);
+    if (h === NO_FLOW) {
+      h = flows.insert(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto, op.role, session, op.timeoutMs);
+      if (h === NO_FLOW) {
+        this.s.applyRefused++;
+        return;
+      }
+    } else {
+      flows.setSession(h, session);
+      const other = ix.foreignFlows.get(h);
+      if (other !== undefined && other.peer !== peer) other.peer.flows.delete(other.key);
+    }
+    peer.flows.set(key, { service: op.service, local: h, gen: peer.gen });
+    ix.foreignFlows.set(h, { peer, key });
+  }
+
+  /** After a snapshot: what the peer had replicated here before and did not send again is gone. */
+  private reconcile(peer: PeerState): void {
+    for (const [key, e] of peer.flows) {
+      if (e.gen === peer.gen) continue;
+      peer.flows.delete(key);
+      const ix = this.index[e.service]!;
+      ix.foreignFlows.delete(e.local);
+      ix.svc.flows.remove(e.local);
+    }
+    for (const [sid, e] of peer.sessions) {
+      if (e.gen === peer.gen) continue;
+      peer.sessions.delete(sid);
+      const ix = this.index[e.service]!;
+      ix.foreignSessions.delete(e.local);
+      ix.svc.sessions.table.close(e.local, 'removed');
+    }
+  }
+
+  private synced(link: InLink, peer: PeerState, sessions: number, flows: number): void {
+    const ms = this.clock.now() - link.acceptedAt;
+    this.s.snapshotsApplied++;
+    this.s.lastSyncMs = ms;
+    // The sender's buffer is released as soon as the snapshot is in.
+    this.clock.immediate(() => this.ack(link));
+    const e: SyncedEvent = { peer: peer.id, sessions, flows, ms };
+    for (const l of this.syncListeners.slice()) if (l.peer === null || l.peer === peer.id) l.fn(e);
+  }
+
+  /** Keeps replicas alive: their traffic goes to their owner, which says when they end. */
+  private refresh(): void {
+    for (const ix of this.index) {
+      const table = ix.svc.sessions.table;
+      for (const h of ix.foreignSessions.keys()) table.touch(h);
+      const flows = ix.svc.flows;
+      for (const h of ix.foreignFlows.keys()) flows.touch(h);
+    }
+  }
+
+  // --- Frames ---------------------------------------------------------------------------------------
+
+  private openFrame(msg: Buffer, from: HostPort | string): ReturnType<typeof decodeFrame> {
+    const opened = open(msg, this.key);
+    if (!opened.ok) {
+      this.reject(from, opened.reason);
+      return null;
+    }
+    if (opened.type !== MessageType.Replication) {
+      this.reject(from, 'type');
+      return null;
+    }
+    if (decodeFrameHeader(opened.body) === null) {
+      this.reject(from, 'malformed');
+      return null;
+    }
+    const frame = decodeFrame(opened.body);
+    if (frame === null) this.reject(from, 'malformed');
+    return frame;
+  }
+
+  private reject(from: HostPort | string, reason: WireReject, then?: () => void): void {
+    this.s.rejected[reason]++;
+    if (channels.wireDrop.hasSubscribers) {
+      const at = typeof from === 'string' ? from : formatHostPort(from);
+      channels.wireDrop.publish({ source: 'replication', reason, from: at } satisfies WireDropEvent);
+    }
+    then?.();
+  }
+}
+
+/** Whether a key or data string fits its wire field (a longer data string is not replicated). */
+function fits(s: string): boolean {
+  return s.length * 3 <= MAX_STRING_BYTES || Buffer.byteLength(s, 'utf8') <= MAX_STRING_BYTES;
+}
+
+function flowKey(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): string {
+  return `${service}|${src}|${srcPort}|${dst}|${dstPort}|${proto}`;
+}

@@ -1,0 +1,206 @@
+/**
+ * @module Linux identity takeover (issue 7; survey, seed 000, Fig. 17: ARP-spoofing takeover): the
+ * new master adds the VIP to a configured interface (`ip addr add <vip>/<prefix> dev <if>`) and
+ * announces it with gratuitous ARP so that neighbours repoint their ARP caches at once, instead of
+ * when their entries expire; the old master removes it (`ip addr del`). As keepalived does
+ * (vrrp_garp_master_repeat 5, vrrp_garp_master_delay 5 s), one burst of `garpCount` gratuitous ARPs
+ * goes out on promotion and a second one `garpDelayMs` later, for neighbours that missed the first.
+ *
+ * Needs root (CAP_NET_ADMIN, CAP_NET_RAW) and the `ip` (iproute2) and `arping` programs. Two arping
+ * implementations are in the field with different flags: iputils (`arping -U -c N -I <if> <vip>`,
+ * the sender address is the VIP) and Thomas Habets' (`-i <if>`, and the sender address must be
+ * given: `-S <vip>`); the installed one is recognised from its help text. Every command runs
+ * through `execFile` (no shell), and a failure rejects with TakeoverError naming the command, its
+ * exit status and what it printed.
+ */
+import { execFile, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import { TakeoverError } from '../core/errors.js';
+import { Serial, type IdentityTakeover } from './identity-takeover.js';
+
+/** keepalived's vrrp_garp_master_repeat: gratuitous ARPs per burst. */
+export const GARP_COUNT = 5;
+/** keepalived's vrrp_garp_master_delay: the second burst after this. */
+export const GARP_DELAY_MS = 5000;
+/** Between the gratuitous ARPs of a burst (Habets arping; iputils arping has a fixed 1 s). */
+export const GARP_INTERVAL_MS = 10;
+/** `ip` answers in milliseconds; beyond this it is hung. */
+const IP_TIMEOUT_MS = 5000;
+/** What `ip addr add` says when the address is already there (iproute2 6.x; older: RTNETLINK's EEXIST). */
+const ALREADY_ADDED = /Address already assigned|File exists/i;
+/** What `ip addr del` says when the address is not there (iproute2 6.x; older: EADDRNOTAVAIL). */
+const ALREADY_REMOVED = /Address not found|Cannot assign requested address/i;
+
+export type ArpingFlavour = 'iputils' | 'habets';
+
+export interface LinuxTakeoverOptions {
+  /** IPv4 address of the VIP. */
+  readonly vip: string;
+  /** Prefix length of the VIP's subnet on the interface (e.g. 24). */
+  readonly prefix: number;
+  /** The interface the VIP is added to (e.g. eth0). */
+  readonly interface: string;
+  /** Gratuitous ARPs per burst (default GARP_COUNT). */
+  readonly garpCount?: number;
+  /** Delay of the second burst; 0: no second burst (default GARP_DELAY_MS). */
+  readonly garpDelayMs?: number;
+  readonly clock: Clock;
+  /** Run every command in this network namespace (`ip -n`, `ip netns exec`): for tests. */
+  readonly netns?: string;
+  /** Which arping is installed; detected from its help text when not given. */
+  readonly arping?: ArpingFlavour;
+  /** A gratuitous ARP burst that failed after acquire() had resolved (the VIP is up regardless). */
+  readonly onError?: (err: TakeoverError) => void;
+}
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  error: NodeJS.ErrnoException | null;
+}
+
+function run(command: string, args: readonly string[], timeoutMs: number, started?: (child: ChildProcess) => void): Promise<Run> {
+  return new Promise((resolve) => {
+    const child = execFile(command, [...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
+      const error = err && typeof err.code !== 'number' ? (err as NodeJS.ErrnoException) : null;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr), error });
+    });
+    started?.(child);
+  });
+}
+
+function commandLine(command: string, args: readonly string[]): string {
+  return [command, ...args].join(' ');
+}
+
+function failure(command: string, args: readonly string[], r: Run): TakeoverError {
+  const what =
+    r.error !== null
+      ? `${r.error.code === 'ENOENT' ? 'not installed' : r.error.message}`
+      : `exit ${r.code ?? 'by signal'}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ''}`;
+  return new TakeoverError(commandLine(command, args), what, r.error ? { cause: r.error } : undefined);
+}
+
+let detected: Promise<ArpingFlavour> | null = null;
+
+/** Which arping `PATH` holds: Habets' prints its name in its usage text, iputils' its package name. */
+export function detectArping(): Promise<ArpingFlavour> {
+  detected ??= run('arping', ['-h'], IP_TIMEOUT_MS).then((r) => (/habets/i.test(r.stdout + r.stderr) ? 'habets' : 'iputils'));
+  return detected;
+}
+
+/** The arping argv for one burst of `count` gratuitous ARPs announcing `vip` on `iface`. */
+export function arpingArgs(flavour: ArpingFlavour, iface: string, vip: string, count: number): string[] {
+  return flavour === 'habets'
+    ? ['-q', '-U', '-S', vip, '-c', String(count), '-W', String(GARP_INTERVAL_MS / 1000), '-i', iface, vip]
+    : ['-q', '-U', '-c', String(count), '-I', iface, vip];
+}
+
+/** Adds the VIP to an interface and announces it (see the module comment). */
+export class LinuxTakeover implements IdentityTakeover {
+  readonly #o: LinuxTakeoverOptions;
+  readonly #count: number;
+  readonly #delayMs: number;
+  readonly #serial = new Serial();
+  #held = false;
+  #second: TimerHandle | null = null;
+  readonly #arpings = new Set<ChildProcess>();
+
+  constructor(o: LinuxTakeoverOptions) {
+    if (!net.isIPv4(o.vip)) throw new RangeError(`vip: expected an IPv4 address, received ${JSON.stringify(o.vip)}`);
+    if (!Number.isInteger(o.prefix) || o.prefix < 0 || o.prefix > 32) throw new RangeError(`prefix: expected 0-32, received ${o.prefix}`);
+    if (!/^[A-Za-z0-9_.:@-]{1,15}$/.test(o.interface)) throw new RangeError(`interface: expected an interface name, received ${JSON.stringify(o.interface)}`);
+    this.#o = o;
+    this.#count = o.garpCount ?? GARP_COUNT;
+    this.#delayMs = o.garpDelayMs ?? GARP_DELAY_MS;
+    if (!Number.isInteger(this.#count) || this.#count < 1) throw new RangeError(`garpCount: expected an integer >= 1, received ${this.#count}`);
+  }
+
+  get acquired(): boolean {
+    return this.#held;
+  }
+
+  /**
+   * `ip addr add` (an address already there, left by a crash, counts as added), then the first
+   * gratuitous ARP burst; resolves once arping has started, rejects with TakeoverError when the
+   * address cannot be added or arping cannot be started. The burst's own failure, and the second
+   * burst's, go to `onError`.
+   */
+  acquire(): Promise<void> {
+    return this.#serial.run(async () => {
+      if (this.#held) return;
+      const args = this.#ipArgs('add');
+      const r = await run('ip', args, IP_TIMEOUT_MS);
+      if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
+      this.#held = true;
+      await this.#burst(true);
+      if (this.#delayMs > 0 && this.#held) {
+        this.#second = this.#o.clock.setTimeout(() => {
+          this.#second = null;
+          if (this.#held) void this.#burst(false);
+        }, this.#delayMs);
+      }
+    });
+  }
+
+  /** Cancels pending announcements and removes the VIP (an address already gone counts as removed). */
+  release(): Promise<void> {
+    return this.#serial.run(async () => {
+      this.#second?.cancel();
+      this.#second = null;
+      for (const child of this.#arpings) child.kill('SIGTERM');
+      this.#arpings.clear();
+      if (!this.#held) return;
+      this.#held = false;
+      const args = this.#ipArgs('del');
+      const r = await run('ip', args, IP_TIMEOUT_MS);
+      if (r.code !== 0 && !ALREADY_REMOVED.test(r.stderr)) throw failure('ip', args, r);
+    });
+  }
+
+  #ipArgs(op: 'add' | 'del'): string[] {
+    const ns = this.#o.netns === undefined ? [] : ['-n', this.#o.netns];
+    return [...ns, 'addr', op, `${this.#o.vip}/${this.#o.prefix}`, 'dev', this.#o.interface];
+  }
+
+  /**
+   * Starts one arping burst. `awaitSpawn`: resolve once it runs, reject when it cannot start
+   * (the first burst, inside acquire); otherwise every failure goes to onError.
+   */
+  async #burst(awaitSpawn: boolean): Promise<void> {
+    const flavour = this.#o.arping ?? (await detectArping());
+    const argv = arpingArgs(flavour, this.#o.interface, this.#o.vip, this.#count);
+    const [command, args] = this.#o.netns === undefined ? ['arping', argv] : ['ip', ['netns', 'exec', this.#o.netns, 'arping', ...argv]];
+    // Habets' arping exits 1 when nobody answered, which is the point of an unsolicited ARP.
+    const ok = (r: Run): boolean => r.error === null && (r.code === 0 || (r.code === 1 && r.stderr.trim() === ''));
+    const burstMs = this.#count * (flavour === 'habets' ? GARP_INTERVAL_MS : 1000) + IP_TIMEOUT_MS;
+    let child: ChildProcess | null = null;
+    const finished = run(command, args, burstMs, (c) => {
+      child = c;
+      this.#arpings.add(c);
+    });
+    const report = finished.then((r) => {
+      if (child) this.#arpings.delete(child);
+      if (ok(r) || (child as ChildProcess | null)?.killed) return null;
+      return failure(command, args, r);
+    });
+    if (!awaitSpawn) {
+      void report.then((err) => err && this.#o.onError?.(err));
+      return;
+    }
+    const spawned = await new Promise<Error | null>((resolve) => {
+      const c = child as ChildProcess | null;
+      if (c === null) return resolve(new Error('not started'));
+      c.once('spawn', () => resolve(null));
+      c.once('error', (err) => resolve(err));
+    });
+    if (spawned !== null) {
+      const err = await report;
+      throw err ?? new TakeoverError(commandLine(command, args), spawned.message, { cause: spawned });
+    }
+    void report.then((err) => err && this.#o.onError?.(err));
+  }
+}

@@ -1,0 +1,103 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { MessageType, open, seal } from './envelope.js';
+import { decodeFrame, encodeFrame, MAX_STRING_BYTES, NO_SID, Op, OpWriter, type ReplicationOp } from './replication-frame.js';
+import { KEY } from './wire.fixtures.js';
+
+/**
+ * Written by hand from the layout in replication-frame.ts:
+ * header: sender 0102, count 0002, seq 00000005, nonce 0001020304050607;
+ * SESSION_OPEN: 01, service 0001, sid 0000000001000005 (generation 1, slot 5), backend 0002, key length 0002, "ab" 6162;
+ * FLOW_INSERT: 05, service 0000, sid ffffffffffffffff (none), src 00 0a000001 (10.0.0.1), port 13c4 (5060),
+ * dst 03 3a3a31 ("::1"), port 13c4, proto 11 (udp), role 01 (announced), timeout 00007530 (30000 ms).
+ */
+const BODY_HEX =
+  '0102' + '0002' + '00000005' + '0001020304050607' +
+  '01' + '0001' + '0000000001000005' + '0002' + '0002' + '6162' +
+  '05' + '0000' + 'ffffffffffffffff' + '00' + '0a000001' + '13c4' + '03' + '3a3a31' + '13c4' + '11' + '01' + '00007530';
+/** body ‖ 0x14 ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x14), computed with openssl dgst -mac HMAC. */
+const MSG_HEX = BODY_HEX + '14' + '37985e3b92b1dab7299caa5f4a8af439';
+const NONCE = Buffer.from('0001020304050607', 'hex');
+
+test('replication frame: encodes the hand-written bytes and seals them as type 4', () => {
+  const w = new OpWriter(8);
+  w.sessionOpen(1, 0x01000005, 2, 'ab');
+  w.flowInsert(0, NO_SID, { src: 0x0a000001, srcPort: 5060, dst: '::1', dstPort: 5060, proto: 17 }, 'announced', 30000);
+  const body = encodeFrame({ sender: 0x0102, seq: 5, nonce: NONCE }, w.count, w.bytes());
+  assert.equal(body.toString('hex'), BODY_HEX);
+  assert.equal(seal(MessageType.Replication, body, KEY).toString('hex'), MSG_HEX);
+});
+
+test('replication frame: decodes the hand-written message', () => {
+  const opened = open(Buffer.from(MSG_HEX, 'hex'), KEY);
+  assert.ok(opened.ok);
+  assert.equal(opened.type, 4);
+  const f = decodeFrame(opened.body);
+  assert.ok(f);
+  assert.equal(f.sender, 0x0102);
+  assert.equal(f.seq, 5);
+  assert.equal(f.nonce.toString('hex'), '0001020304050607');
+  assert.deepEqual(f.ops, [
+    { op: Op.SessionOpen, service: 1, sid: 16777221, backend: 2, key: 'ab' },
+    { op: Op.FlowInsert, service: 0, sid: -1, src: 167772161, srcPort: 5060, dst: '::1', dstPort: 5060, proto: 17, role: 'announced', timeoutMs: 30000 },
+  ]);
+});
+
+test('replication frame: every op round-trips, with a 52-bit session handle and an anonymous session', () => {
+  const big = 2 ** 52 - 1;
+  const ops: ReplicationOp[] = [
+    { op: Op.SessionOpen, service: 65535, sid: big, backend: 65535, key: null },
+    { op: Op.SessionOpen, service: 0, sid: 0, backend: 0, key: 'é'.repeat(512) },
+    { op: Op.SessionRepin, service: 3, sid: 7, backend: 4 },
+    { op: Op.SessionClose, service: 3, sid: 7, reason: 'timeout' },
+    { op: Op.SessionData, service: 3, sid: 7, data: 'udp 127.0.0.1 5060' },
+    { op: Op.FlowRemove, service: 2, src: 'fe80::1', srcPort: 1, dst: 0x7f000001, dstPort: 65535, proto: 6 },
+    { op: Op.RelayOpen, service: 1, sid: 9, relayPort: 40000, client: 0xc0a80001, clientPort: 8000, backend: '::1', backendPort: 9000 },
+    { op: Op.RelayClose, service: 1, sid: 9, relayPort: 40000 },
+    { op: Op.SnapshotBegin },
+    { op: Op.SnapshotEnd, sessions: 10000, flows: 4294967295 },
+    { op: Op.Ack, seq: 4294967295 },
+    { op: Op.Challenge },
+  ];
+  const w = new OpWriter(4);
+  for (const o of ops) {
+    switch (o.op) {
+      case Op.SessionOpen: w.sessionOpen(o.service, o.sid, o.backend, o.key); break;
+      case Op.SessionRepin: w.sessionRepin(o.service, o.sid, o.backend); break;
+      case Op.SessionClose: w.sessionClose(o.service, o.sid, o.reason); break;
+      case Op.SessionData: w.sessionData(o.service, o.sid, o.data); break;
+      case Op.FlowRemove: w.flowRemove(o.service, o); break;
+      case Op.RelayOpen: w.relayOpen(o.service, o.sid, o.relayPort, o.client, o.clientPort, o.backend, o.backendPort); break;
+      case Op.RelayClose: w.relayClose(o.service, o.sid, o.relayPort); break;
+      case Op.SnapshotBegin: w.snapshotBegin(); break;
+      case Op.SnapshotEnd: w.snapshotEnd(o.sessions, o.flows); break;
+      case Op.Ack: w.ack(o.seq); break;
+      case Op.Challenge: w.challenge(); break;
+      default: assert.fail('not listed');
+    }
+  }
+  const f = decodeFrame(encodeFrame({ sender: 1, seq: 1, nonce: NONCE }, w.count, w.bytes()));
+  assert.ok(f);
+  const expected = ops.map((o) => (o.op === Op.FlowRemove ? { op: o.op, service: o.service, src: o.src, srcPort: o.srcPort, dst: o.dst, dstPort: o.dstPort, proto: o.proto } : o));
+  assert.deepEqual(f.ops, expected);
+});
+
+test('replication frame: malformed bodies decode to null', () => {
+  const body = Buffer.from(BODY_HEX, 'hex');
+  assert.equal(decodeFrame(body.subarray(0, 15)), null, 'short header');
+  assert.equal(decodeFrame(body.subarray(0, body.length - 1)), null, 'truncated op');
+  assert.equal(decodeFrame(Buffer.concat([body, Buffer.from([0])])), null, 'trailing byte');
+  const moreOps = Buffer.from(body);
+  moreOps.writeUInt16BE(3, 2);
+  assert.equal(decodeFrame(moreOps), null, 'count above the ops present');
+  const unknownOp = Buffer.from(body);
+  unknownOp[16] = 0x7f;
+  assert.equal(decodeFrame(unknownOp), null, 'unknown opcode');
+  const badRole = Buffer.from(body);
+  badRole[body.length - 5] = 3;
+  assert.equal(decodeFrame(badRole), null, 'role 3');
+  const longKey = Buffer.from(body);
+  longKey.writeUInt16BE(MAX_STRING_BYTES + 1, 16 + 13);
+  assert.equal(decodeFrame(longKey), null, 'key over the cap');
+  assert.throws(() => new OpWriter().sessionOpen(0, 1, 0, 'x'.repeat(MAX_STRING_BYTES + 1)), RangeError);
+});

@@ -1,0 +1,471 @@
+/**
+ * @module The state-replication frame (envelope type 4): a header and a batch of operations that
+ * replay one dispatcher's session-table changes on its peers (issue 7; semi-active replication of
+ * the SIP ALG's state, seed 004; reintegration by snapshot then stream, seed 001). The envelope
+ * (envelope.ts) authenticates and versions it; the replicator (replication/state-replicator.ts)
+ * carries it over TCP, each frame preceded by its u32 length.
+ *
+ * ## Body layout (all integers big-endian)
+ *
+ * Header, 16 bytes:
+ *
+ * | offset | size | field  | meaning                                                                  |
+ * |--------|------|--------|--------------------------------------------------------------------------|
+ * | 0      | 2    | sender | u16, the sending dispatcher's id                                         |
+ * | 2      | 2    | count  | u16, operations that follow                                              |
+ * | 4      | 4    | seq    | u32, the frame's number on its connection: 1, 2, 3… (0: CHALLENGE frame) |
+ * | 8      | 8    | nonce  | the receiver's random challenge for this connection, echoed in every     |
+ * |        |      |        | frame: a frame recorded on another connection never verifies on this one |
+ *
+ * Then `count` operations, each an opcode byte and its fields. `service` is u16, the index of the
+ * service in the replicator's list (both ends configure the group's services in the same order).
+ * `sid` is 8 bytes, the sender's session handle as u64 (all ones: no session). An address `addr` is
+ * a length byte then: 0 → u32 IPv4 address; 1-45 → that many bytes of the address's text (IPv6).
+ *
+ * | op   | name           | fields                                                                          |
+ * |------|----------------|---------------------------------------------------------------------------------|
+ * | 0x01 | SESSION_OPEN   | service, sid, backend u16, keyLen u16 (0xffff: anonymous), key (UTF-8)          |
+ * | 0x02 | SESSION_REPIN  | service, sid, backend u16                                                       |
+ * | 0x03 | SESSION_CLOSE  | service, sid, reason u8 (0 ended, 1 timeout, 2 removed)                         |
+ * | 0x04 | SESSION_DATA   | service, sid, len u16, data (UTF-8): the forwarder's per-session record          |
+ * | 0x05 | FLOW_INSERT    | service, sid, src addr, src port u16, dst addr, dst port u16, proto u8,         |
+ * |      |                | role u8 (0 signalling, 1 announced, 2 secondary), timeout ms u32                |
+ * | 0x06 | FLOW_REMOVE    | service, src addr, src port u16, dst addr, dst port u16, proto u8               |
+ * | 0x07 | RELAY_OPEN     | service, sid, relay port u16, client addr, client port u16, backend addr,       |
+ * |      |                | backend port u16: a media relay stream of the session                           |
+ * | 0x08 | RELAY_CLOSE    | service, sid, relay port u16                                                    |
+ * | 0x09 | SNAPSHOT_BEGIN | (none): what follows until SNAPSHOT_END is the sender's whole state             |
+ * | 0x0a | SNAPSHOT_END   | sessions u32, flows u32: how many the snapshot carried                          |
+ * | 0x0b | ACK            | seq u32: the receiver applied every frame up to seq                             |
+ * | 0x0c | CHALLENGE      | (none): the receiver's first frame; its header nonce is the challenge           |
+ *
+ * Bounds: a body is at most MAX_FRAME_BODY_BYTES, a key or data string at most MAX_STRING_BYTES.
+ * A body with an unknown opcode, a field running past the end, trailing bytes or a count that does
+ * not match decodes to null (the receiver counts it and drops the connection).
+ */
+
+export const FRAME_HEADER_BYTES = 16;
+export const NONCE_BYTES = 8;
+/** Largest body accepted (and produced: the sender starts a new frame before this). */
+export const MAX_FRAME_BODY_BYTES = 64 * 1024;
+/** Largest session key or data string, in UTF-8 bytes. */
+export const MAX_STRING_BYTES = 1024;
+/** Longest address text (an IPv6 address with a zone or an IPv4 tail fits). */
+export const MAX_ADDRESS_TEXT_BYTES = 45;
+/** The largest encoded operation: a frame with room for this can always take one more op. */
+export const MAX_OP_BYTES = 1 + 2 + 8 + 2 + 2 + MAX_STRING_BYTES;
+/** u64 all ones: "no session" in a sid field. */
+export const NO_SID = -1;
+
+export const Op = {
+  SessionOpen: 0x01,
+  SessionRepin: 0x02,
+  SessionClose: 0x03,
+  SessionData: 0x04,
+  FlowInsert: 0x05,
+  FlowRemove: 0x06,
+  RelayOpen: 0x07,
+  RelayClose: 0x08,
+  SnapshotBegin: 0x09,
+  SnapshotEnd: 0x0a,
+  Ack: 0x0b,
+  Challenge: 0x0c,
+} as const;
+
+export const CLOSE_REASONS = ['ended', 'timeout', 'removed'] as const;
+export const FLOW_ROLES = ['signalling', 'announced', 'secondary'] as const;
+
+/** An address on the wire: a number is an IPv4 address as u32, a string any other address's text. */
+export type WireAddress = number | string;
+
+export interface FlowTuple {
+  src: WireAddress;
+  srcPort: number;
+  dst: WireAddress;
+  dstPort: number;
+  proto: number;
+}
+
+export type ReplicationOp =
+  | { op: typeof Op.SessionOpen; service: number; sid: number; backend: number; key: string | null }
+  | { op: typeof Op.SessionRepin; service: number; sid: number; backend: number }
+  | { op: typeof Op.SessionClose; service: number; sid: number; reason: (typeof CLOSE_REASONS)[number] }
+  | { op: typeof Op.SessionData; service: number; sid: number; data: string }
+  | ({ op: typeof Op.FlowInsert; service: number; sid: number; role: (typeof FLOW_ROLES)[number]; timeoutMs: number } & FlowTuple)
+  | ({ op: typeof Op.FlowRemove; service: number } & FlowTuple)
+  | {
+      op: typeof Op.RelayOpen;
+      service: number;
+      sid: number;
+      relayPort: number;
+      client: WireAddress;
+      clientPort: number;
+      backend: WireAddress;
+      backendPort: number;
+    }
+  | { op: typeof Op.RelayClose; service: number; sid: number; relayPort: number }
+  | { op: typeof Op.SnapshotBegin }
+  | { op: typeof Op.SnapshotEnd; sessions: number; flows: number }
+  | { op: typeof Op.Ack; seq: number }
+  | { op: typeof Op.Challenge };
+
+export interface FrameHeader {
+  sender: number;
+  seq: number;
+  /** NONCE_BYTES bytes. */
+  nonce: Buffer;
+}
+
+export interface Frame extends FrameHeader {
+  ops: ReplicationOp[];
+}
+
+const IPV4_MAX = 0xefffffff;
+
+/**
+ * Appends operations to a growable buffer: the replicator's data path encodes each change once,
+ * here, and frames the bytes per peer later. `length` is the bytes written, `count` the ops.
+ * Throws RangeError on a field out of range (the caller's bug, not network input).
+ */
+export class OpWriter {
+  buf: Buffer;
+  length = 0;
+  count = 0;
+
+  constructor(initialBytes = 4096) {
+    this.buf = Buffer.allocUnsafe(initialBytes);
+  }
+
+  reset(): void {
+    this.length = 0;
+    this.count = 0;
+  }
+
+  /** The ops written so far (a view, valid until the next write or reset). */
+  bytes(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
+
+  sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
+    const keyBytes = key === null ? 0 : Buffer.byteLength(key, 'utf8');
+    if (keyBytes > MAX_STRING_BYTES) throw new RangeError(`session key of ${keyBytes} bytes exceeds ${MAX_STRING_BYTES}`);
+    this.ensure(15 + keyBytes);
+    this.head(Op.SessionOpen, service, sid);
+    this.u16(backend);
+    if (key === null) this.u16(0xffff);
+    else {
+      this.u16(keyBytes);
+      this.length += this.buf.write(key, this.length, 'utf8');
+    }
+    this.count++;
+  }
+
+  sessionRepin(service: number, sid: number, backend: number): void {
+    this.ensure(13);
+    this.head(Op.SessionRepin, service, sid);
+    this.u16(backend);
+    this.count++;
+  }
+
+  sessionClose(service: number, sid: number, reason: (typeof CLOSE_REASONS)[number]): void {
+    this.ensure(12);
+    this.head(Op.SessionClose, service, sid);
+    this.buf[this.length++] = CLOSE_REASONS.indexOf(reason);
+    this.count++;
+  }
+
+  sessionData(service: number, sid: number, data: string): void {
+    const n = Buffer.byteLength(data, 'utf8');
+    if (n > MAX_STRING_BYTES) throw new RangeError(`session data of ${n} bytes exceeds ${MAX_STRING_BYTES}`);
+    this.ensure(13 + n);
+    this.head(Op.SessionData, service, sid);
+    this.u16(n);
+    this.length += this.buf.write(data, this.length, 'utf8');
+    this.count++;
+  }
+
+  flowInsert(service: number, sid: number, t: FlowTuple, role: (typeof FLOW_ROLES)[number], timeoutMs: number): void {
+    this.ensure(11 + 2 * (1 + MAX_ADDRESS_TEXT_BYTES) + 11);
+    this.head(Op.FlowInsert, service, sid);
+    this.tuple(t);
+    this.buf[this.length++] = FLOW_ROLES.indexOf(role);
+    this.buf.writeUInt32BE(timeoutMs >>> 0, this.length);
+    this.length += 4;
+    this.count++;
+  }
+
+  flowRemove(service: number, t: FlowTuple): void {
+    this.ensure(3 + 2 * (1 + MAX_ADDRESS_TEXT_BYTES) + 5);
+    this.buf[this.length++] = Op.FlowRemove;
+    this.u16(service);
+    this.tuple(t);
+    this.count++;
+  }
+
+  relayOpen(service: number, sid: number, relayPort: number, client: WireAddress, clientPort: number, backend: WireAddress, backendPort: number): void {
+    this.ensure(13 + 2 * (1 + MAX_ADDRESS_TEXT_BYTES + 2));
+    this.head(Op.RelayOpen, service, sid);
+    this.u16(relayPort);
+    this.address(client);
+    this.u16(clientPort);
+    this.address(backend);
+    this.u16(backendPort);
+    this.count++;
+  }
+
+  relayClose(service: number, sid: number, relayPort: number): void {
+    this.ensure(13);
+    this.head(Op.RelayClose, service, sid);
+    this.u16(relayPort);
+    this.count++;
+  }
+
+  snapshotBegin(): void {
+    this.ensure(1);
+    this.buf[this.length++] = Op.SnapshotBegin;
+    this.count++;
+  }
+
+  snapshotEnd(sessions: number, flows: number): void {
+    this.ensure(9);
+    this.buf[this.length++] = Op.SnapshotEnd;
+    this.buf.writeUInt32BE(sessions >>> 0, this.length);
+    this.buf.writeUInt32BE(flows >>> 0, this.length + 4);
+    this.length += 8;
+    this.count++;
+  }
+
+  ack(seq: number): void {
+    this.ensure(5);
+    this.buf[this.length++] = Op.Ack;
+    this.buf.writeUInt32BE(seq >>> 0, this.length);
+    this.length += 4;
+    this.count++;
+  }
+
+  challenge(): void {
+    this.ensure(1);
+    this.buf[this.length++] = Op.Challenge;
+    this.count++;
+  }
+
+  private head(op: number, service: number, sid: number): void {
+    this.buf[this.length++] = op;
+    this.u16(service);
+    if (sid === NO_SID) {
+      this.buf.writeUInt32BE(0xffffffff, this.length);
+      this.buf.writeUInt32BE(0xffffffff, this.length + 4);
+    } else {
+      if (!(Number.isSafeInteger(sid) && sid >= 0)) throw new RangeError(`sid ${sid} is not a u64 below 2^53`);
+      this.buf.writeUInt32BE(Math.floor(sid / 0x100000000), this.length);
+      this.buf.writeUInt32BE(sid >>> 0, this.length + 4);
+    }
+    this.length += 8;
+  }
+
+  private u16(v: number): void {
+    this.buf.writeUInt16BE(v, this.length);
+    this.length += 2;
+  }
+
+  private address(a: WireAddress): void {
+    if (typeof a === 'number') {
+      this.buf[this.length++] = 0;
+      this.buf.writeUInt32BE(a >>> 0, this.length);
+      this.length += 4;
+      return;
+    }
+    const n = Buffer.byteLength(a, 'latin1');
+    if (n < 1 || n > MAX_ADDRESS_TEXT_BYTES) throw new RangeError(`address text of ${n} bytes is not in [1, ${MAX_ADDRESS_TEXT_BYTES}]`);
+    this.buf[this.length++] = n;
+    this.length += this.buf.write(a, this.length, 'latin1');
+  }
+
+  private tuple(t: FlowTuple): void {
+    this.address(t.src);
+    this.u16(t.srcPort);
+    this.address(t.dst);
+    this.u16(t.dstPort);
+    this.buf[this.length++] = t.proto;
+  }
+
+  private ensure(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.length + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.length);
+    this.buf = next;
+  }
+}
+
+/** A frame body: the header then `ops` (the bytes of `count` ops from an OpWriter). */
+export function encodeFrame(h: FrameHeader, count: number, ops: Uint8Array): Buffer {
+  if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
+  const body = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ops.length);
+  body.writeUInt16BE(h.sender, 0);
+  body.writeUInt16BE(count, 2);
+  body.writeUInt32BE(h.seq >>> 0, 4);
+  h.nonce.copy(body, 8);
+  body.set(ops, FRAME_HEADER_BYTES);
+  return body;
+}
+
+/** Only the header (null when the body is shorter than one): lets a receiver check seq and nonce before decoding ops. */
+export function decodeFrameHeader(body: Buffer): (FrameHeader & { count: number }) | null {
+  if (body.length < FRAME_HEADER_BYTES || body.length > MAX_FRAME_BODY_BYTES) return null;
+  return { sender: body.readUInt16BE(0), count: body.readUInt16BE(2), seq: body.readUInt32BE(4), nonce: body.subarray(8, 16) };
+}
+
+class Truncated extends Error {}
+const TRUNCATED = new Truncated();
+
+/** Decodes an authenticated body; null when it is malformed (see the module doc). Never throws. */
+export function decodeFrame(body: Buffer): Frame | null {
+  const h = decodeFrameHeader(body);
+  if (h === null) return null;
+  let p = FRAME_HEADER_BYTES;
+  const end = body.length;
+  const need = (n: number): void => {
+    if (p + n > end) throw TRUNCATED;
+  };
+  const u8 = (): number => {
+    need(1);
+    return body[p++]!;
+  };
+  const u16 = (): number => {
+    need(2);
+    const v = body.readUInt16BE(p);
+    p += 2;
+    return v;
+  };
+  const u32 = (): number => {
+    need(4);
+    const v = body.readUInt32BE(p);
+    p += 4;
+    return v;
+  };
+  const sid = (): number => {
+    const hi = u32();
+    const lo = u32();
+    if (hi === 0xffffffff && lo === 0xffffffff) return NO_SID;
+    if (hi >= 0x200000) throw TRUNCATED; // not a safe integer: no handle is that large
+    return hi * 0x100000000 + lo;
+  };
+  const address = (): WireAddress => {
+    const n = u8();
+    if (n === 0) {
+      const v = u32();
+      if (v > IPV4_MAX) throw TRUNCATED;
+      return v;
+    }
+    if (n > MAX_ADDRESS_TEXT_BYTES) throw TRUNCATED;
+    need(n);
+    const s = body.toString('latin1', p, p + n);
+    p += n;
+    return s;
+  };
+  const tuple = (): FlowTuple => {
+    const src = address();
+    const srcPort = u16();
+    const dst = address();
+    const dstPort = u16();
+    const proto = u8();
+    if (proto === 0) throw TRUNCATED;
+    return { src, srcPort, dst, dstPort, proto };
+  };
+  const ops: ReplicationOp[] = [];
+  try {
+    for (let i = 0; i < h.count; i++) {
+      const op = u8();
+      switch (op) {
+        case Op.SessionOpen: {
+          const service = u16();
+          const s = sid();
+          const backend = u16();
+          const n = u16();
+          let key: string | null = null;
+          if (n !== 0xffff) {
+            if (n > MAX_STRING_BYTES) throw TRUNCATED;
+            need(n);
+            key = body.toString('utf8', p, p + n);
+            p += n;
+          }
+          ops.push({ op, service, sid: s, backend, key });
+          break;
+        }
+        case Op.SessionRepin:
+          ops.push({ op, service: u16(), sid: sid(), backend: u16() });
+          break;
+        case Op.SessionClose: {
+          const service = u16();
+          const s = sid();
+          const reason = CLOSE_REASONS[u8()];
+          if (reason === undefined) throw TRUNCATED;
+          ops.push({ op, service, sid: s, reason });
+          break;
+        }
+        case Op.SessionData: {
+          const service = u16();
+          const s = sid();
+          const n = u16();
+          if (n > MAX_STRING_BYTES) throw TRUNCATED;
+          need(n);
+          const data = body.toString('utf8', p, p + n);
+          p += n;
+          ops.push({ op, service, sid: s, data });
+          break;
+        }
+        case Op.FlowInsert: {
+          const service = u16();
+          const s = sid();
+          const t = tuple();
+          const role = FLOW_ROLES[u8()];
+          if (role === undefined) throw TRUNCATED;
+          const timeoutMs = u32();
+          if (timeoutMs > 0x7fffffff) throw TRUNCATED;
+          ops.push({ op, service, sid: s, ...t, role, timeoutMs });
+          break;
+        }
+        case Op.FlowRemove: {
+          const service = u16();
+          ops.push({ op, service, ...tuple() });
+          break;
+        }
+        case Op.RelayOpen: {
+          const service = u16();
+          const s = sid();
+          const relayPort = u16();
+          const client = address();
+          const clientPort = u16();
+          const backend = address();
+          const backendPort = u16();
+          ops.push({ op, service, sid: s, relayPort, client, clientPort, backend, backendPort });
+          break;
+        }
+        case Op.RelayClose:
+          ops.push({ op, service: u16(), sid: sid(), relayPort: u16() });
+          break;
+        case Op.SnapshotBegin:
+          ops.push({ op });
+          break;
+        case Op.SnapshotEnd:
+          ops.push({ op, sessions: u32(), flows: u32() });
+          break;
+        case Op.Ack:
+          ops.push({ op, seq: u32() });
+          break;
+        case Op.Challenge:
+          ops.push({ op });
+          break;
+        default:
+          return null;
+      }
+    }
+  } catch (err) {
+    if (err === TRUNCATED) return null;
+    return null;
+  }
+  if (p !== end) return null;
+  return { sender: h.sender, seq: h.seq, nonce: h.nonce, ops };
+}

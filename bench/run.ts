@@ -4,8 +4,16 @@
  */
 import * as balance from './balance.js';
 import * as detection from './detection.js';
+import * as dispatcherFailover from './dispatcher-failover.js';
+import * as election from './election.js';
 import * as failoverChaos from './failover-chaos.js';
 import * as httpProxy from './http-proxy.js';
+import * as overload from './overload.js';
+import * as udpRelay from './udp-relay.js';
+import * as replication from './replication.js';
+import * as sessionTable from './session-table.js';
+import * as sip from './sip.js';
+import * as sipMedia from './sip-media.js';
 import * as wireDecode from './wire-decode.js';
 
 interface Benchmark {
@@ -38,9 +46,49 @@ export const BENCHMARKS: readonly Benchmark[] = [
     run: async () => detection.formatTable(await detection.run(detection.optionsFromEnv())),
   },
   {
+    name: 'election',
+    title: 'Dispatcher failover: SIGKILL of the master → the backup becomes master and answers on the VIP, at 20, 10 and 5 ms adverts',
+    run: async () => election.formatTable(await election.run(election.optionsFromEnv())),
+  },
+  {
+    name: 'dispatcher-failover',
+    title: 'Replicated dispatchers: SIGKILL of the master → first datagram forwarded through the VIP by the new master (loopback takeover); the SIP ALG paper’s call-loss ratio at 50/100/200 calls/s, no standby vs standby without and with state replication',
+    run: async () => dispatcherFailover.formatTable(await dispatcherFailover.run(dispatcherFailover.optionsFromEnv())),
+  },
+  {
+    name: 'udp-relay',
+    title: 'UDP relay: one connected upstream socket per flow vs a shared socket pool with a flow map, against direct',
+    run: async () => udpRelay.formatTable(await udpRelay.run(udpRelay.optionsFromEnv())),
+  },
+  {
     name: 'wire-decode',
     title: 'Wire receive path: open() + decode per second (one thread)',
     run: async () => wireDecode.formatTable(wireDecode.run(wireDecode.optionsFromEnv())),
+  },
+  {
+    name: 'session-table',
+    title: 'Flow table: bytes per flow and lookups/s at a million flows (one thread), against a Map<string, object>',
+    run: async () => sessionTable.formatTable(sessionTable.run(sessionTable.optionsFromEnv(), (line) => process.stderr.write(`${line}\n`))),
+  },
+  {
+    name: 'sip',
+    title: 'SIP interop: sipp uac through holdfast to three sipp uas at rising call rates, against sipp direct; loss ratio when a uas is SIGKILLed',
+    run: async () => sip.formatTable(await sip.run(sip.optionsFromEnv())),
+  },
+  {
+    name: 'sip-media',
+    title: 'Media relay: pps and added RTT for 160-byte RTP against direct; sipp calls with RTP through holdfast to three uas against sipp direct',
+    run: async () => sipMedia.formatTable(await sipMedia.run(sipMedia.optionsFromEnv())),
+  },
+  {
+    name: 'replication',
+    title: 'Session-state replication: reintegration (snapshot of 10k sessions + 10k flows over TCP) and ns per change on the data path',
+    run: async () => replication.formatTable(await replication.run(replication.optionsFromEnv(), (line) => process.stderr.write(`${line}\n`))),
+  },
+  {
+    name: 'overload',
+    title: 'Overload: 5-step HTTP sessions at 0.5x-3x capacity; SA2C vs plain shell balancing vs a session-oblivious random drop',
+    run: async () => overload.formatTable(await overload.run(overload.optionsFromEnv())),
   },
 ];
 

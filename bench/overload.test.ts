@@ -1,0 +1,57 @@
+/**
+ * @module Tests of the overload benchmark: its configuration through the real schema, the load the
+ * capacity backend reports, the table, and one tiny real run of every arm (backends, holdfast
+ * processes, the session driver).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { configSchema } from '../src/config/schema.js';
+import { reportedLoad } from './lib/capacity-backend.js';
+import { ARMS, formatTable, holdfastConfig, optionsFromEnv, run } from './overload.js';
+
+test('holdfastConfig: each arm passes the real schema; only sa2c has admission on', () => {
+  for (const arm of ARMS) {
+    const c = configSchema.parse(holdfastConfig(arm, 1, 2, 3, '/tmp/k', [4, 5, 6]));
+    const svc = c.services[0]!;
+    assert.equal(svc.admission.enabled, arm === 'sa2c');
+    assert.equal(svc.balancer, 'shell');
+    assert.deepEqual(svc.backends.map((b) => b.agent), [1, 2, 3]);
+    assert.equal(svc.sessions.cookie, 'SID');
+    assert.equal(svc.load.intervalMs, 100);
+  }
+});
+
+test('reportedLoad: work done plus work waiting over the work the workers could do, capped at 1, scaled', () => {
+  // 2 workers over 100 ms can do 200 worker-ms: 100 busy worker-ms is half the capacity.
+  assert.equal(reportedLoad(100, 100, 2, 0, 25, 1), 0.5);
+  // A mean of 2 requests of 25 ms waiting is 50 worker-ms of work: (100 + 50) / 200.
+  assert.equal(reportedLoad(100, 100, 2, 2, 25, 1), 0.75);
+  // Half a request waiting on average is 12.5 worker-ms, not a worker's whole window.
+  assert.equal(reportedLoad(100, 100, 2, 0.5, 25, 1), 0.5625);
+  assert.equal(reportedLoad(200, 100, 2, 3, 25, 1), 1);
+  assert.equal(reportedLoad(200, 100, 2, 3, 25, 0.6), 0.6);
+  assert.equal(reportedLoad(0, 0, 2, 0, 25, 1), 0);
+});
+
+test('optionsFromEnv: knobs parsed, bad factors refused', () => {
+  assert.deepEqual(optionsFromEnv({ BENCH_OVERLOAD_FACTORS: '1,2', BENCH_OVERLOAD_SECONDS: '3' }), { factors: [1, 2], seconds: 3 });
+  assert.throws(() => optionsFromEnv({ BENCH_OVERLOAD_FACTORS: '1,x' }), /BENCH_OVERLOAD_FACTORS/);
+});
+
+test('a tiny real run: every arm drives sessions through holdfast and accounts for each one', { timeout: 20_000 }, async () => {
+  const report = await run({ factors: [2], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, log: () => {} });
+  assert.equal(report.capacityRps, 100);
+  assert.equal(report.capacitySessionsPerSec, 50);
+  assert.deepEqual(report.results.map((r) => r.arm), [...ARMS]);
+  for (const r of report.results) {
+    assert.ok(r.started > 0, `${r.arm}: started ${r.started}`);
+    const failed = Object.values(r.failures).reduce((a, b) => a + b, 0);
+    assert.equal(r.completed + failed, r.started, `${r.arm}: every session completed or failed: ${JSON.stringify(r)}`);
+    assert.ok(r.completed > 0, `${r.arm}: some sessions completed`);
+    assert.ok(r.admitted <= r.started && r.completed <= r.admitted);
+  }
+  const random = report.results.find((r) => r.arm === 'random')!;
+  const sa2c = report.results.find((r) => r.arm === 'sa2c')!;
+  assert.equal(random.dropP, sa2c.requests > 0 ? sa2c.refusedRequests / sa2c.requests : 0);
+  assert.match(formatTable(report), /At 2x: SA2C completes/);
+});

@@ -1,0 +1,433 @@
+/**
+ * @module Overload benchmark (issue 8): sessions of several dependent steps offered at 0.5x to 3x the
+ * cluster's capacity, through a real `holdfast dispatcher` process to backends of fixed capacity, in
+ * three arms run back to back at each load:
+ *
+ * - sa2c: `admission.enabled: true` (SARA III.B), shell balancing;
+ * - plain: shell balancing, no admission control;
+ * - random: plain holdfast, and the driver drops each REQUEST (not session) with the probability p
+ *   measured as sa2c's drop rate at the same load (requests refused or degraded by SA2C / requests
+ *   sent) — a session-oblivious shedder at the same admitted rate. The drop is on the driver's side
+ *   (a request dropped fails its session as a 503 would): nothing of it is in the product.
+ *
+ * Backends (lib/capacity-backend.ts, one child process each): `workers` requests at once, each holding
+ * its worker `serviceMs` (timer work: capacity = backends x workers x 1000 / serviceMs requests/s on
+ * any machine), a FIFO queue beyond. Each reports its own load every 100 ms as signed load vectors
+ * under its agent id (busy share of worker time + queue length / workers, capped at 1): the
+ * application knows its utilisation; an agent's /proc collector on one shared machine would only
+ * see the machine.
+ *
+ * A session (the driver, in this process): `steps` GETs with one cookie (set by the backend on the
+ * first reply; `sessions.cookie: SID`), uniform think time in [0.5, 1.5] x thinkMs between them.
+ * Sessions arrive as a Poisson process at factor x capacity / steps sessions/s. A session completes
+ * when every step answers 200 within deadlineMs; it fails on anything else (503, error, a step over
+ * the deadline). It is admitted when its first request was not refused (by SA2C, or the random drop).
+ * Sessions started during the first warmupS seconds are not counted; then sessions start for
+ * seconds, and every counted session is followed to its end.
+ *
+ *   node dist/bench/overload.js
+ *   BENCH_OVERLOAD_SECONDS=4 BENCH_OVERLOAD_FACTORS=1,2 node dist/bench/overload.js
+ */
+import http from 'node:http';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { appendFileSync, chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { runIfMain } from './lib/main.js';
+import { envInt } from './lib/env.js';
+import { prng } from './lib/prng.js';
+import { foreignCores, sampleCpu } from './lib/cpu.js';
+import { freePort, makeTempDir, removeTempDir, startProcess, waitForPort, type Proc } from './lib/procs.js';
+import type { CapacityBackendOptions } from './lib/capacity-backend.js';
+
+export type Arm = 'sa2c' | 'plain' | 'random';
+export const ARMS: readonly Arm[] = ['sa2c', 'plain', 'random'];
+
+export interface OverloadOptions {
+  readonly factors?: readonly number[];
+  readonly seconds?: number;
+  readonly warmupS?: number;
+  readonly backends?: number;
+  readonly workers?: number;
+  readonly serviceMs?: number;
+  readonly steps?: number;
+  readonly thinkMs?: number;
+  readonly deadlineMs?: number;
+  readonly seed?: number;
+  /** Overrides of SA2C_SETTINGS for the sa2c arm. */
+  readonly sa2c?: Readonly<Record<string, number>>;
+  readonly log?: (line: string) => void;
+  /**
+   * Diagnosis (env BENCH_OVERLOAD_TRACE=<dir>): each holdfast process is started with TRACE_HOOK
+   * preloaded, which appends every `holdfast:admission:sample` (l, l_c, band, T2, T3) and
+   * `holdfast:load:sample` (each backend's load and shell forecast) as JSON lines to
+   * <dir>/trace-<factor>x-<arm>.jsonl. Off by default; nothing of it is in the product.
+   */
+  readonly traceDir?: string;
+}
+
+export interface ArmResult {
+  readonly factor: number;
+  readonly arm: Arm;
+  /** Sessions offered per second (Poisson rate). */
+  readonly offeredPerSec: number;
+  readonly started: number;
+  /** First request not refused. */
+  readonly admitted: number;
+  readonly completed: number;
+  readonly completedPerSec: number;
+  /** completed / started, completed / admitted (0 when none). */
+  readonly completedShare: number;
+  readonly admittedCompletedShare: number;
+  /** Requests sent to holdfast, and those holdfast's admission refused or degraded (503 of SA2C). */
+  readonly requests: number;
+  readonly refusedRequests: number;
+  /** Requests the driver dropped itself (random arm). */
+  readonly droppedRequests: number;
+  /** The request drop probability applied (random arm), else 0. */
+  readonly dropP: number;
+  /** Failed sessions by first cause. */
+  readonly failures: Readonly<Record<string, number>>;
+  /** Cores other programs used during the run (null off Linux). */
+  readonly othersCores: number | null;
+}
+
+export interface OverloadReport {
+  readonly capacityRps: number;
+  readonly capacitySessionsPerSec: number;
+  readonly settings: Settings;
+  readonly results: readonly ArmResult[];
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const HOLDFAST_BIN = path.join(REPO_ROOT, 'bin', 'holdfast.js');
+const BACKEND_JS = fileURLToPath(new URL('./lib/capacity-backend.js', import.meta.url));
+const LOAD_INTERVAL_MS = 100;
+/** Preloaded into holdfast with --import when tracing: subscribes to the diagnostics channels, writes JSON lines. */
+const TRACE_HOOK =
+  'data:text/javascript,' +
+  encodeURIComponent(`import dc from 'node:diagnostics_channel'; import fs from 'node:fs';
+const fd = fs.openSync(process.env.HF_OVERLOAD_TRACE, 'a');
+const w = (ch) => (m) => fs.writeSync(fd, JSON.stringify({ ch, at: Date.now(), ...m }) + '\\n');
+dc.subscribe('holdfast:admission:sample', w('admission'));
+dc.subscribe('holdfast:load:sample', w('load'));`);
+const COOKIE = 'SID';
+/**
+ * The SA2C arm's `admission` (env BENCH_OVERLOAD_SA2C as JSON overrides it, e.g. '{"t3Gain":1}').
+ * Sessions admitted now load the cluster for steps x (think + service) later, so new sessions stop
+ * lower than the defaults (T1 0.5, T2 0.65) to leave their later steps room under T3; T3 stays put
+ * (t3Gain 0): see bench/README.md for what eq. 4's multiplicative move of T3 does under sustained
+ * overload. smoothingMs is left at the product default (500 ms). Traced with the product defaults
+ * (T1 0.6, T2 0.75, T3 0.85, t3Gain 1), the cohort admitted while the smoothed load climbs from
+ * T1 to T2 (about 0.5 s at 2x) later drives the cluster to 0.9+, above T3, and 43 % of the admitted
+ * sessions were degraded (bench/README.md has the run): the margin T1 -> T3 must hold that overshoot.
+ */
+export const SA2C_SETTINGS = { t1: 0.5, t2: 0.65, t3: 0.9, c: 0.97, t3Gain: 0, intervalMs: 500, minIntervalMs: 50 };
+
+export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): OverloadOptions {
+  const factors = env['BENCH_OVERLOAD_FACTORS'];
+  const parsed = factors === undefined || factors === '' ? undefined : factors.split(',').map(Number);
+  if (parsed?.some((f) => !(f > 0))) throw new Error(`BENCH_OVERLOAD_FACTORS: expected positive numbers, received "${factors}"`);
+  const pick = (name: string, min: number): number | undefined => envInt(env, name, min);
+  const o: Record<string, unknown> = {
+    factors: parsed,
+    seconds: pick('BENCH_OVERLOAD_SECONDS', 1),
+    warmupS: pick('BENCH_OVERLOAD_WARMUP_S', 0),
+    backends: pick('BENCH_OVERLOAD_BACKENDS', 1),
+    workers: pick('BENCH_OVERLOAD_WORKERS', 1),
+    serviceMs: pick('BENCH_OVERLOAD_SERVICE_MS', 1),
+    steps: pick('BENCH_OVERLOAD_STEPS', 1),
+    thinkMs: pick('BENCH_OVERLOAD_THINK_MS', 0),
+    deadlineMs: pick('BENCH_OVERLOAD_DEADLINE_MS', 10),
+    seed: pick('BENCH_SEED', 0),
+    sa2c: env['BENCH_OVERLOAD_SA2C'] ? (JSON.parse(env['BENCH_OVERLOAD_SA2C']) as Record<string, number>) : undefined,
+    traceDir: env['BENCH_OVERLOAD_TRACE'] || undefined,
+  };
+  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
+  return o as OverloadOptions;
+}
+
+type Settings = Required<Omit<OverloadOptions, 'log' | 'traceDir'>>;
+
+function settingsOf(o: OverloadOptions): Settings {
+  return {
+    factors: o.factors ?? [0.5, 1, 1.5, 2, 3],
+    seconds: o.seconds ?? 6,
+    warmupS: o.warmupS ?? 2,
+    backends: o.backends ?? 3,
+    workers: o.workers ?? 2,
+    serviceMs: o.serviceMs ?? 25,
+    steps: o.steps ?? 5,
+    thinkMs: o.thinkMs ?? 100,
+    deadlineMs: o.deadlineMs ?? 1000,
+    seed: o.seed ?? 1,
+    sa2c: { ...SA2C_SETTINGS, ...o.sa2c },
+  };
+}
+
+/** The holdfast configuration of one arm (JSON, which is YAML). */
+export function holdfastConfig(
+  arm: Arm,
+  listenPort: number,
+  adminPort: number,
+  monitorPort: number,
+  keyFile: string,
+  backendPorts: readonly number[],
+  sa2c: object = SA2C_SETTINGS,
+): object {
+  return {
+    version: 1,
+    logging: { level: 'warn' },
+    admin: { enabled: true, listen: `127.0.0.1:${adminPort}` },
+    cluster: { keyFile },
+    monitor: { listen: `127.0.0.1:${monitorPort}` },
+    services: [
+      {
+        name: 'web',
+        protocol: 'http',
+        listen: `127.0.0.1:${listenPort}`,
+        balancer: 'shell',
+        backends: backendPorts.map((port, i) => ({ id: `b${i}`, address: `127.0.0.1:${port}`, agent: i + 1 })),
+        load: { intervalMs: LOAD_INTERVAL_MS },
+        sessions: { cookie: COOKIE },
+        http: { failover: { enabled: false } },
+        admission: arm === 'sa2c' ? { enabled: true, ...sa2c } : { enabled: false },
+      },
+    ],
+  };
+}
+
+interface Backend {
+  readonly proc: Proc;
+  readonly port: number;
+}
+
+function get(port: number, pathname: string, cookie: string | null, agent: http.Agent, deadlineMs: number): Promise<{ status: number; body: string; setCookie: string | null }> {
+  return new Promise((resolve) => {
+    let done = false;
+    const finish = (status: number, body = '', setCookie: string | null = null): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      resolve({ status, body, setCookie });
+    };
+    const req = http.request({ host: '127.0.0.1', port, path: pathname, agent, headers: cookie === null ? {} : { cookie } }, (res) => {
+      let body = '';
+      res.setEncoding('latin1');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => finish(res.statusCode ?? 0, body, res.headers['set-cookie']?.[0]?.split(';')[0] ?? null));
+      res.on('error', () => finish(-1));
+    });
+    const timer = setTimeout(() => {
+      finish(-2);
+      req.destroy();
+    }, deadlineMs);
+    req.on('error', () => finish(-1));
+    req.end();
+  });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Waits until every backend's queue is empty and no worker is busy (the previous run's leftovers). */
+async function drain(backends: readonly Backend[]): Promise<void> {
+  const agent = new http.Agent({ keepAlive: false });
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const stats = await Promise.all(backends.map((b) => get(b.port, '/__stats', null, agent, 2000)));
+    const idle = stats.every((s) => {
+      if (s.status !== 200) return false;
+      const j = JSON.parse(s.body) as { busy: number; queued: number };
+      return j.busy === 0 && j.queued === 0;
+    });
+    if (idle || Date.now() > deadline) return;
+    await sleep(100);
+  }
+}
+
+interface Tally {
+  started: number;
+  admitted: number;
+  completed: number;
+  requests: number;
+  refused: number;
+  dropped: number;
+  failures: Record<string, number>;
+}
+
+/** One arm at one load: Poisson session arrivals for warmupS + seconds, each followed to its end. */
+async function drive(port: number, s: Settings, ratePerSec: number, dropP: number, seed: number): Promise<Tally> {
+  const rnd = prng(seed);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const tally: Tally = { started: 0, admitted: 0, completed: 0, requests: 0, refused: 0, dropped: 0, failures: {} };
+  const fail = (counted: boolean, why: string): void => {
+    if (counted) tally.failures[why] = (tally.failures[why] ?? 0) + 1;
+  };
+  const session = async (counted: boolean, r: () => number): Promise<void> => {
+    if (counted) tally.started++;
+    let cookie: string | null = null;
+    for (let step = 0; step < s.steps; step++) {
+      if (step > 0) await sleep(s.thinkMs * (0.5 + r()));
+      if (dropP > 0 && r() < dropP) {
+        if (counted) tally.dropped++;
+        return fail(counted, step === 0 ? 'dropped-first' : 'dropped-later');
+      }
+      if (counted) tally.requests++;
+      const res = await get(port, '/', cookie, agent, s.deadlineMs);
+      if (res.status === 503 && res.body.includes('overloaded')) {
+        if (counted) tally.refused++;
+        return fail(counted, step === 0 ? 'refused-first' : 'degraded-later');
+      }
+      if (step === 0 && counted) tally.admitted++;
+      if (res.status !== 200) return fail(counted, res.status === -2 ? 'deadline' : `status-${res.status}`);
+      cookie ??= res.setCookie;
+    }
+    if (counted) tally.completed++;
+  };
+  const sessions: Promise<void>[] = [];
+  const t0 = performance.now();
+  const warmupMs = s.warmupS * 1000;
+  const endMs = warmupMs + s.seconds * 1000;
+  let next = 0;
+  for (;;) {
+    next += -Math.log(1 - rnd()) * (1000 / ratePerSec);
+    if (next >= endMs) break;
+    const wait = t0 + next - performance.now();
+    if (wait > 1) await sleep(wait);
+    const sub = prng(Math.floor(rnd() * 2 ** 32));
+    sessions.push(session(next >= warmupMs, sub));
+  }
+  await Promise.all(sessions);
+  agent.destroy();
+  return tally;
+}
+
+/** Runs every arm at every load factor; returns the table rows. */
+export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
+  const s = settingsOf(opts);
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const capacityRps = (s.backends * s.workers * 1000) / s.serviceMs;
+  const capacitySessionsPerSec = capacityRps / s.steps;
+  const dir = makeTempDir('hf-overload');
+  const keyFile = path.join(dir, 'cluster.key');
+  const key = randomBytes(32);
+  writeFileSync(keyFile, key);
+  chmodSync(keyFile, 0o600);
+  const monitorPort = await freePort();
+  const traceDir = opts.traceDir ?? null;
+  if (traceDir !== null) mkdirSync(traceDir, { recursive: true });
+  const backends: Backend[] = [];
+  const results: ArmResult[] = [];
+  try {
+    for (let i = 0; i < s.backends; i++) {
+      const o: CapacityBackendOptions = {
+        port: 0,
+        workers: s.workers,
+        serviceMs: s.serviceMs,
+        cookie: COOKIE,
+        report: { host: i + 1, monitor: `127.0.0.1:${monitorPort}`, keyHex: key.toString('hex'), intervalMs: LOAD_INTERVAL_MS },
+      };
+      const proc = await startProcess({ name: `backend-${i}`, command: process.execPath, args: [BACKEND_JS, JSON.stringify(o)], readyLine: /listening (\d+)/ });
+      backends.push({ proc, port: Number(proc.readyMatch![1]) });
+    }
+    for (const factor of s.factors) {
+      let sa2cDrop = 0;
+      for (const arm of ARMS) {
+        await drain(backends);
+        const listenPort = await freePort();
+        const adminPort = await freePort();
+        const cfg = path.join(dir, `holdfast-${arm}-${factor}.yaml`);
+        writeFileSync(cfg, JSON.stringify(holdfastConfig(arm, listenPort, adminPort, monitorPort, keyFile, backends.map((b) => b.port), s.sa2c)));
+        const trace = traceDir === null ? null : path.join(traceDir, `trace-${factor}x-${arm}.jsonl`);
+        const holdfast = await startProcess({
+          name: `holdfast-${arm}`,
+          command: process.execPath,
+          args: [...(trace === null ? [] : ['--import', TRACE_HOOK]), HOLDFAST_BIN, 'dispatcher', '--config', cfg],
+          env: trace === null ? process.env : { ...process.env, HF_OVERLOAD_TRACE: trace },
+          cwd: REPO_ROOT,
+          readyPort: { host: '127.0.0.1', port: adminPort },
+        });
+        try {
+          await waitForPort('127.0.0.1', listenPort);
+          // The load monitors fill their histories; the dispatcher's start-up leaves its event-loop sample.
+          await sleep(1000);
+          const rate = factor * capacitySessionsPerSec;
+          const dropP = arm === 'random' ? sa2cDrop : 0;
+          const before = sampleCpu();
+          if (trace !== null) appendFileSync(trace, `${JSON.stringify({ ch: 'drive', at: Date.now(), warmupS: s.warmupS, seconds: s.seconds })}\n`);
+          const tally = await drive(listenPort, s, rate, dropP, s.seed * 1000 + Math.round(factor * 100));
+          const after = sampleCpu();
+          if (arm === 'sa2c') sa2cDrop = tally.requests > 0 ? tally.refused / tally.requests : 0;
+          const r: ArmResult = {
+            factor,
+            arm,
+            offeredPerSec: rate,
+            started: tally.started,
+            admitted: tally.admitted,
+            completed: tally.completed,
+            completedPerSec: tally.completed / s.seconds,
+            completedShare: tally.started > 0 ? tally.completed / tally.started : 0,
+            admittedCompletedShare: tally.admitted > 0 ? tally.completed / tally.admitted : 0,
+            requests: tally.requests,
+            refusedRequests: tally.refused,
+            droppedRequests: tally.dropped,
+            dropP,
+            failures: tally.failures,
+            othersCores: before && after ? foreignCores(before, after) : null,
+          };
+          results.push(r);
+          log(
+            `${factor}x ${arm}: started ${r.started} admitted ${r.admitted} completed ${r.completed} (${r.completedPerSec.toFixed(1)}/s)` +
+              ` failures ${JSON.stringify(r.failures)}${arm === 'random' ? ` p=${dropP.toFixed(3)}` : ''}`,
+          );
+        } finally {
+          await holdfast.stop();
+        }
+      }
+    }
+  } finally {
+    await Promise.all(backends.map((b) => b.proc.stop()));
+    removeTempDir(dir);
+  }
+  return { capacityRps, capacitySessionsPerSec, settings: s, results };
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
+
+/** The markdown table, then the ratios at 2x (when 2x was run). */
+export function formatTable(report: OverloadReport): string {
+  const s = report.settings;
+  const lines = [
+    `Capacity ${report.capacityRps} requests/s (${s.backends} backends x ${s.workers} workers, ${s.serviceMs} ms each) = ` +
+      `${report.capacitySessionsPerSec} sessions/s of ${s.steps} steps; think ${s.thinkMs} ms, step deadline ${s.deadlineMs} ms; ` +
+      `${s.warmupS} s warm-up, ${s.seconds} s counted per run.`,
+    '',
+    '| load | arm | sessions offered/s | started | admitted | completed | completed/s | completed / started | completed / admitted | request drop p | others\' CPU |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of report.results) {
+    const p = r.arm === 'random' ? r.dropP : r.requests > 0 ? r.refusedRequests / r.requests : 0;
+    lines.push(
+      `| ${r.factor}x | ${r.arm} | ${r.offeredPerSec.toFixed(1)} | ${r.started} | ${r.admitted} | ${r.completed} | ${r.completedPerSec.toFixed(1)} | ` +
+        `${pct(r.completedShare)} | ${pct(r.admittedCompletedShare)} | ${p.toFixed(3)} | ${r.othersCores === null ? '-' : r.othersCores.toFixed(2)} |`,
+    );
+  }
+  const at = (arm: Arm) => report.results.find((r) => r.factor === 2 && r.arm === arm);
+  const sa2c = at('sa2c');
+  const plain = at('plain');
+  const random = at('random');
+  if (sa2c && plain) {
+    lines.push('');
+    const ratio = plain.completedPerSec > 0 ? (sa2c.completedPerSec / plain.completedPerSec).toFixed(2) : '∞';
+    lines.push(`At 2x: SA2C completes ${ratio}x the sessions/s of plain balancing (target >= 1.5) and ${pct(sa2c.admittedCompletedShare)} of the sessions it admits (target >= 95 %).`);
+    if (random) {
+      const r2 = random.completedPerSec > 0 ? (sa2c.completedPerSec / random.completedPerSec).toFixed(2) : '∞';
+      lines.push(`Against the session-oblivious random drop at the same request drop rate (p = ${random.dropP.toFixed(3)}): ${r2}x.`);
+    }
+  }
+  return lines.join('\n');
+}
+
+runIfMain(import.meta.url, async () => {
+  process.stdout.write(`${formatTable(await run(optionsFromEnv()))}\n`);
+});

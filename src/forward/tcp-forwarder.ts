@@ -11,26 +11,11 @@ import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import type { Backend } from '../monitor/backend.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import { connectFailureKind } from './upstream-connect.js';
 
 type SplicePhase = 'connecting' | 'spliced' | 'done';
 
 const noop = (): void => {};
-
-/**
- * Maps a connect error to the passive-detection kind. Anything that is neither a reset nor a
- * timeout (ECONNREFUSED, EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL, a failed name lookup...) means
- * "this backend cannot be reached now", which the health monitor treats as a refusal.
- */
-function failureKind(err: NodeJS.ErrnoException): BackendFailureKind {
-  switch (err.code) {
-    case 'ECONNRESET':
-      return 'reset';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    default:
-      return 'refused';
-  }
-}
 
 /**
  * Sends an RST instead of a FIN, so that a peer whose other side was reset sees an abort and never
@@ -110,7 +95,7 @@ class TcpSplice {
     this.upstream = socket;
     socket.on('error', (err: NodeJS.ErrnoException) => {
       if (socket !== this.upstream) return;
-      if (this.phase === 'connecting') this.attemptFailed(socket, backend, failureKind(err));
+      if (this.phase === 'connecting') this.attemptFailed(socket, backend, connectFailureKind(err));
       else this.failed = true;
     });
     socket.once('connect', () => this.connected(socket, backend));

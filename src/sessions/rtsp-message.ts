@@ -19,7 +19,8 @@
  *
  * The head is decoded as latin1 (one char per byte), so string indices are byte offsets.
  */
-import { findHeadEnd, parseParams, splitCommaList } from './sip-message.js';
+import { fail, parseHeaderLines, parseOrMalformed, parseParams, readHead, single, spliceEdits, splitCommaList, unfold, type HeaderLine, type TextEdit } from './text-headers.js';
+import { contentLengthIn, TextStreamFramer, type FramingError } from './text-stream-framer.js';
 
 /** A message with more header lines than this is malformed (bounds the work per message). */
 export const RTSP_MAX_HEADER_LINES = 256;
@@ -30,17 +31,9 @@ export const MAX_TRANSPORT_SPECS = 32;
 /** The default RTSP port (RFC 2326 §3.2). */
 export const RTSP_DEFAULT_PORT = 554;
 
-export interface RtspHeader {
+export interface RtspHeader extends HeaderLine {
   /** Lower-case name as written. */
   readonly name: string;
-  /** Byte offsets of the line (its last folded line's end included). */
-  readonly start: number;
-  readonly end: number;
-  /** Byte offsets of the value, surrounding whitespace excluded. */
-  readonly valueStart: number;
-  readonly valueEnd: number;
-  /** The value, unfolded. */
-  readonly value: string;
 }
 
 /** The Session header (RFC 2326 §12.37): `session-id [;timeout=delta-seconds]`. */
@@ -108,27 +101,6 @@ const CR = 13;
 const LF = 10;
 const DOLLAR = 36;
 
-class Malformed {
-  constructor(readonly detail: string) {}
-}
-
-function fail(detail: string): never {
-  throw new Malformed(detail);
-}
-
-function isWs(c: number): boolean {
-  return c === 32 || c === 9 || c === 13 || c === 10;
-}
-
-function unfold(text: string): string {
-  return text.includes('\n') ? text.replace(/\r?\n[ \t]+/g, ' ') : text;
-}
-
-function single(current: string | null, value: string, name: string): string {
-  if (current !== null && current !== value) fail(`${name} repeated with different values`);
-  return value;
-}
-
 /** `a[-b]` with ports in [0, 65535] (a single port p means p-p+1 for RTP, §12.39: "port=3456-3457"). */
 function portRange(text: string | null, max: number, re: RegExp): PortRange | null {
   if (text === null) return null;
@@ -193,24 +165,11 @@ export function formatTransportSpec(spec: TransportSpec, set: Readonly<Record<st
 
 /** Parses one RTSP message (a framed TCP message). Never throws. */
 export function parseRtspMessage(raw: Buffer): RtspParseResult {
-  try {
-    return { ok: true, message: parse(raw) };
-  } catch (err) {
-    if (err instanceof Malformed) return { ok: false, reason: 'malformed', detail: err.detail };
-    return { ok: false, reason: 'malformed', detail: `parser error: ${String(err)}` };
-  }
+  return parseOrMalformed(() => parse(raw));
 }
 
 function parse(raw: Buffer): RtspMessage {
-  let first = 0;
-  while (first < raw.length && (raw[first] === CR || raw[first] === LF)) first++;
-  if (first === raw.length) fail('empty message');
-  const head = findHeadEnd(raw, first);
-  if (!head) fail('no blank line after the headers');
-  const text = raw.toString('latin1', 0, head.lineEnd + 1);
-
-  let eol = text.indexOf('\n', first);
-  const startLine = text.slice(first, eol > first && text.charCodeAt(eol - 1) === CR ? eol - 1 : eol);
+  const { startLine, text, headersFrom, body: bodyOffset } = readHead(raw);
   let kind: 'request' | 'response';
   let method = '';
   let uri = '';
@@ -232,61 +191,32 @@ function parse(raw: Buffer): RtspMessage {
     version = rm[3]!.toUpperCase();
   }
 
-  const headers: RtspHeader[] = [];
   let cseqText = null as string | null;
   let sessionText = null as string | null;
   let lengthText = null as string | null;
   let transportHeader = -1;
-  let pos = eol + 1;
-  let open: { name: string; start: number; colon: number; valueEnd: number; end: number } | null = null;
-  const closeHeader = () => {
-    if (!open) return;
-    let vs = open.colon + 1;
-    let ve = open.valueEnd;
-    while (vs < ve && isWs(text.charCodeAt(vs))) vs++;
-    while (ve > vs && isWs(text.charCodeAt(ve - 1))) ve--;
-    const value = unfold(text.slice(vs, ve));
-    if (headers.length >= RTSP_MAX_HEADER_LINES) fail('too many header lines');
-    headers.push({ name: open.name, start: open.start, end: open.end, valueStart: vs, valueEnd: ve, value });
-    switch (open.name) {
-      case 'cseq':
-        cseqText = single(cseqText, value, 'CSeq');
-        break;
-      case 'session':
-        sessionText = single(sessionText, value, 'Session');
-        break;
-      case 'content-length':
-        lengthText = single(lengthText, value, 'Content-Length');
-        break;
-      case 'transport':
-        // Several Transport lines are one comma-separated list (RFC 2616 §4.2); the first one is used.
-        if (transportHeader === -1) transportHeader = headers.length - 1;
-        break;
-    }
-    open = null;
-  };
-  while (pos < text.length) {
-    eol = text.indexOf('\n', pos);
-    if (eol === -1) eol = text.length - 1;
-    const lineEnd = eol > pos && text.charCodeAt(eol - 1) === CR ? eol - 1 : eol;
-    const c = text.charCodeAt(pos);
-    if (c === 32 || c === 9) {
-      if (!open) fail('folded line before any header');
-      open.valueEnd = lineEnd;
-      open.end = eol + 1;
-    } else {
-      closeHeader();
-      const colon = text.indexOf(':', pos);
-      if (colon === -1 || colon >= lineEnd) fail('header line without a colon');
-      let nameEnd = colon;
-      while (nameEnd > pos && (text.charCodeAt(nameEnd - 1) === 32 || text.charCodeAt(nameEnd - 1) === 9)) nameEnd--;
-      const name = text.slice(pos, nameEnd);
-      if (!TOKEN.test(name)) fail('bad header name');
-      open = { name: name.toLowerCase(), start: pos, colon, valueEnd: lineEnd, end: eol + 1 };
-    }
-    pos = eol + 1;
-  }
-  closeHeader();
+  const headers: RtspHeader[] = parseHeaderLines(text, headersFrom, {
+    token: TOKEN,
+    canonicalName: (name) => name.toLowerCase(),
+    maxLines: RTSP_MAX_HEADER_LINES,
+    onHeader: ({ name, value }, index) => {
+      switch (name) {
+        case 'cseq':
+          cseqText = single(cseqText, value, 'CSeq');
+          break;
+        case 'session':
+          sessionText = single(sessionText, value, 'Session');
+          break;
+        case 'content-length':
+          lengthText = single(lengthText, value, 'Content-Length');
+          break;
+        case 'transport':
+          // Several Transport lines are one comma-separated list (RFC 2616 §4.2); the first one is used.
+          if (transportHeader === -1) transportHeader = index;
+          break;
+      }
+    },
+  });
 
   const cs = cseqText;
   if (cs === null) fail('no CSeq');
@@ -315,7 +245,6 @@ function parse(raw: Buffer): RtspMessage {
       ? []
       : parseTransport(text, headers[transportHeader]!.valueStart, headers[transportHeader]!.valueEnd, headers[transportHeader]!.valueStart);
 
-  const bodyOffset = head.body;
   let bodyLength = 0;
   const lt = lengthText;
   if (lt !== null) {
@@ -349,26 +278,12 @@ export function findRtspHeader(message: RtspMessage, name: string): RtspHeader |
 }
 
 /** A replacement of raw[start, end) by `text` (latin1). */
-export interface RtspEdit {
-  readonly start: number;
-  readonly end: number;
-  readonly text: string;
-}
+export type RtspEdit = TextEdit;
 
 /** The message's bytes with non-overlapping `edits` applied in offset order. */
 export function applyRtspEdits(message: RtspMessage, edits: readonly RtspEdit[]): Buffer {
   if (edits.length === 0) return message.raw.subarray(0, message.length);
-  const sorted = [...edits].sort((a, b) => a.start - b.start || a.end - b.end);
-  const parts: Buffer[] = [];
-  let at = 0;
-  for (const e of sorted) {
-    if (e.start < at) continue;
-    if (e.start > at) parts.push(message.raw.subarray(at, e.start));
-    if (e.text !== '') parts.push(Buffer.from(e.text, 'latin1'));
-    at = e.end;
-  }
-  if (at < message.length) parts.push(message.raw.subarray(at, message.length));
-  return Buffer.concat(parts);
+  return spliceEdits(message.raw, message.length, edits);
 }
 
 /**
@@ -397,7 +312,7 @@ export type RtspFrame =
   /** RFC 2326 §10.12: `$`, channel, 16-bit length, data; `bytes` is the whole frame, header included. */
   | { readonly type: 'interleaved'; readonly channel: number; readonly bytes: Buffer }
   /** The stream cannot be framed: the connection must be closed. */
-  | { readonly type: 'error'; readonly reason: 'malformed' | 'too-large'; readonly detail: string };
+  | FramingError;
 
 /**
  * Frames RTSP messages and interleaved binary frames out of a TCP byte stream: a message is a header
@@ -408,103 +323,53 @@ export type RtspFrame =
  * (the stream has no resynchronisation point).
  *
  * Memory: at most maxHeaderBytes + maxBodyBytes plus one read chunk are buffered.
+ *
+ * CPU: linear in the bytes pushed, however they are chunked (`HeadBuffer`).
  */
-export class RtspStreamFramer {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  /** The whole frame's length once known, else -1. */
-  private need = -1;
+export class RtspStreamFramer extends TextStreamFramer<RtspFrame> {
+  /** The channel of the interleaved frame expected, else -1. */
   private needChannel = -1;
-  private scanFrom = 0;
-  private failed = false;
 
   constructor(
     private readonly maxHeaderBytes: number,
     private readonly maxBodyBytes: number,
-  ) {}
-
-  get bufferedBytes(): number {
-    return this.buffered;
+  ) {
+    super(maxHeaderBytes);
   }
 
-  push(chunk: Buffer): void {
-    if (this.failed || chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-  }
-
-  next(): RtspFrame | null {
-    if (this.failed || this.buffered === 0) return null;
-    if (this.need >= 0) {
-      if (this.buffered < this.need) return null;
-      const bytes = this.take(this.need);
-      const channel = this.needChannel;
-      this.need = -1;
-      this.needChannel = -1;
-      this.scanFrom = 0;
-      return channel >= 0 ? { type: 'interleaved', channel, bytes } : { type: 'message', bytes };
-    }
-    let buf = this.merged();
+  /**
+   * Between frames: line ends are skipped, then a `$` begins an interleaved frame. Merging is cheap
+   * here: skipped bytes are taken at once, and at most 3 bytes of a `$` header wait for a new chunk.
+   */
+  protected between(buf: Buffer): RtspFrame | null | undefined {
     let skip = 0;
     while (skip < buf.length && (buf[skip] === CR || buf[skip] === LF)) skip++;
     if (skip > 0) {
       this.take(skip);
-      if (this.buffered === 0) return null;
-      buf = this.merged();
+      if (this.bufferedBytes === 0) return null;
+      buf = buf.subarray(skip);
     }
-    if (buf[0] === DOLLAR) {
-      if (buf.length < 4) return null;
-      this.needChannel = buf[1]!;
-      this.need = 4 + buf.readUInt16BE(2);
-      return this.next();
-    }
-    const head = findHeadEnd(buf, this.scanFrom);
-    if (!head) {
-      if (buf.length > this.maxHeaderBytes) return this.fail('too-large', `header section over ${this.maxHeaderBytes} bytes`);
-      this.scanFrom = Math.max(0, buf.length - 3);
-      return null;
-    }
-    if (head.body > this.maxHeaderBytes) return this.fail('too-large', `header section over ${this.maxHeaderBytes} bytes`);
-    const length = contentLengthOf(buf.toString('latin1', 0, head.lineEnd + 1));
-    if (typeof length === 'string') return this.fail('malformed', length);
-    if (length > this.maxBodyBytes) return this.fail('too-large', `body of ${length} bytes, more than ${this.maxBodyBytes}`);
-    this.need = head.body + length;
-    this.needChannel = -1;
+    if (buf[0] !== DOLLAR) return undefined;
+    if (buf.length < 4) return null;
+    this.needChannel = buf[1]!;
+    this.expect(4 + buf.readUInt16BE(2));
     return this.next();
   }
 
-  private merged(): Buffer {
-    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-    return this.chunks[0]!;
+  protected messageLength(head: { body: number }, text: string): number | FramingError {
+    if (head.body > this.maxHeaderBytes) return this.fail('too-large', `header section over ${this.maxHeaderBytes} bytes`);
+    const length = contentLengthIn(text, CONTENT_LENGTH_LINE, DIGITS) ?? 0;
+    if (typeof length === 'string') return this.fail('malformed', length);
+    if (length > this.maxBodyBytes) return this.fail('too-large', `body of ${length} bytes, more than ${this.maxBodyBytes}`);
+    return head.body + length;
   }
 
-  private take(n: number): Buffer {
-    const buf = this.merged();
-    const out = buf.subarray(0, n);
-    const rest = buf.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered -= n;
-    return out;
-  }
-
-  private fail(reason: 'malformed' | 'too-large', detail: string): RtspFrame {
-    this.failed = true;
-    this.chunks = [];
-    this.buffered = 0;
-    return { type: 'error', reason, detail };
+  protected frame(bytes: Buffer): RtspFrame {
+    const channel = this.needChannel;
+    this.needChannel = -1;
+    return channel >= 0 ? { type: 'interleaved', channel, bytes } : { type: 'message', bytes };
   }
 }
 
-/** The Content-Length of a header section (0 when absent, RFC 2326 §4.3), or why it is unusable. */
-function contentLengthOf(head: string): number | string {
-  let found: number | null = null;
-  const re = /(?:^|\n)content-length[ \t]*:[ \t]*([^\r\n]*)/gi;
-  for (let m = re.exec(head); m; m = re.exec(head)) {
-    const text = m[1]!.trim();
-    if (!DIGITS.test(text)) return 'bad Content-Length';
-    const n = Number(text);
-    if (found !== null && found !== n) return 'Content-Length repeated with different values';
-    found = n;
-  }
-  return found ?? 0;
-}
+/** The Content-Length lines of a head, for `contentLengthIn` (absent: no body, RFC 2326 §4.3). */
+const CONTENT_LENGTH_LINE = /(?:^|\n)content-length[ \t]*:[ \t]*([^\r\n]*)/gi;

@@ -26,6 +26,11 @@
  * The head is decoded as latin1, one char per byte, so string indices are byte offsets and rewritten
  * text re-encodes to the same bytes (UTF-8 display names pass through untouched).
  */
+import { fail, parseHeaderLines, parseOrMalformed, parseParams, readHead, single, spliceEdits, splitCommaList, unfold, type HeaderLine, type TextEdit } from './text-headers.js';
+import { contentLengthIn, TextStreamFramer, type FramingError } from './text-stream-framer.js';
+
+export { findHeadEnd } from './text-stream-framer.js';
+export { parseParams, splitCommaList } from './text-headers.js';
 
 /** RFC 3261 §7.3.3 and later RFCs' compact forms → canonical lower-case names. */
 export const SIP_COMPACT_FORMS: Readonly<Record<string, string>> = {
@@ -63,18 +68,9 @@ export const BRANCH_MAGIC_COOKIE = 'z9hG4bK';
 export type SipTransport = 'udp' | 'tcp';
 
 /** One header line as it is in the raw bytes (a folded header counts as one). */
-export interface SipHeader {
+export interface SipHeader extends HeaderLine {
   /** Canonical lower-case full name: 'via', 'call-id' (compact forms expanded). */
   readonly name: string;
-  /** Byte offset of the line's first byte. */
-  readonly start: number;
-  /** Byte offset just past the line end of its last (folded) line. */
-  readonly end: number;
-  /** The value's bytes, leading and trailing whitespace excluded (folds inside included). */
-  readonly valueStart: number;
-  readonly valueEnd: number;
-  /** The value, unfolded (each fold becomes one SP). */
-  readonly value: string;
 }
 
 /** One Via value (RFC 3261 §20.42). */
@@ -154,106 +150,10 @@ const MAX_CSEQ = 2 ** 31 - 1;
 const CR = 13;
 const LF = 10;
 
-class Malformed {
-  constructor(readonly detail: string) {}
-}
-
-function fail(detail: string): never {
-  throw new Malformed(detail);
-}
-
-function isWs(c: number): boolean {
-  return c === 32 || c === 9 || c === 13 || c === 10;
-}
-
 /** Canonical lower-case name of a header name as written (compact forms expanded). */
 export function canonicalHeaderName(name: string): string {
   const lower = name.toLowerCase();
   return lower.length === 1 ? (SIP_COMPACT_FORMS[lower] ?? lower) : lower;
-}
-
-/**
- * Where the header section ends in `raw`: the offset of the LF that ends the last header line
- * (`lineEnd`) and of the body (`body`), or null when there is no blank line yet. A blank line is an
- * empty line ended by CRLF or LF.
- */
-export function findHeadEnd(raw: Buffer, from = 0): { lineEnd: number; body: number } | null {
-  let i = raw.indexOf(LF, from);
-  while (i !== -1) {
-    const next = raw[i + 1];
-    if (next === LF) return { lineEnd: i, body: i + 2 };
-    if (next === CR && raw[i + 2] === LF) return { lineEnd: i, body: i + 3 };
-    i = raw.indexOf(LF, i + 1);
-  }
-  return null;
-}
-
-/** Offset of the first byte that is not CR or LF (RFC 3261 §7.5: CRLFs before a start line are ignored). */
-function skipLeadingCrlf(raw: Buffer): number {
-  let i = 0;
-  while (i < raw.length && (raw[i] === CR || raw[i] === LF)) i++;
-  return i;
-}
-
-/**
- * Splits `s` between `from` and `to` at commas that are outside quoted strings and angle brackets
- * (RFC 3261 §7.3.1), returning each element's [start, end) trimmed of LWS. Empty elements are kept
- * (as empty spans) so that callers can reject them.
- */
-export function splitCommaList(s: string, from: number, to: number): [number, number][] {
-  const out: [number, number][] = [];
-  let quoted = false;
-  let angle = false;
-  let start = from;
-  const push = (end: number) => {
-    let a = start;
-    let b = end;
-    while (a < b && isWs(s.charCodeAt(a))) a++;
-    while (b > a && isWs(s.charCodeAt(b - 1))) b--;
-    out.push([a, b]);
-  };
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    if (quoted) {
-      if (c === 92) i++; // backslash: quoted-pair
-      else if (c === 34) quoted = false;
-    } else if (c === 34) quoted = true;
-    else if (c === 60) angle = true;
-    else if (c === 62) angle = false;
-    else if (c === 44 && !angle) {
-      push(i);
-      start = i + 1;
-    }
-  }
-  push(to);
-  return out;
-}
-
-/** Splits header parameters `;a=b;c` (text after the value proper), quote-aware. */
-export function parseParams(text: string): [string, string | null][] {
-  const out: [string, string | null][] = [];
-  let quoted = false;
-  let start = 0;
-  const push = (end: number) => {
-    const part = text.slice(start, end).trim();
-    if (part === '') return;
-    const eq = part.indexOf('=');
-    if (eq === -1) out.push([part, null]);
-    else out.push([part.slice(0, eq).trim(), part.slice(eq + 1).trim()]);
-  };
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (quoted) {
-      if (c === 92) i++;
-      else if (c === 34) quoted = false;
-    } else if (c === 34) quoted = true;
-    else if (c === 59) {
-      push(i);
-      start = i + 1;
-    }
-  }
-  push(text.length);
-  return out;
 }
 
 function param(params: readonly (readonly [string, string | null])[], name: string): string | null | undefined {
@@ -268,10 +168,6 @@ export function parseSentBy(text: string): { host: string; port: number | null }
   const port = m[3] === undefined ? null : Number(m[3]);
   if (port !== null && (port < 1 || port > 65535)) return null;
   return { host: (m[1] ?? m[2])!, port };
-}
-
-function unfold(text: string): string {
-  return text.includes('\n') ? text.replace(/\r?\n[ \t]+/g, ' ') : text;
 }
 
 /** Parses one Via value (RFC 3261 §20.42: sent-protocol LWS sent-by *( SEMI via-params )). */
@@ -346,12 +242,6 @@ function tagOf(value: string): string | null {
   return tag ? tag : null;
 }
 
-/** One value per name: a repeat must be identical (RFC 3261 §7.3: these are single-valued). */
-function single(current: string | null, value: string, name: string): string {
-  if (current !== null && current !== value) fail(`${name} repeated with different values`);
-  return value;
-}
-
 /**
  * Parses one SIP message from `raw` (one UDP datagram, or one framed TCP message). Never throws.
  */
@@ -359,24 +249,12 @@ export function parseSipMessage(raw: Buffer, options: SipParseOptions): SipParse
   if (options.maxMessageBytes !== undefined && raw.length > options.maxMessageBytes) {
     return { ok: false, reason: 'too-large', detail: `${raw.length} bytes, more than ${options.maxMessageBytes}` };
   }
-  try {
-    return { ok: true, message: parse(raw, options.transport) };
-  } catch (err) {
-    if (err instanceof Malformed) return { ok: false, reason: 'malformed', detail: err.detail };
-    return { ok: false, reason: 'malformed', detail: `parser error: ${String(err)}` };
-  }
+  return parseOrMalformed(() => parse(raw, options.transport));
 }
 
 function parse(raw: Buffer, transport: SipTransport): SipMessage {
-  const first = skipLeadingCrlf(raw);
-  if (first === raw.length) fail('empty message');
-  const head = findHeadEnd(raw, first);
-  if (!head) fail('no blank line after the headers');
-  const text = raw.toString('latin1', 0, head.lineEnd + 1);
+  const { first, startLine, text, headersFrom, body: bodyOffset } = readHead(raw);
 
-  // Start line.
-  let eol = text.indexOf('\n', first);
-  const startLine = text.slice(first, eol > first && text.charCodeAt(eol - 1) === CR ? eol - 1 : eol);
   let kind: 'request' | 'response';
   let method = '';
   let uri = '';
@@ -398,8 +276,7 @@ function parse(raw: Buffer, transport: SipTransport): SipMessage {
     kind = 'request';
   }
 
-  // Header lines: [lineStart, lineEnd) per line, continuation lines joined to the previous header.
-  const headers: SipHeader[] = [];
+  // Header lines, continuation lines joined to the previous header.
   const vias: SipVia[] = [];
   let callId = null as string | null;
   let cseqText = null as string | null;
@@ -409,75 +286,46 @@ function parse(raw: Buffer, transport: SipTransport): SipMessage {
   let maxForwardsText = null as string | null;
   let contentLengthText = null as string | null;
 
-  let pos = eol + 1;
-  let open: { name: string; start: number; colon: number; valueEnd: number; end: number } | null = null;
-  const closeHeader = () => {
-    if (!open) return;
-    let vs = open.colon + 1;
-    let ve = open.valueEnd;
-    while (vs < ve && isWs(text.charCodeAt(vs))) vs++;
-    while (ve > vs && isWs(text.charCodeAt(ve - 1))) ve--;
-    const value = unfold(text.slice(vs, ve));
-    const index = headers.length;
-    if (index >= MAX_HEADER_LINES) fail('too many header lines');
-    headers.push({ name: open.name, start: open.start, end: open.end, valueStart: vs, valueEnd: ve, value });
-    switch (open.name) {
-      case 'via':
-        for (const [a, b] of splitCommaList(text, vs, ve)) {
-          if (a === b) fail('Via: empty value');
-          if (vias.length >= MAX_VIAS) fail('too many Via values');
-          vias.push(parseVia(text.slice(a, b), index, a, b));
-        }
-        break;
-      case 'call-id':
-        callId = single(callId, value, 'Call-ID');
-        break;
-      case 'cseq':
-        cseqText = single(cseqText, value, 'CSeq');
-        break;
-      case 'from':
-        fromValue = single(fromValue, value, 'From');
-        break;
-      case 'to':
-        toValue = single(toValue, value, 'To');
-        break;
-      case 'contact':
-        if (contact === null) {
-          const firstValue = splitCommaList(text, vs, ve)[0]!;
-          contact = unfold(text.slice(firstValue[0], firstValue[1]));
-        }
-        break;
-      case 'max-forwards':
-        maxForwardsText = single(maxForwardsText, value, 'Max-Forwards');
-        break;
-      case 'content-length':
-        contentLengthText = single(contentLengthText, value, 'Content-Length');
-        break;
-    }
-    open = null;
-  };
-  while (pos < text.length) {
-    eol = text.indexOf('\n', pos);
-    if (eol === -1) eol = text.length - 1; // the head text ends with the last line's LF
-    const lineEnd = eol > pos && text.charCodeAt(eol - 1) === CR ? eol - 1 : eol;
-    const c = text.charCodeAt(pos);
-    if (c === 32 || c === 9) {
-      if (!open) fail('folded line before any header');
-      open.valueEnd = lineEnd;
-      open.end = eol + 1;
-    } else {
-      closeHeader();
-      const colon = text.indexOf(':', pos);
-      if (colon === -1 || colon >= lineEnd) fail('header line without a colon');
-      let nameEnd = colon;
-      while (nameEnd > pos && (text.charCodeAt(nameEnd - 1) === 32 || text.charCodeAt(nameEnd - 1) === 9)) nameEnd--;
-      const name = text.slice(pos, nameEnd);
-      if (!TOKEN.test(name)) fail('bad header name');
-      open = { name: canonicalHeaderName(name), start: pos, colon, valueEnd: lineEnd, end: eol + 1 };
-    }
-    pos = eol + 1;
-  }
-  closeHeader();
+  const headers: SipHeader[] = parseHeaderLines(text, headersFrom, {
+    token: TOKEN,
+    canonicalName: canonicalHeaderName,
+    maxLines: MAX_HEADER_LINES,
+    onHeader: ({ name, valueStart: vs, valueEnd: ve, value }, index) => {
+      switch (name) {
+        case 'via':
+          for (const [a, b] of splitCommaList(text, vs, ve)) {
+            if (a === b) fail('Via: empty value');
+            if (vias.length >= MAX_VIAS) fail('too many Via values');
+            vias.push(parseVia(text.slice(a, b), index, a, b));
+          }
+          break;
+        case 'call-id':
+          callId = single(callId, value, 'Call-ID');
+          break;
+        case 'cseq':
+          cseqText = single(cseqText, value, 'CSeq');
+          break;
+        case 'from':
+          fromValue = single(fromValue, value, 'From');
+          break;
+        case 'to':
+          toValue = single(toValue, value, 'To');
+          break;
+        case 'contact':
+          if (contact === null) {
+            const firstValue = splitCommaList(text, vs, ve)[0]!;
+            contact = unfold(text.slice(firstValue[0], firstValue[1]));
+          }
+          break;
+        case 'max-forwards':
+          maxForwardsText = single(maxForwardsText, value, 'Max-Forwards');
+          break;
+        case 'content-length':
+          contentLengthText = single(contentLengthText, value, 'Content-Length');
+          break;
+      }
+    },
+  });
 
   // What routing depends on.
   const cid = callId;
@@ -501,7 +349,6 @@ function parse(raw: Buffer, transport: SipTransport): SipMessage {
   }
 
   // Body (RFC 3261 §18.3).
-  const bodyOffset = head.body;
   const available = raw.length - bodyOffset;
   let contentLengthHeader: number | null = null;
   const cl = contentLengthText;
@@ -559,28 +406,14 @@ export function headerValues(message: SipMessage, name: string): { header: numbe
 }
 
 /** A replacement of raw[start, end) by `text` (latin1); start === end inserts. */
-export interface SipEdit {
-  readonly start: number;
-  readonly end: number;
-  readonly text: string;
-}
+export type SipEdit = TextEdit;
 
 /**
  * The message's bytes (raw[0, length)) with `edits` applied. Edits must not overlap; they are applied
  * in offset order, inserts at the same offset in the order given.
  */
 export function applyEdits(message: SipMessage, edits: readonly SipEdit[]): Buffer {
-  const sorted = edits.length > 1 ? [...edits].sort((a, b) => a.start - b.start || a.end - b.end) : edits;
-  const parts: Buffer[] = [];
-  let at = 0;
-  for (const e of sorted) {
-    if (e.start < at) continue; // overlapping: callers never produce these
-    if (e.start > at) parts.push(message.raw.subarray(at, e.start));
-    if (e.text !== '') parts.push(Buffer.from(e.text, 'latin1'));
-    at = e.end;
-  }
-  if (at < message.length) parts.push(message.raw.subarray(at, message.length));
-  return Buffer.concat(parts);
+  return spliceEdits(message.raw, message.length, edits);
 }
 
 /** host:port as a Via sent-by or URI writes it (IPv6 in brackets). */
@@ -693,7 +526,7 @@ export type SipFrame =
   /** RFC 5626 §3.5.1 keep-alive ping (CRLFCRLF): answer with a CRLF pong. */
   | { readonly type: 'ping' }
   /** The stream cannot be framed: the connection must be closed. */
-  | { readonly type: 'error'; readonly reason: 'malformed' | 'too-large'; readonly detail: string };
+  | FramingError;
 
 /**
  * Frames SIP messages out of a TCP byte stream (RFC 3261 §18.3): a header section ended by a blank
@@ -704,72 +537,30 @@ export type SipFrame =
  *
  * Memory: at most maxMessageBytes plus one read chunk are buffered.
  *
- * CPU: linear in the bytes pushed, however they are chunked. Until the blank line has arrived, each
- * next() scans only the chunks pushed since the last call (the blank line may straddle a chunk
- * boundary, so the last 2 bytes of the previous chunks are looked at again); the chunks are merged
- * once, when the head is complete.
+ * CPU: linear in the bytes pushed, however they are chunked (`HeadBuffer`).
  */
-export class SipStreamFramer {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  /** The whole message's length once its head was read, else -1. */
-  private need = -1;
-  /** The buffer starts with the message's first byte (the line ends before it were skipped). */
-  private started = false;
-  /** How many chunks, and bytes, of the current head were scanned for the blank line without finding it. */
-  private scannedChunks = 0;
-  private scannedBytes = 0;
-  /**
-   * seam[0, tailLength): the last (at most 2) bytes scanned, where a blank line may begin and end in
-   * the next chunk; the chunk's first bytes are copied after them to look for it (no allocation).
-   */
-  private readonly seam = Buffer.alloc(4);
-  private tailLength = 0;
-  private failed = false;
-
-  constructor(private readonly maxMessageBytes: number) {}
-
-  /** Bytes held (an incomplete message). */
-  get bufferedBytes(): number {
-    return this.buffered;
+export class SipStreamFramer extends TextStreamFramer<SipFrame> {
+  constructor(private readonly maxMessageBytes: number) {
+    super(maxMessageBytes);
   }
 
-  push(chunk: Buffer): void {
-    if (this.failed || chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-  }
-
-  /** The next complete frame, or null until more bytes are pushed. */
-  next(): SipFrame | null {
-    if (this.failed || this.buffered === 0) return null;
-    if (this.need >= 0) {
-      if (this.buffered < this.need) return null;
-      const bytes = this.take(this.need);
-      this.need = -1;
-      return { type: 'message', bytes };
-    }
-    if (!this.started) return this.skipLineEnds();
-    const head = this.scanHead();
-    if (!head) {
-      if (this.buffered > this.maxMessageBytes) return this.fail('too-large', `header section over ${this.maxMessageBytes} bytes`);
-      return null;
-    }
-    const buf = this.merged();
-    const length = contentLengthOf(buf.toString('latin1', 0, head.lineEnd + 1));
+  protected messageLength(head: { body: number }, text: string): number | FramingError {
+    const length = contentLengthIn(text, CONTENT_LENGTH_LINE, DIGITS) ?? 'no Content-Length on a stream transport';
     if (typeof length === 'string') return this.fail('malformed', length);
     const total = head.body + length;
     if (total > this.maxMessageBytes) return this.fail('too-large', `message of ${total} bytes, more than ${this.maxMessageBytes}`);
-    this.need = total;
-    return this.next();
+    return total;
+  }
+
+  protected frame(bytes: Buffer): SipFrame {
+    return { type: 'message', bytes };
   }
 
   /**
    * Between messages: keep-alives and stray line ends. Merging is cheap here: skipped bytes are taken
    * at once, so at most 3 bytes of an unfinished CRLF / CRLFCRLF wait in front of a new chunk.
    */
-  private skipLineEnds(): SipFrame | null {
-    const buf = this.merged();
+  protected between(buf: Buffer): SipFrame | null | undefined {
     let skip = 0;
     for (;;) {
       if (skip >= buf.length) return this.wait(skip);
@@ -791,45 +582,9 @@ export class SipStreamFramer {
       }
       skip += 2;
     }
-    if (skip > 0) this.take(skip);
-    else this.started = true;
+    if (skip === 0) return undefined;
+    this.take(skip);
     return this.next();
-  }
-
-  /**
-   * The end of the head (offsets in the whole buffer), scanning only the chunks not scanned yet, each
-   * preceded by the tail of the ones before; null when the blank line has not arrived.
-   */
-  private scanHead(): { lineEnd: number; body: number } | null {
-    while (this.scannedChunks < this.chunks.length) {
-      const chunk = this.chunks[this.scannedChunks++]!;
-      const seam = this.seam;
-      const t = this.tailLength;
-      const base = this.scannedBytes;
-      this.scannedBytes += chunk.length;
-      if (t > 0) {
-        // A blank line that begins in the tail ends within the chunk's first 2 bytes.
-        const n = t + chunk.copy(seam, t, 0, 2);
-        const found = findHeadEnd(seam.subarray(0, n));
-        if (found && found.lineEnd < t) return { lineEnd: base - t + found.lineEnd, body: base - t + found.body };
-      }
-      const found = findHeadEnd(chunk);
-      if (found) return { lineEnd: base + found.lineEnd, body: base + found.body };
-      const last = chunk.length - 1;
-      if (last >= 1) {
-        seam[0] = chunk[last - 1]!;
-        seam[1] = chunk[last]!;
-        this.tailLength = 2;
-      } else if (t > 0) {
-        seam[0] = seam[t - 1]!;
-        seam[1] = chunk[0]!;
-        this.tailLength = 2;
-      } else {
-        seam[0] = chunk[0]!;
-        this.tailLength = 1;
-      }
-    }
-    return null;
   }
 
   /** Drops `skip` bytes of line ends and waits for more. */
@@ -837,46 +592,7 @@ export class SipStreamFramer {
     if (skip > 0) this.take(skip);
     return null;
   }
-
-  private merged(): Buffer {
-    if (this.chunks.length > 1) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
-    return this.chunks[0]!;
-  }
-
-  private take(n: number): Buffer {
-    const buf = this.merged();
-    const out = buf.subarray(0, n);
-    const rest = buf.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered -= n;
-    this.started = false;
-    this.scannedChunks = 0;
-    this.scannedBytes = 0;
-    this.tailLength = 0;
-    return out;
-  }
-
-  private fail(reason: 'malformed' | 'too-large', detail: string): SipFrame {
-    this.failed = true;
-    this.chunks = [];
-    this.buffered = 0;
-    return { type: 'error', reason, detail };
-  }
 }
 
-/**
- * The Content-Length of a header section (compact form `l` included), or why there is none usable.
- * Only the framing needs it this early; the full parse checks everything else once framed.
- */
-function contentLengthOf(head: string): number | string {
-  let found: number | null = null;
-  const re = /(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)/gi;
-  for (let m = re.exec(head); m; m = re.exec(head)) {
-    const text = m[1]!.trim();
-    if (!DIGITS.test(text)) return 'bad Content-Length';
-    const n = Number(text);
-    if (found !== null && found !== n) return 'Content-Length repeated with different values';
-    found = n;
-  }
-  return found ?? 'no Content-Length on a stream transport';
-}
+/** The Content-Length lines of a head, compact form `l` included, for `contentLengthIn`. */
+const CONTENT_LENGTH_LINE = /(?:^|\n)(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)/gi;

@@ -280,7 +280,9 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         config,
         (name) => {
           const s = byName.get(name)!;
-          return { binds: vipBinds(s), state: { name, sessions: s.sessions.sessions, flows: s.sessions.flows, backends: s.backends } };
+          // Issue 7: a SIP service's media relay ports are replicated with its sessions.
+          const relay = s.forwarder instanceof SipForwarder ? s.forwarder.media.replicated : null;
+          return { binds: vipBinds(s), state: { name, sessions: s.sessions.sessions, flows: s.sessions.flows, backends: s.backends, ...(relay ? { relay } : {}) } };
         },
         loadClusterKey(config.cluster),
         clock,

@@ -49,6 +49,8 @@ interface Running {
   /** The state replicator of the group's `listen` (null: replicateState off). */
   readonly replicator: StateReplicator | null;
   since: number;
+  /** The election resigned because the takeover failed (its preempt is off until one succeeds). */
+  resignedOnFailure: boolean;
 }
 
 /** Linux mode: the VIP first, then the services on it; the reverse on release. */
@@ -73,8 +75,8 @@ class LinuxServiceTakeover implements IdentityTakeover {
   acquire(): Promise<void> {
     return this.#serial.run(async () => {
       if (this.#acquired) return;
-      await this.#vip.acquire();
       try {
+        await this.#vip.acquire();
         while (this.#held.length < this.#binds.length) this.#held.push(await this.#binds[this.#held.length]!(this.#address));
       } catch (err) {
         await this.#undo();
@@ -194,7 +196,7 @@ export async function startGroups(
         receive: (advert) => election?.receive(advert),
       });
       election = new Election({ group: g.name, groupId: g.id, node, priority: g.priority, intervalMs: g.advertIntervalMs, preempt: g.preempt, clock, send });
-      const r: Running = { config: g, election, takeover, replicator: replicators.get(g.listen) ?? null, since: clock.wallNow() };
+      const r: Running = { config: g, election, takeover, replicator: replicators.get(g.listen) ?? null, since: clock.wallNow(), resignedOnFailure: false };
       election.on((e) => onState(r, e));
       running.push(r);
     }
@@ -212,11 +214,26 @@ export async function startGroups(
       r.replicator?.adopt();
       r.takeover.acquire().then(
         () => {
-          if (r.takeover.acquired) logger?.info({ group: e.group, vip: r.config.vip, epoch: e.epoch }, `group ${e.group}: VIP taken`);
+          if (!r.takeover.acquired) return;
+          if (r.resignedOnFailure) {
+            r.resignedOnFailure = false;
+            r.election.setPreempt(r.config.preempt);
+          }
+          logger?.info({ group: e.group, vip: r.config.vip, epoch: e.epoch }, `group ${e.group}: VIP taken`);
         },
-        (err: unknown) => logger?.error({ group: e.group, vip: r.config.vip, err: (err as Error).message }, `group ${e.group}: VIP takeover failed`),
+        (err: unknown) => {
+          logger?.error({ group: e.group, vip: r.config.vip, err: (err as Error).message }, `group ${e.group}: VIP takeover failed`);
+          // A master that cannot answer on the VIP must not keep advertising: it resigns (priority 0)
+          // so that a backup takes over after its Skew_Time. resign() leaves preempt off until a
+          // takeover succeeds (no preempt-fail-resign loop); alone, this node becomes master again
+          // after a Master_Down_Interval and retries.
+          if (r.election.state === 'master' && r.election.epoch === e.epoch) r.resignedOnFailure = r.election.resign();
+        },
       );
     } else {
+      // Backup: its own state is no longer the truth — it stops streaming it, unless it is still
+      // master of another group carried by the same replicator.
+      if (r.replicator !== null && !running.some((x) => x !== r && x.replicator === r.replicator && x.election.state === 'master')) r.replicator.demote();
       r.takeover.release().then(
         () => logger?.info({ group: e.group, vip: r.config.vip }, `group ${e.group}: VIP released`),
         (err: unknown) => logger?.error({ group: e.group, vip: r.config.vip, err: (err as Error).message }, `group ${e.group}: VIP release failed`),

@@ -9,7 +9,7 @@ import dgram from 'node:dgram';
 import { once } from 'node:events';
 import { FakeClock, realClock, type Clock } from '../core/clock.js';
 import { addressKey, FlowTable, PROTO_UDP } from '../sessions/flow-table.js';
-import { MediaRelay, type MediaRelayOptions } from './media-relay.js';
+import { MediaRelay, type MediaRelayOptions, type RelayChange } from './media-relay.js';
 
 interface Peer {
   socket: dgram.Socket;
@@ -167,6 +167,47 @@ test('the client latches to its real source; third parties are dropped after tha
   assert.equal(flows.role(f), 'secondary');
 });
 
+/** The next datagram of `p`, or a failure after `ms` (a datagram that never comes fails the test instead of hanging it). */
+function nextWithin(p: Peer, what: string, ms = 3000): Promise<{ data: string; port: number }> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.next().finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no datagram within ${ms} ms: ${what}`)), ms);
+    }),
+  ]);
+}
+
+test('only the announced client host latches: a third party on another address sending first is dropped; the backend is known by its host', async (t) => {
+  const { relay: r } = await relay(t, 2);
+  const stream = (await r.allocate(1))!;
+  const client = await peer(t, '127.0.0.1');
+  const attacker = await peer(t, '127.0.0.2');
+  const backendRx = await peer(t, '127.0.0.3');
+  const backendTx = await peer(t, '127.0.0.3');
+  // The client announces a port it does not send from (NAT); the attacker guesses the relay port and sends first.
+  stream.setClient('127.0.0.1', 9);
+  send(attacker, stream.rtpPort, 'hijack-1');
+  await handled(r, 1);
+  stream.setBackend('127.0.0.3', backendRx.port);
+  send(attacker, stream.rtpPort, 'hijack-2');
+  await handled(r, 2);
+  assert.equal(r.stats.droppedPackets, 2);
+  assert.equal(r.stats.relayedPackets, 0);
+  // The real client still latches (from its announced IP, another port) and reaches the backend.
+  send(client, stream.rtpPort, 'a');
+  assert.deepEqual(await nextWithin(backendRx, 'client media at the backend'), { data: 'a', port: stream.rtpPort });
+  // The backend's media comes from another port than the announced one: still the backend side.
+  send(backendTx, stream.rtpPort, 'b');
+  assert.deepEqual(await nextWithin(client, 'backend media at the latched client'), { data: 'b', port: stream.rtpPort });
+  send(attacker, stream.rtpPort, 'hijack-3');
+  await handled(r, 5);
+  assert.equal(r.stats.droppedPackets, 3);
+  assert.equal(r.stats.relayedPackets, 2);
+  assert.equal(attacker.received.length, 0);
+  assert.equal(backendRx.received.length, 0);
+});
+
 test('datagrams are dropped before the far side is known, and above maxDatagramBytes', async (t) => {
   const { relay: r } = await relay(t, 2, { maxDatagramBytes: 200 });
   const stream = (await r.allocate(1))!;
@@ -309,4 +350,44 @@ test('holdfast_media_* metrics read the live relays at scrape time', async (t) =
   assert.match(text, /^holdfast_media_ports_free\{service="metrics-probe"\} 4$/m);
   await r.close();
   assert.doesNotMatch(await m.registry.metrics(), /service="metrics-probe"/);
+});
+
+test('restore() binds a replicated pair with its far ends; allocate() never hands it out; changes and releases are published', async (t) => {
+  const { relay: r, flows } = await relay(t, 2);
+  const changes: RelayChange[] = [];
+  r.onChange((c) => changes.push(c));
+  const client = await peer(t);
+  const backend = await peer(t);
+  const backendRtcp = await peer(t);
+  // The second pair of the range, as a peer replicated it (the client latched, the backend announced).
+  const port = (r as unknown as { firstRtpPort: number }).firstRtpPort + 2;
+  const s = await r.restore(
+    9,
+    { session: 9, port, clientHost: '127.0.0.1', clientPort: client.port, backendHost: '127.0.0.1', backendPort: backend.port },
+    { session: 9, port: port + 1, clientHost: null, clientPort: 0, backendHost: '127.0.0.1', backendPort: backendRtcp.port },
+  );
+  assert.equal(s?.rtpPort, port);
+  assert.deepEqual(r.streamsOf(9), [s]);
+  send(client, port, 'rtp-up');
+  assert.deepEqual(await backend.next(), { data: 'rtp-up', port });
+  send(backend, port, 'rtp-down');
+  assert.deepEqual(await client.next(), { data: 'rtp-down', port });
+  assert.equal(flows.session(flows.lookup(addressKey('127.0.0.1'), client.port, addressKey('127.0.0.1'), port, PROTO_UDP)), 9);
+  // The other pair is the only one left; then none.
+  const other = await r.allocate(10);
+  assert.equal(other?.rtpPort, port - 2);
+  assert.equal(await r.allocate(11), null);
+  // A pair already in use is not restored.
+  assert.equal(await r.restore(12, { session: 12, port, clientHost: null, clientPort: 0, backendHost: null, backendPort: 0 }, null), null);
+  const last = changes.filter((c) => c.type === 'update' && c.state.port === port).at(-1);
+  assert.deepEqual(last, { type: 'update', state: { session: 9, port, clientHost: '127.0.0.1', clientPort: client.port, backendHost: '127.0.0.1', backendPort: backend.port } });
+  r.releaseSession(9);
+  assert.deepEqual(
+    changes.filter((c) => c.type === 'release'),
+    [
+      { type: 'release', session: 9, port },
+      { type: 'release', session: 9, port: port + 1 },
+    ],
+  );
+  assert.equal(r.stats.portsFree, 2);
 });

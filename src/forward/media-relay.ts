@@ -4,12 +4,15 @@
  * odd one, RFC 3550 §11), so that media from the client reaches the backend its session is pinned to
  * and media from the backend comes back — an application-level gateway (seed 004) for the media plane.
  *
- * Relay rule, per socket (one per port, both directions on it): a datagram from the backend's
- * (host, port) goes to the client; any other source is the client side and goes to the backend. The
- * client address latches to the first source seen (symmetric RTP, RFC 4961 §3: NATed clients send
- * from other ports than they announce); after that, datagrams from third parties are dropped. Until
- * the far side of a datagram is known (no backend announced yet, no client announced or latched),
- * the datagram is dropped. Every drop is counted (`stats.droppedPackets`).
+ * Relay rule, per socket (one per port, both directions on it): a datagram from the announced
+ * backend's host (any port: a media server may send from another port than it announces) goes to the
+ * client; a datagram from the announced client's host is the client side and goes to the backend;
+ * anything else (another IP) is dropped — a third party that sends first to a predictable relay port
+ * never captures the stream. When client and backend share a host, only the backend's announced port
+ * is the backend side. The client's port latches to the first datagram from the client's host
+ * (symmetric RTP, RFC 4961 §3: NATed clients send from other ports than they announce); after that,
+ * other ports are dropped. Until the far side of a datagram is known (no backend announced yet, no
+ * client announced), the datagram is dropped. Every drop is counted (`stats.droppedPackets`).
  *
  * Flows (SARA III.A): each stream inserts an announced flow <client ip:port, relay ip:port, udp> for
  * RTP and one for RTCP, tied to its session; a datagram on the socket marks it seen (announced →
@@ -21,6 +24,10 @@
  * each; allocate() resolves null when no pair is free (the caller refuses the session: SIP 503, RTSP
  * 453). Datagrams above maxDatagramBytes are dropped. A stream with no datagram either way for
  * idleTimeoutMs is released. Socket errors are counted, never thrown.
+ *
+ * Replication (issue 7): every change of a port's far ends (allocation, announcement, latch, re-pin)
+ * and every release is published to onChange() listeners as a RelayPortState; a promoted backup
+ * binds the recorded ports again with restore(), so that the RTP of calls in progress goes on.
  */
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
@@ -74,6 +81,24 @@ export interface RelayStream {
   release(): void;
 }
 
+/** One relay port and its far ends, as replicated (issue 7); null host: not known yet. */
+export interface RelayPortState {
+  readonly session: SessionHandle;
+  readonly port: number;
+  readonly clientHost: string | null;
+  readonly clientPort: number;
+  readonly backendHost: string | null;
+  readonly backendPort: number;
+}
+
+/** A relay port changed (its state now) or was released. */
+export type RelayChange = { readonly type: 'update'; readonly state: RelayPortState } | { readonly type: 'release'; readonly session: SessionHandle; readonly port: number };
+
+/** restore() retries a bind this often while the port is still held (the old master's sockets) or the VIP not yet local. */
+export const RESTORE_RETRY_MS = 20;
+/** restore() gives a port pair up after this long (counted: restoreFailures). */
+export const RESTORE_TIMEOUT_MS = 5000;
+
 /** Every open relay of the process, for the metrics scrape (admin/metrics.ts reads their stats). */
 export const liveRelays: ReadonlySet<MediaRelay> = new Set<MediaRelay>();
 
@@ -121,6 +146,8 @@ class Stream implements RelayStream {
     this.rtp.backendPort = rtpPort;
     this.rtcp.backendHost = host;
     this.rtcp.backendPort = rtcpPort;
+    this.relay.changed(this, this.rtp);
+    this.relay.changed(this, this.rtcp);
   }
 
   release(): void {
@@ -147,7 +174,9 @@ export class MediaRelay {
   private streamCount = 0;
   private relayed = 0;
   private dropped = 0;
+  private restoreFailed = 0;
   private closed = false;
+  private readonly changeListeners: ((c: RelayChange) => void)[] = [];
   private readonly idleTimer: TimerHandle;
   private readonly unsubscribePurge: () => void;
 
@@ -176,6 +205,11 @@ export class MediaRelay {
       relayedPackets: this.relayed,
       droppedPackets: this.dropped,
     };
+  }
+
+  /** Streams restore() could not bind within RESTORE_TIMEOUT_MS. */
+  get restoreFailures(): number {
+    return this.restoreFailed;
   }
 
   get service(): string {
@@ -210,18 +244,79 @@ export class MediaRelay {
         this.givePair(pair);
         continue;
       }
-      stream.lastActivity = this.opts.clock.now();
-      this.streamCount++;
-      this.streamOfPort.set(stream.rtp, stream);
-      this.streamOfPort.set(stream.rtcp, stream);
-      const list = this.bySession.get(session);
-      if (list) list.push(stream);
-      else this.bySession.set(session, [stream]);
-      stream.rtp.socket!.on('message', (msg, rinfo) => this.onDatagram(stream, stream.rtp, msg, rinfo.address, rinfo.port));
-      stream.rtcp.socket!.on('message', (msg, rinfo) => this.onDatagram(stream, stream.rtcp, msg, rinfo.address, rinfo.port));
+      this.open(stream);
       return stream;
     }
     return null;
+  }
+
+  /**
+   * Binds the pair of `rtp.port` again for `session` with the far ends a peer replicated (issue 7:
+   * this dispatcher took over). A port still held (the old master's socket not yet closed, the VIP
+   * not yet local) is retried every RESTORE_RETRY_MS up to RESTORE_TIMEOUT_MS; then null (counted).
+   */
+  async restore(session: SessionHandle, rtp: RelayPortState, rtcp: RelayPortState | null): Promise<RelayStream | null> {
+    const pair = (rtp.port - this.firstRtpPort) / 2;
+    if (this.closed || !Number.isInteger(pair) || pair < 0 || pair >= this.pairCount || !this.claimPair(pair)) return null;
+    const stream = new Stream(this, session, rtp.port, this.opts.clock.now());
+    const until = this.opts.clock.now() + RESTORE_TIMEOUT_MS;
+    for (;;) {
+      if (stream.rtp.socket === null) await this.bind(stream.rtp);
+      if (stream.rtp.socket !== null && stream.rtcp.socket === null) await this.bind(stream.rtcp);
+      if (this.closed || (stream.rtcp.socket !== null && stream.rtp.socket !== null) || this.opts.clock.now() >= until) break;
+      await new Promise<void>((resolve) => this.opts.clock.setTimeout(resolve, RESTORE_RETRY_MS));
+    }
+    if (this.closed || stream.rtp.socket === null || stream.rtcp.socket === null) {
+      closeSocket(stream.rtp);
+      closeSocket(stream.rtcp);
+      this.givePair(pair);
+      if (!this.closed) this.restoreFailed++;
+      return null;
+    }
+    this.open(stream);
+    for (const [port, st] of [[stream.rtp, rtp], [stream.rtcp, rtcp]] as const) {
+      if (st === null) continue;
+      port.backendHost = st.backendHost;
+      port.backendPort = st.backendPort;
+      if (st.clientHost !== null) this.announceClient(stream, port, st.clientHost, st.clientPort);
+      this.changed(stream, port);
+    }
+    return stream;
+  }
+
+  /** `fn` runs on every change of a relay port's far ends and on every release. Returns an unsubscribe. */
+  onChange(fn: (c: RelayChange) => void): () => void {
+    this.changeListeners.push(fn);
+    return () => {
+      const i = this.changeListeners.indexOf(fn);
+      if (i >= 0) this.changeListeners.splice(i, 1);
+    };
+  }
+
+  /** Every bound relay port's state (a replication snapshot). */
+  forEachPort(fn: (s: RelayPortState) => void): void {
+    for (const list of this.bySession.values()) for (const stream of list) for (const port of [stream.rtp, stream.rtcp]) fn(portState(stream, port));
+  }
+
+  /** @internal A port's far ends changed: tells the listeners. */
+  changed(stream: Stream, port: RelayPort): void {
+    if (this.changeListeners.length === 0 || stream.released) return;
+    const c: RelayChange = { type: 'update', state: portState(stream, port) };
+    for (const fn of this.changeListeners.slice()) fn(c);
+  }
+
+  private open(stream: Stream): void {
+    stream.lastActivity = this.opts.clock.now();
+    this.streamCount++;
+    this.streamOfPort.set(stream.rtp, stream);
+    this.streamOfPort.set(stream.rtcp, stream);
+    const list = this.bySession.get(stream.session);
+    if (list) list.push(stream);
+    else this.bySession.set(stream.session, [stream]);
+    stream.rtp.socket!.on('message', (msg, rinfo) => this.onDatagram(stream, stream.rtp, msg, rinfo.address, rinfo.port));
+    stream.rtcp.socket!.on('message', (msg, rinfo) => this.onDatagram(stream, stream.rtcp, msg, rinfo.address, rinfo.port));
+    this.changed(stream, stream.rtp);
+    this.changed(stream, stream.rtcp);
   }
 
   /** Releases every stream of the session (session ended: BYE/CANCEL/final failure/TEARDOWN/timeout). */
@@ -238,6 +333,8 @@ export class MediaRelay {
     for (const stream of list) {
       if (stream.rtp.backendHost !== null) stream.rtp.backendHost = host;
       if (stream.rtcp.backendHost !== null) stream.rtcp.backendHost = host;
+      this.changed(stream, stream.rtp);
+      this.changed(stream, stream.rtcp);
     }
   }
 
@@ -258,12 +355,19 @@ export class MediaRelay {
     port.clientPort = clientPort;
     port.latched = false;
     this.trackFlow(stream, port, host, clientPort);
+    this.changed(stream, port);
   }
 
   /** @internal Closes the stream's sockets, removes its flows and frees its pair. */
   releaseStream(stream: Stream): Promise<void> {
     if (stream.released) return Promise.resolve();
     stream.released = true;
+    if (this.changeListeners.length > 0) {
+      for (const port of [stream.rtp.port, stream.rtcp.port]) {
+        const c: RelayChange = { type: 'release', session: stream.session, port };
+        for (const fn of this.changeListeners.slice()) fn(c);
+      }
+    }
     this.untrackFlow(stream, stream.rtp);
     this.untrackFlow(stream, stream.rtcp);
     this.streamOfPort.delete(stream.rtp);
@@ -288,21 +392,26 @@ export class MediaRelay {
     }
     const socket = port.socket;
     if (socket === null) return;
-    if (srcPort === port.backendPort && host === port.backendHost) {
+    const fromBackend = port.backendHost !== null && host === port.backendHost && (srcPort === port.backendPort || host !== port.clientHost);
+    if (fromBackend) {
       if (port.clientHost === null) {
         this.dropped++;
         return;
       }
       this.forward(socket, msg, port.clientPort, port.clientHost);
     } else {
+      if (port.clientHost === null || host !== port.clientHost) {
+        this.dropped++;
+        return;
+      }
       if (!port.latched) {
         port.latched = true;
-        if (host !== port.clientHost || srcPort !== port.clientPort) {
-          port.clientHost = host;
+        if (srcPort !== port.clientPort) {
           port.clientPort = srcPort;
           this.trackFlow(stream, port, host, srcPort);
+          this.changed(stream, port);
         }
-      } else if (srcPort !== port.clientPort || host !== port.clientHost) {
+      } else if (srcPort !== port.clientPort) {
         this.dropped++;
         return;
       }
@@ -408,10 +517,35 @@ export class MediaRelay {
     return pair;
   }
 
+  /** Takes `pair` out of the free ring; false when it is not free. */
+  private claimPair(pair: number): boolean {
+    for (let i = 0; i < this.freeCount; i++) {
+      const at = (this.freeHead + i) % this.pairCount;
+      if (this.freeRing[at] !== pair) continue;
+      // Close the gap: the pairs before it move one step towards the tail.
+      for (let j = i; j > 0; j--) this.freeRing[(this.freeHead + j) % this.pairCount] = this.freeRing[(this.freeHead + j - 1) % this.pairCount]!;
+      this.freeHead = (this.freeHead + 1) % this.pairCount;
+      this.freeCount--;
+      return true;
+    }
+    return false;
+  }
+
   private givePair(pair: number): void {
     this.freeRing[(this.freeHead + this.freeCount) % this.pairCount] = pair;
     this.freeCount++;
   }
+}
+
+function portState(stream: Stream, port: RelayPort): RelayPortState {
+  return {
+    session: stream.session,
+    port: port.port,
+    clientHost: port.clientHost,
+    clientPort: port.clientPort,
+    backendHost: port.backendHost,
+    backendPort: port.backendPort,
+  };
 }
 
 function closeSocket(port: RelayPort): Promise<void> {

@@ -40,7 +40,8 @@ import { parseSdp, rewriteSdp, type SdpRelayTarget } from '../sessions/sdp.js';
 import type { SessionChange } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../sessions/sip-message.js';
-import { MediaRelay, type RelayStream } from './media-relay.js';
+import type { ReplicatedRelay } from '../replication/state-replicator.js';
+import { MediaRelay, type RelayPortState, type RelayStream } from './media-relay.js';
 import type { ServiceRuntime } from './service-runtime.js';
 
 /** Streams (m= lines) relayed per session; further m= lines are disabled. */
@@ -213,6 +214,49 @@ export class SipMediaGateway {
     if (!ms) return;
     ms.ended = true;
     this.relay?.releaseSession(h);
+  }
+
+  /**
+   * Issue 7: the relay as the state replicator sees it (null: media off). Its restore() binds the
+   * ports a peer replicated, pair by pair, and gives the streams to their sessions in the order
+   * received (the master's allocation order, which is its m= line order).
+   */
+  get replicated(): ReplicatedRelay | null {
+    const relay = this.relay;
+    if (!relay) return null;
+    return {
+      onChange: (fn) => relay.onChange(fn),
+      forEachPort: (fn) => relay.forEachPort(fn),
+      restore: (ports) => this.restore(relay, ports),
+    };
+  }
+
+  private restore(relay: MediaRelay, ports: readonly RelayPortState[]): void {
+    const pairs = new Map<string, { rtp: RelayPortState | null; rtcp: RelayPortState | null; session: SessionHandle; rtpPort: number }>();
+    for (const p of ports) {
+      const rtpPort = p.port - (p.port % 2);
+      const key = `${p.session}|${rtpPort}`;
+      let e = pairs.get(key);
+      if (!e) pairs.set(key, (e = { rtp: null, rtcp: null, session: p.session, rtpPort }));
+      if (p.port === rtpPort) e.rtp = p;
+      else e.rtcp = p;
+    }
+    for (const e of pairs.values()) {
+      const h = e.session;
+      if (!this.rt.sessions.table.isOpen(h)) continue;
+      let ms = this.sessions.get(h);
+      if (!ms) this.sessions.set(h, (ms = { streams: [], ended: false, queue: null }));
+      const session = ms;
+      const slot = session.streams.length;
+      if (slot >= MEDIA_STREAMS_PER_SESSION) continue;
+      session.streams.push(null);
+      const rtp = e.rtp ?? { session: h, port: e.rtpPort, clientHost: null, clientPort: 0, backendHost: null, backendPort: 0 };
+      void relay.restore(h, rtp, e.rtcp).then((s) => {
+        if (!s) return;
+        if (!this.rt.sessions.table.isOpen(h) || this.sessions.get(h) !== session || session.ended) s.release();
+        else session.streams[slot] = s;
+      });
+    }
   }
 
   /** A new initial request on an ended session (re-sent with credentials): media may be set up again. */

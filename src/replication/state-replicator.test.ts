@@ -1,6 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { once } from 'node:events';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
 import { realClock, type Clock } from '../core/clock.js';
@@ -10,6 +11,7 @@ import { SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, SessionTable } from '../sessions/session-table.js';
 import { MessageType, open, seal } from '../wire/envelope.js';
 import { decodeFrame, encodeFrame, Op, OpWriter } from '../wire/replication-frame.js';
+import type { RelayChange, RelayPortState } from '../forward/media-relay.js';
 import { createStateReplicator, type StateReplicator } from './state-replicator.js';
 
 const KEY = Buffer.alloc(32, 0x42);
@@ -356,4 +358,163 @@ test('replication: adopt() makes replicas our own: they are streamed and snapsho
   b.sessions.close(b.table.find('call-x'), 'ended');
   await until('C follows B', () => c.table.find('call-x') === NO_SESSION);
   assert.notEqual(c.table.find('call-b'), NO_SESSION);
+});
+
+test('replication: after adopt() the old master cannot close, re-pin or re-key the sessions the new master owns; demote() stops its stream', async (t) => {
+  const a = layer();
+  const b = layer();
+  const [pa, pb] = [await freePort(), await freePort()];
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }], { port: pa });
+  const rb = await replicator(t, 2, b, [{ host: LOOPBACK, port: pa }], { port: pb });
+  await until('both connected', () => ra.stats().peersStreaming === 1 && rb.stats().peersStreaming === 1);
+  const keyed = a.sessions.route('call-k');
+  const anon = a.sessions.open(null);
+  assert.ok(keyed.type === 'opened' && anon.type === 'opened');
+  if (keyed.type !== 'opened' || anon.type !== 'opened') return;
+  a.flows.insert(addressKey('192.0.2.9'), 7000, VIP, 30000, PROTO_UDP, 'announced', anon.session);
+  await until('B has both sessions and the flow', () => b.table.size === 2 && b.flows.size === 1);
+  const hk = b.table.find('call-k');
+  const fb = b.flows.lookup(addressKey('192.0.2.9'), 7000, VIP, 30000, PROTO_UDP);
+  const ha = b.flows.session(fb);
+  assert.equal(b.table.key(ha), null);
+  const pinK = b.table.backend(hk);
+  const pinA = b.table.backend(ha);
+
+  // Failover: B is master; A (stalled, resumed) still believes it owns them and streams their changes.
+  const syncs: number[] = [];
+  rb.onSynced(1, (e) => syncs.push(e.sessions));
+  rb.adopt();
+  const appliedAtAdopt = rb.stats().opsApplied;
+  a.sessions.close(anon.session, 'timeout');
+  a.sessions.pin('call-k', a.backends[(keyed.backend.index + 1) % 3]!);
+  // A's redial brings a snapshot (with its re-pinned copy of call-k), then the close is already past.
+  await until('B applied A\'s new snapshot (or the old stream closed the session)', () => syncs.length >= 1 || !b.table.isOpen(ha));
+  assert.equal(b.table.isOpen(ha), true, 'the adopted anonymous session survives the old master\'s timeout');
+  assert.ok(rb.stats().opsApplied > appliedAtAdopt);
+  assert.equal(b.table.isOpen(ha), true, 'the adopted anonymous session survives the old master\'s timeout');
+  assert.equal(b.table.backend(ha), pinA);
+  assert.equal(b.table.isOpen(hk), true);
+  assert.equal(b.table.find('call-k'), hk);
+  assert.equal(b.table.backend(hk), pinK, 'the old master\'s re-pin does not move the new master\'s session');
+  assert.equal(b.flows.session(fb), ha, 'the adopted flow still names the adopted session');
+  a.sessions.close(keyed.session, 'timeout');
+  // The snapshot after demote() is empty: wait for it, then nothing of B's changed.
+  ra.demote();
+  await until('B applied A\'s empty snapshot', () => syncs.length >= 2 && syncs[syncs.length - 1] === 0);
+  assert.equal(b.table.find('call-k'), hk);
+  assert.equal(b.table.backend(hk), pinK);
+  assert.equal(b.table.isOpen(ha), true);
+  assert.equal(b.table.size, 2, 'the new master holds exactly the two sessions it adopted');
+  assert.equal(rb.stats().foreignSessions, 0);
+  // B's own changes still reach A (B streams; A, demoted, applies them as replicas).
+  b.sessions.close(hk, 'ended');
+  b.sessions.route('call-new');
+  await until('A has B\'s new session', () => a.table.find('call-new') !== NO_SESSION);
+});
+
+test('replication: incoming connections are capped per peer and closed without a valid frame within the handshake timeout', async (t) => {
+  const b = layer();
+  const rb = createStateReplicator({ id: 2, listen: { host: LOOPBACK, port: 0 }, peers: [], key: KEY, services: [b.service], clock: realClock, ackIntervalMs: 10, handshakeTimeoutMs: 200 });
+  t.after(() => rb.close());
+  await rb.start();
+  // No configured peer: one peer's worth, 4 connections; the 5th and 6th are closed at accept.
+  const closed: number[] = [];
+  const sockets: net.Socket[] = [];
+  for (let i = 0; i < 6; i++) {
+    const s = net.connect({ host: LOOPBACK, port: rb.address()!.port });
+    s.on('error', () => {});
+    s.resume();
+    s.on('close', () => closed.push(i));
+    t.after(() => s.destroy());
+    sockets.push(s);
+    await once(s, 'connect');
+    // Accepted (counted) before the next one connects.
+    await until('accepted or refused', () => rb.stats().peersInbound + rb.stats().inboundRefused === i + 1);
+  }
+  assert.equal(rb.stats().inboundRefused, 2);
+  await until('every silent connection closed', () => closed.length === 6);
+  assert.equal(rb.stats().handshakeTimeouts, 4);
+  assert.equal(rb.stats().peersInbound, 0);
+  // A real peer still gets in once they are gone.
+  const a = layer();
+  a.sessions.route('call-after');
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: rb.address()!.port }]);
+  await until('B has A\'s session', () => b.table.find('call-after') !== NO_SESSION);
+  assert.equal(ra.stats().peersStreaming, 1);
+});
+
+/** A stand-in for a service's media relay (forward/sip-media.ts `replicated`): ports set by hand. */
+function fakeRelay() {
+  const listeners: ((c: RelayChange) => void)[] = [];
+  const ports = new Map<number, RelayPortState>();
+  const restored: RelayPortState[][] = [];
+  return {
+    ports,
+    restored,
+    update(s: RelayPortState): void {
+      ports.set(s.port, s);
+      for (const fn of listeners) fn({ type: 'update', state: s });
+    },
+    release(session: number, port: number): void {
+      ports.delete(port);
+      for (const fn of listeners) fn({ type: 'release', session, port });
+    },
+    relay: {
+      onChange(fn: (c: RelayChange) => void): () => void {
+        listeners.push(fn);
+        return () => listeners.splice(listeners.indexOf(fn), 1);
+      },
+      forEachPort(fn: (s: RelayPortState) => void): void {
+        for (const s of ports.values()) fn(s);
+      },
+      restore(list: readonly RelayPortState[]): void {
+        restored.push([...list]);
+      },
+    },
+  };
+}
+
+test('replication: relay ports (snapshot and stream) are recorded by the backup and handed to its relay at adopt(), minus the released and ended ones', async (t) => {
+  const a = layer();
+  const b = layer();
+  const fa = fakeRelay();
+  const fb = fakeRelay();
+  Object.assign(a.service, { relay: fa.relay });
+  Object.assign(b.service, { relay: fb.relay });
+  const [pa, pb] = [await freePort(), await freePort()];
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }], { port: pa });
+  const call = a.sessions.route('call-m');
+  const ended = a.sessions.route('call-ended');
+  assert.ok(call.type === 'opened' && ended.type === 'opened');
+  const s = call.session;
+  // Before B joins: only its snapshot can carry this one.
+  fa.update({ session: s, port: 30010, clientHost: '192.0.2.9', clientPort: 4010, backendHost: '127.0.0.1', backendPort: 7010 });
+  const rb = await replicator(t, 2, b, [{ host: LOOPBACK, port: pa }], { port: pb });
+  await until('A streams to B', () => ra.stats().peersStreaming === 1);
+  // Live: allocated (far ends unknown), then announced; a second stream released; a session ended.
+  fa.update({ session: s, port: 30000, clientHost: null, clientPort: 0, backendHost: null, backendPort: 0 });
+  fa.update({ session: s, port: 30000, clientHost: '192.0.2.9', clientPort: 4000, backendHost: '127.0.0.1', backendPort: 7078 });
+  fa.update({ session: s, port: 30001, clientHost: '2001:db8::9', clientPort: 4001, backendHost: null, backendPort: 0 });
+  fa.update({ session: s, port: 30002, clientHost: '192.0.2.9', clientPort: 4002, backendHost: '127.0.0.1', backendPort: 7080 });
+  fa.release(s, 30002);
+  fa.update({ session: ended.session, port: 30004, clientHost: '192.0.2.8', clientPort: 5000, backendHost: '127.0.0.1', backendPort: 7090 });
+  a.sessions.close(ended.session, 'ended');
+  a.sessions.route('sentinel');
+  await until('B has applied everything up to the sentinel', () => b.table.find('sentinel') !== NO_SESSION);
+  assert.equal(b.table.find('call-ended'), NO_SESSION);
+  assert.equal(fb.restored.length, 0, 'a backup binds nothing');
+
+  rb.adopt();
+  const hb = b.table.find('call-m');
+  assert.notEqual(hb, NO_SESSION);
+  assert.equal(fb.restored.length, 1);
+  const got = [...fb.restored[0]!].sort((x, y) => x.port - y.port);
+  assert.deepEqual(got, [
+    { session: hb, port: 30000, clientHost: '192.0.2.9', clientPort: 4000, backendHost: '127.0.0.1', backendPort: 7078 },
+    { session: hb, port: 30001, clientHost: '2001:db8::9', clientPort: 4001, backendHost: null, backendPort: 0 },
+    { session: hb, port: 30010, clientHost: '192.0.2.9', clientPort: 4010, backendHost: '127.0.0.1', backendPort: 7010 },
+  ]);
+  // Handed over once: a second adopt() has nothing left to restore.
+  rb.adopt();
+  assert.equal(fb.restored.length, 1);
 });

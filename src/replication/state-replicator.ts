@@ -13,14 +13,16 @@
  *   listen,                // the group's `listen` HostPort: TCP on the same host:port as its UDP election socket
  *   peers,                 // the group's `peers`
  *   key,                   // the cluster key (Buffer)
- *   services,              // [{ name, sessions: SessionRouter, flows: FlowTable, backends }] of the group's
- *                          // services, IN THE SAME ORDER on every dispatcher (ops name a service by index)
+ *   services,              // [{ name, sessions: SessionRouter, flows: FlowTable, backends, relay? }] of the
+ *                          // group's services, IN THE SAME ORDER on every dispatcher (ops name a service by
+ *                          // index); `relay`: the service's media relay (ReplicatedRelay), if it has one
  *   clock,
  *   maxBufferBytes,        // optional, per peer, default REPLICATION_BUFFER_BYTES
  * });
  * await r.start();         // listens, then dials every peer (and redials forever)
  * r.adopt();               // when this dispatcher becomes master of the group (election 'master'):
  *                          // the state peers replicated here becomes its own (streamed, snapshotted)
+ * r.demote();             // when it is backup again (election 'backup'): it stops streaming its own state
  * r.onSynced(peerId | null, (e) => ...);  // a peer's snapshot was applied here: { peer, sessions, flows, ms }
  * r.stats();               // counters (ReplicatorStats)
  * await r.close();
@@ -44,11 +46,35 @@
  * maxBufferBytes: over it, the connection is cut — a slow or dead backup never holds the master's
  * memory or time — and the redial brings a fresh snapshot. A received frame is at most
  * MAX_FRAME_BODY_BYTES; applied state is bounded by the local tables (a refused open is counted).
+ * Incoming connections are capped at MAX_INBOUND_PER_PEER per configured peer (at least one peer's
+ * worth): one over the cap is closed at accept (inboundRefused); one that has not sent a valid
+ * authenticated frame within HANDSHAKE_TIMEOUT_MS of its accept is closed (handshakeTimeouts) — an
+ * unauthenticated client never holds a connection, a buffer or a timer for long.
  *
  * Echo suppression: state applied from a peer is "foreign" — listed per service, never streamed on
  * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign sessions and
  * flows are kept alive locally (touched every refreshIntervalMs) because their traffic goes to the
  * owner: they end when the owner says so, or when the owner's next snapshot no longer has them.
+ *
+ * Ownership across a failover (who may change what): a session or flow here is either OWN (not
+ * marked foreign) or a replica of exactly one peer. A peer's op only ever touches a session or flow
+ * still marked foreign TO THAT PEER (its replica): it never closes, re-pins, re-keys or re-data's one
+ * this node owns. adopt() (this node became master) makes the replicas its own and destroys every
+ * inbound connection — frames already sent on them by the old master (e.g. the timeouts of its stale
+ * copies) are never applied; the peers redial and send a fresh snapshot. While master, a peer's
+ * SESSION_OPEN or FLOW_INSERT naming a session or flow this node owns (same key / 5-tuple) is
+ * ignored: the master's pin is the truth. A backup (not master) defers to the sender, as before.
+ * demote() (the election made this node backup in every group on this replicator: dispatcher/
+ * groups.ts) makes it stop streaming its own state: its outgoing connections are cut, the redial sends
+ * an empty snapshot (so peers forget what it streamed before) and no own change is streamed until the
+ * next adopt(); what it still holds ages out locally.
+ *
+ * Media relay ports (RELAY_OPEN / RELAY_CLOSE): the master streams each relay port's far ends (one op
+ * per port, RTP and RTCP apart) on every change and in snapshots, after the sessions; a backup only
+ * records them by its peer and session (it cannot bind them: the master holds them) and forgets them
+ * with their session. adopt() hands the records of the sessions it adopts to the service's relay,
+ * which binds those ports again, so that the media of calls in progress goes on after a takeover.
+ * Records are bounded by the port numbers: one per (service, relay port) per peer.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -60,6 +86,7 @@ import { ListenError } from '../core/errors.js';
 import type { Backend } from '../monitor/backend.js';
 import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
 import type { SessionChange, SessionRouter } from '../sessions/session-router.js';
+import type { RelayChange, RelayPortState } from '../forward/media-relay.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import { ENVELOPE_OVERHEAD_BYTES, MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import {
@@ -68,6 +95,7 @@ import {
   encodeFrame,
   FRAME_HEADER_BYTES,
   MAX_FRAME_BODY_BYTES,
+  MAX_ADDRESS_TEXT_BYTES,
   MAX_OP_BYTES,
   MAX_STRING_BYTES,
   NO_SID,
@@ -86,6 +114,10 @@ export const ACK_INTERVAL_MS = 50;
 export const RECONNECT_MS = 500;
 /** Foreign sessions and flows are touched this often; must stay below the smallest flow and session timeout. */
 export const REFRESH_INTERVAL_MS = 1000;
+/** An incoming connection must send its first valid authenticated frame within this, or it is closed. */
+export const HANDSHAKE_TIMEOUT_MS = 1000;
+/** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
+export const MAX_INBOUND_PER_PEER = 4;
 /** A batch is closed into a frame before its ops would pass this size. */
 const BATCH_LIMIT_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES - MAX_OP_BYTES;
 const LENGTH_PREFIX_BYTES = 4;
@@ -96,6 +128,17 @@ export interface ReplicatedService {
   readonly sessions: SessionRouter;
   readonly flows: FlowTable;
   readonly backends: readonly Backend[];
+  /** The service's media relay, when it has one: its ports are replicated too. */
+  readonly relay?: ReplicatedRelay;
+}
+
+/** What the replicator needs of a media relay (forward/sip-media.ts provides it). */
+export interface ReplicatedRelay {
+  /** Every change of a local relay port's far ends, and every release. Returns an unsubscribe. */
+  onChange(fn: (c: RelayChange) => void): () => void;
+  forEachPort(fn: (s: RelayPortState) => void): void;
+  /** At adopt(): the relay ports peers replicated here, by local session handle; the relay binds them again. */
+  restore(ports: readonly RelayPortState[]): void;
 }
 
 export interface StateReplicatorOptions {
@@ -113,6 +156,7 @@ export interface StateReplicatorOptions {
   ackIntervalMs?: number;
   reconnectMs?: number;
   refreshIntervalMs?: number;
+  handshakeTimeoutMs?: number;
 }
 
 export interface SyncedEvent {
@@ -147,6 +191,10 @@ export interface ReplicatorStats {
   foreignFlows: number;
   /** Duration of the last snapshot applied here (accept to SNAPSHOT_END), ms; -1 before any. */
   lastSyncMs: number;
+  /** Incoming connections closed at accept: MAX_INBOUND_PER_PEER per peer were open. */
+  inboundRefused: number;
+  /** Incoming connections closed for sending no valid frame within HANDSHAKE_TIMEOUT_MS. */
+  handshakeTimeouts: number;
 }
 
 export interface StateReplicator {
@@ -159,6 +207,8 @@ export interface StateReplicator {
   onSynced(peer: number | null, fn: (e: SyncedEvent) => void): () => void;
   /** This dispatcher became master: state replicated from peers becomes its own; peers get a new snapshot. */
   adopt(): void;
+  /** This dispatcher is backup again: it stops streaming its own state (peers get an empty snapshot) until adopt(). */
+  demote(): void;
 }
 
 export function createStateReplicator(options: StateReplicatorOptions): StateReplicator {
@@ -255,6 +305,18 @@ interface PeerState {
   readonly sessions: Map<number, { service: number; local: SessionHandle; gen: number }>;
   /** By service and 5-tuple text. */
   readonly flows: Map<string, { service: number; local: FlowHandle; gen: number }>;
+  /** Relay ports, by the peer's session handle, then relay port. */
+  readonly relays: Map<number, Map<number, RelayRecord>>;
+  gen: number;
+}
+
+interface RelayRecord {
+  readonly service: number;
+  readonly port: number;
+  readonly clientHost: string | null;
+  readonly clientPort: number;
+  readonly backendHost: string | null;
+  readonly backendPort: number;
   gen: number;
 }
 
@@ -271,6 +333,8 @@ interface InLink {
   outSeq: number;
   applied: number;
   ackTimer: TimerHandle | null;
+  /** Until the first valid frame (then null). */
+  handshakeTimer: TimerHandle | null;
   snapshotSessions: number;
   snapshotFlows: number;
 }
@@ -292,6 +356,12 @@ function localAddress(a: WireAddress): number {
   return typeof a === 'number' ? a : addressKey(a);
 }
 
+/** A relay far end on the wire: 0 (0.0.0.0) stands for "not known yet". */
+function relayHost(a: WireAddress): string | null {
+  if (typeof a === 'string') return a;
+  return a === 0 ? null : addressOf(a);
+}
+
 function emptyRejects(): Record<WireReject, number> {
   return { truncated: 0, 'bad-mac': 0, version: 0, type: 0, malformed: 0, replay: 0, stale: 0, 'unknown-host': 0 };
 }
@@ -304,6 +374,8 @@ class Replicator implements StateReplicator {
   private readonly ackIntervalMs: number;
   private readonly reconnectMs: number;
   private readonly refreshIntervalMs: number;
+  private readonly handshakeTimeoutMs: number;
+  private readonly maxInbound: number;
   private readonly index: ServiceIndex[];
   private readonly pending = new BatchWriter();
   private flushScheduled = false;
@@ -317,6 +389,10 @@ class Replicator implements StateReplicator {
   private refreshTimer: TimerHandle | null = null;
   /** True while applying a peer's ops: the listeners ignore what that changes. */
   private applying = false;
+  /** Set by adopt(), cleared by demote(): a peer's open/insert never re-pins or re-keys what we own. */
+  private master = false;
+  /** Set by demote(), cleared by adopt(): our own state is not streamed. */
+  private demoted = false;
   private closed = false;
   private streamingLinks = 0;
   private readonly s = {
@@ -330,6 +406,8 @@ class Replicator implements StateReplicator {
     overflows: 0,
     applyRefused: 0,
     lastSyncMs: -1,
+    inboundRefused: 0,
+    handshakeTimeouts: 0,
     rejected: emptyRejects(),
   };
 
@@ -343,6 +421,8 @@ class Replicator implements StateReplicator {
     this.ackIntervalMs = options.ackIntervalMs ?? ACK_INTERVAL_MS;
     this.reconnectMs = options.reconnectMs ?? RECONNECT_MS;
     this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
     this.outLinks = options.peers.map((to) => ({
       to,
@@ -394,6 +474,7 @@ class Replicator implements StateReplicator {
     }
     for (const link of this.inLinks) {
       link.ackTimer?.cancel();
+      link.handshakeTimer?.cancel();
       link.socket.destroy();
     }
     this.inLinks.clear();
@@ -415,12 +496,50 @@ class Replicator implements StateReplicator {
   }
 
   adopt(): void {
+    const restore = this.index.map((): RelayPortState[] => []);
+    for (const peer of this.peers.values()) {
+      for (const [sid, ports] of peer.relays) {
+        const session = peer.sessions.get(sid);
+        if (session === undefined) continue;
+        for (const r of ports.values()) {
+          if (r.service !== session.service) continue;
+          restore[r.service]!.push({
+            session: session.local,
+            port: r.port,
+            clientHost: r.clientHost,
+            clientPort: r.clientPort,
+            backendHost: r.backendHost,
+            backendPort: r.backendPort,
+          });
+        }
+      }
+    }
+    this.index.forEach((ix, service) => {
+      if (restore[service]!.length > 0) ix.svc.relay?.restore(restore[service]!);
+    });
     for (const ix of this.index) {
       ix.foreignSessions.clear();
       ix.foreignFlows.clear();
     }
     this.peers.clear();
+    this.master = true;
+    this.demoted = false;
+    // Frames the old master already sent (or still sends) on its connections must not reach what we
+    // now own: its connections end here; it redials, and its snapshot is applied under the master rule.
+    for (const link of this.inLinks) {
+      link.ackTimer?.cancel();
+      link.ackTimer = null;
+      link.peer = null;
+      link.socket.destroy();
+    }
     // Peers learn the state we now own through a fresh snapshot on a fresh connection.
+    for (const link of this.outLinks) if (link.socket !== null) this.cut(link);
+  }
+
+  demote(): void {
+    this.master = false;
+    if (this.demoted) return;
+    this.demoted = true;
     for (const link of this.outLinks) if (link.socket !== null) this.cut(link);
   }
 
@@ -447,6 +566,8 @@ class Replicator implements StateReplicator {
       foreignSessions,
       foreignFlows,
       lastSyncMs: this.s.lastSyncMs,
+      inboundRefused: this.s.inboundRefused,
+      handshakeTimeouts: this.s.handshakeTimeouts,
     };
   }
 
@@ -457,12 +578,12 @@ class Replicator implements StateReplicator {
     this.unsubscribes.push(
       sessions.onChange((c) => this.sessionChanged(ix, service, c)),
       sessions.table.onData((h, data) => {
-        if (this.applying || this.streamingLinks === 0 || ix.foreignSessions.has(h) || !fits(data)) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignSessions.has(h) || !fits(data)) return;
         this.pending.room().sessionData(service, h, data);
         this.scheduleFlush();
       }),
       flows.onInsert((h) => {
-        if (this.applying || this.streamingLinks === 0) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignFlows.has(h)) return;
         this.encodeFlow(this.pending.room(), ix, service, h);
         this.scheduleFlush();
       }),
@@ -475,7 +596,7 @@ class Replicator implements StateReplicator {
           foreign.peer.flows.delete(foreign.key);
           return;
         }
-        if (this.streamingLinks === 0) return;
+        if (this.demoted || this.streamingLinks === 0) return;
         this.pending.room().flowRemove(service, {
           src: wireAddress(flows.srcIp(h)),
           srcPort: flows.srcPort(h),
@@ -483,6 +604,18 @@ class Replicator implements StateReplicator {
           dstPort: flows.dstPort(h),
           proto: flows.proto(h),
         });
+        this.scheduleFlush();
+      }),
+    );
+    const relay = ix.svc.relay;
+    if (relay === undefined) return;
+    this.unsubscribes.push(
+      relay.onChange((c) => {
+        if (this.applying || this.demoted || this.streamingLinks === 0) return;
+        const session = c.type === 'update' ? c.state.session : c.session;
+        if (ix.foreignSessions.has(session)) return;
+        if (c.type === 'update') encodeRelay(this.pending.room(), service, c.state);
+        else this.pending.room().relayClose(service, session, c.port);
         this.scheduleFlush();
       }),
     );
@@ -495,10 +628,11 @@ class Replicator implements StateReplicator {
       if (c.type === 'close') {
         ix.foreignSessions.delete(c.session);
         foreign.peer.sessions.delete(foreign.sid);
+        foreign.peer.relays.delete(foreign.sid);
       }
       return;
     }
-    if (this.streamingLinks === 0) return;
+    if (this.demoted || this.streamingLinks === 0) return;
     const w = this.pending.room();
     switch (c.type) {
       case 'open':
@@ -639,7 +773,8 @@ class Replicator implements StateReplicator {
     w.room().snapshotBegin();
     let sessions = 0;
     let flows = 0;
-    this.index.forEach((ix, service) => {
+    // Demoted: an empty snapshot — peers drop what we streamed before.
+    if (!this.demoted) this.index.forEach((ix, service) => {
       const table = ix.svc.sessions.table;
       table.forEach((h) => {
         if (ix.foreignSessions.has(h)) return;
@@ -652,6 +787,9 @@ class Replicator implements StateReplicator {
         if (ix.foreignFlows.has(h)) return;
         this.encodeFlow(w.room(), ix, service, h);
         flows++;
+      });
+      ix.svc.relay?.forEachPort((p) => {
+        if (!ix.foreignSessions.has(p.session)) encodeRelay(w.room(), service, p);
       });
     });
     w.room().snapshotEnd(sessions, flows);
@@ -669,6 +807,12 @@ class Replicator implements StateReplicator {
       socket.destroy();
       return;
     }
+    if (this.inLinks.size >= this.maxInbound) {
+      this.s.inboundRefused++;
+      socket.on('error', () => {});
+      socket.destroy();
+      return;
+    }
     const link: InLink = {
       socket,
       reader: new FrameReader(),
@@ -679,14 +823,22 @@ class Replicator implements StateReplicator {
       outSeq: 0,
       applied: 0,
       ackTimer: null,
+      handshakeTimer: null,
       snapshotSessions: 0,
       snapshotFlows: 0,
     };
     this.inLinks.add(link);
+    link.handshakeTimer = this.clock.setTimeout(() => {
+      link.handshakeTimer = null;
+      if (link.peer !== null || socket.destroyed) return;
+      this.s.handshakeTimeouts++;
+      socket.destroy();
+    }, this.handshakeTimeoutMs);
     socket.setNoDelay(true);
     socket.on('error', () => {});
     socket.on('close', () => {
       link.ackTimer?.cancel();
+      link.handshakeTimer?.cancel();
       this.inLinks.delete(link);
     });
     socket.on('data', (data: Buffer) => this.inData(link, data));
@@ -721,12 +873,14 @@ class Replicator implements StateReplicator {
       if (link.peer === null) {
         let peer = this.peers.get(frame.sender);
         if (peer === undefined) {
-          peer = { id: frame.sender, sessions: new Map(), flows: new Map(), gen: 0 };
+          peer = { id: frame.sender, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
           this.peers.set(frame.sender, peer);
         }
         // A newer connection from the same peer replaces the older one.
         for (const other of this.inLinks) if (other !== link && other.peer === peer) other.socket.destroy();
         link.peer = peer;
+        link.handshakeTimer?.cancel();
+        link.handshakeTimer = null;
       }
       this.applying = true;
       try {
@@ -764,22 +918,23 @@ class Replicator implements StateReplicator {
         link.snapshotSessions++;
         return this.applyOpen(peer, op.service, op.sid, op.backend, op.key);
       case Op.SessionRepin: {
-        const e = peer.sessions.get(op.sid);
-        if (e !== undefined && e.service === op.service) this.index[e.service]!.svc.sessions.table.repin(e.local, op.backend);
+        const e = this.replica(peer, op.service, op.sid);
+        if (e !== undefined) this.index[e.service]!.svc.sessions.table.repin(e.local, op.backend);
         return;
       }
       case Op.SessionClose: {
-        const e = peer.sessions.get(op.sid);
-        if (e === undefined || e.service !== op.service) return;
+        const e = this.replica(peer, op.service, op.sid);
+        if (e === undefined) return;
         peer.sessions.delete(op.sid);
+        peer.relays.delete(op.sid);
         const ix = this.index[e.service]!;
         ix.foreignSessions.delete(e.local);
         ix.svc.sessions.table.close(e.local, op.reason);
         return;
       }
       case Op.SessionData: {
-        const e = peer.sessions.get(op.sid);
-        if (e !== undefined && e.service === op.service) this.index[e.service]!.svc.sessions.table.setData(e.local, op.data);
+        const e = this.replica(peer, op.service, op.sid);
+        if (e !== undefined) this.index[e.service]!.svc.sessions.table.setData(e.local, op.data);
         return;
       }
       case Op.FlowInsert:
@@ -791,12 +946,38 @@ class Replicator implements StateReplicator {
         if (e === undefined) return;
         peer.flows.delete(key);
         const ix = this.index[e.service]!;
+        if (ix.foreignFlows.get(e.local)?.peer !== peer) return;
         ix.foreignFlows.delete(e.local);
         ix.svc.flows.remove(e.local);
         return;
       }
+      case Op.RelayOpen: {
+        const e = this.replica(peer, op.service, op.sid);
+        if (e === undefined) return;
+        let ports = peer.relays.get(op.sid);
+        if (ports === undefined) peer.relays.set(op.sid, (ports = new Map()));
+        const clientHost = relayHost(op.client);
+        const backendHost = relayHost(op.backend);
+        ports.set(op.relayPort, {
+          service: op.service,
+          port: op.relayPort,
+          clientHost,
+          clientPort: clientHost === null ? 0 : op.clientPort,
+          backendHost,
+          backendPort: backendHost === null ? 0 : op.backendPort,
+          gen: peer.gen,
+        });
+        return;
+      }
+      case Op.RelayClose: {
+        const ports = peer.relays.get(op.sid);
+        if (ports === undefined) return;
+        ports.delete(op.relayPort);
+        if (ports.size === 0) peer.relays.delete(op.sid);
+        return;
+      }
       default:
-        // RELAY_*: no relay consumes them yet; ACK and CHALLENGE do not travel this way.
+        // ACK and CHALLENGE do not travel this way.
         return;
     }
   }
@@ -805,8 +986,8 @@ class Replicator implements StateReplicator {
     const ix = this.index[service];
     if (ix === undefined) return;
     const table = ix.svc.sessions.table;
-    const known = peer.sessions.get(sid);
-    if (known !== undefined && known.service === service && table.isOpen(known.local)) {
+    const known = this.replica(peer, service, sid);
+    if (known !== undefined && table.isOpen(known.local)) {
       if (table.backend(known.local) !== backend) table.repin(known.local, backend);
       known.gen = peer.gen;
       return;
@@ -815,7 +996,12 @@ class Replicator implements StateReplicator {
     if (h !== NO_SESSION) {
       // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
       const other = ix.foreignSessions.get(h);
-      if (other !== undefined) other.peer.sessions.delete(other.sid);
+      // Our own while master: our pin is the truth, the sender's copy is stale.
+      if (other === undefined && this.master) return;
+      if (other !== undefined) {
+        other.peer.sessions.delete(other.sid);
+        other.peer.relays.delete(other.sid);
+      }
       if (table.backend(h) !== backend) table.repin(h, backend);
     } else {
       h = table.open(key, backend);
@@ -834,7 +1020,7 @@ class Replicator implements StateReplicator {
     if (op.proto !== 6 && op.proto !== 17) return;
     const flows = ix.svc.flows;
     const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
-    const session = op.sid === NO_SID ? NO_SESSION : (peer.sessions.get(op.sid)?.local ?? NO_SESSION);
+    const session = op.sid === NO_SID ? NO_SESSION : (this.replica(peer, op.service, op.sid)?.local ?? NO_SESSION);
     const src = localAddress(op.src);
     const dst = localAddress(op.dst);
     let h = flows.lookup(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto);
@@ -845,20 +1031,41 @@ class Replicator implements StateReplicator {
         return;
       }
     } else {
-      flows.setSession(h, session);
       const other = ix.foreignFlows.get(h);
+      // Our own while master: the sender's copy is stale.
+      if (other === undefined && this.master) return;
+      flows.setSession(h, session);
       if (other !== undefined && other.peer !== peer) other.peer.flows.delete(other.key);
     }
     peer.flows.set(key, { service: op.service, local: h, gen: peer.gen });
     ix.foreignFlows.set(h, { peer, key });
   }
 
+  /**
+   * The peer's replica `sid` of `service` — only while the local session is still marked foreign to
+   * that peer under that sid: a peer's op never touches a session this node owns (see the header).
+   */
+  private replica(peer: PeerState, service: number, sid: number): { service: number; local: SessionHandle; gen: number } | undefined {
+    const e = peer.sessions.get(sid);
+    if (e === undefined || e.service !== service) return undefined;
+    const f = this.index[service]?.foreignSessions.get(e.local);
+    if (f?.peer === peer && f.sid === sid) return e;
+    peer.sessions.delete(sid);
+    peer.relays.delete(sid);
+    return undefined;
+  }
+
   /** After a snapshot: what the peer had replicated here before and did not send again is gone. */
   private reconcile(peer: PeerState): void {
+    for (const [sid, ports] of peer.relays) {
+      for (const [port, r] of ports) if (r.gen !== peer.gen) ports.delete(port);
+      if (ports.size === 0) peer.relays.delete(sid);
+    }
     for (const [key, e] of peer.flows) {
       if (e.gen === peer.gen) continue;
       peer.flows.delete(key);
       const ix = this.index[e.service]!;
+      if (ix.foreignFlows.get(e.local)?.peer !== peer) continue;
       ix.foreignFlows.delete(e.local);
       ix.svc.flows.remove(e.local);
     }
@@ -866,6 +1073,8 @@ class Replicator implements StateReplicator {
       if (e.gen === peer.gen) continue;
       peer.sessions.delete(sid);
       const ix = this.index[e.service]!;
+      const f = ix.foreignSessions.get(e.local);
+      if (f?.peer !== peer || f.sid !== sid) continue;
       ix.foreignSessions.delete(e.local);
       ix.svc.sessions.table.close(e.local, 'removed');
     }
@@ -920,6 +1129,14 @@ class Replicator implements StateReplicator {
     }
     then?.();
   }
+}
+
+/** RELAY_OPEN of one relay port; an unknown far end (or an address text too long for the wire) travels as 0. */
+function encodeRelay(w: OpWriter, service: number, p: RelayPortState): void {
+  const wire = (h: string | null): WireAddress => (h !== null && h.length >= 1 && h.length <= MAX_ADDRESS_TEXT_BYTES ? h : 0);
+  const client = wire(p.clientHost);
+  const backend = wire(p.backendHost);
+  w.relayOpen(service, p.session, p.port, client, client === 0 ? 0 : p.clientPort, backend, backend === 0 ? 0 : p.backendPort);
 }
 
 /** Whether a key or data string fits its wire field (a longer data string is not replicated). */

@@ -338,6 +338,7 @@ class ClientConn implements BackendConnOwner {
    */
   private admit(): boolean {
     const key = this.sessionKey;
+    // No cookie/header configured: the rule, "the first request of a connection is new", so any later one on a keep-alive connection is established.
     const established =
       this.fwd.sessionKeyOf === null ? this.requests > 1 : key !== null && this.fwd.rt.sessions.table.find(key) !== NO_SESSION;
     const verdict = this.fwd.rt.admission.decide(established ? 'established' : 'new');

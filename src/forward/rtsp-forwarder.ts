@@ -37,7 +37,6 @@
  * http.highWaterMarkBytes buffered per direction (the reader pauses). A connection without a byte
  * either way for http.idleTimeoutMs is closed (its sessions stay).
  */
-import net from 'node:net';
 import type { Socket } from 'node:net';
 import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
 import type { TimerHandle } from '../core/clock.js';
@@ -61,6 +60,7 @@ import {
 } from '../sessions/rtsp-message.js';
 import { MediaRelay, type RelayStream } from './media-relay.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 
 /** Largest message body accepted (SDP of a DESCRIBE, ANNOUNCE, GET_PARAMETER). */
 export const RTSP_MAX_BODY_BYTES = 64 * 1024;
@@ -68,17 +68,6 @@ export const RTSP_MAX_BODY_BYTES = 64 * 1024;
 export const RTSP_MAX_PENDING = 64;
 
 const noop = (): void => {};
-
-function failureKind(err: NodeJS.ErrnoException): BackendFailureKind {
-  switch (err.code) {
-    case 'ECONNRESET':
-      return 'reset';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    default:
-      return 'refused';
-  }
-}
 
 function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '';
@@ -91,6 +80,8 @@ interface Pending {
   /** SETUP: the relay stream allocated for it and the client's own ports. */
   readonly stream: RelayStream | null;
   readonly clientPorts: readonly [number, number] | null;
+  /** SETUP naming no session on a connection whose session is named: the table session it opened (else NO_SESSION). */
+  readonly opened: SessionHandle;
 }
 
 /** A message waiting for its upstream to connect. */
@@ -101,13 +92,8 @@ interface Queued {
   readonly attempt: number;
 }
 
-interface Upstream {
-  readonly backend: Backend;
-  readonly socket: Socket;
+interface Upstream extends UpstreamLink {
   readonly framer: RtspStreamFramer;
-  connected: boolean;
-  closed: boolean;
-  connectTimer: TimerHandle | null;
   queue: Queued[];
   queuedBytes: number;
 }
@@ -373,14 +359,17 @@ export class RtspForwarder implements Forwarder {
     const spec = m.transports[specIndex]!;
     const clientPorts = spec.clientPort!;
     return this.relay.allocate(session).then((stream) => {
+      const opened = session === routed ? NO_SESSION : session;
       if (conn.done || this.state === 'destroyed') {
         stream?.release();
+        this.closeOpened(opened);
         return;
       }
       if (!stream) {
         if (channels.sessionRefuse.hasSubscribers) {
           channels.sessionRefuse.publish({ service: this.service, reason: 'relay-ports-full' } satisfies SessionRefuseEvent);
         }
+        this.closeOpened(opened);
         this.answer(conn, buildRtspResponse(453, 'Not Enough Bandwidth', m));
         return;
       }
@@ -388,19 +377,28 @@ export class RtspForwarder implements Forwarder {
       const set: Record<string, string> = { client_port: `${stream.rtpPort}-${stream.rtpPort + 1}` };
       if (spec.params.some(([k]) => k === 'destination')) set['destination'] = this.relay!.advertise;
       const edit: RtspEdit = { start: spec.start, end: spec.end, text: formatTransportSpec(spec, set) };
-      this.forward(conn, m, session, applyRtspEdits(m, [edit]), stream, clientPorts);
+      this.forward(conn, m, session, applyRtspEdits(m, [edit]), stream, clientPorts, opened);
     });
   }
 
   /** Sends a request to its session's backend and remembers it until its reply. */
-  private forward(conn: RtspConn, m: RtspMessage, session: SessionHandle, out: Buffer, stream: RelayStream | null, clientPorts: readonly [number, number] | null): void {
+  private forward(
+    conn: RtspConn,
+    m: RtspMessage,
+    session: SessionHandle,
+    out: Buffer,
+    stream: RelayStream | null,
+    clientPorts: readonly [number, number] | null,
+    opened: SessionHandle = NO_SESSION,
+  ): void {
     if (conn.pending.has(m.cseq)) {
       // A CSeq reused before its reply: the replies could not be told apart.
       stream?.release();
+      this.closeOpened(opened);
       this.answer(conn, buildRtspResponse(400, 'Bad Request', m));
       return;
     }
-    conn.pending.set(m.cseq, { method: m.method.toUpperCase(), session, stream, clientPorts });
+    conn.pending.set(m.cseq, { method: m.method.toUpperCase(), session, stream, clientPorts, opened });
     this.send(conn, { out, cseq: m.cseq, session, attempt: 0 });
   }
 
@@ -432,73 +430,60 @@ export class RtspForwarder implements Forwarder {
   }
 
   private connectUpstream(conn: RtspConn, backend: Backend): Upstream {
-    const socket = net.connect({ host: backend.host, port: backend.port });
-    const up: Upstream = {
+    const up = openUpstream(
+      this.rt,
       backend,
-      socket,
-      framer: new RtspStreamFramer(this.rt.config.http.maxHeaderBytes, RTSP_MAX_BODY_BYTES),
-      connected: false,
-      closed: false,
-      connectTimer: null,
-      queue: [],
-      queuedBytes: 0,
-    };
-    conn.upstream = up;
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (!up.connected) this.connectFailed(conn, up, failureKind(err));
-      else if (err.code === 'ECONNRESET' && this.state === 'open' && !up.closed) this.rt.failures.reportFailure(backend, 'reset');
-    });
-    socket.once('connect', () => {
-      up.connectTimer?.cancel();
-      up.connectTimer = null;
-      if (up.closed) return;
-      up.connected = true;
-      socket.setNoDelay(true);
-      if (backend.state !== 'up') this.rt.failures.reportSuccess(backend);
-      for (const q of up.queue) socket.write(q.out);
-      up.queue = [];
-      up.queuedBytes = 0;
-      this.checkPressure(conn);
-    });
-    socket.on('close', () => {
-      up.connectTimer?.cancel();
-      up.connectTimer = null;
-      if (!up.connected && !up.closed) return this.connectFailed(conn, up, 'closed');
-      if (up.closed) return;
-      up.closed = true;
-      if (conn.upstream === up) conn.upstream = null;
-      // Replies that will never come: the requests may have been acted on, so they are not resent.
-      if (conn.pending.size > 0 && this.state === 'open') {
-        if (backend.state !== 'down') this.rt.failures.reportFailure(backend, 'closed');
-        for (const cseq of [...conn.pending.keys()]) this.failPending(conn, cseq);
-      }
-      this.checkPressure(conn);
-    });
-    socket.on('drain', () => this.checkPressure(conn));
-    socket.on('data', (chunk: Buffer) => {
+      (socket): Upstream => {
+        const made: Upstream = {
+          backend,
+          socket,
+          framer: new RtspStreamFramer(this.rt.config.http.maxHeaderBytes, RTSP_MAX_BODY_BYTES),
+          connected: false,
+          closed: false,
+          connectTimer: null,
+          queue: [],
+          queuedBytes: 0,
+        };
+        conn.upstream = made;
+        return made;
+      },
+      {
+        failed: (kind) => this.connectFailed(conn, up, kind),
+        reset: () => {
+          if (this.state === 'open' && !up.closed) this.rt.failures.reportFailure(backend, 'reset');
+        },
+        connected: () => {
+          for (const q of up.queue) up.socket.write(q.out);
+          up.queue = [];
+          up.queuedBytes = 0;
+          this.checkPressure(conn);
+        },
+        closed: () => {
+          if (up.closed) return;
+          up.closed = true;
+          if (conn.upstream === up) conn.upstream = null;
+          // Replies that will never come: the requests may have been acted on, so they are not resent.
+          if (conn.pending.size > 0 && this.state === 'open') {
+            if (backend.state !== 'down') this.rt.failures.reportFailure(backend, 'closed');
+            for (const cseq of [...conn.pending.keys()]) this.failPending(conn, cseq);
+          }
+          this.checkPressure(conn);
+        },
+      },
+    );
+    up.socket.on('drain', () => this.checkPressure(conn));
+    up.socket.on('data', (chunk: Buffer) => {
       conn.lastActivity = this.rt.clock.now();
       up.framer.push(chunk);
       for (let f = up.framer.next(); f && !up.closed && !conn.done; f = up.framer.next()) this.onUpstreamFrame(conn, up, f);
     });
-    up.connectTimer = this.rt.clock.setTimeout(() => {
-      up.connectTimer = null;
-      if (!up.connected) this.connectFailed(conn, up, 'timeout');
-    }, this.rt.config.health.connectTimeoutMs);
     return up;
   }
 
   /** The upstream never connected: report the backend (it goes down, its sessions re-pin) and resend. */
   private connectFailed(conn: RtspConn, up: Upstream, kind: BackendFailureKind): void {
     if (up.closed) return;
-    up.closed = true;
-    up.connectTimer?.cancel();
-    up.connectTimer = null;
-    up.socket.on('error', noop);
-    up.socket.destroy();
-    if (conn.upstream === up) conn.upstream = null;
-    const queue = up.queue;
-    up.queue = [];
-    up.queuedBytes = 0;
+    const queue = this.detachUpstream(conn, up);
     if (this.state === 'open') this.rt.failures.reportFailure(up.backend, kind);
     // Nothing reached the backend: every failure takes a backend down, so this ends within backends + 1 tries.
     for (const q of queue) this.send(conn, { ...q, attempt: q.attempt + 1 });
@@ -506,18 +491,20 @@ export class RtspForwarder implements Forwarder {
 
   /** Closes an upstream on purpose (its backend is down or another one serves the connection now). */
   private dropUpstream(conn: RtspConn, up: Upstream, keep = -1): void {
-    up.closed = true;
-    up.connectTimer?.cancel();
-    up.connectTimer = null;
-    up.socket.on('error', noop);
-    up.socket.destroy();
+    const queue = this.detachUpstream(conn, up);
+    // Its requests will get no reply; the one about to go elsewhere (`keep`) is not one of them.
+    for (const q of queue) if (q.cseq !== keep) this.failPending(conn, q.cseq);
+    for (const cseq of [...conn.pending.keys()]) if (cseq !== keep) this.failPending(conn, cseq);
+  }
+
+  /** Closes `up`, unlinks it from `conn`, and hands back the messages it held unsent. */
+  private detachUpstream(conn: RtspConn, up: Upstream): Queued[] {
+    closeUpstream(up);
     if (conn.upstream === up) conn.upstream = null;
     const queue = up.queue;
     up.queue = [];
     up.queuedBytes = 0;
-    // Its requests will get no reply; the one about to go elsewhere (`keep`) is not one of them.
-    for (const q of queue) if (q.cseq !== keep) this.failPending(conn, q.cseq);
-    for (const cseq of [...conn.pending.keys()]) if (cseq !== keep) this.failPending(conn, cseq);
+    return queue;
   }
 
   /** A request that will get no reply from a backend: 503 to the client, its relay pair released. */
@@ -526,6 +513,7 @@ export class RtspForwarder implements Forwarder {
     if (!p) return;
     conn.pending.delete(cseq);
     p.stream?.release();
+    this.closeOpened(p.opened);
     this.answer(conn, buildRtspResponse(503, 'Service Unavailable', { cseq }));
     this.pump(conn);
   }
@@ -543,8 +531,10 @@ export class RtspForwarder implements Forwarder {
     if (!r.ok) {
       this.drop('malformed');
       const cseq = salvageCseq(f.bytes);
-      if (cseq !== null && conn.pending.has(cseq)) {
-        conn.pending.get(cseq)!.stream?.release();
+      const p = cseq === null ? undefined : conn.pending.get(cseq);
+      if (cseq !== null && p) {
+        p.stream?.release();
+        this.closeOpened(p.opened);
         conn.pending.delete(cseq);
         this.writeClient(conn, buildRtspResponse(502, 'Bad Gateway', { cseq }));
         this.pump(conn);
@@ -560,6 +550,7 @@ export class RtspForwarder implements Forwarder {
     let out = f.bytes.subarray(0, m.length);
     if (p.method === 'SETUP' && ok) out = this.setupReply(m, up, p);
     else if (p.stream) p.stream.release();
+    if (!ok) this.closeOpened(p.opened);
     if (p.method === 'TEARDOWN' && ok && this.rt.sessions.table.isOpen(p.session)) {
       // The whole session ends (a TEARDOWN of one stream of an aggregate keeps the session: RFC 2326
       // §10.7 lets the URI name one stream, but the relay cannot tell which, so media ends with it).
@@ -594,6 +585,15 @@ export class RtspForwarder implements Forwarder {
   }
 
   // ------------------------------------------------------------------ plumbing
+
+  /**
+   * Closes the session a SETUP opened (Pending.opened) once that SETUP failed: unnamed and without
+   * streams, nothing else can reach it, and it would hold a table slot until sessionTimeoutMs.
+   */
+  private closeOpened(h: SessionHandle): void {
+    if (h === NO_SESSION || this.keyOf.has(h) || !this.rt.sessions.table.isOpen(h)) return;
+    if ((this.relay?.streamsOf(h).length ?? 0) === 0) this.rt.sessions.close(h, 'ended');
+  }
 
   private sessionClosed(h: SessionHandle): void {
     this.relay?.releaseSession(h);
@@ -684,13 +684,13 @@ export class RtspForwarder implements Forwarder {
     conn.idleTimer = null;
     const up = conn.upstream;
     if (up) {
-      up.closed = true;
-      up.connectTimer?.cancel();
-      up.socket.on('error', noop);
-      up.socket.destroy();
+      closeUpstream(up);
       conn.upstream = null;
     }
-    for (const p of conn.pending.values()) p.stream?.release();
+    for (const p of conn.pending.values()) {
+      p.stream?.release();
+      this.closeOpened(p.opened);
+    }
     conn.pending.clear();
     if (conn.flow !== NO_FLOW) this.rt.flows.remove(conn.flow);
     conn.flow = NO_FLOW;

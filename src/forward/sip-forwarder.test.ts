@@ -20,7 +20,7 @@ import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
 import { Backend } from '../monitor/backend.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
-import { ADMIT_ALL } from '../admission/index.js';
+import { ADMIT_ALL, type Admission } from '../admission/index.js';
 import { parseSipMessage, SipStreamFramer, type SipMessage } from '../sessions/sip-message.js';
 import type { ServiceRuntime } from './service-runtime.js';
 import { DIALOG_LINGER_MS, HOLDFAST_BRANCH_PREFIX, HOLDFAST_TO_TAG, RETRY_AFTER_S, SipForwarder } from './sip-forwarder.js';
@@ -384,9 +384,39 @@ test('an in-dialog request for an unknown Call-ID opens a session too, counted',
   const backend = await udpPeer(t, uas());
   const rig = await makeRig(t, [backend.port]);
   const client = await udpPeer(t);
-  client.send(request(client.port, { method: 'BYE', callId: 'lost-1', toTag: 'gone' }), rig.port);
+  client.send(request(client.port, { method: 'INFO', callId: 'lost-1', toTag: 'gone' }), rig.port);
   assert.equal(parse((await client.next(0)).data).status, 200);
   assert.equal(rig.forwarder.stats.orphanInDialog, 1);
+});
+
+test('admission judges any request of an unknown Call-ID new, forged To tag or not; a BYE of an unknown Call-ID is forwarded without opening a session (review finding 7)', async (t) => {
+  const backend = await udpPeer(t, uas());
+  const rig = await makeRig(t, [backend.port]);
+  const kinds: string[] = [];
+  (rig.runtime as { admission: Admission }).admission = {
+    decide: (kind) => {
+      kinds.push(kind);
+      return ADMIT_ALL.decide(kind);
+    },
+  };
+  const table = rig.runtime.sessions.table;
+  const client = await udpPeer(t);
+  // An INVITE with a To tag no dialog ever had: it opens a session, so it is a new one for SA2C.
+  client.send(request(client.port, { callId: 'forged-1', toTag: 'forged' }), rig.port);
+  assert.equal(parse((await client.next(0)).data).status, 200);
+  assert.deepEqual(kinds, ['new']);
+  assert.equal(table.size, 1);
+  // Then a request of that open session is established.
+  client.send(request(client.port, { method: 'INFO', callId: 'forged-1', toTag: 'forged', cseq: 2 }), rig.port);
+  assert.equal(parse((await client.next(1)).data).status, 200);
+  assert.deepEqual(kinds, ['new', 'established']);
+  // A BYE of an unknown Call-ID: forwarded (the backend answers it), never admitted, no session.
+  client.send(request(client.port, { method: 'BYE', callId: 'nosuch-1', toTag: 'gone' }), rig.port);
+  assert.equal(parse((await client.next(2)).data).status, 200);
+  assert.equal(backend.got.filter((g) => parse(g.data).callId === 'nosuch-1').length, 1);
+  assert.deepEqual(kinds, ['new', 'established']);
+  assert.equal(table.find('nosuch-1'), NO_SESSION);
+  assert.equal(table.size, 1);
 });
 
 test('a full flow table refuses new sessions (flows-full, 503) and still serves the sessions it has', async (t) => {

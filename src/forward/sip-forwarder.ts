@@ -118,6 +118,7 @@ import {
 } from '../sessions/sip-message.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
 import { SipMediaGateway } from './sip-media.js';
+import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 
 /** RFC 3261 §17.1.1.1: the round-trip estimate T1. */
 export const SIP_T1_MS = 500;
@@ -210,17 +211,12 @@ interface ClientConn {
 }
 
 /** One upstream TCP connection of a client connection. */
-interface UpstreamConn {
+interface UpstreamConn extends UpstreamLink {
   readonly owner: ClientConn;
-  readonly backend: Backend;
-  readonly socket: Socket;
   readonly framer: SipStreamFramer;
-  connected: boolean;
-  connectTimer: TimerHandle | null;
   /** Messages written before the connect completed: [what to send, the client's original bytes, attempt]. */
   pending: { out: Buffer; original: Buffer; attempt: number }[];
   pendingBytes: number;
-  closed: boolean;
 }
 
 /** Counters of what the forwarder did beside drops (which go to channels.messageDrop). */
@@ -288,18 +284,6 @@ export function proxyBranch(m: SipMessage, leg: 'u' | 'c'): string {
 
 function isOurs(via: SipVia | undefined, host: string, port: number): boolean {
   return via !== undefined && via.branch !== null && via.branch.startsWith(HOLDFAST_BRANCH_PREFIX) && via.host === host && via.port === port;
-}
-
-/** Same mapping as the TCP forwarder: anything but a reset or a timeout means "cannot be reached". */
-function failureKind(err: NodeJS.ErrnoException): BackendFailureKind {
-  switch (err.code) {
-    case 'ECONNRESET':
-      return 'reset';
-    case 'ETIMEDOUT':
-      return 'timeout';
-    default:
-      return 'refused';
-  }
 }
 
 /** An IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) as plain IPv4. */
@@ -674,15 +658,16 @@ export class SipForwarder implements Forwarder {
     const table = this.rt.sessions.table;
     const existing = table.find(m.callId);
 
-    // Issue 8 (SA2C, SARA III.B): an initial request of an unknown Call-ID opens a session ('new');
-    // in-dialog traffic, or any request of an open session, is 'established'. Asked once per message
+    // Issue 8 (SA2C, SARA III.B): a request of an unknown Call-ID opens a session ('new'), even with
+    // a To tag (a forged or stale one opens a session all the same); any request of an open session
+    // is 'established'. Asked once per message
     // (attempt 0: a TCP re-route after a failed connect was admitted already), before the flow is
     // tracked, so that a refusal holds no flow. ACK, CANCEL and BYE are never refused: they complete
     // or end sessions, and losing them adds load — a lost ACK makes the UAS retransmit its 2xx for
     // 64 x T1 (§13.3.1.4), a lost BYE is retransmitted for 64 x T1 and keeps the call's media and
     // state alive, a lost CANCEL leaves the INVITE ringing until it times out.
     if (attempt === 0 && m.method !== 'ACK' && m.method !== 'CANCEL' && m.method !== 'BYE') {
-      if (!this.admitted(m, existing === NO_SESSION && m.toTag === null ? 'new' : 'established', host, port, ingress)) return;
+      if (!this.admitted(m, existing === NO_SESSION ? 'new' : 'established', host, port, ingress)) return;
     }
 
     // The signalling flow, before any new session is opened: a full flow table refuses new ones.
@@ -697,8 +682,9 @@ export class SipForwarder implements Forwarder {
     let route: SessionRoute;
     if (existing !== NO_SESSION) {
       route = this.rt.sessions.follow(existing);
-    } else if (m.method === 'ACK' || m.method === 'CANCEL') {
-      // Nothing to follow: forwarded statelessly (§16.11) without leaving a session behind.
+    } else if (m.method === 'ACK' || m.method === 'CANCEL' || m.method === 'BYE') {
+      // Nothing to follow (a BYE of an unknown Call-ID ends nothing here): forwarded statelessly
+      // (§16.11) without leaving a session behind.
       const pick = this.rt.balancer.pick();
       if (pick.type === 'none') {
         if (m.method === 'ACK') return this.drop('no-backend', transport);
@@ -1199,11 +1185,7 @@ export class SipForwarder implements Forwarder {
     conn.done = true;
     conn.idleTimer?.cancel();
     conn.idleTimer = null;
-    for (const up of conn.upstreams.values()) {
-      up.closed = true;
-      up.connectTimer?.cancel();
-      up.socket.destroy();
-    }
+    for (const up of conn.upstreams.values()) closeUpstream(up);
     conn.upstreams.clear();
     const flow = this.connFlow(conn);
     if (flow !== NO_FLOW) this.rt.flows.remove(flow);
@@ -1297,43 +1279,43 @@ export class SipForwarder implements Forwarder {
   }
 
   private connectUpstream(conn: ClientConn, backend: Backend): UpstreamConn {
-    const socket = net.connect({ host: backend.host, port: backend.port });
-    const up: UpstreamConn = {
-      owner: conn,
+    const up = openUpstream(
+      this.rt,
       backend,
-      socket,
-      framer: new SipStreamFramer(this.maxMessageBytes),
-      connected: false,
-      connectTimer: null,
-      pending: [],
-      pendingBytes: 0,
-      closed: false,
-    };
-    conn.upstreams.set(backend, up);
-    socket.on('error', (err: NodeJS.ErrnoException) => {
-      if (!up.connected) this.upstreamFailed(up, failureKind(err));
-      else if (err.code === 'ECONNRESET' && this.state === 'open') this.rt.failures.reportFailure(backend, 'reset');
-    });
-    socket.once('connect', () => {
-      up.connectTimer?.cancel();
-      up.connectTimer = null;
-      if (up.closed) return;
-      up.connected = true;
-      socket.setNoDelay(true);
-      if (backend.state !== 'up') this.rt.failures.reportSuccess(backend);
-      for (const p of up.pending) socket.write(p.out);
-      up.pending = [];
-      up.pendingBytes = 0;
-      this.checkUpstreamPressure(conn);
-    });
-    socket.on('close', () => {
-      up.connectTimer?.cancel();
-      up.connectTimer = null;
-      if (!up.connected && !up.closed) return this.upstreamFailed(up, 'closed');
-      up.closed = true;
-      if (conn.upstreams.get(backend) === up) conn.upstreams.delete(backend);
-      this.checkUpstreamPressure(conn);
-    });
+      (socket): UpstreamConn => {
+        const made: UpstreamConn = {
+          owner: conn,
+          backend,
+          socket,
+          framer: new SipStreamFramer(this.maxMessageBytes),
+          connected: false,
+          connectTimer: null,
+          pending: [],
+          pendingBytes: 0,
+          closed: false,
+        };
+        conn.upstreams.set(backend, made);
+        return made;
+      },
+      {
+        failed: (kind) => this.upstreamFailed(up, kind),
+        reset: () => {
+          if (this.state === 'open') this.rt.failures.reportFailure(backend, 'reset');
+        },
+        connected: () => {
+          for (const p of up.pending) up.socket.write(p.out);
+          up.pending = [];
+          up.pendingBytes = 0;
+          this.checkUpstreamPressure(conn);
+        },
+        closed: () => {
+          up.closed = true;
+          if (conn.upstreams.get(backend) === up) conn.upstreams.delete(backend);
+          this.checkUpstreamPressure(conn);
+        },
+      },
+    );
+    const socket = up.socket;
     socket.on('drain', () => this.checkUpstreamPressure(conn));
     socket.on('data', (chunk: Buffer) => {
       conn.lastActivity = this.rt.clock.now();
@@ -1349,10 +1331,6 @@ export class SipForwarder implements Forwarder {
         } else this.onUpstreamTcpMessage(up, f.bytes);
       }
     });
-    up.connectTimer = this.rt.clock.setTimeout(() => {
-      up.connectTimer = null;
-      if (!up.connected) this.upstreamFailed(up, 'timeout');
-    }, this.rt.config.health.connectTimeoutMs);
     return up;
   }
 
@@ -1362,13 +1340,9 @@ export class SipForwarder implements Forwarder {
    */
   private upstreamFailed(up: UpstreamConn, kind: BackendFailureKind | null): void {
     if (up.closed) return;
-    up.closed = true;
-    up.connectTimer?.cancel();
-    up.connectTimer = null;
+    closeUpstream(up);
     const conn = up.owner;
     if (conn.upstreams.get(up.backend) === up) conn.upstreams.delete(up.backend);
-    up.socket.on('error', noop);
-    up.socket.destroy();
     const held = up.connected ? [] : up.pending;
     up.pending = [];
     up.pendingBytes = 0;

@@ -7,6 +7,10 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { realClock } from '../core/clock.js';
 import { TakeoverError } from '../core/errors.js';
 import { LinuxTakeover, arpingArgs, detectArping } from './linux.js';
@@ -180,4 +184,29 @@ test('a missing interface rejects with TakeoverError naming the command and what
     return true;
   });
   assert.equal(tk.acquired, false);
+});
+
+test('an announcement that cannot start (arping missing) rejects and takes the VIP off the interface again', async (t) => {
+  const l = await link(t);
+  if ('skip' in l) return void t.skip(l.skip);
+  const vip = `${l.subnet}.104`;
+  // Inside namespace A, with a PATH that holds `ip` but no arping, so spawning arping fails (ENOENT).
+  const bin = await mkdtemp(join(tmpdir(), 'hf-noarping-'));
+  t.after(() => rm(bin, { recursive: true, force: true }));
+  await symlink((await must('sh', '-c', 'command -v ip')).trim(), join(bin, 'ip'));
+  const linux = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), 'linux.js')).href;
+  const script = `import { LinuxTakeover } from ${JSON.stringify(linux)};
+import { realClock } from ${JSON.stringify(new URL('../core/clock.js', linux).href)};
+const tk = new LinuxTakeover({ vip: '${vip}', prefix: 24, interface: '${l.ifA}', arping: 'iputils', garpCount: 1, garpDelayMs: 0, clock: realClock });
+let rejected = null;
+await tk.acquire().catch((e) => { rejected = e.code; });
+console.log(JSON.stringify({ rejected, acquired: tk.acquired }));`;
+  const out = await new Promise<Run>((resolve) => {
+    execFile('ip', ['netns', 'exec', l.a, process.execPath, '--input-type=module', '-e', script], { timeout: 10_000, env: { ...process.env, PATH: bin } }, (err, stdout, stderr) =>
+      resolve({ code: err ? 1 : 0, stdout: String(stdout), stderr: String(stderr) }),
+    );
+  });
+  assert.equal(out.code, 0, out.stderr);
+  assert.deepEqual(JSON.parse(out.stdout), { rejected: 'HF_ERR_TAKEOVER', acquired: false });
+  assert.deepEqual((await vipsOn(l.a, l.ifA)).filter((a) => a.startsWith(`${vip}/`)), []);
 });

@@ -126,7 +126,7 @@ export class LinuxTakeover implements IdentityTakeover {
   /**
    * `ip addr add` (an address already there, left by a crash, counts as added), then the first
    * gratuitous ARP burst; resolves once arping has started, rejects with TakeoverError when the
-   * address cannot be added or arping cannot be started. The burst's own failure, and the second
+   * address cannot be added or arping cannot be started (the address is removed again then). The burst's own failure, and the second
    * burst's, go to `onError`.
    */
   acquire(): Promise<void> {
@@ -136,7 +136,14 @@ export class LinuxTakeover implements IdentityTakeover {
       const r = await run('ip', args, IP_TIMEOUT_MS);
       if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
       this.#held = true;
-      await this.#burst(true);
+      try {
+        await this.#burst(true);
+      } catch (err) {
+        // Not announced: the address comes off again, or a failed takeover would leave it here.
+        this.#held = false;
+        await run('ip', this.#ipArgs('del'), IP_TIMEOUT_MS);
+        throw err;
+      }
       if (this.#delayMs > 0 && this.#held) {
         this.#second = this.#o.clock.setTimeout(() => {
           this.#second = null;

@@ -363,3 +363,44 @@ test('a backend killed mid-session: the session re-pins, its media follows to th
     [0, 1, 2, 3, 4].map((i) => `RTP ${id2} ${i}`),
   );
 });
+
+test('SETUPs naming no session on a connection whose session is named: each refused one (453) closes the session it opened, so the table does not fill (review finding 6)', async (t) => {
+  const base = relayBase();
+  const b0 = await startRtspServer(t, { label: 'b0' });
+  const config = rtspConfig({ backends: [b0], media: { portMin: base, portMax: base + 1 } }).services[0]!;
+  const backends = [new Backend(config.name, 'b0', '127.0.0.1', b0.port, 1, 0, null)];
+  const balancer = createBalancer<Backend>(config.balancer);
+  balancer.update(backends);
+  const layer = createSessionLayer(config, backends, balancer, realClock);
+  const rt: ServiceRuntime = {
+    config,
+    backends,
+    balancer,
+    failures: { reportFailure() {}, reportSuccess() {} },
+    clock: realClock,
+    sessions: layer.sessions,
+    flows: layer.flows,
+    admission: ADMIT_ALL,
+  };
+  const fwd = new RtspForwarder(rt);
+  const listener = await listen('127.0.0.1:0', fwd);
+  const c = await RtspClient.connect(t, listener.address.port);
+  t.after(async () => {
+    c.socket.destroy();
+    await listener.close();
+    fwd.destroy();
+    await fwd.close();
+    layer.close();
+  });
+  const table = layer.sessions.table;
+  const m = await mediaClient(t);
+  // The first SETUP takes the only relay pair and names the connection's session.
+  assert.equal((await setUp(c, m)).setup.status, 200);
+  assert.equal(table.size, 1);
+  for (let i = 0; i < 5; i++) {
+    const { setup } = await setUp(c, m);
+    assert.equal(setup.status, 453);
+    assert.equal(table.size, 1, `after refused SETUP ${i + 1}`);
+  }
+  assert.equal(b0.requests.filter((r) => r.method === 'SETUP').length, 1);
+});

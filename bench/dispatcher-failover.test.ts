@@ -1,13 +1,14 @@
 /**
- * @module Tests of the dispatcher-failover benchmark's SIP ALG part (seed 004): the Call-ID and
- * statistics-row arithmetic behind the loss ratio, the knobs, the table, and one tiny real run
- * (sipp through two real dispatcher processes, a SIGKILL) of the no-standby and replicated cases.
+ * @module Tests of the dispatcher-failover benchmark: the takeover modes' knob and table; of its SIP
+ * ALG part (seed 004): the Call-ID and statistics-row arithmetic behind the loss ratio, the knobs, the
+ * table, and one tiny real run (sipp through two real dispatcher processes, a SIGKILL) of the
+ * no-standby and replicated cases.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SippStats } from '../test/helpers/sipp.js';
 import { which } from './lib/procs.js';
-import { SIP_DEFAULTS, callNumber, countAtKill, formatSip, optionsFromEnv, runSip, type SipOptions, type SipRow } from './dispatcher-failover.js';
+import { SIP_DEFAULTS, callNumber, countAtKill, formatSip, formatTakeover, optionsFromEnv, runSip, type SipOptions, type SipRow } from './dispatcher-failover.js';
 
 function row(atMs: number, created: number, current: number, failed: number): SippStats {
   return {
@@ -56,6 +57,18 @@ test('optionsFromEnv: parts, rates and cases, with clear errors', () => {
   assert.throws(() => optionsFromEnv({ BENCH_HA_SIP_CASES: 'standby' }), /BENCH_HA_SIP_CASES: expected a list of none, no-replication, replication, received "standby"/);
   assert.throws(() => optionsFromEnv({ BENCH_HA_SIP_RATES: '0' }), /BENCH_HA_SIP_RATES/);
   assert.throws(() => optionsFromEnv({ BENCH_HA_PARTS: 'all' }), /BENCH_HA_PARTS/);
+});
+
+test('takeover modes: both by default, a chosen list, a clear error; one table row per mode, the skip reason under it', () => {
+  assert.deepEqual(optionsFromEnv({}).modes, ['loopback', 'linux']);
+  assert.deepEqual(optionsFromEnv({ BENCH_HA_MODES: 'linux' }).modes, ['linux']);
+  assert.throws(() => optionsFromEnv({ BENCH_HA_MODES: 'vrrp' }), /BENCH_HA_MODES: expected a list of loopback, linux, received "vrrp"/);
+  const text = formatTakeover(
+    [{ mode: 'loopback', intervalMs: 20, trials: 30, lost: 0, p50: 70, p99: 82.44, max: 82.44 }],
+    ['linux mode skipped: needs root (ip netns, ip addr add, arping)'],
+  );
+  assert.match(text, /\| loopback \| 20 ms \| 30 \| 0 \| 70\.0 \| 82\.4 \| 82\.4 \|/);
+  assert.match(text, /linux mode skipped: needs root/);
 });
 
 test('formatSip: one row per rate and case, the loss ratio and the target verdict over the replicated runs', () => {

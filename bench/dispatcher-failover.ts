@@ -1,8 +1,10 @@
 /**
- * @module Dispatcher failover (issue 7), loopback takeover, in two parts.
+ * @module Dispatcher failover (issue 7), in two parts.
  *
- * `takeover`: two `holdfast dispatcher` processes in one election group whose 127/8 VIP carries a
- * UDP service in front of two echo backends; a client sends a datagram to the VIP every 1 ms. Each
+ * `takeover`, in each of BENCH_HA_MODES: `loopback`, two `holdfast dispatcher` processes in one
+ * election group whose 127/8 VIP carries a UDP service in front of two echo backends; `linux` (root,
+ * ip and arping), the same between network namespaces with `ip addr add` + gratuitous ARP takeover
+ * (`runLinuxInterval`); a client sends a datagram to the VIP every 1 ms. Each
  * trial SIGKILLs the master and measures, on the client, the time from the kill to the first reply
  * to a datagram sent after it (only the new master can have forwarded it); the killed dispatcher is
  * then restarted as a backup without preemption, and the next trial kills the other one. p50/p99
@@ -16,22 +18,27 @@
  * no standby), `no-replication` (a standby with `replicateState: false`: it takes the VIP, not the
  * calls' pins) and `replication` (a standby with the state replicated).
  *
- *   node dist/bench/dispatcher-failover.js   (BENCH_HA_PARTS=takeover,sip; BENCH_HA_TRIALS=30,
+ *   node dist/bench/dispatcher-failover.js   (BENCH_HA_PARTS=takeover,sip; BENCH_HA_MODES=loopback,linux; BENCH_HA_TRIALS=30,
  *     BENCH_HA_INTERVALS=20,10,5; BENCH_HA_SIP_RATES=50,100,200, BENCH_HA_SIP_CASES=none,no-replication,replication,
  *     BENCH_HA_SIP_CALL_MS=2500, BENCH_HA_SIP_SECONDS=6, BENCH_HA_SIP_RECV_TIMEOUT_MS=3000,
  *     BENCH_HA_SIP_INTERVAL_MS=20, BENCH_HA_SIP_NO_RETRANS=1 for the paper's uac without retransmissions)
  */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import { envInt } from './lib/env.js';
 import { haConfig, startHaDispatcher, type HaDispatcher } from './lib/ha-cluster.js';
 import { runIfMain } from './lib/main.js';
-import { makeTempDir, removeTempDir } from './lib/procs.js';
+import { makeTempDir, removeTempDir, startProcess, which, type Proc } from './lib/procs.js';
 import { fixture, startUac, startUas, type SippResult, type SippStats, type SippUac, type SippUas } from '../test/helpers/sipp.js';
+import { run as runCommand } from '../test/helpers/cluster-procs.js';
 import { bindUdpEcho } from '../test/helpers/udp-echo.js';
 
 export const PARTS = ['takeover', 'sip'] as const;
 export type Part = (typeof PARTS)[number];
+/** Takeover modes of the `takeover` part: the 127/8 alias, or `ip addr add` + gratuitous ARP in namespaces. */
+export const MODES = ['loopback', 'linux'] as const;
+export type Mode = (typeof MODES)[number];
 /** The paper's three failure cases (seed 004, section 3: i, ii, iii). */
 export const SIP_CASES = ['none', 'no-replication', 'replication'] as const;
 export type SipCase = (typeof SIP_CASES)[number];
@@ -54,6 +61,8 @@ export interface SipOptions {
 
 export interface Options {
   parts: Part[];
+  /** Takeover modes of the `takeover` part (linux mode skipped, with the reason, when not root or without ip/arping). */
+  modes: Mode[];
   trials: number;
   intervalsMs: number[];
   sip: SipOptions;
@@ -91,6 +100,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   }
   return {
     parts: listOf('BENCH_HA_PARTS', env['BENCH_HA_PARTS'], PARTS) ?? [...PARTS],
+    modes: listOf('BENCH_HA_MODES', env['BENCH_HA_MODES'], MODES) ?? [...MODES],
     trials: envInt(env, 'BENCH_HA_TRIALS', 1) ?? 30,
     intervalsMs: list.length > 0 ? list : [20],
     sip: {
@@ -106,8 +116,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
 }
 
 export interface Row {
+  mode: Mode;
   intervalMs: number;
+  /** Trials with a reply after the kill (the figures are over these). */
   trials: number;
+  /** Trials with no reply within HA_WAIT_MS of the kill. */
+  lost: number;
   p50: number;
   p99: number;
   max: number;
@@ -190,7 +204,7 @@ async function runInterval(intervalMs: number, trials: number): Promise<Row> {
     removeTempDir(dir);
   }
   const sorted = gaps.filter(Number.isFinite).sort((a, b) => a - b);
-  return { intervalMs, trials: sorted.length, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.at(-1) ?? NaN };
+  return { mode: 'loopback', intervalMs, trials: sorted.length, lost: gaps.length - sorted.length, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.at(-1) ?? NaN };
 }
 
 // ---------------------------------------------------------------- the SIP ALG experiment
@@ -367,17 +381,259 @@ export async function runSip(o: SipOptions, log: (line: string) => void = (l) =>
   return rows;
 }
 
+// ---------------------------------------------------------------- linux takeover in namespaces
+
+/** Why linux mode cannot run here, or null when it can. */
+export function linuxSkipReason(): string | null {
+  if (process.getuid?.() !== 0) return 'needs root (ip netns, ip addr add, arping)';
+  for (const cmd of ['ip', 'arping']) if (which(cmd) === null) return `${cmd} is not installed`;
+  return null;
+}
+
+const LINUX_SERVICE_PORT = 5000;
+const LINUX_ECHO_PORT = 7000;
+const LINUX_ELECTION_PORT = 7700;
+
+async function must(command: string, ...args: string[]): Promise<string> {
+  const r = await runCommand(command, args);
+  if (r.code !== 0) throw new Error(`${command} ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+interface NsNode {
+  ns: string;
+  iface: string;
+  ip: string;
+}
+
+/**
+ * Sends `String(performance.now())` to VIP:port every 1 ms from inside the client namespace. On a
+ * stdin line `kill <pid>` it notes the time and SIGKILLs the master itself (same pid namespace), so
+ * the kill and the first-reply clock are one clock with no pipe latency between them; it prints
+ * `gap <ms>` for the first reply to a datagram sent more than 1 ms after the kill. `echo` once the
+ * first reply ever comes back.
+ */
+function linuxClientScript(vip: string, port: number): string {
+  return `const s = require('dgram').createSocket('udp4');
+let killedAt = Infinity, seen = false;
+s.on('error', () => {});
+s.on('message', (m) => {
+  if (!seen) { seen = true; console.log('echo'); }
+  const sent = Number(m.toString('latin1'));
+  if (sent > killedAt + 1) { console.log('gap ' + (performance.now() - killedAt)); killedAt = Infinity; }
+});
+s.bind(0, () => setInterval(() => s.send(String(performance.now()), ${port}, '${vip}'), 1));
+let buf = '';
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  buf += d;
+  let nl;
+  while ((nl = buf.indexOf('\\n')) >= 0) {
+    const [cmd, arg] = buf.slice(0, nl).split(' ');
+    buf = buf.slice(nl + 1);
+    if (cmd === 'kill') { killedAt = performance.now(); try { process.kill(Number(arg), 'SIGKILL'); } catch (e) { console.log('error ' + e.message); } }
+  }
+});
+process.stdin.on('end', () => process.exit(0));`;
+}
+
+/**
+ * Linux takeover (src/takeover/linux.ts: `ip addr add` of the VIP on the master's interface, then
+ * gratuitous ARP) between network namespaces of its own, laid out as test/e2e/dispatcher-ha-netns.test.ts:
+ * a switch namespace with a bridge; client, d1, d2 and backend namespaces joined to it by veths; the
+ * client accepts gratuitous ARP (arp_accept=1). Same trial as `runInterval`; the first reply after the
+ * kill needs the new master's gratuitous ARP to have repointed the client's neighbour cache. The
+ * namespaces (hence bridge and veths) and every process are removed on every path, an exit hook
+ * included.
+ */
+async function runLinuxInterval(intervalMs: number, trials: number): Promise<Row> {
+  const tag = randomBytes(3).toString('hex');
+  const made: string[] = [];
+  const dropAll = (): void => {
+    for (const ns of made) spawnSync('ip', ['netns', 'del', ns]);
+    made.length = 0;
+  };
+  process.on('exit', dropAll);
+  const dir = makeTempDir('holdfast-bench-ha-linux');
+  const nodes: (HaDispatcher | null)[] = [null, null];
+  let echo: Proc | null = null;
+  let client: ChildProcess | null = null;
+  const gaps: number[] = [];
+  let lost = 0;
+  /** Times the group changed master between a restart and the next kill. */
+  let flaps = 0;
+  try {
+    const sw = `hf-hb-sw-${tag}`;
+    await must('ip', 'netns', 'add', sw);
+    made.push(sw);
+    const br = `hfbb${tag}`;
+    await must('ip', '-n', sw, 'link', 'add', br, 'type', 'bridge');
+    await must('ip', '-n', sw, 'link', 'set', br, 'up');
+    const subnet = `10.${64 + (parseInt(tag.slice(0, 2), 16) % 64)}.${parseInt(tag.slice(2, 4), 16)}`;
+    const node = async (role: string, host: number): Promise<NsNode> => {
+      const ns = `hf-hb-${role}-${tag}`;
+      await must('ip', 'netns', 'add', ns);
+      made.push(ns);
+      const iface = `hb${role}${tag}`;
+      const port = `hp${role}${tag}`;
+      await must('ip', 'link', 'add', port, 'netns', sw, 'type', 'veth', 'peer', 'name', iface, 'netns', ns);
+      await must('ip', '-n', sw, 'link', 'set', port, 'master', br);
+      await must('ip', '-n', sw, 'link', 'set', port, 'up');
+      const ip = `${subnet}.${host}`;
+      await must('ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', iface);
+      await must('ip', '-n', ns, 'link', 'set', iface, 'up');
+      await must('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+      return { ns, iface, ip };
+    };
+    const c = await node('c', 10);
+    await must('ip', 'netns', 'exec', c.ns, 'sysctl', '-qw', `net.ipv4.conf.${c.iface}.arp_accept=1`);
+    const d = [await node('d1', 1), await node('d2', 2)];
+    const b = await node('b', 20);
+    const vip = `${subnet}.100`;
+
+    echo = await startProcess({
+      name: 'echo',
+      command: 'ip',
+      args: ['netns', 'exec', b.ns, process.execPath, '-e',
+        `const s = require('dgram').createSocket('udp4'); s.on('message', (m, r) => s.send(m, r.port, r.address)); s.bind(${LINUX_ECHO_PORT}, '${b.ip}', () => console.log('listening'));`],
+      readyLine: /^listening$/m,
+    });
+    const key = randomBytes(32);
+    const config = (i: number): string =>
+      haConfig({
+        id: i + 1,
+        priority: 100,
+        preempt: false,
+        advertIntervalMs: intervalMs,
+        listen: `${d[i]!.ip}:${LINUX_ELECTION_PORT}`,
+        peers: [`${d[1 - i]!.ip}:${LINUX_ELECTION_PORT}`],
+        vip: `${vip}/24`,
+        takeover: 'linux',
+        interface: d[i]!.iface,
+        services: [
+          {
+            name: 'echo',
+            protocol: 'udp',
+            listen: `${vip}:${LINUX_SERVICE_PORT}`,
+            health: { probe: { type: 'udp' } },
+            backends: [{ id: 'echo', address: `${b.ip}:${LINUX_ECHO_PORT}` }],
+          },
+        ],
+      });
+    const start = async (i: number): Promise<HaDispatcher> =>
+      (nodes[i] = await startHaDispatcher({ name: `dispatcher-${i + 1}`, id: i + 1, dir, key, netns: d[i]!.ns, config: config(i) }));
+    await start(0);
+    await nodes[0]!.waitFor('taken', 0, HA_WAIT_MS);
+    await start(1);
+    await nodes[1]!.waitFor('backup', 0, HA_WAIT_MS);
+
+    const cl = spawn('ip', ['netns', 'exec', c.ns, process.execPath, '-e', linuxClientScript(vip, LINUX_SERVICE_PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    client = cl;
+    const lines: string[] = [];
+    const waiters = new Set<() => void>();
+    let partial = '';
+    cl.stdout!.setEncoding('utf8');
+    cl.stdout!.on('data', (s: string) => {
+      partial += s;
+      let nl: number;
+      while ((nl = partial.indexOf('\n')) >= 0) {
+        lines.push(partial.slice(0, nl));
+        partial = partial.slice(nl + 1);
+      }
+      for (const w of waiters) w();
+    });
+    const nextLine = (prefix: string, from: number, timeoutMs: number): Promise<string | null> =>
+      new Promise((resolve) => {
+        const check = (): void => {
+          const l = lines.slice(from).find((x) => x.startsWith(prefix));
+          if (l === undefined) return;
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(l);
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          resolve(null);
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    if ((await nextLine('echo', 0, HA_WAIT_MS)) === null) throw new Error(`linux mode: the client never reached ${vip}:${LINUX_SERVICE_PORT}`);
+
+    for (let trial = 0; trial < trials; trial++) {
+      // One master, one backup, still so after the pause (a backup restarted on a busy machine may
+      // miss adverts and take over once; the epoch rule then leaves one master).
+      let master = -1;
+      for (const deadline = Date.now() + HA_WAIT_MS; master < 0; ) {
+        const states = nodes.map((n) => n?.state());
+        const m = states.indexOf('master');
+        if (m >= 0 && states[1 - m] === 'backup') {
+          const seen = nodes.map((n) => n!.events.length);
+          await sleep(200 + randomInt(100));
+          if (nodes.every((n, i) => n!.events.slice(seen[i]).every((e) => e.what !== 'master' && e.what !== 'backup'))) master = m;
+          else flaps++;
+        } else if (Date.now() > deadline) throw new Error(`linux mode: no single master (${states.join(', ')})`);
+        else await sleep(10);
+      }
+      const backup = 1 - master;
+      const from = nodes[backup]!.events.length;
+      const at = lines.length;
+      const killWall = Date.now();
+      cl.stdin!.write(`kill ${nodes[master]!.proc.pid}\n`);
+      await nodes[master]!.proc.exited;
+      const taken = await nodes[backup]!.waitFor('taken', from, HA_WAIT_MS);
+      const line = await nextLine('gap ', at, HA_WAIT_MS);
+      const err = lines.slice(at).find((l) => l.startsWith('error '));
+      if (err) throw new Error(`linux mode: the client could not kill the master: ${err}`);
+      if (line === null) lost++;
+      else gaps.push(Number(line.slice(4)));
+      await nodes[master]!.proc.stop();
+      await start(master);
+      await nodes[master]!.waitFor('backup', 0, HA_WAIT_MS);
+      await nodes[master]!.waitFor('synced', 0, HA_WAIT_MS);
+      process.stderr.write(`dispatcher-failover linux ${intervalMs} ms adverts: trial ${trial + 1}/${trials}: ${line === null ? 'no reply' : `${Number(line.slice(4)).toFixed(1)} ms`} (VIP taken in the new master's log ${taken.time - killWall} ms after the kill)\n`);
+    }
+  } finally {
+    if (client && client.exitCode === null && client.signalCode === null) {
+      const gone = new Promise((r) => client!.once('exit', r));
+      client.kill('SIGKILL');
+      await gone;
+    }
+    await Promise.all(nodes.map((n) => n?.proc.stop()));
+    await echo?.stop();
+    for (const ns of made.reverse()) await runCommand('ip', ['netns', 'del', ns]);
+    made.length = 0;
+    process.off('exit', dropAll);
+    removeTempDir(dir);
+  }
+  if (flaps > 0) process.stderr.write(`dispatcher-failover linux ${intervalMs} ms adverts: ${flaps} restart(s) where the group changed master before a trial (waited for one master)\n`);
+  const sorted = gaps.sort((x, y) => x - y);
+  return { mode: 'linux', intervalMs, trials: sorted.length, lost, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.at(-1) ?? NaN };
+}
+
 export interface Report {
   settings: Options;
   takeover: Row[];
+  /** Why a takeover mode was not measured. */
+  skipped: string[];
   sip: SipRow[];
 }
 
 export async function run(o: Options): Promise<Report> {
   const takeover: Row[] = [];
-  if (o.parts.includes('takeover')) for (const ms of o.intervalsMs) takeover.push(await runInterval(ms, o.trials));
+  const skipped: string[] = [];
+  if (o.parts.includes('takeover')) {
+    if (o.modes.includes('loopback')) for (const ms of o.intervalsMs) takeover.push(await runInterval(ms, o.trials));
+    if (o.modes.includes('linux')) {
+      const why = linuxSkipReason();
+      if (why !== null) {
+        skipped.push(`linux mode skipped: ${why}`);
+        process.stderr.write(`dispatcher-failover: linux mode skipped: ${why}\n`);
+      } else for (const ms of o.intervalsMs) takeover.push(await runLinuxInterval(ms, o.trials));
+    }
+  }
   const sip = o.parts.includes('sip') ? await runSip(o.sip) : [];
-  return { settings: o, takeover, sip };
+  return { settings: o, takeover, skipped, sip };
 }
 
 const CASE_LABEL: Record<SipCase, string> = {
@@ -390,13 +646,17 @@ function pct(x: number | null): string {
   return x === null ? '–' : `${(x * 100).toFixed(2)} %`;
 }
 
-export function formatTakeover(rows: readonly Row[]): string {
+export function formatTakeover(rows: readonly Row[], skipped: readonly string[] = []): string {
   const lines = [
-    '| advert interval | trials | p50 ms | p99 ms | max ms |',
-    '|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.intervalMs} ms | ${r.trials} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} |`),
+    '| takeover | advert interval | trials | no reply | p50 ms | p99 ms | max ms |',
+    '|---|---:|---:|---:|---:|---:|---:|',
+    ...rows.map((r) => `| ${r.mode} | ${r.intervalMs} ms | ${r.trials} | ${r.lost} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} |`),
   ];
-  return `${lines.join('\n')}\n\nSIGKILL of the master → first reply to a datagram sent after the kill (client sends every 1 ms; loopback takeover, no preemption; the killed one restarted as backup between trials).\n`;
+  const notes = skipped.map((s) => `${s}\n`).join('');
+  return (
+    `${lines.join('\n')}\n\nSIGKILL of the master → first reply to a datagram sent after the kill (client sends every 1 ms; no preemption; the killed one restarted as backup between trials). ` +
+    `loopback: 127/8 VIP alias; linux: \`ip addr add\` + gratuitous ARP between network namespaces (client, two dispatchers, echo backend on one bridge).\n${notes}`
+  );
 }
 
 export function formatSip(rows: readonly SipRow[], o: SipOptions): string {
@@ -428,7 +688,7 @@ export function formatSip(rows: readonly SipRow[], o: SipOptions): string {
 
 export function formatTable(r: Report): string {
   const parts: string[] = [];
-  if (r.takeover.length > 0) parts.push(formatTakeover(r.takeover));
+  if (r.takeover.length > 0 || r.skipped.length > 0) parts.push(formatTakeover(r.takeover, r.skipped));
   if (r.sip.length > 0) parts.push(formatSip(r.sip, r.settings.sip));
   return parts.join('\n');
 }

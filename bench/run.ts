@@ -11,6 +11,7 @@ import * as httpProxy from './http-proxy.js';
 import * as overload from './overload.js';
 import * as udpRelay from './udp-relay.js';
 import * as replication from './replication.js';
+import * as replicationCost from './replication-cost.js';
 import * as sessionTable from './session-table.js';
 import * as sip from './sip.js';
 import * as sipMedia from './sip-media.js';
@@ -52,7 +53,7 @@ export const BENCHMARKS: readonly Benchmark[] = [
   },
   {
     name: 'dispatcher-failover',
-    title: 'Replicated dispatchers: SIGKILL of the master → first datagram forwarded through the VIP by the new master (loopback takeover); the SIP ALG paper’s call-loss ratio at 50/100/200 calls/s, no standby vs standby without and with state replication',
+    title: 'Replicated dispatchers: SIGKILL of the master → first datagram forwarded through the VIP by the new master (loopback and Linux takeover); the SIP ALG paper’s call-loss ratio at 50/100/200 calls/s, no standby vs standby without and with state replication',
     run: async () => dispatcherFailover.formatTable(await dispatcherFailover.run(dispatcherFailover.optionsFromEnv())),
   },
   {
@@ -84,6 +85,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'replication',
     title: 'Session-state replication: reintegration (snapshot of 10k sessions + 10k flows over TCP) and ns per change on the data path',
     run: async () => replication.formatTable(await replication.run(replication.optionsFromEnv(), (line) => process.stderr.write(`${line}\n`))),
+  },
+  {
+    name: 'replication-cost',
+    title: 'Replication cost on the data path: HTTP req/s and SIP zero-failure call rate through the VIP, master with a replicating backup vs replication off',
+    run: async () => replicationCost.formatTable(await replicationCost.run(replicationCost.optionsFromEnv())),
   },
   {
     name: 'overload',

@@ -8,8 +8,8 @@
  *                    ──► holdfast: holdfast dispatcher ──► uas b0, b1, b2 (round robin per Call-ID)
  *   kill:   sipp uac (rate R, calls of L ms) ──► holdfast ──► b0, b1 (SIGKILL mid-run), b2
  *
- * - Backends: `startSipBackend` (test/helpers/sipp.ts): a uas on UDP and one on TCP at one port, so
- *   holdfast's TCP health probe finds them up (the probe has no UDP kind); a kill stops both. Their
+ * - Backends: `startSipBackend` (test/helpers/sipp.ts): a uas on UDP and one on TCP at one port (the
+ *   TCP leg of the bench needs the TCP one); a kill stops both. Their
  *   scenario is test/fixtures/sipp/uas-481.xml: sipp's built-in uas, plus a 481 to a BYE of a call it
  *   does not know (RFC 3261 12.2.2) — the built-in answers such a BYE 200 OK, which would make a call
  *   whose backend died look successful once holdfast re-pins its BYE to a live backend.

@@ -13,6 +13,8 @@ import type { StatusSnapshot } from '../../src/admin/status.js';
 import { startProcess, type Proc } from './procs.js';
 
 const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
+/** src/dispatcher/groups.ts's log line when a peer's state snapshot has been applied. */
+const SYNCED_MSG = 'replicated state synced';
 /** Node start plus module loading on two shared cores. */
 export const HA_START_TIMEOUT_MS = 15_000;
 
@@ -66,7 +68,7 @@ export function haConfig(o: HaNodeOptions): string {
 }
 
 export interface GroupEvent {
-  /** 'master' | 'backup' | 'taken' (VIP bound) | 'released' | 'failed'. */
+  /** 'master' | 'backup' | 'taken' (VIP bound) | 'released' | 'failed' | 'synced' (a peer's replicated snapshot applied here). */
   what: string;
   epoch?: number;
   reason?: string;
@@ -129,11 +131,11 @@ export async function startHaDispatcher(o: { name: string; id: number; dir: stri
     while ((nl = partial.indexOf('\n')) >= 0) {
       const line = partial.slice(0, nl);
       partial = partial.slice(nl + 1);
-      if (!line.startsWith('{') || !line.includes('"group"')) continue;
+      if (!line.startsWith('{') || !(line.includes('"group"') || line.includes(SYNCED_MSG))) continue;
       try {
         const j = JSON.parse(line) as { msg?: string; state?: string; epoch?: number; reason?: string; time?: number };
         const msg = j.msg ?? '';
-        const what = j.state ?? (msg.endsWith('VIP taken') ? 'taken' : msg.endsWith('VIP released') ? 'released' : msg.includes('failed') ? 'failed' : null);
+        const what = j.state ?? (msg === SYNCED_MSG ? 'synced' : msg.endsWith('VIP taken') ? 'taken' : msg.endsWith('VIP released') ? 'released' : msg.includes('failed') ? 'failed' : null);
         if (what === null) continue;
         events.push({ what, ...(j.epoch !== undefined ? { epoch: j.epoch } : {}), ...(j.reason ? { reason: j.reason } : {}), seenAt: Date.now(), time: j.time ?? 0 });
       } catch {

@@ -208,6 +208,42 @@ test('only the announced client host latches: a third party on another address s
   assert.equal(backendRx.received.length, 0);
 });
 
+test('a NATed client announcing its private address latches from its signalling host; a third host is still dropped', async (t) => {
+  const { relay: r, flows } = await relay(t, 2);
+  const stream = (await r.allocate(1))!;
+  const client = await peer(t, '127.0.0.1');
+  const attacker = await peer(t, '127.0.0.2');
+  const backend = await peer(t, '127.0.0.3');
+  const changes: RelayChange[] = [];
+  r.onChange((c) => changes.push(c));
+  // SDP names the private 10.1.2.3:4000; the client's SIP came from 127.0.0.1 (its public address).
+  stream.setClient('10.1.2.3', 4000, 4001, '127.0.0.1');
+  stream.setBackend('127.0.0.3', backend.port);
+  send(attacker, stream.rtpPort, 'hijack-1');
+  await handled(r, 1);
+  assert.equal(r.stats.droppedPackets, 1);
+  send(client, stream.rtpPort, 'a');
+  assert.deepEqual(await nextWithin(backend, 'client media at the backend'), { data: 'a', port: stream.rtpPort });
+  send(backend, stream.rtpPort, 'b');
+  assert.deepEqual(await nextWithin(client, 'backend media at the latched client'), { data: 'b', port: stream.rtpPort });
+  send(attacker, stream.rtpPort, 'hijack-2');
+  await handled(r, 4);
+  assert.equal(r.stats.droppedPackets, 2);
+  assert.equal(r.stats.relayedPackets, 2);
+  assert.equal(attacker.received.length, 0);
+  assert.equal(backend.received.length, 0);
+  // The flow moved from the announced private address to the latched public source, and was replicated so.
+  assert.equal(flows.lookup(addressKey('10.1.2.3'), 4000, addressKey('127.0.0.1'), stream.rtpPort, PROTO_UDP), -1);
+  const f = flows.lookup(addressKey('127.0.0.1'), client.port, addressKey('127.0.0.1'), stream.rtpPort, PROTO_UDP);
+  assert.equal(flows.role(f), 'secondary');
+  const last = changes.filter((c) => c.type === 'update' && c.state.port === stream.rtpPort).at(-1);
+  assert.deepEqual(last?.type === 'update' && { host: last.state.clientHost, port: last.state.clientPort }, { host: '127.0.0.1', port: client.port });
+  // A re-INVITE announcing the same SDP keeps the latch: the backend's media still reaches the client.
+  stream.setClient('10.1.2.3', 4000, 4001, '127.0.0.1');
+  send(backend, stream.rtpPort, 'c');
+  assert.deepEqual(await nextWithin(client, 'backend media after re-announcement'), { data: 'c', port: stream.rtpPort });
+});
+
 test('datagrams are dropped before the far side is known, and above maxDatagramBytes', async (t) => {
   const { relay: r } = await relay(t, 2, { maxDatagramBytes: 200 });
   const stream = (await r.allocate(1))!;

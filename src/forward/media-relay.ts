@@ -8,11 +8,13 @@
  * backend's host (any port: a media server may send from another port than it announces) goes to the
  * client; a datagram from the announced client's host is the client side and goes to the backend;
  * anything else (another IP) is dropped — a third party that sends first to a predictable relay port
- * never captures the stream. When client and backend share a host, only the backend's announced port
- * is the backend side. The client's port latches to the first datagram from the client's host
- * (symmetric RTP, RFC 4961 §3: NATed clients send from other ports than they announce); after that,
- * other ports are dropped. Until the far side of a datagram is known (no backend announced yet, no
- * client announced), the datagram is dropped. Every drop is counted (`stats.droppedPackets`).
+ * never captures the stream. The client's host is the one its SDP announces or, for a client behind
+ * NAT whose SDP carries its private address, the host its signalling comes from (setClient's
+ * signallingHost). When client and backend share a host, only the backend's announced port is the
+ * backend side. The client's address latches to the first datagram from either client host
+ * (symmetric RTP, RFC 4961 §3: NATed clients send from other addresses than they announce); after
+ * that, other sources are dropped. Until the far side of a datagram is known (no backend announced
+ * yet, no client announced), the datagram is dropped. Every drop is counted (`stats.droppedPackets`).
  *
  * Flows (SARA III.A): each stream inserts an announced flow <client ip:port, relay ip:port, udp> for
  * RTP and one for RTCP, tied to its session; a datagram on the socket marks it seen (announced →
@@ -74,8 +76,12 @@ export interface RelayStream {
   readonly rtpPort: number;
   /** True once released (session end, idle timeout, relay closed): its ports may serve another stream. */
   readonly released: boolean;
-  /** Where media from the backend is sent (the client's announced address), RTCP at rtcpPort. */
-  setClient(host: string, rtpPort: number, rtcpPort?: number): void;
+  /**
+   * Where media from the backend is sent (the client's announced address), RTCP at rtcpPort, until
+   * the client's media latches. `signallingHost`: the source host of the client's signalling, the
+   * other host the client's media may come from (a NATed client announces its private address).
+   */
+  setClient(host: string, rtpPort: number, rtcpPort?: number, signallingHost?: string | null): void;
   /** Where media from the client is sent (the backend's announced address). */
   setBackend(host: string, rtpPort: number, rtcpPort?: number): void;
   release(): void;
@@ -111,6 +117,11 @@ class RelayPort {
   /** Where datagrams from the backend go: the announced client address, then the latched source. */
   clientHost: string | null = null;
   clientPort = 0;
+  /** The client's announced address (clientHost/clientPort until the latch). */
+  announcedHost: string | null = null;
+  announcedPort = 0;
+  /** The client's signalling source host: its media is accepted from there too; null: none. */
+  signallingHost: string | null = null;
   latched = false;
   flow: FlowHandle = NO_FLOW;
 
@@ -134,10 +145,10 @@ class Stream implements RelayStream {
     this.lastActivity = now;
   }
 
-  setClient(host: string, rtpPort: number, rtcpPort: number = rtpPort + 1): void {
+  setClient(host: string, rtpPort: number, rtcpPort: number = rtpPort + 1, signallingHost: string | null = null): void {
     if (this.released) return;
-    this.relay.announceClient(this, this.rtp, host, rtpPort);
-    this.relay.announceClient(this, this.rtcp, host, rtcpPort);
+    this.relay.announceClient(this, this.rtp, host, rtpPort, signallingHost);
+    this.relay.announceClient(this, this.rtcp, host, rtcpPort, signallingHost);
   }
 
   setBackend(host: string, rtpPort: number, rtcpPort: number = rtpPort + 1): void {
@@ -348,9 +359,16 @@ export class MediaRelay {
     await Promise.all(all.map((s) => this.releaseStream(s)));
   }
 
-  /** @internal Stream.setClient: a new announced client address resets the latch and re-keys the flow. */
-  announceClient(stream: Stream, port: RelayPort, host: string, clientPort: number): void {
-    if (port.clientHost === host && port.clientPort === clientPort && (port.latched || port.flow !== NO_FLOW)) return;
+  /**
+   * @internal Stream.setClient: a new announced client address resets the latch and re-keys the
+   * flow; the same one again (a re-INVITE) keeps the latch.
+   */
+  announceClient(stream: Stream, port: RelayPort, host: string, clientPort: number, signallingHost: string | null = null): void {
+    const sameSignalling = signallingHost === null || signallingHost === port.signallingHost;
+    if (port.announcedHost === host && port.announcedPort === clientPort && sameSignalling && (port.latched || port.flow !== NO_FLOW)) return;
+    port.announcedHost = host;
+    port.announcedPort = clientPort;
+    if (signallingHost !== null) port.signallingHost = signallingHost;
     port.clientHost = host;
     port.clientPort = clientPort;
     port.latched = false;
@@ -392,7 +410,8 @@ export class MediaRelay {
     }
     const socket = port.socket;
     if (socket === null) return;
-    const fromBackend = port.backendHost !== null && host === port.backendHost && (srcPort === port.backendPort || host !== port.clientHost);
+    const clientSide = host === port.clientHost || (!port.latched && host === port.signallingHost);
+    const fromBackend = port.backendHost !== null && host === port.backendHost && (srcPort === port.backendPort || !clientSide);
     if (fromBackend) {
       if (port.clientHost === null) {
         this.dropped++;
@@ -400,13 +419,14 @@ export class MediaRelay {
       }
       this.forward(socket, msg, port.clientPort, port.clientHost);
     } else {
-      if (port.clientHost === null || host !== port.clientHost) {
+      if (port.clientHost === null || !clientSide) {
         this.dropped++;
         return;
       }
       if (!port.latched) {
         port.latched = true;
-        if (srcPort !== port.clientPort) {
+        if (srcPort !== port.clientPort || host !== port.clientHost) {
+          port.clientHost = host;
           port.clientPort = srcPort;
           this.trackFlow(stream, port, host, srcPort);
           this.changed(stream, port);

@@ -4,8 +4,9 @@
  * direction, announces media streams; each relayable stream (sessions/sdp.ts) gets a port pair of the
  * service's MediaRelay — one per m= line index, kept for the whole session — and the SDP is rewritten
  * to the relay's advertised address and ports (m=, c=, a=rtcp; Content-Length fixed). SDP from the
- * client sets where the relay sends the backend's media (setClient); SDP from the backend sets where
- * the client's media goes (setBackend). So offers and answers work whoever makes them (a backend's
+ * client sets where the relay sends the backend's media (setClient, with the host the client's
+ * signalling comes from, so that a client behind NAT whose SDP names its private address is latched
+ * from its public one); SDP from the backend sets where the client's media goes (setBackend). So offers and answers work whoever makes them (a backend's
  * re-INVITE, a late offer in a 200 answered in the ACK), and a re-INVITE or UPDATE that changes ports
  * updates the same streams' far ends.
  *
@@ -149,6 +150,7 @@ export class SipMediaGateway {
     }
     const session = ms;
     const media = parsed.sdp.media;
+    const signallingHost = from === 'client' ? this.clientSignallingHost(h) : null;
     const needed: number[] = [];
     for (const md of media) {
       if (!md.relayable || md.index >= MEDIA_STREAMS_PER_SESSION) continue;
@@ -164,7 +166,7 @@ export class SipMediaGateway {
           targets.push(null);
           continue;
         }
-        if (from === 'client') s.setClient(md.address!, md.port, md.rtcpPort);
+        if (from === 'client') s.setClient(md.address!, md.port, md.rtcpPort, signallingHost);
         else s.setBackend(md.address!, md.port, md.rtcpPort);
         targets.push({ address: this.relay!.advertise, port: s.rtpPort });
       }
@@ -277,6 +279,17 @@ export class SipMediaGateway {
     } else if (c.type === 'repin') {
       this.relay!.moveSession(c.session, c.to.host);
     }
+  }
+
+  /**
+   * The source host of the session's latest client request, as the forwarder records it in the
+   * session's data (`transport port host`, sip-forwarder.ts): the address the client's packets really
+   * come from, unlike its Via or SDP, which a NATed client fills with its private address.
+   */
+  private clientSignallingHost(h: SessionHandle): string | null {
+    const data = this.rt.sessions.table.data(h);
+    const m = data === null ? null : /^(?:udp|tcp) \d{1,5} (\S+)$/.exec(data);
+    return m ? m[1]! : null;
   }
 
   /** `m` with `body` instead of its own (and Content-Length to match), parsed again. */

@@ -398,10 +398,11 @@ class ClientConn implements BackendConnOwner {
   private sessionBackend(avoid: Backend | null): Backend | null {
     const sessions = this.fwd.rt.sessions;
     const key = this.sessionKey!;
-    const known = sessions.table.find(key) !== NO_SESSION;
-    const opens = known || this.fwd.sessionCookie === null;
-    if (known || (opens && avoid === null)) {
-      const r = sessions.route(key, true);
+    const h = sessions.table.find(key);
+    const opens = h !== NO_SESSION || this.fwd.sessionCookie === null;
+    if (h !== NO_SESSION || (opens && avoid === null)) {
+      // One lookup: follow the session found, or open the one this key names.
+      const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key);
       if (r.type === 'refused') return r.reason === 'sessions-full' ? this.pickExcept(avoid) : null;
       if (r.backend !== avoid) return r.backend;
     }

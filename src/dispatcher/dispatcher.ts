@@ -21,10 +21,10 @@ import { UdpForwarder } from '../forward/udp-forwarder.js';
 import { SipForwarder } from '../forward/sip-forwarder.js';
 import { RtspForwarder } from '../forward/rtsp-forwarder.js';
 import { listen, type Listener } from '../forward/listener.js';
-import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
+import type { SessionLayer } from '../sessions/index.js';
 import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import type { TimerHandle } from '../core/clock.js';
-import type { Forwarder, ServiceRuntime } from '../forward/service-runtime.js';
+import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../forward/service-runtime.js';
 import { createMetrics } from '../admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
 import { subscribeLogs, type Logger } from '../admin/log.js';
@@ -109,9 +109,8 @@ function buildService(config: ServiceConfig, clock: Clock): Service {
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);
   monitor.onChange(rebuild);
   const load = new LoadManager(config.name, backends, config.load, clock);
-  const sessions = createSessionLayer(config, backends, balancer, clock);
   const admission = createAdmission(config.name, config.admission, clock);
-  const runtime: ServiceRuntime = { config, backends, balancer, failures: monitor, clock, sessions: sessions.sessions, flows: sessions.flows, admission };
+  const { runtime, layer: sessions } = createServiceRuntime(config, backends, balancer, monitor, clock, admission);
   const forwarder = new FORWARDERS[config.protocol](runtime);
   monitor.onChange((b) => {
     if (b.state !== 'down') return;

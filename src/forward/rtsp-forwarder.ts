@@ -405,12 +405,8 @@ export class RtspForwarder implements Forwarder {
   /** Writes `q` to its session's current backend (connecting first), or answers 503 when none is left. */
   private send(conn: RtspConn, q: Queued): void {
     if (conn.done) return;
-    const table = this.rt.sessions.table;
-    let backend: Backend | undefined;
-    if (table.isOpen(q.session)) {
-      const route = this.rt.sessions.follow(q.session);
-      if (route.type !== 'refused') backend = route.backend;
-    }
+    const route = this.rt.sessions.follow(q.session);
+    const backend = route.type === 'refused' ? undefined : route.backend;
     if (!backend || q.attempt > this.rt.backends.length) {
       this.failPending(conn, q.cseq);
       return;

@@ -7,9 +7,10 @@ import type { BackendFailureKind } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { ServiceConfig } from '../config/schema.js';
 import type { HostPort } from '../core/address.js';
-import type { Admission } from '../admission/admission-controller.js';
+import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
 import type { Backend } from '../monitor/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
+import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { SessionRouter } from '../sessions/session-router.js';
 
 /** Passive detection input: the forwarder saw a backend refuse, reset or time out. */
@@ -34,6 +35,23 @@ export interface ServiceRuntime {
    * the traffic of an open one. ADMIT_ALL when services[].admission is off.
    */
   readonly admission: Admission;
+}
+
+/**
+ * The runtime of one service over a new session layer (flow table, session router, sweep): the one
+ * place it is assembled. The caller owns the layer (start() the sweep, close() it).
+ */
+export function createServiceRuntime(
+  config: ServiceConfig,
+  backends: readonly Backend[],
+  balancer: Balancer<Backend>,
+  failures: FailureSink,
+  clock: Clock,
+  admission: Admission = ADMIT_ALL,
+): { runtime: ServiceRuntime; layer: SessionLayer } {
+  const layer = createSessionLayer(config, backends, balancer, clock);
+  const runtime: ServiceRuntime = { config, backends, balancer, failures, clock, sessions: layer.sessions, flows: layer.flows, admission };
+  return { runtime, layer };
 }
 
 /** A forwarder takes accepted client sockets of one service (stream) and/or binds its own datagram socket. */

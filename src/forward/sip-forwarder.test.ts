@@ -19,10 +19,10 @@ import { channels, type MessageDropEvent, type SessionCloseEvent, type SessionRe
 import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
 import { Backend } from '../monitor/backend.js';
-import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
+import type { SessionLayer } from '../sessions/index.js';
 import { ADMIT_ALL, type Admission } from '../admission/index.js';
 import { parseSipMessage, SipStreamFramer, type SipMessage } from '../sessions/sip-message.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import { createServiceRuntime, type ServiceRuntime } from './service-runtime.js';
 import { DIALOG_LINGER_MS, HOLDFAST_BRANCH_PREFIX, HOLDFAST_TO_TAG, RETRY_AFTER_S, SipForwarder } from './sip-forwarder.js';
 import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP } from '../sessions/flow-table.js';
 import { NO_SESSION } from '../sessions/session-table.js';
@@ -141,32 +141,22 @@ async function makeRig(
   const balancer = createBalancer<Backend>('round-robin');
   const rebuild = (): void => balancer.update(backends.filter((b) => b.eligible));
   rebuild();
-  const layer = createSessionLayer(config, backends, balancer, clock);
   const failures: Rig['failures'] = [];
-  const runtime: ServiceRuntime = {
-    config,
-    backends,
-    balancer,
-    sessions: layer.sessions,
-    flows: layer.flows,
-    admission: ADMIT_ALL,
-    clock,
-    failures: {
-      reportFailure(backend, kind) {
-        failures.push({ id: backend.id, kind });
-        if (backend.state === 'down') return;
-        backend.state = 'down';
-        rebuild();
-        layer.sessions.backendDown(backend);
-        forwarder.backendDown(backend);
-      },
-      reportSuccess(backend) {
-        if (backend.state === 'up') return;
-        backend.state = 'up';
-        rebuild();
-      },
+  const { runtime, layer } = createServiceRuntime(config, backends, balancer, {
+    reportFailure(backend, kind) {
+      failures.push({ id: backend.id, kind });
+      if (backend.state === 'down') return;
+      backend.state = 'down';
+      rebuild();
+      layer.sessions.backendDown(backend);
+      forwarder.backendDown(backend);
     },
-  };
+    reportSuccess(backend) {
+      if (backend.state === 'up') return;
+      backend.state = 'up';
+      rebuild();
+    },
+  }, clock);
   const forwarder = new SipForwarder(runtime);
   let port: number;
   if (options.tcp) {

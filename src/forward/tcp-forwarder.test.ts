@@ -12,8 +12,6 @@ import { createHash } from 'node:crypto';
 import { randomBytes } from 'node:crypto';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
-import { createSessionLayer } from '../sessions/index.js';
-import { ADMIT_ALL } from '../admission/index.js';
 import { FakeClock, realClock } from '../core/clock.js';
 import type { Clock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
@@ -21,7 +19,7 @@ import type { ConnectionEvent, TcpSpliceEvent } from '../core/diagnostics.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
 import { Backend } from '../monitor/backend.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import { createServiceRuntime } from './service-runtime.js';
 import { TcpForwarder } from './tcp-forwarder.js';
 
 const MB = 1024 * 1024;
@@ -92,28 +90,18 @@ async function makeRig(
   rebuild();
   const failures: Rig['failures'] = [];
   const successes: string[] = [];
-  const layer = createSessionLayer(config, backends, balancer, options.clock ?? realClock);
-  const runtime: ServiceRuntime = {
-    config,
-    backends,
-    balancer,
-    sessions: layer.sessions,
-    flows: layer.flows,
-    admission: ADMIT_ALL,
-    clock: options.clock ?? realClock,
-    failures: {
-      reportFailure(backend, kind) {
-        failures.push({ id: backend.id, kind });
-        backend.state = 'down';
-        rebuild();
-      },
-      reportSuccess(backend) {
-        successes.push(backend.id);
-        backend.state = 'up';
-        rebuild();
-      },
+  const { runtime } = createServiceRuntime(config, backends, balancer, {
+    reportFailure(backend, kind) {
+      failures.push({ id: backend.id, kind });
+      backend.state = 'down';
+      rebuild();
     },
-  };
+    reportSuccess(backend) {
+      successes.push(backend.id);
+      backend.state = 'up';
+      rebuild();
+    },
+  }, options.clock ?? realClock);
   const forwarder = new TcpForwarder(runtime);
 
   const events: Rig['events'] = { open: [], close: [], splice: [] };

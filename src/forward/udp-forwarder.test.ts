@@ -18,9 +18,8 @@ import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../cor
 import type { BackendFailureKind } from '../core/errors.js';
 import { Backend } from '../monitor/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
-import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
-import { ADMIT_ALL } from '../admission/index.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import type { SessionLayer } from '../sessions/index.js';
+import { createServiceRuntime } from './service-runtime.js';
 import {
   createFlowSocketUpstream,
   PENDING_DATAGRAMS_PER_FLOW,
@@ -149,29 +148,19 @@ async function makeRig(
   const balancer = createBalancer<Backend>('round-robin');
   const rebuild = (): void => balancer.update(backends.filter((b) => b.eligible));
   rebuild();
-  const layer = createSessionLayer(config, backends, balancer, clock);
+  const failures: Rig['failures'] = [];
+  const { runtime, layer } = createServiceRuntime(config, backends, balancer, {
+    reportFailure(backend, kind) {
+      failures.push({ id: backend.id, kind });
+      backend.state = 'down';
+      rebuild();
+    },
+    reportSuccess(backend) {
+      backend.state = 'up';
+    },
+  }, clock);
   layer.start();
   t.after(() => layer.close());
-  const failures: Rig['failures'] = [];
-  const runtime: ServiceRuntime = {
-    config,
-    backends,
-    balancer,
-    clock,
-    sessions: layer.sessions,
-    flows: layer.flows,
-    admission: ADMIT_ALL,
-    failures: {
-      reportFailure(backend, kind) {
-        failures.push({ id: backend.id, kind });
-        backend.state = 'down';
-        rebuild();
-      },
-      reportSuccess(backend) {
-        backend.state = 'up';
-      },
-    },
-  };
   const forwarder = new UdpForwarder(runtime, options.upstream ? { upstream: options.upstream } : {});
   const address = await forwarder.bindDatagram({ host: options.listenHost ?? '127.0.0.1', port: 0 });
   t.after(() => forwarder.destroy());

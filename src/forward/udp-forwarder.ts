@@ -36,7 +36,6 @@ import { formatHostPort } from '../core/address.js';
 import type { Backend } from '../monitor/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import type { SessionRoute } from '../sessions/session-router.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
 
 /** Datagrams a flow may queue while its upstream socket binds and connects (one event-loop turn). */
@@ -385,10 +384,8 @@ export class UdpForwarder implements Forwarder {
       this.relays.set(h, flow);
     }
     flows.seen(h);
-    let route: SessionRoute;
-    if (flow.session !== NO_SESSION && sessions.table.isOpen(flow.session)) {
-      route = sessions.follow(flow.session);
-    } else {
+    let route = sessions.follow(flow.session);
+    if (route.type === 'refused' && route.reason === 'closed') {
       // The session idled out (sessions.sessionTimeoutMs) while the flow lived: a new one, on the
       // backend the flow still talks to (its state lives there) unless that one is down or detached.
       const at = flow.backend;

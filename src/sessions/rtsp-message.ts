@@ -28,8 +28,6 @@ export const RTSP_MAX_HEADER_LINES = 256;
 export const MAX_SESSION_ID_CHARS = 256;
 /** Transport specs looked at in one Transport header (the rest are passed through untouched). */
 export const MAX_TRANSPORT_SPECS = 32;
-/** The default RTSP port (RFC 2326 §3.2). */
-export const RTSP_DEFAULT_PORT = 554;
 
 export interface RtspHeader extends HeaderLine {
   /** Lower-case name as written. */
@@ -269,12 +267,6 @@ function parse(raw: Buffer): RtspMessage {
     length: bodyOffset + bodyLength,
     raw,
   };
-}
-
-/** The first header named `name` (lower-case), or undefined. */
-export function findRtspHeader(message: RtspMessage, name: string): RtspHeader | undefined {
-  for (const h of message.headers) if (h.name === name) return h;
-  return undefined;
 }
 
 /** A replacement of raw[start, end) by `text` (latin1). */

@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { FakeClock, realClock, type Clock } from '../core/clock.js';
 import { addressKey, FlowTable, PROTO_UDP } from '../sessions/flow-table.js';
 import { MediaRelay, type MediaRelayOptions, type RelayChange } from './media-relay.js';
+import { freeRange } from '../../test/helpers/free-ports.js';
 
 interface Peer {
   socket: dgram.Socket;
@@ -44,31 +45,6 @@ async function peer(t: TestContext, host = '127.0.0.1'): Promise<Peer> {
       return d ? Promise.resolve(d) : new Promise((resolve) => waiters.push(resolve));
     },
   };
-}
-
-/** A range of `pairs` free port pairs (bound then released) — tests run in parallel with others. */
-async function freeRange(pairs: number): Promise<{ portMin: number; portMax: number }> {
-  for (;;) {
-    const base = 30_000 + 2 * Math.floor(Math.random() * 15_000);
-    const sockets: dgram.Socket[] = [];
-    let ok = true;
-    for (let p = base; p < base + 2 * pairs && ok; p++) {
-      const s = dgram.createSocket('udp4');
-      s.on('error', () => {});
-      try {
-        await new Promise<void>((resolve, reject) => {
-          s.once('error', reject);
-          s.bind(p, '127.0.0.1', () => resolve());
-        });
-        sockets.push(s);
-      } catch {
-        ok = false;
-        s.close();
-      }
-    }
-    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (ok) return { portMin: base, portMax: base + 2 * pairs - 1 };
-  }
 }
 
 async function relay(t: TestContext, pairs: number, over: Partial<MediaRelayOptions> = {}, clock: Clock = realClock): Promise<{ relay: MediaRelay; flows: FlowTable }> {

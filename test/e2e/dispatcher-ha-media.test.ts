@@ -14,6 +14,7 @@ import { once } from 'node:events';
 import { test, type TestContext } from 'node:test';
 import { haConfig, startHaDispatcher, type HaDispatcher } from '../../bench/lib/ha-cluster.js';
 import { makeTempDir, removeTempDir } from '../../bench/lib/procs.js';
+import { freeSipPort, freeSipPorts } from '../helpers/sipp.js';
 
 const CRLF = '\r\n';
 
@@ -70,16 +71,6 @@ async function sock(t: TestContext): Promise<Sock> {
   };
 }
 
-function freeUdp(host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = dgram.createSocket('udp4');
-    s.once('error', reject);
-    s.bind(0, host, () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 function sdpOf(address: string, port: number): string {
   return ['v=0', `o=- 1 1 IN IP4 ${address}`, 's=-', `c=IN IP4 ${address}`, 't=0 0', `m=audio ${port} RTP/AVP 0`].join(CRLF) + CRLF;
@@ -144,8 +135,9 @@ test('SIGKILL of the master mid-call: RTP goes on through the same relay port to
   const clientMedia = await sock(t);
 
   const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
-  const sipPort = await freeUdp(vip);
-  const election = [await freeUdp('127.0.0.1'), await freeUdp('127.0.0.1')];
+  const sipPort = await freeSipPort(vip);
+  // Election sockets are UDP, state replication TCP on the same number: both must be free.
+  const election = await freeSipPorts(2);
   const portMin = 30_000 + 2 * randomInt(0, 15_000);
   const dir = makeTempDir('holdfast-ha-media');
   const key = randomBytes(32);

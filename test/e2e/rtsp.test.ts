@@ -149,10 +149,15 @@ test('an RTSP session: DESCRIBE, SETUP (Transport rewritten to a relay pair both
   assert.equal(d.dispatcher.status().services[0]!.sessions.active, 0, 'the session ended with TEARDOWN (the connection has no other)');
 });
 
-test('flow table: SETUP announces <client, relay, udp> RTP and RTCP flows of the session; the first datagram on each makes it secondary', async (t) => {
+/**
+ * An RtspForwarder built by hand (no dispatcher, so the test can read its session layer) in front of
+ * one RTSP server b0, with a relay of `relayPorts` ports, listening on 127.0.0.1:0 with one client
+ * connected; all closed when the test ends.
+ */
+async function directForwarder(t: TestContext, relayPorts: number) {
   const base = relayBase();
   const b0 = await startRtspServer(t, { label: 'b0' });
-  const config = rtspConfig({ backends: [b0], media: { portMin: base, portMax: base + 9 } }).services[0]!;
+  const config = rtspConfig({ backends: [b0], media: { portMin: base, portMax: base + relayPorts - 1 } }).services[0]!;
   const backends = [new Backend(config.name, 'b0', '127.0.0.1', b0.port, 1, 0, null)];
   const balancer = createBalancer<Backend>(config.balancer);
   balancer.update(backends);
@@ -177,6 +182,11 @@ test('flow table: SETUP announces <client, relay, udp> RTP and RTCP flows of the
     await fwd.close();
     layer.close();
   });
+  return { b0, layer, listener, c };
+}
+
+test('flow table: SETUP announces <client, relay, udp> RTP and RTCP flows of the session; the first datagram on each makes it secondary', async (t) => {
+  const { b0, layer, listener, c } = await directForwarder(t, 10);
   const m = await mediaClient(t);
   const { setup, cp } = await setUp(c, m);
   assert.equal(setup.status, 200);
@@ -365,33 +375,7 @@ test('a backend killed mid-session: the session re-pins, its media follows to th
 });
 
 test('SETUPs naming no session on a connection whose session is named: each refused one (453) closes the session it opened, so the table does not fill (review finding 6)', async (t) => {
-  const base = relayBase();
-  const b0 = await startRtspServer(t, { label: 'b0' });
-  const config = rtspConfig({ backends: [b0], media: { portMin: base, portMax: base + 1 } }).services[0]!;
-  const backends = [new Backend(config.name, 'b0', '127.0.0.1', b0.port, 1, 0, null)];
-  const balancer = createBalancer<Backend>(config.balancer);
-  balancer.update(backends);
-  const layer = createSessionLayer(config, backends, balancer, realClock);
-  const rt: ServiceRuntime = {
-    config,
-    backends,
-    balancer,
-    failures: { reportFailure() {}, reportSuccess() {} },
-    clock: realClock,
-    sessions: layer.sessions,
-    flows: layer.flows,
-    admission: ADMIT_ALL,
-  };
-  const fwd = new RtspForwarder(rt);
-  const listener = await listen('127.0.0.1:0', fwd);
-  const c = await RtspClient.connect(t, listener.address.port);
-  t.after(async () => {
-    c.socket.destroy();
-    await listener.close();
-    fwd.destroy();
-    await fwd.close();
-    layer.close();
-  });
+  const { b0, layer, c } = await directForwarder(t, 2);
   const table = layer.sessions.table;
   const m = await mediaClient(t);
   // The first SETUP takes the only relay pair and names the connection's session.

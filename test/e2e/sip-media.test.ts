@@ -16,6 +16,7 @@ import { channels, type SessionRefuseEvent } from '../../src/core/diagnostics.js
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import { liveRelays, type MediaRelay } from '../../src/forward/media-relay.js';
 import { sipTestConfig } from '../helpers/sip-dispatcher.js';
+import { freeRange } from '../helpers/free-ports.js';
 import { fixture, runUac, startUas, type SippUas } from '../helpers/sipp.js';
 
 const CRLF = '\r\n';
@@ -125,30 +126,6 @@ function mediaOf(sdp: string): { c: string | null; ports: number[]; rtcp: number
   const ports = [...sdp.matchAll(/^m=\S+ (\d+)/gm)].map((m) => Number(m[1]));
   const rtcp = [...sdp.matchAll(/^a=rtcp:(\d+)/gm)].map((m) => Number(m[1]));
   return { c, ports, rtcp };
-}
-
-async function freeRange(pairs: number): Promise<{ portMin: number; portMax: number }> {
-  for (;;) {
-    const base = 30_000 + 2 * Math.floor(Math.random() * 15_000);
-    const sockets: dgram.Socket[] = [];
-    let ok = true;
-    for (let p = base; p < base + 2 * pairs && ok; p++) {
-      const s = dgram.createSocket('udp4');
-      s.on('error', () => {});
-      try {
-        await new Promise<void>((resolve, reject) => {
-          s.once('error', reject);
-          s.bind(p, '127.0.0.1', () => resolve());
-        });
-        sockets.push(s);
-      } catch {
-        ok = false;
-        s.close();
-      }
-    }
-    await Promise.all(sockets.map((s) => new Promise<void>((r) => s.close(() => r()))));
-    if (ok) return { portMin: base, portMax: base + 2 * pairs - 1 };
-  }
 }
 
 interface Rig {

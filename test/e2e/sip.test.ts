@@ -19,9 +19,9 @@ import {
 import { ListenError } from '../../src/core/errors.js';
 import { parseSipMessage } from '../../src/sessions/sip-message.js';
 import { HOLDFAST_BRANCH_PREFIX } from '../../src/forward/sip-forwarder.js';
-import { describeResult, fixture, freeSipPort, runUac, startUac, UAS_STAT_PERIOD_MS } from '../helpers/sipp.js';
+import { describeResult, fixture, freeSipPort, parseMessageLog, runUac, startUac, UAS_STAT_PERIOD_MS } from '../helpers/sipp.js';
 import { startSipDispatcher, type SipDispatcher, type SipDispatcherOptions } from '../helpers/sip-dispatcher.js';
-import { collect, parseSippLog, rawUdpPeer, receivedCallIds, startUasPool, tcpPresence, until } from '../helpers/sip-backends.js';
+import { collect, rawUdpPeer, receivedCallIds, startUasPool, tcpPresence, until } from '../helpers/sip-backends.js';
 
 /** sipp's own deadline for a run (it exits 255 past it); the tests' runs take 1-3 s. */
 const UAC_TIMEOUT_S = 15;
@@ -53,11 +53,11 @@ test('a whole call over UDP: INVITE/180/200/ACK/BYE/200 through holdfast, every 
   const r = await uac.done;
   assertAllOk(r, 1);
 
-  const withCall = pool.filter((b) => parseSippLog(b.uas.messages()).length > 0);
+  const withCall = pool.filter((b) => parseMessageLog(b.uas.messages()).length > 0);
   assert.equal(withCall.length, 1, 'exactly one uas saw the call');
-  const seen = parseSippLog(withCall[0]!.uas.messages()).filter((m) => m.direction === 'received');
+  const seen = parseMessageLog(withCall[0]!.uas.messages()).filter((m) => m.direction === 'received');
   assert.deepEqual(
-    seen.map((m) => m.startLine.split(' ')[0]),
+    seen.map((m) => m.firstLine.split(' ')[0]),
     ['INVITE', 'ACK', 'BYE'],
   );
   const service = `${d.address.host}:${d.address.port}`;
@@ -75,9 +75,9 @@ test('a whole call over UDP: INVITE/180/200/ACK/BYE/200 through holdfast, every 
   assert.match(seen[0]!.text, new RegExp(`\\r\\nRecord-Route: <sip:${service};transport=udp;lr>\\r\\n`));
 
   // The caller sees only its own Via in every response: ours was removed.
-  const answers = parseSippLog(r.messages).filter((x) => x.direction === 'received');
+  const answers = parseMessageLog(r.messages).filter((x) => x.direction === 'received');
   assert.deepEqual(
-    answers.map((m) => m.startLine),
+    answers.map((m) => m.firstLine),
     ['SIP/2.0 180 Ringing', 'SIP/2.0 200 OK', 'SIP/2.0 200 OK'],
   );
   for (const m of answers) {
@@ -113,7 +113,7 @@ test('re-INVITE within a call follows the pin', { timeout: 30_000 }, async (t) =
   assertAllOk(r, CALLS);
   assert.deepEqual(drops, []);
   for (const b of pool) {
-    const invites = parseSippLog(b.uas.messages()).filter((m) => m.direction === 'received' && m.startLine.startsWith('INVITE'));
+    const invites = parseMessageLog(b.uas.messages()).filter((m) => m.direction === 'received' && m.firstLine.startsWith('INVITE'));
     assert.equal(invites.length, 2 * receivedCallIds(b.uas).size, 'both INVITEs of each call on its uas');
   }
 });
@@ -125,11 +125,11 @@ test('CANCEL while ringing: 200 for the CANCEL, 487 for the INVITE, through hold
   const r = await runUac({ t, target: d.target, transport: 'udp', scenario: fixture('uac-cancel.xml'), calls: CALLS, rate: 30, timeoutS: UAC_TIMEOUT_S });
   assertAllOk(r, CALLS);
   for (const b of pool) {
-    const log = parseSippLog(b.uas.messages()).filter((m) => m.direction === 'received');
+    const log = parseMessageLog(b.uas.messages()).filter((m) => m.direction === 'received');
     const branchOf = (m: (typeof log)[number]) => /^Via: [^;\n]*;branch=([^;,\s]+)/m.exec(m.text)?.[1];
     for (const id of receivedCallIds(b.uas)) {
-      const invite = log.find((m) => m.callId === id && m.startLine.startsWith('INVITE'))!;
-      const cancel = log.find((m) => m.callId === id && m.startLine.startsWith('CANCEL'));
+      const invite = log.find((m) => m.callId === id && m.firstLine.startsWith('INVITE'))!;
+      const cancel = log.find((m) => m.callId === id && m.firstLine.startsWith('CANCEL'));
       assert.ok(cancel, `the CANCEL of ${id} reached the INVITE's uas`);
       assert.equal(branchOf(cancel), branchOf(invite), 'RFC 3261 §9.1: the CANCEL carries the INVITE\'s branch, ours too');
     }

@@ -2,14 +2,14 @@
  * @module SIP backends and clients for the forwarder's end-to-end tests: pools of sipp uas (through
  * test/helpers/sipp.ts) with, for UDP ones, a TCP listener on the same port number — the health
  * monitor's probe is TCP (or HTTP) only, and a UDP-only sipp would be probed down at start; real SIP
- * servers listen on both transports at 5060 — plus raw UDP peers (a scripted backend or client), a
- * parser of sipp's message log, and a collector of diagnostics events.
+ * servers listen on both transports at 5060 — plus raw UDP peers (a scripted backend or client), the
+ * Call-IDs a uas received, and a collector of diagnostics events.
  */
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Channel } from 'node:diagnostics_channel';
 import type { TestContext } from 'node:test';
-import { startUas, type SippTransport, type SippUas } from './sipp.js';
+import { parseMessageLog, startUas, type SippTransport, type SippUas } from './sipp.js';
 
 /** A listener that accepts and closes TCP connections at `port`: what the TCP probe sees of a UDP server. */
 export interface TcpPresence {
@@ -67,35 +67,10 @@ export async function startUasPool(
   );
 }
 
-/** One message of a sipp `-trace_msg` log. */
-export interface LoggedMessage {
-  readonly direction: 'sent' | 'received';
-  /** The message's bytes as sipp sent or received them (latin1). */
-  readonly text: string;
-  readonly callId: string | null;
-  /** The request or status line. */
-  readonly startLine: string;
-}
-
-/**
- * Splits a sipp message log: each entry is a "----- <time>" line, "UDP message received [n] bytes :"
- * (or "sent (n bytes):"), an empty line, then the n bytes of the message exactly (CRLFs and all).
- */
-export function parseSippLog(log: string): LoggedMessage[] {
-  const out: LoggedMessage[] = [];
-  const re = /^-{10,} [^\n]*\n(?:UDP|TCP) message (sent|received) [[(](\d+)\]? ?bytes\)? ?:?\n\n/gm;
-  for (let m = re.exec(log); m; m = re.exec(log)) {
-    const text = log.slice(re.lastIndex, re.lastIndex + Number(m[2]));
-    const callId = /^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)/im.exec(text)?.[1] ?? null;
-    out.push({ direction: m[1] as 'sent' | 'received', text, callId, startLine: text.slice(0, text.search(/\r?\n/)) });
-  }
-  return out;
-}
-
 /** The distinct Call-IDs a uas received messages for. */
 export function receivedCallIds(uas: SippUas): Set<string> {
   const ids = new Set<string>();
-  for (const m of parseSippLog(uas.messages())) if (m.direction === 'received' && m.callId) ids.add(m.callId);
+  for (const m of parseMessageLog(uas.messages())) if (m.direction === 'received' && m.callId) ids.add(m.callId);
   return ids;
 }
 

@@ -191,12 +191,14 @@ export interface LoggedMessage {
   /** "INVITE sip:..." or "SIP/2.0 200 OK". */
   readonly firstLine: string;
   readonly callId: string | null;
+  /** The message's bytes as sipp sent or received them (latin1, CRLFs and all). */
   readonly text: string;
 }
 
 /**
  * Parses a `-trace_msg` log: blocks that start with a line of dashes and a local timestamp, then
- * "UDP message received [n] bytes :" or "TCP message sent (n bytes):", a blank line and the message.
+ * "UDP message received [n] bytes :" or "TCP message sent (n bytes):", a blank line, the message
+ * exactly and the one newline sipp ends every entry with.
  */
 export function parseMessageLog(text: string): LoggedMessage[] {
   const out: LoggedMessage[] = [];
@@ -205,13 +207,13 @@ export function parseMessageLog(text: string): LoggedMessage[] {
     if (!m) continue;
     const [, y, mo, d, h, mi, sec, frac, transport, direction, body] = m;
     const atMs = new Date(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(sec)).getTime() + Number(`0.${frac}`) * 1000;
-    const message = body!.replace(/\r/g, '');
+    const message = body!.endsWith('\n') ? body!.slice(0, -1) : body!;
     out.push({
       atMs,
       direction: direction as 'sent' | 'received',
       transport: transport!,
-      firstLine: message.split('\n', 1)[0]!,
-      callId: /^(?:Call-ID|i):\s*(\S+)/im.exec(message)?.[1] ?? null,
+      firstLine: message.slice(0, message.search(/\r?\n|$/)),
+      callId: /^(?:Call-ID|i)[ \t]*:[ \t]*(\S+)/im.exec(message)?.[1] ?? null,
       text: message,
     });
   }
@@ -271,6 +273,16 @@ export async function freeSipPort(host = '127.0.0.1'): Promise<number> {
     }
   }
   throw new Error(`no port free for both UDP and TCP on ${host} after 50 attempts`);
+}
+
+/** `n` distinct ports, each free for both UDP and TCP a moment ago. */
+export async function freeSipPorts(n: number, host = '127.0.0.1'): Promise<number[]> {
+  const ports: number[] = [];
+  while (ports.length < n) {
+    const p = await freeSipPort(host);
+    if (!ports.includes(p)) ports.push(p);
+  }
+  return ports;
 }
 
 /** A UDP port free a moment ago (sipp's control socket). */

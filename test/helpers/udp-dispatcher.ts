@@ -6,13 +6,12 @@
  */
 import dgram from 'node:dgram';
 import type { TestContext } from 'node:test';
-import { configSchema, type HealthConfig, type SessionsConfig, type UdpConfig } from '../../src/config/schema.js';
-import { formatHostPort, type HostPort } from '../../src/core/address.js';
+import type { HealthConfig, SessionsConfig, UdpConfig } from '../../src/config/schema.js';
+import type { HostPort } from '../../src/core/address.js';
 import type { Clock } from '../../src/core/clock.js';
-import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
-import type { BackendStatus } from '../../src/admin/status.js';
+import { backendList, singleServiceConfig, startServiceDispatcher, type Dispatcher, type ServiceDispatcher } from './dispatcher.js';
 
-export type Dispatcher = Awaited<ReturnType<typeof startDispatcher>>;
+export type { Dispatcher };
 
 export interface UdpDispatcherOptions {
   backends: ReadonlyArray<HostPort>;
@@ -23,54 +22,21 @@ export interface UdpDispatcherOptions {
   clock?: Clock;
 }
 
-export interface UdpDispatcher {
-  readonly dispatcher: Dispatcher;
-  /** The bound address of 'udp'. */
-  readonly address: HostPort;
-  backend(id: string): BackendStatus;
-  /** Polls status() until backend `id` is in `state`. */
-  waitForState(id: string, state: BackendStatus['state'], timeoutMs?: number): Promise<BackendStatus>;
-}
+/** The handle for the UDP service 'udp'. */
+export type UdpDispatcher = ServiceDispatcher;
 
-export async function startUdpDispatcher(t: TestContext, opts: UdpDispatcherOptions): Promise<UdpDispatcher> {
-  const config = configSchema.parse({
-    version: 1,
-    logging: { level: 'silent' },
-    admin: { enabled: false },
-    services: [
-      {
-        name: 'udp',
-        protocol: 'udp',
-        listen: '127.0.0.1:0',
-        ...(opts.balancer ? { balancer: opts.balancer } : {}),
-        backends: opts.backends.map((b, i) => ({ id: `b${i}`, address: formatHostPort(b) })),
-        ...(opts.sessions ? { sessions: opts.sessions } : {}),
-        ...(opts.udp ? { udp: opts.udp } : {}),
-        ...(opts.health ? { health: opts.health } : {}),
-      },
-    ],
+export function startUdpDispatcher(t: TestContext, opts: UdpDispatcherOptions): Promise<UdpDispatcher> {
+  const config = singleServiceConfig({
+    name: 'udp',
+    protocol: 'udp',
+    listen: '127.0.0.1:0',
+    ...(opts.balancer ? { balancer: opts.balancer } : {}),
+    backends: backendList(opts.backends),
+    ...(opts.sessions ? { sessions: opts.sessions } : {}),
+    ...(opts.udp ? { udp: opts.udp } : {}),
+    ...(opts.health ? { health: opts.health } : {}),
   });
-  const dispatcher = await startDispatcher(config, opts.clock ? { clock: opts.clock } : {});
-  t.after(() => dispatcher.close());
-  const backend = (id: string): BackendStatus => {
-    const b = dispatcher.status().services[0]?.backends.find((x) => x.id === id);
-    if (!b) throw new Error(`no backend udp/${id}`);
-    return b;
-  };
-  return {
-    dispatcher,
-    address: dispatcher.serviceAddress('udp'),
-    backend,
-    async waitForState(id, state, timeoutMs = 3_000) {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const b = backend(id);
-        if (b.state === state) return b;
-        if (Date.now() > until) throw new Error(`backend ${id} did not become '${state}' within ${timeoutMs} ms; last: ${JSON.stringify(b)}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    },
-  };
+  return startServiceDispatcher(t, config, 'udp', { clock: opts.clock });
 }
 
 /** How long a client waits for one reply by default. */

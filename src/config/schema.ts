@@ -107,6 +107,8 @@ export const httpSchema = z
   .object({
     /** Largest request or response head (request line + headers); above it the client gets 431. */
     maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    /** More header fields than this in a request head is a 431 (HAProxy's tune.http.maxhdr is 101). */
+    maxHeaderCount: z.number().int().min(8).max(10_000).default(100),
     /** A client must send a whole request head within this time, or gets 408. */
     headerTimeoutMs: positiveMs.default(10_000),
     /** An idle client keep-alive connection is closed after this. */

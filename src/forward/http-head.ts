@@ -15,6 +15,24 @@ const DIGITS = /^\d+$/;
 /** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
 
+/**
+ * Fields that frame the message or name its target. Naming them in `Connection` does not remove
+ * them: a proxy that dropped `Content-Length` after framing the body by it would forward the body
+ * as a second, smuggled request (issue 21). Requests are re-framed from our own parse anyway.
+ */
+const NEVER_NOMINATED = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/**
+ * uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal or a reg-name of unreserved,
+ * percent-encoded and sub-delim characters. No userinfo (`x@evil.example` is refused), no spaces.
+ */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?$/;
+/** The scheme and authority of an absolute-form target (RFC 9112 §3.2.2). */
+const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)/;
+
+/** Default bound on the number of request header fields (HAProxy's tune.http.maxhdr is 101). */
+export const DEFAULT_MAX_HEADER_COUNT = 100;
+
 export interface Field {
   /** Lower-cased field name. */
   readonly name: string;
@@ -37,6 +55,11 @@ interface CommonHead {
 export interface RequestHead extends CommonHead {
   readonly method: string;
   readonly target: string;
+  /**
+   * The authority of an absolute-form target (RFC 9112 §3.2.2: it replaces Host), or null for the
+   * other forms, whose Host field is forwarded as received.
+   */
+  readonly authority: string | null;
   readonly keepAlive: boolean;
   readonly upgrade: boolean;
 }
@@ -68,12 +91,13 @@ function splitTokens(value: string, into: string[]): void {
  * Parses the field lines of head[from..] (no final empty line). `bad` builds the error to throw,
  * so the same rules answer 400 for requests and 502 for responses.
  */
-function parseFields(head: string, from: number, bad: (why: string) => Error) {
+function parseFields(head: string, from: number, bad: (why: string) => Error, maxFields = Infinity, tooMany = bad) {
   const fields: Field[] = [];
   let contentLength = -1;
   let te: string[] | null = null;
   const connection: string[] = [];
   let hosts = 0;
+  let host: string | null = null;
   let pos = from;
   while (pos < head.length) {
     let eol = head.indexOf('\r\n', pos);
@@ -96,6 +120,7 @@ function parseFields(head: string, from: number, bad: (why: string) => Error) {
     const value = line.slice(vs, ve);
     if (BAD_VALUE_CHAR.test(value)) throw bad('control character in header value');
     const name = rawName.toLowerCase();
+    if (fields.length >= maxFields) throw tooMany(`more than ${maxFields} header fields`);
     fields.push({ name, value, line });
     switch (name) {
       case 'content-length':
@@ -112,18 +137,22 @@ function parseFields(head: string, from: number, bad: (why: string) => Error) {
         break;
       case 'host':
         hosts++;
+        host = value;
         break;
     }
   }
-  return { fields, contentLength, te, connection, hosts };
+  return { fields, contentLength, te, connection, hosts, host };
 }
 
-function requestError(status: 400 | 505) {
+function requestError(status: 400 | 431 | 505) {
   return (why: string) => new HttpRequestError(status, why);
 }
 
-/** Parses a request head: `head` is the latin1 text before the empty line that ends it. */
-export function parseRequestHead(head: string): RequestHead {
+/**
+ * Parses a request head: `head` is the latin1 text before the empty line that ends it. More than
+ * `maxHeaderCount` field lines is a 431.
+ */
+export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEADER_COUNT): RequestHead {
   const bad = requestError(400);
   let eol = head.indexOf('\r\n');
   if (eol < 0) eol = head.length;
@@ -143,9 +172,12 @@ export function parseRequestHead(head: string): RequestHead {
   else if (/^HTTP\/\d\.\d$/.test(version)) throw new HttpRequestError(505, `unsupported version ${version}`);
   else throw bad('malformed request line');
 
-  const f = parseFields(head, eol + 2, bad);
+  const f = parseFields(head, eol + 2, bad, maxHeaderCount, requestError(431));
   let chunked = false;
   if (f.te) {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (1.0 has no
+    // chunked); we refuse it rather than guess, and the refusal closes the connection.
+    if (minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
     // RFC 9112 §6.1: a request whose final coding is not chunked cannot be framed; we accept only
     // exactly "chunked", the one coding every origin understands.
     if (f.te.length !== 1 || f.te[0] !== 'chunked') throw bad('unsupported Transfer-Encoding');
@@ -154,6 +186,15 @@ export function parseRequestHead(head: string): RequestHead {
   }
   if (f.hosts > 1) throw bad('more than one Host');
   if (minor === 1 && f.hosts === 0) throw bad('missing Host');
+  if (f.host !== null && !AUTHORITY.test(f.host)) throw bad('invalid Host');
+  let authority: string | null = null;
+  const abs = target.charCodeAt(0) === 47 /* '/' */ ? null : ABSOLUTE_FORM.exec(target);
+  if (abs) {
+    const scheme = abs[1]!.toLowerCase();
+    if (scheme !== 'http' && scheme !== 'https') throw bad(`unsupported scheme ${scheme} in request target`);
+    authority = abs[2]!;
+    if (authority === '' || !AUTHORITY.test(authority)) throw bad('invalid authority in request target');
+  }
   const conn = f.connection;
   const keepAlive = minor === 1 ? !conn.includes('close') : conn.includes('keep-alive') && !conn.includes('close');
   // Expect: 100-continue needs nothing of ours: the field is forwarded and the 100 relayed.
@@ -161,6 +202,7 @@ export function parseRequestHead(head: string): RequestHead {
   return {
     method,
     target,
+    authority,
     minor,
     fields: f.fields,
     contentLength: f.contentLength,
@@ -204,7 +246,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
   let needsRewrite = minor === 0;
   if (!needsRewrite) {
     for (const x of f.fields) {
-      if (HOP_BY_HOP.has(x.name) || (conn.length > 0 && conn.includes(x.name))) {
+      if (isHopByHop(x.name, conn, false)) {
         needsRewrite = true;
         break;
       }
@@ -227,7 +269,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
 /** True when a field must not be forwarded: hop-by-hop, or named by the Connection field. */
 function isHopByHop(name: string, connection: readonly string[], keepUpgrade: boolean): boolean {
   if (HOP_BY_HOP.has(name)) return !(keepUpgrade && name === 'upgrade');
-  return connection.length > 0 && connection.includes(name);
+  return connection.length > 0 && !NEVER_NOMINATED.has(name) && connection.includes(name);
 }
 
 /** Client-identifying fields added to forwarded requests (RFC 7239 and the de-facto X-Forwarded-*). */
@@ -247,14 +289,26 @@ export function forwardedFor(remoteAddress: string | undefined): ForwardedFor {
 /**
  * The request head sent to the backend. HTTP/1.1 to the backend keeps the pooled connection alive
  * by default; a 1.0 request stays 1.0 (so the backend never answers it chunked) and asks for
- * keep-alive explicitly.
+ * keep-alive explicitly. The body's framing is written from our own parse, never copied from the
+ * fields that survived the edits: the backend frames the body exactly as we did (issue 21). An
+ * absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
  */
 export function writeRequestHead(req: RequestHead, client: ForwardedFor | null): string {
   let out = `${req.method} ${req.target} HTTP/1.${req.minor}\r\n`;
   let xff: string | null = null;
   let fwd: string | null = null;
   let hasProto = false;
+  // Our framing, written where the client's framing field stood (the parse allows exactly one).
+  const framing = req.chunked ? 'Transfer-Encoding: chunked\r\n' : req.contentLength >= 0 ? `Content-Length: ${req.contentLength}\r\n` : '';
+  let framed = framing === '';
+  if (req.authority !== null) out += `Host: ${req.authority}\r\n`;
   for (const f of req.fields) {
+    if (f.name === 'content-length' || f.name === 'transfer-encoding') {
+      if (!framed) out += framing;
+      framed = true;
+      continue;
+    }
+    if (req.authority !== null && f.name === 'host') continue;
     if (isHopByHop(f.name, req.connection, req.upgrade)) continue;
     if (client) {
       if (f.name === 'x-forwarded-for') {
@@ -275,6 +329,7 @@ export function writeRequestHead(req: RequestHead, client: ForwardedFor | null):
     const me = `for=${client.forwardedFor};proto=http`;
     out += `Forwarded: ${fwd === null ? me : `${fwd}, ${me}`}\r\n`;
   }
+  if (!framed) out += framing;
   if (req.upgrade) out += 'Connection: Upgrade\r\n';
   else if (req.minor === 0) out += 'Connection: keep-alive\r\n';
   return out + '\r\n';

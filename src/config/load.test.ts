@@ -80,7 +80,7 @@ test('bad host:port', () => {
     'services[0].listen: expected host:port, received "8080"',
   ]);
   assert.deepEqual(issuesOf(oneService().replace('"127.0.0.1:9001"', '"127.0.0.1:70000"')), [
-    'services[0].backends[0].address: expected host:port, received "127.0.0.1:70000"',
+    'services[0].backends[0].address: expected a port from 1 to 65535, received "127.0.0.1:70000"',
   ]);
 });
 

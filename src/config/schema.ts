@@ -7,10 +7,19 @@ import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
 
-/** Messages that start with "expected" are the expectation config/load.ts prints (", received X"). */
-const hostPort = z
+/**
+ * host:port, shared by the dispatcher's and the agent's schema. Messages that start with "expected"
+ * are the expectation config/load.ts prints (", received X"); a well-formed address whose port is
+ * past 65535 says so rather than "expected host:port".
+ */
+export const hostPort = z
   .string({ invalid_type_error: 'expected host:port', required_error: 'expected host:port' })
-  .refine((s) => parseHostPort(s) !== null, { message: 'expected host:port' });
+  .superRefine((s, ctx) => {
+    if (parseHostPort(s) !== null) return;
+    const port = /:(\d+)$/.exec(s);
+    const outOfRange = port !== null && Number(port[1]) > 65535 && parseHostPort(s.slice(0, port.index) + ':1') !== null;
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: outOfRange ? 'expected a port from 1 to 65535' : 'expected host:port' });
+  });
 
 const positiveMs = z.number().int().positive();
 

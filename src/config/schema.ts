@@ -191,6 +191,12 @@ export const sipSchema = z
     malformed: z.enum(['drop', 'forward']).default('drop'),
     /** Largest SIP message accepted (UDP datagram or TCP head + body). */
     maxMessageBytes: z.number().int().min(1024).max(1024 * 1024).default(65_535),
+    /**
+     * Largest UDP datagram accepted, on top of maxMessageBytes. A datagram carries at most 65 507
+     * bytes, so with maxMessageBytes alone an oversized datagram could never be 'too-large'; real SIP
+     * over UDP stays near the path MTU (RFC 3261 §18.1.1 moves messages over 1300 bytes to TCP).
+     */
+    maxDatagramBytes: z.number().int().min(1024).max(65_507).default(16_384),
     /** Add a Record-Route so that in-dialog requests of standard user agents come back through holdfast. */
     recordRoute: z.boolean().default(true),
     /** A client TCP connection with no message for this long is closed. */

@@ -80,3 +80,11 @@ export class TakeoverError extends HoldfastError {
     super(`identity takeover: ${command}: ${detail}`, options);
   }
 }
+
+/** A TLS certificate or key cannot be served: unreadable, unparsable, mismatched or out of its validity. */
+export class TlsCertificateError extends HoldfastError {
+  readonly code = 'HF_ERR_TLS_CERTIFICATE';
+  constructor(readonly file: string, readonly reason: string, options?: { cause?: unknown }) {
+    super(`${file}: ${reason}`, options);
+  }
+}

@@ -2,9 +2,9 @@
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
  * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping (identity takeover and fault
- * injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and `npm bench`. Silent when everything is there; installs the
- * missing Debian packages when running as root (CI, fresh machines); otherwise says what to install
- * and fails. Plain JavaScript with no dependencies: it must run before anything is built.
+ * injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and
+ * `npm bench`. Silent when everything is there; installs the missing Debian packages when running as
+ * root (CI, fresh machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it must run before anything is built.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
+import { backendTlsSchema, limitsSchema, tlsSchema } from '../edge/edge-schema.js';
 
 /**
  * host:port, shared by the dispatcher's and the agent's schema. Messages that start with "expected"
@@ -232,6 +233,8 @@ export const backendSchema = z
     weight: z.number().int().min(0).max(1000).default(1),
     /** Host_Identity of the agent beside this backend (SARA Fig. 6), when it runs one. */
     agent: z.number().int().min(0).max(65535).optional(),
+    /** TLS to this backend (http and tcp services). */
+    tls: backendTlsSchema.optional(),
   })
   .strict();
 
@@ -279,6 +282,10 @@ const serviceObject = z
     sessions: sessionsSchema.default({}),
     media: mediaSchema.default({}),
     admission: admissionSchema.default({}),
+    /** TLS termination (http and tcp services). */
+    tls: tlsSchema.optional(),
+    /** Per-client-address bounds of the listener (http, tcp, rtsp and SIP over TCP). */
+    limits: limitsSchema.default({}),
   })
   .strict();
 
@@ -337,5 +344,6 @@ export type SessionsConfig = z.infer<typeof sessionsSchema>;
 export type UdpConfig = z.infer<typeof udpSchema>;
 export type SipConfig = z.infer<typeof sipSchema>;
 export type MediaConfig = z.infer<typeof mediaSchema>;
+export type { BackendTlsConfig, LimitsConfig, TlsServiceConfig } from '../edge/edge-schema.js';
 export type { AdmissionConfig } from '../admission/admission-schema.js';
 export type { GroupConfig, ReplicationConfig } from '../replication/replication-schema.js';

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TlsCertificateError } from '../core/errors.js';
-import { makeCertKit } from '../../test/helpers/certs.js';
+import { makeCertKit } from '../../bench/lib/certs.js';
 import { loadCertificate, loadCertificateStore, type TlsParameters } from './tls-certificates.js';
 
 const PARAMS: TlsParameters = { minVersion: 'TLSv1.2', ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256', groups: 'X25519:P-256', clientCa: null };

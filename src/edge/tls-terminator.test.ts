@@ -11,7 +11,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
 import { realClock } from '../core/clock.js';
-import { makeCertKit, type CertKit } from '../../test/helpers/certs.js';
+import { makeCertKit, type CertKit } from '../../bench/lib/certs.js';
 import { DEFAULT_CIPHERS, DEFAULT_GROUPS, TlsTerminator, type TlsConfig } from './tls-terminator.js';
 
 function kitFor(t: TestContext): CertKit {

@@ -186,3 +186,12 @@ test('our own error responses are complete and close the connection', () => {
   assert.match(h, /\r\nRetry-After: 1$/);
   assert.equal(Number(/Content-Length: (\d+)/.exec(h)![1]), Buffer.byteLength(body));
 });
+
+test('over TLS: proto=https in both fields (a client X-Forwarded-Proto is not passed on); the owned subject field replaces the client own', () => {
+  const r = parseRequestHead(head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-Proto: http', 'X-Client-Subject: CN=forged'));
+  assert.equal(
+    writeRequestHead(r, forwardedFor('10.0.0.9', 'https'), { name: 'X-Client-Subject', value: 'CN=alice\r\nX: y' }),
+    head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-For: 10.0.0.9', 'X-Forwarded-Proto: https', 'Forwarded: for=10.0.0.9;proto=https', 'X-Client-Subject: CN=alice??X: y', '', ''),
+  );
+  assert.equal(writeRequestHead(r, null, { name: 'X-Client-Subject', value: null }), head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-Proto: http', '', ''));
+});

@@ -278,12 +278,24 @@ export interface ForwardedFor {
   readonly ip: string;
   /** The same as a Forwarded `for=` parameter value (IPv6 quoted and bracketed). */
   readonly forwardedFor: string;
+  /** The scheme the client spoke to us: X-Forwarded-Proto and Forwarded `proto=`. */
+  readonly proto: 'http' | 'https';
 }
 
-export function forwardedFor(remoteAddress: string | undefined): ForwardedFor {
+export function forwardedFor(remoteAddress: string | undefined, proto: 'http' | 'https' = 'http'): ForwardedFor {
   let ip = remoteAddress ?? 'unknown';
   if (ip.startsWith('::ffff:') && ip.includes('.')) ip = ip.slice(7);
-  return { ip, forwardedFor: ip.includes(':') ? `"[${ip}]"` : ip };
+  return { ip, forwardedFor: ip.includes(':') ? `"[${ip}]"` : ip, proto };
+}
+
+/**
+ * A field holdfast owns in every forwarded request: the verified client-certificate subject (mTLS).
+ * Whatever the client sent under that name is removed; `value` (null: none verified) is added.
+ */
+export interface OwnedField {
+  /** The field name as written. */
+  readonly name: string;
+  readonly value: string | null;
 }
 
 /**
@@ -293,7 +305,8 @@ export function forwardedFor(remoteAddress: string | undefined): ForwardedFor {
  * fields that survived the edits: the backend frames the body exactly as we did (issue 21). An
  * absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
  */
-export function writeRequestHead(req: RequestHead, client: ForwardedFor | null): string {
+export function writeRequestHead(req: RequestHead, client: ForwardedFor | null, owned: OwnedField | null = null): string {
+  const ownedName = owned === null ? null : owned.name.toLowerCase();
   let out = `${req.method} ${req.target} HTTP/1.${req.minor}\r\n`;
   let xff: string | null = null;
   let fwd: string | null = null;
@@ -309,6 +322,7 @@ export function writeRequestHead(req: RequestHead, client: ForwardedFor | null):
       continue;
     }
     if (req.authority !== null && f.name === 'host') continue;
+    if (f.name === ownedName) continue;
     if (isHopByHop(f.name, req.connection, req.upgrade)) continue;
     if (client) {
       if (f.name === 'x-forwarded-for') {
@@ -319,17 +333,23 @@ export function writeRequestHead(req: RequestHead, client: ForwardedFor | null):
         fwd = fwd === null ? f.value : `${fwd}, ${f.value}`;
         continue;
       }
-      if (f.name === 'x-forwarded-proto') hasProto = true;
+      if (f.name === 'x-forwarded-proto') {
+        // Over TLS the scheme is ours to say: a client's own value is not passed on.
+        if (client.proto === 'https') continue;
+        hasProto = true;
+      }
     }
     out += f.line + '\r\n';
   }
   if (client) {
     out += `X-Forwarded-For: ${xff === null ? client.ip : `${xff}, ${client.ip}`}\r\n`;
-    if (!hasProto) out += 'X-Forwarded-Proto: http\r\n';
-    const me = `for=${client.forwardedFor};proto=http`;
+    if (!hasProto) out += `X-Forwarded-Proto: ${client.proto}\r\n`;
+    const me = `for=${client.forwardedFor};proto=${client.proto}`;
     out += `Forwarded: ${fwd === null ? me : `${fwd}, ${me}`}\r\n`;
   }
   if (!framed) out += framing;
+  // A certificate subject is the CA's text, not the client's, but never lets a control byte through.
+  if (owned !== null && owned.value !== null) out += `${owned.name}: ${owned.value.replace(/[\x00-\x1f\x7f]/g, '?')}\r\n`;
   if (req.upgrade) out += 'Connection: Upgrade\r\n';
   else if (req.minor === 0) out += 'Connection: keep-alive\r\n';
   return out + '\r\n';

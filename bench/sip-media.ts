@@ -30,7 +30,7 @@ import { parseArgs } from 'node:util';
 import { configSchema } from '../src/config/schema.js';
 import { realClock } from '../src/core/clock.js';
 import { startDispatcher } from '../src/dispatcher/dispatcher.js';
-import { liveRelays, MediaRelay } from '../src/forward/media-relay.js';
+import { liveRelays, MediaRelay } from '../src/media/media-relay.js';
 import { FlowTable } from '../src/sessions/flow-table.js';
 import { fixture, runUac, startUas, type SippUas } from '../test/helpers/sipp.js';
 import { foreignCores, sampleCpu } from './lib/cpu.js';

@@ -45,7 +45,7 @@ import { serviceSchema } from '../src/config/schema.js';
 import type { HostPort } from '../src/core/address.js';
 import { realClock } from '../src/core/clock.js';
 import { createFlowSocketUpstream, UdpForwarder, type RelayFlow, type Upstream, type UpstreamFactory } from '../src/forward/udp-forwarder.js';
-import { Backend } from '../src/monitor/backend.js';
+import { Backend } from '../src/core/backend.js';
 import { HealthMonitor } from '../src/monitor/health.js';
 import { createSessionLayer } from '../src/sessions/index.js';
 import { ADMIT_ALL } from '../src/admission/index.js';

@@ -35,8 +35,8 @@ import {
   type AdmissionMoveEvent,
 } from '../core/diagnostics.js';
 import { BANDS } from '../admission/sa2c.js';
-import type { BackendState } from '../monitor/backend.js';
-import { liveRelays, type MediaRelayStats } from '../forward/media-relay.js';
+import type { BackendState } from '../core/backend.js';
+import { liveRelays, type MediaRelayStats } from '../media/media-relay.js';
 import type { StatusSnapshot } from './status.js';
 
 /**

@@ -1,5 +1,5 @@
 /** @module The JSON shape of /api/v1/status, produced by the dispatcher, served by admin/. */
-import type { BackendState } from '../monitor/backend.js';
+import type { BackendState } from '../core/backend.js';
 
 export interface BackendStatus {
   id: string;

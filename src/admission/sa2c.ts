@@ -10,6 +10,7 @@
  * max(l, l_c): the worse of the dispatcher's own load l and the (estimated) cluster load l_c, as
  * every row of eq. 2 and both lines of eq. 4 are evaluated at max(l^i, l^i_c).
  */
+import type { AdmissionBand } from '../core/diagnostics.js';
 
 /** T1 < T2 < T3 < C (SARA Fig. 4): fractions of capacity. */
 export interface Thresholds {
@@ -25,8 +26,8 @@ export interface Thresholds {
  * t2-t3: T2 < x <= T3, only established sessions admitted. t3-c: T3 < x < C, established traffic
  * degraded. at-c: x >= C, everything refused.
  */
-export const BANDS = ['below-t1', 't1-t2', 't2-t3', 't3-c', 'at-c'] as const;
-export type AdmissionBand = (typeof BANDS)[number];
+export const BANDS = ['below-t1', 't1-t2', 't2-t3', 't3-c', 'at-c'] as const satisfies readonly AdmissionBand[];
+export type { AdmissionBand };
 
 export const BAND_BELOW_T1 = 0;
 export const BAND_T1_T2 = 1;

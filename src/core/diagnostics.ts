@@ -3,8 +3,18 @@
  * the dashboard subscribe; the pipeline only publishes (and only when someone listens).
  */
 import diagnostics_channel from 'node:diagnostics_channel';
-import type { WireReject } from '../wire/envelope.js';
-import type { AdmissionBand } from '../admission/sa2c.js';
+
+/**
+ * The five load bands of SA2C's eq. 2, in rising order (admission/sa2c.ts computes them). Named here
+ * because the admission events carry them.
+ */
+export type AdmissionBand = 'below-t1' | 't1-t2' | 't2-t3' | 't3-c' | 'at-c';
+
+/**
+ * Why a wire message was dropped (wire/envelope.ts opens them); the later reasons ('replay', 'stale',
+ * 'unknown-host') are raised by receivers. Named here because the wire-reject event carries them.
+ */
+export type WireReject = 'truncated' | 'bad-mac' | 'version' | 'type' | 'malformed' | 'replay' | 'stale' | 'unknown-host';
 
 export const channels = {
   /** A backend changed state. Message: BackendStateEvent. */

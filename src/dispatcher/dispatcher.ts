@@ -10,7 +10,7 @@ import { realClock, type Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
 import { createBalancer } from '../balance/index.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import { HealthMonitor } from '../monitor/health.js';
 import { AgentReceiver, type ReceiverStats } from '../monitor/agent-receiver.js';
 import { LoadManager } from '../load/load-manager.js';

@@ -11,7 +11,7 @@ import type net from 'node:net';
 import { HttpRequestError, type BackendFailureKind } from '../core/errors.js';
 import { channels } from '../core/diagnostics.js';
 import type { TimerHandle } from '../core/clock.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { ChunkedScanner } from './http-chunked.js';
 import {
   errorResponse,

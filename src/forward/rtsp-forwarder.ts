@@ -42,7 +42,7 @@ import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefu
 import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { parseHostPort } from '../core/address.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import type { SessionRoute } from '../sessions/session-router.js';
@@ -58,7 +58,7 @@ import {
   type RtspFrame,
   type RtspMessage,
 } from '../sessions/rtsp-message.js';
-import { MediaRelay, type RelayStream } from './media-relay.js';
+import { MediaRelay, type RelayStream } from '../media/media-relay.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 

@@ -3,22 +3,15 @@
  * and where to report backend failures (passive detection). Forwarders never reach further.
  */
 import type { Balancer } from '../balance/balancer.js';
-import type { BackendFailureKind } from '../core/errors.js';
 import type { Clock } from '../core/clock.js';
 import type { ServiceConfig } from '../config/schema.js';
 import type { HostPort } from '../core/address.js';
 import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend, FailureSink } from '../core/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { SessionRouter } from '../sessions/session-router.js';
 
-/** Passive detection input: the forwarder saw a backend refuse, reset or time out. */
-export interface FailureSink {
-  reportFailure(backend: Backend, kind: BackendFailureKind): void;
-  /** The backend completed a connect or exchange. Called on the hot path: cheap when already up. */
-  reportSuccess(backend: Backend): void;
-}
 
 export interface ServiceRuntime {
   readonly config: ServiceConfig;

@@ -18,7 +18,7 @@ import { FakeClock } from '../core/clock.js';
 import { channels, type MessageDropEvent, type SessionCloseEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import type { SessionLayer } from '../sessions/index.js';
 import { ADMIT_ALL, type Admission } from '../admission/index.js';
 import { parseSipMessage, SipStreamFramer, type SipMessage } from '../sessions/sip-message.js';

@@ -92,7 +92,7 @@ import { formatHostPort, type HostPort } from '../core/address.js';
 import type { TimerHandle } from '../core/clock.js';
 import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
 import { ListenError, type BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import type { SessionRoute } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';

@@ -18,7 +18,7 @@ import { channels } from '../core/diagnostics.js';
 import type { ConnectionEvent, TcpSpliceEvent } from '../core/diagnostics.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import { createServiceRuntime } from './service-runtime.js';
 import { TcpForwarder } from './tcp-forwarder.js';
 

@@ -9,7 +9,7 @@ import { channels } from '../core/diagnostics.js';
 import type { ConnectionEvent, TcpSpliceEvent } from '../core/diagnostics.js';
 import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';
 import { connectFailureKind } from './upstream-connect.js';
 

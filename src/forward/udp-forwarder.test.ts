@@ -16,7 +16,7 @@ import type { HostPort } from '../core/address.js';
 import { FakeClock, realClock, type Clock } from '../core/clock.js';
 import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
 import type { BackendFailureKind } from '../core/errors.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import type { SessionLayer } from '../sessions/index.js';
 import { createServiceRuntime } from './service-runtime.js';

@@ -33,7 +33,7 @@ import type { HostPort } from '../core/address.js';
 import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
 import { ListenError } from '../core/errors.js';
 import { formatHostPort } from '../core/address.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import type { Forwarder, ServiceRuntime } from './service-runtime.js';

@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { Socket } from 'node:net';
 import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import type { ServiceRuntime } from './service-runtime.js';
 
 const noop = (): void => {};

@@ -5,7 +5,7 @@ import { FakeClock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
 import type { LoadMonitorEvent, LoadSampleEvent } from '../core/diagnostics.js';
 import type { LoadConfig } from '../config/schema.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import type { LoadVector } from '../wire/load-vector.js';
 import { LoadManager } from './load-manager.js';
 

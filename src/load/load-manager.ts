@@ -8,7 +8,7 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
 import type { LoadMonitorEvent, LoadSampleEvent } from '../core/diagnostics.js';
 import type { LoadConfig } from '../config/schema.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import type { LoadVector } from '../wire/load-vector.js';
 import { clusterLoad } from './cluster-load.js';
 import { clamp01, ShellForecaster } from './shell-forecast.js';

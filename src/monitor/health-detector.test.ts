@@ -7,7 +7,7 @@ import { healthSchema } from '../config/schema.js';
 import type { DetectorConfig } from '../config/schema.js';
 import type { Availability, AvailabilityFlag } from '../wire/availability.js';
 import { wireTimestamp } from '../wire/timestamp.js';
-import { Backend } from './backend.js';
+import { Backend } from '../core/backend.js';
 import { HealthMonitor } from './health.js';
 import type { ProbeConfig } from './health.js';
 

@@ -4,7 +4,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { FakeClock } from '../core/clock.js';
 import type { BackendStateEvent } from '../core/diagnostics.js';
 import { healthSchema } from '../config/schema.js';
-import { Backend } from './backend.js';
+import { Backend } from '../core/backend.js';
 import { HealthMonitor } from './health.js';
 import type { ProbeConfig } from './health.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { Backend } from './backend.js';
+import { Backend } from '../core/backend.js';
 import { httpProbe, probeFor, sipProbe, tcpProbe, udpProbe } from './probe.js';
 import type { ProbeConfig } from './probe.js';
 

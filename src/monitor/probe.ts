@@ -10,7 +10,7 @@ import { formatHostPort } from '../core/address.js';
 import type { HostPort } from '../core/address.js';
 import { realClock } from '../core/clock.js';
 import type { HealthConfig } from '../config/schema.js';
-import type { Backend } from './backend.js';
+import type { Backend } from '../core/backend.js';
 
 export type ProbeConfig = HealthConfig['probe'];
 

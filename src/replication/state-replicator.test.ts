@@ -5,13 +5,13 @@ import { once } from 'node:events';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
 import { realClock, type Clock } from '../core/clock.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import { addressKey, FlowTable, NO_FLOW, PROTO_UDP } from '../sessions/flow-table.js';
 import { SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, SessionTable } from '../sessions/session-table.js';
 import { MessageType, open, seal } from '../wire/envelope.js';
 import { decodeFrame, encodeFrame, Op, OpWriter } from '../wire/replication-frame.js';
-import type { RelayChange, RelayPortState } from '../forward/media-relay.js';
+import type { RelayChange, RelayPortState } from '../media/media-relay.js';
 import { createStateReplicator, type StateReplicator } from './state-replicator.js';
 
 const KEY = Buffer.alloc(32, 0x42);

@@ -87,10 +87,10 @@ import { formatHostPort } from '../core/address.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { ListenError } from '../core/errors.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
 import type { SessionChange, SessionRouter } from '../sessions/session-router.js';
-import type { RelayChange, RelayPortState } from '../forward/media-relay.js';
+import type { RelayChange, RelayPortState } from '../media/media-relay.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import { ENVELOPE_OVERHEAD_BYTES, MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import {

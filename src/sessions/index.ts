@@ -5,8 +5,7 @@
 import type { Balancer } from '../balance/balancer.js';
 import type { Clock } from '../core/clock.js';
 import { channels, type FlowPurgeEvent } from '../core/diagnostics.js';
-import type { ServiceConfig } from '../config/schema.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { FlowTable } from './flow-table.js';
 import { SessionRouter } from './session-router.js';
 import { SessionTable } from './session-table.js';
@@ -25,7 +24,21 @@ export interface SessionLayer {
   close(): void;
 }
 
-export function createSessionLayer(config: ServiceConfig, backends: readonly Backend[], balancer: Balancer<Backend>, clock: Clock): SessionLayer {
+/**
+ * What the session layer needs of a service's configuration, as plain values (a validated
+ * `services[]` entry is one): the layer does not depend on the configuration schema.
+ */
+export interface SessionLayerOptions {
+  readonly name: string;
+  readonly sessions: {
+    readonly maxFlows: number;
+    readonly maxSessions: number;
+    readonly flowTimeoutMs: number;
+    readonly sessionTimeoutMs: number;
+  };
+}
+
+export function createSessionLayer(config: SessionLayerOptions, backends: readonly Backend[], balancer: Balancer<Backend>, clock: Clock): SessionLayer {
   const s = config.sessions;
   const flows = new FlowTable({ service: config.name, maxFlows: s.maxFlows, timeoutMs: s.flowTimeoutMs, clock });
   const table = new SessionTable({ service: config.name, maxSessions: s.maxSessions, timeoutMs: s.sessionTimeoutMs, clock });

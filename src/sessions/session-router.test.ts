@@ -5,7 +5,7 @@ import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
 import { FakeClock } from '../core/clock.js';
 import { channels, type SessionRefuseEvent, type SessionRepinEvent } from '../core/diagnostics.js';
-import { Backend } from '../monitor/backend.js';
+import { Backend } from '../core/backend.js';
 import { SessionRouter, type SessionChange } from './session-router.js';
 import { SessionTable } from './session-table.js';
 

@@ -6,7 +6,7 @@
  */
 import type { Balancer } from '../balance/balancer.js';
 import { channels, type SessionCloseEvent, type SessionEvent, type SessionRefuseEvent, type SessionRepinEvent } from '../core/diagnostics.js';
-import type { Backend } from '../monitor/backend.js';
+import type { Backend } from '../core/backend.js';
 import { NO_SESSION, type SessionEndReason, type SessionHandle, type SessionTable } from './session-table.js';
 
 export type SessionRoute =

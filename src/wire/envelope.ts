@@ -64,6 +64,7 @@
  * 'bad-mac'. A version or type this build does not know is reported only for authentic messages.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { WireReject } from '../core/diagnostics.js';
 
 /** The envelope format version, the high nibble of the version byte. */
 export const WIRE_VERSION = 1;
@@ -73,8 +74,7 @@ export const TAG_BYTES = 16;
 export const MessageType = { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
-/** Why a message was dropped; the later reasons ('replay', 'stale', 'unknown-host') are raised by receivers. */
-export type WireReject = 'truncated' | 'bad-mac' | 'version' | 'type' | 'malformed' | 'replay' | 'stale' | 'unknown-host';
+export type { WireReject };
 
 export type OpenResult = { ok: true; type: MessageType; body: Buffer } | { ok: false; reason: WireReject };
 

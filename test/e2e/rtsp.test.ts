@@ -13,7 +13,7 @@ import { configSchema, type MediaConfig, type SessionsConfig } from '../../src/c
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import { realClock } from '../../src/core/clock.js';
 import { createBalancer } from '../../src/balance/index.js';
-import { Backend } from '../../src/monitor/backend.js';
+import { Backend } from '../../src/core/backend.js';
 import { createSessionLayer } from '../../src/sessions/index.js';
 import { addressOf, PROTO_UDP, PROTO_TCP } from '../../src/sessions/flow-table.js';
 import { ADMIT_ALL } from '../../src/admission/admission-controller.js';

@@ -14,7 +14,7 @@ import { once } from 'node:events';
 import { mediaSchema } from '../../src/config/schema.js';
 import { channels, type SessionRefuseEvent } from '../../src/core/diagnostics.js';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
-import { liveRelays, type MediaRelay } from '../../src/forward/media-relay.js';
+import { liveRelays, type MediaRelay } from '../../src/media/media-relay.js';
 import { sipTestConfig } from '../helpers/sip-dispatcher.js';
 import { freeRange } from '../helpers/free-ports.js';
 import { fixture, runUac, startUas, type SippUas } from '../helpers/sipp.js';

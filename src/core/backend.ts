@@ -1,9 +1,11 @@
 /**
  * @module A backend as the pipeline sees it: identity, address, weight, its live state and its
- * in-flight work count. The state machine is owned by monitor/health.ts; the forwarder only reads
- * `state` through the balancer's snapshot and bumps `active`.
+ * in-flight work count, and the seam through which a forwarder reports what it saw of one. The state
+ * machine is owned by monitor/health.ts; the forwarder only reads `state` through the balancer's
+ * snapshot and bumps `active`.
  */
-import type { HostPort } from '../core/address.js';
+import type { HostPort } from './address.js';
+import type { BackendFailureKind } from './errors.js';
 
 /** SARA/STYLE's explicit states. `suspect` is used by heartbeat detectors (issue 3). */
 export type BackendState = 'unknown' | 'up' | 'suspect' | 'down' | 'draining';
@@ -42,4 +44,15 @@ export class Backend implements HostPort {
   get label(): string {
     return `${this.service}/${this.id}`;
   }
+}
+
+/**
+ * Passive detection input: the forwarder saw a backend refuse, reset or time out. Declared here, beside
+ * the backend it speaks of, so that the health monitor (which implements it) and the pipeline (which
+ * calls it) meet on shared ground instead of importing each other.
+ */
+export interface FailureSink {
+  reportFailure(backend: Backend, kind: BackendFailureKind): void;
+  /** The backend completed a connect or exchange. Called on the hot path: cheap when already up. */
+  reportSuccess(backend: Backend): void;
 }

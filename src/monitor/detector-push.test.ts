@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { detectorConfig, runDetectorSuite } from './detector.common-suite.js';
-import { createDetector } from './detector.js';
+import { createDetector } from './detector-registry.js';
 import { PushDetector } from './detector-push.js';
 
 runDetectorSuite('push');

@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { detectorSchema } from '../config/schema.js';
 import type { DetectorConfig } from '../config/schema.js';
-import { createDetector, detectorNames } from './detector.js';
+import { createDetector, detectorNames } from './detector-registry.js';
 import type { Detector, DetectorType, HeartbeatDetectorConfig, Verdict } from './detector.js';
 
 const RANK: Record<Verdict, number> = { up: 0, suspect: 1, down: 2 };

@@ -1,12 +1,10 @@
 /**
- * @module The failure-detector contract and its registry. A detector turns a stream of heartbeats
- * (agent announcements, or pull replies) into a verdict on one backend, and says when that verdict
- * would next worsen so that HealthMonitor can set one timer per backend instead of polling.
+ * @module The failure-detector contract. A detector turns a stream of heartbeats (agent
+ * announcements, or pull replies) into a verdict on one backend, and says when that verdict would
+ * next worsen so that HealthMonitor can set one timer per backend instead of polling. The detectors
+ * implement it; detector-registry.ts names them (this file imports none of them).
  */
 import type { DetectorConfig } from '../config/schema.js';
-import { PhiAccrualDetector } from './detector-phi-accrual.js';
-import { PullDetector } from './detector-pull.js';
-import { PushDetector } from './detector-push.js';
 
 /** `suspect` is still eligible (one late heartbeat must not move traffic); `down` is not. */
 export type Verdict = 'up' | 'suspect' | 'down';
@@ -37,28 +35,3 @@ export interface Detector {
 export type DetectorType = Exclude<DetectorConfig['type'], 'passive'>;
 
 export type HeartbeatDetectorConfig = DetectorConfig & { readonly type: DetectorType };
-
-type DetectorFactory = (cfg: DetectorConfig, now: number) => Detector;
-
-/** Static: the configuration schema's enum is the list of names, so there is nothing to register. */
-const registry: Readonly<Record<DetectorType, DetectorFactory>> = {
-  push: (cfg, now) => new PushDetector(cfg, now),
-  pull: (cfg, now) => new PullDetector(cfg, now),
-  'phi-accrual': (cfg, now) => new PhiAccrualDetector(cfg, now),
-};
-
-export function detectorNames(): DetectorType[] {
-  return (Object.keys(registry) as DetectorType[]).sort();
-}
-
-/** A detector of the configured type, created at clock time `now` (its start-up grace begins there). */
-export function createDetector(cfg: HeartbeatDetectorConfig, now: number): Detector {
-  const factory = registry[cfg.type] as DetectorFactory | undefined;
-  if (!factory) throw new TypeError(`no failure detector "${cfg.type}", expected one of: ${detectorNames().join(', ')}`);
-  return factory(cfg, now);
-}
-
-/** Narrows a detector configuration to one with a heartbeat stream. */
-export function isHeartbeatDetector(cfg: DetectorConfig): cfg is HeartbeatDetectorConfig {
-  return cfg.type !== 'passive';
-}

@@ -13,7 +13,7 @@ import type { DetectorConfig, HealthConfig } from '../config/schema.js';
 import type { Availability } from '../wire/availability.js';
 import { unwrapTimestamp } from '../wire/timestamp.js';
 import type { Backend, BackendState, FailureSink } from '../core/backend.js';
-import { createDetector, isHeartbeatDetector } from './detector.js';
+import { createDetector, isHeartbeatDetector } from './detector-registry.js';
 import type { Detector } from './detector.js';
 import { probeFor } from './probe.js';
 import type { ProbeConfig, Prober } from './probe.js';

@@ -24,7 +24,7 @@ import { listen, type Listener } from '../forward/listener.js';
 import type { SessionLayer } from '../sessions/index.js';
 import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import type { TimerHandle } from '../core/clock.js';
-import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../forward/service-runtime.js';
+import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/service-runtime.js';
 import { createMetrics } from '../admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
 import { subscribeLogs, type Logger } from '../admin/log.js';

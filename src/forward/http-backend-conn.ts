@@ -8,7 +8,7 @@ import net from 'node:net';
 import type { BackendFailureKind } from '../core/errors.js';
 import type { TimerHandle } from '../core/clock.js';
 import type { Backend } from '../core/backend.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import type { ServiceRuntime } from '../pipeline/service-runtime.js';
 
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {

@@ -37,7 +37,7 @@ import {
   type Resume,
 } from './http-failover.js';
 import type { FailoverEvent } from '../core/diagnostics.js';
-import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
 import { MAX_SESSION_KEY_BYTES, responseSetCookie, sessionKeyOf, type SessionKeyOf } from './http-session-key.js';
 import { NO_SESSION } from '../sessions/session-table.js';
 import { ADMIT_ALL } from '../admission/admission-controller.js';

@@ -2,7 +2,7 @@
 import net from 'node:net';
 import { parseHostPort, type HostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
-import type { Forwarder } from './service-runtime.js';
+import type { Forwarder } from '../pipeline/service-runtime.js';
 
 export interface Listener {
   readonly address: HostPort;

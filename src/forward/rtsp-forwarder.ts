@@ -59,7 +59,7 @@ import {
   type RtspMessage,
 } from '../sessions/rtsp-message.js';
 import { MediaRelay, type RelayStream } from '../media/media-relay.js';
-import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 
 /** Largest message body accepted (SDP of a DESCRIBE, ANNOUNCE, GET_PARAMETER). */

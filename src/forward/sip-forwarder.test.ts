@@ -22,7 +22,7 @@ import { Backend } from '../core/backend.js';
 import type { SessionLayer } from '../sessions/index.js';
 import { ADMIT_ALL, type Admission } from '../admission/index.js';
 import { parseSipMessage, SipStreamFramer, type SipMessage } from '../sessions/sip-message.js';
-import { createServiceRuntime, type ServiceRuntime } from './service-runtime.js';
+import { createServiceRuntime, type ServiceRuntime } from '../pipeline/service-runtime.js';
 import { DIALOG_LINGER_MS, HOLDFAST_BRANCH_PREFIX, HOLDFAST_TO_TAG, RETRY_AFTER_S, SipForwarder } from './sip-forwarder.js';
 import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP } from '../sessions/flow-table.js';
 import { NO_SESSION } from '../sessions/session-table.js';

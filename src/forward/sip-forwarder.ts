@@ -116,7 +116,7 @@ import {
   type SipTransport,
   type SipVia,
 } from '../sessions/sip-message.js';
-import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
 import { SipMediaGateway } from './sip-media.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 

@@ -43,7 +43,7 @@ import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../sessions/sip-message.js';
 import type { ReplicatedRelay } from '../replication/state-replicator.js';
 import { MediaRelay, type RelayPortState, type RelayStream } from '../media/media-relay.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import type { ServiceRuntime } from '../pipeline/service-runtime.js';
 
 /** Streams (m= lines) relayed per session; further m= lines are disabled. */
 export const MEDIA_STREAMS_PER_SESSION = 8;

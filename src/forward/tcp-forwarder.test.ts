@@ -19,7 +19,7 @@ import type { ConnectionEvent, TcpSpliceEvent } from '../core/diagnostics.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { serviceSchema } from '../config/schema.js';
 import { Backend } from '../core/backend.js';
-import { createServiceRuntime } from './service-runtime.js';
+import { createServiceRuntime } from '../pipeline/service-runtime.js';
 import { TcpForwarder } from './tcp-forwarder.js';
 
 const MB = 1024 * 1024;

@@ -19,7 +19,7 @@ import type { BackendFailureKind } from '../core/errors.js';
 import { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { createServiceRuntime } from './service-runtime.js';
+import { createServiceRuntime } from '../pipeline/service-runtime.js';
 import {
   createFlowSocketUpstream,
   PENDING_DATAGRAMS_PER_FLOW,

@@ -36,7 +36,7 @@ import { formatHostPort } from '../core/address.js';
 import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import type { Forwarder, ServiceRuntime } from './service-runtime.js';
+import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
 
 /** Datagrams a flow may queue while its upstream socket binds and connects (one event-loop turn). */
 export const PENDING_DATAGRAMS_PER_FLOW = 8;

@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import type { Backend } from '../core/backend.js';
-import type { ServiceRuntime } from './service-runtime.js';
+import type { ServiceRuntime } from '../pipeline/service-runtime.js';
 
 const noop = (): void => {};
 

@@ -19,7 +19,7 @@ import { addressOf, PROTO_UDP, PROTO_TCP } from '../../src/sessions/flow-table.j
 import { ADMIT_ALL } from '../../src/admission/admission-controller.js';
 import { RtspForwarder } from '../../src/forward/rtsp-forwarder.js';
 import { listen } from '../../src/forward/listener.js';
-import type { ServiceRuntime } from '../../src/forward/service-runtime.js';
+import type { ServiceRuntime } from '../../src/pipeline/service-runtime.js';
 import { mediaClient, ports, RtspClient, startRtspServer, transportParam, type RtspServer } from '../helpers/rtsp-server.js';
 
 /** An even base for this file's relay ranges, away from other tests' (random: files run in parallel). */

@@ -1,6 +1,8 @@
 /**
- * @module What a forwarder gets from the composition root: the service's backends, its balancer
- * and where to report backend failures (passive detection). Forwarders never reach further.
+ * @module What a forwarder gets from the composition root: the service's configuration, its clock
+ * and its pipeline stage (the Router, built from the service's session router, admission control and
+ * balancer, with the failure seam to passive detection), and the Forwarder contract every protocol
+ * implements. Forwarders route through the Router only.
  */
 import type { Balancer } from '../balance/balancer.js';
 import type { Clock } from '../core/clock.js';
@@ -11,6 +13,7 @@ import type { Backend, FailureSink } from '../core/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { SessionRouter } from '../sessions/session-router.js';
+import { Router } from './router.js';
 
 
 export interface ServiceRuntime {
@@ -45,6 +48,18 @@ export function createServiceRuntime(
   const layer = createSessionLayer(config, backends, balancer, clock);
   const runtime: ServiceRuntime = { config, backends, balancer, failures, clock, sessions: layer.sessions, flows: layer.flows, admission };
   return { runtime, layer };
+}
+
+const routers = new WeakMap<ServiceRuntime, Router>();
+
+/** The service's Router: one per runtime, built on first use from the runtime's parts. */
+export function routerOf(rt: ServiceRuntime): Router {
+  let router = routers.get(rt);
+  if (router === undefined) {
+    router = new Router(rt);
+    routers.set(rt, router);
+  }
+  return router;
 }
 
 /** A forwarder takes accepted client sockets of one service (stream) and/or binds its own datagram socket. */

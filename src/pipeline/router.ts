@@ -1,0 +1,199 @@
+/**
+ * @module The pipeline of DESIGN.md as one stage: session identifier -> admission control (SA2C) ->
+ * balancer, for one service. A forwarder asks `route()` once per unit of work (a connection, a
+ * request, a datagram of a new flow, a SIP request) and gets a decision as a value; when a backend
+ * fails under it, it calls `failed()` once, which tells passive detection and routes the unit again
+ * (the re-pin). Forwarders hold no other way to the session tables, the admission controller or the
+ * balancer.
+ */
+import type { Backend, FailureSink } from '../core/backend.js';
+import type { BackendFailureKind } from '../core/errors.js';
+import type { SessionKind } from '../admission/sa2c.js';
+import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
+import type { Balancer } from '../balance/balancer.js';
+import { NO_FLOW, type FlowHandle } from '../sessions/flow-table.js';
+import type { SessionRouter } from '../sessions/session-router.js';
+import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
+
+/** What the router answers for one unit of work (STYLE: a decision is a value, not a side effect). */
+export type RouteDecision =
+  /** Send it to `backend`; `session` is the session it belongs to (NO_SESSION: none, e.g. a TCP splice). */
+  | { readonly type: 'forward'; readonly backend: Backend; readonly session: SessionHandle }
+  /**
+   * Do not send it. 'overload': SA2C refused a new session (answer with `retryAfterS`, RFC 9110
+   * §10.2.3 / RFC 3261 §21.5.4); 'sessions-full': the session table could not open it; 'closed': the
+   * session the unit named ended under it (timed out, torn down).
+   */
+  | { readonly type: 'refuse'; readonly reason: RefuseReason; readonly retryAfterS: number | null }
+  /** SA2C dropped this unit of an established session; the session keeps its pin. */
+  | { readonly type: 'degrade' }
+  /** No backend can take it. */
+  | { readonly type: 'none' };
+
+export type RefuseReason = 'overload' | 'sessions-full' | 'closed';
+
+/** What the forwarder knows of the unit of work, beyond its flow. */
+export type RouteHint =
+  /**
+   * No session: the balancer's pick, never `avoid` and never one of `tried` (a TCP splice, a request
+   * on a service without session keys, a stateless SIP ACK/BYE).
+   */
+  | { readonly via: 'balancer'; readonly admit?: SessionKind; readonly avoid?: Backend | null; readonly tried?: ReadonlySet<Backend> }
+  /** A unit of the open session `session` (or of the flow's session when NO_SESSION): follow its pin. */
+  | { readonly via: 'session'; readonly admit?: SessionKind; readonly session: SessionHandle }
+  /**
+   * A unit of the session named `key` (a Call-ID, a cookie or header value; null: anonymous, always
+   * new): its pin when the session is open; otherwise, when `open`, a new session on the balancer's
+   * choice. `avoid` just failed this unit and may not be marked down (a timeout, a draining backend):
+   * it is never returned, and an open session moves to the backend that takes over (a re-pin). An
+   * unknown key with `open` false gets the balancer's pick and leaves no session behind. `admit`
+   * 'auto': 'established' when the session is open, 'new' otherwise.
+   */
+  | {
+      readonly via: 'key';
+      readonly admit?: SessionKind | 'auto';
+      readonly key: string | null;
+      readonly open: boolean;
+      readonly avoid?: Backend | null;
+    };
+
+const NONE: RouteDecision = Object.freeze({ type: 'none' });
+const DEGRADE: RouteDecision = Object.freeze({ type: 'degrade' });
+const SESSIONS_FULL: RouteDecision = Object.freeze({ type: 'refuse', reason: 'sessions-full', retryAfterS: null });
+const CLOSED: RouteDecision = Object.freeze({ type: 'refuse', reason: 'closed', retryAfterS: null });
+
+function forward(backend: Backend, session: SessionHandle): RouteDecision {
+  return { type: 'forward', backend, session };
+}
+
+/** What a router is built from: the parts of a ServiceRuntime it owns the use of. */
+export interface RouterParts {
+  readonly backends: readonly Backend[];
+  readonly balancer: Balancer<Backend>;
+  readonly sessions: SessionRouter;
+  readonly admission: Admission;
+  readonly failures: FailureSink;
+  readonly flows: { session(h: FlowHandle): SessionHandle };
+}
+
+/** One service's pipeline stage. */
+export class Router {
+  private readonly admissionOn: boolean;
+
+  constructor(private readonly parts: RouterParts) {
+    // One identity test when admission is off: nothing else on the hot path.
+    this.admissionOn = parts.admission !== ADMIT_ALL;
+  }
+
+  /** Routes one unit of work of `flow` (NO_FLOW: the unit has no flow entry). */
+  route(flow: FlowHandle, hint: RouteHint): RouteDecision {
+    switch (hint.via) {
+      case 'balancer': {
+        if (hint.admit !== undefined) {
+          const refused = this.admit(hint.admit);
+          if (refused !== null) return refused;
+        }
+        return this.pick(hint.avoid ?? null, hint.tried);
+      }
+      case 'session': {
+        if (hint.admit !== undefined) {
+          const refused = this.admit(hint.admit);
+          if (refused !== null) return refused;
+        }
+        const h = hint.session !== NO_SESSION || flow === NO_FLOW ? hint.session : this.parts.flows.session(flow);
+        return this.follow(h);
+      }
+      case 'key':
+        return this.byKey(hint.key, hint.open, hint.avoid ?? null, hint.admit);
+    }
+  }
+
+  /**
+   * The failure entry. `backend` failed a unit of work (refused, reset, timed out, closed): passive
+   * detection is told at once (the balancer's snapshot excludes a backend taken down before this
+   * returns). With a hint the unit is routed again, its session re-pinned; without one nothing more.
+   */
+  failed(backend: Backend, kind: BackendFailureKind, hint?: RouteHint, flow: FlowHandle = NO_FLOW): RouteDecision {
+    this.parts.failures.reportFailure(backend, kind);
+    return hint === undefined ? NONE : this.route(flow, hint);
+  }
+
+  /** `backend` completed a connect or exchange (passive detection's good news). */
+  succeeded(backend: Backend): void {
+    this.parts.failures.reportSuccess(backend);
+  }
+
+  /**
+   * Pins the session named `key` to `backend`, which the protocol chose (an HTTP Set-Cookie names a
+   * session its backend created; a flow that outlived its session stays on its backend).
+   */
+  pin(key: string | null, backend: Backend): RouteDecision {
+    const r = this.parts.sessions.pin(key, backend);
+    return r.type === 'refused' ? SESSIONS_FULL : forward(r.backend, r.session);
+  }
+
+  /** Opens a new session pinned where the open session `beside` is (a second RTSP session on one connection). */
+  openBeside(beside: SessionHandle): RouteDecision {
+    const r = this.parts.sessions.open(null);
+    if (r.type === 'refused') return r.reason === 'sessions-full' ? SESSIONS_FULL : NONE;
+    const table = this.parts.sessions.table;
+    const at = table.backend(beside);
+    if (table.backend(r.session) !== at) table.repin(r.session, at);
+    return forward(r.backend, r.session);
+  }
+
+  /** SA2C's verdict as a decision: null when admitted. */
+  private admit(kind: SessionKind): RouteDecision | null {
+    if (!this.admissionOn) return null;
+    const verdict = this.parts.admission.decide(kind);
+    if (verdict.type === 'admit') return null;
+    if (verdict.type === 'degrade') return DEGRADE;
+    return { type: 'refuse', reason: 'overload', retryAfterS: verdict.retryAfterS };
+  }
+
+  private follow(h: SessionHandle): RouteDecision {
+    const r = this.parts.sessions.follow(h);
+    if (r.type !== 'refused') return forward(r.backend, r.session);
+    return r.reason === 'closed' ? CLOSED : NONE;
+  }
+
+  /**
+   * SARA III.C for a keyed unit (see RouteHint 'key'). A full session table serves the unit unpinned
+   * (the session router counts the refusal).
+   */
+  private byKey(key: string | null, open: boolean, avoid: Backend | null, admit: SessionKind | 'auto' | undefined): RouteDecision {
+    const sessions = this.parts.sessions;
+    const h = key === null ? NO_SESSION : sessions.table.find(key);
+    if (admit !== undefined) {
+      const refused = this.admit(admit === 'auto' ? (h !== NO_SESSION ? 'established' : 'new') : admit);
+      if (refused !== null) return refused;
+    }
+    const opens = h !== NO_SESSION || open;
+    if (h !== NO_SESSION || (opens && avoid === null)) {
+      // One lookup: follow the session found, or open the one this key names.
+      const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key);
+      if (r.type === 'refused') return r.reason === 'sessions-full' ? this.pick(avoid) : NONE;
+      if (r.backend !== avoid) return forward(r.backend, r.session);
+    }
+    const picked = this.pick(avoid);
+    if (picked.type !== 'forward' || !opens) return picked;
+    const pinned = sessions.pin(key, picked.backend);
+    return pinned.type === 'refused' ? picked : forward(picked.backend, pinned.session);
+  }
+
+  /**
+   * The balancer's pick, never `avoid` nor one of `tried`. A failure sink that does not take a backend
+   * out at once (a threshold detector, a timeout) may let the balancer offer it again: skip it, within
+   * a bounded loop.
+   */
+  private pick(avoid: Backend | null, tried?: ReadonlySet<Backend>): RouteDecision {
+    const balancer = this.parts.balancer;
+    for (let i = 0; i <= this.parts.backends.length; i++) {
+      const p = balancer.pick();
+      if (p.type === 'none') return NONE;
+      if (p.backend === avoid || (tried !== undefined && tried.has(p.backend))) continue;
+      return forward(p.backend, NO_SESSION);
+    }
+    return NONE;
+  }
+}

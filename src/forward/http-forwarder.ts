@@ -4,8 +4,9 @@
  * replies leave in order); heads are parsed and rewritten as strings, bodies are relayed as the
  * Buffers the kernel gave us, with their framing followed (never decoded) to find where each
  * message ends. Memory per connection is bounded: a side that cannot write pauses the other.
- * A request that names a virtual session (issue 5: sessions.cookie or sessions.header) is routed
- * through the service's session router instead of the balancer; a reply that sets the cookie pins it.
+ * Every request is routed once by the service's Router (session, admission, balancer), and again
+ * through its failure entry when its backend fails; a request that names a virtual session (issue 5:
+ * sessions.cookie or sessions.header) follows its pin, and a reply that sets the cookie pins it.
  */
 import type net from 'node:net';
 import { HttpRequestError, type BackendFailureKind } from '../core/errors.js';
@@ -37,10 +38,8 @@ import {
   type Resume,
 } from './http-failover.js';
 import type { FailoverEvent } from '../core/diagnostics.js';
-import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
+import { NO_FLOW, routerOf, type Forwarder, type RouteDecision, type Router, type ServiceRuntime } from '../pipeline/index.js';
 import { MAX_SESSION_KEY_BYTES, responseSetCookie, sessionKeyOf, type SessionKeyOf } from './http-session-key.js';
-import { NO_SESSION } from '../sessions/session-table.js';
-import { ADMIT_ALL } from '../admission/admission-controller.js';
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
 const LFLF = Buffer.from('\n\n');
@@ -62,11 +61,14 @@ export class HttpForwarder implements Forwarder {
   readonly sessionCookie: string | null;
   /** The wall clock, for Set-Cookie Expires. */
   readonly wallNow = (): number => this.rt.clock.wallNow();
+  /** The service's pipeline stage: every routing decision and failure report goes through it. */
+  readonly router: Router;
   private readonly clients = new Set<ClientConn>();
   private closing = false;
   private idleWaiters: (() => void)[] = [];
 
   constructor(readonly rt: ServiceRuntime) {
+    this.router = routerOf(rt);
     this.pool = new BackendPool(rt, rt.backends.length);
     this.logBudget = new LogBudget(rt.config.http.failover.maxTotalLogBytes);
     // A held reply is at most its head, holdReplyBytes, and the one read that crosses the bound.
@@ -315,9 +317,7 @@ class ClientConn implements BackendConnOwner {
     this.bytesIn = headBytes;
     this.bytesOut = 0;
     this.requests++;
-    // Issue 8 (SA2C): one identity test when admission is off, nothing else on the hot path.
-    if (rt.admission !== ADMIT_ALL && !this.admit()) return;
-    if (!this.assignBackend(null)) return;
+    if (!this.assignBackend(null, true)) return;
     const conn = this.conn!;
     let ok = conn.write(this.reqHead, rt.config.http.highWaterMarkBytes);
     if (!this.reqDone && this.buf !== null) {
@@ -329,41 +329,29 @@ class ClientConn implements BackendConnOwner {
   }
 
   /**
-   * Issue 8, SARA III.B: asks SA2C about this request. It is 'established' when it names a session
-   * open in the session table (sessions.cookie / sessions.header), or, with neither configured, when
-   * it is not the first request of its connection; otherwise it opens a session: 'new'. A refused new
-   * session gets 503 with the verdict's Retry-After (RFC 9110 §15.6.4, §10.2.3); a degraded request
-   * of an established session is dropped — not forwarded, answered 503 — while its session stays
-   * pinned. Both close the connection like every 503 of ours. Returns false when it answered.
+   * Pick a backend (through the Router) and take a connection to it, carrying over writes queued on a
+   * connection that never came up. Returns false (after answering the client) when there is none.
+   *
+   * The first routing of a request (`first`) also asks SA2C (issue 8, SARA III.B). It is
+   * 'established' when it names a session open in the session table (sessions.cookie /
+   * sessions.header), or, with neither configured, when it is not the first request of its
+   * connection; otherwise it opens a session: 'new'. A refused new session gets 503 with the
+   * verdict's Retry-After (RFC 9110 §15.6.4, §10.2.3); a degraded request of an established session
+   * is dropped — not forwarded, answered 503 — while its session stays pinned. Both close the
+   * connection like every 503 of ours.
    */
-  private admit(): boolean {
-    const key = this.sessionKey;
-    // No cookie/header configured: the issue's rule, "the first request of a connection is new", so any later one on a keep-alive connection is established.
-    const established =
-      this.fwd.sessionKeyOf === null ? this.requests > 1 : key !== null && this.fwd.rt.sessions.table.find(key) !== NO_SESSION;
-    const verdict = this.fwd.rt.admission.decide(established ? 'established' : 'new');
-    if (verdict.type === 'admit') return true;
-    if (verdict.type === 'refuse') {
-      this.failExchange(503, 'overloaded: new session refused', `Retry-After: ${verdict.retryAfterS}\r\n`);
-    } else {
-      this.failExchange(503, 'overloaded: request dropped');
-    }
-    return false;
-  }
-
-  /**
-   * Pick a backend and take a connection to it, carrying over writes queued on a connection that
-   * never came up. Returns false (after answering the client) when there is none.
-   */
-  private assignBackend(carry: BackendConn | null): boolean {
+  private assignBackend(carry: BackendConn | null, first = false): boolean {
     const rt = this.fwd.rt;
     let b: Backend | null = null;
     if (++this.attempts <= rt.backends.length + 1) {
-      if (this.sessionKey === null) {
-        const pick = rt.balancer.pick();
-        if (pick.type === 'pick') b = pick.backend;
-      } else {
-        b = this.sessionBackend(carry === null ? null : carry.backend);
+      const d = this.route(carry === null ? null : carry.backend, first);
+      if (d.type === 'forward') b = d.backend;
+      else if (d.type === 'refuse' && d.reason === 'overload') {
+        this.failExchange(503, 'overloaded: new session refused', `Retry-After: ${d.retryAfterS}\r\n`);
+        return false;
+      } else if (d.type === 'degrade') {
+        this.failExchange(503, 'overloaded: request dropped');
+        return false;
       }
     }
     if (b !== null) {
@@ -384,41 +372,24 @@ class ClientConn implements BackendConnOwner {
   }
 
   /**
-   * Issue 5 (SARA III.C): the backend for a request of session `sessionKey`, through the session
-   * router: its pin (kept while the backend is draining), or a re-pin when the pinned backend is down.
-   * A key we do not know (the dispatcher restarted, the client made it up): in cookie mode the
-   * balancer's plain pick, with no session opened — sessions open only from a backend's Set-Cookie
-   * (learnSession), so invented values cannot fill the table (review finding 12); in header mode the
-   * client names its session, which is pinned on the balancer's choice on first sight. `avoid` just
-   * failed this request and may not be marked down (a timeout, a draining backend): it is never
-   * returned, and a known session moves to the backend that takes the request over (a re-pin,
-   * counted). A full session table serves the request unpinned (the router counts the refusal).
-   * null: no backend.
+   * Routes this request, never to `avoid` (it just failed this request and may not be marked down: a
+   * timeout, a draining backend). Issue 5 (SARA III.C): a request of session `sessionKey` follows its
+   * pin (kept while the backend is draining), re-pinned when the pinned backend is down or is
+   * `avoid` (a re-pin, counted). A key we do not know (the dispatcher restarted, the client made it
+   * up): in cookie mode the balancer's plain pick, with no session opened — sessions open only from a
+   * backend's Set-Cookie (learnSession), so invented values cannot fill the table (review finding
+   * 12); in header mode the client names its session, which is pinned on the balancer's choice on
+   * first sight. A full session table serves the request unpinned. `first`: ask admission control.
    */
-  private sessionBackend(avoid: Backend | null): Backend | null {
-    const sessions = this.fwd.rt.sessions;
-    const key = this.sessionKey!;
-    const h = sessions.table.find(key);
-    const opens = h !== NO_SESSION || this.fwd.sessionCookie === null;
-    if (h !== NO_SESSION || (opens && avoid === null)) {
-      // One lookup: follow the session found, or open the one this key names.
-      const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key);
-      if (r.type === 'refused') return r.reason === 'sessions-full' ? this.pickExcept(avoid) : null;
-      if (r.backend !== avoid) return r.backend;
+  private route(avoid: Backend | null, first: boolean): RouteDecision {
+    const router = this.fwd.router;
+    const key = this.sessionKey;
+    if (key === null) {
+      // No cookie/header configured: the issue's rule, "the first request of a connection is new", so any later one on a keep-alive connection is established.
+      const admit = !first ? undefined : this.fwd.sessionKeyOf === null && this.requests > 1 ? 'established' : 'new';
+      return router.route(NO_FLOW, { via: 'balancer', admit, avoid });
     }
-    const b = this.pickExcept(avoid);
-    if (b !== null && opens) sessions.pin(key, b);
-    return b;
-  }
-
-  /** The balancer's pick, never `avoid` (a timeout does not mark a backend down, so it may be offered). */
-  private pickExcept(avoid: Backend | null): Backend | null {
-    const rt = this.fwd.rt;
-    let pick = rt.balancer.pick();
-    for (let tries = rt.backends.length; pick.type === 'pick' && pick.backend === avoid && tries > 0; tries--) {
-      pick = rt.balancer.pick();
-    }
-    return pick.type === 'pick' && pick.backend !== avoid ? pick.backend : null;
+    return router.route(NO_FLOW, { via: 'key', key, open: this.fwd.sessionCookie === null, avoid, admit: first ? 'auto' : undefined });
   }
 
   /**
@@ -427,7 +398,6 @@ class ClientConn implements BackendConnOwner {
    * §5.3: the client deletes the cookie) ends the session the request named and the one it names.
    */
   private learnSession(res: ResponseHead, backend: Backend): void {
-    const rt = this.fwd.rt;
     const set = responseSetCookie(res.fields, this.fwd.sessionCookie!, this.fwd.wallNow);
     if (set === null) return;
     const key = this.sessionKey;
@@ -435,13 +405,12 @@ class ClientConn implements BackendConnOwner {
     if (set.expired) {
       for (const k of [key, value]) {
         if (k === null || k === '') continue;
-        const h = rt.sessions.table.find(k);
-        if (h !== NO_SESSION) rt.sessions.close(h, 'ended');
+        this.fwd.router.end(k);
       }
       return;
     }
     // The request's own value too: an unknown one the backend accepts opens its session here.
-    if (value !== '') rt.sessions.pin(value, backend);
+    if (value !== '') this.fwd.router.pin(value, backend);
   }
 
   /** Relay request body bytes, following the framing; leftover bytes are the next request. */
@@ -549,7 +518,7 @@ class ClientConn implements BackendConnOwner {
 
   onBackendConnect(conn: BackendConn): void {
     const b = conn.backend;
-    if (b.state !== 'up') this.fwd.rt.failures.reportSuccess(b);
+    if (b.state !== 'up') this.fwd.router.succeeded(b);
     if (this.paused && this.phase === 'exchange' && !this.reqDone) this.resumeClient();
   }
 
@@ -614,7 +583,7 @@ class ClientConn implements BackendConnOwner {
     }
     const headEnd = end + 4;
     const b = conn.backend;
-    if (b.state !== 'up') this.fwd.rt.failures.reportSuccess(b);
+    if (b.state !== 'up') this.fwd.router.succeeded(b);
 
     if (res.status < 200 && !(res.status === 101 && req.upgrade)) {
       // Interim response (100 Continue, 103 Early Hints): relay it and wait for the final one.
@@ -867,7 +836,7 @@ class ClientConn implements BackendConnOwner {
     if (!conn.connected) {
       // Nothing reached this backend: it is down, and the request goes to another one.
       this.releaseBackend();
-      rt.failures.reportFailure(conn.backend, failedKind);
+      this.fwd.router.failed(conn.backend, failedKind);
       this.fwd.pool.flush(conn.backend);
       this.publishError(conn.backend, failedKind);
       this.assignBackend(conn);
@@ -905,7 +874,7 @@ class ClientConn implements BackendConnOwner {
     conn.discard();
     this.releaseBackend();
     if (kind !== null && kind !== 'protocol') {
-      this.fwd.rt.failures.reportFailure(conn.backend, kind);
+      this.fwd.router.failed(conn.backend, kind);
       this.fwd.pool.flush(conn.backend);
     }
     if (kind !== null) this.publishError(conn.backend, kind);
@@ -957,7 +926,8 @@ class ClientConn implements BackendConnOwner {
       this.resumeChunks = null;
     }
     // Never the failed backend; a session's request goes to its pin, which moves to the backend taking over.
-    const b = this.sessionKey === null ? this.pickExcept(failed) : this.sessionBackend(failed);
+    const d = this.route(failed, false);
+    const b = d.type === 'forward' ? d.backend : null;
     if (b === null) {
       this.publishFailover(failed, null, strategy, 'failed');
       return false;

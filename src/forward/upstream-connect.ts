@@ -9,7 +9,7 @@ import type { Socket } from 'node:net';
 import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import type { Backend } from '../core/backend.js';
-import type { ServiceRuntime } from '../pipeline/service-runtime.js';
+import { routerOf, type ServiceRuntime } from '../pipeline/index.js';
 
 const noop = (): void => {};
 
@@ -75,7 +75,7 @@ export function openUpstream<T extends UpstreamLink>(rt: ServiceRuntime, backend
     if (up.closed) return;
     up.connected = true;
     socket.setNoDelay(true);
-    if (backend.state !== 'up') rt.failures.reportSuccess(backend);
+    if (backend.state !== 'up') routerOf(rt).succeeded(backend);
     events.connected();
   });
   socket.on('close', () => {

@@ -132,6 +132,12 @@ export class Router {
     return r.type === 'refused' ? SESSIONS_FULL : forward(r.backend, r.session);
   }
 
+  /** Ends the session named `key`, if one is open (an expired HTTP session cookie). */
+  end(key: string): void {
+    const h = this.parts.sessions.table.find(key);
+    if (h !== NO_SESSION) this.parts.sessions.close(h, 'ended');
+  }
+
   /** Opens a new session pinned where the open session `beside` is (a second RTSP session on one connection). */
   openBeside(beside: SessionHandle): RouteDecision {
     const r = this.parts.sessions.open(null);

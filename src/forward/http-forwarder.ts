@@ -389,7 +389,8 @@ class ClientConn implements BackendConnOwner {
       const admit = !first ? undefined : this.fwd.sessionKeyOf === null && this.requests > 1 ? 'established' : 'new';
       return router.route(NO_FLOW, { via: 'balancer', admit, avoid });
     }
-    return router.route(NO_FLOW, { via: 'key', key, open: this.fwd.sessionCookie === null, avoid, admit: first ? 'auto' : undefined });
+    const open = this.fwd.sessionCookie === null;
+    return router.route(NO_FLOW, { via: 'key', key, open, avoid, admit: first ? 'auto' : undefined, unpinnedWhenFull: true });
   }
 
   /**

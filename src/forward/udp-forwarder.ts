@@ -36,7 +36,7 @@ import { formatHostPort } from '../core/address.js';
 import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
+import { routerOf, type Forwarder, type RouteHint, type Router, type ServiceRuntime } from '../pipeline/index.js';
 
 /** Datagrams a flow may queue while its upstream socket binds and connects (one event-loop turn). */
 export const PENDING_DATAGRAMS_PER_FLOW = 8;
@@ -220,8 +220,10 @@ export class UdpForwarder implements Forwarder {
   private readonly service: string;
   private readonly unsubscribePurge: () => void;
   private closed = false;
+  private readonly router: Router;
 
   constructor(readonly rt: ServiceRuntime, options: UdpForwarderOptions = {}) {
+    this.router = routerOf(rt);
     this.service = rt.config.name;
     this.maxDatagramBytes = rt.config.udp.maxDatagramBytes;
     this.maxUpstreamSockets = rt.config.udp.maxUpstreamSockets;
@@ -335,35 +337,35 @@ export class UdpForwarder implements Forwarder {
     // Issue 8 (SA2C): a datagram of no flow opens a session ('new': refused = dropped, no flow is
     // created); one of a tracked flow is 'established' (degraded = dropped, its flow still revived).
     // The controller publishes the refusal; ADMIT_ALL answers with a constant.
-    let flow: RelayFlow | null;
-    if (h === NO_FLOW) {
-      if (this.rt.admission.decide('new').type !== 'admit') return;
-      flow = this.openFlow(srcIp, dstIp, rinfo);
-    } else {
-      flow = this.follow(h, rinfo);
-      if (flow !== null && this.rt.admission.decide('established').type !== 'admit') return;
-    }
+    const flow = h === NO_FLOW ? this.openFlow(srcIp, dstIp, rinfo) : this.follow(h, rinfo);
     if (flow === null) return;
     this.upstream.send(flow, datagram);
   }
 
-  /** A datagram of no tracked flow: a new signalling flow with its own anonymous session (SARA Fig. 3). */
-  private openFlow(srcIp: number, dstIp: number, rinfo: dgram.RemoteInfo): RelayFlow | null {
-    const { flows, sessions } = this.rt;
-    // Checked first so that a full table does not open and close a session per refused datagram.
+  /** Checked after admission and before a session opens, so that a full table does not open and close a session per refused datagram. */
+  private readonly canOpenFlow = (): boolean => {
+    const { flows } = this.rt;
     if (flows.size >= flows.capacity) {
       this.refuseFlow('flows-full');
-      return null;
+      return false;
     }
     if (this.upstream.sockets >= this.maxUpstreamSockets) {
       this.refuseFlow('sockets-full');
-      return null;
+      return false;
     }
-    const route = sessions.open(null);
-    if (route.type === 'refused') return null; // counted by SessionRouter (sessionRefuse)
+    return true;
+  };
+
+  private readonly newFlowHint: RouteHint = { via: 'key', key: null, open: true, admit: 'new', gate: this.canOpenFlow };
+
+  /** A datagram of no tracked flow: a new signalling flow with its own anonymous session (SARA Fig. 3). */
+  private openFlow(srcIp: number, dstIp: number, rinfo: dgram.RemoteInfo): RelayFlow | null {
+    const { flows } = this.rt;
+    const route = this.router.route(NO_FLOW, this.newFlowHint);
+    if (route.type !== 'forward') return null; // refused by admission, the gate, or counted by SessionRouter (sessionRefuse)
     const h = flows.insert(srcIp, rinfo.port, dstIp, this.servicePort, PROTO_UDP, 'signalling', route.session);
     if (h === NO_FLOW) {
-      sessions.close(route.session, 'removed');
+      this.router.close(route.session, 'removed');
       this.refuseFlow('flows-full');
       return null;
     }
@@ -376,7 +378,7 @@ export class UdpForwarder implements Forwarder {
 
   /** A datagram of a tracked flow: revive it and follow its session's pin (re-pinned if its backend is down). */
   private follow(h: FlowHandle, rinfo: dgram.RemoteInfo): RelayFlow | null {
-    const { flows, sessions } = this.rt;
+    const { flows } = this.rt;
     let flow = this.relays.get(h);
     if (flow === undefined) {
       // Tracked by the table but not by this relay (not expected): adopt it.
@@ -384,20 +386,18 @@ export class UdpForwarder implements Forwarder {
       this.relays.set(h, flow);
     }
     flows.seen(h);
-    let route = sessions.follow(flow.session);
-    if (route.type === 'refused' && route.reason === 'closed') {
-      // The session idled out (sessions.sessionTimeoutMs) while the flow lived: a new one, on the
-      // backend the flow still talks to (its state lives there) unless that one is down or detached.
-      const at = flow.backend;
-      route = at !== null && at.state !== 'down' ? sessions.pin(null, at) : sessions.open(null);
-      if (route.type !== 'refused') {
-        flow.session = route.session;
-        flows.setSession(h, route.session);
-      }
+    // Its session's pin, then SA2C ('established': degraded = dropped, its flow still revived). The
+    // session idled out (sessions.sessionTimeoutMs) while the flow lived: a new one, on the backend
+    // the flow still talks to (its state lives there) unless that one is down or detached.
+    const d = this.router.route(h, { via: 'session', session: flow.session, reopen: flow.backend, admit: 'established' });
+    const route = d.type === 'forward' ? d : d.type === 'none' ? undefined : d.routed;
+    if (route === undefined) return null;
+    if (route.session !== flow.session) {
+      flow.session = route.session;
+      flows.setSession(h, route.session);
     }
-    if (route.type === 'refused') return null;
     if (route.backend !== flow.backend && !this.attach(flow, route.backend)) return null;
-    return flow;
+    return d.type === 'forward' ? flow : null;
   }
 
   /** Points `flow`'s upstream at `backend` (detaching it from its old one). */
@@ -436,8 +436,8 @@ export class UdpForwarder implements Forwarder {
     if (socket === null || flow.backend === null) return;
     this.rt.flows.seen(flow.handle);
     // A reply is traffic of the session too: a receive-only client keeps its pin (review finding 4).
-    if (flow.session !== NO_SESSION) this.rt.sessions.table.touch(flow.session);
-    this.rt.failures.reportSuccess(flow.backend);
+    if (flow.session !== NO_SESSION) this.router.touch(flow.session);
+    this.router.succeeded(flow.backend);
     if (socket.getSendQueueCount() >= SEND_QUEUE_MAX) {
       this.drop('queue-full');
       return;
@@ -464,7 +464,7 @@ export class UdpForwarder implements Forwarder {
       case 'EADDRNOTAVAIL':
       case 'ENOTFOUND':
       case 'EAI_AGAIN':
-        this.rt.failures.reportFailure(backend, 'refused');
+        this.router.failed(backend, 'refused');
         return;
       case 'EMFILE':
       case 'ENFILE':
@@ -487,7 +487,7 @@ export class UdpForwarder implements Forwarder {
     if (flow === undefined) return;
     this.relays.delete(h);
     this.detach(flow);
-    if (flow.session !== NO_SESSION) this.rt.sessions.close(flow.session, 'timeout');
+    if (flow.session !== NO_SESSION) this.router.close(flow.session, 'timeout');
   }
 
   private refuseFlow(reason: 'flows-full' | 'sockets-full'): void {

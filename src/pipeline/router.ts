@@ -12,25 +12,40 @@ import type { SessionKind } from '../admission/sa2c.js';
 import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
 import type { Balancer } from '../balance/balancer.js';
 import { NO_FLOW, type FlowHandle } from '../sessions/flow-table.js';
-import type { SessionRouter } from '../sessions/session-router.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
+import type { SessionRoute, SessionRouter } from '../sessions/session-router.js';
+import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
 
 /** What the router answers for one unit of work (STYLE: a decision is a value, not a side effect). */
 export type RouteDecision =
-  /** Send it to `backend`; `session` is the session it belongs to (NO_SESSION: none, e.g. a TCP splice). */
-  | { readonly type: 'forward'; readonly backend: Backend; readonly session: SessionHandle }
+  /**
+   * Send it to `backend`; `session` is the session it belongs to (NO_SESSION: none, e.g. a TCP
+   * splice); `how` says whether that session was followed on its pin, opened, or moved.
+   */
+  | { readonly type: 'forward'; readonly backend: Backend; readonly session: SessionHandle; readonly how: ForwardHow }
   /**
    * Do not send it. 'overload': SA2C refused a new session (answer with `retryAfterS`, RFC 9110
    * §10.2.3 / RFC 3261 §21.5.4); 'sessions-full': the session table could not open it; 'closed': the
    * session the unit named ended under it (timed out, torn down).
    */
-  | { readonly type: 'refuse'; readonly reason: RefuseReason; readonly retryAfterS: number | null }
+  | { readonly type: 'refuse'; readonly reason: RefuseReason; readonly retryAfterS: number | null; readonly routed?: Routed }
   /** SA2C dropped this unit of an established session; the session keeps its pin. */
-  | { readonly type: 'degrade' }
+  | { readonly type: 'degrade'; readonly routed?: Routed }
   /** No backend can take it. */
   | { readonly type: 'none' };
 
 export type RefuseReason = 'overload' | 'sessions-full' | 'closed';
+
+/** 'unpinned': the balancer's pick, no session (or the session table was full). */
+export type ForwardHow = 'pinned' | 'opened' | 'repinned' | 'unpinned';
+
+/**
+ * Where an established unit was routed before admission control dropped it (the 'session' hint: the
+ * session identifier runs first), so that the forwarder keeps its flow on the session's pin.
+ */
+export interface Routed {
+  readonly backend: Backend;
+  readonly session: SessionHandle;
+}
 
 /** What the forwarder knows of the unit of work, beyond its flow. */
 export type RouteHint =
@@ -39,8 +54,13 @@ export type RouteHint =
    * on a service without session keys, a stateless SIP ACK/BYE).
    */
   | { readonly via: 'balancer'; readonly admit?: SessionKind; readonly avoid?: Backend | null; readonly tried?: ReadonlySet<Backend> }
-  /** A unit of the open session `session` (or of the flow's session when NO_SESSION): follow its pin. */
-  | { readonly via: 'session'; readonly admit?: SessionKind; readonly session: SessionHandle }
+  /**
+   * A unit of the open session `session` (or of the flow's session when NO_SESSION): follow its pin,
+   * then ask admission control (`admit`). A session that ended under its flow is answered 'closed',
+   * unless `reopen` is given: then a new anonymous session takes its place, on `reopen` (the backend
+   * the flow still talks to, whose state lives there) unless that one is down or null.
+   */
+  | { readonly via: 'session'; readonly admit?: SessionKind; readonly session: SessionHandle; readonly reopen?: Backend | null }
   /**
    * A unit of the session named `key` (a Call-ID, a cookie or header value; null: anonymous, always
    * new): its pin when the session is open; otherwise, when `open`, a new session on the balancer's
@@ -55,6 +75,14 @@ export type RouteHint =
       readonly key: string | null;
       readonly open: boolean;
       readonly avoid?: Backend | null;
+      /** A full session table serves the unit unpinned (HTTP) instead of refusing it. */
+      readonly unpinnedWhenFull?: boolean;
+      /**
+       * The forwarder's own capacity (flow table, sockets), checked after admission and before a
+       * session is opened or followed; false: the unit is answered 'none' (the forwarder counted why).
+       * `established`: the unit's session is open.
+       */
+      readonly gate?: (established: boolean) => boolean;
     };
 
 const NONE: RouteDecision = Object.freeze({ type: 'none' });
@@ -62,8 +90,12 @@ const DEGRADE: RouteDecision = Object.freeze({ type: 'degrade' });
 const SESSIONS_FULL: RouteDecision = Object.freeze({ type: 'refuse', reason: 'sessions-full', retryAfterS: null });
 const CLOSED: RouteDecision = Object.freeze({ type: 'refuse', reason: 'closed', retryAfterS: null });
 
-function forward(backend: Backend, session: SessionHandle): RouteDecision {
-  return { type: 'forward', backend, session };
+function forward(backend: Backend, session: SessionHandle, how: ForwardHow): RouteDecision {
+  return { type: 'forward', backend, session, how };
+}
+
+function fromSession(r: Exclude<SessionRoute, { readonly type: 'refused' }>): RouteDecision {
+  return forward(r.backend, r.session, r.type);
 }
 
 /** What a router is built from: the parts of a ServiceRuntime it owns the use of. */
@@ -96,15 +128,16 @@ export class Router {
         return this.pick(hint.avoid ?? null, hint.tried);
       }
       case 'session': {
-        if (hint.admit !== undefined) {
-          const refused = this.admit(hint.admit);
-          if (refused !== null) return refused;
-        }
         const h = hint.session !== NO_SESSION || flow === NO_FLOW ? hint.session : this.parts.flows.session(flow);
-        return this.follow(h);
+        const routed = this.follow(h, hint.reopen);
+        if (hint.admit === undefined || routed.type !== 'forward' || !this.admissionOn) return routed;
+        const verdict = this.parts.admission.decide(hint.admit);
+        if (verdict.type === 'admit') return routed;
+        if (verdict.type === 'degrade') return { type: 'degrade', routed };
+        return { type: 'refuse', reason: 'overload', retryAfterS: verdict.retryAfterS, routed };
       }
       case 'key':
-        return this.byKey(hint.key, hint.open, hint.avoid ?? null, hint.admit);
+        return this.byKey(hint);
     }
   }
 
@@ -129,7 +162,17 @@ export class Router {
    */
   pin(key: string | null, backend: Backend): RouteDecision {
     const r = this.parts.sessions.pin(key, backend);
-    return r.type === 'refused' ? SESSIONS_FULL : forward(r.backend, r.session);
+    return r.type === 'refused' ? SESSIONS_FULL : fromSession(r);
+  }
+
+  /** Traffic of the open session `h` that needed no routing (a reply): it keeps its pin. */
+  touch(h: SessionHandle): void {
+    this.parts.sessions.table.touch(h);
+  }
+
+  /** Ends the session `h` (torn down by its protocol, or its flow was purged). */
+  close(h: SessionHandle, reason: SessionEndReason): void {
+    this.parts.sessions.close(h, reason);
   }
 
   /** Ends the session named `key`, if one is open (an expired HTTP session cookie). */
@@ -145,7 +188,7 @@ export class Router {
     const table = this.parts.sessions.table;
     const at = table.backend(beside);
     if (table.backend(r.session) !== at) table.repin(r.session, at);
-    return forward(r.backend, r.session);
+    return forward(r.backend, r.session, 'opened');
   }
 
   /** SA2C's verdict as a decision: null when admitted. */
@@ -157,34 +200,45 @@ export class Router {
     return { type: 'refuse', reason: 'overload', retryAfterS: verdict.retryAfterS };
   }
 
-  private follow(h: SessionHandle): RouteDecision {
-    const r = this.parts.sessions.follow(h);
-    if (r.type !== 'refused') return forward(r.backend, r.session);
-    return r.reason === 'closed' ? CLOSED : NONE;
+  private follow(h: SessionHandle, reopen: Backend | null | undefined): RouteDecision {
+    const sessions = this.parts.sessions;
+    let r = sessions.follow(h);
+    if (r.type === 'refused' && r.reason === 'closed') {
+      if (reopen === undefined) return CLOSED;
+      r = reopen !== null && reopen.state !== 'down' ? sessions.pin(null, reopen) : sessions.open(null);
+    }
+    if (r.type !== 'refused') return fromSession(r);
+    return r.reason === 'sessions-full' ? SESSIONS_FULL : NONE;
   }
 
   /**
    * SARA III.C for a keyed unit (see RouteHint 'key'). A full session table serves the unit unpinned
    * (the session router counts the refusal).
    */
-  private byKey(key: string | null, open: boolean, avoid: Backend | null, admit: SessionKind | 'auto' | undefined): RouteDecision {
+  private byKey(hint: RouteHint & { readonly via: 'key' }): RouteDecision {
+    const { key, admit, gate } = hint;
+    const avoid = hint.avoid ?? null;
     const sessions = this.parts.sessions;
     const h = key === null ? NO_SESSION : sessions.table.find(key);
     if (admit !== undefined) {
       const refused = this.admit(admit === 'auto' ? (h !== NO_SESSION ? 'established' : 'new') : admit);
       if (refused !== null) return refused;
     }
-    const opens = h !== NO_SESSION || open;
+    if (gate !== undefined && !gate(h !== NO_SESSION)) return NONE;
+    const opens = h !== NO_SESSION || hint.open;
     if (h !== NO_SESSION || (opens && avoid === null)) {
       // One lookup: follow the session found, or open the one this key names.
       const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key);
-      if (r.type === 'refused') return r.reason === 'sessions-full' ? this.pick(avoid) : NONE;
-      if (r.backend !== avoid) return forward(r.backend, r.session);
+      if (r.type === 'refused') {
+        if (r.reason !== 'sessions-full') return NONE;
+        return hint.unpinnedWhenFull === true ? this.pick(avoid) : SESSIONS_FULL;
+      }
+      if (r.backend !== avoid) return fromSession(r);
     }
     const picked = this.pick(avoid);
     if (picked.type !== 'forward' || !opens) return picked;
     const pinned = sessions.pin(key, picked.backend);
-    return pinned.type === 'refused' ? picked : forward(picked.backend, pinned.session);
+    return pinned.type === 'refused' ? picked : fromSession(pinned);
   }
 
   /**
@@ -198,7 +252,7 @@ export class Router {
       const p = balancer.pick();
       if (p.type === 'none') return NONE;
       if (p.backend === avoid || (tried !== undefined && tried.has(p.backend))) continue;
-      return forward(p.backend, NO_SESSION);
+      return forward(p.backend, NO_SESSION, 'unpinned');
     }
     return NONE;
   }

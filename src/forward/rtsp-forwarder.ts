@@ -39,13 +39,11 @@
  */
 import type { Socket } from 'node:net';
 import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
-import type { TimerHandle } from '../core/clock.js';
 import type { BackendFailureKind } from '../core/errors.js';
 import { parseHostPort } from '../core/address.js';
 import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, type FlowHandle } from '../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import type { SessionRoute } from '../sessions/session-router.js';
 import {
   applyRtspEdits,
   buildRtspResponse,
@@ -59,7 +57,8 @@ import {
   type RtspMessage,
 } from '../sessions/rtsp-message.js';
 import { MediaRelay, type RelayStream } from '../media/media-relay.js';
-import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
+import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../pipeline/index.js';
+import { IdleTimer, noop } from './lifecycle.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 
 /** Largest message body accepted (SDP of a DESCRIBE, ANNOUNCE, GET_PARAMETER). */
@@ -67,7 +66,6 @@ export const RTSP_MAX_BODY_BYTES = 64 * 1024;
 /** Requests of one connection awaiting their reply; at the bound the client is not read. */
 export const RTSP_MAX_PENDING = 64;
 
-const noop = (): void => {};
 
 function isWildcard(host: string): boolean {
   return host === '0.0.0.0' || host === '::' || host === '';
@@ -108,8 +106,8 @@ interface RtspConn {
   upstream: Upstream | null;
   readonly pending: Map<number, Pending>;
   flow: FlowHandle;
-  lastActivity: number;
-  idleTimer: TimerHandle | null;
+  /** Set once the connection is set up; every client and upstream chunk is activity. */
+  idle: IdleTimer | null;
   /** A SETUP is waiting for its relay allocation: later messages wait (order is kept). */
   busy: boolean;
   pumping: boolean;
@@ -128,10 +126,12 @@ export class RtspForwarder implements Forwarder {
   private readonly byKey = new Map<string, SessionHandle>();
   private readonly keyOf = new Map<SessionHandle, string>();
   private readonly unsubscribe: () => void;
+  private readonly router: Router;
   private closed: Promise<void> | null = null;
   private resolveClosed: (() => void) | null = null;
 
   constructor(private readonly rt: ServiceRuntime) {
+    this.router = routerOf(rt);
     const cfg = rt.config;
     this.service = cfg.name;
     this.listenHost = parseHostPort(cfg.listen)?.host ?? '127.0.0.1';
@@ -150,7 +150,7 @@ export class RtspForwarder implements Forwarder {
           idleTimeoutMs: cfg.sessions.flowTimeoutMs * 2,
         })
       : null;
-    this.unsubscribe = rt.sessions.onChange((change) => {
+    this.unsubscribe = this.router.onChange((change) => {
       if (change.type === 'repin') this.relay?.moveSession(change.session, change.to.host);
       else if (change.type === 'close') this.sessionClosed(change.session);
     });
@@ -176,8 +176,7 @@ export class RtspForwarder implements Forwarder {
       upstream: null,
       pending: new Map(),
       flow: NO_FLOW,
-      lastActivity: this.rt.clock.now(),
-      idleTimer: null,
+      idle: null,
       busy: false,
       pumping: false,
       pausedForUpstream: false,
@@ -193,12 +192,11 @@ export class RtspForwarder implements Forwarder {
     socket.on('end', () => socket.end());
     socket.on('drain', () => conn.upstream?.socket.resume());
     socket.on('data', (chunk: Buffer) => {
-      conn.lastActivity = this.rt.clock.now();
+      conn.idle?.touch();
       conn.framer.push(chunk);
       this.pump(conn);
     });
-    const idleMs = this.rt.config.http.idleTimeoutMs;
-    conn.idleTimer = this.rt.clock.setTimeout(() => this.checkIdle(conn, idleMs), idleMs);
+    conn.idle = new IdleTimer(this.rt.clock, this.rt.config.http.idleTimeoutMs, () => socket.destroy());
   }
 
   close(): Promise<void> {
@@ -304,31 +302,17 @@ export class RtspForwarder implements Forwarder {
 
   /** The session a request belongs to, following or opening its pin; null when it was answered. */
   private routeRequest(conn: RtspConn, m: RtspMessage): { session: SessionHandle; backend: Backend } | null {
-    const router = this.rt.sessions;
     const named = m.session ? (this.byKey.get(m.session.id) ?? NO_SESSION) : NO_SESSION;
-    let route: SessionRoute | null = null;
     const h = named !== NO_SESSION ? named : conn.session;
-    if (h !== NO_SESSION) {
-      route = router.follow(h);
-      if (route.type === 'refused' && route.reason === 'closed') route = null;
-      else if (this.rt.admission.decide('established').type !== 'admit') {
-        this.answer(conn, buildRtspResponse(503, 'Service Unavailable', m));
-        return null;
-      }
-    }
-    if (route === null) {
-      const verdict = this.rt.admission.decide('new');
-      if (verdict.type === 'refuse') {
-        this.answer(conn, buildRtspResponse(503, 'Service Unavailable', m, [`Retry-After: ${verdict.retryAfterS}`]));
-        return null;
-      }
-      route = router.open(null);
-    }
-    if (route.type === 'refused') {
-      this.answer(conn, buildRtspResponse(503, 'Service Unavailable', m));
+    // A request of an open session follows its pin ('established'); one of no session, or of one that
+    // ended, opens a new one ('new': a refusal is answered with its Retry-After).
+    const route = this.router.route(NO_FLOW, { via: 'session', session: h, admit: 'established', orNew: true });
+    if (route.type !== 'forward') {
+      const retry = route.type === 'refuse' && route.reason === 'overload' ? [`Retry-After: ${route.retryAfterS}`] : [];
+      this.answer(conn, buildRtspResponse(503, 'Service Unavailable', m, retry));
       return null;
     }
-    if (conn.session === NO_SESSION || !router.table.isOpen(conn.session)) conn.session = route.session;
+    if (conn.session === NO_SESSION || !this.router.isOpen(conn.session)) conn.session = route.session;
     this.trackFlow(conn);
     return { session: route.session, backend: route.backend };
   }
@@ -346,15 +330,12 @@ export class RtspForwarder implements Forwarder {
     }
     let session = routed;
     if (!m.session && this.keyOf.has(session)) {
-      const opened = this.rt.sessions.open(null);
-      if (opened.type === 'refused') {
+      const opened = this.router.openBeside(routed);
+      if (opened.type !== 'forward') {
         this.answer(conn, buildRtspResponse(503, 'Service Unavailable', m));
         return null;
       }
       session = opened.session;
-      const at = this.rt.sessions.table.backend(routed);
-      // Pinned before any traffic of its own: the backend the connection already talks to.
-      if (this.rt.sessions.table.backend(session) !== at) this.rt.sessions.table.repin(session, at);
     }
     const spec = m.transports[specIndex]!;
     const clientPorts = spec.clientPort!;
@@ -405,8 +386,8 @@ export class RtspForwarder implements Forwarder {
   /** Writes `q` to its session's current backend (connecting first), or answers 503 when none is left. */
   private send(conn: RtspConn, q: Queued): void {
     if (conn.done) return;
-    const route = this.rt.sessions.follow(q.session);
-    const backend = route.type === 'refused' ? undefined : route.backend;
+    const route = this.router.route(NO_FLOW, { via: 'session', session: q.session });
+    const backend = route.type === 'forward' ? route.backend : undefined;
     if (!backend || q.attempt > this.rt.backends.length) {
       this.failPending(conn, q.cseq);
       return;
@@ -446,7 +427,7 @@ export class RtspForwarder implements Forwarder {
       {
         failed: (kind) => this.connectFailed(conn, up, kind),
         reset: () => {
-          if (this.state === 'open' && !up.closed) this.rt.failures.reportFailure(backend, 'reset');
+          if (this.state === 'open' && !up.closed) this.router.failed(backend, 'reset');
         },
         connected: () => {
           for (const q of up.queue) up.socket.write(q.out);
@@ -460,7 +441,7 @@ export class RtspForwarder implements Forwarder {
           if (conn.upstream === up) conn.upstream = null;
           // Replies that will never come: the requests may have been acted on, so they are not resent.
           if (conn.pending.size > 0 && this.state === 'open') {
-            if (backend.state !== 'down') this.rt.failures.reportFailure(backend, 'closed');
+            if (backend.state !== 'down') this.router.failed(backend, 'closed');
             for (const cseq of [...conn.pending.keys()]) this.failPending(conn, cseq);
           }
           this.checkPressure(conn);
@@ -469,7 +450,7 @@ export class RtspForwarder implements Forwarder {
     );
     up.socket.on('drain', () => this.checkPressure(conn));
     up.socket.on('data', (chunk: Buffer) => {
-      conn.lastActivity = this.rt.clock.now();
+      conn.idle?.touch();
       up.framer.push(chunk);
       for (let f = up.framer.next(); f && !up.closed && !conn.done; f = up.framer.next()) this.onUpstreamFrame(conn, up, f);
     });
@@ -480,7 +461,7 @@ export class RtspForwarder implements Forwarder {
   private connectFailed(conn: RtspConn, up: Upstream, kind: BackendFailureKind): void {
     if (up.closed) return;
     const queue = this.detachUpstream(conn, up);
-    if (this.state === 'open') this.rt.failures.reportFailure(up.backend, kind);
+    if (this.state === 'open') this.router.failed(up.backend, kind);
     // Nothing reached the backend: every failure takes a backend down, so this ends within backends + 1 tries.
     for (const q of queue) this.send(conn, { ...q, attempt: q.attempt + 1 });
   }
@@ -547,10 +528,10 @@ export class RtspForwarder implements Forwarder {
     if (p.method === 'SETUP' && ok) out = this.setupReply(m, up, p);
     else if (p.stream) p.stream.release();
     if (!ok) this.closeOpened(p.opened);
-    if (p.method === 'TEARDOWN' && ok && this.rt.sessions.table.isOpen(p.session)) {
+    if (p.method === 'TEARDOWN' && ok && this.router.isOpen(p.session)) {
       // The whole session ends (a TEARDOWN of one stream of an aggregate keeps the session: RFC 2326
       // §10.7 lets the URI name one stream, but the relay cannot tell which, so media ends with it).
-      this.rt.sessions.close(p.session, 'ended');
+      this.router.close(p.session, 'ended');
     }
     this.writeClient(conn, out);
     this.pump(conn);
@@ -558,8 +539,7 @@ export class RtspForwarder implements Forwarder {
 
   /** A 2xx to SETUP: names the session, tells the relay the backend's ports, rewrites the Transport back. */
   private setupReply(m: RtspMessage, up: Upstream, p: Pending): Buffer {
-    const table = this.rt.sessions.table;
-    if (m.session && table.isOpen(p.session) && !this.keyOf.has(p.session) && !this.byKey.has(m.session.id)) {
+    if (m.session && this.router.isOpen(p.session) && !this.keyOf.has(p.session) && !this.byKey.has(m.session.id)) {
       this.byKey.set(m.session.id, p.session);
       this.keyOf.set(p.session, m.session.id);
     }
@@ -587,8 +567,8 @@ export class RtspForwarder implements Forwarder {
    * streams, nothing else can reach it, and it would hold a table slot until sessionTimeoutMs.
    */
   private closeOpened(h: SessionHandle): void {
-    if (h === NO_SESSION || this.keyOf.has(h) || !this.rt.sessions.table.isOpen(h)) return;
-    if ((this.relay?.streamsOf(h).length ?? 0) === 0) this.rt.sessions.close(h, 'ended');
+    if (h === NO_SESSION || this.keyOf.has(h) || !this.router.isOpen(h)) return;
+    if ((this.relay?.streamsOf(h).length ?? 0) === 0) this.router.close(h, 'ended');
   }
 
   private sessionClosed(h: SessionHandle): void {
@@ -658,17 +638,6 @@ export class RtspForwarder implements Forwarder {
     }
   }
 
-  private checkIdle(conn: RtspConn, idleMs: number): void {
-    conn.idleTimer = null;
-    if (conn.done) return;
-    const idleFor = this.rt.clock.now() - conn.lastActivity;
-    if (idleFor >= idleMs) {
-      conn.socket.destroy();
-      return;
-    }
-    conn.idleTimer = this.rt.clock.setTimeout(() => this.checkIdle(conn, idleMs), idleMs - idleFor);
-  }
-
   /**
    * The connection ended: its upstream closes, its unanswered SETUPs free their pairs, and its session
    * ends unless it is a named RTSP session (which outlives connections, RFC 2326 §3.4).
@@ -676,8 +645,7 @@ export class RtspForwarder implements Forwarder {
   private closeConn(conn: RtspConn, destroy = true): void {
     if (!this.conns.has(conn)) return;
     conn.done = true;
-    conn.idleTimer?.cancel();
-    conn.idleTimer = null;
+    conn.idle?.cancel();
     const up = conn.upstream;
     if (up) {
       closeUpstream(up);
@@ -691,8 +659,8 @@ export class RtspForwarder implements Forwarder {
     if (conn.flow !== NO_FLOW) this.rt.flows.remove(conn.flow);
     conn.flow = NO_FLOW;
     const h = conn.session;
-    if (h !== NO_SESSION && !this.keyOf.has(h) && this.rt.sessions.table.isOpen(h) && (this.relay?.streamsOf(h).length ?? 0) === 0) {
-      this.rt.sessions.close(h, 'ended');
+    if (h !== NO_SESSION && !this.keyOf.has(h) && this.router.isOpen(h) && (this.relay?.streamsOf(h).length ?? 0) === 0) {
+      this.router.close(h, 'ended');
     }
     if (destroy) conn.socket.destroy();
     this.conns.delete(conn);

@@ -12,7 +12,7 @@ import type { SessionKind } from '../admission/sa2c.js';
 import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
 import type { Balancer } from '../balance/balancer.js';
 import { NO_FLOW, type FlowHandle } from '../sessions/flow-table.js';
-import type { SessionRoute, SessionRouter } from '../sessions/session-router.js';
+import type { SessionChange, SessionRoute, SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
 
 /** What the router answers for one unit of work (STYLE: a decision is a value, not a side effect). */
@@ -58,9 +58,16 @@ export type RouteHint =
    * A unit of the open session `session` (or of the flow's session when NO_SESSION): follow its pin,
    * then ask admission control (`admit`). A session that ended under its flow is answered 'closed',
    * unless `reopen` is given: then a new anonymous session takes its place, on `reopen` (the backend
-   * the flow still talks to, whose state lives there) unless that one is down or null.
+   * the flow still talks to, whose state lives there) unless that one is down or null; or, with
+   * `orNew`, the unit is routed as the first of a new anonymous session (admission 'new').
    */
-  | { readonly via: 'session'; readonly admit?: SessionKind; readonly session: SessionHandle; readonly reopen?: Backend | null }
+  | {
+      readonly via: 'session';
+      readonly admit?: SessionKind;
+      readonly session: SessionHandle;
+      readonly reopen?: Backend | null;
+      readonly orNew?: boolean;
+    }
   /**
    * A unit of the session named `key` (a Call-ID, a cookie or header value; null: anonymous, always
    * new): its pin when the session is open; otherwise, when `open`, a new session on the balancer's
@@ -130,6 +137,10 @@ export class Router {
       case 'session': {
         const h = hint.session !== NO_SESSION || flow === NO_FLOW ? hint.session : this.parts.flows.session(flow);
         const routed = this.follow(h, hint.reopen);
+        if (routed === CLOSED && hint.orNew === true) {
+          const refused = this.admit('new');
+          return refused ?? this.open();
+        }
         if (hint.admit === undefined || routed.type !== 'forward' || !this.admissionOn) return routed;
         const verdict = this.parts.admission.decide(hint.admit);
         if (verdict.type === 'admit') return routed;
@@ -181,14 +192,32 @@ export class Router {
     if (h !== NO_SESSION) this.parts.sessions.close(h, 'ended');
   }
 
+  /** Whether `h` is still open (a stale handle: the session timed out or ended under its caller). */
+  isOpen(h: SessionHandle): boolean {
+    return this.parts.sessions.table.isOpen(h);
+  }
+
+  /** Session changes (open, re-pin, close) as they happen: media relays follow re-pins. Returns an unsubscribe. */
+  onChange(fn: (change: SessionChange) => void): () => void {
+    return this.parts.sessions.onChange(fn);
+  }
+
+  /** Opens a new anonymous session on the balancer's choice. */
+  private open(): RouteDecision {
+    const r = this.parts.sessions.open(null);
+    if (r.type !== 'refused') return fromSession(r);
+    return r.reason === 'sessions-full' ? SESSIONS_FULL : NONE;
+  }
+
   /** Opens a new session pinned where the open session `beside` is (a second RTSP session on one connection). */
   openBeside(beside: SessionHandle): RouteDecision {
-    const r = this.parts.sessions.open(null);
-    if (r.type === 'refused') return r.reason === 'sessions-full' ? SESSIONS_FULL : NONE;
+    const r = this.open();
+    if (r.type !== 'forward') return r;
+    // Pinned before any traffic of its own: the backend the connection already talks to.
     const table = this.parts.sessions.table;
     const at = table.backend(beside);
     if (table.backend(r.session) !== at) table.repin(r.session, at);
-    return forward(r.backend, r.session, 'opened');
+    return forward(this.parts.backends[at] ?? r.backend, r.session, 'opened');
   }
 
   /** SA2C's verdict as a decision: null when admitted. */

@@ -5,14 +5,13 @@
  * de-duplicates them, and hands the survivors to its handlers. Everything else is dropped and
  * counted by reason; no datagram can make it throw.
  */
-import dgram from 'node:dgram';
-import net from 'node:net';
+import type dgram from 'node:dgram';
 import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
 import type { WireDropEvent } from '../core/diagnostics.js';
-import { ClosedError, ListenError } from '../core/errors.js';
+import { bindUdp, boundAddress, UdpEndpoint } from '../core/udp-endpoint.js';
 import { decodeAvailability } from '../wire/availability.js';
 import type { Availability } from '../wire/availability.js';
 import { MessageType, open } from '../wire/envelope.js';
@@ -55,10 +54,7 @@ const REASONS: readonly (WireReject | 'accepted')[] = ['accepted', 'truncated', 
  * the receiver's counters and socket are unaffected.
  */
 export class AgentReceiver {
-  private socket: dgram.Socket | null = null;
-  private starting: Promise<HostPort> | null = null;
-  private closing: Promise<void> | null = null;
-  private closed = false;
+  private readonly endpoint: UdpEndpoint;
   private readonly guard = new ReplayGuard();
   private readonly counts: ReceiverStats;
 
@@ -69,30 +65,16 @@ export class AgentReceiver {
     private readonly handlers: AgentHandlers,
   ) {
     this.counts = Object.fromEntries(REASONS.map((r) => [r, 0])) as ReceiverStats;
+    this.endpoint = new UdpEndpoint('agent receiver', async () => {
+      const socket = await bindUdp(this.listen);
+      socket.on('message', (msg, rinfo) => this.receive(msg, rinfo));
+      return { address: boundAddress(socket), sockets: [socket] };
+    });
   }
 
   /** Binds the socket; resolves with the bound address (the real port when 0 was asked). */
   start(): Promise<HostPort> {
-    if (this.closed) return Promise.reject(new ClosedError('agent receiver'));
-    this.starting ??= new Promise<HostPort>((resolve, reject) => {
-      const socket = dgram.createSocket({ type: net.isIPv6(this.listen.host) ? 'udp6' : 'udp4' });
-      const failed = (err: Error): void => {
-        socket.close();
-        reject(new ListenError(`udp ${formatHostPort(this.listen)}`, { cause: err }));
-      };
-      socket.once('error', failed);
-      socket.on('message', (msg, rinfo) => this.receive(msg, rinfo));
-      socket.bind(this.listen.port, this.listen.host, () => {
-        socket.off('error', failed);
-        // After bind a UDP socket's errors are per-datagram (e.g. ICMP feedback on some systems),
-        // never fatal to receiving: ignoring them keeps one bad packet from killing the channel.
-        socket.on('error', () => {});
-        this.socket = socket;
-        const bound = socket.address();
-        resolve({ host: bound.address, port: bound.port });
-      });
-    });
-    return this.starting;
+    return this.endpoint.start();
   }
 
   /** Datagrams accepted and dropped so far, by reason (a copy). */
@@ -102,24 +84,11 @@ export class AgentReceiver {
 
   /** Stops receiving; datagrams still queued are ignored. Idempotent. */
   close(): Promise<void> {
-    this.closed = true;
-    this.closing ??= (async () => {
-      if (this.starting) {
-        try {
-          await this.starting;
-        } catch {
-          return;
-        }
-      }
-      const socket = this.socket;
-      this.socket = null;
-      if (socket) await new Promise<void>((resolve) => socket.close(() => resolve()));
-    })();
-    return this.closing;
+    return this.endpoint.close();
   }
 
   private receive(msg: Buffer, from: dgram.RemoteInfo): void {
-    if (this.closed) return;
+    if (this.endpoint.closed) return;
     if (msg.length > MAX_DATAGRAM_BYTES) return this.drop('malformed', from);
     const opened = open(msg, this.key);
     if (!opened.ok) return this.drop(opened.reason, from);

@@ -18,13 +18,13 @@
  * so that dispatchers on one host hear each other; a node's own adverts come back and are dropped
  * ('self').
  */
-import dgram from 'node:dgram';
-import net from 'node:net';
+import type dgram from 'node:dgram';
 import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
-import { ClosedError, ListenError } from '../core/errors.js';
+import { ListenError } from '../core/errors.js';
+import { bindUdp, boundAddress, UdpEndpoint } from '../core/udp-endpoint.js';
 import { decodeElectionAdvert, encodeElectionAdvert, type AdvertFields, type ElectionAdvert } from '../wire/election-advert.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import { ReplayGuard } from '../wire/replay-guard.js';
@@ -101,11 +101,9 @@ interface Group {
  * Authentic senders only reach a guard, so its memory is bounded by the dispatchers that hold the key.
  */
 export class ElectionTransport {
-  private socket: dgram.Socket | null = null;
+  private readonly endpoint = new UdpEndpoint('election transport', () => this.bindAll());
+  /** Set once bound: multicast adverts are sent only when the group socket is up. */
   private mcast: dgram.Socket | null = null;
-  private starting: Promise<HostPort> | null = null;
-  private closing: Promise<void> | null = null;
-  private closed = false;
   private readonly groups = new Map<number, Group>();
   private readonly counts: ElectionTransportStats;
 
@@ -116,9 +114,7 @@ export class ElectionTransport {
 
   /** Binds the socket(s); resolves with the unicast address (the real port when 0 was asked). */
   start(): Promise<HostPort> {
-    if (this.closed) return Promise.reject(new ClosedError('election transport'));
-    this.starting ??= this.bindAll();
-    return this.starting;
+    return this.endpoint.start();
   }
 
   /**
@@ -144,31 +140,19 @@ export class ElectionTransport {
 
   /** Stops receiving and sending; idempotent. */
   close(): Promise<void> {
-    this.closed = true;
-    this.closing ??= (async () => {
-      if (this.starting) {
-        try {
-          await this.starting;
-        } catch {
-          return;
-        }
-      }
-      const sockets = [this.socket, this.mcast].filter((s): s is dgram.Socket => s !== null);
-      this.socket = null;
-      this.mcast = null;
-      await Promise.all(sockets.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-    })();
-    return this.closing;
+    const closing = this.endpoint.close();
+    this.mcast = null;
+    return closing;
   }
 
-  private async bindAll(): Promise<HostPort> {
+  private async bindAll(): Promise<{ address: HostPort; sockets: dgram.Socket[] }> {
     const { listen, multicast } = this.opts;
-    const socket = await bindSocket(listen, false);
+    const socket = await bindUdp(listen, false);
+    let mcast: dgram.Socket | null = null;
     if (multicast) {
-      let mcast: dgram.Socket | null = null;
       try {
         // Bound to the group address itself, so unicast datagrams to the port never land here.
-        mcast = await bindSocket(multicast.group, true);
+        mcast = await bindUdp(multicast.group, true);
         mcast.addMembership(multicast.group.host, multicast.interfaceAddress);
         if (multicast.interfaceAddress !== undefined) socket.setMulticastInterface(multicast.interfaceAddress);
         socket.setMulticastTTL(MULTICAST_TTL);
@@ -180,18 +164,15 @@ export class ElectionTransport {
         throw new ListenError(`udp multicast ${formatHostPort(multicast.group)}`, { cause: err });
       }
       mcast.on('message', (msg, rinfo) => this.receive(msg, rinfo));
-      this.mcast = mcast;
     }
     socket.on('message', (msg, rinfo) => this.receive(msg, rinfo));
-    // A close() that ran meanwhile waits for this promise, then closes what is set here.
-    this.socket = socket;
-    const bound = socket.address();
-    return { host: bound.address, port: bound.port };
+    if (!this.endpoint.closed) this.mcast = mcast;
+    return { address: boundAddress(socket), sockets: mcast === null ? [socket] : [socket, mcast] };
   }
 
   private send(group: Group, fields: AdvertFields): void {
-    const socket = this.socket;
-    if (socket === null || this.closed) {
+    const socket = this.endpoint.socket;
+    if (socket === null || this.endpoint.closed) {
       this.counts.sendErrors++;
       return;
     }
@@ -216,7 +197,7 @@ export class ElectionTransport {
   }
 
   private receive(msg: Buffer, from: dgram.RemoteInfo): void {
-    if (this.closed) return;
+    if (this.endpoint.closed) return;
     if (msg.length > MAX_ADVERT_DATAGRAM_BYTES) return this.drop('malformed', from);
     const opened = open(msg, this.opts.key);
     if (!opened.ok) return this.drop(opened.reason, from);
@@ -249,21 +230,4 @@ export class ElectionTransport {
       channels.wireDrop.publish(event);
     }
   }
-}
-
-function bindSocket(at: HostPort, reuseAddr: boolean): Promise<dgram.Socket> {
-  return new Promise<dgram.Socket>((resolve, reject) => {
-    const socket = dgram.createSocket({ type: net.isIPv6(at.host) ? 'udp6' : 'udp4', reuseAddr });
-    const failed = (err: Error): void => {
-      socket.close();
-      reject(new ListenError(`udp ${formatHostPort(at)}`, { cause: err }));
-    };
-    socket.once('error', failed);
-    socket.bind(at.port, at.host, () => {
-      socket.off('error', failed);
-      // After bind, a UDP socket's errors are per datagram (ICMP feedback), never fatal to receiving.
-      socket.on('error', () => {});
-      resolve(socket);
-    });
-  });
 }

@@ -77,19 +77,6 @@ interface ServiceTally {
   readonly connections: Record<ConnectionEvent['protocol'], ConnectionTally>;
 }
 
-/** A counter for rare events (errors, refusals, transitions), keyed by its joined label values. */
-class LabelledTally {
-  readonly rows = new Map<string, { labels: Labels; value: number }>();
-
-  add(labels: Labels, by = 1): void {
-    let key = '';
-    for (const name in labels) key += `${labels[name]}\u0000`;
-    const row = this.rows.get(key);
-    if (row) row.value += by;
-    else this.rows.set(key, { labels, value: by });
-  }
-}
-
 /**
  * A histogram whose buckets are counted elsewhere and handed over at scrape time. prom-client's
  * Histogram has no public way to set bucket counts, so this implements what its Registry reads from
@@ -162,25 +149,105 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     }
     return t;
   };
-  const backendErrors = new LabelledTally();
-  const refusals = new LabelledTally();
-  const transitions = new LabelledTally();
-  const wireDrops = new LabelledTally();
-  const heartbeatsLost = new LabelledTally();
-  const loadMonitorFailures = new LabelledTally();
-  const failovers = new LabelledTally();
-  const logOverflows = new LabelledTally();
-  const sessionsOpened = new LabelledTally();
-  const sessionsClosed = new LabelledTally();
-  const sessionsRepinned = new LabelledTally();
-  const sessionsRefused = new LabelledTally();
-  const flowsPurged = new LabelledTally();
-  const messagesDropped = new LabelledTally();
+  const backendErrors = new Counter({
+    name: 'holdfast_backend_errors_total',
+    help: 'Backend connection or request failures, by service, backend and kind (refused, reset, timeout...).',
+    labelNames: ['service', 'backend', 'kind'],
+    registers,
+  });
+  const refusals = new Counter({
+    name: 'holdfast_http_refused_total',
+    help: 'Client requests refused by the forwarder, by service and the status answered.',
+    labelNames: ['service', 'status'],
+    registers,
+  });
+  const transitions = new Counter({
+    name: 'holdfast_backend_transitions_total',
+    help: 'Backend state changes, by service, backend and the state entered.',
+    labelNames: ['service', 'backend', 'to'],
+    registers,
+  });
+  const wireDrops = new Counter({
+    name: 'holdfast_wire_dropped_total',
+    help: 'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).',
+    labelNames: ['source', 'reason'],
+    registers,
+  });
+  const heartbeatsLost = new Counter({
+    name: 'holdfast_heartbeats_lost_total',
+    help: 'Agent heartbeats missing from the sequence numbers, by service and backend.',
+    labelNames: ['service', 'backend'],
+    registers,
+  });
+  const loadMonitorFailures = new Counter({
+    name: 'holdfast_load_monitor_failures_total',
+    help: 'Times a backend sent no load vector for 3 x delta_load (SARA Fig. 8), by service and backend.',
+    labelNames: ['service', 'backend'],
+    registers,
+  });
+  const failovers = new Counter({
+    name: 'holdfast_failover_total',
+    help: 'Backend failures of in-progress HTTP exchanges, by strategy (replay, hold, range, verified, none) and result.',
+    labelNames: ['service', 'strategy', 'result'],
+    registers,
+  });
+  const logOverflows = new Counter({
+    name: 'holdfast_request_log_overflow_total',
+    help: 'Requests that outgrew the request log bounds (not recoverable), by service.',
+    labelNames: ['service'],
+    registers,
+  });
+  const sessionsOpened = new Counter({
+    name: 'holdfast_sessions_opened_total',
+    help: 'Sessions opened and pinned (SARA III.C), by service and the backend they were pinned to.',
+    labelNames: ['service', 'backend'],
+    registers,
+  });
+  const sessionsClosed = new Counter({
+    name: 'holdfast_sessions_closed_total',
+    help: 'Sessions ended, by service and reason (ended by the protocol, idle timeout, removed).',
+    labelNames: ['service', 'reason'],
+    registers,
+  });
+  const sessionsRepinned = new Counter({
+    name: 'holdfast_sessions_repinned_total',
+    help: 'Sessions whose backend failed, by service, the failed backend and the new one ("none": no backend was eligible).',
+    labelNames: ['service', 'from', 'to'],
+    registers,
+  });
+  const sessionsRefused = new Counter({
+    name: 'holdfast_sessions_refused_total',
+    help: 'New sessions or flows refused, by service and reason (sessions-full, flows-full, sockets-full, no-backend).',
+    labelNames: ['service', 'reason'],
+    registers,
+  });
+  const flowsPurged = new Counter({
+    name: 'holdfast_flows_purged_total',
+    help: 'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.',
+    labelNames: ['service'],
+    registers,
+  });
+  const messagesDropped = new Counter({
+    name: 'holdfast_messages_dropped_total',
+    help: 'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.',
+    labelNames: ['service', 'transport', 'reason'],
+    registers,
+  });
   const recovery = new Map<string, { counts: Float64Array; sumMs: number; count: number }>();
   /** SA2C refusals run once per refused unit under overload: one Map lookup, no allocation. */
   const admissionRejected = new Map<string, { refuse: number; degrade: number }>();
-  const admissionCrossings = new LabelledTally();
-  const admissionMoves = new LabelledTally();
+  const admissionCrossings = new Counter({
+    name: 'holdfast_admission_crossings_total',
+    help: 'SA2C threshold crossings, by service and the load band entered (below-t1, t1-t2, t2-t3, t3-c, at-c).',
+    labelNames: ['service', 'band'],
+    registers,
+  });
+  const admissionMoves = new Counter({
+    name: 'holdfast_admission_moves_total',
+    help: 'Moves of the SA2C thresholds T2 and T3 (SARA eq. 4) and their resets below T1, by service, threshold and reason.',
+    labelNames: ['service', 'threshold', 'reason'],
+    registers,
+  });
   /** Per service: the band entered last and the thresholds in force, from crossings and moves. */
   const admissionState = new Map<string, { band: string; t1: number; t2: number; t3: number; c: number }>();
 
@@ -224,27 +291,27 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   };
   const onBackendError = (message: unknown): void => {
     const e = message as BackendErrorEvent;
-    backendErrors.add({ service: e.service, backend: e.backend, kind: e.kind });
+    backendErrors.inc({ service: e.service, backend: e.backend, kind: e.kind });
   };
   const onRefuse = (message: unknown): void => {
     const e = message as HttpRefuseEvent;
-    refusals.add({ service: e.service, status: String(e.status) });
+    refusals.inc({ service: e.service, status: String(e.status) });
   };
   const onState = (message: unknown): void => {
     const e = message as BackendStateEvent;
-    transitions.add({ service: e.service, backend: e.backend, to: e.to });
+    transitions.inc({ service: e.service, backend: e.backend, to: e.to });
   };
   const onWireDrop = (message: unknown): void => {
     const e = message as WireDropEvent;
-    wireDrops.add({ source: e.source, reason: e.reason });
+    wireDrops.inc({ source: e.source, reason: e.reason });
   };
   const onHeartbeatLost = (message: unknown): void => {
     const e = message as HeartbeatLostEvent;
-    heartbeatsLost.add({ service: e.service, backend: e.backend }, e.lost);
+    heartbeatsLost.inc({ service: e.service, backend: e.backend }, e.lost);
   };
   const onFailover = (message: unknown): void => {
     const e = message as FailoverEvent;
-    failovers.add({ service: e.service, strategy: e.strategy, result: e.result });
+    failovers.inc({ service: e.service, strategy: e.strategy, result: e.result });
     if (e.result !== 'ok' || e.recoveryMs < 0) return;
     let r = recovery.get(e.service);
     if (!r) recovery.set(e.service, (r = { counts: new Float64Array(DURATION_BUCKETS_MS.length + 1), sumMs: 0, count: 0 }));
@@ -255,35 +322,35 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     r.count++;
   };
   const onLogOverflow = (message: unknown): void => {
-    logOverflows.add({ service: (message as { service: string }).service });
+    logOverflows.inc({ service: (message as { service: string }).service });
   };
   const onLoadMonitor = (message: unknown): void => {
     const e = message as LoadMonitorEvent;
-    if (e.state === 'failed') loadMonitorFailures.add({ service: e.service, backend: e.backend });
+    if (e.state === 'failed') loadMonitorFailures.inc({ service: e.service, backend: e.backend });
   };
   const onSessionOpen = (message: unknown): void => {
     const e = message as SessionEvent;
-    sessionsOpened.add({ service: e.service, backend: e.backend });
+    sessionsOpened.inc({ service: e.service, backend: e.backend });
   };
   const onSessionClose = (message: unknown): void => {
     const e = message as SessionCloseEvent;
-    sessionsClosed.add({ service: e.service, reason: e.reason });
+    sessionsClosed.inc({ service: e.service, reason: e.reason });
   };
   const onSessionRepin = (message: unknown): void => {
     const e = message as SessionRepinEvent;
-    sessionsRepinned.add({ service: e.service, from: e.from, to: e.to ?? 'none' });
+    sessionsRepinned.inc({ service: e.service, from: e.from, to: e.to ?? 'none' });
   };
   const onSessionRefuse = (message: unknown): void => {
     const e = message as SessionRefuseEvent;
-    sessionsRefused.add({ service: e.service, reason: e.reason });
+    sessionsRefused.inc({ service: e.service, reason: e.reason });
   };
   const onFlowPurge = (message: unknown): void => {
     const e = message as FlowPurgeEvent;
-    flowsPurged.add({ service: e.service }, e.count);
+    flowsPurged.inc({ service: e.service }, e.count);
   };
   const onMessageDrop = (message: unknown): void => {
     const e = message as MessageDropEvent;
-    messagesDropped.add({ service: e.service, transport: e.transport, reason: e.reason });
+    messagesDropped.inc({ service: e.service, transport: e.transport, reason: e.reason });
   };
   const onAdmissionRefuse = (message: unknown): void => {
     const e = message as AdmissionRefuseEvent;
@@ -293,12 +360,12 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   };
   const onAdmissionThreshold = (message: unknown): void => {
     const e = message as AdmissionThresholdEvent;
-    admissionCrossings.add({ service: e.service, band: e.to });
+    admissionCrossings.inc({ service: e.service, band: e.to });
     admissionState.set(e.service, { band: e.to, t1: e.t1, t2: e.t2, t3: e.t3, c: e.c });
   };
   const onAdmissionMove = (message: unknown): void => {
     const e = message as AdmissionMoveEvent;
-    admissionMoves.add({ service: e.service, threshold: e.threshold, reason: e.reason });
+    admissionMoves.inc({ service: e.service, threshold: e.threshold, reason: e.reason });
     const state = admissionState.get(e.service);
     if (state) state[e.threshold] = e.to;
   };
@@ -403,60 +470,6 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
       }
     },
   });
-  const tallyCounter = (name: string, help: string, labelNames: string[], source: LabelledTally): void => {
-    new Counter({
-      name,
-      help,
-      labelNames,
-      registers,
-      collect() {
-        this.reset();
-        for (const row of source.rows.values()) this.inc(row.labels, row.value);
-      },
-    });
-  };
-  tallyCounter(
-    'holdfast_backend_errors_total',
-    'Backend connection or request failures, by service, backend and kind (refused, reset, timeout...).',
-    ['service', 'backend', 'kind'],
-    backendErrors,
-  );
-  tallyCounter(
-    'holdfast_http_refused_total',
-    'Client requests refused by the forwarder, by service and the status answered.',
-    ['service', 'status'],
-    refusals,
-  );
-  tallyCounter(
-    'holdfast_backend_transitions_total',
-    'Backend state changes, by service, backend and the state entered.',
-    ['service', 'backend', 'to'],
-    transitions,
-  );
-  tallyCounter(
-    'holdfast_wire_dropped_total',
-    'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).',
-    ['source', 'reason'],
-    wireDrops,
-  );
-  tallyCounter(
-    'holdfast_heartbeats_lost_total',
-    'Agent heartbeats missing from the sequence numbers, by service and backend.',
-    ['service', 'backend'],
-    heartbeatsLost,
-  );
-  tallyCounter(
-    'holdfast_failover_total',
-    'Backend failures of in-progress HTTP exchanges, by strategy (replay, hold, range, verified, none) and result.',
-    ['service', 'strategy', 'result'],
-    failovers,
-  );
-  tallyCounter(
-    'holdfast_request_log_overflow_total',
-    'Requests that outgrew the request log bounds (not recoverable), by service.',
-    ['service'],
-    logOverflows,
-  );
   registry.registerMetric(
     new TalliedHistogram(
       'holdfast_failover_recovery_seconds',
@@ -466,48 +479,6 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
       },
       DURATION_BUCKETS_MS.map((ms) => ms / 1000),
     ) as unknown as Metric,
-  );
-  tallyCounter(
-    'holdfast_load_monitor_failures_total',
-    'Times a backend sent no load vector for 3 x delta_load (SARA Fig. 8), by service and backend.',
-    ['service', 'backend'],
-    loadMonitorFailures,
-  );
-  tallyCounter(
-    'holdfast_sessions_opened_total',
-    'Sessions opened and pinned (SARA III.C), by service and the backend they were pinned to.',
-    ['service', 'backend'],
-    sessionsOpened,
-  );
-  tallyCounter(
-    'holdfast_sessions_closed_total',
-    'Sessions ended, by service and reason (ended by the protocol, idle timeout, removed).',
-    ['service', 'reason'],
-    sessionsClosed,
-  );
-  tallyCounter(
-    'holdfast_sessions_repinned_total',
-    'Sessions whose backend failed, by service, the failed backend and the new one ("none": no backend was eligible).',
-    ['service', 'from', 'to'],
-    sessionsRepinned,
-  );
-  tallyCounter(
-    'holdfast_sessions_refused_total',
-    'New sessions or flows refused, by service and reason (sessions-full, flows-full, sockets-full, no-backend).',
-    ['service', 'reason'],
-    sessionsRefused,
-  );
-  tallyCounter(
-    'holdfast_flows_purged_total',
-    'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.',
-    ['service'],
-    flowsPurged,
-  );
-  tallyCounter(
-    'holdfast_messages_dropped_total',
-    'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.',
-    ['service', 'transport', 'reason'],
-    messagesDropped,
   );
   new Counter({
     name: 'holdfast_admission_rejected_total',
@@ -522,18 +493,6 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
       }
     },
   });
-  tallyCounter(
-    'holdfast_admission_crossings_total',
-    'SA2C threshold crossings, by service and the load band entered (below-t1, t1-t2, t2-t3, t3-c, at-c).',
-    ['service', 'band'],
-    admissionCrossings,
-  );
-  tallyCounter(
-    'holdfast_admission_moves_total',
-    'Moves of the SA2C thresholds T2 and T3 (SARA eq. 4) and their resets below T1, by service, threshold and reason.',
-    ['service', 'threshold', 'reason'],
-    admissionMoves,
-  );
   new Gauge({
     name: 'holdfast_admission_threshold',
     help: 'The SA2C thresholds in force (T2 and T3 as moved), as fractions of capacity; present once the load first crossed T1.',

@@ -87,28 +87,14 @@ import { formatHostPort } from '../core/address.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { ListenError } from '../core/errors.js';
-import type { Backend } from '../core/backend.js';
-import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
-import type { SessionChange, SessionRouter } from '../sessions/session-router.js';
-import type { RelayChange, RelayPortState } from '../media/media-relay.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import { ENVELOPE_OVERHEAD_BYTES, MessageType, open, seal, type WireReject } from '../wire/envelope.js';
-import {
-  decodeFrame,
-  decodeFrameHeader,
-  encodeFrame,
-  FRAME_HEADER_BYTES,
-  MAX_FRAME_BODY_BYTES,
-  MAX_ADDRESS_TEXT_BYTES,
-  MAX_OP_BYTES,
-  MAX_STRING_BYTES,
-  NO_SID,
-  NONCE_BYTES,
-  Op,
-  OpWriter,
-  type ReplicationOp,
-  type WireAddress,
-} from '../wire/replication-frame.js';
+import type { SessionChange } from '../sessions/session-router.js';
+import type { RelayPortState } from '../media/media-relay.js';
+import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
+import { decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter } from '../wire/replication-frame.js';
+import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
+import { encodeFlow, encodeRelay, fitKey, fits, FrameReader, LENGTH_PREFIX_BYTES, wireAddress, writeSnapshot, BatchWriter, type Batch } from './replication-batch.js';
+
+export type { ReplicatedRelay, ReplicatedService } from './replication-apply.js';
 
 /** Default cap of unacknowledged live-stream bytes per peer. */
 export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
@@ -130,28 +116,6 @@ export const HANDSHAKE_TIMEOUT_MS = 1000;
 /** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
 export const MAX_INBOUND_PER_PEER = 4;
 /** A batch is closed into a frame before its ops would pass this size. */
-const BATCH_LIMIT_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES - MAX_OP_BYTES;
-const LENGTH_PREFIX_BYTES = 4;
-const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BODY_BYTES + ENVELOPE_OVERHEAD_BYTES;
-
-export interface ReplicatedService {
-  readonly name: string;
-  readonly sessions: SessionRouter;
-  readonly flows: FlowTable;
-  readonly backends: readonly Backend[];
-  /** The service's media relay, when it has one: its ports are replicated too. */
-  readonly relay?: ReplicatedRelay;
-}
-
-/** What the replicator needs of a media relay (forward/sip-media.ts provides it). */
-export interface ReplicatedRelay {
-  /** Every change of a local relay port's far ends, and every release. Returns an unsubscribe. */
-  onChange(fn: (c: RelayChange) => void): () => void;
-  forEachPort(fn: (s: RelayPortState) => void): void;
-  /** At adopt(): the relay ports peers replicated here, by local session handle; the relay binds them again. */
-  restore(ports: readonly RelayPortState[]): void;
-}
-
 export interface StateReplicatorOptions {
   /** This dispatcher's id (u16), config.dispatcher.id. */
   id: number;
@@ -230,68 +194,6 @@ export function createStateReplicator(options: StateReplicatorOptions): StateRep
 
 // --- Internals --------------------------------------------------------------------------------------
 
-interface Batch {
-  count: number;
-  bytes: Buffer;
-}
-
-/** An OpWriter that closes a batch whenever the next op might not fit one frame. */
-class BatchWriter {
-  readonly w = new OpWriter(16 * 1024);
-  batches: Batch[] = [];
-  queuedBytes = 0;
-
-  /** Call before writing each op. */
-  room(): OpWriter {
-    if (this.w.length > BATCH_LIMIT_BYTES) this.roll();
-    return this.w;
-  }
-
-  roll(): void {
-    if (this.w.count === 0) return;
-    this.batches.push({ count: this.w.count, bytes: Buffer.from(this.w.bytes()) });
-    this.queuedBytes += this.w.length;
-    this.w.reset();
-  }
-
-  take(): Batch[] {
-    this.roll();
-    const out = this.batches;
-    this.batches = [];
-    this.queuedBytes = 0;
-    return out;
-  }
-
-  get bytes(): number {
-    return this.queuedBytes + this.w.length;
-  }
-}
-
-/** Splits a byte stream into `u32 length ‖ frame` records; bounded by one frame. */
-class FrameReader {
-  private chunks: Buffer[] = [];
-  private size = 0;
-
-  /** Feeds bytes; returns the complete frames, or 'too-large' when a length prefix is over the cap. */
-  push(data: Buffer): Buffer[] | 'too-large' {
-    this.chunks.push(data);
-    this.size += data.length;
-    const out: Buffer[] = [];
-    for (;;) {
-      if (this.size < LENGTH_PREFIX_BYTES) return out;
-      let buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
-      this.chunks = [buf];
-      const len = buf.readUInt32BE(0);
-      if (len > MAX_WIRE_FRAME_BYTES) return 'too-large';
-      if (this.size < LENGTH_PREFIX_BYTES + len) return out;
-      out.push(buf.subarray(LENGTH_PREFIX_BYTES, LENGTH_PREFIX_BYTES + len));
-      buf = buf.subarray(LENGTH_PREFIX_BYTES + len);
-      this.chunks = buf.length > 0 ? [buf] : [];
-      this.size = buf.length;
-    }
-  }
-}
-
 /** An outgoing connection: we stream our state to `to`. */
 interface OutLink {
   readonly to: HostPort;
@@ -309,28 +211,6 @@ interface OutLink {
   ackedBytes: number;
   unacked: { seq: number; end: number }[];
   redial: TimerHandle | null;
-}
-
-/** What one peer replicated here, kept across its reconnections (the next snapshot reconciles it). */
-interface PeerState {
-  readonly id: number;
-  /** By the peer's session handle. */
-  readonly sessions: Map<number, { service: number; local: SessionHandle; gen: number }>;
-  /** By service and 5-tuple text. */
-  readonly flows: Map<string, { service: number; local: FlowHandle; gen: number }>;
-  /** Relay ports, by the peer's session handle, then relay port. */
-  readonly relays: Map<number, Map<number, RelayRecord>>;
-  gen: number;
-}
-
-interface RelayRecord {
-  readonly service: number;
-  readonly port: number;
-  readonly clientHost: string | null;
-  readonly clientPort: number;
-  readonly backendHost: string | null;
-  readonly backendPort: number;
-  gen: number;
 }
 
 /** An incoming connection: `peer` streams its state to us. */
@@ -352,29 +232,6 @@ interface InLink {
   snapshotFlows: number;
 }
 
-/** Per service: local handles of foreign state → its owner (and the key it is known by there). */
-interface ServiceIndex {
-  readonly svc: ReplicatedService;
-  readonly foreignSessions: Map<SessionHandle, { peer: PeerState; sid: number }>;
-  readonly foreignFlows: Map<FlowHandle, { peer: PeerState; key: string }>;
-}
-
-const INTERNED_BASE = 0xf0000000;
-
-function wireAddress(key: number): WireAddress {
-  return key >= 0 && key < INTERNED_BASE ? key : addressOf(key);
-}
-
-function localAddress(a: WireAddress): number {
-  return typeof a === 'number' ? a : addressKey(a);
-}
-
-/** A relay far end on the wire: 0 (0.0.0.0) stands for "not known yet". */
-function relayHost(a: WireAddress): string | null {
-  if (typeof a === 'string') return a;
-  return a === 0 ? null : addressOf(a);
-}
-
 function emptyRejects(): Record<WireReject, number> {
   return { truncated: 0, 'bad-mac': 0, version: 0, type: 0, malformed: 0, replay: 0, stale: 0, 'unknown-host': 0 };
 }
@@ -390,6 +247,7 @@ class Replicator implements StateReplicator {
   private readonly handshakeTimeoutMs: number;
   private readonly maxInbound: number;
   private readonly index: ServiceIndex[];
+  private readonly applier: ReplicaApplier;
   private readonly pending = new BatchWriter();
   private readonly flushMs: number;
   private flushTimer: TimerHandle | null = null;
@@ -439,6 +297,7 @@ class Replicator implements StateReplicator {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
+    this.applier = new ReplicaApplier(this.index, () => this.master, this.s);
     this.outLinks = options.peers.map((to) => ({
       to,
       socket: null,
@@ -473,7 +332,7 @@ class Replicator implements StateReplicator {
         resolve();
       });
     });
-    this.refreshTimer = this.clock.setInterval(() => this.refresh(), this.refreshIntervalMs);
+    this.refreshTimer = this.clock.setInterval(() => this.applier.refresh(), this.refreshIntervalMs);
     for (const link of this.outLinks) this.dial(link);
   }
 
@@ -603,7 +462,7 @@ class Replicator implements StateReplicator {
       }),
       flows.onInsert((h) => {
         if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignFlows.has(h)) return;
-        this.encodeFlow(this.pending.room(), ix, service, h);
+        encodeFlow(this.pending.room(), ix.svc.flows, service, h);
         this.scheduleFlush();
       }),
       flows.onRemove((h) => {
@@ -655,7 +514,7 @@ class Replicator implements StateReplicator {
     const w = this.pending.room();
     switch (c.type) {
       case 'open':
-        w.sessionOpen(service, c.session, c.backend.index, this.fitKey(c.key));
+        w.sessionOpen(service, c.session, c.backend.index, fitKey(c.key));
         break;
       case 'repin':
         w.sessionRepin(service, c.session, c.to.index);
@@ -668,22 +527,6 @@ class Replicator implements StateReplicator {
   }
 
   /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */
-  private fitKey(key: string | null): string | null {
-    return key === null || fits(key) ? key : null;
-  }
-
-  private encodeFlow(w: OpWriter, ix: ServiceIndex, service: number, h: FlowHandle): void {
-    const f = ix.svc.flows;
-    const session = f.session(h);
-    w.flowInsert(
-      service,
-      session === NO_SESSION ? NO_SID : session,
-      { src: wireAddress(f.srcIp(h)), srcPort: f.srcPort(h), dst: wireAddress(f.dstIp(h)), dstPort: f.dstPort(h), proto: f.proto(h) },
-      f.role(h),
-      f.timeoutMs(h),
-    );
-  }
-
   /** After an op went into the pending batch: flush now when it is large, else within flushMs. */
   private scheduleFlush(): void {
     if (this.pending.bytes >= REPLICATION_FLUSH_BYTES) return this.flush();
@@ -795,34 +638,12 @@ class Replicator implements StateReplicator {
   }
 
   private sendSnapshot(link: OutLink): void {
-    const w = new BatchWriter();
-    w.room().snapshotBegin();
-    let sessions = 0;
-    let flows = 0;
     // Demoted: an empty snapshot — peers drop what we streamed before.
-    if (!this.demoted) this.index.forEach((ix, service) => {
-      const table = ix.svc.sessions.table;
-      table.forEach((h) => {
-        if (ix.foreignSessions.has(h)) return;
-        w.room().sessionOpen(service, h, table.backend(h), this.fitKey(table.key(h)));
-        const data = table.data(h);
-        if (data !== null && fits(data)) w.room().sessionData(service, h, data);
-        sessions++;
-      });
-      ix.svc.flows.forEach((h) => {
-        if (ix.foreignFlows.has(h)) return;
-        this.encodeFlow(w.room(), ix, service, h);
-        flows++;
-      });
-      ix.svc.relay?.forEachPort((p) => {
-        if (!ix.foreignSessions.has(p.session)) encodeRelay(w.room(), service, p);
-      });
-    });
-    w.room().snapshotEnd(sessions, flows);
+    const batches = writeSnapshot(this.index, this.demoted);
     // Ops pending since the last flush are in the snapshot already; sent again after it, they apply idempotently.
     const socket = link.socket!;
     socket.cork();
-    for (const b of w.take()) this.send(link, b, false);
+    for (const b of batches) this.send(link, b, false);
     socket.uncork();
     link.streaming = true;
     this.streamingLinks++;
@@ -915,7 +736,10 @@ class Replicator implements StateReplicator {
       }
       this.applying = true;
       try {
-        for (const op of frame.ops) this.apply(link, link.peer, op);
+        for (const op of frame.ops) {
+          const synced = this.applier.apply(link, link.peer, op);
+          if (synced !== null) this.synced(link, link.peer, synced.sessions, synced.flows);
+        }
       } finally {
         this.applying = false;
       }
@@ -934,183 +758,6 @@ class Replicator implements StateReplicator {
     this.reply(link, w);
   }
 
-  private apply(link: InLink, peer: PeerState, op: ReplicationOp): void {
-    switch (op.op) {
-      case Op.SnapshotBegin:
-        peer.gen++;
-        link.snapshotSessions = 0;
-        link.snapshotFlows = 0;
-        return;
-      case Op.SnapshotEnd:
-        this.reconcile(peer);
-        this.synced(link, peer, op.sessions, op.flows);
-        return;
-      case Op.SessionOpen:
-        link.snapshotSessions++;
-        return this.applyOpen(peer, op.service, op.sid, op.backend, op.key);
-      case Op.SessionRepin: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e !== undefined) this.index[e.service]!.svc.sessions.table.repin(e.local, op.backend);
-        return;
-      }
-      case Op.SessionClose: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e === undefined) return;
-        peer.sessions.delete(op.sid);
-        peer.relays.delete(op.sid);
-        const ix = this.index[e.service]!;
-        ix.foreignSessions.delete(e.local);
-        ix.svc.sessions.table.close(e.local, op.reason);
-        return;
-      }
-      case Op.SessionData: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e !== undefined) this.index[e.service]!.svc.sessions.table.setData(e.local, op.data);
-        return;
-      }
-      case Op.FlowInsert:
-        link.snapshotFlows++;
-        return this.applyFlow(peer, op);
-      case Op.FlowRemove: {
-        const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
-        const e = peer.flows.get(key);
-        if (e === undefined) return;
-        peer.flows.delete(key);
-        const ix = this.index[e.service]!;
-        if (ix.foreignFlows.get(e.local)?.peer !== peer) return;
-        ix.foreignFlows.delete(e.local);
-        ix.svc.flows.remove(e.local);
-        return;
-      }
-      case Op.RelayOpen: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e === undefined) return;
-        let ports = peer.relays.get(op.sid);
-        if (ports === undefined) peer.relays.set(op.sid, (ports = new Map()));
-        const clientHost = relayHost(op.client);
-        const backendHost = relayHost(op.backend);
-        ports.set(op.relayPort, {
-          service: op.service,
-          port: op.relayPort,
-          clientHost,
-          clientPort: clientHost === null ? 0 : op.clientPort,
-          backendHost,
-          backendPort: backendHost === null ? 0 : op.backendPort,
-          gen: peer.gen,
-        });
-        return;
-      }
-      case Op.RelayClose: {
-        const ports = peer.relays.get(op.sid);
-        if (ports === undefined) return;
-        ports.delete(op.relayPort);
-        if (ports.size === 0) peer.relays.delete(op.sid);
-        return;
-      }
-      default:
-        // ACK and CHALLENGE do not travel this way.
-        return;
-    }
-  }
-
-  private applyOpen(peer: PeerState, service: number, sid: number, backend: number, key: string | null): void {
-    const ix = this.index[service];
-    if (ix === undefined) return;
-    const table = ix.svc.sessions.table;
-    const known = this.replica(peer, service, sid);
-    if (known !== undefined && table.isOpen(known.local)) {
-      if (table.backend(known.local) !== backend) table.repin(known.local, backend);
-      known.gen = peer.gen;
-      return;
-    }
-    let h = key === null ? NO_SESSION : table.find(key);
-    if (h !== NO_SESSION) {
-      // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
-      const other = ix.foreignSessions.get(h);
-      // Our own while master: our pin is the truth, the sender's copy is stale.
-      if (other === undefined && this.master) return;
-      if (other !== undefined) {
-        other.peer.sessions.delete(other.sid);
-        other.peer.relays.delete(other.sid);
-      }
-      if (table.backend(h) !== backend) table.repin(h, backend);
-    } else {
-      h = table.open(key, backend);
-      if (h === NO_SESSION) {
-        this.s.applyRefused++;
-        return;
-      }
-    }
-    peer.sessions.set(sid, { service, local: h, gen: peer.gen });
-    ix.foreignSessions.set(h, { peer, sid });
-  }
-
-  private applyFlow(peer: PeerState, op: Extract<ReplicationOp, { op: typeof Op.FlowInsert }>): void {
-    const ix = this.index[op.service];
-    if (ix === undefined) return;
-    if (op.proto !== 6 && op.proto !== 17) return;
-    const flows = ix.svc.flows;
-    const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
-    const session = op.sid === NO_SID ? NO_SESSION : (this.replica(peer, op.service, op.sid)?.local ?? NO_SESSION);
-    const src = localAddress(op.src);
-    const dst = localAddress(op.dst);
-    let h = flows.lookup(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto);
-    if (h === NO_FLOW) {
-      h = flows.insert(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto, op.role, session, op.timeoutMs);
-      if (h === NO_FLOW) {
-        this.s.applyRefused++;
-        return;
-      }
-    } else {
-      const other = ix.foreignFlows.get(h);
-      // Our own while master: the sender's copy is stale.
-      if (other === undefined && this.master) return;
-      flows.setSession(h, session);
-      if (other !== undefined && other.peer !== peer) other.peer.flows.delete(other.key);
-    }
-    peer.flows.set(key, { service: op.service, local: h, gen: peer.gen });
-    ix.foreignFlows.set(h, { peer, key });
-  }
-
-  /**
-   * The peer's replica `sid` of `service` — only while the local session is still marked foreign to
-   * that peer under that sid: a peer's op never touches a session this node owns (see the header).
-   */
-  private replica(peer: PeerState, service: number, sid: number): { service: number; local: SessionHandle; gen: number } | undefined {
-    const e = peer.sessions.get(sid);
-    if (e === undefined || e.service !== service) return undefined;
-    const f = this.index[service]?.foreignSessions.get(e.local);
-    if (f?.peer === peer && f.sid === sid) return e;
-    peer.sessions.delete(sid);
-    peer.relays.delete(sid);
-    return undefined;
-  }
-
-  /** After a snapshot: what the peer had replicated here before and did not send again is gone. */
-  private reconcile(peer: PeerState): void {
-    for (const [sid, ports] of peer.relays) {
-      for (const [port, r] of ports) if (r.gen !== peer.gen) ports.delete(port);
-      if (ports.size === 0) peer.relays.delete(sid);
-    }
-    for (const [key, e] of peer.flows) {
-      if (e.gen === peer.gen) continue;
-      peer.flows.delete(key);
-      const ix = this.index[e.service]!;
-      if (ix.foreignFlows.get(e.local)?.peer !== peer) continue;
-      ix.foreignFlows.delete(e.local);
-      ix.svc.flows.remove(e.local);
-    }
-    for (const [sid, e] of peer.sessions) {
-      if (e.gen === peer.gen) continue;
-      peer.sessions.delete(sid);
-      const ix = this.index[e.service]!;
-      const f = ix.foreignSessions.get(e.local);
-      if (f?.peer !== peer || f.sid !== sid) continue;
-      ix.foreignSessions.delete(e.local);
-      ix.svc.sessions.table.close(e.local, 'removed');
-    }
-  }
-
   private synced(link: InLink, peer: PeerState, sessions: number, flows: number): void {
     const ms = this.clock.now() - link.acceptedAt;
     this.s.snapshotsApplied++;
@@ -1119,16 +766,6 @@ class Replicator implements StateReplicator {
     this.clock.immediate(() => this.ack(link));
     const e: SyncedEvent = { peer: peer.id, sessions, flows, ms };
     for (const l of this.syncListeners.slice()) if (l.peer === null || l.peer === peer.id) l.fn(e);
-  }
-
-  /** Keeps replicas alive: their traffic goes to their owner, which says when they end. */
-  private refresh(): void {
-    for (const ix of this.index) {
-      const table = ix.svc.sessions.table;
-      for (const h of ix.foreignSessions.keys()) table.touch(h);
-      const flows = ix.svc.flows;
-      for (const h of ix.foreignFlows.keys()) flows.touch(h);
-    }
   }
 
   // --- Frames ---------------------------------------------------------------------------------------
@@ -1162,19 +799,3 @@ class Replicator implements StateReplicator {
   }
 }
 
-/** RELAY_OPEN of one relay port; an unknown far end (or an address text too long for the wire) travels as 0. */
-function encodeRelay(w: OpWriter, service: number, p: RelayPortState): void {
-  const wire = (h: string | null): WireAddress => (h !== null && h.length >= 1 && h.length <= MAX_ADDRESS_TEXT_BYTES ? h : 0);
-  const client = wire(p.clientHost);
-  const backend = wire(p.backendHost);
-  w.relayOpen(service, p.session, p.port, client, client === 0 ? 0 : p.clientPort, backend, backend === 0 ? 0 : p.backendPort);
-}
-
-/** Whether a key or data string fits its wire field (a longer data string is not replicated). */
-function fits(s: string): boolean {
-  return s.length * 3 <= MAX_STRING_BYTES || Buffer.byteLength(s, 'utf8') <= MAX_STRING_BYTES;
-}
-
-function flowKey(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): string {
-  return `${service}|${src}|${srcPort}|${dst}|${dstPort}|${proto}`;
-}

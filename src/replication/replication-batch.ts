@@ -1,0 +1,155 @@
+/**
+ * @module The sending side's batching and snapshot: ops are written into frame-sized batches
+ * (BatchWriter) that the stream flushes, a snapshot writes every session, flow and relay port this
+ * node owns into one batch set, and the stream's `u32 length ‖ frame` records are split again on
+ * the receiving side (FrameReader).
+ */
+import { addressOf, type FlowHandle, type FlowTable } from '../sessions/flow-table.js';
+import { NO_SESSION } from '../sessions/session-table.js';
+import type { RelayPortState } from '../media/media-relay.js';
+import { ENVELOPE_OVERHEAD_BYTES } from '../wire/envelope.js';
+import {
+  FRAME_HEADER_BYTES,
+  MAX_ADDRESS_TEXT_BYTES,
+  MAX_FRAME_BODY_BYTES,
+  MAX_OP_BYTES,
+  MAX_STRING_BYTES,
+  NO_SID,
+  OpWriter,
+  type WireAddress,
+} from '../wire/replication-frame.js';
+import type { ServiceIndex } from './replication-apply.js';
+
+export const BATCH_LIMIT_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES - MAX_OP_BYTES;
+export const LENGTH_PREFIX_BYTES = 4;
+export const MAX_WIRE_FRAME_BYTES = MAX_FRAME_BODY_BYTES + ENVELOPE_OVERHEAD_BYTES;
+
+export interface Batch {
+  count: number;
+  bytes: Buffer;
+}
+
+/** An OpWriter that closes a batch whenever the next op might not fit one frame. */
+export class BatchWriter {
+  readonly w = new OpWriter(16 * 1024);
+  batches: Batch[] = [];
+  queuedBytes = 0;
+
+  /** Call before writing each op. */
+  room(): OpWriter {
+    if (this.w.length > BATCH_LIMIT_BYTES) this.roll();
+    return this.w;
+  }
+
+  roll(): void {
+    if (this.w.count === 0) return;
+    this.batches.push({ count: this.w.count, bytes: Buffer.from(this.w.bytes()) });
+    this.queuedBytes += this.w.length;
+    this.w.reset();
+  }
+
+  take(): Batch[] {
+    this.roll();
+    const out = this.batches;
+    this.batches = [];
+    this.queuedBytes = 0;
+    return out;
+  }
+
+  get bytes(): number {
+    return this.queuedBytes + this.w.length;
+  }
+}
+
+/** Splits a byte stream into `u32 length ‖ frame` records; bounded by one frame. */
+export class FrameReader {
+  private chunks: Buffer[] = [];
+  private size = 0;
+
+  /** Feeds bytes; returns the complete frames, or 'too-large' when a length prefix is over the cap. */
+  push(data: Buffer): Buffer[] | 'too-large' {
+    this.chunks.push(data);
+    this.size += data.length;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.size < LENGTH_PREFIX_BYTES) return out;
+      let buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.size);
+      this.chunks = [buf];
+      const len = buf.readUInt32BE(0);
+      if (len > MAX_WIRE_FRAME_BYTES) return 'too-large';
+      if (this.size < LENGTH_PREFIX_BYTES + len) return out;
+      out.push(buf.subarray(LENGTH_PREFIX_BYTES, LENGTH_PREFIX_BYTES + len));
+      buf = buf.subarray(LENGTH_PREFIX_BYTES + len);
+      this.chunks = buf.length > 0 ? [buf] : [];
+      this.size = buf.length;
+    }
+  }
+}
+
+const INTERNED_BASE = 0xf0000000;
+
+export function wireAddress(key: number): WireAddress {
+  return key >= 0 && key < INTERNED_BASE ? key : addressOf(key);
+}
+
+/** RELAY_OPEN of one relay port; an unknown far end (or an address text too long for the wire) travels as 0. */
+export function encodeRelay(w: OpWriter, service: number, p: RelayPortState): void {
+  const wire = (h: string | null): WireAddress => (h !== null && h.length >= 1 && h.length <= MAX_ADDRESS_TEXT_BYTES ? h : 0);
+  const client = wire(p.clientHost);
+  const backend = wire(p.backendHost);
+  w.relayOpen(service, p.session, p.port, client, client === 0 ? 0 : p.clientPort, backend, backend === 0 ? 0 : p.backendPort);
+}
+
+/** Whether a key or data string fits its wire field (a longer data string is not replicated). */
+export function fits(s: string): boolean {
+  return s.length * 3 <= MAX_STRING_BYTES || Buffer.byteLength(s, 'utf8') <= MAX_STRING_BYTES;
+}
+
+/** A key that does not fit its wire field travels as none. */
+export function fitKey(key: string | null): string | null {
+  return key === null || fits(key) ? key : null;
+}
+
+/** FLOW_INSERT of one local flow. */
+export function encodeFlow(w: OpWriter, f: FlowTable, service: number, h: FlowHandle): void {
+  const session = f.session(h);
+  w.flowInsert(
+    service,
+    session === NO_SESSION ? NO_SID : session,
+    { src: wireAddress(f.srcIp(h)), srcPort: f.srcPort(h), dst: wireAddress(f.dstIp(h)), dstPort: f.dstPort(h), proto: f.proto(h) },
+    f.role(h),
+    f.timeoutMs(h),
+  );
+}
+
+/**
+ * A snapshot of what this node owns (not what peers replicated here): SNAPSHOT_BEGIN, every session
+ * with its data, every flow, every relay port, SNAPSHOT_END. `empty`: only the brackets (a demoted
+ * node: peers drop what it streamed before).
+ */
+export function writeSnapshot(index: readonly ServiceIndex[], empty: boolean): Batch[] {
+  const w = new BatchWriter();
+  w.room().snapshotBegin();
+  let sessions = 0;
+  let flows = 0;
+  if (!empty) index.forEach((ix, service) => {
+    const table = ix.svc.sessions.table;
+    table.forEach((h) => {
+      if (ix.foreignSessions.has(h)) return;
+      w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
+      const data = table.data(h);
+      if (data !== null && fits(data)) w.room().sessionData(service, h, data);
+      sessions++;
+    });
+    ix.svc.flows.forEach((h) => {
+      if (ix.foreignFlows.has(h)) return;
+      encodeFlow(w.room(), ix.svc.flows, service, h);
+      flows++;
+    });
+    ix.svc.relay?.forEachPort((p) => {
+      if (!ix.foreignSessions.has(p.session)) encodeRelay(w.room(), service, p);
+    });
+  });
+  w.room().snapshotEnd(sessions, flows);
+  return w.take();
+}

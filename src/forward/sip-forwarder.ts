@@ -94,7 +94,6 @@ import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefu
 import { ListenError, type BackendFailureKind } from '../core/errors.js';
 import type { Backend } from '../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
-import type { SessionRoute } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import {
   annotateTopVia,
@@ -116,7 +115,7 @@ import {
   type SipTransport,
   type SipVia,
 } from '../sessions/sip-message.js';
-import type { Forwarder, ServiceRuntime } from '../pipeline/service-runtime.js';
+import { routerOf, type Forwarder, type RouteDecision, type Router, type ServiceRuntime } from '../pipeline/index.js';
 import { SipMediaGateway } from './sip-media.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
 
@@ -358,12 +357,15 @@ export class SipForwarder implements Forwarder {
   /** Issue 6: SDP rewriting and the media relay (sip-media.ts). */
   readonly media: SipMediaGateway;
 
+  private readonly router: Router;
+
   constructor(private readonly rt: ServiceRuntime) {
+    this.router = routerOf(rt);
     this.service = rt.config.name;
     this.maxMessageBytes = rt.config.sip.maxMessageBytes;
     this.maxDatagramBytes = Math.min(rt.config.sip.maxMessageBytes, rt.config.sip.maxDatagramBytes);
     this.highWaterMark = rt.config.http.highWaterMarkBytes;
-    this.unsubscribeClose = rt.sessions.table.onClose((h) => this.sessionClosed(h));
+    this.unsubscribeClose = this.router.onClose((h) => this.sessionClosed(h));
     this.unsubscribeFlowRemove = rt.flows.onRemove((h) => this.flowRemoved(h));
     this.media = new SipMediaGateway(rt, (reason, transport) => this.drop(reason, transport));
   }
@@ -447,9 +449,8 @@ export class SipForwarder implements Forwarder {
    * connections to it are closed, their held messages routed to the new pins. UDP needs nothing.
    */
   backendDown(backend: Backend): void {
-    const table = this.rt.sessions.table;
     for (const rec of this.records.values()) {
-      const now = rec.counted === backend ? this.rt.backends[table.backend(rec.handle)] : undefined;
+      const now = rec.counted === backend ? this.router.backendOf(rec.handle) : undefined;
       if (now && now !== backend) this.account(rec, now);
     }
     for (const conn of this.conns) {
@@ -511,7 +512,7 @@ export class SipForwarder implements Forwarder {
     if (up === 'unbound') up = await this.bindUpstream(backend, bindHost, 0);
     if (up === null || up === 'unbound') {
       // The backend's name does not resolve (or the address is unusable): it cannot be reached.
-      this.rt.failures.reportFailure(backend, 'refused');
+      this.router.failed(backend, 'refused');
       return;
     }
     const socket = up.socket;
@@ -537,7 +538,7 @@ export class SipForwarder implements Forwarder {
     const up: UdpUpstream = { backend, socket, localHost: '', localPort: 0, remoteHost: backend.host, ready: false };
     socket.on('error', (err: NodeJS.ErrnoException) => {
       // An ICMP port unreachable from the backend (connected socket): passive detection.
-      if (err.code === 'ECONNREFUSED' && this.state === 'open') this.rt.failures.reportFailure(backend, 'refused');
+      if (err.code === 'ECONNREFUSED' && this.state === 'open') this.router.failed(backend, 'refused');
     });
     socket.on('message', (msg) => this.onUpstreamDatagram(up, msg));
     try {
@@ -607,7 +608,7 @@ export class SipForwarder implements Forwarder {
     const r = parseSipMessage(buf, { transport: 'udp' });
     if (!r.ok) return this.drop(r.reason, 'udp');
     const m = r.message;
-    if (up.backend.state !== 'up') this.rt.failures.reportSuccess(up.backend);
+    if (up.backend.state !== 'up') this.router.succeeded(up.backend);
     if (m.kind === 'request') return this.requestFromBackend(m, up.backend, up.remoteHost, up.backend.port, null);
     if (!isOurs(m.vias[0], up.localHost, up.localPort)) return this.drop('unknown-via', 'udp');
     const next = m.vias[1];
@@ -630,8 +631,7 @@ export class SipForwarder implements Forwarder {
     const target = responseTarget(next);
     let up = this.backendByAddress.get(`${target.host}:${target.port}`);
     if (!up) {
-      const h = this.rt.sessions.table.find(m.callId);
-      const b = h === NO_SESSION ? undefined : this.rt.backends[this.rt.sessions.table.backend(h)];
+      const b = this.router.backendOfKey(m.callId);
       up = b ? this.upstreams.get(b) : undefined;
     }
     if (!up) return this.drop('unroutable', 'udp');
@@ -685,9 +685,6 @@ export class SipForwarder implements Forwarder {
       this.stats.tooManyHops++;
       return this.answer(m, 483, 'Too Many Hops', host, port, ingress, []);
     }
-    const table = this.rt.sessions.table;
-    const existing = table.find(m.callId);
-
     // Issue 8 (SA2C, SARA III.B): a request of an unknown Call-ID opens a session ('new'), even with
     // a To tag (a forged or stale one opens a session all the same); any request of an open session
     // is 'established'. Asked once per message
@@ -695,37 +692,34 @@ export class SipForwarder implements Forwarder {
     // tracked, so that a refusal holds no flow. ACK, CANCEL and BYE are never refused: they complete
     // or end sessions, and losing them adds load — a lost ACK makes the UAS retransmit its 2xx for
     // 64 x T1 (§13.3.1.4), a lost BYE is retransmitted for 64 x T1 and keeps the call's media and
-    // state alive, a lost CANCEL leaves the INVITE ringing until it times out.
-    if (attempt === 0 && m.method !== 'ACK' && m.method !== 'CANCEL' && m.method !== 'BYE') {
-      if (!this.admitted(m, existing === NO_SESSION ? 'new' : 'established', host, port, ingress)) return;
-    }
-
-    // The signalling flow, before any new session is opened: a full flow table refuses new ones.
-    const flow = this.trackFlow(host, port, ingress);
-    if (flow === NO_FLOW && existing === NO_SESSION) {
-      if (channels.sessionRefuse.hasSubscribers) {
-        channels.sessionRefuse.publish({ service: this.service, reason: 'flows-full' } satisfies SessionRefuseEvent);
-      }
-      return this.refuse(m, host, port, ingress);
-    }
-
-    let route: SessionRoute;
-    if (existing !== NO_SESSION) {
-      route = this.rt.sessions.follow(existing);
-    } else if (m.method === 'ACK' || m.method === 'CANCEL' || m.method === 'BYE') {
-      // Nothing to follow (a BYE of an unknown Call-ID ends nothing here): forwarded statelessly
-      // (§16.11) without leaving a session behind.
-      const pick = this.rt.balancer.pick();
-      if (pick.type === 'none') {
-        if (m.method === 'ACK') return this.drop('no-backend', transport);
-        return this.refuse(m, host, port, ingress);
-      }
-      return this.forwardRequest(m, pick.backend, host, port, ingress, original, attempt);
-    } else {
-      route = this.rt.sessions.open(m.callId);
-      if (route.type === 'opened' && m.toTag !== null) this.stats.orphanInDialog++;
-    }
-    if (route.type === 'refused') return this.refuse(m, host, port, ingress);
+    // state alive, a lost CANCEL leaves the INVITE ringing until it times out. Of an unknown Call-ID
+    // they open nothing (a BYE of an unknown Call-ID ends nothing here): forwarded statelessly
+    // (§16.11) on the balancer's pick, without leaving a session behind.
+    const stateless = m.method === 'ACK' || m.method === 'CANCEL' || m.method === 'BYE';
+    let flow: FlowHandle = NO_FLOW;
+    let known = false;
+    let gated = false;
+    const route = this.router.route(NO_FLOW, {
+      via: 'key',
+      key: m.callId,
+      open: !stateless,
+      admit: attempt === 0 && !stateless ? 'auto' : undefined,
+      // The signalling flow, before any new session is opened: a full flow table refuses new ones.
+      gate: (established) => {
+        known = established;
+        flow = this.trackFlow(host, port, ingress);
+        if (flow !== NO_FLOW || established) return true;
+        gated = true;
+        if (channels.sessionRefuse.hasSubscribers) {
+          channels.sessionRefuse.publish({ service: this.service, reason: 'flows-full' } satisfies SessionRefuseEvent);
+        }
+        this.refuse(m, host, port, ingress);
+        return false;
+      },
+    });
+    if (route.type !== 'forward') return this.notRouted(route, m, stateless && !known, gated, host, port, ingress);
+    if (route.how === 'unpinned') return this.forwardRequest(m, route.backend, host, port, ingress, original, attempt);
+    if (route.how === 'opened' && m.toTag !== null) this.stats.orphanInDialog++;
 
     const h = route.session;
     let rec = this.records.get(h);
@@ -747,7 +741,7 @@ export class SipForwarder implements Forwarder {
       rec.transport = transport;
     }
     // Replicated to the backups (issue 7): a backup that takes over rebuilds the record from it.
-    this.rt.sessions.table.setData(h, `${transport} ${port} ${host}`);
+    this.router.setData(h, `${transport} ${port} ${host}`);
     this.account(rec, route.backend);
     if (flow !== NO_FLOW) {
       this.rt.flows.setSession(flow, h);
@@ -941,10 +935,10 @@ export class SipForwarder implements Forwarder {
   ): void {
     const transport: SipTransport = upstream || inbound ? 'tcp' : 'udp';
     if (m.method === 'ACK' && m.toTag === HOLDFAST_TO_TAG) return; // the ACK of our own 483
-    const h = this.rt.sessions.table.find(m.callId);
+    const h = this.router.find(m.callId);
     const rec = h === NO_SESSION ? undefined : (this.records.get(h) ?? this.replicatedRecord(h));
     if (!rec) return this.drop('no-session', transport);
-    this.rt.sessions.table.touch(h);
+    this.router.touch(h);
     if (m.maxForwards === 0) {
       if (m.method === 'ACK') return this.drop('max-forwards', transport);
       this.stats.tooManyHops++;
@@ -995,7 +989,7 @@ export class SipForwarder implements Forwarder {
    * state did not: it is taken as a confirmed dialog, which ends by BYE or the idle timeout.
    */
   private replicatedRecord(h: SessionHandle): SipSession | undefined {
-    const data = this.rt.sessions.table.data(h);
+    const data = this.router.data(h);
     const m = data === null ? null : /^(udp|tcp) (\d{1,5}) (\S+)$/.exec(data);
     if (!m) return undefined;
     const rec: SipSession = {
@@ -1016,10 +1010,9 @@ export class SipForwarder implements Forwarder {
 
   /** What a response passing through says about its session (either direction). */
   private responseLifecycle(m: SipMessage): void {
-    const table = this.rt.sessions.table;
-    const h = table.find(m.callId);
+    const h = this.router.find(m.callId);
     if (h === NO_SESSION) return;
-    table.touch(h);
+    this.router.touch(h);
     const rec = this.records.get(h);
     if (!rec || m.status < 200) return;
     if (m.method === 'INVITE') {
@@ -1063,7 +1056,7 @@ export class SipForwarder implements Forwarder {
       const rec = this.records.get(e.h);
       if (rec && rec.lingerSeq === e.seq) {
         this.stats.ended++;
-        this.rt.sessions.close(e.h, 'ended');
+        this.router.close(e.h, 'ended');
       }
     }
     if (this.lingerHead > 1024 && this.lingerHead * 2 > q.length) {
@@ -1086,18 +1079,23 @@ export class SipForwarder implements Forwarder {
   }
 
   /**
-   * Issue 8: SA2C's verdict on a client request. A refused new session is answered 503 with the
-   * verdict's Retry-After (§21.5.4). A degraded request of an established session is dropped
-   * silently over UDP (counted by the controller's admission event): the client's retransmission
-   * (Timer A/E) retries it, by when the load may have eased. Over TCP nothing is retransmitted
-   * (§17.1.1.2), so it is answered 503 without Retry-After instead of being left to time out.
+   * A client request the Router did not route. Issue 8: a new session refused by SA2C is answered
+   * 503 with the verdict's Retry-After (§21.5.4). A degraded request of an established session is
+   * dropped silently over UDP (counted by the controller's admission event): the client's
+   * retransmission (Timer A/E) retries it, by when the load may have eased. Over TCP nothing is
+   * retransmitted (§17.1.1.2), so it is answered 503 without Retry-After instead of being left to
+   * time out. A full flow table (`gated`) was answered already. No backend: a stateless ACK is
+   * dropped, anything else refused (503).
    */
-  private admitted(m: SipMessage, kind: 'new' | 'established', host: string, port: number, ingress: Ingress): boolean {
-    const verdict = this.rt.admission.decide(kind);
-    if (verdict.type === 'admit') return true;
-    if (verdict.type === 'refuse') this.refuse(m, host, port, ingress, verdict.retryAfterS);
-    else if (ingress.transport === 'tcp') this.refuse(m, host, port, ingress, null);
-    return false;
+  private notRouted(route: RouteDecision, m: SipMessage, stateless: boolean, gated: boolean, host: string, port: number, ingress: Ingress): void {
+    if (route.type === 'refuse' && route.reason === 'overload') return this.refuse(m, host, port, ingress, route.retryAfterS);
+    if (route.type === 'degrade') {
+      if (ingress.transport === 'tcp') this.refuse(m, host, port, ingress, null);
+      return;
+    }
+    if (gated) return;
+    if (stateless && m.method === 'ACK') return this.drop('no-backend', ingress.transport);
+    return this.refuse(m, host, port, ingress);
   }
 
   /** A response of ours to a client's request, sent where the response would go (§18.2.2). */
@@ -1130,11 +1128,10 @@ export class SipForwarder implements Forwarder {
       flow = flows.lookup(addressKey(host), port, addressKey(at.host), at.port, PROTO_UDP);
     }
     const session = flow === NO_FLOW ? NO_SESSION : flows.session(flow);
-    const table = this.rt.sessions.table;
-    let backend = session !== NO_SESSION && table.isOpen(session) ? this.rt.backends[table.backend(session)] : undefined;
+    let backend = session !== NO_SESSION && this.router.isOpen(session) ? this.router.backendOf(session) : undefined;
     if (!backend || backend.state === 'down') {
-      const pick = this.rt.balancer.pick();
-      backend = pick.type === 'pick' ? pick.backend : undefined;
+      const pick = this.router.route(NO_FLOW, { via: 'balancer' });
+      backend = pick.type === 'forward' ? pick.backend : undefined;
     }
     if (!backend) return this.drop('no-backend', ingress.transport);
     if (ingress.transport === 'udp') {
@@ -1259,8 +1256,7 @@ export class SipForwarder implements Forwarder {
         return;
       }
     }
-    const h = this.rt.sessions.table.find(m.callId);
-    const b = h === NO_SESSION ? undefined : this.rt.backends[this.rt.sessions.table.backend(h)];
+    const b = this.router.backendOfKey(m.callId);
     const up = b ? conn.upstreams.get(b) : undefined;
     if (!up || up.closed) return this.drop('unroutable', 'tcp');
     this.media.handle(
@@ -1333,7 +1329,7 @@ export class SipForwarder implements Forwarder {
       {
         failed: (kind) => this.upstreamFailed(up, kind),
         reset: () => {
-          if (this.state === 'open') this.rt.failures.reportFailure(backend, 'reset');
+          if (this.state === 'open') this.router.failed(backend, 'reset');
         },
         connected: () => {
           for (const p of up.pending) up.socket.write(p.out);
@@ -1380,7 +1376,7 @@ export class SipForwarder implements Forwarder {
     up.pending = [];
     up.pendingBytes = 0;
     // The monitor marks the backend down and SessionRouter re-pins before this returns.
-    if (kind && this.state === 'open') this.rt.failures.reportFailure(up.backend, kind);
+    if (kind && this.state === 'open') this.router.failed(up.backend, kind);
     for (const p of held) {
       // Bounded: every failure takes a backend down, so a message is tried on each at most once.
       if (p.attempt + 1 < this.rt.backends.length && !conn.done) this.onClientTcpMessage(conn, p.original, p.attempt + 1);

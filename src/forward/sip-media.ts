@@ -43,7 +43,7 @@ import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
 import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../sessions/sip-message.js';
 import type { ReplicatedRelay } from '../replication/state-replicator.js';
 import { MediaRelay, type RelayPortState, type RelayStream } from '../media/media-relay.js';
-import type { ServiceRuntime } from '../pipeline/service-runtime.js';
+import { routerOf, type Router, type ServiceRuntime } from '../pipeline/index.js';
 
 /** Streams (m= lines) relayed per session; further m= lines are disabled. */
 export const MEDIA_STREAMS_PER_SESSION = 8;
@@ -87,11 +87,13 @@ export class SipMediaGateway {
   readonly relay: MediaRelay | null;
   private readonly sessions = new Map<SessionHandle, MediaSession>();
   private readonly unsubscribe: (() => void) | null;
+  private readonly router: Router;
 
   constructor(
     private readonly rt: ServiceRuntime,
     private readonly drop: MediaDrop,
   ) {
+    this.router = routerOf(rt);
     const media = rt.config.media;
     if (!media.enabled) {
       this.relay = null;
@@ -110,7 +112,7 @@ export class SipMediaGateway {
       clock: rt.clock,
       idleTimeoutMs: 2 * rt.config.sessions.flowTimeoutMs,
     });
-    this.unsubscribe = rt.sessions.onChange((c) => this.changed(c));
+    this.unsubscribe = this.router.onChange((c) => this.changed(c));
   }
 
   /**
@@ -122,7 +124,7 @@ export class SipMediaGateway {
     if (!this.relay) return go(m);
     const sdp = isSdp(m);
     if (!sdp && this.sessions.size === 0) return go(m);
-    const h = this.rt.sessions.table.find(m.callId);
+    const h = this.router.find(m.callId);
     if (h === NO_SESSION) return go(m);
     let ms = this.sessions.get(h);
     if (ms?.queue) {
@@ -139,7 +141,7 @@ export class SipMediaGateway {
     if (!parsed.ok) {
       if (clientRequest) {
         answer(400, 'Bad Request', [`Warning: 399 holdfast "Malformed SDP: ${parsed.reason.replace(/["\\]/g, '')}"`]);
-        if (m.toTag === null) this.rt.sessions.close(h, 'ended');
+        if (m.toTag === null) this.router.close(h, 'ended');
         return;
       }
       return this.drop('bad-sdp', transport);
@@ -181,7 +183,7 @@ export class SipMediaGateway {
     void Promise.all(needed.map(() => relay.allocate(h))).then((got) => {
       const queue = session.queue ?? [];
       session.queue = null;
-      if (!this.rt.sessions.table.isOpen(h) || this.sessions.get(h) !== session) {
+      if (!this.router.isOpen(h) || this.sessions.get(h) !== session) {
         for (const s of got) s?.release();
       } else if (got.some((s) => s === null)) {
         if (channels.sessionRefuse.hasSubscribers) {
@@ -190,7 +192,7 @@ export class SipMediaGateway {
         if (clientRequest) {
           for (const s of got) s?.release();
           answer!(503, 'Service Unavailable', [`Retry-After: ${MEDIA_RETRY_AFTER_S}`]);
-          if (m.toTag === null) this.rt.sessions.close(h, 'ended');
+          if (m.toTag === null) this.router.close(h, 'ended');
         } else {
           const disabled: boolean[] = [];
           needed.forEach((index, k) => {
@@ -245,7 +247,7 @@ export class SipMediaGateway {
     }
     for (const e of pairs.values()) {
       const h = e.session;
-      if (!this.rt.sessions.table.isOpen(h)) continue;
+      if (!this.router.isOpen(h)) continue;
       let ms = this.sessions.get(h);
       if (!ms) this.sessions.set(h, (ms = { streams: [], ended: false, queue: null }));
       const session = ms;
@@ -255,7 +257,7 @@ export class SipMediaGateway {
       const rtp = e.rtp ?? { session: h, port: e.rtpPort, clientHost: null, clientPort: 0, backendHost: null, backendPort: 0 };
       void relay.restore(h, rtp, e.rtcp).then((s) => {
         if (!s) return;
-        if (!this.rt.sessions.table.isOpen(h) || this.sessions.get(h) !== session || session.ended) s.release();
+        if (!this.router.isOpen(h) || this.sessions.get(h) !== session || session.ended) s.release();
         else session.streams[slot] = s;
       });
     }
@@ -287,7 +289,7 @@ export class SipMediaGateway {
    * come from, unlike its Via or SDP, which a NATed client fills with its private address.
    */
   private clientSignallingHost(h: SessionHandle): string | null {
-    const data = this.rt.sessions.table.data(h);
+    const data = this.router.data(h);
     const m = data === null ? null : /^(?:udp|tcp) \d{1,5} (\S+)$/.exec(data);
     return m ? m[1]! : null;
   }

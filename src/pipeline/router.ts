@@ -117,11 +117,11 @@ export interface RouterParts {
 
 /** One service's pipeline stage. */
 export class Router {
-  private readonly admissionOn: boolean;
+  constructor(private readonly parts: RouterParts) {}
 
-  constructor(private readonly parts: RouterParts) {
-    // One identity test when admission is off: nothing else on the hot path.
-    this.admissionOn = parts.admission !== ADMIT_ALL;
+  /** One identity test when admission is off: nothing else on the hot path. */
+  private get admissionOn(): boolean {
+    return this.parts.admission !== ADMIT_ALL;
   }
 
   /** Routes one unit of work of `flow` (NO_FLOW: the unit has no flow entry). */
@@ -190,6 +190,39 @@ export class Router {
   end(key: string): void {
     const h = this.parts.sessions.table.find(key);
     if (h !== NO_SESSION) this.parts.sessions.close(h, 'ended');
+  }
+
+  // --- The session identifier's reads and writes that are not routing: a protocol's own state
+  // (a SIP dialog's record, an RTSP session's name) kept beside the session it belongs to.
+
+  /** The open session named `key`, or NO_SESSION. */
+  find(key: string): SessionHandle {
+    return this.parts.sessions.table.find(key);
+  }
+
+  /** The backend the open session `h` is pinned to, read without routing (no touch, no re-pin). */
+  backendOf(h: SessionHandle): Backend | undefined {
+    return this.parts.backends[this.parts.sessions.table.backend(h)];
+  }
+
+  /** The backend the session named `key` is pinned to, if it is open; read without routing. */
+  backendOfKey(key: string): Backend | undefined {
+    const h = this.parts.sessions.table.find(key);
+    return h === NO_SESSION ? undefined : this.backendOf(h);
+  }
+
+  /** The protocol's own data kept with session `h` (replicated with it), or null. */
+  data(h: SessionHandle): string | null {
+    return this.parts.sessions.table.data(h);
+  }
+
+  setData(h: SessionHandle, data: string): void {
+    this.parts.sessions.table.setData(h, data);
+  }
+
+  /** Called when any session of the service closes (timed out, ended, removed). Returns an unsubscribe. */
+  onClose(fn: (h: SessionHandle) => void): () => void {
+    return this.parts.sessions.table.onClose(fn);
   }
 
   /** Whether `h` is still open (a stale handle: the session timed out or ended under its caller). */

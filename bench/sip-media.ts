@@ -2,7 +2,7 @@
  * @module The media relay measured (issue 6), each figure against its direct peer in the same run.
  *
  * 1. Relay throughput and added latency, 160-byte RTP payloads (172-byte datagrams with the RTP
- *    header). The relay (src/forward/media-relay.ts, one stream) runs in a child process — one event
+ *    header). The relay (src/media/media-relay.ts, one stream) runs in a child process — one event
  *    loop, one core at most; the harness runs the client and the echoing "backend":
  *
  *      direct: client ──► echo ──► client

@@ -1,6 +1,6 @@
 /**
  * @module The UDP relay's upstream design, measured (issue 5): one connected upstream socket per
- * client flow (`per-flow`, what src/forward/udp-forwarder.ts ships) against a pool of shared
+ * client flow (`per-flow`, what src/forward/stream/udp-forwarder.ts ships) against a pool of shared
  * unconnected sockets with a (socket, backend) → flow map (`pool`, defined here), both through the
  * same UdpForwarder with the same flow table and session router; and `direct`, the client talking to
  * the echo server itself, as the peer every figure is compared with in the same run.
@@ -44,7 +44,7 @@ import { createBalancer } from '../src/balance/balancer.js';
 import { serviceSchema } from '../src/config/schema.js';
 import type { HostPort } from '../src/core/address.js';
 import { realClock } from '../src/core/clock.js';
-import { createFlowSocketUpstream, UdpForwarder, type RelayFlow, type Upstream, type UpstreamFactory } from '../src/forward/udp-forwarder.js';
+import { createFlowSocketUpstream, UdpForwarder, type RelayFlow, type Upstream, type UpstreamFactory } from '../src/forward/stream/udp-forwarder.js';
 import { Backend } from '../src/core/backend.js';
 import { HealthMonitor } from '../src/monitor/health.js';
 import { createSessionLayer } from '../src/sessions/index.js';

@@ -12,8 +12,8 @@
  * holdfast may refuse more than llhttp (it is stricter on purpose); it must never frame differently.
  */
 import { createRequire } from 'node:module';
-import { ChunkedScanner } from '../src/forward/http-chunked.js';
-import { parseRequestHead } from '../src/forward/http-head.js';
+import { ChunkedScanner } from '../src/forward/http/http-chunked.js';
+import { parseRequestHead } from '../src/forward/http/http-head.js';
 
 const require = createRequire(import.meta.url);
 interface LlhttpParser {

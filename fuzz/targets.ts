@@ -3,8 +3,8 @@
  * property each input must keep. For all: no exception escapes, no input takes longer than
  * SLOW_INPUT_MS. For HTTP requests: the differential framing against llhttp (http-framing.ts).
  */
-import { ChunkedScanner } from '../src/forward/http-chunked.js';
-import { parseResponseHead, ResponseHeadError } from '../src/forward/http-head.js';
+import { ChunkedScanner } from '../src/forward/http/http-chunked.js';
+import { parseResponseHead, ResponseHeadError } from '../src/forward/http/http-head.js';
 import { parseRtspMessage } from '../src/sessions/rtsp-message.js';
 import { parseSdp } from '../src/sessions/sdp.js';
 import { parseSipMessage } from '../src/sessions/sip-message.js';

@@ -20,7 +20,7 @@ export interface ReplicatedService {
   readonly relay?: ReplicatedRelay;
 }
 
-/** What the replicator needs of a media relay (forward/sip-media.ts provides it). */
+/** What the replicator needs of a media relay (forward/sip/sip-media.ts provides it). */
 export interface ReplicatedRelay {
   /** Every change of a local relay port's far ends, and every release. Returns an unsubscribe. */
   onChange(fn: (c: RelayChange) => void): () => void;

@@ -17,7 +17,7 @@ import { Backend } from '../../src/core/backend.js';
 import { createSessionLayer } from '../../src/sessions/index.js';
 import { addressOf, PROTO_UDP, PROTO_TCP } from '../../src/sessions/flow-table.js';
 import { ADMIT_ALL } from '../../src/admission/admission-controller.js';
-import { RtspForwarder } from '../../src/forward/rtsp-forwarder.js';
+import { RtspForwarder } from '../../src/forward/rtsp/rtsp-forwarder.js';
 import { listen } from '../../src/forward/listener.js';
 import type { ServiceRuntime } from '../../src/pipeline/service-runtime.js';
 import { mediaClient, ports, RtspClient, startRtspServer, transportParam, type RtspServer } from '../helpers/rtsp-server.js';

@@ -18,7 +18,7 @@ import {
 } from '../../src/core/diagnostics.js';
 import { ListenError } from '../../src/core/errors.js';
 import { parseSipMessage } from '../../src/sessions/sip-message.js';
-import { HOLDFAST_BRANCH_PREFIX } from '../../src/forward/sip-forwarder.js';
+import { HOLDFAST_BRANCH_PREFIX } from '../../src/forward/sip/sip-forwarder.js';
 import { describeResult, fixture, freeSipPort, parseMessageLog, runUac, startUac, UAS_STAT_PERIOD_MS } from '../helpers/sipp.js';
 import { startSipDispatcher, type SipDispatcher, type SipDispatcherOptions } from '../helpers/sip-dispatcher.js';
 import { collect, rawUdpPeer, receivedCallIds, startUasPool, tcpPresence, until } from '../helpers/sip-backends.js';

@@ -3,13 +3,13 @@
  * service's Router (admission, session pin, balancer), a backend connection taken from the pool, the
  * request body relayed as its framing says, and the backend's bytes handed to the reply relay.
  */
-import type { BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../core/backend.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import type { Backend } from '../../core/backend.js';
 import { ChunkedScanner } from './http-chunked.js';
 import { writeRequestHead, type RequestHead, type ResponseHead } from './http-head.js';
 import type { BackendConn, BackendConnOwner } from './http-backend-conn.js';
 import { isReplayable, RequestLog } from './http-failover.js';
-import { NO_FLOW, type RouteDecision, type Router } from '../pipeline/index.js';
+import { NO_FLOW, type RouteDecision, type Router } from '../../pipeline/index.js';
 import { MAX_SESSION_KEY_BYTES, responseSetCookie } from './http-session-key.js';
 
 import { HttpConnection } from './http-connection.js';

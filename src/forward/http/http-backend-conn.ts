@@ -5,10 +5,10 @@
  * refused connection can hand them, untouched, to the next backend.
  */
 import net from 'node:net';
-import type { BackendFailureKind } from '../core/errors.js';
-import type { TimerHandle } from '../core/clock.js';
-import type { Backend } from '../core/backend.js';
-import type { ServiceRuntime } from '../pipeline/service-runtime.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import type { TimerHandle } from '../../core/clock.js';
+import type { Backend } from '../../core/backend.js';
+import type { ServiceRuntime } from '../../pipeline/service-runtime.js';
 
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {

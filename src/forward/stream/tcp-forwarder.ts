@@ -5,13 +5,13 @@
  * directions are done.
  */
 import net, { type Socket } from 'node:net';
-import { channels, type ConnectionEvent, type TcpSpliceEvent } from '../core/diagnostics.js';
-import type { TimerHandle } from '../core/clock.js';
-import type { BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../core/backend.js';
-import { NO_FLOW, routerOf, type Forwarder, type RouteDecision, type RouteHint, type Router, type ServiceRuntime } from '../pipeline/index.js';
-import { closePeer, IdleTimer, LiveSet, noop, relayOneWay } from './lifecycle.js';
-import { connectFailureKind } from './upstream-connect.js';
+import { channels, type ConnectionEvent, type TcpSpliceEvent } from '../../core/diagnostics.js';
+import type { TimerHandle } from '../../core/clock.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import type { Backend } from '../../core/backend.js';
+import { NO_FLOW, routerOf, type Forwarder, type RouteDecision, type RouteHint, type Router, type ServiceRuntime } from '../../pipeline/index.js';
+import { closePeer, IdleTimer, LiveSet, noop, relayOneWay } from '../lifecycle.js';
+import { connectFailureKind } from '../upstream-connect.js';
 
 /** One client connection, from accept to the close of both sockets. */
 class TcpSplice {

@@ -6,10 +6,10 @@
  * http-reply-relay.ts, http-client-conn.ts), one class each over the same connection state.
  */
 import type net from 'node:net';
-import { HttpRequestError } from '../core/errors.js';
-import { channels } from '../core/diagnostics.js';
-import type { TimerHandle } from '../core/clock.js';
-import type { Backend } from '../core/backend.js';
+import { HttpRequestError } from '../../core/errors.js';
+import { channels } from '../../core/diagnostics.js';
+import type { TimerHandle } from '../../core/clock.js';
+import type { Backend } from '../../core/backend.js';
 import { ChunkedScanner } from './http-chunked.js';
 import {
   errorResponse,
@@ -21,8 +21,8 @@ import {
 } from './http-head.js';
 import { BackendConn, BackendPool } from './http-backend-conn.js';
 import { HoldBufferPool, LogBudget, ReplyRecord, RequestLog, type Resume } from './http-failover.js';
-import type { FailoverEvent } from '../core/diagnostics.js';
-import type { Router, ServiceRuntime } from '../pipeline/index.js';
+import type { FailoverEvent } from '../../core/diagnostics.js';
+import type { Router, ServiceRuntime } from '../../pipeline/index.js';
 import type { SessionKeyOf } from './http-session-key.js';
 
 export const CRLFCRLF = Buffer.from('\r\n\r\n');

@@ -35,15 +35,15 @@
  * media.enabled false: nothing is inspected, every SDP passes as it is.
  */
 import os from 'node:os';
-import { parseHostPort } from '../core/address.js';
-import { channels, type SessionRefuseEvent } from '../core/diagnostics.js';
-import { parseSdp, rewriteSdp, type SdpRelayTarget } from '../sessions/sdp.js';
-import type { SessionChange } from '../sessions/session-router.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../sessions/sip-message.js';
-import type { ReplicatedRelay } from '../replication/state-replicator.js';
-import { MediaRelay, type RelayPortState, type RelayStream } from '../media/media-relay.js';
-import { routerOf, type Router, type ServiceRuntime } from '../pipeline/index.js';
+import { parseHostPort } from '../../core/address.js';
+import { channels, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import { parseSdp, rewriteSdp, type SdpRelayTarget } from '../../sessions/sdp.js';
+import type { SessionChange } from '../../sessions/session-router.js';
+import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
+import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../../sessions/sip-message.js';
+import type { ReplicatedRelay } from '../../replication/state-replicator.js';
+import { MediaRelay, type RelayPortState, type RelayStream } from '../../media/media-relay.js';
+import { routerOf, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 
 /** Streams (m= lines) relayed per session; further m= lines are disabled. */
 export const MEDIA_STREAMS_PER_SESSION = 8;

@@ -9,17 +9,17 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { once } from 'node:events';
-import '../balance/index.js';
-import { createBalancer } from '../balance/balancer.js';
-import { serviceSchema, type SessionsConfig } from '../config/schema.js';
-import type { HostPort } from '../core/address.js';
-import { FakeClock, realClock, type Clock } from '../core/clock.js';
-import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
-import type { BackendFailureKind } from '../core/errors.js';
-import { Backend } from '../core/backend.js';
-import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
-import type { SessionLayer } from '../sessions/index.js';
-import { createServiceRuntime } from '../pipeline/service-runtime.js';
+import '../../balance/index.js';
+import { createBalancer } from '../../balance/balancer.js';
+import { serviceSchema, type SessionsConfig } from '../../config/schema.js';
+import type { HostPort } from '../../core/address.js';
+import { FakeClock, realClock, type Clock } from '../../core/clock.js';
+import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import { Backend } from '../../core/backend.js';
+import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../../sessions/flow-table.js';
+import type { SessionLayer } from '../../sessions/index.js';
+import { createServiceRuntime } from '../../pipeline/service-runtime.js';
 import {
   createFlowSocketUpstream,
   PENDING_DATAGRAMS_PER_FLOW,

@@ -4,7 +4,7 @@
  * (validators, Content-Range), and the running record of what the client already has.
  */
 import { createHash, type Hash } from 'node:crypto';
-import type { FailoverConfig } from '../config/schema.js';
+import type { FailoverConfig } from '../../config/schema.js';
 import type { RequestHead, ResponseHead } from './http-head.js';
 
 /** Methods that are idempotent (RFC 9110 §9.2.2) and so may be sent twice. */

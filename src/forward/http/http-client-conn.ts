@@ -4,14 +4,14 @@
  * request moves to another backend — replayed before any reply byte went out, resumed by range or
  * by verified replay after. The leaf of the client-connection layers: `ClientConn`.
  */
-import type { BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../core/backend.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import type { Backend } from '../../core/backend.js';
 import { ChunkedScanner } from './http-chunked.js';
 import type { ResponseHead } from './http-head.js';
 import { BackendConn, type BackendConnOwner } from './http-backend-conn.js';
 import { createHash } from 'node:crypto';
 import { contentRange, rangeRequestHead, type Resume } from './http-failover.js';
-import type { FailoverEvent } from '../core/diagnostics.js';
+import type { FailoverEvent } from '../../core/diagnostics.js';
 
 import { HttpReplyRelay } from './http-reply-relay.js';
 

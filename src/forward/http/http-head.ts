@@ -5,7 +5,7 @@
  * per message, lines found with indexOf, no per-byte JS loop.
  */
 import { METHODS } from 'node:http';
-import { HttpRequestError } from '../core/errors.js';
+import { HttpRequestError } from '../../core/errors.js';
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Control characters other than HTAB are not allowed in field values (RFC 9110 §5.5). */

@@ -9,10 +9,10 @@
  * sessions.cookie or sessions.header) follows its pin, and a reply that sets the cookie pins it.
  */
 import type net from 'node:net';
-import type { Backend } from '../core/backend.js';
+import type { Backend } from '../../core/backend.js';
 import { BackendPool, READ_BUFFER_BYTES } from './http-backend-conn.js';
 import { HoldBufferPool, LogBudget } from './http-failover.js';
-import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../pipeline/index.js';
+import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 import { sessionKeyOf, type SessionKeyOf } from './http-session-key.js';
 import { ClientConn } from './http-client-conn.js';
 import type { HttpService } from './http-connection.js';

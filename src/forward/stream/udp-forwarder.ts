@@ -29,14 +29,14 @@
  */
 import dgram from 'node:dgram';
 import type net from 'node:net';
-import type { HostPort } from '../core/address.js';
-import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
-import { ListenError } from '../core/errors.js';
-import { formatHostPort } from '../core/address.js';
-import type { Backend } from '../core/backend.js';
-import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import { routerOf, type Forwarder, type RouteHint, type Router, type ServiceRuntime } from '../pipeline/index.js';
+import type { HostPort } from '../../core/address.js';
+import { channels, type MessageDropEvent, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import { ListenError } from '../../core/errors.js';
+import { formatHostPort } from '../../core/address.js';
+import type { Backend } from '../../core/backend.js';
+import { addressKey, NO_FLOW, PROTO_UDP, type FlowHandle } from '../../sessions/flow-table.js';
+import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
+import { routerOf, type Forwarder, type RouteHint, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 
 /** Datagrams a flow may queue while its upstream socket binds and connects (one event-loop turn). */
 export const PENDING_DATAGRAMS_PER_FLOW = 8;

@@ -2,7 +2,7 @@
  * @module The RTSP forwarder (issue 6; RFC 2326 over TCP; SARA III.A's RTSP example): each client
  * connection is relayed to the backend its session is pinned to, over one upstream TCP connection;
  * SETUP's Transport header announces the RTP/RTCP flows, which are relayed through a media relay port
- * pair (src/forward/media-relay.ts), the Transport rewritten both ways; a session's signalling and
+ * pair (src/media/media-relay.ts), the Transport rewritten both ways; a session's signalling and
  * media move to a new backend together when its backend fails.
  *
  * Session keying: a connection's first request that names no known session opens an anonymous session
@@ -38,12 +38,12 @@
  * either way for http.idleTimeoutMs is closed (its sessions stay).
  */
 import type { Socket } from 'node:net';
-import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
-import type { BackendFailureKind } from '../core/errors.js';
-import { parseHostPort } from '../core/address.js';
-import type { Backend } from '../core/backend.js';
-import { addressKey, NO_FLOW, PROTO_TCP, type FlowHandle } from '../sessions/flow-table.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
+import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import type { BackendFailureKind } from '../../core/errors.js';
+import { parseHostPort } from '../../core/address.js';
+import type { Backend } from '../../core/backend.js';
+import { addressKey, NO_FLOW, PROTO_TCP, type FlowHandle } from '../../sessions/flow-table.js';
+import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
 import {
   applyRtspEdits,
   buildRtspResponse,
@@ -55,11 +55,11 @@ import {
   type RtspEdit,
   type RtspFrame,
   type RtspMessage,
-} from '../sessions/rtsp-message.js';
-import { MediaRelay, type RelayStream } from '../media/media-relay.js';
-import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../pipeline/index.js';
-import { IdleTimer, noop } from './lifecycle.js';
-import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
+} from '../../sessions/rtsp-message.js';
+import { MediaRelay, type RelayStream } from '../../media/media-relay.js';
+import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../../pipeline/index.js';
+import { IdleTimer, noop } from '../lifecycle.js';
+import { closeUpstream, openUpstream, type UpstreamLink } from '../upstream-connect.js';
 
 /** Largest message body accepted (SDP of a DESCRIBE, ANNOUNCE, GET_PARAMETER). */
 export const RTSP_MAX_BODY_BYTES = 64 * 1024;

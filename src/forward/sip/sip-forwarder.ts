@@ -88,13 +88,13 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Socket } from 'node:net';
-import { formatHostPort, type HostPort } from '../core/address.js';
-import type { TimerHandle } from '../core/clock.js';
-import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../core/diagnostics.js';
-import { ListenError, type BackendFailureKind } from '../core/errors.js';
-import type { Backend } from '../core/backend.js';
-import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP, type FlowHandle } from '../sessions/flow-table.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
+import { formatHostPort, type HostPort } from '../../core/address.js';
+import type { TimerHandle } from '../../core/clock.js';
+import { channels, type ConnectionEvent, type MessageDropEvent, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import { ListenError, type BackendFailureKind } from '../../core/errors.js';
+import type { Backend } from '../../core/backend.js';
+import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP, type FlowHandle } from '../../sessions/flow-table.js';
+import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
 import {
   annotateTopVia,
   applyEdits,
@@ -114,10 +114,10 @@ import {
   type SipMessage,
   type SipTransport,
   type SipVia,
-} from '../sessions/sip-message.js';
-import { routerOf, type Forwarder, type RouteDecision, type Router, type ServiceRuntime } from '../pipeline/index.js';
+} from '../../sessions/sip-message.js';
+import { routerOf, type Forwarder, type RouteDecision, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 import { SipMediaGateway } from './sip-media.js';
-import { closeUpstream, openUpstream, type UpstreamLink } from './upstream-connect.js';
+import { closeUpstream, openUpstream, type UpstreamLink } from '../upstream-connect.js';
 
 /** RFC 3261 §17.1.1.1: the round-trip estimate T1. */
 export const SIP_T1_MS = 500;

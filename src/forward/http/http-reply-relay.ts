@@ -3,7 +3,7 @@
  * relayed (or held until complete, for a clean replay), Set-Cookie sessions learnt, 1xx and
  * upgrades (the tunnel) passed through, and the exchange completed.
  */
-import type { BackendFailureKind } from '../core/errors.js';
+import type { BackendFailureKind } from '../../core/errors.js';
 import { ChunkedScanner } from './http-chunked.js';
 import { parseResponseHead, writeResponseHead, type ResponseHead } from './http-head.js';
 import { BackendConn } from './http-backend-conn.js';

@@ -109,8 +109,8 @@ export {
   proxyBranch,
   type SipForwarderStats,
 } from './sip-common.js';
-export class SipForwarder extends SipTcpTransport implements Forwarder {
 
+export class SipForwarder extends SipTcpTransport implements Forwarder {
   // ------------------------------------------------------------------ lifecycle
 
   /**

@@ -38,6 +38,7 @@ import {
   proxyBranch,
 } from './sip-common.js';
 import { SipSessions } from './sip-sessions.js';
+
 export abstract class SipRouting extends SipSessions {
   protected abstract writeTo(socket: Socket, buf: Buffer): void;
 

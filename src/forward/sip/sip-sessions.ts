@@ -26,6 +26,7 @@ import {
   type ClientConn,
   type SipForwarderStats,
 } from './sip-common.js';
+
 export abstract class SipSessions {
   protected abstract sendUdp(buf: Buffer, host: string, port: number): void;
   protected abstract sendUpstream(up: UdpUpstream, buf: Buffer): void;

@@ -19,6 +19,7 @@ import {
 import { closeUpstream, openUpstream } from '../upstream-connect.js';
 import { noop, type ClientConn, type UpstreamConn, isWildcard, isOurs, unmapIPv4 } from './sip-common.js';
 import { SipUdpTransport } from './sip-transport-udp.js';
+
 export abstract class SipTcpTransport extends SipUdpTransport {
   protected abstract maybeClosed(): void;
 

@@ -17,8 +17,8 @@ import {
 import { openUpstream } from '../upstream-connect.js';
 import { noop, type UdpUpstream, isWildcard, stableUpstreamPort, isOurs, onlyLineEnds } from './sip-common.js';
 import { SipRouting } from './sip-routing.js';
-export abstract class SipUdpTransport extends SipRouting {
 
+export abstract class SipUdpTransport extends SipRouting {
   // ------------------------------------------------------------------ UDP
 
   /** The backend's upstream socket: on the listen host when it is a concrete address of the backend's family. */

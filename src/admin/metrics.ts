@@ -58,11 +58,6 @@ const NO_BACKEND = '';
 
 type Labels = Record<string, string | number>;
 
-interface ConnectionTally {
-  active: number;
-  total: number;
-}
-
 /** Everything the hot path counts for one service; one Map lookup per event finds it. */
 interface ServiceTally {
   readonly service: string;
@@ -74,7 +69,6 @@ interface ServiceTally {
   durationCount: number;
   /** Request count by backend, then by status class index (see STATUS_CLASSES). */
   readonly requests: Map<string, Float64Array>;
-  readonly connections: Record<ConnectionEvent['protocol'], ConnectionTally>;
 }
 
 /**
@@ -143,111 +137,56 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
         durationSumMs: 0,
         durationCount: 0,
         requests: new Map(),
-        connections: { http: { active: 0, total: 0 }, tcp: { active: 0, total: 0 }, sip: { active: 0, total: 0 }, rtsp: { active: 0, total: 0 } },
       };
       services.set(service, t);
     }
     return t;
   };
-  const backendErrors = new Counter({
-    name: 'holdfast_backend_errors_total',
-    help: 'Backend connection or request failures, by service, backend and kind (refused, reset, timeout...).',
-    labelNames: ['service', 'backend', 'kind'],
+  /** A counter incremented by its diagnostics handler (rare events: errors, refusals, transitions). */
+  const counter = <L extends string>(name: string, labelNames: readonly L[], help: string): Counter<L> =>
+    new Counter({ name, help, labelNames, registers });
+  const connectionsActive = new Gauge({
+    name: 'holdfast_connections_active',
+    help: 'Client connections currently open, by service and protocol.',
+    labelNames: ['service', 'protocol'],
     registers,
   });
-  const refusals = new Counter({
-    name: 'holdfast_http_refused_total',
-    help: 'Client requests refused by the forwarder, by service and the status answered.',
-    labelNames: ['service', 'status'],
-    registers,
-  });
-  const transitions = new Counter({
-    name: 'holdfast_backend_transitions_total',
-    help: 'Backend state changes, by service, backend and the state entered.',
-    labelNames: ['service', 'backend', 'to'],
-    registers,
-  });
-  const wireDrops = new Counter({
-    name: 'holdfast_wire_dropped_total',
-    help: 'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).',
-    labelNames: ['source', 'reason'],
-    registers,
-  });
-  const heartbeatsLost = new Counter({
-    name: 'holdfast_heartbeats_lost_total',
-    help: 'Agent heartbeats missing from the sequence numbers, by service and backend.',
-    labelNames: ['service', 'backend'],
-    registers,
-  });
-  const loadMonitorFailures = new Counter({
-    name: 'holdfast_load_monitor_failures_total',
-    help: 'Times a backend sent no load vector for 3 x delta_load (SARA Fig. 8), by service and backend.',
-    labelNames: ['service', 'backend'],
-    registers,
-  });
-  const failovers = new Counter({
-    name: 'holdfast_failover_total',
-    help: 'Backend failures of in-progress HTTP exchanges, by strategy (replay, hold, range, verified, none) and result.',
-    labelNames: ['service', 'strategy', 'result'],
-    registers,
-  });
-  const logOverflows = new Counter({
-    name: 'holdfast_request_log_overflow_total',
-    help: 'Requests that outgrew the request log bounds (not recoverable), by service.',
-    labelNames: ['service'],
-    registers,
-  });
-  const sessionsOpened = new Counter({
-    name: 'holdfast_sessions_opened_total',
-    help: 'Sessions opened and pinned (SARA III.C), by service and the backend they were pinned to.',
-    labelNames: ['service', 'backend'],
-    registers,
-  });
-  const sessionsClosed = new Counter({
-    name: 'holdfast_sessions_closed_total',
-    help: 'Sessions ended, by service and reason (ended by the protocol, idle timeout, removed).',
-    labelNames: ['service', 'reason'],
-    registers,
-  });
-  const sessionsRepinned = new Counter({
-    name: 'holdfast_sessions_repinned_total',
-    help: 'Sessions whose backend failed, by service, the failed backend and the new one ("none": no backend was eligible).',
-    labelNames: ['service', 'from', 'to'],
-    registers,
-  });
-  const sessionsRefused = new Counter({
-    name: 'holdfast_sessions_refused_total',
-    help: 'New sessions or flows refused, by service and reason (sessions-full, flows-full, sockets-full, no-backend).',
-    labelNames: ['service', 'reason'],
-    registers,
-  });
-  const flowsPurged = new Counter({
-    name: 'holdfast_flows_purged_total',
-    help: 'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.',
-    labelNames: ['service'],
-    registers,
-  });
-  const messagesDropped = new Counter({
-    name: 'holdfast_messages_dropped_total',
-    help: 'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.',
-    labelNames: ['service', 'transport', 'reason'],
-    registers,
-  });
+  const connectionsTotal = counter('holdfast_connections_total', ['service', 'protocol'], 'Client connections accepted, by service and protocol.');
+  const backendErrors = counter('holdfast_backend_errors_total', ['service', 'backend', 'kind'],
+    'Backend connection or request failures, by service, backend and kind (refused, reset, timeout...).');
+  const refusals = counter('holdfast_http_refused_total', ['service', 'status'],
+    'Client requests refused by the forwarder, by service and the status answered.');
+  const transitions = counter('holdfast_backend_transitions_total', ['service', 'backend', 'to'],
+    'Backend state changes, by service, backend and the state entered.');
+  const wireDrops = counter('holdfast_wire_dropped_total', ['source', 'reason'],
+    'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).');
+  const heartbeatsLost = counter('holdfast_heartbeats_lost_total', ['service', 'backend'],
+    'Agent heartbeats missing from the sequence numbers, by service and backend.');
+  const loadMonitorFailures = counter('holdfast_load_monitor_failures_total', ['service', 'backend'],
+    'Times a backend sent no load vector for 3 x delta_load (SARA Fig. 8), by service and backend.');
+  const failovers = counter('holdfast_failover_total', ['service', 'strategy', 'result'],
+    'Backend failures of in-progress HTTP exchanges, by strategy (replay, hold, range, verified, none) and result.');
+  const logOverflows = counter('holdfast_request_log_overflow_total', ['service'],
+    'Requests that outgrew the request log bounds (not recoverable), by service.');
+  const sessionsOpened = counter('holdfast_sessions_opened_total', ['service', 'backend'],
+    'Sessions opened and pinned (SARA III.C), by service and the backend they were pinned to.');
+  const sessionsClosed = counter('holdfast_sessions_closed_total', ['service', 'reason'],
+    'Sessions ended, by service and reason (ended by the protocol, idle timeout, removed).');
+  const sessionsRepinned = counter('holdfast_sessions_repinned_total', ['service', 'from', 'to'],
+    'Sessions whose backend failed, by service, the failed backend and the new one ("none": no backend was eligible).');
+  const sessionsRefused = counter('holdfast_sessions_refused_total', ['service', 'reason'],
+    'New sessions or flows refused, by service and reason (sessions-full, flows-full, sockets-full, no-backend).');
+  const flowsPurged = counter('holdfast_flows_purged_total', ['service'],
+    'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.');
+  const messagesDropped = counter('holdfast_messages_dropped_total', ['service', 'transport', 'reason'],
+    'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.');
   const recovery = new Map<string, { counts: Float64Array; sumMs: number; count: number }>();
   /** SA2C refusals run once per refused unit under overload: one Map lookup, no allocation. */
   const admissionRejected = new Map<string, { refuse: number; degrade: number }>();
-  const admissionCrossings = new Counter({
-    name: 'holdfast_admission_crossings_total',
-    help: 'SA2C threshold crossings, by service and the load band entered (below-t1, t1-t2, t2-t3, t3-c, at-c).',
-    labelNames: ['service', 'band'],
-    registers,
-  });
-  const admissionMoves = new Counter({
-    name: 'holdfast_admission_moves_total',
-    help: 'Moves of the SA2C thresholds T2 and T3 (SARA eq. 4) and their resets below T1, by service, threshold and reason.',
-    labelNames: ['service', 'threshold', 'reason'],
-    registers,
-  });
+  const admissionCrossings = counter('holdfast_admission_crossings_total', ['service', 'band'],
+    'SA2C threshold crossings, by service and the load band entered (below-t1, t1-t2, t2-t3, t3-c, at-c).');
+  const admissionMoves = counter('holdfast_admission_moves_total', ['service', 'threshold', 'reason'],
+    'Moves of the SA2C thresholds T2 and T3 (SARA eq. 4) and their resets below T1, by service, threshold and reason.');
   /** Per service: the band entered last and the thresholds in force, from crossings and moves. */
   const admissionState = new Map<string, { band: string; t1: number; t2: number; t3: number; c: number }>();
 
@@ -281,13 +220,13 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
   };
   const onOpen = (message: unknown): void => {
     const e = message as ConnectionEvent;
-    const c = tally(e.service).connections[e.protocol];
-    c.active++;
-    c.total++;
+    const labels = { service: e.service, protocol: e.protocol };
+    connectionsActive.inc(labels);
+    connectionsTotal.inc(labels);
   };
   const onClose = (message: unknown): void => {
     const e = message as ConnectionEvent;
-    tally(e.service).connections[e.protocol].active--;
+    connectionsActive.dec({ service: e.service, protocol: e.protocol });
   };
   const onBackendError = (message: unknown): void => {
     const e = message as BackendErrorEvent;
@@ -437,36 +376,6 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
         if (t.bytesIn === 0 && t.bytesOut === 0) continue;
         this.inc({ service: t.service, direction: 'in' }, t.bytesIn);
         this.inc({ service: t.service, direction: 'out' }, t.bytesOut);
-      }
-    },
-  });
-  new Gauge({
-    name: 'holdfast_connections_active',
-    help: 'Client connections currently open, by service and protocol.',
-    labelNames: ['service', 'protocol'],
-    registers,
-    collect() {
-      this.reset();
-      for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp', 'sip', 'rtsp'] as const) {
-          const c = t.connections[protocol];
-          if (c.total > 0 || c.active !== 0) this.set({ service: t.service, protocol }, c.active);
-        }
-      }
-    },
-  });
-  new Counter({
-    name: 'holdfast_connections_total',
-    help: 'Client connections accepted, by service and protocol.',
-    labelNames: ['service', 'protocol'],
-    registers,
-    collect() {
-      this.reset();
-      for (const t of services.values()) {
-        for (const protocol of ['http', 'tcp', 'sip', 'rtsp'] as const) {
-          const c = t.connections[protocol];
-          if (c.total > 0) this.inc({ service: t.service, protocol }, c.total);
-        }
       }
     },
   });

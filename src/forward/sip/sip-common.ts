@@ -5,7 +5,7 @@
  */
 import dgram from 'node:dgram';
 import type { Socket } from 'node:net';
-import type { TimerHandle } from '../../core/clock.js';
+import type { IdleTimer } from '../lifecycle.js';
 import { channels } from '../../core/diagnostics.js';
 import type { Backend } from '../../core/backend.js';
 import type { FlowHandle } from '../../sessions/flow-table.js';
@@ -102,8 +102,8 @@ export interface ClientConn {
    * on a connection of its own), null for a client; undefined until its first request tells.
    */
   fromBackend: Backend | null | undefined;
-  lastActivity: number;
-  idleTimer: TimerHandle | null;
+  /** Set once the connection is set up; every client and upstream chunk is activity. */
+  idle: IdleTimer | null;
   /** Paused because an upstream's buffer is over the high-water mark. */
   pausedForUpstream: boolean;
   done: boolean;

@@ -16,6 +16,7 @@ import {
   SipStreamFramer,
   type SipMessage,
 } from '../../sessions/sip-message.js';
+import { IdleTimer } from '../lifecycle.js';
 import { closeUpstream, openUpstream } from '../upstream-connect.js';
 import { noop, type ClientConn, type UpstreamConn, isWildcard, isOurs, unmapIPv4 } from './sip-common.js';
 import { SipUdpTransport } from './sip-transport-udp.js';
@@ -40,8 +41,7 @@ export abstract class SipTcpTransport extends SipUdpTransport {
       viaPort: local.port,
       flow: NO_FLOW,
       fromBackend: undefined,
-      lastActivity: this.rt.clock.now(),
-      idleTimer: null,
+      idle: null,
       pausedForUpstream: false,
       done: false,
     };
@@ -58,7 +58,7 @@ export abstract class SipTcpTransport extends SipUdpTransport {
       for (const up of conn.upstreams.values()) up.socket.resume();
     });
     socket.on('data', (chunk: Buffer) => {
-      conn.lastActivity = this.rt.clock.now();
+      conn.idle?.touch();
       const flow = this.connFlow(conn);
       if (flow !== NO_FLOW) this.rt.flows.seen(flow); // pings and partial messages count too
       conn.framer.push(chunk);
@@ -70,27 +70,14 @@ export abstract class SipTcpTransport extends SipUdpTransport {
         } else this.onClientTcpMessage(conn, f.bytes);
       }
     });
-    const idleMs = this.rt.config.sip.tcpIdleTimeoutMs;
-    conn.idleTimer = this.rt.clock.setTimeout(() => this.checkIdle(conn, idleMs), idleMs);
-  }
-
-  /** The idle timer wakes once per period and re-arms for the remainder (no reset per message). */
-  protected checkIdle(conn: ClientConn, idleMs: number): void {
-    conn.idleTimer = null;
-    if (conn.done) return;
-    const idleFor = this.rt.clock.now() - conn.lastActivity;
-    if (idleFor >= idleMs) {
-      conn.socket.destroy();
-      return;
-    }
-    conn.idleTimer = this.rt.clock.setTimeout(() => this.checkIdle(conn, idleMs), idleMs - idleFor);
+    // The idle timer wakes once per period and re-arms for the remainder (no reset per message).
+    conn.idle = new IdleTimer(this.rt.clock, this.rt.config.sip.tcpIdleTimeoutMs, () => socket.destroy());
   }
 
   protected closeConn(conn: ClientConn): void {
     if (conn.done) return;
     conn.done = true;
-    conn.idleTimer?.cancel();
-    conn.idleTimer = null;
+    conn.idle?.cancel();
     for (const up of conn.upstreams.values()) closeUpstream(up);
     conn.upstreams.clear();
     const flow = this.connFlow(conn);
@@ -223,7 +210,7 @@ export abstract class SipTcpTransport extends SipUdpTransport {
     const socket = up.socket;
     socket.on('drain', () => this.checkUpstreamPressure(conn));
     socket.on('data', (chunk: Buffer) => {
-      conn.lastActivity = this.rt.clock.now();
+      conn.idle?.touch();
       const flow = this.connFlow(conn);
       if (flow !== NO_FLOW) this.rt.flows.touch(flow); // keeps the connection open: its flow too
       up.framer.push(chunk);

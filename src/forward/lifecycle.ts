@@ -96,14 +96,17 @@ export class IdleTimer {
 
 /**
  * A forwarder's live connections and its state (STYLE: `close()` drains, then stops; `destroy()`
- * stops now). `close()` resolves once the last connection left; `destroy()` aborts each one, whose
- * own close then leaves the set.
+ * stops now). `close()` resolves once the last connection left (and `whenDrained`, the forwarder's
+ * own teardown, has finished); `destroy()` aborts each one, whose own close then leaves the set.
  */
 export class LiveSet<T> {
   private readonly live = new Set<T>();
   private state: 'open' | 'closing' | 'destroyed' = 'open';
   private closed: Promise<void> | null = null;
   private resolveClosed: (() => void) | null = null;
+
+  /** `whenDrained` runs each time the set is found empty after close() or destroy(). */
+  constructor(private readonly whenDrained?: () => Promise<void>) {}
 
   get size(): number {
     return this.live.size;
@@ -134,12 +137,22 @@ export class LiveSet<T> {
     return this.live.has(item);
   }
 
+  /** The connection left; settle() when the caller is done with its own teardown. */
   delete(item: T): void {
     this.live.delete(item);
-    this.maybeClosed();
+  }
+
+  /** The connection left: a pending close() may resolve now. */
+  release(item: T): void {
+    this.live.delete(item);
+    this.settle();
   }
 
   values(): IterableIterator<T> {
+    return this.live.values();
+  }
+
+  [Symbol.iterator](): IterableIterator<T> {
     return this.live.values();
   }
 
@@ -150,7 +163,7 @@ export class LiveSet<T> {
       this.closed = new Promise<void>((resolve) => {
         this.resolveClosed = resolve;
       });
-      this.maybeClosed();
+      this.settle();
     }
     return this.closed;
   }
@@ -159,13 +172,18 @@ export class LiveSet<T> {
   destroy(abort: (item: T) => void): void {
     this.state = 'destroyed';
     for (const item of [...this.live]) abort(item);
-    this.maybeClosed();
+    this.settle();
   }
 
-  private maybeClosed(): void {
-    if (this.live.size === 0 && this.resolveClosed) {
-      this.resolveClosed();
+  /** Once closing and empty: the forwarder's teardown, then a pending close() resolves. */
+  settle(): void {
+    if (this.state === 'open' || this.live.size > 0) return;
+    const done = this.whenDrained?.();
+    if (this.resolveClosed) {
+      const resolve = this.resolveClosed;
       this.resolveClosed = null;
+      if (done) void done.then(resolve);
+      else resolve();
     }
   }
 }

@@ -58,7 +58,7 @@ import {
 } from '../../sessions/rtsp-message.js';
 import { MediaRelay, type RelayStream } from '../../media/media-relay.js';
 import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../../pipeline/index.js';
-import { IdleTimer, noop } from '../lifecycle.js';
+import { IdleTimer, LiveSet, noop } from '../lifecycle.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from '../upstream-connect.js';
 
 /** Largest message body accepted (SDP of a DESCRIBE, ANNOUNCE, GET_PARAMETER). */
@@ -116,22 +116,24 @@ interface RtspConn {
 }
 
 export class RtspForwarder implements Forwarder {
-  private state: 'open' | 'closing' | 'destroyed' = 'open';
   private readonly service: string;
   private readonly listenHost: string;
   private readonly highWaterMark: number;
   private readonly relay: MediaRelay | null;
-  private readonly conns = new Set<RtspConn>();
+  private readonly conns: LiveSet<RtspConn>;
   /** RTSP session id → the table session it names, and back. */
   private readonly byKey = new Map<string, SessionHandle>();
   private readonly keyOf = new Map<SessionHandle, string>();
   private readonly unsubscribe: () => void;
   private readonly router: Router;
-  private closed: Promise<void> | null = null;
-  private resolveClosed: (() => void) | null = null;
 
   constructor(private readonly rt: ServiceRuntime) {
     this.router = routerOf(rt);
+    // Drained: stop following session changes, and let the relay's ports go.
+    this.conns = new LiveSet<RtspConn>(() => {
+      this.unsubscribe();
+      return this.relay ? this.relay.close() : Promise.resolve();
+    });
     const cfg = rt.config;
     this.service = cfg.name;
     this.listenHost = parseHostPort(cfg.listen)?.host ?? '127.0.0.1';
@@ -162,11 +164,7 @@ export class RtspForwarder implements Forwarder {
   }
 
   handle(socket: Socket): void {
-    if (this.state !== 'open' || socket.destroyed) {
-      socket.on('error', noop);
-      socket.destroy();
-      return;
-    }
+    if (!this.conns.accepts(socket)) return;
     const conn: RtspConn = {
       socket,
       framer: new RtspStreamFramer(this.rt.config.http.maxHeaderBytes, RTSP_MAX_BODY_BYTES),
@@ -199,21 +197,13 @@ export class RtspForwarder implements Forwarder {
     conn.idle = new IdleTimer(this.rt.clock, this.rt.config.http.idleTimeoutMs, () => socket.destroy());
   }
 
+  /** Takes no new connections; resolves once every connection closed and the relay let go of its ports. */
   close(): Promise<void> {
-    if (this.state === 'open') this.state = 'closing';
-    if (!this.closed) {
-      this.closed = new Promise<void>((resolve) => {
-        this.resolveClosed = resolve;
-      });
-      this.maybeClosed();
-    }
-    return this.closed;
+    return this.conns.close();
   }
 
   destroy(_err?: Error): void {
-    this.state = 'destroyed';
-    for (const conn of [...this.conns]) conn.socket.destroy();
-    this.maybeClosed();
+    this.conns.destroy((conn) => conn.socket.destroy());
   }
 
   backendDown(backend: Backend): void {
@@ -222,17 +212,6 @@ export class RtspForwarder implements Forwarder {
     for (const conn of this.conns) {
       const up = conn.upstream;
       if (up && up.backend === backend && up.queue.length === 0) this.dropUpstream(conn, up);
-    }
-  }
-
-  private maybeClosed(): void {
-    if (this.state === 'open' || this.conns.size > 0) return;
-    this.unsubscribe();
-    const done = this.relay ? this.relay.close() : Promise.resolve();
-    if (this.resolveClosed) {
-      const resolve = this.resolveClosed;
-      this.resolveClosed = null;
-      void done.then(resolve);
     }
   }
 
@@ -341,7 +320,7 @@ export class RtspForwarder implements Forwarder {
     const clientPorts = spec.clientPort!;
     return this.relay.allocate(session).then((stream) => {
       const opened = session === routed ? NO_SESSION : session;
-      if (conn.done || this.state === 'destroyed') {
+      if (conn.done || this.conns.destroyed) {
         stream?.release();
         this.closeOpened(opened);
         return;
@@ -427,7 +406,7 @@ export class RtspForwarder implements Forwarder {
       {
         failed: (kind) => this.connectFailed(conn, up, kind),
         reset: () => {
-          if (this.state === 'open' && !up.closed) this.router.failed(backend, 'reset');
+          if (this.conns.open && !up.closed) this.router.failed(backend, 'reset');
         },
         connected: () => {
           for (const q of up.queue) up.socket.write(q.out);
@@ -440,7 +419,7 @@ export class RtspForwarder implements Forwarder {
           up.closed = true;
           if (conn.upstream === up) conn.upstream = null;
           // Replies that will never come: the requests may have been acted on, so they are not resent.
-          if (conn.pending.size > 0 && this.state === 'open') {
+          if (conn.pending.size > 0 && this.conns.open) {
             if (backend.state !== 'down') this.router.failed(backend, 'closed');
             for (const cseq of [...conn.pending.keys()]) this.failPending(conn, cseq);
           }
@@ -461,7 +440,7 @@ export class RtspForwarder implements Forwarder {
   private connectFailed(conn: RtspConn, up: Upstream, kind: BackendFailureKind): void {
     if (up.closed) return;
     const queue = this.detachUpstream(conn, up);
-    if (this.state === 'open') this.router.failed(up.backend, kind);
+    if (this.conns.open) this.router.failed(up.backend, kind);
     // Nothing reached the backend: every failure takes a backend down, so this ends within backends + 1 tries.
     for (const q of queue) this.send(conn, { ...q, attempt: q.attempt + 1 });
   }
@@ -667,6 +646,6 @@ export class RtspForwarder implements Forwarder {
     if (channels.connectionClose.hasSubscribers) {
       channels.connectionClose.publish({ service: this.service, protocol: 'rtsp' } satisfies ConnectionEvent);
     }
-    this.maybeClosed();
+    this.conns.settle();
   }
 }

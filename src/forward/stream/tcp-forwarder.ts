@@ -178,7 +178,7 @@ export class TcpForwarder implements Forwarder {
 
   handle(client: Socket): void {
     if (!this.live.accepts(client)) return;
-    const splice = new TcpSplice(this.runtime, this.router, client, (s) => this.live.delete(s));
+    const splice = new TcpSplice(this.runtime, this.router, client, (s) => this.live.release(s));
     this.live.add(splice);
     if (channels.connectionOpen.hasSubscribers) {
       channels.connectionOpen.publish({ service: this.runtime.config.name, protocol: 'tcp' } satisfies ConnectionEvent);

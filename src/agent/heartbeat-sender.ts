@@ -4,12 +4,13 @@
  * Flag from the watchdog's verdict or the drain state. The body lives in one buffer written in place,
  * so a heartbeat costs one seal (the HMAC and the message buffer) and one send per dispatcher.
  */
-import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
 import { AVAILABILITY_BYTES, type AvailabilityFlag } from '../wire/availability.js';
-import { MessageType, seal } from '../wire/envelope.js';
+import { MessageType } from '../wire/envelope.js';
 import { wireTimestamp } from '../wire/timestamp.js';
 import type { MessageSink } from './dispatcher-link.js';
+import { PeriodicSender } from './periodic-sender.js';
 
 /** Flag values on the wire (wire/availability.ts, SARA Fig. 6). */
 const FLAG_CODE: Readonly<Record<AvailabilityFlag, number>> = { available: 1, 'app-unavailable': 2, 'planned-failure': 3 };
@@ -26,21 +27,15 @@ export interface HeartbeatSenderOptions {
   firstSeq?: number;
 }
 
-export class HeartbeatSender {
-  private readonly clock: Clock;
+export class HeartbeatSender extends PeriodicSender {
   /** Host_Identity @0 (written once), Seq_Nber @2, Flag @6, Timestamp @7. */
   private readonly body = Buffer.alloc(AVAILABILITY_BYTES);
-  private seq: number;
   private flagValue: AvailabilityFlag = 'app-unavailable';
   /** The planned failure time as sent (u32), once announced. */
   private plannedAt: number | null = null;
-  private timer: TimerHandle | null = null;
-  private closed = false;
-  private count = 0;
 
   constructor(private readonly opts: HeartbeatSenderOptions) {
-    this.clock = opts.clock ?? realClock;
-    this.seq = (opts.firstSeq ?? 0) >>> 0;
+    super(opts.sink, opts.key, opts.clock, opts.firstSeq ?? 0);
     this.body.writeUInt16BE(opts.host, 0);
   }
 
@@ -68,9 +63,9 @@ export class HeartbeatSender {
   /** Sends one announcement now and then one every intervalMs. */
   start(): void {
     if (this.closed) throw new ClosedError('heartbeat sender');
-    if (this.timer) return;
+    if (this.scheduled) return;
     this.sendNow();
-    this.timer = this.clock.setInterval(this.tick, this.opts.intervalMs);
+    this.schedule(this.opts.intervalMs);
   }
 
   /** Sends one announcement now, outside the schedule (which does not move). */
@@ -80,9 +75,7 @@ export class HeartbeatSender {
     body.writeUInt32BE(this.seq, 2);
     body[6] = FLAG_CODE[this.flagValue];
     body.writeUInt32BE(this.plannedAt ?? wireTimestamp(this.clock.wallNow()), 7);
-    this.opts.sink.send(seal(MessageType.Availability, body, this.opts.key));
-    this.seq = (this.seq + 1) >>> 0;
-    this.count++;
+    this.emit(MessageType.Availability, body);
   }
 
   /** The flag the next announcement carries. */
@@ -90,19 +83,7 @@ export class HeartbeatSender {
     return this.flagValue;
   }
 
-  /** Announcements sent so far. */
-  get sent(): number {
-    return this.count;
-  }
-
-  /** Stops the schedule. Idempotent. */
-  close(): void {
-    this.closed = true;
-    this.timer?.cancel();
-    this.timer = null;
-  }
-
-  private readonly tick = (): void => {
+  protected onTick(): void {
     this.sendNow();
-  };
+  }
 }

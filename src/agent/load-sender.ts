@@ -3,13 +3,14 @@
  * to the dispatcher, wait delta" — every loadIntervalMs one sealed LoadVector to every dispatcher,
  * seq +1 per vector (its own counter, apart from the heartbeats').
  */
-import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
+import type { Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
-import { MessageType, seal } from '../wire/envelope.js';
+import { MessageType } from '../wire/envelope.js';
 import { encodeLoadVector, type LoadVector } from '../wire/load-vector.js';
 import { wireTimestamp } from '../wire/timestamp.js';
 import type { MessageSink } from './dispatcher-link.js';
 import type { LoadSample } from './load-collector.js';
+import { PeriodicSender } from './periodic-sender.js';
 
 /** What the sender needs of a collector (LoadCollector; a stub in unit tests). */
 export interface LoadSource {
@@ -31,16 +32,11 @@ export interface LoadSenderOptions {
   onSent?: (vector: LoadVector, sample: LoadSample) => void;
 }
 
-export class LoadSender {
-  private readonly clock: Clock;
-  private seq = 0;
-  private timer: TimerHandle | null = null;
+export class LoadSender extends PeriodicSender {
   private busy = false;
-  private closed = false;
-  private count = 0;
 
   constructor(private readonly opts: LoadSenderOptions) {
-    this.clock = opts.clock ?? realClock;
+    super(opts.sink, opts.key, opts.clock);
   }
 
   /**
@@ -50,10 +46,10 @@ export class LoadSender {
    */
   async start(): Promise<void> {
     if (this.closed) throw new ClosedError('load sender');
-    if (this.timer) return;
+    if (this.scheduled) return;
     await this.opts.source.prime();
     if (this.closed) return;
-    this.timer = this.clock.setInterval(this.tick, this.opts.intervalMs);
+    this.schedule(this.opts.intervalMs);
   }
 
   /** Samples and sends one vector now. Resolves when it has gone out (or was skipped). */
@@ -74,9 +70,7 @@ export class LoadSender {
         backlog: sample.backlog,
         load: sample.load,
       };
-      this.opts.sink.send(seal(MessageType.LoadVector, encodeLoadVector(vector), this.opts.key));
-      this.seq = (this.seq + 1) >>> 0;
-      this.count++;
+      this.emit(MessageType.LoadVector, encodeLoadVector(vector));
       this.opts.onSent?.(vector, sample);
     } catch (err) {
       this.opts.onError?.(err);
@@ -85,18 +79,7 @@ export class LoadSender {
     }
   }
 
-  /** Vectors sent so far. */
-  get sent(): number {
-    return this.count;
-  }
-
-  close(): void {
-    this.closed = true;
-    this.timer?.cancel();
-    this.timer = null;
-  }
-
-  private readonly tick = (): void => {
+  protected onTick(): void {
     void this.sendNow();
-  };
+  }
 }

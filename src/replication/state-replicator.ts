@@ -90,18 +90,8 @@ import { open, seal } from '../wire/envelope.js';
 import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
 import { encodeFlow, encodeRelay, fitKey, fits, wireAddress } from './replication-batch.js';
 
-import {
-  REPLICATION_BUFFER_BYTES,
-  REPLICATION_FLUSH_MS,
-  REPLICATION_FLUSH_BYTES,
-  HANDSHAKE_TIMEOUT_MS,
-  MAX_INBOUND_PER_PEER,
-  type StateReplicatorOptions,
-  type SyncedEvent,
-  type ReplicatorStats,
-  type StateReplicator,
-  ReplicationLinks,
-} from './replication-transport.js';
+import { HANDSHAKE_TIMEOUT_MS, MAX_INBOUND_PER_PEER, REPLICATION_BUFFER_BYTES, REPLICATION_FLUSH_BYTES, REPLICATION_FLUSH_MS, ReplicationLinks } from './replication-transport.js';
+import type { ReplicatorStats, StateReplicator, StateReplicatorOptions, SyncedEvent } from './replication-transport.js';
 
 export type { ReplicatedRelay, ReplicatedService } from './replication-apply.js';
 export {

@@ -20,6 +20,7 @@ interface LlhttpParser {
   initialize(type: number, resource: object, maxHeaderSize?: number, lenient?: number): void;
   execute(data: Buffer): number | Error;
   finish(): number | Error | undefined;
+  close(): void;
   [key: number]: unknown;
 }
 const common = require('_http_common') as {
@@ -113,7 +114,12 @@ export function frameLlhttp(buf: Buffer): Framing {
     done = true;
   };
   p.initialize(HTTPParser.REQUEST, {}, MAX_HEAD_BYTES, 0);
-  const r = p.execute(buf);
+  let r: number | Error;
+  try {
+    r = p.execute(buf);
+  } finally {
+    p.close(); // the native parser's memory: a million parsers otherwise hold gigabytes
+  }
   if (r instanceof Error && !done) return { kind: 'reject', why: (r as Error & { code?: string }).code ?? r.message };
   if (!done || head === null) return { kind: 'incomplete' };
   const h = head as { method: string; target: string; minor: number; fields: [string, string][] };

@@ -14,6 +14,8 @@ import { runIfMain } from '../bench/lib/main.js';
 import { mutant, prng } from './lib/mutate.js';
 import { SLOW_INPUT_MS, TARGETS, type FuzzTarget } from './targets.js';
 
+/** Times a slow input is run again before it counts as a hang. */
+const SLOW_RETRIES = 3;
 const CRASH_DIR = fileURLToPath(new URL('../../fuzz/crashes/', import.meta.url));
 
 export interface FuzzFailure {
@@ -50,9 +52,15 @@ export function fuzzTarget(t: FuzzTarget, inputs: number, seed: number): FuzzRes
     } catch (err) {
       what = `exception: ${(err as Error).stack ?? String(err)}`;
     }
-    const ms = performance.now() - s;
+    let ms = performance.now() - s;
+    // A garbage collection or another process can stall any one input: slow means slow each time.
+    for (let again = 0; again < SLOW_RETRIES && what === null && ms > SLOW_INPUT_MS; again++) {
+      const s2 = performance.now();
+      t.check(input);
+      ms = Math.min(ms, performance.now() - s2);
+    }
     if (ms > slowestMs) slowestMs = ms;
-    if (what === null && ms > SLOW_INPUT_MS) what = `slow input: ${ms.toFixed(1)} ms`;
+    if (what === null && ms > SLOW_INPUT_MS) what = `slow input: ${ms.toFixed(1)} ms every time`;
     if (what !== null && failures.length < 20) failures.push({ target: t.name, seed, index: i, what, inputHex: input.toString('hex') });
   }
   const seconds = (performance.now() - t0) / 1000;
@@ -61,7 +69,7 @@ export function fuzzTarget(t: FuzzTarget, inputs: number, seed: number): FuzzRes
 
 export function formatTable(results: readonly FuzzResult[]): string {
   const lines = [
-    '| target | inputs | inputs/s | failures | slowest input ms | RSS growth MiB |',
+    '| target | inputs | inputs/s | failures | slowest input ms (best of retries) | RSS growth MiB |',
     '|---|---:|---:|---:|---:|---:|',
     ...results.map((r) => `| ${r.target} | ${r.inputs} | ${Math.round(r.perSecond)} | ${r.failures.length} | ${r.slowestMs.toFixed(1)} | ${(r.rssGrowth / 1048576).toFixed(1)} |`),
     '',

@@ -1,4 +1,5 @@
 /** @module The JSON shape of /api/v1/status, produced by the dispatcher, served by admin/. */
+import type { EdgeStats } from '../edge/edge.js';
 import type { BackendState } from '../core/backend.js';
 
 export interface BackendStatus {
@@ -30,6 +31,8 @@ export interface ServiceStatus {
   sessions: { active: number; max: number };
   /** Flows tracked now (SARA III.A), and the configured maximum. */
   flows: { active: number; max: number };
+  /** The listener's edge: connections refused by reason, TLS handshakes and failures, reloads. */
+  edge?: EdgeStats;
 }
 
 /** One election group (issue 7) on this dispatcher: its VIP and whether this dispatcher is its master. */

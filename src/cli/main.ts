@@ -222,14 +222,24 @@ async function runDispatcher(file: string): Promise<number> {
   const { startDispatcher } = await import('../dispatcher/dispatcher.js');
   const logger = createLogger(config.logging);
   const shutdown = onShutdownSignal();
-  const hangup = ignoreHangup((line) => logger.warn({ signal: 'SIGHUP' }, line));
+  let handle: Awaited<ReturnType<typeof startDispatcher>> | null = null;
+  // SIGHUP re-reads the TLS certificates (a bad pair keeps the old one); the rest of the
+  // configuration is not reloaded yet.
+  const hangup = ignoreHangup(() => {
+    const refused = handle?.reloadCertificates() ?? [];
+    logger.warn(
+      { signal: 'SIGHUP', refused: refused.map((r) => ({ service: r.service, error: r.error.message })) },
+      'SIGHUP received: TLS certificates re-read; reloading the rest of the configuration is not supported yet',
+    );
+  });
   try {
-    const handle = await startDispatcher(config, { logger });
-    const services = Object.fromEntries(config.services.map((s) => [s.name, formatHostPort(handle.serviceAddress(s.name))]));
-    const admin = handle.adminAddress ? formatHostPort(handle.adminAddress) : null;
+    const running = await startDispatcher(config, { logger });
+    handle = running;
+    const services = Object.fromEntries(config.services.map((s) => [s.name, formatHostPort(running.serviceAddress(s.name))]));
+    const admin = running.adminAddress ? formatHostPort(running.adminAddress) : null;
     logger.info({ services, admin }, 'holdfast dispatcher listening');
     logger.info({ signal: await shutdown.received }, 'holdfast dispatcher shutting down');
-    await handle.close();
+    await running.close();
     return 0;
   } finally {
     hangup();
@@ -255,7 +265,7 @@ async function runAgent(file: string): Promise<number> {
   // Both handlers before anything can find the pid file: SIGUSR2's default action is to terminate,
   // and a drain requested while the agent is still starting must not be lost.
   const shutdown = onShutdownSignal();
-  const hangup = ignoreHangup((line) => logger.warn({ signal: 'SIGHUP' }, line));
+  const hangup = ignoreHangup(() => logger.warn({ signal: 'SIGHUP' }, HANGUP_IGNORED));
   let agent: Awaited<ReturnType<typeof startAgent>> | null = null;
   let drainRequested = false;
   const onDrain = (): void => {
@@ -328,7 +338,7 @@ async function runDemo(portBase: number | undefined): Promise<number> {
   const { runDemo: demo } = await import('../demo/demo.js');
   const controller = new AbortController();
   const shutdown = onShutdownSignal();
-  const hangup = ignoreHangup((line) => process.stdout.write(`${line}\n`));
+  const hangup = ignoreHangup(() => process.stdout.write(`${HANGUP_IGNORED}\n`));
   void shutdown.received.then(() => controller.abort());
   try {
     await demo({ portBase, signal: controller.signal, out: (line: string) => process.stdout.write(`${line}\n`) });
@@ -360,13 +370,15 @@ function onShutdownSignal(): { received: Promise<NodeJS.Signals>; dispose(): voi
   return { received, dispose };
 }
 
+const HANGUP_IGNORED = 'SIGHUP received: reload is not supported yet; the signal is ignored';
+
 /**
  * SIGHUP's default action is to terminate at once: no drain, no log line. Operators send it to
- * reload (nginx, HAProxy's master, keepalived), so until live reload exists it is caught, logged and
- * ignored (issue 21). Returns the function that removes the handler.
+ * reload (nginx, HAProxy's master, keepalived), so it is caught (issue 21): the dispatcher re-reads
+ * its TLS certificates, the agent and the demo log it and go on. Returns the function that removes
+ * the handler.
  */
-export function ignoreHangup(log: (line: string) => void): () => void {
-  const onHangup = (): void => log('SIGHUP received: reload is not supported yet; the signal is ignored');
+export function ignoreHangup(onHangup: () => void): () => void {
   process.on('SIGHUP', onHangup);
   return () => process.off('SIGHUP', onHangup);
 }

@@ -25,6 +25,9 @@ import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
 import { subscribeLogs, type Logger } from '../admin/log.js';
 import type { ServiceStatus, StatusSnapshot } from '../admin/status.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
+import { Edge } from '../edge/edge.js';
+import { configureBackendTls } from '../edge/backend-tls.js';
+import type { TlsCertificateError } from '../core/errors.js';
 
 export interface DispatcherOptions {
   logger?: Logger;
@@ -44,6 +47,11 @@ export interface DispatcherHandle {
   /** Counts of accepted and dropped agent messages, by reason. */
   agentStats(): ReceiverStats | null;
   status(): StatusSnapshot;
+  /**
+   * Re-reads every TLS service's certificates (SIGHUP, the reload action): each service keeps its
+   * old pair when a new one is bad. The refusals, one per service that kept its pair.
+   */
+  reloadCertificates(): { service: string; error: TlsCertificateError }[];
   /** Stop listening, let exchanges in flight finish, then stop everything. */
   close(): Promise<void>;
 }
@@ -56,6 +64,8 @@ interface Service {
   readonly forwarder: Forwarder;
   readonly sessions: SessionLayer;
   readonly admission: AdmissionControl;
+  /** The stream listener's gate (TLS, per-client limits); null for datagram-only services. */
+  readonly edge: Edge | null;
   admissionFeed: TimerHandle | null;
   listener: Listener | null;
   /** The bound datagram address (udp, sip over udp). */
@@ -93,10 +103,12 @@ const VERSION: string = (() => {
   }
 })();
 
-function buildService(config: ServiceConfig, clock: Clock): Service {
+function buildService(config: ServiceConfig, clock: Clock, logger: Logger | undefined): Service {
   const backends = config.backends.map((b, i) => {
     const at = parseHostPort(b.address)!;
-    return new Backend(config.name, b.id, at.host, at.port, b.weight, i, b.agent ?? null);
+    const backend = new Backend(config.name, b.id, at.host, at.port, b.weight, i, b.agent ?? null);
+    configureBackendTls(backend, b.tls);
+    return backend;
   });
   const balancer = createBalancer<Backend>(config.balancer);
   const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
@@ -105,14 +117,27 @@ function buildService(config: ServiceConfig, clock: Clock): Service {
   monitor.onChange(rebuild);
   const load = new LoadManager(config.name, backends, config.load, clock);
   const admission = createAdmission(config.name, config.admission, clock);
-  const { runtime, layer: sessions } = createServiceRuntime(config, backends, balancer, monitor, clock, admission);
+  // Throws TlsCertificateError for a pair that cannot be served: the dispatcher does not start.
+  const edge = transports(config).stream ? new Edge({ tls: config.tls, limits: config.limits, clock, events: edgeEvents(config.name, logger) }) : null;
+  const { runtime, layer: sessions } = createServiceRuntime(config, backends, balancer, monitor, clock, admission, edge);
   const forwarder = new FORWARDERS[config.protocol](runtime);
   monitor.onChange((b) => {
     if (b.state !== 'down') return;
     sessions.sessions.backendDown(b);
     forwarder.backendDown?.(b);
   });
-  return { config, backends, monitor, load, forwarder, sessions, admission, admissionFeed: null, listener: null, datagram: null };
+  return { config, backends, monitor, load, forwarder, sessions, admission, edge, admissionFeed: null, listener: null, datagram: null };
+}
+
+/** What the edge reports goes to the log: reloads, refused reloads, failed handshakes (debug). */
+function edgeEvents(service: string, log: Logger | undefined): ConstructorParameters<typeof Edge>[0]['events'] {
+  if (!log) return {};
+  return {
+    onReload: (store) => log.info({ service, certificates: store.certificates.map((c) => ({ names: c.names, notAfter: new Date(c.notAfter).toISOString() })) }, 'TLS certificates reloaded'),
+    onReloadError: (err) => log.warn({ service, code: err.code, file: err.file }, `TLS certificates not reloaded, the old ones stay: ${err.message}`),
+    onHandshakeError: (reason, err, remoteAddress) => log.debug({ service, reason, remoteAddress, error: err.message }, 'TLS handshake failed'),
+    onRefuse: (reason, address) => log.debug({ service, reason, address }, 'connection refused at the edge'),
+  };
 }
 
 /**
@@ -126,7 +151,7 @@ function vipBinds(s: Service): VipBind[] {
   const binds: VipBind[] = [];
   if (stream) {
     binds.push(async (host) => {
-      const l = await listen(formatHostPort({ host, port }), s.forwarder);
+      const l = await listen(formatHostPort({ host, port }), s.forwarder, s.edge);
       s.listener = l;
       port = l.address.port;
       return async () => {
@@ -202,7 +227,7 @@ function buildAgentReceiver(config: Config, services: readonly Service[], clock:
 export async function startDispatcher(config: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {
   const clock = options.clock ?? realClock;
   const startedAt = clock.wallNow();
-  const services = config.services.map((s) => buildService(s, clock));
+  const services = config.services.map((s) => buildService(s, clock, options.logger));
   const receiver = buildAgentReceiver(config, services, clock);
   /** Services bound by their group's election, not at start. */
   const grouped = new Set(config.groups.flatMap((g) => g.services));
@@ -232,6 +257,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         clusterLoad: s.load.clusterLoad(),
         sessions: { active: s.sessions.sessions.table.size, max: s.sessions.sessions.table.capacity },
         flows: { active: s.sessions.flows.size, max: s.sessions.flows.capacity },
+        ...(s.edge ? { edge: s.edge.stats() } : {}),
       }),
     ),
     groups: groups?.status() ?? [],
@@ -250,6 +276,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       s.sessions.close();
       s.admissionFeed?.cancel();
       s.admission.close();
+      s.edge?.close();
     }
     await admin?.close();
     metrics?.close();
@@ -261,7 +288,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     for (const s of services) {
       if (grouped.has(s.config.name)) continue;
       const { stream, datagram } = transports(s.config);
-      if (stream) s.listener = await listen(s.config.listen, s.forwarder);
+      if (stream) s.listener = await listen(s.config.listen, s.forwarder, s.edge);
       if (datagram) {
         // SIP over both transports shares one port: UDP binds the port the stream listener got.
         const at = s.listener?.address ?? parseHostPort(s.config.listen)!;
@@ -316,6 +343,14 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     monitorAddress,
     agentStats: () => (receiver ? receiver.stats() : null),
     status,
+    reloadCertificates() {
+      const refused: { service: string; error: TlsCertificateError }[] = [];
+      for (const s of services) {
+        const error = s.edge?.reload() ?? null;
+        if (error) refused.push({ service: s.config.name, error });
+      }
+      return refused;
+    },
     close() {
       closed ??= (async () => {
         // A master resigns (priority-0 advert) so that a backup takes over after Skew_Time.

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { parseHostPort, type HostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { Forwarder } from '../pipeline/service-runtime.js';
+import type { Edge } from '../edge/edge.js';
 
 export interface Listener {
   readonly address: HostPort;
@@ -14,10 +15,13 @@ export interface Listener {
  * Listens on `listen` (port 0 picks a free port). Both HTTP and TCP listeners are allowHalfOpen:
  * a client that half-closes after sending still gets its whole reply.
  */
-export async function listen(listenAt: string, forwarder: Forwarder): Promise<Listener> {
+export async function listen(listenAt: string, forwarder: Forwarder, edge: Edge | null = null): Promise<Listener> {
   const at = parseHostPort(listenAt);
   if (!at) throw new ListenError(listenAt);
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => forwarder.handle(socket));
+  // The edge (TLS termination, per-client limits) gates every connection before the forwarder sees it.
+  const options = { allowHalfOpen: true, noDelay: true };
+  const onSocket = (socket: net.Socket): void => forwarder.handle(socket);
+  const server = edge ? edge.createServer(options, onSocket) : net.createServer(options, onSocket);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => reject(new ListenError(listenAt, { cause: err }));
     server.once('error', onError);

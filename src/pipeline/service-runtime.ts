@@ -13,6 +13,7 @@ import type { Backend, FailureSink } from '../core/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { SessionRouter } from '../sessions/session-router.js';
+import type { Edge } from '../edge/edge.js';
 import { Router } from './router.js';
 
 
@@ -31,6 +32,11 @@ export interface ServiceRuntime {
    * the traffic of an open one. ADMIT_ALL when services[].admission is off.
    */
   readonly admission: Admission;
+  /**
+   * The listener's edge (TLS, per-client limits): what a forwarder may ask about a client connection
+   * (encrypted, client certificate, request budget). Null for datagram services and in unit rigs.
+   */
+  readonly edge?: Edge | null;
 }
 
 /**
@@ -44,9 +50,10 @@ export function createServiceRuntime(
   failures: FailureSink,
   clock: Clock,
   admission: Admission = ADMIT_ALL,
+  edge: Edge | null = null,
 ): { runtime: ServiceRuntime; layer: SessionLayer } {
   const layer = createSessionLayer(config, backends, balancer, clock);
-  const runtime: ServiceRuntime = { config, backends, balancer, failures, clock, sessions: layer.sessions, flows: layer.flows, admission };
+  const runtime: ServiceRuntime = { config, backends, balancer, failures, clock, sessions: layer.sessions, flows: layer.flows, admission, edge };
   return { runtime, layer };
 }
 

@@ -223,7 +223,7 @@ test('failover behind TLS: a backend that resets before replying is replaced by 
   }
 });
 
-test('TLS to a backend: verified against its CA (a wrong CA is a 502), SNI from servername', async (t) => {
+test('TLS to a backend: verified against its CA (a wrong CA takes the backend down: 503), SNI from servername', async (t) => {
   const kit = kitFor(t);
   const srvPair = kit.leaf('origin', ['origin.test']);
   const server = https.createServer({ cert: readFileSync(srvPair.cert), key: readFileSync(srvPair.key) }, (req, res) => res.end(`tls origin ${req.url}`));
@@ -237,7 +237,10 @@ test('TLS to a backend: verified against its CA (a wrong CA is a 502), SNI from 
   const other = makeCertKit();
   t.after(() => other.remove());
   const bad = await service(t, { backends: [{ id: 'b0', address: `127.0.0.1:${port}`, tls: { ca: other.ca.cert, servername: 'origin.test' } }] }, []);
-  assert.equal((await fetch(`http://127.0.0.1:${bad.address.port}/p`)).status, 502);
+  // The handshake fails before the request is sent: the backend is taken down (passive detection,
+  // kind 'protocol') and, with no other backend, the request is refused as for a refused connect.
+  assert.equal((await fetch(`http://127.0.0.1:${bad.address.port}/p`)).status, 503);
+  assert.equal(bad.backend('b0').state, 'down');
 });
 
 test('a TCP service terminates TLS too', async (t) => {

@@ -9,6 +9,7 @@ import type { BackendFailureKind } from '../../core/errors.js';
 import type { TimerHandle } from '../../core/clock.js';
 import type { Backend } from '../../core/backend.js';
 import type { ServiceRuntime } from '../../pipeline/service-runtime.js';
+import { connectBackend } from '../../edge/backend-tls.js';
 
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {
@@ -64,9 +65,12 @@ function failureKind(code: string | undefined): BackendFailureKind {
     case 'EPIPE':
       return 'reset';
     default:
-      return 'closed';
+      // A TLS backend whose certificate does not verify, or that speaks no TLS: not a dead host.
+      return code !== undefined && TLS_FAILURE.test(code) ? 'protocol' : 'closed';
   }
 }
+
+const TLS_FAILURE = /^(?:ERR_TLS|ERR_SSL|ERR_OSSL|CERT_|UNABLE_TO|DEPTH_ZERO|SELF_SIGNED)/;
 
 export class BackendConn {
   readonly socket: net.Socket;
@@ -88,20 +92,23 @@ export class BackendConn {
     private readonly pool: BackendPool,
     rt: ServiceRuntime,
   ) {
-    const socket = net.connect({
-      host: backend.host,
-      port: backend.port,
+    const onBytes = (buf: Buffer): void => {
+      if (this.owner) this.owner.onBackendData(this, buf);
+      else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
+    };
+    const { socket, readyEvent } = connectBackend(backend, {
       noDelay: true,
       onread: {
         buffer: pool.reads.next,
         // Always true: backpressure pauses the socket explicitly (socket.pause()), as for 'data'.
         callback: (n: number, buf: Uint8Array) => {
-          if (this.owner) this.owner.onBackendData(this, (buf as Buffer).subarray(0, n));
-          else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
+          onBytes((buf as Buffer).subarray(0, n));
           return true;
         },
       },
     });
+    // TLS to the backend (backends[].tls): decrypted bytes come as 'data', not through onread.
+    if (readyEvent === 'secureConnect') socket.on('data', onBytes);
     this.socket = socket;
     // One inactivity timeout for the socket's whole life: re-arming it per request costs two timer
     // re-insertions per exchange. Idle connections are reaped by the pool's sweep after
@@ -112,7 +119,7 @@ export class BackendConn {
       this.failure = 'timeout';
       socket.destroy();
     }, rt.config.health.connectTimeoutMs);
-    socket.on('connect', () => {
+    socket.on(readyEvent, () => {
       this.connectTimer?.cancel();
       this.connectTimer = null;
       this.connected = true;

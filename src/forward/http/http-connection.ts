@@ -16,6 +16,7 @@ import {
   forwardedFor,
   parseRequestHead,
   type ForwardedFor,
+  type OwnedField,
   type RequestHead,
   type ResponseHead,
 } from './http-head.js';
@@ -24,6 +25,7 @@ import { HoldBufferPool, LogBudget, ReplyRecord, RequestLog, type Resume } from 
 import type { FailoverEvent } from '../../core/diagnostics.js';
 import type { Router, ServiceRuntime } from '../../pipeline/index.js';
 import type { SessionKeyOf } from './http-session-key.js';
+import type { ClientSide } from '../../edge/edge.js';
 
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 export const LFLF = Buffer.from('\n\n');
@@ -63,6 +65,10 @@ export abstract class HttpConnection {
   /** Received, not yet consumed bytes (a partial head, or pipelined requests). */
   protected buf: Buffer | null = null;
   protected readonly client: ForwardedFor | null;
+  /** The client's side as the edge saw it (TLS, certificate, request budget); null without an edge. */
+  protected readonly side: ClientSide | null;
+  /** The verified client-certificate subject field, written into every request (mTLS). */
+  protected readonly owned: OwnedField | null;
   protected headerTimer: TimerHandle | null = null;
   protected lingerTimer: TimerHandle | null = null;
   protected paused = false;
@@ -125,7 +131,10 @@ export abstract class HttpConnection {
     readonly socket: net.Socket,
   ) {
     const rt = fwd.rt;
-    this.client = rt.config.http.forwardedHeaders ? forwardedFor(socket.remoteAddress) : null;
+    const side = rt.edge ? rt.edge.clientSide(socket) : null;
+    this.side = side;
+    this.client = rt.config.http.forwardedHeaders ? forwardedFor(socket.remoteAddress, side?.encrypted ? 'https' : 'http') : null;
+    this.owned = side?.subjectHeader ? { name: side.subjectHeader, value: side.clientSubject } : null;
     socket.setNoDelay(true);
     socket.setTimeout(rt.config.http.idleTimeoutMs);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -217,6 +226,11 @@ export abstract class HttpConnection {
       if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
       throw err;
     }
+    // Per-address request rate (limits.requestsPerSecond), once the request head is read.
+    const edge = this.fwd.rt.edge;
+    if (edge && this.side && !edge.admitRequest(this.side)) {
+      return this.refuse(429, 'too many requests from this address', `Retry-After: ${edge.retryAfterS(this.side)}\r\n`);
+    }
     this.buf = end + 4 < buf.length ? buf.subarray(end + 4) : null;
     this.startExchange(req, end + 4);
   }
@@ -279,13 +293,13 @@ export abstract class HttpConnection {
   }
 
   /** Answer with an error of our own and close: the request is not forwarded. */
-  protected refuse(status: number, reason: string): void {
+  protected refuse(status: number, reason: string, extraHeaders = ''): void {
     this.cancelHeaderTimer();
     if (channels.httpRefuse.hasSubscribers) {
       channels.httpRefuse.publish({ service: this.fwd.rt.config.name, status, reason });
     }
     this.buf = null;
-    this.endWith(errorResponse(status, reason));
+    this.endWith(errorResponse(status, reason, extraHeaders));
   }
 
   protected endWith(response: string | null): void {

@@ -28,7 +28,7 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
     const rt = this.fwd.rt;
     this.phase = 'exchange';
     this.req = req;
-    this.reqHead = writeRequestHead(req, this.client);
+    this.reqHead = writeRequestHead(req, this.client, this.owned);
     this.reqBodyLeft = req.chunked ? 0 : Math.max(0, req.contentLength);
     this.reqChunks = req.chunked ? new ChunkedScanner() : null;
     this.reqDone = !req.chunked && this.reqBodyLeft === 0;

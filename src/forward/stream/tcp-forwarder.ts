@@ -4,7 +4,8 @@
  * has not succeeded, then splices bytes both ways with half-close and backpressure until both
  * directions are done.
  */
-import net, { type Socket } from 'node:net';
+import { connectBackend } from '../../edge/backend-tls.js';
+import type { Socket } from 'node:net';
 import { channels, type ConnectionEvent, type TcpSpliceEvent } from '../../core/diagnostics.js';
 import type { TimerHandle } from '../../core/clock.js';
 import type { BackendFailureKind } from '../../core/errors.js';
@@ -64,7 +65,7 @@ class TcpSplice {
     }
     const backend = decision.backend;
     this.tried.add(backend);
-    const socket = net.connect({ host: backend.host, port: backend.port, allowHalfOpen: true });
+    const { socket, readyEvent } = connectBackend(backend, { allowHalfOpen: true });
     this.backend = backend;
     this.upstream = socket;
     socket.on('error', (err: NodeJS.ErrnoException) => {
@@ -72,7 +73,7 @@ class TcpSplice {
       if (this.phase === 'connecting') this.attemptFailed(socket, backend, connectFailureKind(err));
       else this.failed = true;
     });
-    socket.once('connect', () => this.connected(socket, backend));
+    socket.once(readyEvent, () => this.connected(socket, backend));
     socket.on('close', () => {
       if (socket === this.upstream && this.phase === 'spliced') this.onUpstreamClose();
     });

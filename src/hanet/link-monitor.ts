@@ -1,0 +1,130 @@
+/**
+ * @module HANet's fault detector (§2.2.1, §3.2): one LinkMonitor per detection method and interface,
+ * all behind one interface, each with a period, a timeout and a number of misses. A monitor runs
+ * its probe once per period; a probe not answered within the timeout failed; `misses` consecutive
+ * failures clear its GOOD verdict, one success sets it again. The three methods of the paper are
+ * probes here: carrier (link-monitor-carrier.ts), ARP (link-monitor-arp.ts) and host ping
+ * (link-monitor-ping.ts); a new method is a new probe.
+ */
+import type { Clock, TimerHandle } from '../core/clock.js';
+
+export type MonitorKind = 'carrier' | 'arp' | 'ping';
+
+/** One check: resolves true when the link looked good. Must not reject (a rejection counts as a failure). */
+export type Probe = (timeoutMs: number) => Promise<boolean>;
+
+export interface MonitorTiming {
+  periodMs: number;
+  timeoutMs: number;
+  misses: number;
+}
+
+export interface LinkMonitor {
+  readonly kind: MonitorKind;
+  readonly iface: string;
+  /** The verdict: GOOD or not. */
+  readonly good: boolean;
+  /** Runs the first probe and resolves with the first verdict; then one probe per period. */
+  start(): Promise<boolean>;
+  /** Called on every change of verdict, with the clock time it was reached. */
+  onChange(listener: (good: boolean, at: number) => void): void;
+  close(): void;
+}
+
+/** The one LinkMonitor: a probe run on the clock with period, timeout and misses. */
+export class PeriodicLinkMonitor implements LinkMonitor {
+  readonly kind: MonitorKind;
+  readonly iface: string;
+  readonly #probe: Probe;
+  readonly #t: MonitorTiming;
+  readonly #clock: Clock;
+  readonly #listeners: ((good: boolean, at: number) => void)[] = [];
+  #good = false;
+  #failures = 0;
+  #inFlight = false;
+  #timer: TimerHandle | null = null;
+  #closed = false;
+
+  constructor(kind: MonitorKind, iface: string, probe: Probe, timing: MonitorTiming, clock: Clock) {
+    if (!(timing.timeoutMs > 0 && timing.timeoutMs <= timing.periodMs)) {
+      throw new RangeError(`timeoutMs: expected 1-${timing.periodMs} (at most periodMs), received ${timing.timeoutMs}`);
+    }
+    if (!Number.isInteger(timing.misses) || timing.misses < 1) throw new RangeError(`misses: expected an integer >= 1, received ${timing.misses}`);
+    this.kind = kind;
+    this.iface = iface;
+    this.#probe = probe;
+    this.#t = timing;
+    this.#clock = clock;
+  }
+
+  get good(): boolean {
+    return this.#good;
+  }
+
+  /** Consecutive failed probes so far. */
+  get failures(): number {
+    return this.#failures;
+  }
+
+  onChange(listener: (good: boolean, at: number) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  async start(): Promise<boolean> {
+    if (this.#timer) return this.#good;
+    this.#timer = this.#clock.setInterval(() => void this.#check(), this.#t.periodMs);
+    const first = await this.#runProbe();
+    // The first verdict is taken as is: a link that fails its first probe is not GOOD at start.
+    this.#good = first;
+    this.#failures = first ? 0 : this.#t.misses;
+    return first;
+  }
+
+  close(): void {
+    this.#closed = true;
+    this.#timer?.cancel();
+    this.#timer = null;
+  }
+
+  async #check(): Promise<void> {
+    // A probe still running when the next period starts is not doubled: its own result counts.
+    if (this.#inFlight || this.#closed) return;
+    const ok = await this.#runProbe();
+    if (this.#closed) return;
+    if (ok) {
+      this.#failures = 0;
+      if (!this.#good) this.#set(true);
+    } else {
+      this.#failures++;
+      if (this.#good && this.#failures >= this.#t.misses) this.#set(false);
+    }
+  }
+
+  #runProbe(): Promise<boolean> {
+    this.#inFlight = true;
+    return new Promise<boolean>((resolve) => {
+      let settled = false;
+      const settle = (ok: boolean): void => {
+        if (settled) return;
+        settled = true;
+        timer.cancel();
+        this.#inFlight = false;
+        resolve(ok);
+      };
+      const timer = this.#clock.setTimeout(() => settle(false), this.#t.timeoutMs);
+      let pending: Promise<boolean>;
+      try {
+        pending = this.#probe(this.#t.timeoutMs);
+      } catch {
+        pending = Promise.resolve(false);
+      }
+      pending.then(settle, () => settle(false));
+    });
+  }
+
+  #set(good: boolean): void {
+    this.#good = good;
+    const at = this.#clock.now();
+    for (const l of this.#listeners) l(good, at);
+  }
+}

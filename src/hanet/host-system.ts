@@ -146,13 +146,14 @@ export class LinuxHostSystem implements HostSystem {
     const flavour = await (this.#arping ??= detectArping());
     const seconds = (timeoutMs / 1000).toFixed(3);
     const args = flavour === 'habets' ? ['-q', '-c', '1', '-C', '1', '-w', seconds, '-i', iface, target] : ['-q', '-c', '1', '-w', '1', '-I', iface, target];
-    const r = await run('arping', args, timeoutMs);
+    // arping's own deadline decides; the kill is only for one that hangs (its start-up alone takes tens of ms).
+    const r = await run('arping', args, 2 * timeoutMs + 50);
     return r.code === 0;
   }
 
   async pingProbe(iface: string, host: string, timeoutMs: number): Promise<boolean> {
     const seconds = Math.max(0.001, timeoutMs / 1000).toFixed(3);
-    const r = await run('ping', ['-n', '-q', '-c', '1', '-W', seconds, '-I', iface, host], timeoutMs);
+    const r = await run('ping', ['-n', '-q', '-c', '1', '-W', seconds, '-I', iface, host], 2 * timeoutMs + 50);
     return r.code === 0;
   }
 }

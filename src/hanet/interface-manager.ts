@@ -77,6 +77,7 @@ export class InterfaceManager {
   readonly #goodSince = new Map<string, number | null>();
   readonly #decide: () => void;
   #holdTimer: TimerHandle | null = null;
+  #started = false;
   #closed = false;
 
   constructor(ifaces: readonly ManagedInterface[], clock: Clock, decide: () => void) {
@@ -94,6 +95,7 @@ export class InterfaceManager {
     await Promise.all(this.#ifaces.flatMap((i) => i.monitors.map((m) => m.start())));
     const now = this.#clock.now();
     for (const i of this.#ifaces) this.#goodSince.set(i.name, i.monitors.every((m) => m.good) ? now : null);
+    this.#started = true;
   }
 
   snapshot(): InterfaceView[] {
@@ -124,7 +126,9 @@ export class InterfaceManager {
   }
 
   #update(i: ManagedInterface): void {
-    if (this.#closed) return;
+    // Until every monitor has given its first verdict there is nothing to decide on: a fast
+    // monitor's change must not pick an interface while a slower one is still probing.
+    if (this.#closed || !this.#started) return;
     const good = i.monitors.every((m) => m.good);
     const was = this.#goodSince.get(i.name) !== null;
     if (good === was) return;

@@ -10,7 +10,10 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 
 export type MonitorKind = 'carrier' | 'arp' | 'ping';
 
-/** One check: resolves true when the link looked good. Must not reject (a rejection counts as a failure). */
+/**
+ * One check: resolves true when the link looked good, false when it did not answer within
+ * `timeoutMs`. A rejection counts as a failure.
+ */
 export type Probe = (timeoutMs: number) => Promise<boolean>;
 
 export interface MonitorTiming {
@@ -29,6 +32,11 @@ export interface LinkMonitor {
   /** Called on every change of verdict, with the clock time it was reached. */
   onChange(listener: (good: boolean, at: number) => void): void;
   close(): void;
+}
+
+/** How long a probe may take before it counts as failed whatever it says later: 2 x timeout + 50 ms. */
+export function probeBackstopMs(timeoutMs: number): number {
+  return 2 * timeoutMs + 50;
 }
 
 /** The one LinkMonitor: a probe run on the clock with period, timeout and misses. */
@@ -70,14 +78,29 @@ export class PeriodicLinkMonitor implements LinkMonitor {
     this.#listeners.push(listener);
   }
 
+  /**
+   * The first verdict follows the same rule as every later one: GOOD at the first good probe, not
+   * GOOD after `misses` failed ones (probed once per period), so one slow probe while the host is
+   * busy starting does not send traffic to a sibling.
+   */
   async start(): Promise<boolean> {
-    if (this.#timer) return this.#good;
+    if (this.#timer || this.#closed) return this.#good;
+    for (;;) {
+      const ok = await this.#runProbe();
+      if (this.#closed) return false;
+      if (ok) {
+        this.#good = true;
+        this.#failures = 0;
+        break;
+      }
+      if (++this.#failures >= this.#t.misses) {
+        this.#good = false;
+        break;
+      }
+      await new Promise<void>((resolve) => this.#clock.setTimeout(resolve, this.#t.periodMs));
+    }
     this.#timer = this.#clock.setInterval(() => void this.#check(), this.#t.periodMs);
-    const first = await this.#runProbe();
-    // The first verdict is taken as is: a link that fails its first probe is not GOOD at start.
-    this.#good = first;
-    this.#failures = first ? 0 : this.#t.misses;
-    return first;
+    return this.#good;
   }
 
   close(): void {
@@ -111,7 +134,10 @@ export class PeriodicLinkMonitor implements LinkMonitor {
         this.#inFlight = false;
         resolve(ok);
       };
-      const timer = this.#clock.setTimeout(() => settle(false), this.#t.timeoutMs);
+      // The probe answers within timeoutMs itself (arping -w, ping -W). This backstop only catches a
+      // probe that hangs: firing at timeoutMs exactly would race a busy event loop and turn a
+      // probe that answered in time into a failure because its exit was processed a tick late.
+      const timer = this.#clock.setTimeout(() => settle(false), probeBackstopMs(this.#t.timeoutMs));
       let pending: Promise<boolean>;
       try {
         pending = this.#probe(this.#t.timeoutMs);

@@ -37,6 +37,8 @@ interface Relay {
   /** The public interface the address is proxied on. */
   publicIface: string;
   lastHeard: number;
+  /** Its teardown is queued. */
+  ending: boolean;
 }
 
 export type ResponderCounts = Record<'relays' | 'refused' | 'released' | 'silent', number>;
@@ -158,7 +160,7 @@ export class TransmissionAgentResponder {
       [['neigh', 'replace', 'proxy', address, 'dev', publicIface]],
       [['neigh', 'del', 'proxy', address, 'dev', publicIface]],
     );
-    const relay: Relay = { sibling, address, nextHop, publicIface, lastHeard: this.#o.clock.now() };
+    const relay: Relay = { sibling, address, nextHop, publicIface, lastHeard: this.#o.clock.now(), ending: false };
     this.#relays.set(sibling.id, relay);
     this.#counts.relays++;
     this.#o.log?.warn({ sibling: sibling.id, address, via: sibling.via, iface: publicIface }, `hanet: relaying ${address} for sibling ${sibling.id} (its public links failed) via ${sibling.via}, answering ARP on ${publicIface}`);
@@ -184,7 +186,8 @@ export class TransmissionAgentResponder {
   #sweepSilent(): void {
     const now = this.#o.clock.now();
     for (const relay of [...this.#relays.values()]) {
-      if (now - relay.lastHeard < this.#o.siblingTimeoutMs) continue;
+      if (relay.ending || now - relay.lastHeard < this.#o.siblingTimeoutMs) continue;
+      relay.ending = true;
       this.#counts.silent++;
       void this.#serial.run(() => this.#teardown(relay, `silent for ${Math.round(now - relay.lastHeard)} ms`));
     }

@@ -79,6 +79,24 @@ export class ChangeJournal {
     await this.#sys.ip(lines, tolerate);
   }
 
+  /**
+   * Several changes in one `ip -batch` run (one process instead of one each: failover time), each
+   * journaled under its own key first.
+   */
+  async ipMany(changes: readonly { key: string; what: string; lines: string[][]; undo: string[][] }[], tolerate: RegExp = ALREADY_DONE): Promise<void> {
+    if (changes.length === 0) return;
+    let added = false;
+    for (const c of changes) {
+      if (this.has(c.key)) continue;
+      this.#entries.push({ key: c.key, kind: 'ip', what: c.what, undo: c.undo });
+      added = true;
+    }
+    if (added) this.#save();
+    const lines = changes.flatMap((c) => c.lines);
+    this.#log?.info({ change: changes.map((c) => c.what), commands: lines.map((l) => `ip ${l.join(' ')}`) }, `hanet: ${changes.map((c) => c.what).join('; ')}`);
+    await this.#sys.ip(lines, tolerate);
+  }
+
   /** Sets a sysctl, journaling its current value first (once per key: the first value is the original). */
   sysctl(name: string, value: string): void {
     const key = `sysctl:${name}`;

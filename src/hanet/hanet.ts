@@ -100,7 +100,7 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     'rule:service',
     `rule from ${S} lookup ${table}`,
     [['rule', 'add', 'from', S, 'lookup', table, 'priority', String(cfg.rulePriority)]],
-    [['rule', 'del', 'from', S, 'lookup', table, 'priority', String(cfg.rulePriority)], ['route', 'flush', 'table', table]],
+    [['rule', 'del', 'from', S, 'lookup', table, 'priority', String(cfg.rulePriority)]],
   );
 
   const serial = new Serial();
@@ -116,30 +116,40 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     if (channels.hanet.hasSubscribers) channels.hanet.publish(event);
   };
 
-  /** Makes `target` the one managed interface holding the service address (/32 on it; originals restored). */
-  const placeAddress = async (target: string): Promise<void> => {
+  type Change = { key: string; what: string; lines: string[][]; undo: string[][] };
+  /**
+   * What makes `target` the one managed interface holding the service address (/32 on it; an
+   * address found at start is restored where it was): reverts of earlier changes, and new changes.
+   */
+  const placeAddress = (target: string): { reverts: string[]; changes: Change[] } => {
+    const reverts: string[] = [];
+    const changes: Change[] = [];
     if (journal.has(`addr:-${target}`)) {
-      await journal.revert(`addr:-${target}`);
+      reverts.push(`addr:-${target}`);
       present.set(target, 'restored');
     } else if (!present.has(target)) {
-      await journal.ip(`addr:+${target}`, `service address ${S} to ${target}`, [['addr', 'replace', `${S}/32`, 'dev', target]], [['addr', 'del', `${S}/32`, 'dev', target]]);
+      changes.push({ key: `addr:+${target}`, what: `service address ${S} to ${target}`, lines: [['addr', 'replace', `${S}/32`, 'dev', target]], undo: [['addr', 'del', `${S}/32`, 'dev', target]] });
       present.set(target, `${S}/32`);
     }
     for (const [name, cidr] of [...present]) {
       if (name === target) continue;
-      if (journal.has(`addr:+${name}`)) await journal.revert(`addr:+${name}`);
-      else await journal.ip(`addr:-${name}`, `service address ${S} off ${name}`, [['addr', 'del', cidr, 'dev', name]], [['addr', 'replace', cidr, 'dev', name]]);
+      if (journal.has(`addr:+${name}`)) reverts.push(`addr:+${name}`);
+      else changes.push({ key: `addr:-${name}`, what: `service address ${S} off ${name}`, lines: [['addr', 'del', cidr, 'dev', name]], undo: [['addr', 'replace', cidr, 'dev', name]] });
       present.delete(name);
     }
+    return { reverts, changes };
   };
 
   const routeLines = (lines: string[][]): string[][] => [['route', 'flush', 'table', table], ...lines.map((l) => [...l, 'proto', proto, 'table', table])];
 
   const activatePublic = async (iface: string): Promise<void> => {
-    await placeAddress(iface);
+    const { reverts, changes } = placeAddress(iface);
+    // The address first (a new one before the old one goes), then the routes, in one ip run.
     const routes: string[][] = [['route', 'replace', `${service.network}/${service.prefix}`, 'dev', iface, 'src', S]];
     if (cfg.gateway !== undefined) routes.push(['route', 'replace', 'default', 'via', cfg.gateway, 'dev', iface, 'src', S]);
-    await sys.ip(routeLines(routes));
+    for (const key of reverts.filter((k) => k.startsWith('addr:-'))) await journal.revert(key);
+    await journal.ipMany([...changes, { key: 'table', what: `routes of ${S} via ${iface}`, lines: routeLines(routes), undo: [['route', 'flush', 'table', table]] }]);
+    for (const key of reverts.filter((k) => !k.startsWith('addr:-'))) await journal.revert(key);
     await journal.revert('rule:all');
     log?.info({ iface, address: S }, `hanet: service address ${S} on ${iface}, routes via ${iface}`);
     void sys.garp(iface, S, cfg.garpCount).catch((err: Error) => log?.error({ err: err.message }, `hanet: gratuitous ARP for ${S} on ${iface} failed: ${err.message}`));
@@ -147,14 +157,20 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
 
   const attachSibling = async (sibling: HanetSiblingConfig): Promise<void> => {
     const next = parseHostPort(sibling.address)!.host;
-    await placeAddress(sibling.via);
-    await sys.ip(routeLines([['route', 'replace', 'default', 'via', next, 'dev', sibling.via, 'src', S]]));
-    await journal.ip(
-      'rule:all',
-      `rule lookup ${table} (all traffic via sibling ${sibling.id})`,
-      [['rule', 'add', 'lookup', table, 'priority', String(cfg.rulePriority + 1)]],
-      [['rule', 'del', 'lookup', table, 'priority', String(cfg.rulePriority + 1)]],
-    );
+    const { reverts, changes } = placeAddress(sibling.via);
+    for (const key of reverts.filter((k) => k.startsWith('addr:-'))) await journal.revert(key);
+    // One ip run: the address on the private link, the old one off, the routes, the all-traffic rule.
+    await journal.ipMany([
+      ...changes,
+      { key: 'table', what: `routes of ${S} via sibling ${sibling.id}`, lines: routeLines([['route', 'replace', 'default', 'via', next, 'dev', sibling.via, 'src', S]]), undo: [['route', 'flush', 'table', table]] },
+      {
+        key: 'rule:all',
+        what: `rule lookup ${table} (all traffic via sibling ${sibling.id})`,
+        lines: [['rule', 'add', 'lookup', table, 'priority', String(cfg.rulePriority + 1)]],
+        undo: [['rule', 'del', 'lookup', table, 'priority', String(cfg.rulePriority + 1)]],
+      },
+    ]);
+    for (const key of reverts.filter((k) => !k.startsWith('addr:-'))) await journal.revert(key);
     log?.warn({ sibling: sibling.id, via: sibling.via, nextHop: next }, `hanet: every public link failed; service address ${S} on ${sibling.via}, default route via sibling ${sibling.id} (${next})`);
   };
 

@@ -144,29 +144,33 @@ export class TransmissionAgentResponder {
     const j = this.#o.journal;
     const { address, nextHop } = m;
     const proto = String(this.#o.routeProtocol);
-    // HANet §3.5, in the paper's order: forwarding, the route to the server, proxy ARP, then announce.
+    // HANet §3.5: forwarding, the route to the server, proxy ARP, then the announcement. The
+    // gratuitous ARP is started first: arping takes tens of ms to start, the route and proxy entry
+    // (one ip batch) are in place well before its first packet leaves.
     j.sysctl('net.ipv4.ip_forward', '1');
     // Broadcast ARP requests for a proxied address are otherwise answered after up to 0.8 s (proxy_delay).
     j.sysctl(`net.ipv4.neigh.${publicIface}.proxy_delay`, '0');
-    await j.ip(
-      `relay:${sibling.id}:route`,
-      `route ${address}/32 via ${nextHop} dev ${sibling.via} (relay for sibling ${sibling.id})`,
-      [['route', 'replace', `${address}/32`, 'via', nextHop, 'dev', sibling.via, 'proto', proto]],
-      [['route', 'del', `${address}/32`, 'via', nextHop, 'dev', sibling.via, 'proto', proto]],
-    );
-    await j.ip(
-      `relay:${sibling.id}:proxy`,
-      `proxy ARP for ${address} on ${publicIface} (relay for sibling ${sibling.id})`,
-      [['neigh', 'replace', 'proxy', address, 'dev', publicIface]],
-      [['neigh', 'del', 'proxy', address, 'dev', publicIface]],
-    );
+    const garp = this.#o.sys.garp(publicIface, address, this.#o.garpCount);
+    garp.catch((err: Error) => this.#o.log?.error({ err: err.message }, `hanet: gratuitous ARP for ${address} failed: ${err.message}`));
+    await j.ipMany([
+      {
+        key: `relay:${sibling.id}:route`,
+        what: `route ${address}/32 via ${nextHop} dev ${sibling.via} (relay for sibling ${sibling.id})`,
+        lines: [['route', 'replace', `${address}/32`, 'via', nextHop, 'dev', sibling.via, 'proto', proto]],
+        undo: [['route', 'del', `${address}/32`, 'via', nextHop, 'dev', sibling.via, 'proto', proto]],
+      },
+      {
+        key: `relay:${sibling.id}:proxy`,
+        what: `proxy ARP for ${address} on ${publicIface} (relay for sibling ${sibling.id})`,
+        lines: [['neigh', 'replace', 'proxy', address, 'dev', publicIface]],
+        undo: [['neigh', 'del', 'proxy', address, 'dev', publicIface]],
+      },
+    ]);
     const relay: Relay = { sibling, address, nextHop, publicIface, lastHeard: this.#o.clock.now(), ending: false };
     this.#relays.set(sibling.id, relay);
     this.#counts.relays++;
     this.#o.log?.warn({ sibling: sibling.id, address, via: sibling.via, iface: publicIface }, `hanet: relaying ${address} for sibling ${sibling.id} (its public links failed) via ${sibling.via}, answering ARP on ${publicIface}`);
     if (channels.hanet.hasSubscribers) channels.hanet.publish({ event: 'relay-start', at: this.#o.clock.now(), sibling: sibling.id, address, iface: publicIface });
-    // Acknowledge before the announcement finishes: the route and proxy entry are in place.
-    void this.#o.sys.garp(publicIface, address, this.#o.garpCount).catch((err: Error) => this.#o.log?.error({ err: err.message }, `hanet: gratuitous ARP for ${address} failed: ${err.message}`));
   }
 
   async #teardown(relay: Relay, why: string): Promise<void> {

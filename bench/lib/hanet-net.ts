@@ -7,7 +7,8 @@
  * are private ranges inside namespaces only. `destroy()` deletes every namespace (and with them
  * every interface, bridge and nft table in them).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import readline from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -199,4 +200,46 @@ export async function linkUp(ns: string, iface: string): Promise<void> {
 export async function clientNeighbour(net: HanetNet, ip: string): Promise<string | null> {
   const out = await must('ip', '-n', net.client.ns, 'neigh', 'show', ip, 'dev', net.client.iface);
   return /lladdr ([0-9a-f:]{17})/.exec(out)?.[1] ?? null;
+}
+
+/** The client process (bench/lib/hanet-client.ts) in the client namespace, driven by JSON commands. */
+export interface HanetClient {
+  cmd<T = Record<string, unknown>>(cmd: string, args?: Record<string, unknown>): Promise<T>;
+  stop(): Promise<void>;
+}
+
+export async function startHanetClient(net: HanetNet): Promise<HanetClient> {
+  const script = new URL('./hanet-client.js', import.meta.url).pathname;
+  const child: ChildProcess = spawn('ip', ['netns', 'exec', net.client.ns, process.execPath, script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const waiting = new Map<number, (v: Record<string, unknown>) => void>();
+  let ready!: () => void;
+  const isReady = new Promise<void>((r) => (ready = r));
+  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+    let o: Record<string, unknown>;
+    try {
+      o = JSON.parse(line) as Record<string, unknown>;
+    } catch {
+      return;
+    }
+    if (o.ready !== undefined) return ready();
+    const id = Number(o.id);
+    waiting.get(id)?.(o);
+    waiting.delete(id);
+  });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  await Promise.race([isReady, exited.then(() => Promise.reject(new Error('hanet client exited before it was ready')))]);
+  let next = 1;
+  return {
+    cmd: <T>(cmd: string, args: Record<string, unknown> = {}) =>
+      new Promise<T>((resolve) => {
+        const id = next++;
+        waiting.set(id, resolve as (v: Record<string, unknown>) => void);
+        child.stdin!.write(`${JSON.stringify({ id, cmd, ...args })}\n`);
+      }),
+    stop: async () => {
+      child.stdin!.end();
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
 }

@@ -9,6 +9,7 @@
  * - `download {url, bytes, count, rate?}`: `count` downloads at once (paced at `rate` bytes/s by the
  *   origin when given), each checked byte for byte.
  * - `latency {url, n}`: n sequential small GETs, the median and mean time.
+ * - `loaded {url, concurrency, n}`: n small GETs over `concurrency` connections: mean latency and rate.
  */
 import dgram from 'node:dgram';
 import http from 'node:http';
@@ -178,6 +179,31 @@ runIfMain(import.meta.url, () => {
           }
           agent.destroy();
           out({ id: c.id, medianMs: median(times), meanMs: times.reduce((a, b) => a + b, 0) / Math.max(1, times.length), failed });
+          break;
+        }
+        case 'loaded': {
+          // n small GETs over `concurrency` keep-alive connections: latency under load (HANet Fig. 11).
+          const agent = new http.Agent({ keepAlive: true, maxSockets: Number(c.concurrency) });
+          const times: number[] = [];
+          let left = Number(c.n);
+          let failed = 0;
+          const started = performance.now();
+          await Promise.all(
+            Array.from({ length: Number(c.concurrency) }, async () => {
+              while (left-- > 0) {
+                const t0 = performance.now();
+                try {
+                  await get(agent, String(c.url));
+                  times.push(performance.now() - t0);
+                } catch {
+                  failed++;
+                }
+              }
+            }),
+          );
+          const ms = performance.now() - started;
+          agent.destroy();
+          out({ id: c.id, meanMs: times.reduce((a, b) => a + b, 0) / Math.max(1, times.length), perSec: times.length / (ms / 1000), failed });
           break;
         }
         default:

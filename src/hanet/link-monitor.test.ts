@@ -68,6 +68,32 @@ test('a probe that never answers fails at the backstop; one still running is not
   m.close();
 });
 
+test('a probe slower than the period does not skip periods: one starts every period, two at most at once', async () => {
+  const clock = new FakeClock();
+  const answers: { at: number; resolve: (ok: boolean) => void }[] = [];
+  let up = true;
+  const slow = () =>
+    new Promise<boolean>((resolve) => {
+      const good = up;
+      answers.push({ at: clock.now(), resolve });
+      clock.setTimeout(() => resolve(good), 150);
+    });
+  const m = new PeriodicLinkMonitor('arp', 'eth0', slow, { periodMs: 100, timeoutMs: 100, misses: 2 }, clock);
+  const first = m.start();
+  await step(clock, 150);
+  assert.equal(await first, true);
+  up = false;
+  let downAt = -1;
+  m.onChange((good, at) => {
+    if (!good) downAt = at;
+  });
+  await step(clock, 600);
+  // Probes start at 250, 350, 450...: the first two failures answer at 400 and 500.
+  assert.equal(downAt, 500);
+  assert.ok(answers.length >= 6);
+  m.close();
+});
+
 test('ARP and ping: GOOD while any target answers; timing from the configuration', async () => {
   const clock = new FakeClock();
   const sys = new FakeHostSystem(['eth0']);

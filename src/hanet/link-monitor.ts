@@ -34,6 +34,9 @@ export interface LinkMonitor {
   close(): void;
 }
 
+/** Probes of one monitor running at once, at most: a hung probe program does not pile up. */
+export const MAX_PROBES_IN_FLIGHT = 2;
+
 /** How long a probe may take before it counts as failed whatever it says later: 2 x timeout + 50 ms. */
 export function probeBackstopMs(timeoutMs: number): number {
   return 2 * timeoutMs + 50;
@@ -49,7 +52,11 @@ export class PeriodicLinkMonitor implements LinkMonitor {
   readonly #listeners: ((good: boolean, at: number) => void)[] = [];
   #good = false;
   #failures = 0;
-  #inFlight = false;
+  /** Probes running now; at most MAX_PROBES_IN_FLIGHT. */
+  #inFlight = 0;
+  /** Sequence number of the last probe started, and of the last one whose result was used. */
+  #started = 0;
+  #used = 0;
   #timer: TimerHandle | null = null;
   #closed = false;
 
@@ -110,10 +117,14 @@ export class PeriodicLinkMonitor implements LinkMonitor {
   }
 
   async #check(): Promise<void> {
-    // A probe still running when the next period starts is not doubled: its own result counts.
-    if (this.#inFlight || this.#closed) return;
+    // One probe per period even when one takes longer than the period (arping's start-up alone
+    // takes tens of ms): skipping a period would double the detection time. A result older than
+    // one already used is dropped.
+    if (this.#inFlight >= MAX_PROBES_IN_FLIGHT || this.#closed) return;
+    const seq = ++this.#started;
     const ok = await this.#runProbe();
-    if (this.#closed) return;
+    if (this.#closed || seq < this.#used) return;
+    this.#used = seq;
     if (ok) {
       this.#failures = 0;
       if (!this.#good) this.#set(true);
@@ -124,14 +135,14 @@ export class PeriodicLinkMonitor implements LinkMonitor {
   }
 
   #runProbe(): Promise<boolean> {
-    this.#inFlight = true;
+    this.#inFlight++;
     return new Promise<boolean>((resolve) => {
       let settled = false;
       const settle = (ok: boolean): void => {
         if (settled) return;
         settled = true;
         timer.cancel();
-        this.#inFlight = false;
+        this.#inFlight--;
         resolve(ok);
       };
       // The probe answers within timeoutMs itself (arping -w, ping -W). This backstop only catches a

@@ -186,6 +186,11 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
       if (m.kind === 'request' || m.kind === 'release') responder.onMessage(m);
       else requester.onMessage(m);
     },
+    // Forged, replayed, stale or malformed: never acted upon. Logged at the 1st, 10th, 100th... of
+    // each reason, so a flood costs a few lines.
+    onDrop: (reason, from, count) => {
+      if (Math.log10(count) % 1 === 0) log?.warn({ reason, from, count }, `hanet: dropped takeover message from ${from}: ${reason} (${count} so far)`);
+    },
   });
   const responder = new TransmissionAgentResponder({
     siblings: cfg.siblings,

@@ -39,6 +39,8 @@ export interface ChannelOptions {
   knownHost(host: number): boolean;
   /** An authentic, fresh, new message from a known sibling. */
   onMessage(m: TransmissionAgentMessage): void;
+  /** A datagram dropped; `count` is how many have been dropped for this reason so far. */
+  onDrop?(reason: WireReject, from: string, count: number): void;
 }
 
 export class TransmissionAgentChannel {
@@ -120,6 +122,7 @@ export class TransmissionAgentChannel {
 
   #drop(reason: WireReject, from: dgram.RemoteInfo): void {
     this.#counts[reason]++;
+    this.#o.onDrop?.(reason, formatHostPort({ host: from.address, port: from.port }), this.#counts[reason]);
     if (channels.wireDrop.hasSubscribers) {
       const event: WireDropEvent = { source: 'hanet', reason, from: formatHostPort({ host: from.address, port: from.port }) };
       channels.wireDrop.publish(event);

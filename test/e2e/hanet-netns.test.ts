@@ -324,3 +324,33 @@ s.close();
   assert.ok(!lines.some((l) => /relaying/.test(l)), 'nothing relayed');
   assert.deepEqual(await leftovers(net.s2.ns, true), []);
 });
+
+test('a crash while relaying leaves nothing that a restart does not clean up', async (t) => {
+  const r = await rig(t);
+  if (!r) return;
+  const { net } = r;
+  let a1 = await r.agent(1);
+  let a2 = await r.agent(2);
+  assert.equal(await failedGets(r), 0);
+  await linkDown(net.s1.ns, 'pub0');
+  assert.ok((await waitNeighbour(net, net.s2.pubMac, FAILOVER_WAIT_MS)) >= 0);
+  a1.child.kill('SIGKILL');
+  a2.child.kill('SIGKILL');
+  await Promise.all([a1.exited, a2.exited]);
+  // Both died with their changes in place.
+  assert.notDeepEqual(await leftovers(net.s1.ns), []);
+  assert.notDeepEqual(await leftovers(net.s2.ns), []);
+  await linkUp(net.s1.ns, 'pub0');
+
+  a1 = await r.agent(1);
+  a2 = await r.agent(2);
+  for (const a of [a1, a2]) assert.ok(logLines(a).some((l) => /undoing \d+ change\(s\) left by a previous run/.test(l)), logLines(a).join('\n'));
+  assert.deepEqual(await leftovers(net.s2.ns, true), [], 'the relay left by the crash is gone');
+  assert.doesNotMatch(await must('ip', '-n', net.s1.ns, '-4', '-o', 'addr', 'show', 'dev', 'priv0'), new RegExp(net.s1.serviceIp.replaceAll('.', '\\.')));
+  assert.ok((await waitNeighbour(net, net.s1.pubMac, FAILOVER_WAIT_MS)) >= 0, 'server 1 announced itself again');
+  assert.equal(await failedGets(r), 0);
+  await a1.stop();
+  await a2.stop();
+  assert.deepEqual(await leftovers(net.s1.ns), []);
+  assert.deepEqual(await leftovers(net.s2.ns), []);
+});

@@ -212,7 +212,11 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     clock,
     linkGood: (iface) => manager.snapshot().some((i) => i.name === iface && i.good),
     send: (sibling, kind) => channel.send(parseHostPort(sibling.address)!, kind, 'none', S, sibling.localAddress),
-    attach: (sibling) => serial.run(() => attachSibling(sibling)),
+    // Queued behind whatever the manager is doing: by the time it runs the manager may have failed
+    // back to a public interface (requester stopped) or the requester moved on to another sibling.
+    attach: (sibling) => serial.run(async () => {
+      if (!closed && requester.state !== 'idle' && requester.sibling?.id === sibling.id) await attachSibling(sibling);
+    }),
     onRelayed: (sibling) => {
       active = sibling.via;
       setVia(true);
@@ -296,6 +300,11 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     await journal.undoAll();
     throw err;
   }
+  // A link event makes the carrier monitors of that interface look at once (still one verdict rule).
+  const unwatch =
+    sys.watchLinks?.((name) => {
+      for (const i of ifaces) if (i.name === name) for (const m of i.monitors) if (m.kind === 'carrier') m.poke();
+    }) ?? (() => {});
   decide();
   await serial.run(async () => {});
   log?.info({ active, address: S, interfaces: cfg.interfaces.map((i) => i.name), siblings: cfg.siblings.map((s) => s.id), stateFile }, 'hanet running');
@@ -316,6 +325,7 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     close: async () => {
       if (closed) return;
       closed = true;
+      unwatch();
       manager.close();
       requester.stop();
       await responder.close();

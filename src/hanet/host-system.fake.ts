@@ -62,6 +62,16 @@ export class FakeHostSystem implements HostSystem {
     return this.answers.get(`${iface} ${target}`) ?? true;
   }
 
+  /** The watchLinks listener, to fire link events by hand. */
+  linkEvent: ((iface: string) => void) | null = null;
+
+  watchLinks(onEvent: (iface: string) => void): () => void {
+    this.linkEvent = onEvent;
+    return () => {
+      this.linkEvent = null;
+    };
+  }
+
   async pingProbe(iface: string, host: string): Promise<boolean> {
     return this.answers.get(`${iface} ${host}`) ?? true;
   }

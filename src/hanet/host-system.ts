@@ -6,7 +6,8 @@
  * Commands run through execFile (no shell). Each failure rejects with HanetCommandError naming the
  * command and what it printed.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import readline from 'node:readline';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { HanetCommandError } from '../core/errors.js';
 import { detectArping, type ArpingFlavour } from '../takeover/linux.js';
@@ -45,6 +46,12 @@ export interface HostSystem {
   arpProbe(iface: string, target: string, timeoutMs: number): Promise<boolean>;
   /** One ICMP echo to `host` through `iface`: true when a reply came within `timeoutMs`. */
   pingProbe(iface: string, host: string, timeoutMs: number): Promise<boolean>;
+  /**
+   * Calls `onEvent` with the interface's name whenever the kernel reports a link change (netlink,
+   * `ip monitor link`), so the carrier monitor can look at once instead of at its next period.
+   * Returns the function that stops watching. Optional: without it the carrier monitor polls only.
+   */
+  watchLinks?(onEvent: (iface: string) => void): () => void;
 }
 
 interface Run {
@@ -149,6 +156,19 @@ export class LinuxHostSystem implements HostSystem {
     // arping's own deadline decides; the kill is only for one that hangs (its start-up alone takes tens of ms).
     const r = await run('arping', args, 2 * timeoutMs + 50);
     return r.code === 0;
+  }
+
+  watchLinks(onEvent: (iface: string) => void): () => void {
+    const child = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    child.on('error', () => {}); // no ip: polling alone
+    readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      // "5: eth0: <BROADCAST,...> ..." or "Deleted 5: eth0@if4: ..."
+      const m = /(?:^|\s)\d+:\s+([^:@\s]+)[@:]/.exec(line);
+      if (m) onEvent(m[1]!);
+    });
+    return () => {
+      child.kill('SIGTERM');
+    };
   }
 
   async pingProbe(iface: string, host: string, timeoutMs: number): Promise<boolean> {

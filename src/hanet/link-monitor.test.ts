@@ -120,3 +120,21 @@ test('a bad timing is a RangeError; HanetInterfaceError names the interface', ()
   assert.equal(e.code, 'HF_ERR_HANET_INTERFACE');
   assert.match(e.message, /eth9/);
 });
+
+test('poke: a probe at once, outside the schedule (a link event); nothing before start', async () => {
+  const clock = new FakeClock();
+  const sys = new FakeHostSystem(['eth0']);
+  const m = new PeriodicLinkMonitor('carrier', 'eth0', carrierProbe(sys, 'eth0'), { periodMs: 100, timeoutMs: 100, misses: 1 }, clock);
+  m.poke();
+  await m.start();
+  sys.carrier.set('eth0', false);
+  let at = -1;
+  m.onChange((good, when) => {
+    if (!good) at = when;
+  });
+  await step(clock, 3);
+  m.poke();
+  for (let i = 0; i < 8; i++) await Promise.resolve();
+  assert.equal(at, 3, 'at the event, not at the next period (100)');
+  m.close();
+});

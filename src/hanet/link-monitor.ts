@@ -29,6 +29,8 @@ export interface LinkMonitor {
   readonly good: boolean;
   /** Runs the first probe and resolves with the first verdict; then one probe per period. */
   start(): Promise<boolean>;
+  /** Probes now, outside the schedule (a netlink link event for a carrier monitor). No-op before start. */
+  poke(): void;
   /** Called on every change of verdict, with the clock time it was reached. */
   onChange(listener: (good: boolean, at: number) => void): void;
   close(): void;
@@ -108,6 +110,10 @@ export class PeriodicLinkMonitor implements LinkMonitor {
     }
     this.#timer = this.#clock.setInterval(() => void this.#check(), this.#t.periodMs);
     return this.#good;
+  }
+
+  poke(): void {
+    if (this.#timer && !this.#closed) void this.#check();
   }
 
   close(): void {

@@ -88,8 +88,7 @@ export async function startAgent(config: AgentConfig, opts: AgentOptions): Promi
 
 async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLink, clock: Clock): Promise<Agent> {
   const log = opts.logger;
-  const read = opts.readProc ?? readProc;
-  const { id: host, heartbeatIntervalMs, loadIntervalMs } = config.agent;
+  const { id: host, heartbeatIntervalMs } = config.agent;
   const heartbeats = new HeartbeatSender({ host, intervalMs: heartbeatIntervalMs, key: opts.key, sink: link, clock });
 
   const probe = probeFor(config.watchdog);
@@ -118,14 +117,20 @@ async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLin
   if (config.hanet !== undefined) {
     const { startHanet } = await import('../hanet/hanet.js');
     const sys = opts.hostSystem ?? new (await import('../hanet/host-system.js')).LinuxHostSystem();
-    hanet = await startHanet(config.hanet, {
-      host,
-      key: opts.key,
-      clock,
-      sys,
-      ...(log ? { log } : {}),
-      onViaSibling: (via) => heartbeats.setViaSibling(via),
-    });
+    try {
+      hanet = await startHanet(config.hanet, {
+        host,
+        key: opts.key,
+        clock,
+        sys,
+        ...(log ? { log } : {}),
+        onViaSibling: (via) => heartbeats.setViaSibling(via),
+      });
+    } catch (err) {
+      watchdog?.close();
+      heartbeats.close();
+      throw err;
+    }
   }
   try {
     return await running(config, opts, link, clock, heartbeats, watchdog, hanet);

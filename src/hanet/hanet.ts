@@ -29,6 +29,9 @@ import { TransmissionAgentChannel, type ChannelStats } from './transmission-agen
 import { TransmissionAgentRequester, type RequesterState } from './transmission-agent-requester.js';
 import { TransmissionAgentResponder, type ResponderCounts } from './transmission-agent-responder.js';
 
+/** After a change that failed (an ip command refused), the manager decides again this much later. */
+export const RETRY_MS = 1000;
+
 export interface HanetOptions {
   /** agent.id. */
   host: number;
@@ -215,7 +218,12 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
     // Queued behind whatever the manager is doing: by the time it runs the manager may have failed
     // back to a public interface (requester stopped) or the requester moved on to another sibling.
     attach: (sibling) => serial.run(async () => {
-      if (!closed && requester.state !== 'idle' && requester.sibling?.id === sibling.id) await attachSibling(sibling);
+      if (closed || requester.state === 'idle' || requester.sibling?.id !== sibling.id) return;
+      try {
+        await attachSibling(sibling);
+      } catch (err) {
+        log?.error({ err: (err as Error).message, sibling: sibling.id }, `hanet: cannot point ${S} at sibling ${sibling.id}: ${(err as Error).message}`);
+      }
     }),
     onRelayed: (sibling) => {
       active = sibling.via;
@@ -264,7 +272,8 @@ export async function startHanet(cfg: HanetConfig, o: HanetOptions): Promise<Han
         try {
           await activatePublic(to.name);
         } catch (err) {
-          log?.error({ err: (err as Error).message, iface: to.name }, `hanet: cannot make ${to.name} ACTIVE: ${(err as Error).message}`);
+          log?.error({ err: (err as Error).message, iface: to.name }, `hanet: cannot make ${to.name} ACTIVE: ${(err as Error).message}; retrying in ${RETRY_MS} ms`);
+          manager.wakeAt(clock.now() + RETRY_MS);
           return;
         }
         active = to.name;

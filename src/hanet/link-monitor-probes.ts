@@ -1,6 +1,7 @@
 /**
  * @module The probes of HANet's three fault detection methods (§3.2), over HostSystem: carrier (the
- * bonding driver's MII monitor: /sys/class/net/IF/carrier is 1 and operstate up or unknown), ARP
+ * bonding driver's MII monitor: /sys/class/net/IF/carrier is 1 and operstate up or unknown; hanet.ts
+ * also pokes it on every netlink link event of its interface), ARP
  * (an ARP request to each target out of the interface, good when any answers; sees a dead switch
  * port or a filter that carrier cannot), host ping (an ICMP echo to each listed host through the
  * interface, good when any answers; works beyond the LAN). `createMonitor` builds the monitor one

@@ -36,7 +36,18 @@ test('the table ends with the three verdict lines', () => {
   const r: Report = {
     settings: optionsFromEnv({ BENCH_QUICK: '1' }),
     arms: ARMS.map((a) => ({ ...a, failoverMs: [100, 120], targetMs: targetMs(a), requestsOk: 10, requestsFailed: 0, errors: [], downloads: 2, downloadsComplete: 2, failbacks: 5 })),
-    overhead: { publicBytesPerSec: 100, siblingBytesPerSec: 99, publicLatencyMs: 0.1, siblingLatencyMs: 0.12, publicLoadedMs: 2, siblingLoadedMs: 2.02 },
+    overhead: {
+      publicBytesPerSec: 100,
+      siblingBytesPerSec: 99,
+      publicLatencyMs: 0.1,
+      siblingLatencyMs: 0.12,
+      publicLoadedMs: 2,
+      siblingLoadedMs: 2.02,
+      throughputRatio: 0.99,
+      loadedRatio: 1.01,
+      idleRatio: 1.2,
+      rounds: 3,
+    },
     skipped: null,
   };
   const lines = formatTable(r).trim().split('\n');

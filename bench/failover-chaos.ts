@@ -30,6 +30,7 @@ import {
   FAILURE_REASONS,
   REQUEST_TIMEOUT_MS,
   RequestMix,
+  chaosAgent,
   execute,
   failoverMetrics,
   judge,
@@ -38,6 +39,7 @@ import {
   type RequestClass,
   type RequestFailure,
 } from './lib/chaos-client.js';
+import { makeCertKit, type PemPair } from './lib/certs.js';
 import { startHaproxy } from './lib/haproxy.js';
 import {
   freePort,
@@ -102,6 +104,8 @@ export interface ChaosOptions {
   readonly out?: string | null;
   /** Progress lines (default: stderr). */
   readonly log?: (line: string) => void;
+  /** Clients speak HTTPS to the proxy, which terminates TLS (holdfast only; issue 13's chaos-over-tls). */
+  readonly tls?: boolean;
 }
 
 /** One SIGKILL of the schedule, in ms since the target's load started. */
@@ -288,7 +292,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
 }
 
 /** One http service over the origins; health probes every HEALTH_INTERVAL_MS; failover at its defaults. */
-export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[]): string {
+export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null): string {
   return [
     '# Written by bench/failover-chaos.ts: failover at its defaults (holdReplyBytes 65536).',
     'version: 1',
@@ -301,6 +305,7 @@ export function holdfastConfig(listenPort: number, adminPort: number, originPort
     '  - name: chaos',
     '    protocol: http',
     `    listen: '127.0.0.1:${listenPort}'`,
+    ...(tls ? [`    tls: { certificates: [{ cert: ${JSON.stringify(tls.cert)}, key: ${JSON.stringify(tls.key)} }] }`] : []),
     '    health:',
     '      probe:',
     `        intervalMs: ${HEALTH_INTERVAL_MS}`,
@@ -378,9 +383,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, Ma
  * did not, so the table can say that failures under chaos were not all chaos's doing (a proxy that
  * cannot serve a class at all is a finding, not a harness error, so the run goes on).
  */
-async function preflight(port: number, seed: number, timeoutMs: number): Promise<string[]> {
+async function preflight(port: number, seed: number, timeoutMs: number, tls: boolean): Promise<string[]> {
   const mix = new RequestMix(seed + 7919);
-  const agent = new http.Agent({ keepAlive: false });
+  const agent = chaosAgent(tls, { keepAlive: false });
   const problems: string[] = [];
   try {
     for (const cls of CLASSES) {
@@ -429,6 +434,7 @@ async function chaosRound(
   origins: OriginSet,
   settings: ChaosReport['settings'],
   log: (line: string) => void,
+  tls: boolean,
 ): Promise<Omit<TargetResult, 'failover' | 'preflightProblems' | 'proxyExited'>> {
   const t0 = performance.now();
   const now = (): number => performance.now() - t0;
@@ -439,6 +445,7 @@ async function chaosRound(
     mix: new RequestMix(settings.seed),
     requestTimeoutMs: settings.requestTimeoutMs,
     now,
+    tls,
   });
   client.start();
   const kills: KillEvent[] = [];
@@ -505,7 +512,11 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
   const load1 = os.loadavg()[0]!;
   if (load1 > 1) log(`warning: 1-minute load average is ${load1.toFixed(2)}; a busy machine slows failover and replies`);
 
+  const tls = opts.tls ?? false;
+  if (tls && settings.targets.includes('haproxy')) throw new Error('failover-chaos: tls runs holdfast only');
   const dir = makeTempDir('holdfast-bench-chaos');
+  const certs = tls ? makeCertKit() : null;
+  const pair = certs ? certs.leaf('chaos', ['localhost', '127.0.0.1']) : null;
   const origins = new OriginSet();
   const results: TargetResult[] = [];
   try {
@@ -533,7 +544,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
       } else {
         adminPort = await freePort();
         const cfg = path.join(dir, 'holdfast.yaml');
-        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports));
+        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair));
         proxy = await startProcess({
           name: 'holdfast',
           command: process.execPath,
@@ -545,10 +556,10 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
         await waitForPort('127.0.0.1', adminPort);
       }
       try {
-        const preflightProblems = await preflight(listenPort, settings.seed, settings.requestTimeoutMs);
+        const preflightProblems = await preflight(listenPort, settings.seed, settings.requestTimeoutMs, tls);
         for (const p of preflightProblems) log(`${target}: preflight (no chaos yet) failed: ${p}`);
         log(`${target}: ${settings.seconds} s of load on ${settings.connections} connections, SIGKILL every ${settings.killEveryMs} ms`);
-        const round = await chaosRound(target, listenPort, origins, settings, log);
+        const round = await chaosRound(target, listenPort, origins, settings, log, tls);
         const gone = proxy.child.exitCode !== null || proxy.child.signalCode !== null;
         const proxyExited = gone
           ? `exit code ${proxy.child.exitCode}, signal ${proxy.child.signalCode}; output:\n${proxy.output().slice(-2000)}`
@@ -588,6 +599,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
   } finally {
     await origins.stop();
     removeTempDir(dir);
+    certs?.remove();
   }
 }
 

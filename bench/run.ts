@@ -16,6 +16,7 @@ import * as replicationCost from './replication-cost.js';
 import * as sessionTable from './session-table.js';
 import * as sip from './sip.js';
 import * as sipMedia from './sip-media.js';
+import * as tlsBench from './tls.js';
 import * as wireDecode from './wire-decode.js';
 
 interface Benchmark {
@@ -31,6 +32,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'http-proxy',
     title: 'HTTP/1.1 proxying: holdfast vs HAProxy (single thread each) vs the origin directly',
     run: async () => httpProxy.formatTable(await httpProxy.run(httpProxy.optionsFromEnv())),
+  },
+  {
+    name: 'tls',
+    title: 'TLS 1.3 termination: holdfast vs HAProxy (keep-alive 1 KiB / 64 KiB, a handshake per request), and the chaos run over TLS',
+    run: async () => tlsBench.formatTable(await tlsBench.run(tlsBench.optionsFromEnv())),
   },
   {
     name: 'balance',

@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
- * wrk (HTTP baseline), sipp (SIP load), and iproute2, nftables, arping, ping (identity takeover, HANet and fault
- * injection). Runs before `npm test` and `npm bench`. Silent when everything is there; installs the
- * missing Debian packages when running as root (CI, fresh machines); otherwise says what to install
- * and fails. Plain JavaScript with no dependencies: it must run before anything is built.
+ * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping, ping (identity takeover, HANet and
+ * fault injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and
+ * `npm bench`. Silent when everything is there; installs the missing Debian packages when running as
+ * root (CI, fresh machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it must run before anything is built.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
@@ -19,6 +19,8 @@ const PEERS = [
   { program: 'nft', pkg: 'nftables' },
   { program: 'arping', pkg: 'arping' },
   { program: 'ping', pkg: 'iputils-ping' },
+  { program: 'openssl', pkg: 'openssl' },
+  { program: 'curl', pkg: 'curl' },
 ];
 
 /** ip, nft and arping live in sbin, which a non-root PATH often lacks. */

@@ -11,6 +11,7 @@
 import { prng } from './prng.js';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 import { BodyStore, prngBytes, sha256Hex } from './chaos-origin.js';
 
@@ -218,6 +219,13 @@ export interface ChaosClientOptions {
   readonly requestTimeoutMs?: number;
   /** The clock failures are stamped with; default performance.now(). */
   readonly now?: () => number;
+  /** Speak HTTPS (the proxy terminates TLS; its certificate is not verified). */
+  readonly tls?: boolean;
+}
+
+/** A keep-alive agent for the proxy: HTTPS when `tls` (certificate not verified: a test CA). */
+export function chaosAgent(tls: boolean, opts: http.AgentOptions): http.Agent {
+  return tls ? new https.Agent({ ...opts, rejectUnauthorized: false }) : new http.Agent(opts);
 }
 
 /** Performs one request on `agent` and reports what came back; never rejects. */
@@ -242,7 +250,8 @@ export function execute(
       clearTimeout(timer);
       resolve({ status, complete, timedOut, bodyBytes, bodySha256: hash.digest('hex'), headerSha256, error });
     };
-    const req = http.request({ agent, host, port, method: p.method, path: p.path, headers: p.headers });
+    const request = agent instanceof https.Agent ? https.request : http.request;
+    const req = request({ agent, host, port, method: p.method, path: p.path, headers: p.headers });
     const timer = setTimeout(() => {
       timedOut = true;
       req.destroy(new Error(`no complete reply after ${timeoutMs} ms`));
@@ -285,7 +294,7 @@ export class ChaosClient {
   private active = 0;
 
   constructor(private readonly opts: ChaosClientOptions) {
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: opts.connections, scheduling: 'fifo' });
+    this.agent = chaosAgent(opts.tls ?? false, { keepAlive: true, maxSockets: opts.connections, scheduling: 'fifo' });
     this.now = opts.now ?? (() => performance.now());
     this.timeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   }

@@ -27,6 +27,8 @@ export interface HaproxyRoute {
   readonly serverParams?: string;
   /** Extra lines for the backend section, e.g. 'retries 3', 'option redispatch 1' (default none). */
   readonly backendLines?: readonly string[];
+  /** Appended to the frontend's bind line, e.g. 'ssl crt /x.pem alpn http/1.1' (default none). */
+  readonly bindParams?: string;
 }
 
 export interface HaproxyOptions {
@@ -83,7 +85,7 @@ export function haproxyConfig(routes: readonly HaproxyRoute[], forwardFor = true
     lines.push(
       '',
       `frontend fe_${r.name}`,
-      `    bind 127.0.0.1:${r.listenPort}`,
+      `    bind 127.0.0.1:${r.listenPort}${r.bindParams ? ` ${r.bindParams}` : ''}`,
       `    default_backend be_${r.name}`,
       '',
       `backend be_${r.name}`,

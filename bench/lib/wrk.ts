@@ -26,6 +26,8 @@ export interface WrkOptions {
   readonly wrk?: string;
   /** Throw when errors exceed ERROR_RATIO_MAX (default true). */
   readonly failOnErrors?: boolean;
+  /** Request header lines (wrk -H), e.g. 'Connection: close' for a new connection per request. */
+  readonly headers?: readonly string[];
 }
 
 export interface SocketErrors {
@@ -124,6 +126,7 @@ export async function runWrk(opts: WrkOptions): Promise<WrkResult> {
   if (connections < threads) throw new RangeError(`wrk: connections (${connections}) must be >= threads (${threads})`);
   const args = [`-t${threads}`, `-c${connections}`, `-d${opts.seconds}s`, '--latency'];
   if (opts.timeoutSeconds !== undefined) args.push('--timeout', `${opts.timeoutSeconds}s`);
+  for (const h of opts.headers ?? []) args.push('-H', h);
   args.push(opts.url);
   const wrk = opts.wrk ?? 'wrk';
   const run = await runProcess(wrk, args, opts.seconds * 1000 + WRK_SLACK_MS);

@@ -222,6 +222,7 @@ async function runDispatcher(file: string): Promise<number> {
   const { startDispatcher } = await import('../dispatcher/dispatcher.js');
   const logger = createLogger(config.logging);
   const shutdown = onShutdownSignal();
+  const hangup = ignoreHangup((line) => logger.warn({ signal: 'SIGHUP' }, line));
   try {
     const handle = await startDispatcher(config, { logger });
     const services = Object.fromEntries(config.services.map((s) => [s.name, formatHostPort(handle.serviceAddress(s.name))]));
@@ -231,6 +232,7 @@ async function runDispatcher(file: string): Promise<number> {
     await handle.close();
     return 0;
   } finally {
+    hangup();
     shutdown.dispose();
   }
 }
@@ -253,6 +255,7 @@ async function runAgent(file: string): Promise<number> {
   // Both handlers before anything can find the pid file: SIGUSR2's default action is to terminate,
   // and a drain requested while the agent is still starting must not be lost.
   const shutdown = onShutdownSignal();
+  const hangup = ignoreHangup((line) => logger.warn({ signal: 'SIGHUP' }, line));
   let agent: Awaited<ReturnType<typeof startAgent>> | null = null;
   let drainRequested = false;
   const onDrain = (): void => {
@@ -288,6 +291,7 @@ async function runAgent(file: string): Promise<number> {
     return 0;
   } finally {
     process.off('SIGUSR2', onDrain);
+    hangup();
     shutdown.dispose();
     releasePidFile(pidFile); // only if it still names this process
   }
@@ -324,11 +328,13 @@ async function runDemo(portBase: number | undefined): Promise<number> {
   const { runDemo: demo } = await import('../demo/demo.js');
   const controller = new AbortController();
   const shutdown = onShutdownSignal();
+  const hangup = ignoreHangup((line) => process.stdout.write(`${line}\n`));
   void shutdown.received.then(() => controller.abort());
   try {
     await demo({ portBase, signal: controller.signal, out: (line: string) => process.stdout.write(`${line}\n`) });
     return 0;
   } finally {
+    hangup();
     shutdown.dispose();
   }
 }
@@ -352,6 +358,17 @@ function onShutdownSignal(): { received: Promise<NodeJS.Signals>; dispose(): voi
     for (const name of names) process.off(name, first).off(name, forced);
   };
   return { received, dispose };
+}
+
+/**
+ * SIGHUP's default action is to terminate at once: no drain, no log line. Operators send it to
+ * reload (nginx, HAProxy's master, keepalived), so until live reload exists it is caught, logged and
+ * ignored (issue 21). Returns the function that removes the handler.
+ */
+export function ignoreHangup(log: (line: string) => void): () => void {
+  const onHangup = (): void => log('SIGHUP received: reload is not supported yet; the signal is ignored');
+  process.on('SIGHUP', onHangup);
+  return () => process.off('SIGHUP', onHangup);
 }
 
 /** The loaded configuration, or null after printing every issue to stderr, each prefixed by the file. */

@@ -6,13 +6,8 @@
  */
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
-import { parseHostPort } from '../core/address.js';
-import { configSchema } from './schema.js';
+import { configSchema, hostPort } from './schema.js';
 
-/** Messages that start with "expected" are the expectation config/load.ts prints (", received X"). */
-const hostPort = z
-  .string({ invalid_type_error: 'expected host:port', required_error: 'expected host:port' })
-  .refine((s) => parseHostPort(s) !== null, { message: 'expected host:port' });
 
 const HTTP_URL = 'expected an http:// URL';
 const httpUrl = z

@@ -80,7 +80,7 @@ test('bad host:port', () => {
     'services[0].listen: expected host:port, received "8080"',
   ]);
   assert.deepEqual(issuesOf(oneService().replace('"127.0.0.1:9001"', '"127.0.0.1:70000"')), [
-    'services[0].backends[0].address: expected host:port, received "127.0.0.1:70000"',
+    'services[0].backends[0].address: expected a port from 1 to 65535, received "127.0.0.1:70000"',
   ]);
 });
 
@@ -344,4 +344,24 @@ ${oneService()}`;
     'groups[0].services[0]: expected service "web" to listen on the VIP 127.0.0.10, it listens on 127.0.0.1:8080',
     'groups[0].services[1]: expected the name of a service, received "nope"',
   ]);
+});
+
+test('tls and limits: defaults filled in, wrong places and values named', () => {
+  const config = parseConfig(oneService('    tls: { certificates: [{ cert: /c.pem, key: /k.pem }] }'));
+  const tls = config.services[0]!.tls!;
+  assert.deepEqual(
+    [tls.minVersion, tls.alpn, tls.strictSni, tls.sessionTickets, tls.handshakeTimeoutMs, tls.watchFiles],
+    ['TLSv1.2', ['http/1.1'], false, true, 10_000, true],
+  );
+  assert.deepEqual(config.services[0]!.limits, { maxConnections: 0, maxConnectionsPerAddress: 1024, connectionsPerSecond: 0, requestsPerSecond: 0, maxAddresses: 65_536 });
+  assert.deepEqual(issuesOf(oneService('    tls: { certificates: [], minVersion: TLSv1.0 }')), [
+    'services[0].tls.certificates: expected at least 1 item, received 0 items',
+    'services[0].tls.minVersion: expected one of "TLSv1.2", "TLSv1.3", received "TLSv1.0"',
+  ]);
+  assert.deepEqual(issuesOf(oneService('    tls: { certificates: [{ cert: /c.pem }] }')), ['services[0].tls.certificates[0].key: required, expected a file path']);
+  assert.deepEqual(
+    issuesOf(oneService('    tls: { certificates: [{ cert: /c.pem, key: /k.pem }] }').replace('protocol: http', 'protocol: udp')),
+    ['services[0].tls: expected only on an http or tcp service, received a udp service'],
+  );
+  assert.deepEqual(issuesOf(oneService('    limits: { requestsPerSecond: -1 }')), ['services[0].limits.requestsPerSecond: expected at least 0, received -1']);
 });

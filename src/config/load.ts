@@ -376,6 +376,15 @@ function semanticIssues(raw: unknown): string[] {
       else names.set(service.name, at);
     }
     claim(`${at}.listen`, service.listen);
+    const tlsCapable = service.protocol === 'http' || service.protocol === 'tcp';
+    if (service.tls !== undefined && !tlsCapable) {
+      issues.push(`${at}.tls: expected only on an http or tcp service, received a ${String(service.protocol)} service`);
+    }
+    (Array.isArray(service.backends) ? service.backends : []).forEach((b, j) => {
+      if (asRecord(b).tls !== undefined && !tlsCapable) {
+        issues.push(`${at}.backends[${j}].tls: expected only on an http or tcp service, received a ${String(service.protocol)} service`);
+      }
+    });
     if (typeof service.balancer === 'string' && !balancerNames().includes(service.balancer)) {
       const known = balancerNames();
       const near = nearest(service.balancer, known);

@@ -6,11 +6,21 @@ import { z } from 'zod';
 import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
+import { backendTlsSchema, limitsSchema, tlsSchema } from '../edge/edge-schema.js';
 
-/** Messages that start with "expected" are the expectation config/load.ts prints (", received X"). */
-const hostPort = z
+/**
+ * host:port, shared by the dispatcher's and the agent's schema. Messages that start with "expected"
+ * are the expectation config/load.ts prints (", received X"); a well-formed address whose port is
+ * past 65535 says so rather than "expected host:port".
+ */
+export const hostPort = z
   .string({ invalid_type_error: 'expected host:port', required_error: 'expected host:port' })
-  .refine((s) => parseHostPort(s) !== null, { message: 'expected host:port' });
+  .superRefine((s, ctx) => {
+    if (parseHostPort(s) !== null) return;
+    const port = /:(\d+)$/.exec(s);
+    const outOfRange = port !== null && Number(port[1]) > 65535 && parseHostPort(s.slice(0, port.index) + ':1') !== null;
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: outOfRange ? 'expected a port from 1 to 65535' : 'expected host:port' });
+  });
 
 const positiveMs = z.number().int().positive();
 
@@ -107,6 +117,8 @@ export const httpSchema = z
   .object({
     /** Largest request or response head (request line + headers); above it the client gets 431. */
     maxHeaderBytes: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    /** More header fields than this in a request head is a 431 (HAProxy's tune.http.maxhdr is 101). */
+    maxHeaderCount: z.number().int().min(8).max(10_000).default(100),
     /** A client must send a whole request head within this time, or gets 408. */
     headerTimeoutMs: positiveMs.default(10_000),
     /** An idle client keep-alive connection is closed after this. */
@@ -180,6 +192,12 @@ export const sipSchema = z
     malformed: z.enum(['drop', 'forward']).default('drop'),
     /** Largest SIP message accepted (UDP datagram or TCP head + body). */
     maxMessageBytes: z.number().int().min(1024).max(1024 * 1024).default(65_535),
+    /**
+     * Largest UDP datagram accepted, on top of maxMessageBytes. A datagram carries at most 65 507
+     * bytes, so with maxMessageBytes alone an oversized datagram could never be 'too-large'; real SIP
+     * over UDP stays near the path MTU (RFC 3261 §18.1.1 moves messages over 1300 bytes to TCP).
+     */
+    maxDatagramBytes: z.number().int().min(1024).max(65_507).default(16_384),
     /** Add a Record-Route so that in-dialog requests of standard user agents come back through holdfast. */
     recordRoute: z.boolean().default(true),
     /** A client TCP connection with no message for this long is closed. */
@@ -215,6 +233,8 @@ export const backendSchema = z
     weight: z.number().int().min(0).max(1000).default(1),
     /** Host_Identity of the agent beside this backend (SARA Fig. 6), when it runs one. */
     agent: z.number().int().min(0).max(65535).optional(),
+    /** TLS to this backend (http and tcp services). */
+    tls: backendTlsSchema.optional(),
   })
   .strict();
 
@@ -262,6 +282,10 @@ const serviceObject = z
     sessions: sessionsSchema.default({}),
     media: mediaSchema.default({}),
     admission: admissionSchema.default({}),
+    /** TLS termination (http and tcp services). */
+    tls: tlsSchema.optional(),
+    /** Per-client-address bounds of the listener (http, tcp, rtsp and SIP over TCP). */
+    limits: limitsSchema.default({}),
   })
   .strict();
 
@@ -320,5 +344,6 @@ export type SessionsConfig = z.infer<typeof sessionsSchema>;
 export type UdpConfig = z.infer<typeof udpSchema>;
 export type SipConfig = z.infer<typeof sipSchema>;
 export type MediaConfig = z.infer<typeof mediaSchema>;
+export type { BackendTlsConfig, LimitsConfig, TlsServiceConfig } from '../edge/edge-schema.js';
 export type { AdmissionConfig } from '../admission/admission-schema.js';
 export type { GroupConfig, ReplicationConfig } from '../replication/replication-schema.js';

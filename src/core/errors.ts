@@ -102,3 +102,11 @@ export class HanetCommandError extends HoldfastError {
     super(`hanet: ${command}: ${detail}`, options);
   }
 }
+
+/** A TLS certificate or key cannot be served: unreadable, unparsable, mismatched or out of its validity. */
+export class TlsCertificateError extends HoldfastError {
+  readonly code = 'HF_ERR_TLS_CERTIFICATE';
+  constructor(readonly file: string, readonly reason: string, options?: { cause?: unknown }) {
+    super(`${file}: ${reason}`, options);
+  }
+}

@@ -34,10 +34,24 @@ test('every split of the input gives the same answer', () => {
   }
 });
 
-test('upper-case hex, whitespace before an extension and trailers are accepted', () => {
-  const body = 'A ;x\r\n0123456789\r\n0\r\nA: b\r\nC: d\r\n\r\n';
+test('upper-case hex, extensions and trailers are accepted', () => {
+  const body = 'A;x;y=1;z="q \\"s"\r\n0123456789\r\n0\r\nA: b\r\nC: d\r\n\r\n';
   assert.equal(scanAll(body).consumed, body.length);
 });
+
+// Issue 18's differential fuzzer against llhttp (strict): what it refuses, the scanner refuses too.
+for (const [name, input, why] of [
+  ['whitespace after the size', 'A ;x\r\n0123456789\r\n0\r\n\r\n', 'whitespace after chunk size'],
+  ['an extension name with ":"', '5;ext:=v\r\nhello\r\n0\r\n\r\n', 'malformed chunk extension'],
+  ['an empty extension', '5;\r\nhello\r\n0\r\n\r\n', 'malformed chunk extension'],
+  ['a trailer line without ":"', '0\r\nX-T0\r\n\r\n', 'malformed trailer field'],
+  ['Content-Length in a trailer', '0\r\nContent-Length: 5\r\n\r\n', 'framing field in trailer'],
+  ['Transfer-Encoding in a trailer', '0\r\ntransfer-encoding: chunked\r\n\r\n', 'framing field in trailer'],
+] as const) {
+  test(`refused (llhttp refuses it): ${name}`, () => {
+    assert.equal(scanAll(input).error, why);
+  });
+}
 
 test('an incomplete body consumes everything and is not done', () => {
   const r = scanAll('10\r\nonly-part');

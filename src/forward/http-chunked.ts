@@ -13,9 +13,18 @@ const SEMI = 59;
 /** More hex digits than this in a chunk size is refused (RFC 9112 leaves it open; 16 fits 64 bits). */
 export const MAX_CHUNK_SIZE_DIGITS = 16;
 
+/**
+ * chunk-ext (RFC 9112 §7.1.1) as llhttp accepts it in strict mode: `;name` or `;name=value`, the
+ * value a token or a quoted-string, no whitespace. A proxy that let through what its backend's
+ * parser refuses would frame the rest of the stream differently from it.
+ */
+const CHUNK_EXT = /^(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]+(?:=(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+|"(?:[\t\x20\x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t\x20-\x7e\x80-\xff])*"))?)+$/;
+const FRAMING_TRAILER = /^(?:content-length|transfer-encoding):/i;
+/** A trailer field line: token ":" value without control characters (RFC 9110 §5.5). */
+const TRAILER_LINE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e\x80-\xff]*$/;
+
 const enum S {
   Size,
-  SizeWs,
   Ext,
   SizeLf,
   Data,
@@ -41,6 +50,8 @@ export class ChunkedScanner {
   private size = 0;
   private remaining = 0;
   private trailerBytes = 0;
+  /** The chunk extension or trailer line being read (bounded by maxTrailerBytes), checked at its CR. */
+  private line = '';
   /** Why the framing was refused, once `scan` returned -1. */
   error = '';
 
@@ -56,6 +67,7 @@ export class ChunkedScanner {
     this.size = 0;
     this.remaining = 0;
     this.trailerBytes = 0;
+    this.line = '';
     this.error = '';
   }
 
@@ -101,28 +113,27 @@ export class ChunkedScanner {
           } else if (c === CR) {
             this.state = S.SizeLf;
           } else if (c === SP || c === HTAB) {
-            this.state = S.SizeWs;
+            // Whitespace after the size: RFC 9112's BWS, but llhttp (strict) refuses it.
+            return this.fail('whitespace after chunk size');
           } else if (c === SEMI) {
             this.state = S.Ext;
+            this.line = ';';
           } else {
             return this.fail('chunk size is not hexadecimal');
           }
           i++;
           break;
         }
-        case S.SizeWs: {
-          const c = buf[i++]!;
-          if (c === SEMI) this.state = S.Ext;
-          else if (c === CR) this.state = S.SizeLf;
-          else if (c !== SP && c !== HTAB) return this.fail('bad chunk size line');
-          break;
-        }
         case S.Ext: {
           // Extensions are relayed, not interpreted; they end at CR, and a bare LF is refused.
           const c = buf[i++]!;
-          if (c === CR) this.state = S.SizeLf;
-          else if (c === LF) return this.fail('bare LF in chunk extension');
+          if (c === CR) {
+            if (!CHUNK_EXT.test(this.line)) return this.fail('malformed chunk extension');
+            this.line = '';
+            this.state = S.SizeLf;
+          } else if (c === LF) return this.fail('bare LF in chunk extension');
           else if (++this.trailerBytes > this.maxTrailerBytes) return this.fail('chunk extension too long');
+          else this.line += String.fromCharCode(c);
           break;
         }
         case S.SizeLf: {
@@ -158,14 +169,23 @@ export class ChunkedScanner {
           const c = buf[i++]!;
           if (c === CR) this.state = S.EndLf;
           else if (c === LF) return this.fail('bare LF in trailer');
-          else this.state = S.Trailer;
+          else {
+            this.state = S.Trailer;
+            this.line = String.fromCharCode(c);
+          }
           break;
         }
         case S.Trailer: {
           const c = buf[i++]!;
           if (++this.trailerBytes > this.maxTrailerBytes) return this.fail('trailer section too large');
-          if (c === CR) this.state = S.TrailerLf;
-          else if (c === LF) return this.fail('bare LF in trailer');
+          if (c === CR) {
+            if (!TRAILER_LINE.test(this.line)) return this.fail('malformed trailer field');
+            // Framing fields have no meaning in a trailer (RFC 9110 §6.5.1); llhttp checks them there.
+            if (FRAMING_TRAILER.test(this.line)) return this.fail('framing field in trailer');
+            this.line = '';
+            this.state = S.TrailerLf;
+          } else if (c === LF) return this.fail('bare LF in trailer');
+          else this.line += String.fromCharCode(c);
           break;
         }
         case S.TrailerLf:

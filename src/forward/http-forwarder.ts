@@ -270,7 +270,7 @@ class ClientConn implements BackendConnOwner {
     }
     let req: RequestHead;
     try {
-      req = parseRequestHead(buf.toString('latin1', 0, end));
+      req = parseRequestHead(buf.toString('latin1', 0, end), http.maxHeaderCount);
     } catch (err) {
       if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
       throw err;

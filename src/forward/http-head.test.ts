@@ -65,6 +65,14 @@ for (const [why, text, expected] of [
   ['HTTP/2.0', head('GET / HTTP/2.0', 'Host: x'), [505, 'unsupported version HTTP/2.0']],
   ['junk version', head('GET / HTTX/1.1', 'Host: x'), [400, 'malformed request line']],
   ['extra space', head('GET  / HTTP/1.1', 'Host: x'), [400, 'malformed request line']],
+  ['TE on HTTP/1.0', head('POST / HTTP/1.0', 'Transfer-Encoding: chunked'), [400, 'Transfer-Encoding in an HTTP/1.0 request']],
+  ['userinfo in Host', head('GET / HTTP/1.1', 'Host: x@evil.example'), [400, 'invalid Host']],
+  ['space in Host', head('GET / HTTP/1.1', 'Host: a b'), [400, 'invalid Host']],
+  ['port too long in Host', head('GET / HTTP/1.1', 'Host: a:123456'), [400, 'invalid Host']],
+  ['userinfo in absolute-form', head('GET http://u@a/ HTTP/1.1', 'Host: a'), [400, 'invalid authority in request target']],
+  ['empty absolute authority', head('GET http:///x HTTP/1.1', 'Host: a'), [400, 'invalid authority in request target']],
+  ['other scheme', head('GET ftp://a/ HTTP/1.1', 'Host: a'), [400, 'unsupported scheme ftp in request target']],
+  ['101 fields', head('GET / HTTP/1.1', 'Host: x', ...Array.from({ length: 100 }, (_, i) => `X-${i}: ${i}`)), [431, 'more than 100 header fields']],
 ] as const) {
   test(`refuses a request with ${why}`, () => {
     assert.deepEqual(refusal(text), expected);
@@ -88,6 +96,46 @@ test('the forwarded request drops hop-by-hop fields and adds the client', () => 
       '',
     ),
   );
+});
+
+test('Connection cannot remove the fields that frame the request or name its target (issue 21)', () => {
+  // The reported smuggling: Content-Length framed the body, then Connection nomination removed it.
+  const cl = parseRequestHead(head('POST / HTTP/1.1', 'Host: x', 'Connection: Content-Length', 'Content-Length: 36'));
+  assert.equal(cl.contentLength, 36);
+  assert.equal(writeRequestHead(cl, null), head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 36', '', ''));
+  const ka = parseRequestHead(head('GET / HTTP/1.1', 'Host: x', 'Connection: keep-alive, Content-Length, Host', 'Content-Length: 5'));
+  assert.equal(writeRequestHead(ka, null), head('GET / HTTP/1.1', 'Host: x', 'Content-Length: 5', '', ''));
+  const te = parseRequestHead(head('POST / HTTP/1.1', 'Host: x', 'Connection: Transfer-Encoding', 'Transfer-Encoding:  Chunked'));
+  assert.equal(te.chunked, true);
+  assert.equal(writeRequestHead(te, null), head('POST / HTTP/1.1', 'Host: x', 'Transfer-Encoding: chunked', '', ''));
+});
+
+test('the forwarded framing is our parse, normalised: leading zeros and odd spacing do not pass through', () => {
+  const r = parseRequestHead(head('POST / HTTP/1.1', 'Host: x', 'content-length:   007'));
+  assert.equal(writeRequestHead(r, null), head('POST / HTTP/1.1', 'Host: x', 'Content-Length: 7', '', ''));
+});
+
+test('an absolute-form target: its authority replaces Host (RFC 9112 §3.2.2)', () => {
+  const r = parseRequestHead(head('GET http://real.example:8080/p?q HTTP/1.1', 'Host: other.example', 'Accept: */*'));
+  assert.equal(r.authority, 'real.example:8080');
+  assert.equal(writeRequestHead(r, null), head('GET http://real.example:8080/p?q HTTP/1.1', 'Host: real.example:8080', 'Accept: */*', '', ''));
+  assert.equal(parseRequestHead(head('GET HTTPS://[::1]:443 HTTP/1.1', 'Host: x')).authority, '[::1]:443');
+  assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: [::1]:80')).authority, null);
+  assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: ')).fields[0]!.value, '', 'an empty Host is valid');
+});
+
+test('the header count bound is configurable', () => {
+  const fields = Array.from({ length: 20 }, (_, i) => `X-${i}: ${i}`);
+  assert.equal(parseRequestHead(head('GET / HTTP/1.1', 'Host: x', ...fields), 21).fields.length, 21);
+  assert.throws(() => parseRequestHead(head('GET / HTTP/1.1', 'Host: x', ...fields), 20), (e: unknown) => e instanceof HttpRequestError && e.status === 431);
+});
+
+test('a reply naming its framing fields in Connection keeps them (issue 21)', () => {
+  const cl = parseResponseHead(head('HTTP/1.1 200 OK', 'Connection: Content-Length', 'Content-Length: 3'), 'GET');
+  assert.equal(cl.needsRewrite, true, 'the Connection field itself is hop-by-hop');
+  assert.equal(writeResponseHead(cl, 1, false), head('HTTP/1.1 200 OK', 'Content-Length: 3', '', ''));
+  const te = parseResponseHead(head('HTTP/1.1 200 OK', 'Connection: Transfer-Encoding, X-Hop', 'Transfer-Encoding: chunked', 'X-Hop: 1'), 'GET');
+  assert.equal(writeResponseHead(te, 1, false), head('HTTP/1.1 200 OK', 'Transfer-Encoding: chunked', '', ''));
 });
 
 test('an IPv6 client is quoted in Forwarded; an HTTP/1.0 request asks the backend for keep-alive', () => {
@@ -137,4 +185,13 @@ test('our own error responses are complete and close the connection', () => {
   assert.match(h, /\r\nConnection: close\r\n/);
   assert.match(h, /\r\nRetry-After: 1$/);
   assert.equal(Number(/Content-Length: (\d+)/.exec(h)![1]), Buffer.byteLength(body));
+});
+
+test('over TLS: proto=https in both fields (a client X-Forwarded-Proto is not passed on); the owned subject field replaces the client own', () => {
+  const r = parseRequestHead(head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-Proto: http', 'X-Client-Subject: CN=forged'));
+  assert.equal(
+    writeRequestHead(r, forwardedFor('10.0.0.9', 'https'), { name: 'X-Client-Subject', value: 'CN=alice\r\nX: y' }),
+    head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-For: 10.0.0.9', 'X-Forwarded-Proto: https', 'Forwarded: for=10.0.0.9;proto=https', 'X-Client-Subject: CN=alice??X: y', '', ''),
+  );
+  assert.equal(writeRequestHead(r, null, { name: 'X-Client-Subject', value: null }), head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-Proto: http', '', ''));
 });

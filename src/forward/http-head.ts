@@ -4,16 +4,47 @@
  * the hop-by-hop fields (RFC 9110 §7.6.1) removed. Heads are parsed from latin1 strings: one slice
  * per message, lines found with indexOf, no per-byte JS loop.
  */
+import { METHODS } from 'node:http';
 import { HttpRequestError } from '../core/errors.js';
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** Control characters other than HTAB are not allowed in field values (RFC 9110 §5.5). */
 const BAD_VALUE_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
-const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+/**
+ * Visible ASCII and bytes 0x80-0xFF (raw UTF-8 paths, which origins such as nginx accept; they are
+ * forwarded byte for byte), no '#' (a request target carries no fragment, RFC 9112 §3.2).
+ */
+const TARGET = /^[\x21\x22\x24-\x7e\x80-\xff]+$/;
 const DIGITS = /^\d+$/;
+const EMPTY_LIST_ELEMENT = /(?:^|,)[ \t]*(?:,|$)/;
 
 /** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+
+/**
+ * Fields that frame the message or name its target. Naming them in `Connection` does not remove
+ * them: a proxy that dropped `Content-Length` after framing the body by it would forward the body
+ * as a second, smuggled request (issue 21). Requests are re-framed from our own parse anyway.
+ */
+const NEVER_NOMINATED = new Set(['content-length', 'transfer-encoding', 'host']);
+
+/**
+ * uri-host [":" port] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal or a reg-name of unreserved,
+ * percent-encoded and sub-delim characters. No userinfo (`x@evil.example` is refused), no spaces.
+ */
+const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?$/;
+/** The scheme and authority of an absolute-form target (RFC 9112 §3.2.2). */
+const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)/;
+
+/**
+ * The methods llhttp (node:http's parser) knows: an origin behind holdfast that parses with it
+ * refuses any other, so holdfast answers them 501 itself (RFC 9110 §9.1) rather than forward what
+ * the two would frame differently.
+ */
+const KNOWN_METHODS = new Set(METHODS);
+
+/** Default bound on the number of request header fields (HAProxy's tune.http.maxhdr is 101). */
+export const DEFAULT_MAX_HEADER_COUNT = 100;
 
 export interface Field {
   /** Lower-cased field name. */
@@ -37,6 +68,11 @@ interface CommonHead {
 export interface RequestHead extends CommonHead {
   readonly method: string;
   readonly target: string;
+  /**
+   * The authority of an absolute-form target (RFC 9112 §3.2.2: it replaces Host), or null for the
+   * other forms, whose Host field is forwarded as received.
+   */
+  readonly authority: string | null;
   readonly keepAlive: boolean;
   readonly upgrade: boolean;
 }
@@ -57,10 +93,18 @@ function isOws(c: number): boolean {
   return c === 32 || c === 9;
 }
 
+/**
+ * Comma-separated tokens, lower-cased, OWS (SP, HTAB) trimmed. Not String.trim(): it also strips
+ * U+00A0, so `Transfer-Encoding:\xa0chunked` would read as chunked here and as something else at
+ * the backend (found by the differential fuzzer against llhttp).
+ */
 function splitTokens(value: string, into: string[]): void {
   for (const part of value.split(',')) {
-    const t = part.trim().toLowerCase();
-    if (t) into.push(t);
+    let s = 0;
+    let e = part.length;
+    while (s < e && isOws(part.charCodeAt(s))) s++;
+    while (e > s && isOws(part.charCodeAt(e - 1))) e--;
+    if (e > s) into.push(part.slice(s, e).toLowerCase());
   }
 }
 
@@ -68,12 +112,13 @@ function splitTokens(value: string, into: string[]): void {
  * Parses the field lines of head[from..] (no final empty line). `bad` builds the error to throw,
  * so the same rules answer 400 for requests and 502 for responses.
  */
-function parseFields(head: string, from: number, bad: (why: string) => Error) {
+function parseFields(head: string, from: number, bad: (why: string) => Error, maxFields = Infinity, tooMany = bad) {
   const fields: Field[] = [];
   let contentLength = -1;
   let te: string[] | null = null;
   const connection: string[] = [];
   let hosts = 0;
+  let host: string | null = null;
   let pos = from;
   while (pos < head.length) {
     let eol = head.indexOf('\r\n', pos);
@@ -96,15 +141,19 @@ function parseFields(head: string, from: number, bad: (why: string) => Error) {
     const value = line.slice(vs, ve);
     if (BAD_VALUE_CHAR.test(value)) throw bad('control character in header value');
     const name = rawName.toLowerCase();
+    if (fields.length >= maxFields) throw tooMany(`more than ${maxFields} header fields`);
     fields.push({ name, value, line });
     switch (name) {
       case 'content-length':
         if (contentLength !== -1) throw bad('more than one Content-Length');
-        if (!DIGITS.test(value)) throw bad('invalid Content-Length');
+        // Digits only, and nothing after them: llhttp refuses trailing whitespace here.
+        if (!DIGITS.test(value) || ve !== line.length) throw bad('invalid Content-Length');
         contentLength = Number(value);
         if (contentLength > Number.MAX_SAFE_INTEGER) throw bad('Content-Length too large');
         break;
       case 'transfer-encoding':
+        // Trailing whitespace or an empty list element (`chunked,`): llhttp refuses both.
+        if (ve !== line.length || EMPTY_LIST_ELEMENT.test(value)) throw bad('invalid Transfer-Encoding');
         splitTokens(value, (te ??= []));
         break;
       case 'connection':
@@ -112,18 +161,22 @@ function parseFields(head: string, from: number, bad: (why: string) => Error) {
         break;
       case 'host':
         hosts++;
+        host = value;
         break;
     }
   }
-  return { fields, contentLength, te, connection, hosts };
+  return { fields, contentLength, te, connection, hosts, host };
 }
 
-function requestError(status: 400 | 505) {
+function requestError(status: 400 | 431 | 501 | 505) {
   return (why: string) => new HttpRequestError(status, why);
 }
 
-/** Parses a request head: `head` is the latin1 text before the empty line that ends it. */
-export function parseRequestHead(head: string): RequestHead {
+/**
+ * Parses a request head: `head` is the latin1 text before the empty line that ends it. More than
+ * `maxHeaderCount` field lines is a 431.
+ */
+export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEADER_COUNT): RequestHead {
   const bad = requestError(400);
   let eol = head.indexOf('\r\n');
   if (eol < 0) eol = head.length;
@@ -137,23 +190,42 @@ export function parseRequestHead(head: string): RequestHead {
   const version = requestLine.slice(sp2 + 1);
   if (!TOKEN.test(method)) throw bad('invalid method');
   if (!TARGET.test(target)) throw bad('invalid request target');
+  // RFC 9112 §3.2: origin-form starts with "/"; "*" is for OPTIONS; authority-form for CONNECT;
+  // absolute-form is checked below.
+  const c0 = target.charCodeAt(0);
+  if (c0 !== 47 /* / */ && !(target === '*' && method === 'OPTIONS') && method !== 'CONNECT' && !ABSOLUTE_FORM.test(target)) {
+    throw bad('invalid request target');
+  }
   let minor: 0 | 1;
   if (version === 'HTTP/1.1') minor = 1;
   else if (version === 'HTTP/1.0') minor = 0;
   else if (/^HTTP\/\d\.\d$/.test(version)) throw new HttpRequestError(505, `unsupported version ${version}`);
   else throw bad('malformed request line');
 
-  const f = parseFields(head, eol + 2, bad);
+  const f = parseFields(head, eol + 2, bad, maxHeaderCount, requestError(431));
   let chunked = false;
   if (f.te) {
+    // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing (1.0 has no
+    // chunked); we refuse it rather than guess, and the refusal closes the connection.
+    if (minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
     // RFC 9112 §6.1: a request whose final coding is not chunked cannot be framed; we accept only
     // exactly "chunked", the one coding every origin understands.
     if (f.te.length !== 1 || f.te[0] !== 'chunked') throw bad('unsupported Transfer-Encoding');
     if (f.contentLength !== -1) throw bad('Content-Length with Transfer-Encoding');
     chunked = true;
   }
+  if (!KNOWN_METHODS.has(method)) throw new HttpRequestError(501, `unknown method ${method}`);
   if (f.hosts > 1) throw bad('more than one Host');
   if (minor === 1 && f.hosts === 0) throw bad('missing Host');
+  if (f.host !== null && !AUTHORITY.test(f.host)) throw bad('invalid Host');
+  let authority: string | null = null;
+  const abs = target.charCodeAt(0) === 47 /* '/' */ ? null : ABSOLUTE_FORM.exec(target);
+  if (abs) {
+    const scheme = abs[1]!.toLowerCase();
+    if (scheme !== 'http' && scheme !== 'https') throw bad(`unsupported scheme ${scheme} in request target`);
+    authority = abs[2]!;
+    if (authority === '' || !AUTHORITY.test(authority)) throw bad('invalid authority in request target');
+  }
   const conn = f.connection;
   const keepAlive = minor === 1 ? !conn.includes('close') : conn.includes('keep-alive') && !conn.includes('close');
   // Expect: 100-continue needs nothing of ours: the field is forwarded and the 100 relayed.
@@ -161,6 +233,7 @@ export function parseRequestHead(head: string): RequestHead {
   return {
     method,
     target,
+    authority,
     minor,
     fields: f.fields,
     contentLength: f.contentLength,
@@ -204,7 +277,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
   let needsRewrite = minor === 0;
   if (!needsRewrite) {
     for (const x of f.fields) {
-      if (HOP_BY_HOP.has(x.name) || (conn.length > 0 && conn.includes(x.name))) {
+      if (isHopByHop(x.name, conn, false)) {
         needsRewrite = true;
         break;
       }
@@ -227,7 +300,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
 /** True when a field must not be forwarded: hop-by-hop, or named by the Connection field. */
 function isHopByHop(name: string, connection: readonly string[], keepUpgrade: boolean): boolean {
   if (HOP_BY_HOP.has(name)) return !(keepUpgrade && name === 'upgrade');
-  return connection.length > 0 && connection.includes(name);
+  return connection.length > 0 && !NEVER_NOMINATED.has(name) && connection.includes(name);
 }
 
 /** Client-identifying fields added to forwarded requests (RFC 7239 and the de-facto X-Forwarded-*). */
@@ -236,25 +309,51 @@ export interface ForwardedFor {
   readonly ip: string;
   /** The same as a Forwarded `for=` parameter value (IPv6 quoted and bracketed). */
   readonly forwardedFor: string;
+  /** The scheme the client spoke to us: X-Forwarded-Proto and Forwarded `proto=`. */
+  readonly proto: 'http' | 'https';
 }
 
-export function forwardedFor(remoteAddress: string | undefined): ForwardedFor {
+export function forwardedFor(remoteAddress: string | undefined, proto: 'http' | 'https' = 'http'): ForwardedFor {
   let ip = remoteAddress ?? 'unknown';
   if (ip.startsWith('::ffff:') && ip.includes('.')) ip = ip.slice(7);
-  return { ip, forwardedFor: ip.includes(':') ? `"[${ip}]"` : ip };
+  return { ip, forwardedFor: ip.includes(':') ? `"[${ip}]"` : ip, proto };
+}
+
+/**
+ * A field holdfast owns in every forwarded request: the verified client-certificate subject (mTLS).
+ * Whatever the client sent under that name is removed; `value` (null: none verified) is added.
+ */
+export interface OwnedField {
+  /** The field name as written. */
+  readonly name: string;
+  readonly value: string | null;
 }
 
 /**
  * The request head sent to the backend. HTTP/1.1 to the backend keeps the pooled connection alive
  * by default; a 1.0 request stays 1.0 (so the backend never answers it chunked) and asks for
- * keep-alive explicitly.
+ * keep-alive explicitly. The body's framing is written from our own parse, never copied from the
+ * fields that survived the edits: the backend frames the body exactly as we did (issue 21). An
+ * absolute-form target's authority replaces Host (RFC 9112 §3.2.2).
  */
-export function writeRequestHead(req: RequestHead, client: ForwardedFor | null): string {
+export function writeRequestHead(req: RequestHead, client: ForwardedFor | null, owned: OwnedField | null = null): string {
+  const ownedName = owned === null ? null : owned.name.toLowerCase();
   let out = `${req.method} ${req.target} HTTP/1.${req.minor}\r\n`;
   let xff: string | null = null;
   let fwd: string | null = null;
   let hasProto = false;
+  // Our framing, written where the client's framing field stood (the parse allows exactly one).
+  const framing = req.chunked ? 'Transfer-Encoding: chunked\r\n' : req.contentLength >= 0 ? `Content-Length: ${req.contentLength}\r\n` : '';
+  let framed = framing === '';
+  if (req.authority !== null) out += `Host: ${req.authority}\r\n`;
   for (const f of req.fields) {
+    if (f.name === 'content-length' || f.name === 'transfer-encoding') {
+      if (!framed) out += framing;
+      framed = true;
+      continue;
+    }
+    if (req.authority !== null && f.name === 'host') continue;
+    if (f.name === ownedName) continue;
     if (isHopByHop(f.name, req.connection, req.upgrade)) continue;
     if (client) {
       if (f.name === 'x-forwarded-for') {
@@ -265,16 +364,23 @@ export function writeRequestHead(req: RequestHead, client: ForwardedFor | null):
         fwd = fwd === null ? f.value : `${fwd}, ${f.value}`;
         continue;
       }
-      if (f.name === 'x-forwarded-proto') hasProto = true;
+      if (f.name === 'x-forwarded-proto') {
+        // Over TLS the scheme is ours to say: a client's own value is not passed on.
+        if (client.proto === 'https') continue;
+        hasProto = true;
+      }
     }
     out += f.line + '\r\n';
   }
   if (client) {
     out += `X-Forwarded-For: ${xff === null ? client.ip : `${xff}, ${client.ip}`}\r\n`;
-    if (!hasProto) out += 'X-Forwarded-Proto: http\r\n';
-    const me = `for=${client.forwardedFor};proto=http`;
+    if (!hasProto) out += `X-Forwarded-Proto: ${client.proto}\r\n`;
+    const me = `for=${client.forwardedFor};proto=${client.proto}`;
     out += `Forwarded: ${fwd === null ? me : `${fwd}, ${me}`}\r\n`;
   }
+  if (!framed) out += framing;
+  // A certificate subject is the CA's text, not the client's, but never lets a control byte through.
+  if (owned !== null && owned.value !== null) out += `${owned.name}: ${owned.value.replace(/[\x00-\x1f\x7f]/g, '?')}\r\n`;
   if (req.upgrade) out += 'Connection: Upgrade\r\n';
   else if (req.minor === 0) out += 'Connection: keep-alive\r\n';
   return out + '\r\n';

@@ -683,3 +683,52 @@ test('the ACK of our own 483 (To tag hf0) is absorbed, never forwarded to a back
   assert.deepEqual(backend.got.map((g) => parse(g.data).method), ['OPTIONS']);
   assert.equal(rig.runtime.sessions.table.find('hops-1'), NO_SESSION);
 });
+
+test('a mutated flood: every client datagram ends in exactly one counter (issue 21)', async (t) => {
+  const backend = await udpPeer(t, uas());
+  const rig = await makeRig(t, [backend.port], { sip: { malformed: 'drop' } });
+  const client = await udpPeer(t);
+  // mulberry32: a seeded PRNG, so a failure replays.
+  let seed = 0x5eed;
+  const rand = (): number => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+  const sdp = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0\r\n';
+  const bases = [
+    request(client.port, { callId: 'flood-a' }),
+    request(client.port, { method: 'INVITE', callId: 'flood-b' }).replace('Content-Length: 0\r\n\r\n', `Content-Type: application/sdp\r\nContent-Length: ${sdp.length}\r\n\r\n${sdp}`),
+    request(client.port, { method: 'BYE', callId: 'flood-c', toTag: 'x' }),
+    request(client.port, { method: 'ACK', callId: 'flood-d', toTag: HOLDFAST_TO_TAG }),
+    request(client.port, { callId: 'flood-e' }).replace('Max-Forwards: 70', 'Max-Forwards: 0'),
+    'SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:1;branch=z9hG4bKx\r\nCall-ID: r\r\nCSeq: 1 INVITE\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nContent-Length: 0\r\n\r\n',
+    '\r\n\r\n',
+  ];
+  const N = 2000;
+  for (let i = 0; i < N; i++) {
+    const base = Buffer.from(bases[i % bases.length]!.replace(/flood-(\w)/g, `flood-$1-${i}`), 'latin1');
+    let b = base;
+    const kind = rand();
+    if (kind < 0.3) {
+      b = Buffer.from(base);
+      for (let k = 1 + Math.floor(rand() * 4); k > 0; k--) b[Math.floor(rand() * b.length)] = Math.floor(rand() * 256);
+    } else if (kind < 0.45) {
+      b = base.subarray(0, Math.floor(rand() * base.length));
+    } else if (kind < 0.5) {
+      b = Buffer.concat([base, Buffer.alloc(Math.floor(rand() * 30_000), 0x41)]);
+    }
+    if (b.length === 0) b = Buffer.from('x');
+    client.send(b, rig.port);
+    if (i % 100 === 99) await new Promise((r) => setImmediate(r));
+  }
+  const s = rig.forwarder.stats;
+  const total = (): number =>
+    s.forwarded + s.forwardedUnparsed + s.refused + s.tooManyHops + s.keepAlives + s.ownAcks + s.answered + rig.drops.filter((d) => d.transport === 'udp').length;
+  await waitFor(() => total() >= N, `${N} datagrams accounted for`, 5000).catch(() => {});
+  await new Promise((r) => setTimeout(r, SILENCE_MS));
+  assert.equal(total(), N, JSON.stringify({ ...s, drops: rig.drops.length }));
+  assert.ok(rig.drops.some((d) => d.reason === 'too-large'), 'datagrams over sip.maxDatagramBytes are too-large');
+  assert.ok(s.forwarded > 0 && s.keepAlives > 0 && s.ownAcks > 0 && s.tooManyHops > 0);
+});

@@ -231,6 +231,18 @@ export interface SipForwarderStats {
   tooManyHops: number;
   /** Sessions ended by the protocol (BYE, final failure) and closed after the linger. */
   ended: number;
+  /**
+   * Client UDP datagrams sent on to a backend (requests and responses). With the drops
+   * (channels.messageDrop), forwardedUnparsed, refused, tooManyHops, keepAlives, ownAcks, answered
+   * and admission's own drops, every client datagram lands in exactly one counter (issue 21).
+   */
+  forwarded: number;
+  /** CRLF keep-alive datagrams (RFC 5626 §4.4.1) answered by nothing. */
+  keepAlives: number;
+  /** ACKs of the 503/483 answers of our own, absorbed (RFC 3261 §17.2.1). */
+  ownAcks: number;
+  /** Other answers of our own (400 to a request whose SDP cannot be relayed). */
+  answered: number;
 }
 
 function isWildcard(host: string): boolean {
@@ -298,10 +310,12 @@ function onlyLineEnds(buf: Buffer): boolean {
 
 export class SipForwarder implements Forwarder {
   /** Counters beside the drop events (for tests, status and logs). */
-  readonly stats: SipForwarderStats = { orphanInDialog: 0, forwardedUnparsed: 0, refused: 0, tooManyHops: 0, ended: 0 };
+  readonly stats: SipForwarderStats = { orphanInDialog: 0, forwardedUnparsed: 0, refused: 0, tooManyHops: 0, ended: 0, forwarded: 0, keepAlives: 0, ownAcks: 0, answered: 0 };
   private state: 'open' | 'closing' | 'destroyed' = 'open';
   private readonly service: string;
   private readonly maxMessageBytes: number;
+  /** The UDP bound: the smaller of sip.maxMessageBytes and sip.maxDatagramBytes. */
+  private readonly maxDatagramBytes: number;
   private readonly highWaterMark: number;
   /** The client-facing UDP socket and its bound address. */
   private udp: dgram.Socket | null = null;
@@ -347,6 +361,7 @@ export class SipForwarder implements Forwarder {
   constructor(private readonly rt: ServiceRuntime) {
     this.service = rt.config.name;
     this.maxMessageBytes = rt.config.sip.maxMessageBytes;
+    this.maxDatagramBytes = Math.min(rt.config.sip.maxMessageBytes, rt.config.sip.maxDatagramBytes);
     this.highWaterMark = rt.config.http.highWaterMarkBytes;
     this.unsubscribeClose = rt.sessions.table.onClose((h) => this.sessionClosed(h));
     this.unsubscribeFlowRemove = rt.flows.onRemove((h) => this.flowRemoved(h));
@@ -567,8 +582,11 @@ export class SipForwarder implements Forwarder {
   /** A datagram on the service socket: from a client, or a request from a backend (Record-Route). */
   private onServiceDatagram(buf: Buffer, host: string, port: number): void {
     if (this.state !== 'open') return;
-    if (buf.length > this.maxMessageBytes) return this.drop('too-large', 'udp');
-    if (onlyLineEnds(buf)) return; // a CRLF keep-alive
+    if (buf.length > this.maxDatagramBytes) return this.drop('too-large', 'udp');
+    if (onlyLineEnds(buf)) {
+      this.stats.keepAlives++; // a CRLF keep-alive
+      return;
+    }
     const fromBackend = this.backendByAddress.get(`${host}:${port}`);
     const r = parseSipMessage(buf, { transport: 'udp' });
     if (!r.ok) {
@@ -584,7 +602,7 @@ export class SipForwarder implements Forwarder {
   /** A datagram on a backend's upstream socket: a response, or a request of the backend's. */
   private onUpstreamDatagram(up: UdpUpstream, buf: Buffer): void {
     if (this.state !== 'open') return;
-    if (buf.length > this.maxMessageBytes) return this.drop('too-large', 'udp');
+    if (buf.length > this.maxDatagramBytes) return this.drop('too-large', 'udp');
     if (onlyLineEnds(buf)) return;
     const r = parseSipMessage(buf, { transport: 'udp' });
     if (!r.ok) return this.drop(r.reason, 'udp');
@@ -618,7 +636,16 @@ export class SipForwarder implements Forwarder {
     }
     if (!up) return this.drop('unroutable', 'udp');
     const to = up;
-    this.media.handle(m, 'client', 'udp', (out) => this.sendUpstream(to, applyEdits(out, [removeTopVia(out)])), null);
+    this.media.handle(
+      m,
+      'client',
+      'udp',
+      (out) => {
+        this.stats.forwarded++;
+        this.sendUpstream(to, applyEdits(out, [removeTopVia(out)]));
+      },
+      null,
+    );
   }
 
   private sendUdp(buf: Buffer, host: string, port: number): void {
@@ -649,7 +676,10 @@ export class SipForwarder implements Forwarder {
     const transport = ingress.transport;
     // The ACK of a 503/483 of ours (its To tag is ours): absorbed here, as the UAS that answered
     // (RFC 3261 §17.2.1); no backend knows the transaction.
-    if (m.method === 'ACK' && m.toTag === HOLDFAST_TO_TAG) return;
+    if (m.method === 'ACK' && m.toTag === HOLDFAST_TO_TAG) {
+      this.stats.ownAcks++;
+      return;
+    }
     if (m.maxForwards === 0) {
       if (m.method === 'ACK') return this.drop('max-forwards', transport);
       this.stats.tooManyHops++;
@@ -695,10 +725,7 @@ export class SipForwarder implements Forwarder {
       route = this.rt.sessions.open(m.callId);
       if (route.type === 'opened' && m.toTag !== null) this.stats.orphanInDialog++;
     }
-    if (route.type === 'refused') {
-      if (m.method === 'ACK') return;
-      return this.refuse(m, host, port, ingress);
-    }
+    if (route.type === 'refused') return this.refuse(m, host, port, ingress);
 
     const h = route.session;
     let rec = this.records.get(h);
@@ -740,6 +767,7 @@ export class SipForwarder implements Forwarder {
       (out) => this.forwardRequest(out, backend, host, port, ingress, original, attempt),
       (status, reason, extra) => {
         if (status === 503) this.stats.refused++;
+        else this.stats.answered++;
         this.answer(m, status, reason, host, port, ingress, extra);
       },
     );
@@ -774,6 +802,7 @@ export class SipForwarder implements Forwarder {
       via = `SIP/2.0/UDP ${formatSipHostPort(up.localHost, up.localPort)};branch=${proxyBranch(m, 'u')}`;
       if (wantRr) rr = this.recordRoute(this.viaHost(this.udpAddress!.host, up), this.udpAddress!.port, 'udp');
       const out = applyEdits(m, this.requestEdits(m, host, port, via, rr));
+      this.stats.forwarded++;
       this.sendUpstream(up, out);
       return;
     }
@@ -1051,7 +1080,7 @@ export class SipForwarder implements Forwarder {
 
   /** 503 Service Unavailable with Retry-After (never to an ACK). */
   private refuse(m: SipMessage, host: string, port: number, ingress: Ingress, retryAfterS: number | null = RETRY_AFTER_S): void {
-    if (m.method === 'ACK') return;
+    if (m.method === 'ACK') return this.drop('no-session', ingress.transport); // an ACK is never answered
     this.stats.refused++;
     this.answer(m, 503, 'Service Unavailable', host, port, ingress, retryAfterS === null ? [] : [`Retry-After: ${retryAfterS}`]);
   }
@@ -1108,12 +1137,16 @@ export class SipForwarder implements Forwarder {
       backend = pick.type === 'pick' ? pick.backend : undefined;
     }
     if (!backend) return this.drop('no-backend', ingress.transport);
-    this.stats.forwardedUnparsed++;
     if (ingress.transport === 'udp') {
+      const send = (up: UdpUpstream): void => {
+        this.stats.forwardedUnparsed++;
+        this.sendUpstream(up, buf);
+      };
       const up = this.upstreams.get(backend);
-      if (up) this.sendUpstream(up, buf);
-      else void this.upstreamFor(backend).then((opened) => opened && this.sendUpstream(opened, buf));
+      if (up) send(up);
+      else void this.upstreamFor(backend).then((opened) => (opened ? send(opened) : this.drop('no-backend', 'udp')));
     } else {
+      this.stats.forwardedUnparsed++;
       this.writeUpstream(ingress.conn, backend, buf, null, 0);
     }
   }

@@ -234,6 +234,9 @@ test('malformed: everything routing depends on, and framing', () => {
     ['bad version', BASE.replace('SIP/2.0\r\nVia', 'SIP/3.0\r\nVia'), 'udp', 'not SIP/2.0'],
     ['HTTP request', BASE.replace('OPTIONS sip:bob@192.0.2.4 SIP/2.0', 'GET / HTTP/1.1'), 'udp', 'bad Request-URI'],
     ['URI without scheme', BASE.replace('sip:bob@192.0.2.4 SIP', 'bob SIP'), 'udp', 'bad Request-URI'],
+    ['two @ in a sip: URI (issue 21)', BASE.replace('sip:bob@192.0.2.4 SIP', 'sip:bob@1@7.0.0.1 SIP'), 'udp', 'bad Request-URI'],
+    ['sip: URI without host', BASE.replace('sip:bob@192.0.2.4 SIP', 'sip:bob@ SIP'), 'udp', 'bad Request-URI'],
+    ['sip: URI with a bad port', BASE.replace('sip:bob@192.0.2.4 SIP', 'sip:bob@192.0.2.4:123456 SIP'), 'udp', 'bad Request-URI'],
     ['bad method token', BASE.replace('OPTIONS sip:', 'OPT<IONS sip:').replace('1 OPTIONS', '1 OPT<IONS'), 'udp', 'bad method'],
     ['status 99', 'SIP/2.0 99 Low\r\n' + BASE.slice(BASE.indexOf('\r\n') + 2), 'udp', 'bad status line'],
     ['status 700', 'SIP/2.0 700 High\r\n' + BASE.slice(BASE.indexOf('\r\n') + 2), 'udp', 'bad status line'],
@@ -578,4 +581,20 @@ test('fuzz: random bytes, every truncation, mutations and adversarial repetition
   }
   assert.ok(accepted > 100, `some mutations still parse (${accepted})`);
   assert.ok(slowest < CATASTROPHIC_MS, `slowest parse ${slowest.toFixed(1)} ms`);
+});
+
+test('sip: and sips: Request-URIs of the usual shapes are accepted (RFC 3261 §25.1)', () => {
+  for (const uri of [
+    'sip:bob@192.0.2.4',
+    'sip:192.0.2.4:5060',
+    'sips:alice:secret@example.com;transport=tcp',
+    'sip:+1-212-555-1212:1234@gateway.com;user=phone',
+    'sip:service@[2001:db8::1]:5070;lr?subject=x%40y',
+    'sip:%61lice@atlanta.com;maddr=239.255.255.1;ttl=15',
+    'SIP:Bob@Example.COM.',
+    'tel:+358-555-1234567',
+  ]) {
+    const r = parseSipMessage(Buffer.from(BASE.replace('sip:bob@192.0.2.4 SIP', `${uri} SIP`)), { transport: 'udp' });
+    assert.ok(r.ok, `${uri}: ${r.ok ? '' : r.detail}`);
+  }
 });

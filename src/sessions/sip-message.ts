@@ -140,6 +140,13 @@ export interface SipParseOptions {
 const TOKEN = /^[A-Za-z0-9.!%*_+`'~-]+$/;
 const SIP_VERSION = /^SIP\/2\.0$/i;
 const REQUEST_URI = /^[A-Za-z][A-Za-z0-9+.-]*:\S+$/;
+/**
+ * A sip: or sips: Request-URI (RFC 3261 §25.1): [user[:password]@]host[:port] then parameters and
+ * headers. The user part has no raw '@', so `sip:bob@1@7.0.0.1` (which different parsers split at
+ * different '@'s) is refused; the host is a name, an IPv4 address or a bracketed IPv6 address.
+ */
+const SIP_URI =
+  /^sips?:(?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+(?::(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*)?@)?(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?\.?|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?(?:[;?][^\s@]*)?$/i;
 const STATUS_LINE = /^SIP\/2\.0 ([1-6]\d\d)(?:[ \t](.*))?$/i;
 const CSEQ = /^(\d{1,10})[ \t\r\n]+([A-Za-z0-9.!%*_+`'~-]+)$/;
 const DIGITS = /^\d{1,10}$/;
@@ -271,7 +278,7 @@ function parse(raw: Buffer, transport: SipTransport): SipMessage {
     if (parts.length !== 3) fail('bad request line');
     [method, uri] = parts as [string, string, string];
     if (!TOKEN.test(method)) fail('bad method');
-    if (!REQUEST_URI.test(uri)) fail('bad Request-URI');
+    if (!REQUEST_URI.test(uri) || (/^sips?:/i.test(uri) && !SIP_URI.test(uri))) fail('bad Request-URI');
     if (!SIP_VERSION.test(parts[2]!)) fail('not SIP/2.0');
     kind = 'request';
   }

@@ -383,7 +383,8 @@ test('a full session table: extra sessions are served unpinned and refusals coun
 
 test('malformed, oversized and repeated Cookie fields never break a request and name no session', async (t) => {
   const apps = await startApps(t, { setCookie: false });
-  const d = await startTestDispatcher(t, { backends: apps.map((a) => a.http.hostPort), sessions: { cookie: COOKIE } });
+  // 300 repeated Cookie fields: over the default http.maxHeaderCount (100), raised here.
+  const d = await startTestDispatcher(t, { backends: apps.map((a) => a.http.hostPort), sessions: { cookie: COOKIE }, http: { maxHeaderCount: 400 } });
   for (const a of apps) await d.waitForState(a.id, 'up');
   const active = () => d.dispatcher.status().services[0]!.sessions.active;
 

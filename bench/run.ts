@@ -7,6 +7,7 @@ import * as detection from './detection.js';
 import * as dispatcherFailover from './dispatcher-failover.js';
 import * as election from './election.js';
 import * as failoverChaos from './failover-chaos.js';
+import * as hanet from './hanet.js';
 import * as httpProxy from './http-proxy.js';
 import * as overload from './overload.js';
 import * as udpRelay from './udp-relay.js';
@@ -101,6 +102,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'overload',
     title: 'Overload: 5-step HTTP sessions at 0.5x-3x capacity; SA2C vs plain shell balancing vs a session-oblivious random drop',
     run: async () => overload.formatTable(await overload.run(overload.optionsFromEnv())),
+  },
+  {
+    name: 'hanet',
+    title: 'HANet: server 1\'s public link cut (link down, nftables drop) → first packet through the sibling per monitor kind; failed requests, intact downloads, overhead through the sibling',
+    run: async () => hanet.formatTable(await hanet.run(hanet.optionsFromEnv())),
   },
 ];
 

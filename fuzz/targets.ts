@@ -11,6 +11,7 @@ import { parseSipMessage } from '../src/sessions/sip-message.js';
 import { decodeAvailability, encodeAvailability } from '../src/wire/availability.js';
 import { decodeElectionAdvert } from '../src/wire/election-advert.js';
 import { MessageType, open, seal } from '../src/wire/envelope.js';
+import { decodeTransmissionAgent, encodeTransmissionAgent } from '../src/wire/transmission-agent.js';
 import { decodeLoadVector } from '../src/wire/load-vector.js';
 import { decodeFrame, encodeFrame } from '../src/wire/replication-frame.js';
 import { HTTP_REQUESTS, HTTP_RESPONSES, RTSP_MESSAGES, SDP_BODIES, SIP_MESSAGES } from './corpus.js';
@@ -79,6 +80,11 @@ export const TARGETS: readonly FuzzTarget[] = [
       encodeAvailability({ host: 1, seq: 2, flag: 'planned-failure', timestamp: 3 }),
       Buffer.alloc(39, 0x41),
       Buffer.alloc(37, 0x42),
+      seal(
+        MessageType.TransmissionAgent,
+        encodeTransmissionAgent({ kind: 'request', reason: 'none', host: 1, seq: 1, timestamp: 5, address: '10.0.0.21', nextHop: '10.99.0.1' }),
+        FUZZ_KEY,
+      ),
     ],
     check(input) {
       const r = open(input, FUZZ_KEY);
@@ -88,6 +94,8 @@ export const TARGETS: readonly FuzzTarget[] = [
       if (a !== null && !encodeAvailability(a).equals(body.subarray(0, 11))) return 'availability does not round-trip';
       decodeLoadVector(body);
       decodeElectionAdvert(body);
+      const ta = decodeTransmissionAgent(body);
+      if (ta !== null && !encodeTransmissionAgent(ta).equals(body)) return 'transmission agent message does not round-trip';
       return null;
     },
   },

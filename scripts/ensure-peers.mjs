@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
- * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping (identity takeover and fault
- * injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and
+ * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping, ping (identity takeover, HANet and
+ * fault injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and
  * `npm bench`. Silent when everything is there; installs the missing Debian packages when running as
  * root (CI, fresh machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it must run before anything is built.
  */
@@ -18,6 +18,7 @@ const PEERS = [
   { program: 'ip', pkg: 'iproute2' },
   { program: 'nft', pkg: 'nftables' },
   { program: 'arping', pkg: 'arping' },
+  { program: 'ping', pkg: 'iputils-ping' },
   { program: 'openssl', pkg: 'openssl' },
   { program: 'curl', pkg: 'curl' },
 ];

@@ -228,7 +228,7 @@ test('agent signals: wire drops by reason, lost heartbeats, load monitor failure
         balancer: 'shell',
         clusterLoad: 0.25,
         backends: [
-          { id: 'a', address: '127.0.0.1:2', weight: 1, state: 'up', since: 0, reason: '', active: 0, agent: 7, load: 0.5, forecast: 0.375, lostHeartbeats: 3 },
+          { id: 'a', address: '127.0.0.1:2', weight: 1, state: 'up', since: 0, reason: '', active: 0, agent: 7, load: 0.5, forecast: 0.375, lostHeartbeats: 3, viaSibling: true },
           { id: 'b', address: '127.0.0.1:3', weight: 1, state: 'up', since: 0, reason: '', active: 0 },
         ],
       },
@@ -257,6 +257,8 @@ test('agent signals: wire drops by reason, lost heartbeats, load monitor failure
   assert.deepEqual(samples(text, 'holdfast_backend_load'), ['holdfast_backend_load{service="web",backend="a"} 0.5']);
   assert.deepEqual(samples(text, 'holdfast_backend_forecast'), ['holdfast_backend_forecast{service="web",backend="a"} 0.375']);
   assert.deepEqual(samples(text, 'holdfast_cluster_load'), ['holdfast_cluster_load{service="web"} 0.25']);
+  // HANet: only backends with an agent say whether a sibling relays them.
+  assert.deepEqual(samples(text, 'holdfast_backend_via_sibling'), ['holdfast_backend_via_sibling{service="web",backend="a"} 1']);
 });
 
 test('sessions and flows: opens, closes, re-pins, refusals, purged flows and dropped messages by their labels', async (t) => {

@@ -521,6 +521,14 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     },
   });
   backendGauge(
+    'holdfast_backend_via_sibling',
+    'HANet: 1 while the backend\'s agent says a sibling relays its packets (its public links failed), else 0.',
+    ['service', 'backend'],
+    (g, service, b) => {
+      if (b.viaSibling !== undefined) g.set({ service, backend: b.id }, b.viaSibling ? 1 : 0);
+    },
+  );
+  backendGauge(
     'holdfast_backend_active',
     'Connections (tcp) or requests (http) in flight on the backend.',
     ['service', 'backend'],

@@ -16,6 +16,8 @@ export interface BackendStatus {
   load?: number;
   forecast?: number;
   lostHeartbeats?: number;
+  /** HANet: the agent says the backend's public links failed and a sibling relays its packets. */
+  viaSibling?: boolean;
 }
 
 export interface ServiceStatus {

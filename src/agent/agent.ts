@@ -7,6 +7,8 @@
 import type { Logger } from '../admin/log.js';
 import type { AgentConfig } from '../config/agent-schema.js';
 import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
+import type { Hanet } from '../hanet/hanet.js';
+import type { HostSystem } from '../hanet/host-system.js';
 import { DispatcherLink } from './dispatcher-link.js';
 import { establishedConnections } from './drain.js';
 import { HeartbeatSender } from './heartbeat-sender.js';
@@ -39,6 +41,8 @@ export interface AgentOptions {
   clock?: Clock;
   /** /proc reader, for the load collector and the drain's idleness check. */
   readProc?: ProcReader;
+  /** HANet's access to ip, sysctl and arping (default: the real Linux host). */
+  hostSystem?: HostSystem;
 }
 
 export interface Agent {
@@ -55,6 +59,8 @@ export interface Agent {
   stop(): Promise<void>;
   /** Settles when the agent has stopped, with the reason. */
   readonly done: Promise<AgentExit>;
+  /** Link failover and the sibling transmission agent, when configured (`hanet:`). */
+  readonly hanet: Hanet | null;
 }
 
 export async function startAgent(config: AgentConfig, opts: AgentOptions): Promise<Agent> {
@@ -82,8 +88,7 @@ export async function startAgent(config: AgentConfig, opts: AgentOptions): Promi
 
 async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLink, clock: Clock): Promise<Agent> {
   const log = opts.logger;
-  const read = opts.readProc ?? readProc;
-  const { id: host, heartbeatIntervalMs, loadIntervalMs } = config.agent;
+  const { id: host, heartbeatIntervalMs } = config.agent;
   const heartbeats = new HeartbeatSender({ host, intervalMs: heartbeatIntervalMs, key: opts.key, sink: link, clock });
 
   const probe = probeFor(config.watchdog);
@@ -107,6 +112,48 @@ async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLin
     heartbeats.setAppAvailable(first === 'healthy');
     if (first !== 'healthy') log?.warn({ watchdog: config.watchdog.type }, 'application not available yet; announcing it unavailable');
   }
+  // HANet before the first heartbeat: the service address and routes are in place when it leaves.
+  let hanet: Hanet | null = null;
+  if (config.hanet !== undefined) {
+    const { startHanet } = await import('../hanet/hanet.js');
+    const sys = opts.hostSystem ?? new (await import('../hanet/host-system.js')).LinuxHostSystem();
+    try {
+      hanet = await startHanet(config.hanet, {
+        host,
+        key: opts.key,
+        clock,
+        sys,
+        ...(log ? { log } : {}),
+        onViaSibling: (via) => heartbeats.setViaSibling(via),
+      });
+    } catch (err) {
+      watchdog?.close();
+      heartbeats.close();
+      throw err;
+    }
+  }
+  try {
+    return await running(config, opts, link, clock, heartbeats, watchdog, hanet);
+  } catch (err) {
+    watchdog?.close();
+    heartbeats.close();
+    await hanet?.close();
+    throw err;
+  }
+}
+
+async function running(
+  config: AgentConfig,
+  opts: AgentOptions,
+  link: DispatcherLink,
+  clock: Clock,
+  heartbeats: HeartbeatSender,
+  watchdog: Watchdog | null,
+  hanet: Hanet | null,
+): Promise<Agent> {
+  const log = opts.logger;
+  const read = opts.readProc ?? readProc;
+  const { id: host, loadIntervalMs, heartbeatIntervalMs } = config.agent;
   heartbeats.start();
 
   const collector = new LoadCollector({
@@ -144,6 +191,8 @@ async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLin
     heartbeats.close();
     loads.close();
     collector.close();
+    // Every HANet change undone before the last heartbeat leaves (it then goes out the public link).
+    await hanet?.close();
     await link.close(FINAL_FLUSH_MS);
     resolveDone(exit);
   };
@@ -203,5 +252,6 @@ async function wire(config: AgentConfig, opts: AgentOptions, link: DispatcherLin
     drain,
     stop,
     done,
+    hanet,
   };
 }

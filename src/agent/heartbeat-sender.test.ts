@@ -120,3 +120,30 @@ test('after close, sending is an error', () => {
   assert.throws(() => hb.sendNow(), ClosedError);
   assert.throws(() => hb.announcePlannedFailure(0), ClosedError);
 });
+
+test('HANet: while relayed through a sibling, announcements carry flag bit 7; the flag itself is unchanged', () => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const sink = collector();
+  const hb = new HeartbeatSender({ host: 2, intervalMs: 20, key: KEY, sink, clock });
+  hb.setAppAvailable(true);
+  hb.sendNow();
+  hb.setViaSibling(true);
+  assert.equal(hb.viaSibling, true);
+  hb.sendNow();
+  hb.setAppAvailable(false);
+  hb.sendNow();
+  hb.setViaSibling(false);
+  hb.sendNow();
+  const d = sink.decoded;
+  assert.deepEqual(
+    d.map((a) => [a.flag, a.viaSibling === true]),
+    [
+      ['available', false],
+      ['available', true],
+      ['app-unavailable', true],
+      ['app-unavailable', false],
+    ],
+  );
+  assert.equal(sink.raw[1]![6], 0x81);
+  hb.close();
+});

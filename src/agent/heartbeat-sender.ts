@@ -6,7 +6,7 @@
  */
 import type { Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
-import { AVAILABILITY_BYTES, type AvailabilityFlag } from '../wire/availability.js';
+import { AVAILABILITY_BYTES, FLAG_VIA_SIBLING, type AvailabilityFlag } from '../wire/availability.js';
 import { MessageType } from '../wire/envelope.js';
 import { wireTimestamp } from '../wire/timestamp.js';
 import type { MessageSink } from './dispatcher-link.js';
@@ -33,6 +33,8 @@ export class HeartbeatSender extends PeriodicSender {
   private flagValue: AvailabilityFlag = 'app-unavailable';
   /** The planned failure time as sent (u32), once announced. */
   private plannedAt: number | null = null;
+  /** Flag bit 7 (HANet): a sibling relays this node's packets. */
+  private relayed = false;
 
   constructor(private readonly opts: HeartbeatSenderOptions) {
     super(opts.sink, opts.key, opts.clock, opts.firstSeq ?? 0);
@@ -45,6 +47,19 @@ export class HeartbeatSender extends PeriodicSender {
    */
   setAppAvailable(available: boolean): void {
     if (this.plannedAt === null) this.flagValue = available ? 'available' : 'app-unavailable';
+  }
+
+  /**
+   * HANet: while a sibling relays this node's packets, every announcement carries flag bit 7, so the
+   * dispatcher can show that the backend is reached through a sibling.
+   */
+  setViaSibling(via: boolean): void {
+    this.relayed = via;
+  }
+
+  /** Whether the next announcement says the node is reached through a sibling. */
+  get viaSibling(): boolean {
+    return this.relayed;
   }
 
   /**
@@ -73,7 +88,7 @@ export class HeartbeatSender extends PeriodicSender {
     if (this.closed) throw new ClosedError('heartbeat sender');
     const body = this.body;
     body.writeUInt32BE(this.seq, 2);
-    body[6] = FLAG_CODE[this.flagValue];
+    body[6] = FLAG_CODE[this.flagValue] | (this.relayed ? FLAG_VIA_SIBLING : 0);
     body.writeUInt32BE(this.plannedAt ?? wireTimestamp(this.clock.wallNow()), 7);
     this.emit(MessageType.Availability, body);
   }

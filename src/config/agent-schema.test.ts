@@ -151,7 +151,7 @@ test('renamed, misplaced and mistyped keys get hints', () => {
     'load.statsurl: unknown key (did you mean "statsUrl"?)',
   ]);
   assert.deepEqual(issuesOf(minimal('services: []')), [
-    'services: unknown key, expected one of "version", "logging", "cluster", "agent", "watchdog", "load", "drain"',
+    'services: unknown key, expected one of "version", "logging", "cluster", "agent", "watchdog", "load", "drain", "hanet"',
   ]);
 });
 
@@ -181,4 +181,43 @@ test('examples/agent.yaml parses and writes the defaults it says it does', () =>
 watchdog: { type: http, url: "http://127.0.0.1:9001/" }
 `);
   assert.deepEqual(example, bare);
+});
+
+const HANET = `hanet:
+  address: 10.0.0.21/24
+  interfaces:
+    - { name: eth0, role: public, speedMbps: 1000 }
+    - { name: priv0, role: private, speedMbps: 100 }
+  listen: 10.99.0.1:7400
+  siblings: [{ id: 2, address: "10.99.0.2:7400", serviceAddress: 10.0.0.22, via: priv0, localAddress: 10.99.0.1 }]
+`;
+
+test('hanet: defaults filled in; carrier is the default monitor', () => {
+  const c = parseAgentConfig(minimal(HANET));
+  assert.ok(c.hanet);
+  assert.equal(c.hanet.failbackHoldMs, 2000);
+  assert.equal(c.hanet.routeTable, 218);
+  assert.deepEqual(c.hanet.interfaces[0]!.monitors, [{ type: 'carrier', periodMs: 100, timeoutMs: 50, misses: 1 }]);
+  assert.equal(parseAgentConfig(minimal()).hanet, undefined);
+});
+
+test('hanet: cross-field checks name the path', () => {
+  const only = (yaml: string) => issuesOf(minimal(yaml)).join('\n');
+  assert.match(only(HANET.replace('role: public', 'role: private')), /hanet\.interfaces: expected at least one interface with role "public"/);
+  assert.match(only(HANET.replace('via: priv0', 'via: eth0')), /hanet\.siblings\[0\]\.via: expected a private interface, "eth0" is public/);
+  assert.match(only(HANET.replace('via: priv0', 'via: eth9')), /hanet\.siblings\[0\]\.via: expected one of hanet\.interfaces, received "eth9"/);
+  assert.match(only(HANET.replace('name: priv0', 'name: eth0')), /hanet\.interfaces\[1\]\.name: duplicate interface eth0/);
+  assert.match(
+    only(HANET.replace('speedMbps: 1000 }', 'speedMbps: 1000, monitors: [{ type: arp, targets: [10.0.0.1], periodMs: 100, timeoutMs: 200 }] }')),
+    /hanet\.interfaces\[0\]\.monitors\[0\]\.timeoutMs: expected at most periodMs \(100\), received 200/,
+  );
+  assert.match(only(HANET.replace('address: 10.0.0.21/24', 'address: 10.0.0.21')), /hanet\.address/);
+  assert.match(only(HANET.replace('address: 10.0.0.21/24', 'vip: 10.0.0.21/24')), /vip.*address/);
+});
+
+test('examples/agent-hanet.yaml parses', () => {
+  const c = loadAgentConfigFile(join(EXAMPLES_DIR, 'agent-hanet.yaml'));
+  assert.equal(c.hanet?.interfaces.length, 2);
+  assert.deepEqual(c.hanet?.interfaces[0]!.monitors.map((m) => m.type), ['carrier', 'arp', 'ping']);
+  assert.equal(c.hanet?.siblings[0]!.via, 'priv0');
 });

@@ -22,6 +22,8 @@ export class Backend implements HostPort {
   load = 0;
   /** The shell forecast of the next load sample in [0, 1] (SARA eq. 8; shell reads it). */
   forecast = 0;
+  /** HANet: the agent's last announcement said a sibling relays this backend's packets. */
+  viaSibling = false;
 
   constructor(
     readonly service: string,

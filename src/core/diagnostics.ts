@@ -65,7 +65,26 @@ export const channels = {
   admissionMove: diagnostics_channel.channel('holdfast:admission:move'),
   /** Each load sample SA2C decided on: l, l_c, the band and thresholds after it. Message: AdmissionSampleEvent. */
   admissionSample: diagnostics_channel.channel('holdfast:admission:sample'),
+  /** HANet: the ACTIVE interface changed, or a sibling relay started, ended or was refused. Message: HanetEvent. */
+  hanet: diagnostics_channel.channel('holdfast:hanet:event'),
 } as const;
+
+/** What HANet (src/hanet/) reports; `at` is clock time (ms). */
+export interface HanetEvent {
+  event:
+    | 'active' // the interface manager made `iface` ACTIVE (`reason`: initial, failed, failback)
+    | 'isolated' // no GOOD interface, or no sibling accepts to relay
+    | 'relayed' // requester: `sibling` acknowledged and relays our packets
+    | 'relay-lost' // requester: `sibling` went silent while relaying
+    | 'relay-start' // responder: relaying `address` for `sibling`
+    | 'relay-stop' // responder: relay of `address` for `sibling` undone (`reason`)
+    | 'refused'; // responder refused a request (`reason`), or requester was refused
+  at: number;
+  iface?: string;
+  sibling?: number;
+  address?: string;
+  reason?: string;
+}
 
 /** One shared frozen object per service, kind and band: publishing allocates nothing. */
 export interface AdmissionRefuseEvent {
@@ -245,7 +264,7 @@ export interface LoadSampleEvent {
 
 export interface WireDropEvent {
   /** The receiving component: the agents' channel, the dispatchers' election adverts or their state replication. */
-  source: 'monitor' | 'election' | 'replication';
+  source: 'monitor' | 'election' | 'replication' | 'hanet';
   reason: WireReject;
   /** The sender's address as host:port (unauthenticated: whatever the datagram claimed). */
   from: string;

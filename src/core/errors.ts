@@ -81,6 +81,28 @@ export class TakeoverError extends HoldfastError {
   }
 }
 
+/**
+ * The HANet configuration names a network interface this host does not have (or a sibling's `via`
+ * that is not among hanet.interfaces): found at start, before anything is changed.
+ */
+export class HanetInterfaceError extends HoldfastError {
+  readonly code = 'HF_ERR_HANET_INTERFACE';
+  constructor(readonly iface: string, detail: string) {
+    super(`hanet: interface ${iface}: ${detail}`);
+  }
+}
+
+/**
+ * A HANet change could not be made: `ip`, a sysctl write or `arping` failed. `command` is what ran,
+ * `detail` what it said.
+ */
+export class HanetCommandError extends HoldfastError {
+  readonly code = 'HF_ERR_HANET_COMMAND';
+  constructor(readonly command: string, readonly detail: string, options?: { cause?: unknown }) {
+    super(`hanet: ${command}: ${detail}`, options);
+  }
+}
+
 /** A TLS certificate or key cannot be served: unreadable, unparsable, mismatched or out of its validity. */
 export class TlsCertificateError extends HoldfastError {
   readonly code = 'HF_ERR_TLS_CERTIFICATE';

@@ -216,7 +216,10 @@ function buildAgentReceiver(config: Config, services: readonly Service[], clock:
   return new AgentReceiver(parseHostPort(config.monitor.listen)!, key, clock, {
     knownHost: (host) => byHost.has(host),
     availability: (host, a, now) => {
-      for (const { backend, service } of byHost.get(host)!) service.monitor.onAvailability(backend, a, now);
+      for (const { backend, service } of byHost.get(host)!) {
+        backend.viaSibling = a.viaSibling === true;
+        service.monitor.onAvailability(backend, a, now);
+      }
     },
     load: (host, v) => {
       for (const { backend, service } of byHost.get(host)!) service.load.onVector(backend, v);
@@ -252,7 +255,9 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
           since: b.since,
           reason: b.reason,
           active: b.active,
-          ...(b.agent === null ? {} : { agent: b.agent, load: b.load, forecast: b.forecast, lostHeartbeats: s.monitor.lostHeartbeats(b) }),
+          ...(b.agent === null
+            ? {}
+            : { agent: b.agent, load: b.load, forecast: b.forecast, lostHeartbeats: s.monitor.lostHeartbeats(b), viaSibling: b.viaSibling }),
         })),
         clusterLoad: s.load.clusterLoad(),
         sessions: { active: s.sessions.sessions.table.size, max: s.sessions.sessions.table.capacity },

@@ -100,7 +100,7 @@ test('real availability and load messages over UDP are delivered, with the recei
   const h = await harness(t);
   assert.equal(h.address.host, '127.0.0.1');
   assert.ok(h.address.port > 0);
-  await h.send(seal(MessageType.Availability, encodeAvailability(availability({ seq: 41, flag: 'app-unavailable' })), h.key));
+  await h.send(seal(MessageType.Availability, encodeAvailability(availability({ seq: 41, flag: 'app-unavailable', viaSibling: true })), h.key));
   await h.send(seal(MessageType.LoadVector, encodeLoadVector(loadVector({ seq: 9 })), h.key));
   // A planned failure an hour ahead: its timestamp is the failure time, so freshness uses receipt.
   const inAnHour = wireTimestamp(START + 3_600_000);
@@ -108,7 +108,7 @@ test('real availability and load messages over UDP are delivered, with the recei
   const stats = await h.processed(3);
   assert.deepEqual(stats, { ...zero, accepted: 3 });
   assert.deepEqual(h.availability, [
-    { host: 7, a: { host: 7, seq: 41, flag: 'app-unavailable', timestamp: wireTimestamp(START) }, now: START },
+    { host: 7, a: { host: 7, seq: 41, flag: 'app-unavailable', timestamp: wireTimestamp(START), viaSibling: true }, now: START },
     { host: 7, a: { host: 7, seq: 42, flag: 'planned-failure', timestamp: inAnHour }, now: START },
   ]);
   assert.equal(h.loads.length, 1);
@@ -139,6 +139,8 @@ test('forged, replayed, truncated, oversized, unknown-host, stale and garbage da
     ['malformed', seal(MessageType.Availability, Buffer.from('0007000000070000000000', 'hex'), h.key)], // flag 0
     ['version', handSeal(((WIRE_VERSION + 1) << 4) | MessageType.Availability, encodeAvailability(availability({ seq: 7 })), h.key)],
     ['type', handSeal((WIRE_VERSION << 4) | 9, encodeAvailability(availability({ seq: 8 })), h.key)],
+    // A sibling's HANet message is authentic but not for the dispatcher: dropped, never decoded as load.
+    ['type', seal(MessageType.TransmissionAgent, Buffer.alloc(22, 1), h.key)],
     ['unknown-host', seal(MessageType.Availability, encodeAvailability(availability({ host: 99, seq: 1 })), h.key)],
     ['stale', seal(MessageType.Availability, encodeAvailability(availability({ seq: 10, timestamp: wireTimestamp(START - 60_000) })), h.key)],
     ['stale', seal(MessageType.LoadVector, encodeLoadVector(loadVector({ seq: 2, timestamp: wireTimestamp(START + 60_000) })), h.key)],

@@ -99,11 +99,14 @@ export class AgentReceiver {
       const stamp = a.flag === 'planned-failure' ? nowWall : unwrapTimestamp(a.timestamp, nowWall);
       if (!this.admit(a.host, opened.type, a.seq, stamp, nowWall, from)) return;
       this.deliver(() => this.handlers.availability(a.host, a, this.clock.now()));
-    } else {
+    } else if (opened.type === MessageType.LoadVector) {
       const v = decodeLoadVector(opened.body);
       if (!v) return this.drop('malformed', from);
       if (!this.admit(v.host, opened.type, v.seq, unwrapTimestamp(v.timestamp, nowWall), nowWall, from)) return;
       this.deliver(() => this.handlers.load(v.host, v, this.clock.now()));
+    } else {
+      // Authentic but not for this socket (a sibling's HANet message, an election advert).
+      this.drop('type', from);
     }
   }
 

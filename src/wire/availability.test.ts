@@ -52,14 +52,25 @@ test('decode: every other length is null', () => {
   }
 });
 
-test('decode: flags 0 and 4..255 are null', () => {
+test('decode: flags 0, 4..127 and the same with bit 7 set are null', () => {
   const body = Buffer.from(AVAILABILITY_BODY_HEX, 'hex');
   for (let f = 0; f <= 255; f++) {
     body[6] = f;
     const a = decodeAvailability(body);
-    if (f >= 1 && f <= 3) assert.notEqual(a, null, `flag ${f}`);
+    const code = f & 0x7f;
+    if (code >= 1 && code <= 3) assert.notEqual(a, null, `flag ${f}`);
     else assert.equal(a, null, `flag ${f}`);
   }
+});
+
+test('flag bit 7 says the node is reached through a sibling (HANet); without it the field is absent', () => {
+  const base = { host: 1, seq: 2, timestamp: 3 };
+  assert.equal(encodeAvailability({ ...base, flag: 'available', viaSibling: true }).toString('hex'), '0001' + '00000002' + '81' + '00000003');
+  assert.equal(encodeAvailability({ ...base, flag: 'app-unavailable', viaSibling: true }).toString('hex'), '0001' + '00000002' + '82' + '00000003');
+  assert.equal(encodeAvailability({ ...base, flag: 'available', viaSibling: false }).toString('hex'), '0001' + '00000002' + '01' + '00000003');
+  assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + '81' + '00000003', 'hex')), { ...base, flag: 'available', viaSibling: true });
+  assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + '83' + '00000003', 'hex')), { ...base, flag: 'planned-failure', viaSibling: true });
+  assert.deepEqual(Object.keys(decodeAvailability(Buffer.from('0001' + '00000002' + '01' + '00000003', 'hex'))!), ['host', 'seq', 'flag', 'timestamp']);
 });
 
 test('encode refuses values that do not fit their field', () => {

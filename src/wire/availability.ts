@@ -1,7 +1,8 @@
 /**
  * @module The availability announcement body (SARA Fig. 6, 11 bytes): Host_Identity u16 @0,
  * Seq_Nber u32 @2, Flag u8 @6, Timestamp u32 @7, big-endian. The full layout and its envelope are
- * documented in envelope.ts.
+ * documented in envelope.ts. Flag bit 7 says the node is reached through a sibling (HANet): an
+ * extension older dispatchers never see from a node that is not relayed.
  */
 
 export const AVAILABILITY_BYTES = 11;
@@ -18,7 +19,12 @@ export interface Availability {
   flag: AvailabilityFlag;
   /** u32 as sent: wall-clock ms mod 2^32 (send time, or the planned failure time for flag 3). */
   timestamp: number;
+  /** Flag bit 7: the node's public links failed and a sibling relays its packets (HANet). Absent = false. */
+  viaSibling?: boolean;
 }
+
+/** Flag bit 7 (HANet): the node is reached through a sibling. */
+export const FLAG_VIA_SIBLING = 0x80;
 
 /** Index = wire value; 0 and anything above 3 are malformed. */
 const FLAG_BY_CODE: readonly (AvailabilityFlag | undefined)[] = [undefined, 'available', 'app-unavailable', 'planned-failure'];
@@ -44,17 +50,20 @@ export function encodeAvailability(a: Availability): Buffer {
   const b = Buffer.allocUnsafe(AVAILABILITY_BYTES);
   b.writeUInt16BE(a.host, 0);
   b.writeUInt32BE(a.seq, 2);
-  b.writeUInt8(flagCode(a.flag), 6);
+  b.writeUInt8(flagCode(a.flag) | (a.viaSibling === true ? FLAG_VIA_SIBLING : 0), 6);
   b.writeUInt32BE(a.timestamp, 7);
   return b;
 }
 
-/** Decodes an authenticated body; null when its length or flag is not one this version defines. */
+/** Decodes an authenticated body; null when its length or flag (bits 0-6) is not one this version defines. */
 export function decodeAvailability(body: Buffer): Availability | null {
   if (body.length !== AVAILABILITY_BYTES) return null;
-  const code = body[6]!;
+  const byte = body[6]!;
+  const code = byte & ~FLAG_VIA_SIBLING;
   // Range check first: an out-of-bounds array read would walk the prototype chain.
   if (code < 1 || code > 3) return null;
   const flag = FLAG_BY_CODE[code]!;
-  return { host: body.readUInt16BE(0), seq: body.readUInt32BE(2), flag, timestamp: body.readUInt32BE(7) };
+  const a: Availability = { host: body.readUInt16BE(0), seq: body.readUInt32BE(2), flag, timestamp: body.readUInt32BE(7) };
+  if ((byte & FLAG_VIA_SIBLING) !== 0) a.viaSibling = true;
+  return a;
 }

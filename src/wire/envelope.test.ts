@@ -18,7 +18,7 @@ test('constants are the contract', () => {
   assert.equal(WIRE_VERSION, 1);
   assert.equal(TAG_BYTES, 16);
   assert.equal(ENVELOPE_OVERHEAD_BYTES, 17);
-  assert.deepEqual(MessageType, { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4 });
+  assert.deepEqual(MessageType, { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4, TransmissionAgent: 5 });
 });
 
 test('seal: availability is body ‖ 0x11 ‖ 16-byte tag, 28 bytes, tag as computed by openssl', () => {
@@ -36,7 +36,7 @@ test('seal: load vector is body ‖ 0x12 ‖ 16-byte tag, 39 bytes, tag as compu
 });
 
 test('seal refuses a type the contract does not define', () => {
-  assert.throws(() => seal(5 as MessageType, availabilityBody, KEY), RangeError);
+  assert.throws(() => seal(6 as MessageType, availabilityBody, KEY), RangeError);
   assert.throws(() => seal(0 as MessageType, availabilityBody, KEY), RangeError);
 });
 
@@ -111,7 +111,7 @@ test('open: another version with a valid MAC is version', () => {
 });
 
 test('open: an unknown type with a valid MAC is type', () => {
-  for (const v of [0x10, 0x15, 0x1f]) {
+  for (const v of [0x10, 0x16, 0x1f]) {
     assert.deepEqual(open(handSeal(v, availabilityBody), KEY), { ok: false, reason: 'type' }, `0x${v.toString(16)}`);
   }
 });

@@ -16,7 +16,8 @@
  *
  * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12), 3 = election
  * advert (version byte 0x13), 4 = state replication frame (version byte 0x14; layout in
- * replication-frame.ts: a 16-byte header and a batch of session/flow operations, over TCP).
+ * replication-frame.ts: a 16-byte header and a batch of session/flow operations, over TCP),
+ * 5 = transmission agent (version byte 0x15; HANet's takeover request between siblings, below).
  *
  * Availability body (type 1), 11 bytes, SARA Fig. 6; 28 bytes on the wire:
  *
@@ -24,8 +25,11 @@
  * |--------|------|---------------|------------------------------------------------------------------|
  * | 0      | 2    | Host_Identity | u16, the agent's host id                                         |
  * | 2      | 4    | Seq_Nber      | u32, +1 per announcement, wraps at 2^32                          |
- * | 6      | 1    | Flag          | 1 node and application available, 2 node available and          |
- * |        |      |               | application unavailable, 3 planned failure at Timestamp          |
+ * | 6      | 1    | Flag          | bits 0-6: 1 node and application available, 2 node available    |
+ * |        |      |               | and application unavailable, 3 planned failure at Timestamp;     |
+ * |        |      |               | bit 7 (0x80): the node is reached through a sibling (HANet: its  |
+ * |        |      |               | public links failed, a sibling relays its packets). Agents set   |
+ * |        |      |               | bit 7 only while relayed, so older dispatchers see 1-3 otherwise |
  * | 7      | 4    | Timestamp     | u32, wall-clock ms mod 2^32: the send time, or for flag 3 the    |
  * |        |      |               | planned failure time; unwrapped by the receiver to the value     |
  * |        |      |               | nearest its own clock (timestamp.ts)                             |
@@ -59,6 +63,20 @@
  * | 12     | 4    | seq       | u32, +1 per advert of this group from this sender, wraps at 2^32     |
  * | 16     | 4    | timestamp | u32, wall-clock ms mod 2^32 at send time                             |
  *
+ * Transmission agent body (type 5), 20 bytes; 37 bytes on the wire. Between the agents of two
+ * sibling servers, over their private link (HANet §2.3; hanet/transmission-agent-*.ts):
+ *
+ * | offset | size | field     | meaning                                                              |
+ * |--------|------|-----------|----------------------------------------------------------------------|
+ * | 0      | 1    | kind      | 1 request (take over my transmission), 2 ack, 3 release, 4 refuse   |
+ * | 1      | 1    | reason    | refuse only (else 0): 1 no GOOD public link, 2 address not allowed,  |
+ * |        |      |           | 3 busy relaying another address for that host                        |
+ * | 2      | 2    | host      | u16, the sender's Host_Identity                                      |
+ * | 4      | 4    | seq       | u32, +1 per message from this sender, wraps at 2^32                  |
+ * | 8      | 4    | timestamp | u32, wall-clock ms mod 2^32 at send time                             |
+ * | 12     | 4    | address   | IPv4, the requester's service address (answers echo the request's)  |
+ * | 16     | 4    | next hop  | IPv4, the requester's address on the private link                    |
+ *
  * The tag is checked (in constant time) before anything else in the message is believed, so an
  * unauthenticated sender learns nothing from which reason it gets back except 'truncated' and
  * 'bad-mac'. A version or type this build does not know is reported only for authentic messages.
@@ -71,7 +89,7 @@ export const WIRE_VERSION = 1;
 /** HMAC-SHA256 truncated to 128 bits (RFC 2104 §5 allows truncation to at least half the output). */
 export const TAG_BYTES = 16;
 
-export const MessageType = { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4 } as const;
+export const MessageType = { Availability: 1, LoadVector: 2, ElectionAdvert: 3, Replication: 4, TransmissionAgent: 5 } as const;
 export type MessageType = (typeof MessageType)[keyof typeof MessageType];
 
 export type { WireReject };
@@ -91,7 +109,13 @@ const REJECT_VERSION: OpenResult = Object.freeze({ ok: false, reason: 'version' 
 const REJECT_TYPE: OpenResult = Object.freeze({ ok: false, reason: 'type' });
 
 function isMessageType(t: number): t is MessageType {
-  return t === MessageType.Availability || t === MessageType.LoadVector || t === MessageType.ElectionAdvert || t === MessageType.Replication;
+  return (
+    t === MessageType.Availability ||
+    t === MessageType.LoadVector ||
+    t === MessageType.ElectionAdvert ||
+    t === MessageType.Replication ||
+    t === MessageType.TransmissionAgent
+  );
 }
 
 /** HMAC-SHA256(key, msg[0, end)), full 32 bytes. */

@@ -47,3 +47,11 @@ export function* singleBitFlips(msg: Buffer): Generator<{ byte: number; bit: num
     }
   }
 }
+
+/**
+ * Transmission agent request: kind 1, reason 0, host 0x0102, seq 0x0A0B0C0D, timestamp 0xA0B0C0D0,
+ * address 10.1.2.3 (0a010203), next hop 192.168.0.1 (c0a80001).
+ */
+export const TRANSMISSION_AGENT_BODY_HEX = '01' + '00' + '0102' + '0a0b0c0d' + 'a0b0c0d0' + '0a010203' + 'c0a80001';
+/** body ‖ 0x15 ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x15) (openssl). */
+export const TRANSMISSION_AGENT_MSG_HEX = TRANSMISSION_AGENT_BODY_HEX + '15' + '6b823fba5734d65bc2f13749640ad4c4';

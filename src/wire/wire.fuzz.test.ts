@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { decodeAvailability, encodeAvailability, type AvailabilityFlag } from './availability.js';
 import { decodeElectionAdvert, encodeElectionAdvert } from './election-advert.js';
 import { MessageType, open, seal, type WireReject } from './envelope.js';
+import { decodeTransmissionAgent } from './transmission-agent.js';
 import { decodeLoadVector, encodeLoadVector } from './load-vector.js';
 import { decodeFrame, encodeFrame, NO_SID, OpWriter } from './replication-frame.js';
 import { KEY } from './wire.fixtures.js';
@@ -104,6 +105,7 @@ function decodeIfOk(msg: Buffer): void {
     if (r.type === MessageType.Availability) decodeAvailability(r.body);
     else if (r.type === MessageType.ElectionAdvert) decodeElectionAdvert(r.body);
     else if (r.type === MessageType.Replication) decodeFrame(r.body);
+    else if (r.type === MessageType.TransmissionAgent) decodeTransmissionAgent(r.body);
     else decodeLoadVector(r.body);
   }
 }
@@ -123,6 +125,7 @@ test(`fuzz (seed ${SEED}, rerun with WIRE_FUZZ_SEED=${SEED}): random datagrams n
       decodeLoadVector(buf);
       decodeElectionAdvert(buf);
       decodeFrame(buf);
+      decodeTransmissionAgent(buf);
     } catch (err) {
       assert.fail(`seed ${SEED} case ${i}: threw on ${buf.toString('hex')}: ${String(err)}`);
     }

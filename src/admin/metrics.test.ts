@@ -305,3 +305,46 @@ test('sessions and flows: opens, closes, re-pins, refusals, purged flows and dro
   ]);
   assert.match(text, /^# TYPE holdfast_flows_purged_total counter$/m);
 });
+
+test('the edge (issue 13): refusals by reason, TLS handshakes, failures and reloads from the status snapshot', async (t) => {
+  const snap: StatusSnapshot = {
+    version: 't',
+    pid: 1,
+    startedAt: 0,
+    services: [
+      {
+        name: 'web',
+        protocol: 'http',
+        listen: '127.0.0.1:1',
+        balancer: 'round-robin',
+        clusterLoad: 0,
+        sessions: { active: 0, max: 16 },
+        flows: { active: 0, max: 16 },
+        backends: [],
+        edge: {
+          refused: { 'too-many-connections': 2, 'connection-rate': 0, 'request-rate': 5, 'table-full': 0, 'max-connections': 1 },
+          tls: { handshakes: 40, failures: { timeout: 1, 'unknown-sni': 0, 'client-certificate': 3, protocol: 2, closed: 0 }, reloads: 1, reloadFailures: 1 },
+          trackedAddresses: 4,
+        },
+      },
+    ],
+  };
+  const m = createMetrics(() => snap);
+  t.after(() => m.close());
+  const text = await m.registry.metrics();
+  assert.deepEqual(samples(text, 'holdfast_edge_refused_total').filter((l) => !l.endsWith(' 0')), [
+    'holdfast_edge_refused_total{service="web",reason="too-many-connections"} 2',
+    'holdfast_edge_refused_total{service="web",reason="request-rate"} 5',
+    'holdfast_edge_refused_total{service="web",reason="max-connections"} 1',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_tls_handshakes_total'), ['holdfast_tls_handshakes_total{service="web"} 40']);
+  assert.deepEqual(samples(text, 'holdfast_tls_handshake_failures_total').filter((l) => !l.endsWith(' 0')), [
+    'holdfast_tls_handshake_failures_total{service="web",reason="timeout"} 1',
+    'holdfast_tls_handshake_failures_total{service="web",reason="client-certificate"} 3',
+    'holdfast_tls_handshake_failures_total{service="web",reason="protocol"} 2',
+  ]);
+  assert.deepEqual(samples(text, 'holdfast_tls_reloads_total'), [
+    'holdfast_tls_reloads_total{service="web",result="ok"} 1',
+    'holdfast_tls_reloads_total{service="web",result="refused"} 1',
+  ]);
+});

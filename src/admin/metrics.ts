@@ -10,6 +10,7 @@
  * the forwarder's budget at the request rates DESIGN.md targets.
  */
 import diagnostics_channel from 'node:diagnostics_channel';
+import type { EdgeStats } from '../edge/edge.js';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric } from 'prom-client';
 import {
@@ -510,6 +511,33 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
       if (b.forecast !== undefined) g.set({ service, backend: b.id }, b.forecast);
     },
   );
+  // --- The edge of each stream listener (issue 13): refusals by reason, TLS handshakes, reloads.
+  const edgeCounter = (name: string, help: string, labelNames: string[], fill: (c: Counter, service: string, e: EdgeStats) => void): void => {
+    new Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      collect() {
+        this.reset();
+        for (const s of scrapeSnapshot().services) if (s.edge) fill(this, s.name, s.edge);
+      },
+    });
+  };
+  edgeCounter('holdfast_edge_refused_total', 'Client connections refused or let through untracked at the edge, by reason (per-address limits, listener cap, address table full).', ['service', 'reason'], (c, service, e) => {
+    for (const [reason, n] of Object.entries(e.refused)) c.inc({ service, reason }, n);
+  });
+  edgeCounter('holdfast_tls_handshakes_total', 'TLS handshakes completed, by service.', ['service'], (c, service, e) => {
+    if (e.tls) c.inc({ service }, e.tls.handshakes);
+  });
+  edgeCounter('holdfast_tls_handshake_failures_total', 'TLS handshakes that failed, by reason (timeout, unknown-sni, client-certificate, protocol, closed).', ['service', 'reason'], (c, service, e) => {
+    if (e.tls) for (const [reason, n] of Object.entries(e.tls.failures)) c.inc({ service, reason }, n);
+  });
+  edgeCounter('holdfast_tls_reloads_total', 'Certificate reloads, by result (ok: the new pairs serve; refused: the old ones stay).', ['service', 'result'], (c, service, e) => {
+    if (!e.tls) return;
+    c.inc({ service, result: 'ok' }, e.tls.reloads);
+    c.inc({ service, result: 'refused' }, e.tls.reloadFailures);
+  });
   new Gauge({
     name: 'holdfast_cluster_load',
     help: 'Cluster load l_c of SARA eq. 1, by service.',

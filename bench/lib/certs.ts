@@ -20,6 +20,8 @@ export interface CertKit {
   leaf(label: string, names: readonly string[], opts?: { expired?: boolean; clientAuth?: boolean }): PemPair;
   /** A self-signed pair nobody's CA knows (for mTLS rejection). */
   selfSigned(label: string, cn: string): PemPair;
+  /** A DER OCSP response for `pair` signed by the CA (status "unknown": the CA keeps no index), its path. */
+  ocspResponse(label: string, pair: PemPair): string;
   remove(): void;
 }
 
@@ -60,6 +62,14 @@ export function makeCertKit(): CertKit {
       const pair = { cert: join(dir, `${label}.pem`), key: join(dir, `${label}.key`) };
       openssl(['req', '-x509', ...EC, '-keyout', pair.key, '-out', pair.cert, '-days', '30', '-subj', `/CN=${cn}`], dir);
       return pair;
+    },
+    ocspResponse(label, pair) {
+      const req = join(dir, `${label}.ocsp-req.der`);
+      const resp = join(dir, `${label}.ocsp.der`);
+      writeFileSync(join(dir, 'ocsp-index.txt'), '');
+      openssl(['ocsp', '-issuer', ca.cert, '-cert', pair.cert, '-no_nonce', '-reqout', req], dir);
+      openssl(['ocsp', '-index', 'ocsp-index.txt', '-rsigner', ca.cert, '-rkey', ca.key, '-CA', ca.cert, '-reqin', req, '-respout', resp, '-ndays', '1'], dir);
+      return resp;
     },
     remove: () => rmSync(dir, { recursive: true, force: true }),
   };

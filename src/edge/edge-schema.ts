@@ -17,6 +17,8 @@ export const certificateSchema = z
     key: path,
     /** Server names this pair serves; default: the certificate's own DNS names. `*.x` covers one label. */
     names: z.array(z.string().min(1)).optional(),
+    /** DER OCSP response to staple (refreshed by the operator's tooling, re-read on every reload). */
+    ocsp: path.optional(),
   })
   .strict();
 

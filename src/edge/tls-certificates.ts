@@ -17,6 +17,8 @@ export interface CertificateFiles {
   readonly key: string;
   /** The names this pair serves; default: the DNS names of its subjectAltName (or its CN). */
   readonly names?: readonly string[] | undefined;
+  /** A DER OCSP response for the certificate, stapled to every handshake that asks (status_request). */
+  readonly ocsp?: string | undefined;
 }
 
 /** TLS parameters shared by every context of a listener. */
@@ -40,6 +42,10 @@ export interface LoadedCertificate {
   /** The PEM text as validated (a reload never re-reads a file between checking and serving it). */
   readonly certPem: string;
   readonly keyPem: string;
+  /** The leaf certificate in DER (what OpenSSL names when it asks for the OCSP response). */
+  readonly der: Buffer;
+  /** The OCSP response to staple, or null. */
+  readonly ocsp: Buffer | null;
 }
 
 /** Names of the certificate: configured ones, else subjectAltName DNS entries, else the CN. */
@@ -102,7 +108,17 @@ export function loadCertificate(files: CertificateFiles, params: TlsParameters, 
     throw new TlsCertificateError(files.cert, `OpenSSL refused the pair: ${(err as Error).message}`, { cause: err });
   }
   const names = files.names && files.names.length > 0 ? files.names.map((n) => n.toLowerCase()) : certificateNames(x509);
-  return { context, names, notAfter, fingerprint256: x509.fingerprint256, files, certPem, keyPem };
+  let ocsp: Buffer | null = null;
+  if (files.ocsp !== undefined) {
+    try {
+      ocsp = readFileSync(files.ocsp);
+    } catch (err) {
+      throw new TlsCertificateError(files.ocsp, `cannot read the OCSP response: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
+    }
+    // An OCSPResponse is a DER SEQUENCE (RFC 6960 §4.2.1): a PEM or empty file is refused here.
+    if (ocsp.length < 8 || ocsp[0] !== 0x30) throw new TlsCertificateError(files.ocsp, 'not a DER OCSP response');
+  }
+  return { context, names, notAfter, fingerprint256: x509.fingerprint256, files, certPem, keyPem, der: x509.raw, ocsp };
 }
 
 /** Every certificate of a listener, by name. */

@@ -211,3 +211,20 @@ test('a bad pair at start throws: the listener never starts', (t) => {
   const old = kit.leaf('old', ['old.test'], { expired: true });
   assert.throws(() => new TlsTerminator(config({ certificates: [old] }), realClock), /expired on 2020-01-02/);
 });
+
+test('OCSP stapling: a client that asks gets the configured response; a file that is no DER response is refused at start', async (t) => {
+  const kit = kitFor(t);
+  const a = kit.leaf('a', ['a.test']);
+  const ocsp = kit.ocspResponse('a', a);
+  const { port } = await serve(t, config({ certificates: [{ ...a, ocsp }] }));
+  const stapled = await new Promise<Buffer | null>((resolve, reject) => {
+    // requestOCSP is a TLSSocket option that @types/node leaves out of ConnectionOptions.
+    const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'a.test', requestOCSP: true } as tls.ConnectionOptions);
+    clients.add(s);
+    s.once('OCSPResponse', (resp: Buffer) => resolve(resp));
+    s.once('secureConnect', () => setTimeout(() => resolve(null), 200));
+    s.once('error', reject);
+  });
+  assert.ok(stapled !== null && stapled.equals(readFileSync(ocsp)), 'the stapled response is the configured one');
+  assert.throws(() => new TlsTerminator(config({ certificates: [{ ...a, ocsp: a.cert }] }), realClock), /not a DER OCSP response/);
+});

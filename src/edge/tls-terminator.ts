@@ -137,6 +137,11 @@ export class TlsTerminator {
       this.stats.handshakes++;
       onSecure(socket);
     });
+    // OCSP stapling: the response configured for the certificate the handshake uses, if any.
+    server.on('OCSPRequest', (certificate: Buffer, _issuer: Buffer, cb: (err: Error | null, resp: Buffer | null) => void) => {
+      const c = this.store.certificates.find((x) => x.der.equals(certificate));
+      cb(null, c?.ocsp ?? null);
+    });
     server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
       // A client certificate that fails verification is destroyed by node with no error of its own
       // ("socket hang up"); the verification error is on the socket.

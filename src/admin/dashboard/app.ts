@@ -340,4 +340,6 @@ function App() {
   `;
 }
 
-render(html`<${App} />`, document.getElementById('app')!);
+const root = document.getElementById('app')!;
+root.textContent = ''; // the "Loading…" placeholder (render() appends beside what is there)
+render(html`<${App} />`, root);

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ConfigInvalidError } from '../core/errors.js';
 import { configSchema } from '../config/schema.js';
+import { parseConfig } from '../config/load.js';
 import { startDispatcher } from '../dispatcher/dispatcher.js';
 import { startDemoBackend } from '../demo/demo-backend.js';
 import { startAdminServer } from './admin-server.js';
@@ -41,6 +42,15 @@ test('resolveAdminToken: env over file; short or unreadable token and a non-loop
   assert.equal(isLoopbackHost('localhost'), true);
   assert.equal(isLoopbackHost('192.168.1.1'), false);
   assert.equal(isLoopbackHost('::'), false);
+});
+
+test('admin.tokenFile is part of the configuration; a literal token is refused with a hint', () => {
+  const service = 'services: [{ name: web, protocol: http, listen: "127.0.0.1:0", backends: [{ id: a, address: "127.0.0.1:1" }] }]\n';
+  assert.equal(parseConfig(`admin: { tokenFile: /etc/holdfast/admin.token }\n${service}`).admin.tokenFile, '/etc/holdfast/admin.token');
+  assert.throws(
+    () => parseConfig(`admin: { token: hunter2hunter2hunter2 }\n${service}`),
+    (err: unknown) => err instanceof ConfigInvalidError && err.issues.some((i) => i.startsWith('admin.token:') && i.includes('tokenFile')),
+  );
 });
 
 test('checkBearer: missing, malformed, wrong and right credentials', () => {

@@ -101,6 +101,8 @@ export const OPENAPI_DOCUMENT = {
         parameters: [
           queryParam('service', { type: 'string' }, 'only this service'),
           queryParam('backend', { type: 'string' }, 'only sessions pinned to this backend id'),
+          queryParam('protocol', { type: 'string', enum: ['http', 'tcp', 'udp', 'sip', 'rtsp'] }, 'only services of this protocol'),
+          queryParam('key', { type: 'string' }, 'only the session with this exact key (Call-ID, cookie value)'),
           queryParam('limit', { type: 'integer', minimum: 1, maximum: 1000, default: 100 }, 'page size'),
           queryParam('cursor', { type: 'string' }, 'nextCursor of the previous page'),
         ],

@@ -48,6 +48,7 @@ async function start(t: TestContext, actions?: Map<string, AdminAction>) {
   const calls: string[] = [];
   const models: AdminServiceModel[] = tables.map((table, i) => ({
     name: i === 0 ? 'web' : 'voip',
+    protocol: i === 0 ? 'http' : 'sip',
     table,
     backendId: (n) => ['a', 'b'][n],
     drain: (id, reason) => (['a', 'b'].includes(id) ? (calls.push(`drain ${id} ${reason ?? '-'}`), true) : null),
@@ -155,10 +156,18 @@ test('sessions: paged with limit and cursor over every service, filtered by serv
   assert.deepEqual(onB.sessions.map((s) => s.key), ['web-1', 'web-3']);
   assert.equal(onB.nextCursor, null);
 
+  const sip = (await (await fetch(`${base}/api/v1/sessions?protocol=sip&limit=2`)).json()) as Page;
+  assert.deepEqual(sip.sessions.map((s) => s.key), ['call-0', 'call-1']);
+  const one = (await (await fetch(`${base}/api/v1/sessions?key=call-2`)).json()) as Page;
+  assert.deepEqual(one.sessions.map((s) => [s.service, s.key, s.backend]), [['voip', 'call-2', 'b']]);
+  assert.deepEqual(((await (await fetch(`${base}/api/v1/sessions?key=none&protocol=http`)).json()) as Page).sessions, []);
+
   const bad = await fetch(`${base}/api/v1/sessions?limit=0&cursor=zz&colour=red`);
   assert.equal(bad.status, 400);
   const paths = ((await bad.json()) as { issues: { path: string }[] }).issues.map((i) => i.path).sort();
   assert.deepEqual(paths, ['query', 'query.cursor', 'query.limit']);
+  const badProtocol = await fetch(`${base}/api/v1/sessions?protocol=ftp`);
+  assert.equal(((await badProtocol.json()) as { issues: { path: string }[] }).issues[0]!.path, 'query.protocol');
   assert.equal((await fetch(`${base}/api/v1/sessions?service=nope`)).status, 404);
 });
 

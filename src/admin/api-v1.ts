@@ -20,6 +20,7 @@ import type { BackendStatus, StatusSnapshot } from './status.js';
 /** One service as the API sees it, beside its status: its session table and its drain actions. */
 export interface AdminServiceModel {
   readonly name: string;
+  readonly protocol: string;
   readonly table: SessionTable;
   /** The backend id at a session table's backend index. */
   backendId(index: number): string | undefined;
@@ -54,6 +55,9 @@ const sessionsQuery = z
   .object({
     service: name.optional(),
     backend: name.optional(),
+    protocol: z.enum(['http', 'tcp', 'udp', 'sip', 'rtsp']).optional(),
+    /** Exact session key (a Call-ID, a cookie value). */
+    key: z.string().min(1).max(4096).optional(),
     limit: z.coerce.number().int().min(1).max(SESSIONS_MAX_LIMIT).default(SESSIONS_DEFAULT_LIMIT),
     cursor: z
       .string()
@@ -224,8 +228,9 @@ function sessionsPage(deps: ApiV1Deps, q: z.infer<typeof sessionsQuery>): { sess
   for (let i = fromService; i < deps.services.length && nextCursor === null; i++) {
     const s = deps.services[i]!;
     if (q.service !== undefined && s.name !== q.service) continue;
+    if (q.protocol !== undefined && s.protocol !== q.protocol) continue;
     const after = i === fromService ? fromSlot : -1;
-    s.table.forEach((h) => {
+    const visit = (h: number): void => {
       if (nextCursor !== null) return;
       const slot = h % SLOT_SPAN;
       if (slot <= after) return;
@@ -237,7 +242,13 @@ function sessionsPage(deps: ApiV1Deps, q: z.infer<typeof sessionsQuery>): { sess
       }
       lastPos = `${i}.${slot}`;
       out.push({ service: s.name, id: h, key: s.table.key(h), backend, idleMs: Math.max(0, Math.round(now - s.table.lastSeen(h))) });
-    });
+    };
+    if (q.key === undefined) {
+      s.table.forEach(visit);
+    } else {
+      const h = s.table.find(q.key);
+      if (h >= 0) visit(h);
+    }
   }
   return { sessions: out, nextCursor };
 }

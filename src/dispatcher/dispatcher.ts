@@ -309,6 +309,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         const find = (id: string) => s.backends.find((b) => b.id === id);
         return {
           name: s.config.name,
+          protocol: s.config.protocol,
           table: s.sessions.sessions.table,
           backendId: (i) => s.backends[i]?.id,
           drain: (id, reason) => (find(id) ? s.monitor.drain(find(id)!, reason) : null),

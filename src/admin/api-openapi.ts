@@ -109,6 +109,12 @@ export const OPENAPI_DOCUMENT = {
         responses: ok('One page', { type: 'object', properties: { sessions: { type: 'array', items: ref('Session') }, nextCursor: { type: 'string', nullable: true } } }),
       },
     },
+    '/api/v1/admission': {
+      get: {
+        description: 'Per service: the configured T1 < T2 < T3 < C, the last SA2C decision (band, decision load max(l, l_c), moved T2/T3, drop probabilities) and the recent samples',
+        responses: ok('SA2C admission control', { type: 'array', items: { type: 'object' } }),
+      },
+    },
     '/api/v1/groups': { get: { responses: ok('Election groups and this dispatcher\'s role in each', { type: 'array', items: ref('Group') }) } },
     '/api/v1/events/recent': {
       get: {

@@ -17,6 +17,7 @@ import { OPENAPI_DOCUMENT } from './api-openapi.js';
 import { EventRing } from './events-ring.js';
 import { serveEventStream } from './events-stream.js';
 import { LoadSeries } from './load-series.js';
+import { AdmissionSeries } from './admission-series.js';
 import { createMetrics } from './metrics.js';
 import type { StatusSnapshot } from './status.js';
 
@@ -50,20 +51,23 @@ async function start(t: TestContext, actions?: Map<string, AdminAction>) {
     name: i === 0 ? 'web' : 'voip',
     protocol: i === 0 ? 'http' : 'sip',
     table,
+    admission: { enabled: i === 0, t1: 0.6, t2: 0.75, t3: 0.85, c: 0.95 },
     backendId: (n) => ['a', 'b'][n],
     drain: (id, reason) => (['a', 'b'].includes(id) ? (calls.push(`drain ${id} ${reason ?? '-'}`), true) : null),
     undrain: (id) => (['a', 'b'].includes(id) ? (calls.push(`undrain ${id}`), true) : null),
   }));
   const events = new EventRing(clock, 5).subscribe();
   const loads = new LoadSeries(clock);
+  const admission = new AdmissionSeries();
   const metrics = createMetrics(snapshot);
-  const api = createApiV1({ status: snapshot, services: models, events, loads, clock, ...(actions ? { actions } : {}) });
+  const api = createApiV1({ status: snapshot, services: models, events, loads, admission, clock, ...(actions ? { actions } : {}) });
   const server = await startAdminServer({ host: '127.0.0.1', port: 0 }, { status: snapshot, registry: metrics.registry, extra: api });
   t.after(async () => {
     await server.close();
     metrics.close();
     events.close();
     loads.close();
+    admission.close();
   });
   return { base: `http://127.0.0.1:${server.address.port}`, tables, calls, events, loads, clock, port: server.address.port };
 }
@@ -95,6 +99,16 @@ test('load history: each load sample of a backend is kept beside its forecast', 
   channels.loadSample.publish({ service: 'web', backend: 'a', load: 0.6, forecast: 0.55, clusterLoad: 0.3 });
   const b = (await (await fetch(`${base}/api/v1/services/web/backends/a`)).json()) as { history: { load: number; forecast: number }[] };
   assert.deepEqual(b.history.map((p) => [p.load, p.forecast]), [[0.5, 0.4], [0.6, 0.55]]);
+});
+
+test('admission: the configured thresholds, the last SA2C decision and its recent samples', async (t) => {
+  const { base } = await start(t);
+  const sample = { service: 'web', dispatcher: 0.2, cluster: 0.7, load: 0.7, band: 't1-t2' as const, t2: 0.74, t3: 0.85, pNew: 0.66, pEstablished: 0, at: 5 };
+  channels.admissionSample.publish(sample);
+  type Admission = { service: string; configured: { enabled: boolean; t1: number }; band?: string; load?: number; t2?: number; history: unknown[] }[];
+  const [web, voip] = (await (await fetch(`${base}/api/v1/admission`)).json()) as Admission;
+  assert.deepEqual([web!.service, web!.configured.enabled, web!.configured.t1, web!.band, web!.load, web!.t2, web!.history.length], ['web', true, 0.6, 't1-t2', 0.7, 0.74, 1]);
+  assert.deepEqual([voip!.service, voip!.band, voip!.history], ['voip', undefined, []]);
 });
 
 test('drain and undrain call the model; bad bodies are 400 with the path, wrong method 405, big bodies 413', async (t) => {
@@ -199,6 +213,7 @@ test('the OpenAPI document is served and names every route', async (t) => {
     '/api/v1/services/{service}/backends/{backend}/undrain',
     '/api/v1/sessions',
     '/api/v1/groups',
+    '/api/v1/admission',
     '/api/v1/events',
     '/api/v1/events/recent',
     '/api/v1/actions',

@@ -14,6 +14,7 @@ import { ApiError, queryObject, readJsonBody, sendJson, validate } from './api-h
 import type { EventRing } from './events-ring.js';
 import { serveEventStream } from './events-stream.js';
 import type { LoadSeries } from './load-series.js';
+import type { AdmissionSeries } from './admission-series.js';
 import { OPENAPI_DOCUMENT } from './api-openapi.js';
 import type { BackendStatus, StatusSnapshot } from './status.js';
 
@@ -22,6 +23,8 @@ export interface AdminServiceModel {
   readonly name: string;
   readonly protocol: string;
   readonly table: SessionTable;
+  /** The configured SA2C thresholds (T2 and T3 move under load; the samples say where they are). */
+  readonly admission: { enabled: boolean; t1: number; t2: number; t3: number; c: number };
   /** The backend id at a session table's backend index. */
   backendId(index: number): string | undefined;
   /** null: no such backend; false: nothing to do (already draining / not draining). */
@@ -41,6 +44,8 @@ export interface ApiV1Deps {
   services: readonly AdminServiceModel[];
   events: EventRing;
   loads: LoadSeries;
+  /** SA2C samples; absent: /api/v1/admission answers with the configuration only. */
+  admission?: AdmissionSeries;
   clock: Clock;
   actions?: ReadonlyMap<string, AdminAction>;
 }
@@ -150,6 +155,21 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
     { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)\/undrain$/, handler: drainAction(true) },
     { method: 'GET', pattern: /^\/api\/v1\/sessions$/, handler: ({ url }) => sessionsPage(deps, validate(sessionsQuery, queryObject(url), 'query')) },
     { method: 'GET', pattern: /^\/api\/v1\/groups$/, handler: () => deps.status().groups ?? [] },
+    {
+      method: 'GET',
+      pattern: /^\/api\/v1\/admission$/,
+      handler: () =>
+        deps.services.map((s) => {
+          const history = deps.admission?.history(s.name) ?? [];
+          const last = history.at(-1);
+          return {
+            service: s.name,
+            configured: s.admission,
+            ...(last ? { band: last.band, load: last.load, dispatcher: last.dispatcher, cluster: last.cluster, t2: last.t2, t3: last.t3, pNew: last.pNew, pEstablished: last.pEstablished, at: last.at } : {}),
+            history,
+          };
+        }),
+    },
     {
       method: 'GET',
       pattern: /^\/api\/v1\/events\/recent$/,

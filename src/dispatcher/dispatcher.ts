@@ -32,6 +32,7 @@ import { resolveAdminToken } from '../admin/api-auth.js';
 import { createApiV1, type AdminAction, type AdminServiceModel } from '../admin/api-v1.js';
 import { EventRing } from '../admin/events-ring.js';
 import { LoadSeries } from '../admin/load-series.js';
+import { AdmissionSeries } from '../admin/admission-series.js';
 import { serveDashboard } from '../admin/dashboard-static.js';
 import type { ServiceStatus, StatusSnapshot } from '../admin/status.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
@@ -255,6 +256,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   let admin: AdminServer | null = null;
   let events: EventRing | null = null;
   let loads: LoadSeries | null = null;
+  let admissionSeries: AdmissionSeries | null = null;
   let monitorAddress: HostPort | null = null;
   const teardown = async () => {
     await groups?.close();
@@ -271,6 +273,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     metrics?.close();
     events?.close();
     loads?.close();
+    admissionSeries?.close();
     unsubscribeLogs();
   };
   try {
@@ -305,18 +308,20 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       metrics = createMetrics(status);
       events = new EventRing(clock).subscribe();
       loads = new LoadSeries(clock);
+      admissionSeries = new AdmissionSeries();
       const models = services.map((s): AdminServiceModel => {
         const find = (id: string) => s.backends.find((b) => b.id === id);
         return {
           name: s.config.name,
           protocol: s.config.protocol,
           table: s.sessions.sessions.table,
+          admission: (({ enabled, t1, t2, t3, c }) => ({ enabled, t1, t2, t3, c }))(s.config.admission),
           backendId: (i) => s.backends[i]?.id,
           drain: (id, reason) => (find(id) ? s.monitor.drain(find(id)!, reason) : null),
           undrain: (id) => (find(id) ? s.monitor.undrain(find(id)!) : null),
         };
       });
-      const api = createApiV1({ status, services: models, events, loads, clock, ...(options.adminActions ? { actions: options.adminActions } : {}) });
+      const api = createApiV1({ status, services: models, events, loads, admission: admissionSeries, clock, ...(options.adminActions ? { actions: options.adminActions } : {}) });
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
         registry: metrics.registry,

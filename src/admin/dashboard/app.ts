@@ -69,6 +69,17 @@ interface HfEvent {
   at: number;
   data: Record<string, unknown>;
 }
+interface Admission {
+  service: string;
+  configured: { enabled: boolean; t1: number; t2: number; t3: number; c: number };
+  band?: string;
+  load?: number;
+  t2?: number;
+  t3?: number;
+  pNew?: number;
+  pEstablished?: number;
+  history: { at: number; load: number; t2: number; t3: number }[];
+}
 interface Action {
   name: string;
   description: string;
@@ -156,20 +167,20 @@ function describe(e: HfEvent): string {
   }
 }
 
-function LoadChart({ points }: { points: HistoryBackend['history'] }) {
+/** A small uPlot chart of fractions in [0, 1] over time (seconds). */
+function Chart({ data, series, width, title }: { data: uPlot.AlignedData; series: uPlot.Series[]; width: number; title: string }) {
   const el = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   useEffect(() => {
-    const data: uPlot.AlignedData = [points.map((p) => p.at / 1000), points.map((p) => p.load), points.map((p) => p.forecast)];
     if (!plot.current && el.current) {
       plot.current = new uPlot(
         {
-          width: 260,
+          width,
           height: 90,
           legend: { show: false },
           scales: { y: { range: [0, 1] } },
-          axes: [{ show: false }, { size: 30, values: (_u, v) => v.map((x) => `${Math.round(x * 100)}%`) }],
-          series: [{}, { label: 'load', stroke: '#2e6fd8' }, { label: 'forecast', stroke: '#e0a020', dash: [4, 3] }],
+          axes: [{ show: false }, { size: 50, splits: () => [0, 0.5, 1], values: (_u, v) => v.map((x) => `${Math.round(x * 100)} %`) }],
+          series: [{}, ...series.map((x) => ({ points: { show: false }, ...x }))],
         },
         data,
         el.current,
@@ -177,9 +188,40 @@ function LoadChart({ points }: { points: HistoryBackend['history'] }) {
     } else {
       plot.current?.setData(data);
     }
-  }, [points]);
+  }, [data]);
   useEffect(() => () => plot.current?.destroy(), []);
-  return html`<div class="chart" ref=${el} title="load (blue) and shell forecast (dashed)"></div>`;
+  return html`<div class="chart" ref=${el} title=${title}></div>`;
+}
+
+const LOAD_SERIES: uPlot.Series[] = [
+  { label: 'load', stroke: '#2e6fd8' },
+  { label: 'forecast', stroke: '#e0a020', dash: [4, 3] },
+];
+
+function LoadChart({ points }: { points: HistoryBackend['history'] }) {
+  const data: uPlot.AlignedData = [points.map((p) => p.at / 1000), points.map((p) => p.load), points.map((p) => p.forecast)];
+  return html`<${Chart} data=${data} series=${LOAD_SERIES} width=${260} title="load (blue) and shell forecast (dashed)" />`;
+}
+
+const ADMISSION_SERIES: uPlot.Series[] = [
+  { label: 'x = max(l, l_c)', stroke: '#222', width: 2 },
+  { label: 'T1', stroke: '#2e9d49' },
+  { label: 'T2', stroke: '#e0a020' },
+  { label: 'T3', stroke: '#d2703c' },
+  { label: 'C', stroke: '#d23c3c' },
+];
+
+function AdmissionChart({ a }: { a: Admission }) {
+  const h = a.history;
+  const data: uPlot.AlignedData = [
+    h.map((p) => p.at / 1000),
+    h.map((p) => p.load),
+    h.map(() => a.configured.t1),
+    h.map((p) => p.t2),
+    h.map((p) => p.t3),
+    h.map(() => a.configured.c),
+  ];
+  return html`<${Chart} data=${data} series=${ADMISSION_SERIES} width=${520} title="decision load (black) against T1, T2, T3 (moving, SARA eq. 4) and C" />`;
 }
 
 function App() {
@@ -187,6 +229,7 @@ function App() {
   const [history, setHistory] = useState<Map<string, HistoryBackend['history']>>(new Map());
   const [events, setEvents] = useState<HfEvent[]>([]);
   const [actions, setActions] = useState<Action[]>([]);
+  const [admission, setAdmission] = useState<Map<string, Admission>>(new Map());
   const [live, setLive] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [needToken, setNeedToken] = useState(false);
@@ -214,6 +257,8 @@ function App() {
     const loadHistory = () =>
       api<HistoryBackend[]>('/api/v1/backends')
         .then((bs) => setHistory(new Map(bs.map((b) => [`${b.service}/${b.id}`, b.history]))))
+        .then(() => api<Admission[]>('/api/v1/admission'))
+        .then((as) => setAdmission(new Map(as.map((a) => [a.service, a]))))
         .catch(() => {});
     refresh();
     loadHistory();
@@ -288,6 +333,14 @@ function App() {
           ${(status?.services ?? []).map(
             (s) => html`<div class="service" data-service=${s.name}>
               <h3>${s.name} <span class="muted">${s.protocol} on ${s.listen} · ${s.balancer} · cluster load ${pct(s.clusterLoad)}</span></h3>
+              ${(() => {
+                const a = admission.get(s.name);
+                if (!a?.configured.enabled) return html`<div class="muted">admission control (SA2C) off</div>`;
+                return html`<div class="admission" data-admission=${s.name}>
+                  <span class="muted">SA2C: band ${a.band ?? '–'} · load ${pct(a.load)} · T1 ${pct(a.configured.t1)} · T2 ${pct(a.t2 ?? a.configured.t2)} · T3 ${pct(a.t3 ?? a.configured.t3)} · C ${pct(a.configured.c)} · refuse new ${pct(a.pNew)} · drop established ${pct(a.pEstablished)}</span>
+                  ${a.history.length > 1 ? html`<${AdmissionChart} a=${a} />` : null}
+                </div>`;
+              })()}
               <div class="backends">
                 ${s.backends.map((b) => {
                   const points = history.get(`${s.name}/${b.id}`) ?? [];

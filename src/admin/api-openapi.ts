@@ -109,6 +109,14 @@ export const OPENAPI_DOCUMENT = {
         responses: ok('One page', { type: 'object', properties: { sessions: { type: 'array', items: ref('Session') }, nextCursor: { type: 'string', nullable: true } } }),
       },
     },
+    '/api/v1/groups/{group}/switchover': {
+      post: {
+        description:
+          'Planned switchover: this dispatcher, master of the group, resigns (priority-0 advert, preemption off) and the best backup takes over the VIP after its Skew_Time. 409 when this dispatcher is not the master.',
+        parameters: [pathParam('group')],
+        responses: { ...ok('Resigned; the groups as they are now', { type: 'object', properties: { group: { type: 'string' }, resigned: { type: 'boolean' }, groups: { type: 'array', items: ref('Group') } } }), '409': { description: 'Not the master', ...json(ref('Error')) } },
+      },
+    },
     '/api/v1/admission': {
       get: {
         description: 'Per service: the configured T1 < T2 < T3 < C, the last SA2C decision (band, decision load max(l, l_c), moved T2/T3, drop probabilities) and the recent samples',

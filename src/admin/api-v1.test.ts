@@ -82,6 +82,8 @@ test('services, backends, groups: JSON views of the status; unknown service or b
   const one = await fetch(`${base}/api/v1/services/web/backends/b`);
   assert.equal(((await one.json()) as { state: string }).state, 'up');
   assert.deepEqual(await (await fetch(`${base}/api/v1/groups`)).json(), []);
+  // Not replicated: no group to switch over.
+  assert.equal((await fetch(`${base}/api/v1/groups/g/switchover`, { method: 'POST' })).status, 404);
 
   const missing = await fetch(`${base}/api/v1/services/nope/backends/a`);
   assert.equal(missing.status, 404);
@@ -214,6 +216,7 @@ test('the OpenAPI document is served and names every route', async (t) => {
     '/api/v1/sessions',
     '/api/v1/groups',
     '/api/v1/admission',
+    '/api/v1/groups/{group}/switchover',
     '/api/v1/events',
     '/api/v1/events/recent',
     '/api/v1/actions',

@@ -48,6 +48,8 @@ export interface ApiV1Deps {
   admission?: AdmissionSeries;
   clock: Clock;
   actions?: ReadonlyMap<string, AdminAction>;
+  /** Planned switchover of a group's VIP (Groups.switchover); absent: not replicated. */
+  switchover?: (group: string) => 'resigned' | 'not-master' | null;
 }
 
 export const SESSIONS_DEFAULT_LIMIT = 100;
@@ -155,6 +157,18 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
     { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)\/undrain$/, handler: drainAction(true) },
     { method: 'GET', pattern: /^\/api\/v1\/sessions$/, handler: ({ url }) => sessionsPage(deps, validate(sessionsQuery, queryObject(url), 'query')) },
     { method: 'GET', pattern: /^\/api\/v1\/groups$/, handler: () => deps.status().groups ?? [] },
+    {
+      method: 'POST',
+      pattern: /^\/api\/v1\/groups\/([^/]+)\/switchover$/,
+      handler: async ({ req, params }) => {
+        validate(z.object({}).strict().optional(), await readJsonBody(req), 'body');
+        const group = params[0]!;
+        const result = deps.switchover?.(group) ?? null;
+        if (result === null) throw new ApiError(404, 'no such group', [{ path: 'path.group', message: `no election group "${group}" on this dispatcher` }]);
+        if (result === 'not-master') throw new ApiError(409, 'not the master of this group: ask the master\'s admin API', [{ path: 'path.group', message: `this dispatcher is not the master of "${group}"` }]);
+        return { group, resigned: true, groups: deps.status().groups ?? [] };
+      },
+    },
     {
       method: 'GET',
       pattern: /^\/api\/v1\/admission$/,

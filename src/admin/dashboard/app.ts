@@ -373,8 +373,13 @@ function App() {
           ${(status?.groups ?? []).length === 0
             ? html`<p class="muted">not replicated (no election group)</p>`
             : html`<table data-testid="groups">
-                <tr><th>group</th><th>VIP</th><th>this dispatcher</th><th>epoch</th><th>master</th><th>VIP held</th><th>since</th></tr>
-                ${status!.groups!.map((g) => html`<tr data-group=${g.name} data-role=${g.state}><td>${g.name}</td><td>${g.vip}</td><td>${g.state}</td><td>${g.epoch}</td><td>${g.master ?? '–'}</td><td>${g.vipHeld ? 'yes' : 'no'}</td><td>${ago(g.since)}</td></tr>`)}
+                <tr><th>group</th><th>VIP</th><th>this dispatcher</th><th>epoch</th><th>master</th><th>VIP held</th><th>since</th><th></th></tr>
+                ${status!.groups!.map(
+                  (g) => html`<tr data-group=${g.name} data-role=${g.state}>
+                    <td>${g.name}</td><td>${g.vip}</td><td>${g.state}</td><td>${g.epoch}</td><td>${g.master ?? '–'}</td><td>${g.vipHeld ? 'yes' : 'no'}</td><td>${ago(g.since)}</td>
+                    <td>${g.state === 'master' ? html`<button title="planned switchover: resign, the backup takes the VIP" onClick=${() => act(`/api/v1/groups/${encodeURIComponent(g.name)}/switchover`, {}, `switch over ${g.name}`)}>Switch over</button>` : null}</td>
+                  </tr>`,
+                )}
               </table>`}
         </section>
       </div>

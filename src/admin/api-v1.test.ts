@@ -279,6 +279,10 @@ test('SSE: live events with ids; Last-Event-ID replays what the client missed fr
   for (let i = 0; i < 6; i++) events.push('load:monitor', { i });
   const gap = await readEvents(port, { 'last-event-id': String(a) }, 5);
   assert.match(gap.text, /^event: gap$/m);
+  // An id the ring never gave (the dispatcher restarted with a fresh ring): a gap, then all it holds.
+  const fresh = await readEvents(port, { 'last-event-id': String(events.lastId + 100) }, 5);
+  assert.match(fresh.text, /^event: gap$/m);
+  assert.equal(fresh.ids[0], events.firstId);
   const bad = await fetch(`http://127.0.0.1:${port}/api/v1/events`, { headers: { 'last-event-id': 'x' } });
   assert.equal(bad.status, 400);
   assert.equal(((await bad.json()) as { issues: { path: string }[] }).issues[0]!.path, 'header.last-event-id');
@@ -290,7 +294,7 @@ test('SSE: a client that does not read is dropped once its unsent output passes 
   let closedByServer = false;
   const server = http.createServer((req, res) => {
     res.on('close', () => (closedByServer = true));
-    serveEventStream(req, res, ring, 64 * 1024);
+    serveEventStream(req, res, ring, { maxBufferBytes: 64 * 1024 });
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');

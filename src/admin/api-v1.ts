@@ -192,7 +192,7 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
         return { lastId: deps.events.lastId, events: deps.events.since(q.after, q.limit) };
       },
     },
-    { method: 'GET', pattern: /^\/api\/v1\/events$/, raw: true, handler: ({ req, res }) => serveEventStream(req, res, deps.events) },
+    { method: 'GET', pattern: /^\/api\/v1\/events$/, raw: true, handler: ({ req, res }) => serveEventStream(req, res, deps.events, { clock: deps.clock }) },
     {
       method: 'GET',
       pattern: /^\/api\/v1\/actions$/,

@@ -2,10 +2,12 @@
  * @module The live event stream: Server-Sent Events at /api/v1/events (issue 14). Each event of the
  * ring goes out as `id: <n>`, `event: <type>`, `data: <json>`; a client reconnecting with
  * `Last-Event-ID` (or `?lastEventId=`) gets what it missed first, from the ring (older events are
- * gone: the stream then starts with an `event: gap`). A client that reads too slowly is dropped once
+ * gone, or the ring is younger than the id — the dispatcher restarted: the stream then starts with an
+ * `event: gap` and replays all it holds). A client that reads too slowly is dropped once
  * its unsent output passes SSE_MAX_BUFFER_BYTES, rather than buffered without bound.
  */
 import type http from 'node:http';
+import { realClock, type Clock } from '../core/clock.js';
 import { ApiError } from './api-http.js';
 import type { EventRing, RingEvent } from './events-ring.js';
 
@@ -35,7 +37,12 @@ function lastEventId(req: http.IncomingMessage, url: URL): number {
  * starts with the events after the newest one (the recent ones are at /api/v1/events/recent);
  * with it, every retained event after that id is replayed first.
  */
-export function serveEventStream(req: http.IncomingMessage, res: http.ServerResponse, ring: EventRing, maxBufferBytes = SSE_MAX_BUFFER_BYTES): void {
+export function serveEventStream(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  ring: EventRing,
+  { maxBufferBytes = SSE_MAX_BUFFER_BYTES, clock = realClock }: { maxBufferBytes?: number; clock?: Clock } = {},
+): void {
   const url = new URL(req.url ?? '/', 'http://x');
   const after = lastEventId(req, url);
   res.writeHead(200, {
@@ -53,7 +60,7 @@ export function serveEventStream(req: http.IncomingMessage, res: http.ServerResp
     if (stopped) return;
     stopped = true;
     unsubscribe();
-    clearInterval(keepalive);
+    keepalive.cancel();
   };
   const send = (chunk: string): void => {
     if (stopped) return;
@@ -65,14 +72,15 @@ export function serveEventStream(req: http.IncomingMessage, res: http.ServerResp
   };
   let head = `retry: ${SSE_RETRY_MS}\n: holdfast events, last id ${ring.lastId}\n\n`;
   if (after >= 0) {
-    if (after + 1 < ring.firstId && after < ring.lastId) {
-      head += `event: gap\ndata: ${JSON.stringify({ after, firstId: ring.firstId })}\n\n`;
+    // Older than the ring (overwritten), or newer than it (a restarted dispatcher's fresh ring).
+    const restarted = after > ring.lastId;
+    if ((after + 1 < ring.firstId && after < ring.lastId) || restarted) {
+      head += `event: gap\ndata: ${JSON.stringify({ after, firstId: ring.firstId, lastId: ring.lastId })}\n\n`;
     }
-    for (const e of ring.since(after)) head += frame(e);
+    for (const e of ring.since(restarted ? 0 : after)) head += frame(e);
   }
   const unsubscribe = ring.onEvent((e) => send(frame(e)));
-  const keepalive = setInterval(() => send(': keepalive\n\n'), SSE_KEEPALIVE_MS);
-  keepalive.unref();
+  const keepalive = clock.setInterval(() => send(': keepalive\n\n'), SSE_KEEPALIVE_MS);
   res.on('close', stop);
   send(head);
 }

@@ -109,6 +109,13 @@ export const OPENAPI_DOCUMENT = {
         responses: ok('One page', { type: 'object', properties: { sessions: { type: 'array', items: ref('Session') }, nextCursor: { type: 'string', nullable: true } } }),
       },
     },
+    '/api/v1/replication': {
+      get: {
+        description:
+          'Counters of the election transports and of the session-state replicators: peers streaming and inbound, frames/ops/bytes sent and applied, snapshots, overflows (a peer too slow), rejections by reason, foreign sessions and flows held, duration of the last snapshot sync (lastSyncMs)',
+        responses: ok('Replication counters', { type: 'object', properties: { transports: { type: 'array', items: { type: 'object' } }, replicators: { type: 'array', items: { type: 'object' } } } }),
+      },
+    },
     '/api/v1/groups/{group}/switchover': {
       post: {
         description:

@@ -82,6 +82,7 @@ test('services, backends, groups: JSON views of the status; unknown service or b
   const one = await fetch(`${base}/api/v1/services/web/backends/b`);
   assert.equal(((await one.json()) as { state: string }).state, 'up');
   assert.deepEqual(await (await fetch(`${base}/api/v1/groups`)).json(), []);
+  assert.deepEqual(await (await fetch(`${base}/api/v1/replication`)).json(), { transports: [], replicators: [] });
   // Not replicated: no group to switch over.
   assert.equal((await fetch(`${base}/api/v1/groups/g/switchover`, { method: 'POST' })).status, 404);
 
@@ -217,6 +218,7 @@ test('the OpenAPI document is served and names every route', async (t) => {
     '/api/v1/groups',
     '/api/v1/admission',
     '/api/v1/groups/{group}/switchover',
+    '/api/v1/replication',
     '/api/v1/events',
     '/api/v1/events/recent',
     '/api/v1/actions',

@@ -50,6 +50,8 @@ export interface ApiV1Deps {
   actions?: ReadonlyMap<string, AdminAction>;
   /** Planned switchover of a group's VIP (Groups.switchover); absent: not replicated. */
   switchover?: (group: string) => 'resigned' | 'not-master' | null;
+  /** Counters of the election transports and state replicators (Groups' stats), as they are. */
+  replication?: () => { transports: unknown[]; replicators: unknown[] };
 }
 
 export const SESSIONS_DEFAULT_LIMIT = 100;
@@ -157,6 +159,7 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
     { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)\/undrain$/, handler: drainAction(true) },
     { method: 'GET', pattern: /^\/api\/v1\/sessions$/, handler: ({ url }) => sessionsPage(deps, validate(sessionsQuery, queryObject(url), 'query')) },
     { method: 'GET', pattern: /^\/api\/v1\/groups$/, handler: () => deps.status().groups ?? [] },
+    { method: 'GET', pattern: /^\/api\/v1\/replication$/, handler: () => deps.replication?.() ?? { transports: [], replicators: [] } },
     {
       method: 'POST',
       pattern: /^\/api\/v1\/groups\/([^/]+)\/switchover$/,

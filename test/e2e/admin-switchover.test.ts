@@ -68,6 +68,10 @@ test('switchover: the master hands the VIP to the backup and does not take it ba
   };
   await until('dispatcher 1 master with the VIP', async () => (await role(1))?.vipHeld === true, 15_000);
 
+  // The replication counters of a replicated dispatcher: its election transport at least.
+  const replication = (await (await fetch(`${admin(1)}/replication`)).json()) as { transports: unknown[]; replicators: unknown[] };
+  assert.ok(replication.transports.length >= 1, JSON.stringify(replication));
+
   const fromBackup = await fetch(`${admin(2)}/groups/${DEMO_GROUP}/switchover`, { method: 'POST' });
   assert.equal(fromBackup.status, 409);
   assert.equal(((await fromBackup.json()) as { issues: { path: string }[] }).issues[0]!.path, 'path.group');

@@ -321,8 +321,17 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
           undrain: (id) => (find(id) ? s.monitor.undrain(find(id)!) : null),
         };
       });
-      const api = createApiV1({ status, services: models, events, loads, admission: admissionSeries, clock, switchover: (g) => groups?.switchover(g) ?? null,
-        replication: () => ({ transports: groups?.transportStats() ?? [], replicators: groups?.replicationStats() ?? [] }), ...(options.adminActions ? { actions: options.adminActions } : {}) });
+      const api = createApiV1({
+        status,
+        services: models,
+        events,
+        loads,
+        admission: admissionSeries,
+        clock,
+        switchover: (g) => groups?.switchover(g) ?? null,
+        replication: () => ({ transports: groups?.transportStats() ?? [], replicators: groups?.replicationStats() ?? [] }),
+        ...(options.adminActions ? { actions: options.adminActions } : {}),
+      });
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
         registry: metrics.registry,

@@ -2,9 +2,11 @@
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
  * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping, ping (identity takeover, HANet and
- * fault injection), openssl (test certificates) and curl (a real TLS client). Runs before `npm test` and
- * `npm bench`. Silent when everything is there; installs the missing Debian packages when running as
- * root (CI, fresh machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it must run before anything is built.
+ * fault injection), openssl (test certificates), curl (a real TLS client) and chromium (the
+ * dashboard's browser test, driven by playwright-core). Runs before `npm test` and `npm bench`. Silent
+ * when everything is there; installs the missing Debian packages when running as root (CI, fresh
+ * machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it
+ * must run before anything is built.
  */
 import { spawnSync } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
@@ -21,6 +23,7 @@ const PEERS = [
   { program: 'ping', pkg: 'iputils-ping' },
   { program: 'openssl', pkg: 'openssl' },
   { program: 'curl', pkg: 'curl' },
+  { program: 'chromium', pkg: 'chromium' },
 ];
 
 /** ip, nft and arping live in sbin, which a non-root PATH often lacks. */

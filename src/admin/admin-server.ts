@@ -1,12 +1,14 @@
 /**
- * @module The admin HTTP server: Prometheus metrics, the status API and a liveness check. It has no
- * authentication, which is why the configuration binds it to loopback by default.
+ * @module The admin HTTP server: Prometheus metrics, the status API and a liveness check, bearer-token
+ * authentication when a token is configured (api-auth.ts), and the routes of `extra` (API v1, event
+ * stream, dashboard).
  */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Registry } from 'prom-client';
 import { formatHostPort, type HostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
+import { checkBearer, isLoopbackHost, isOpenPath } from './api-auth.js';
 import type { Logger } from './log.js';
 import type { StatusSnapshot } from './status.js';
 
@@ -14,7 +16,13 @@ export interface AdminServerDeps {
   status: () => StatusSnapshot;
   registry: Registry;
   logger?: Logger;
+  /** Bearer token every non-open path needs (api-auth.ts); absent or null: no authentication. */
+  token?: string | null;
+  /** More routes (API v1, dashboard): answers and returns true, or returns false for a path not its own. */
+  extra?: AdminHandler;
 }
+
+export type AdminHandler = (req: http.IncomingMessage, res: http.ServerResponse, path: string, url: URL) => boolean | Promise<boolean>;
 
 export interface AdminServer {
   /** The bound address (port resolved when 0 was asked for). */
@@ -47,12 +55,20 @@ const routes: ReadonlyMap<string, Route> = new Map<string, Route>([
   ['/healthz', () => ({ status: 200, type: 'text/plain; charset=utf-8', body: 'ok' })],
 ]);
 
-async function route(req: http.IncomingMessage, deps: AdminServerDeps): Promise<Reply> {
+async function route(req: http.IncomingMessage, res: http.ServerResponse, deps: AdminServerDeps, loopback: boolean): Promise<Reply | null> {
   const url = req.url ?? '/';
   const q = url.indexOf('?');
   const path = q === -1 ? url : url.slice(0, q);
+  if (deps.token && !isOpenPath(path, loopback)) {
+    const verdict = checkBearer(req.headers.authorization, deps.token);
+    if (verdict === 'missing') return json(401, { error: 'unauthorized: send Authorization: Bearer <token>' }, { 'www-authenticate': 'Bearer realm="holdfast"' });
+    if (verdict === 'wrong') return json(403, { error: 'forbidden: wrong token' });
+  }
   const handler = routes.get(path);
-  if (!handler) return json(404, { error: 'not found', path });
+  if (!handler) {
+    if (deps.extra && (await deps.extra(req, res, path, new URL(url, 'http://admin')))) return null;
+    return json(404, { error: 'not found', path });
+  }
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     return json(405, { error: 'method not allowed', method: req.method ?? '' }, { allow: ALLOW });
   }
@@ -65,13 +81,19 @@ async function route(req: http.IncomingMessage, deps: AdminServerDeps): Promise<
  * state of that instant.
  */
 export async function startAdminServer(listen: HostPort, deps: AdminServerDeps): Promise<AdminServer> {
+  const loopback = isLoopbackHost(listen.host);
   const server = http.createServer((req, res) => {
-    route(req, deps)
+    route(req, res, deps, loopback)
       .catch((err: unknown) => {
         deps.logger?.error({ err, url: req.url }, 'admin request failed');
+        if (res.headersSent) {
+          res.destroy();
+          return null;
+        }
         return json(500, { error: 'internal error' });
       })
       .then((reply) => {
+        if (reply === null) return;
         const body = Buffer.from(reply.body, 'utf8');
         res.writeHead(reply.status, {
           'content-type': reply.type,

@@ -247,7 +247,7 @@ const DISPATCHER_RENAMED: RenamedKeys = {
     timeout: ['http.responseTimeoutMs', 'health.connectTimeoutMs', 'tcp.idleTimeoutMs'],
   },
   backend: { host: 'address', addr: 'address', server: 'address', url: 'address', name: 'id' },
-  admin: { bind: 'listen', port: 'listen', address: 'listen' },
+  admin: { bind: 'listen', port: 'listen', address: 'listen', token: 'tokenFile', authToken: 'tokenFile' },
   logging: { loglevel: 'level', logLevel: 'level' },
 };
 

@@ -305,8 +305,10 @@ export const configSchema = z
     admin: z
       .object({
         enabled: z.boolean().default(true),
-        /** Loopback by default: the admin API has no authentication. */
+        /** Loopback by default. Anywhere else needs a token (tokenFile or HOLDFAST_ADMIN_TOKEN). */
         listen: hostPort.default('127.0.0.1:9900'),
+        /** A file holding the admin API's bearer token (at least 16 characters); HOLDFAST_ADMIN_TOKEN overrides. */
+        tokenFile: z.string().min(1).optional(),
       })
       .strict()
       .default({}),

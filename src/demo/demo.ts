@@ -7,6 +7,12 @@
  * change of master. Runs until aborted, then closes everything (backup first, so that closing does
  * not hand the VIP over on the way out).
  *
+ * The dashboard of each dispatcher (its admin address, `/`) has two demo actions, also at
+ * POST /api/v1/actions/{kill-backend,kill-master}: kill a backend (its server closes; it is started
+ * again on the same port DEMO_RESTART_MS later), and kill the master dispatcher (in this process
+ * it is stopped as on SIGTERM, so it resigns and the backup takes over after Skew_Time; it is
+ * started again DEMO_RESTART_MS later and, being preferred, takes the VIP back).
+ *
  * Both dispatchers run in this process: the diagnostics channels are process-wide, so only the
  * first one logs (the second one's log would repeat every line), and each one's metrics count the
  * events of both.
@@ -18,7 +24,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { formatHostPort } from '../core/address.js';
 import { realClock } from '../core/clock.js';
+import { z } from 'zod';
 import { configSchema, type Config } from '../config/schema.js';
+import { ApiError, validate } from '../admin/api-http.js';
+import type { AdminAction } from '../admin/api-v1.js';
 import { startDispatcher, type DispatcherHandle } from '../dispatcher/dispatcher.js';
 import { createLogger } from '../admin/log.js';
 import type { GroupStatus } from '../admin/status.js';
@@ -44,6 +53,10 @@ export const DEMO_VIP = '127.0.0.10';
 export const DEMO_TRAFFIC_INTERVAL_MS = 1000;
 /** The demo's election group. */
 export const DEMO_GROUP = 'demo-vip';
+/** The demo's backends are watched by pull hellos this often (survey Fig. 5). */
+export const DEMO_PULL_INTERVAL_MS = 250;
+/** A killed backend or dispatcher is started again this long after. */
+export const DEMO_RESTART_MS = 5000;
 /** How often the demo looks at the group's state to report a change of master. */
 const MASTER_POLL_MS = 100;
 /** Dispatcher 1 is preferred (VRRP priority); dispatcher 2 takes over when it is gone. */
@@ -89,7 +102,9 @@ function dispatcherConfig(i: 0 | 1, base: number, vip: string, keyFile: string, 
         listen: `${vip}:${base}`,
         balancer: 'least-connections',
         backends: backends.map((b) => ({ id: b.id, address: formatHostPort(b.address) })),
-        health: { probe: { type: 'http', path: '/health', intervalMs: 500 } },
+        // Pull hellos every 250 ms: a killed backend is down after 4 missed replies (1 s), traffic or not;
+        // a refused request takes it out at once (passive reports count in every mode).
+        health: { probe: { type: 'http', path: '/health', intervalMs: 500 }, detector: { type: 'pull', intervalMs: DEMO_PULL_INTERVAL_MS, n: 4 } },
       },
     ],
   });
@@ -115,8 +130,59 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     for (const id of ['alpha', 'beta', 'gamma']) backends.push(await startDemoBackend(id));
     const configs = [dispatcherConfig(0, base, vip, keyFile, backends), dispatcherConfig(1, base, vip, keyFile, backends)];
     const logger = createLogger(configs[0]!.logging);
-    dispatchers.push(await startDispatcher(configs[0]!, { logger }));
-    dispatchers.push(await startDispatcher(configs[1]!));
+    const restarts = new Set<ReturnType<typeof realClock.setTimeout>>();
+    const later = (fn: () => Promise<void>): void => {
+      const timer = realClock.setTimeout(() => {
+        restarts.delete(timer);
+        if (!options.signal?.aborted) fn().catch((err: Error) => out(`restart failed: ${err.message}`));
+      }, DEMO_RESTART_MS);
+      restarts.add(timer);
+    };
+    /** Dispatchers stopped by kill-master, by index, until their restart. */
+    const down = new Set<number>();
+    const actions = new Map<string, AdminAction>([
+      [
+        'kill-backend',
+        {
+          description: `close a demo backend's server (started again ${DEMO_RESTART_MS} ms later on the same port)`,
+          run: async (body) => {
+            const { backend } = validate(z.object({ backend: z.string() }).strict(), body, 'body');
+            const i = backends.findIndex((b) => b.id === backend);
+            if (i < 0) throw new ApiError(400, 'bad request', [{ path: 'body.backend', message: `no demo backend "${backend}"` }]);
+            const victim = backends[i]!;
+            await victim.close();
+            out(`killed backend ${backend}`);
+            later(async () => {
+              backends[i] = await startDemoBackend(victim.id, victim.address.host, victim.address.port);
+              out(`backend ${backend} started again`);
+            });
+            return { killed: backend, restartInMs: DEMO_RESTART_MS };
+          },
+        },
+      ],
+      [
+        'kill-master',
+        {
+          description: `stop the master dispatcher (it resigns as on SIGTERM; the backup takes over; started again ${DEMO_RESTART_MS} ms later)`,
+          run: async () => {
+            const i = dispatchers.findIndex((d, n) => !down.has(n) && groupOf(d)?.state === 'master');
+            if (i < 0) throw new ApiError(409, 'no master dispatcher right now');
+            down.add(i);
+            await dispatchers[i]!.close();
+            out(`killed dispatcher ${i + 1}`);
+            later(async () => {
+              dispatchers[i] = await startDispatcher(configs[i]!, { adminActions: actions, ...(i === 0 ? { logger } : {}) });
+              down.delete(i);
+              out(`dispatcher ${i + 1} started again`);
+            });
+            return { killed: `dispatcher ${i + 1}`, restartInMs: DEMO_RESTART_MS };
+          },
+        },
+      ],
+    ]);
+    const groupOf = (d: DispatcherHandle): GroupStatus | undefined => d.status().groups?.find((g) => g.name === DEMO_GROUP);
+    dispatchers.push(await startDispatcher(configs[0]!, { logger, adminActions: actions }));
+    dispatchers.push(await startDispatcher(configs[1]!, { adminActions: actions }));
     const service = `http://${formatHostPort(dispatchers[0]!.serviceAddress('demo-web'))}/`;
     const admin = (d: DispatcherHandle): string => (d.adminAddress ? `http://${formatHostPort(d.adminAddress)}` : '(disabled)');
     out('holdfast demo is running: three origins behind two dispatchers sharing one VIP, on loopback.');
@@ -124,12 +190,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     dispatchers.forEach((d, i) => {
       out(`  dispatcher ${i + 1} (priority ${PRIORITIES[i]}): status ${admin(d)}/api/v1/status  metrics ${admin(d)}/metrics`);
     });
+    dispatchers.forEach((d, i) => out(`  dashboard ${i + 1}: ${admin(d)}/   (buttons: kill a backend, kill the master dispatcher)`));
     out('Press Ctrl-C to stop.');
 
-    const groupOf = (d: DispatcherHandle): GroupStatus | undefined => d.status().groups?.find((g) => g.name === DEMO_GROUP);
     let master = 'none';
     const watch = realClock.setInterval(() => {
-      const now = describeMaster(dispatchers.map(groupOf));
+      const now = describeMaster(dispatchers.map((d, i) => (down.has(i) ? undefined : groupOf(d))));
       if (now === master) return;
       master = now;
       out(`group ${DEMO_GROUP} (VIP ${vip}): master is ${now}`);
@@ -150,6 +216,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
     });
     traffic.cancel();
     watch.cancel();
+    for (const r of restarts) r.cancel();
     out('stopping...');
     while (dispatchers.length > 0) await dispatchers.pop()!.close();
     logger.flush?.();

@@ -23,6 +23,12 @@ import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pi
 import { createMetrics } from '../admin/metrics.js';
 import { startAdminServer, type AdminServer } from '../admin/admin-server.js';
 import { subscribeLogs, type Logger } from '../admin/log.js';
+import { resolveAdminToken } from '../admin/api-auth.js';
+import { createApiV1, type AdminAction, type AdminServiceModel } from '../admin/api-v1.js';
+import { EventRing } from '../admin/events-ring.js';
+import { LoadSeries } from '../admin/load-series.js';
+import { AdmissionSeries } from '../admin/admission-series.js';
+import { serveDashboard } from '../admin/dashboard-static.js';
 import type { ServiceStatus, StatusSnapshot } from '../admin/status.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
 import { Edge } from '../edge/edge.js';
@@ -34,6 +40,8 @@ export interface DispatcherOptions {
   clock?: Clock;
   /** How long close() lets exchanges in flight finish before cutting them. */
   closeGraceMs?: number;
+  /** Extra admin actions at POST /api/v1/actions/{name} (the demo's kill buttons). */
+  adminActions?: ReadonlyMap<string, AdminAction>;
 }
 
 export const CLOSE_GRACE_MS = 5000;
@@ -229,6 +237,8 @@ function buildAgentReceiver(config: Config, services: readonly Service[], clock:
 
 export async function startDispatcher(config: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {
   const clock = options.clock ?? realClock;
+  // Before anything binds: a non-loopback admin listener without a token is a configuration error.
+  const adminToken = config.admin.enabled ? resolveAdminToken(config.admin) : null;
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock, options.logger));
   const receiver = buildAgentReceiver(config, services, clock);
@@ -270,6 +280,9 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
 
   let metrics: ReturnType<typeof createMetrics> | null = null;
   let admin: AdminServer | null = null;
+  let events: EventRing | null = null;
+  let loads: LoadSeries | null = null;
+  let admissionSeries: AdmissionSeries | null = null;
   let monitorAddress: HostPort | null = null;
   const teardown = async () => {
     await groups?.close();
@@ -285,6 +298,9 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     }
     await admin?.close();
     metrics?.close();
+    events?.close();
+    loads?.close();
+    admissionSeries?.close();
     unsubscribeLogs();
   };
   try {
@@ -317,9 +333,37 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     }
     if (config.admin.enabled) {
       metrics = createMetrics(status);
+      events = new EventRing(clock).subscribe();
+      loads = new LoadSeries(clock);
+      admissionSeries = new AdmissionSeries();
+      const models = services.map((s): AdminServiceModel => {
+        const find = (id: string) => s.backends.find((b) => b.id === id);
+        return {
+          name: s.config.name,
+          protocol: s.config.protocol,
+          table: s.sessions.sessions.table,
+          admission: (({ enabled, t1, t2, t3, c }) => ({ enabled, t1, t2, t3, c }))(s.config.admission),
+          backendId: (i) => s.backends[i]?.id,
+          drain: (id, reason) => (find(id) ? s.monitor.drain(find(id)!, reason) : null),
+          undrain: (id) => (find(id) ? s.monitor.undrain(find(id)!) : null),
+        };
+      });
+      const api = createApiV1({
+        status,
+        services: models,
+        events,
+        loads,
+        admission: admissionSeries,
+        clock,
+        switchover: (g) => groups?.switchover(g) ?? null,
+        replication: () => ({ transports: groups?.transportStats() ?? [], replicators: groups?.replicationStats() ?? [] }),
+        ...(options.adminActions ? { actions: options.adminActions } : {}),
+      });
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
         registry: metrics.registry,
+        token: adminToken,
+        extra: async (req, res, path, url) => (await api(req, res, path, url)) || serveDashboard(req, res, path),
         ...(options.logger ? { logger: options.logger } : {}),
       });
     }

@@ -38,6 +38,12 @@ export interface Groups {
   status(): GroupStatus[];
   transportStats(): ElectionTransportStats[];
   replicationStats(): ReplicatorStats[];
+  /**
+   * Planned switchover of group `name`'s VIP (admin API): this master resigns (priority-0 advert,
+   * preemption off so that it does not take the VIP straight back) and the best backup takes over
+   * after its Skew_Time. null: no such group; 'not-master': nothing to hand over from here.
+   */
+  switchover(name: string): 'resigned' | 'not-master' | null;
   /** Stops the elections (a master sends its priority-0 advert), releases every VIP, closes the transports. */
   close(): Promise<void>;
 }
@@ -137,7 +143,7 @@ export async function startGroups(
   logger?: Logger,
 ): Promise<Groups> {
   if (config.groups.length === 0 || config.dispatcher === undefined) {
-    return { status: () => [], transportStats: () => [], replicationStats: () => [], close: async () => {} };
+    return { status: () => [], transportStats: () => [], replicationStats: () => [], switchover: () => null, close: async () => {} };
   }
   const node = config.dispatcher.id;
   const transports = new Map<string, ElectionTransport>();
@@ -263,6 +269,13 @@ export async function startGroups(
       })),
     transportStats: () => [...transports.values()].map((t) => t.stats()),
     replicationStats: () => [...replicators.values()].map((r) => r.stats()),
+    switchover(name) {
+      const r = running.find((x) => x.config.name === name);
+      if (!r) return null;
+      // resign() turns preemption off even on a backup: only a master is asked.
+      if (r.election.state !== 'master') return 'not-master';
+      return r.election.resign() ? 'resigned' : 'not-master';
+    },
     close() {
       closing ??= (async () => {
         for (const r of running) r.election.stop();

@@ -216,6 +216,33 @@ export class HealthMonitor implements FailureSink {
     }
   }
 
+  /**
+   * An operator's drain (admin API): `backend` takes no new work, established work finishes, and no
+   * detector moves it until `undrain`. False when it was already draining (a planned failure
+   * announced by its agent becomes an operator's drain).
+   */
+  drain(backend: Backend, reason = 'drained by operator'): boolean {
+    const watch = this.watch(backend);
+    if (backend.state === 'draining' && !watch.planned) return false;
+    this.transition(backend, 'draining', reason);
+    return true;
+  }
+
+  /**
+   * Ends an operator's drain: the backend is `unknown` (eligible, as a fresh backend) until its
+   * detector speaks; a passive or pull backend is probed at once. False when it was not draining.
+   */
+  undrain(backend: Backend, reason = 'undrained by operator'): boolean {
+    if (backend.state !== 'draining') return false;
+    const watch = this.watch(backend);
+    this.transition(backend, 'unknown', reason);
+    if (this.started && !this.closed) {
+      if (watch.mode === 'pull' && !watch.timer) watch.timer = this.clock.setInterval(() => this.runProbe(backend), this.detectorConfig.intervalMs);
+      if (watch.mode !== 'heartbeat') this.runProbe(backend);
+    }
+    return true;
+  }
+
   /** Heartbeats of `backend` lost to sequence gaps since the monitor was created. */
   lostHeartbeats(backend: Backend): number {
     return this.watches.get(backend)?.lost ?? 0;

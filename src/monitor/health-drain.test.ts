@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeClock } from '../core/clock.js';
 import { healthSchema } from '../config/schema.js';
-import { Backend } from './backend.js';
+import { Backend } from '../core/backend.js';
 import { HealthMonitor } from './health.js';
 
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));

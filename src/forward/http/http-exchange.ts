@@ -9,10 +9,15 @@ import { ChunkedScanner } from './http-chunked.js';
 import { writeRequestHead, type RequestHead, type ResponseHead } from './http-head.js';
 import type { BackendConn, BackendConnOwner } from './http-backend-conn.js';
 import { isReplayable, RequestLog } from './http-failover.js';
-import { NO_FLOW, type RouteDecision, type Router } from '../../pipeline/index.js';
+import { NO_FLOW, type RouteDecision, type RouteHint, type Router } from '../../pipeline/index.js';
 import { MAX_SESSION_KEY_BYTES, responseSetCookie } from './http-session-key.js';
 
 import { HttpConnection } from './http-connection.js';
+
+/** The hints of a request that names no session (no allocation per request). */
+const PICK: RouteHint = Object.freeze({ via: 'balancer' });
+const PICK_NEW: RouteHint = Object.freeze({ via: 'balancer', admit: 'new' });
+const PICK_ESTABLISHED: RouteHint = Object.freeze({ via: 'balancer', admit: 'established' });
 
 /** The request side of the exchange in progress. */
 export abstract class HttpExchange extends HttpConnection implements BackendConnOwner {
@@ -128,9 +133,10 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
     const router = this.fwd.router;
     const key = this.sessionKey;
     if (key === null) {
+      if (avoid !== null) return router.route(NO_FLOW, { via: 'balancer', avoid });
+      if (!first) return router.route(NO_FLOW, PICK);
       // No cookie/header configured: the rule, "the first request of a connection is new", so any later one on a keep-alive connection is established.
-      const admit = !first ? undefined : this.fwd.sessionKeyOf === null && this.requests > 1 ? 'established' : 'new';
-      return router.route(NO_FLOW, { via: 'balancer', admit, avoid });
+      return router.route(NO_FLOW, this.fwd.sessionKeyOf === null && this.requests > 1 ? PICK_ESTABLISHED : PICK_NEW);
     }
     const open = this.fwd.sessionCookie === null;
     return router.route(NO_FLOW, { via: 'key', key, open, avoid, admit: first ? 'auto' : undefined, unpinnedWhenFull: true });

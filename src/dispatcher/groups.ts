@@ -19,15 +19,19 @@ import { execFile } from 'node:child_process';
 import { parseHostPort } from '../core/address.js';
 import type { Clock } from '../core/clock.js';
 import type { Config, GroupConfig } from '../config/schema.js';
-import { Election, type ElectionEvent } from '../replication/election.js';
-import { ElectionTransport, type ElectionTransportStats } from '../replication/election-transport.js';
-import { vipOf } from '../replication/replication-schema.js';
-import { Serial, type IdentityTakeover } from '../takeover/identity-takeover.js';
-import { LinuxTakeover } from '../takeover/linux.js';
-import { LoopbackTakeover, type VipBind, type VipRelease } from '../takeover/loopback.js';
-import { createStateReplicator, type ReplicatedService, type StateReplicator, type ReplicatorStats } from '../replication/state-replicator.js';
-import type { Logger } from '../admin/log.js';
-import type { GroupStatus } from '../admin/status.js';
+import {
+  createStateReplicator,
+  Election,
+  ElectionTransport,
+  vipOf,
+  type ElectionEvent,
+  type ElectionTransportStats,
+  type ReplicatedService,
+  type ReplicatorStats,
+  type StateReplicator,
+} from '../replication/index.js';
+import { LinuxTakeover, LoopbackTakeover, Serial, type IdentityTakeover, type VipBind, type VipRelease } from '../takeover/index.js';
+import type { GroupStatus, Logger } from '../admin/index.js';
 
 export type { VipBind, VipRelease };
 

@@ -37,7 +37,7 @@ import {
 } from '../core/diagnostics.js';
 import { BANDS } from '../admission/sa2c.js';
 import type { BackendState } from '../core/backend.js';
-import { liveRelays, type MediaRelayStats } from '../media/media-relay.js';
+import { liveRelays, type MediaRelayStats } from '../media/index.js';
 import type { StatusSnapshot } from './status.js';
 
 /**

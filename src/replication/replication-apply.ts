@@ -5,7 +5,7 @@
  * state-replicator.ts). Also the shape of what is replicated: a service's tables and relay.
  */
 import type { Backend } from '../core/backend.js';
-import type { RelayChange, RelayPortState } from '../media/media-relay.js';
+import type { RelayChange, RelayPortState } from '../media/index.js';
 import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
 import type { SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';

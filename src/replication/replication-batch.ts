@@ -6,7 +6,7 @@
  */
 import { addressOf, type FlowHandle, type FlowTable } from '../sessions/flow-table.js';
 import { NO_SESSION } from '../sessions/session-table.js';
-import type { RelayPortState } from '../media/media-relay.js';
+import type { RelayPortState } from '../media/index.js';
 import { ENVELOPE_OVERHEAD_BYTES } from '../wire/envelope.js';
 import {
   FRAME_HEADER_BYTES,

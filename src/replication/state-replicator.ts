@@ -85,7 +85,7 @@ import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { SessionChange } from '../sessions/session-router.js';
-import type { RelayPortState } from '../media/media-relay.js';
+import type { RelayPortState } from '../media/index.js';
 import { open, seal } from '../wire/envelope.js';
 import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
 import { encodeFlow, encodeRelay, fitKey, fits, wireAddress } from './replication-batch.js';

@@ -13,7 +13,7 @@ import type { Backend } from '../../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, type FlowHandle } from '../../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
 import { buildRtspResponse, RtspStreamFramer, type RtspFrame } from '../../sessions/rtsp-message.js';
-import { MediaRelay, type RelayStream } from '../../media/media-relay.js';
+import { MediaRelay, type RelayStream } from '../../media/index.js';
 import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 import { IdleTimer, LiveSet, noop } from '../lifecycle.js';
 import { closeUpstream, openUpstream, type UpstreamLink } from '../upstream-connect.js';

@@ -52,7 +52,7 @@ import {
   type RtspFrame,
   type RtspMessage,
 } from '../../sessions/rtsp-message.js';
-import type { RelayStream } from '../../media/media-relay.js';
+import type { RelayStream } from '../../media/index.js';
 import { RTSP_MAX_BODY_BYTES, RTSP_MAX_PENDING, RtspConnections, type Pending, type Queued, type RtspConn, type Upstream } from './rtsp-connection.js';
 
 export { RTSP_MAX_BODY_BYTES, RTSP_MAX_PENDING } from './rtsp-connection.js';

@@ -42,7 +42,7 @@ import type { SessionChange } from '../../sessions/session-router.js';
 import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
 import { applyEdits, findHeader, parseSipMessage, type SipEdit, type SipMessage, type SipTransport } from '../../sessions/sip-message.js';
 import type { ReplicatedRelay } from '../../replication/state-replicator.js';
-import { MediaRelay, type RelayPortState, type RelayStream } from '../../media/media-relay.js';
+import { MediaRelay, type RelayPortState, type RelayStream } from '../../media/index.js';
 import { routerOf, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 
 /** Streams (m= lines) relayed per session; further m= lines are disabled. */

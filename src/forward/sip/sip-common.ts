@@ -49,7 +49,7 @@ export function opensLastingSession(m: SipMessage): boolean {
   return DIALOG_CREATING.has(m.method) || m.method === 'REGISTER' || m.toTag !== null;
 }
 
-export const noop = (): void => {};
+export { noop } from '../lifecycle.js';
 
 export type DropReason = 'malformed' | 'too-large' | 'unknown-via' | 'no-session' | 'no-backend' | 'max-forwards' | 'unroutable' | 'bad-sdp' | 'media-pending';
 

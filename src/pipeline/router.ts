@@ -55,7 +55,7 @@ export type RouteHint =
    */
   | { readonly via: 'balancer'; readonly admit?: SessionKind; readonly avoid?: Backend | null; readonly tried?: ReadonlySet<Backend> }
   /**
-   * A unit of the open session `session` (or of the flow's session when NO_SESSION): follow its pin,
+   * A unit of the open session `session` (omitted: the flow's session): follow its pin,
    * then ask admission control (`admit`). A session that ended under its flow is answered 'closed',
    * unless `reopen` is given: then a new anonymous session takes its place, on `reopen` (the backend
    * the flow still talks to, whose state lives there) unless that one is down or null; or, with
@@ -64,7 +64,8 @@ export type RouteHint =
   | {
       readonly via: 'session';
       readonly admit?: SessionKind;
-      readonly session: SessionHandle;
+      /** Omitted: the session of the unit's flow. */
+      readonly session?: SessionHandle;
       readonly reopen?: Backend | null;
       readonly orNew?: boolean;
     }
@@ -135,7 +136,7 @@ export class Router {
         return this.pick(hint.avoid ?? null, hint.tried);
       }
       case 'session': {
-        const h = hint.session !== NO_SESSION || flow === NO_FLOW ? hint.session : this.parts.flows.session(flow);
+        const h = hint.session ?? (flow === NO_FLOW ? NO_SESSION : this.parts.flows.session(flow));
         const routed = this.follow(h, hint.reopen);
         if (routed === CLOSED && hint.orNew === true) {
           const refused = this.admit('new');

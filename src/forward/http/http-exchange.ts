@@ -92,7 +92,9 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
     const rt = this.fwd.rt;
     let b: Backend | null = null;
     if (++this.attempts <= rt.backends.length + 1) {
-      const d = this.route(carry === null ? null : carry.backend, first);
+      // A request of a session moves off the backend it could not reach; one of no session takes the
+      // balancer's plain pick (a backend reported down is out of its snapshot already).
+      const d = this.route(carry === null || this.sessionKey === null ? null : carry.backend, first);
       if (d.type === 'forward') b = d.backend;
       else if (d.type === 'refuse' && d.reason === 'overload') {
         this.failExchange(503, 'overloaded: new session refused', `Retry-After: ${d.retryAfterS}\r\n`);

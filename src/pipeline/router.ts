@@ -142,11 +142,15 @@ export class Router {
           const refused = this.admit('new');
           return refused ?? this.open();
         }
-        if (hint.admit === undefined || routed.type !== 'forward' || !this.admissionOn) return routed;
+        if (hint.admit === undefined || !this.admissionOn) return routed;
+        // A unit of an identified session is judged even when its pin found no backend (orNew: RTSP
+        // counts it); a relayed datagram is judged only once it has somewhere to go.
+        if (routed.type !== 'forward' && !(hint.orNew === true && routed === NONE)) return routed;
         const verdict = this.parts.admission.decide(hint.admit);
         if (verdict.type === 'admit') return routed;
-        if (verdict.type === 'degrade') return { type: 'degrade', routed };
-        return { type: 'refuse', reason: 'overload', retryAfterS: verdict.retryAfterS, routed };
+        const at = routed.type === 'forward' ? routed : undefined;
+        if (verdict.type === 'degrade') return { type: 'degrade', routed: at };
+        return { type: 'refuse', reason: 'overload', retryAfterS: verdict.retryAfterS, routed: at };
       }
       case 'key':
         return this.byKey(hint);

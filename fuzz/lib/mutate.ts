@@ -1,21 +1,14 @@
 /**
- * @module A seeded mutational fuzzer's pieces: a PRNG (mulberry32, fully determined by its seed, so
- * a failure replays), and mutations of a corpus of real messages that aim at the bytes parsers
- * disagree on: line ends, separators, framing field names and values, digits, control bytes.
+ * @module A seeded mutational fuzzer's pieces: mutations of a corpus of real messages that aim at
+ * the bytes parsers disagree on (line ends, separators, framing field names and values, digits,
+ * control bytes), drawn from the benchmarks' seeded PRNG so that a failure replays from its seed.
  */
+
+import { prng } from '../../bench/lib/prng.js';
 
 export type Rand = () => number;
 
-export function prng(seed: number): Rand {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng };
 
 export const int = (rand: Rand, below: number): number => Math.floor(rand() * below);
 

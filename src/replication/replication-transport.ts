@@ -12,7 +12,7 @@ import { formatHostPort } from '../core/address.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
-import { decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter } from '../wire/replication-frame.js';
+import { checkFrame, decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter, visitFrame } from '../wire/replication-frame.js';
 import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
 import { FrameReader, LENGTH_PREFIX_BYTES, writeSnapshot, BatchWriter, type Batch } from './replication-batch.js';
 
@@ -215,7 +215,7 @@ export abstract class ReplicationLinks {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
-    this.applier = new ReplicaApplier(this.index, () => this.master, this.s);
+    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
     this.outLinks = options.peers.map((to) => ({
       to,
       socket: null,
@@ -288,8 +288,9 @@ export abstract class ReplicationLinks {
     const frames = link.reader.push(data);
     if (frames === 'too-large') return this.reject(link.to, 'malformed', () => this.cut(link));
     for (const msg of frames) {
-      const frame = this.openFrame(msg, link.to);
-      if (frame === null) return this.cut(link);
+      const body = this.openFrame(msg, link.to);
+      if (body === null) return this.cut(link);
+      const frame = decodeFrame(body)!;
       if (link.nonce === null) {
         // The acceptor's first frame: CHALLENGE, seq 0.
         const first = frame.ops[0];
@@ -392,8 +393,9 @@ export abstract class ReplicationLinks {
     };
     if (frames === 'too-large') return this.reject(from, 'malformed', drop);
     for (const msg of frames) {
-      const frame = this.openFrame(msg, from);
-      if (frame === null) return drop();
+      const body = this.openFrame(msg, from);
+      if (body === null) return drop();
+      const frame = decodeFrameHeader(body)!;
       if (!frame.nonce.equals(link.nonce) || frame.seq !== link.seq) return this.reject(from, 'replay', drop);
       if (frame.sender === this.id || (link.peer !== null && frame.sender !== link.peer.id)) return this.reject(from, 'unknown-host', drop);
       link.seq++;
@@ -411,15 +413,13 @@ export abstract class ReplicationLinks {
       }
       this.applying = true;
       try {
-        for (const op of frame.ops) {
-          const synced = this.applier.apply(link, link.peer, op);
-          if (synced !== null) this.synced(link, link.peer, synced.sessions, synced.flows);
-        }
+        this.applier.begin(link, link.peer);
+        visitFrame(body, this.applier, true);
       } finally {
         this.applying = false;
       }
       this.s.framesApplied++;
-      this.s.opsApplied += frame.ops.length;
+      this.s.opsApplied += frame.count;
       link.applied = frame.seq;
       link.ackTimer ??= this.clock.setTimeout(() => this.ack(link), this.ackIntervalMs);
     }
@@ -445,7 +445,8 @@ export abstract class ReplicationLinks {
 
   // --- Frames ---------------------------------------------------------------------------------------
 
-  protected openFrame(msg: Buffer, from: HostPort | string): ReturnType<typeof decodeFrame> {
+  /** The authenticated body of a replication frame that decodes (checkFrame), or null (rejected and counted). */
+  protected openFrame(msg: Buffer, from: HostPort | string): Buffer | null {
     const opened = open(msg, this.key);
     if (!opened.ok) {
       this.reject(from, opened.reason);
@@ -455,13 +456,11 @@ export abstract class ReplicationLinks {
       this.reject(from, 'type');
       return null;
     }
-    if (decodeFrameHeader(opened.body) === null) {
+    if (!checkFrame(opened.body)) {
       this.reject(from, 'malformed');
       return null;
     }
-    const frame = decodeFrame(opened.body);
-    if (frame === null) this.reject(from, 'malformed');
-    return frame;
+    return opened.body;
   }
 
   protected reject(from: HostPort | string, reason: WireReject, then?: () => void): void {

@@ -14,7 +14,7 @@ import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import { checkFrame, decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter, visitFrame } from '../wire/replication-frame.js';
 import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
-import { FrameReader, LENGTH_PREFIX_BYTES, writeSnapshot, BatchWriter, type Batch } from './replication-batch.js';
+import { FrameReader, LENGTH_PREFIX_BYTES, SnapshotWriter, SNAPSHOT_SLICE_ENTRIES, BatchWriter, type Batch } from './replication-batch.js';
 
 /** Default cap of unacknowledged live-stream bytes per peer. */
 export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
@@ -35,7 +35,8 @@ export const REFRESH_INTERVAL_MS = 1000;
 export const HANDSHAKE_TIMEOUT_MS = 1000;
 /** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
 export const MAX_INBOUND_PER_PEER = 4;
-/** A batch is closed into a frame before its ops would pass this size. */
+/** A snapshot in progress waits for the socket to drain while more than this is queued in it. */
+export const SNAPSHOT_HIGH_WATER_BYTES = 1024 * 1024;
 export interface StateReplicatorOptions {
   /** This dispatcher's id (u16), config.dispatcher.id. */
   id: number;
@@ -54,6 +55,8 @@ export interface StateReplicatorOptions {
   reconnectMs?: number;
   refreshIntervalMs?: number;
   handshakeTimeoutMs?: number;
+  /** Sessions and flows per snapshot slice (one event-loop turn), default SNAPSHOT_SLICE_ENTRIES. */
+  snapshotSliceEntries?: number;
 }
 
 export interface SyncedEvent {
@@ -163,6 +166,7 @@ export abstract class ReplicationLinks {
   protected readonly reconnectMs: number;
   protected readonly refreshIntervalMs: number;
   protected readonly handshakeTimeoutMs: number;
+  protected readonly snapshotSliceEntries: number;
   protected readonly maxInbound: number;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
@@ -213,6 +217,7 @@ export abstract class ReplicationLinks {
     this.reconnectMs = options.reconnectMs ?? RECONNECT_MS;
     this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
     this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
@@ -313,17 +318,32 @@ export abstract class ReplicationLinks {
     }
   }
 
+  /**
+   * Sends the snapshot in slices of SNAPSHOT_SLICE_ENTRIES sessions and flows, one per event-loop
+   * turn (the master's loop is never held for the whole table), pausing while more than
+   * SNAPSHOT_HIGH_WATER_BYTES wait in the socket (a slow peer never makes the snapshot pile up in
+   * memory). The link streams from the snapshot's start: changes made between slices are flushed
+   * to it between them (see SnapshotWriter); snapshot frames do not count against maxBufferBytes.
+   */
   protected sendSnapshot(link: OutLink): void {
     // Demoted: an empty snapshot — peers drop what we streamed before.
-    const batches = writeSnapshot(this.index, this.demoted);
-    // Ops pending since the last flush are in the snapshot already; sent again after it, they apply idempotently.
+    const snapshot = new SnapshotWriter(this.index, this.demoted);
     const socket = link.socket!;
-    socket.cork();
-    for (const b of batches) this.send(link, b, false);
-    socket.uncork();
+    // Ops pending since the last flush are in the snapshot or follow it; sent again, they apply idempotently.
     link.streaming = true;
     this.streamingLinks++;
     this.s.snapshotsSent++;
+    const slice = (): void => {
+      if (link.socket !== socket || socket.destroyed || this.closed) return;
+      const batches = snapshot.next(this.snapshotSliceEntries);
+      socket.cork();
+      for (const b of batches) this.send(link, b, false);
+      socket.uncork();
+      if (snapshot.done) return;
+      if (socket.writableLength > SNAPSHOT_HIGH_WATER_BYTES) socket.once('drain', () => this.clock.immediate(slice));
+      else this.clock.immediate(slice);
+    };
+    slice();
   }
 
   // --- Incoming connections: apply -----------------------------------------------------------------

@@ -95,6 +95,8 @@ export interface ReplicatorStats {
   inboundRefused: number;
   /** Incoming connections closed for sending no valid frame within HANDSHAKE_TIMEOUT_MS. */
   handshakeTimeouts: number;
+  /** The longest snapshot slice sent (encode, seal, write: one synchronous turn of this node's event loop), ms; -1 before any. */
+  longestSnapshotSliceMs: number;
 }
 
 export interface StateReplicator {
@@ -202,6 +204,7 @@ export abstract class ReplicationLinks {
     lastSyncMs: -1,
     inboundRefused: 0,
     handshakeTimeouts: 0,
+    longestSnapshotSliceMs: -1,
     rejected: emptyRejects(),
   };
 
@@ -335,10 +338,12 @@ export abstract class ReplicationLinks {
     this.s.snapshotsSent++;
     const slice = (): void => {
       if (link.socket !== socket || socket.destroyed || this.closed) return;
+      const start = this.clock.now();
       const batches = snapshot.next(this.snapshotSliceEntries);
       socket.cork();
       for (const b of batches) this.send(link, b, false);
       socket.uncork();
+      this.s.longestSnapshotSliceMs = Math.max(this.s.longestSnapshotSliceMs, this.clock.now() - start);
       if (snapshot.done) return;
       if (socket.writableLength > SNAPSHOT_HIGH_WATER_BYTES) socket.once('drain', () => this.clock.immediate(slice));
       else this.clock.immediate(slice);

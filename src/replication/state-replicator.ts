@@ -246,6 +246,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       lastSyncMs: this.s.lastSyncMs,
       inboundRefused: this.s.inboundRefused,
       handshakeTimeouts: this.s.handshakeTimeouts,
+      longestSnapshotSliceMs: this.s.longestSnapshotSliceMs,
     };
   }
 

@@ -23,7 +23,8 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { createStateReplicator } from '../src/replication/state-replicator.js';
 import { ReplicaApplier, type PeerState, type ServiceIndex } from '../src/replication/replication-apply.js';
-import { writeSnapshot } from '../src/replication/replication-batch.js';
+import { SnapshotWriter, writeSnapshot } from '../src/replication/replication-batch.js';
+import { MessageType, seal } from '../src/wire/envelope.js';
 import { addressKey, PROTO_UDP } from '../src/sessions/flow-table.js';
 import { encodeFrame, visitFrame } from '../src/wire/replication-frame.js';
 import { benchLayer, type BackupData } from './lib/replication-backup.js';
@@ -65,7 +66,8 @@ export interface ReplicationResult {
   readonly sliceMs: number[];
   /** The backup's decode + apply of the same snapshot alone (no TCP, no sender), ms, per round. */
   readonly applyMs: number[];
-  readonly big: SnapshotRun | null;
+  /** With the master's work per slice alone, ms: p50, p99, max. */
+  readonly big: (SnapshotRun & { readonly slice: [number, number, number] }) | null;
   readonly snapshotBytes: number;
   /** ns per change on the data path, with and without a streaming replicator (medians). */
   readonly nsPerChangeReplicated: number;
@@ -199,6 +201,25 @@ function applyAlone(a: ReturnType<typeof layer>, n: number): number {
   return ms;
 }
 
+/**
+ * The master's work per snapshot slice alone (SnapshotWriter.next, framing, sealing; no socket, no
+ * other thread): ms per slice over one whole snapshot of `a`, as [p50, p99, max].
+ */
+function sliceCost(a: ReturnType<typeof layer>): [number, number, number] {
+  const own: ServiceIndex = { svc: a.service, foreignSessions: new Map(), foreignFlows: new Map() };
+  const w = new SnapshotWriter([own], false);
+  const nonce = Buffer.alloc(8);
+  const ms: number[] = [];
+  let seq = 0;
+  while (!w.done) {
+    const t0 = process.hrtime.bigint();
+    for (const b of w.next()) seal(MessageType.Replication, encodeFrame({ sender: 1, seq: ++seq, nonce }, b.count, b.bytes), KEY);
+    ms.push(Number(process.hrtime.bigint() - t0) / 1e6);
+  }
+  ms.sort((x, y) => x - y);
+  return [ms[Math.floor(ms.length / 2)]!, ms[Math.floor(ms.length * 0.99)]!, ms[ms.length - 1]!];
+}
+
 export async function run(o: ReplicationBenchOptions, progress: (line: string) => void = () => {}): Promise<ReplicationResult> {
   const a = master(o.sessions);
   const small = await reintegrate(a, o.sessions, o.rounds, progress);
@@ -207,7 +228,13 @@ export async function run(o: ReplicationBenchOptions, progress: (line: string) =
     applyMs.push(applyAlone(a, o.sessions));
     progress(`round ${round + 1}: apply alone (decode + tables) of ${o.sessions} sessions + ${o.sessions} flows: ${applyMs.at(-1)!.toFixed(2)} ms`);
   }
-  const big = o.big > 0 ? await reintegrate(master(o.big), o.big, o.bigRounds, progress) : null;
+  let big: (SnapshotRun & { slice: [number, number, number] }) | null = null;
+  if (o.big > 0) {
+    const m = master(o.big);
+    const slice = sliceCost(m);
+    progress(`${o.big} sessions: snapshot slice alone (encode + frame + seal), p50 ${slice[0].toFixed(2)} ms, p99 ${slice[1].toFixed(2)} ms, max ${slice[2].toFixed(2)} ms`);
+    big = { ...(await reintegrate(m, o.big, o.bigRounds, progress)), slice };
+  }
 
   // Data path: a layer streaming to a live peer against one without a replicator.
   const repl = layer(o.changes + 16);
@@ -267,6 +294,7 @@ export function formatTable(r: ReplicationResult): string {
     lines.push(row(`${r.big.sessions} sessions + flows: accept → applied (${r.big.snapshotBytes} bytes), ${r.big.syncMs.length} rounds`, r.big.syncMs));
     lines.push(row(`${r.big.sessions}: master's longest snapshot slice`, r.big.sliceMs));
     lines.push(row(`${r.big.sessions}: master's longest event-loop delay`, r.big.blockMs));
+    lines.push(`| ${r.big.sessions}: one slice's work alone (encode + frame + seal, no socket, no backup thread): p50 / p99 / max | ${r.big.slice.map((x) => x.toFixed(2)).join(' / ')} | | |`);
   }
   lines.push(
     '',

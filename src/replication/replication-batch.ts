@@ -123,7 +123,7 @@ export function encodeFlow(w: OpWriter, f: FlowTable, service: number, h: FlowHa
 }
 
 /** Sessions and flows a snapshot slice writes at most: one slice is one synchronous turn of the master's event loop. */
-export const SNAPSHOT_SLICE_ENTRIES = 2048;
+export const SNAPSHOT_SLICE_ENTRIES = 1024;
 
 /**
  * A snapshot of what this node owns (not what peers replicated here), written in slices so that the

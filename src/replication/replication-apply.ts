@@ -6,10 +6,10 @@
  */
 import type { Backend } from '../core/backend.js';
 import type { RelayChange, RelayPortState } from '../media/index.js';
-import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowTable } from '../sessions/flow-table.js';
+import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowRole, type FlowTable } from '../sessions/flow-table.js';
 import type { SessionRouter } from '../sessions/session-router.js';
-import { NO_SESSION, type SessionHandle } from '../sessions/session-table.js';
-import { NO_SID, Op, type ReplicationOp, type WireAddress } from '../wire/replication-frame.js';
+import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
+import { NO_SID, type OpVisitor, type WireAddress } from '../wire/replication-frame.js';
 
 export interface ReplicatedService {
   readonly name: string;
@@ -29,13 +29,34 @@ export interface ReplicatedRelay {
   restore(ports: readonly RelayPortState[]): void;
 }
 
+/** One session a peer replicated here: in its peer's `sessions` (by sid) and its service's `foreignSessions` (by local handle). */
+export interface SessionReplica {
+  readonly peer: PeerState;
+  /** The peer's session handle. */
+  readonly sid: number;
+  readonly service: number;
+  readonly local: SessionHandle;
+  /** The peer's snapshot generation that last sent it. */
+  gen: number;
+}
+
+/** One flow a peer replicated here: in its peer's `flows` (by `key`) and its service's `foreignFlows` (by local handle). */
+export interface FlowReplica {
+  readonly peer: PeerState;
+  /** flowKey(service, local). */
+  readonly key: number;
+  readonly service: number;
+  readonly local: FlowHandle;
+  gen: number;
+}
+
 /** What one peer replicated here, kept across its reconnections (the next snapshot reconciles it). */
 export interface PeerState {
   readonly id: number;
   /** By the peer's session handle. */
-  readonly sessions: Map<number, { service: number; local: SessionHandle; gen: number }>;
-  /** By service and 5-tuple text. */
-  readonly flows: Map<string, { service: number; local: FlowHandle; gen: number }>;
+  readonly sessions: Map<number, SessionReplica>;
+  /** By flowKey(service, local flow handle). */
+  readonly flows: Map<number, FlowReplica>;
   /** Relay ports, by the peer's session handle, then relay port. */
   readonly relays: Map<number, Map<number, RelayRecord>>;
   gen: number;
@@ -51,11 +72,11 @@ export interface RelayRecord {
   gen: number;
 }
 
-/** Per service: local handles of foreign state → its owner (and the key it is known by there). */
+/** Per service: local handles of foreign state → its replica record (owner, and the key it is known by there). */
 export interface ServiceIndex {
   readonly svc: ReplicatedService;
-  readonly foreignSessions: Map<SessionHandle, { peer: PeerState; sid: number }>;
-  readonly foreignFlows: Map<FlowHandle, { peer: PeerState; key: string }>;
+  readonly foreignSessions: Map<SessionHandle, SessionReplica>;
+  readonly foreignFlows: Map<FlowHandle, FlowReplica>;
 }
 
 /** What a snapshot in progress has counted so far (an incoming link). */
@@ -64,105 +85,52 @@ export interface SnapshotCounts {
   snapshotFlows: number;
 }
 
-/** Applies peers' ops to the local tables of the replicated services. */
-export class ReplicaApplier {
+/**
+ * Applies peers' ops to the local tables of the replicated services. It is the frame decoder's
+ * visitor (wire/replication-frame.ts visitFrame): each op goes from the bytes straight into the
+ * tables, with one record per replicated session or flow and no object per op. Call begin() with the
+ * incoming link and its peer before handing it a frame.
+ */
+export class ReplicaApplier implements OpVisitor {
+  private link: SnapshotCounts = { snapshotSessions: 0, snapshotFlows: 0 };
+  private peer: PeerState = { id: -1, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
+
   constructor(
     private readonly index: readonly ServiceIndex[],
     /** Whether this node is master: its own sessions' pins are the truth then. */
     private readonly isMaster: () => boolean,
     private readonly stats: { applyRefused: number },
+    /**
+     * At a snapshot's end, after what the peer no longer has was dropped: the counts the sender
+     * announced (the caller reports the peer synced).
+     */
+    private readonly onSnapshotEnd: (link: SnapshotCounts, peer: PeerState, sessions: number, flows: number) => void = () => {},
   ) {}
 
-  /**
-   * Applies one op of `peer`'s stream. `link` counts the snapshot's sessions and flows; at the
-   * snapshot's end, what the peer no longer has is dropped and the counts the sender announced are
-   * returned (the caller reports the peer synced), else null.
-   */
-  apply(link: SnapshotCounts, peer: PeerState, op: ReplicationOp): { sessions: number; flows: number } | null {
-    switch (op.op) {
-      case Op.SnapshotBegin:
-        peer.gen++;
-        link.snapshotSessions = 0;
-        link.snapshotFlows = 0;
-        return null;
-      case Op.SnapshotEnd:
-        this.reconcile(peer);
-        return { sessions: op.sessions, flows: op.flows };
-      case Op.SessionOpen:
-        link.snapshotSessions++;
-        this.applyOpen(peer, op.service, op.sid, op.backend, op.key);
-        return null;
-      case Op.SessionRepin: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e !== undefined) this.index[e.service]!.svc.sessions.table.repin(e.local, op.backend);
-        return null;
-      }
-      case Op.SessionClose: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e === undefined) return null;
-        peer.sessions.delete(op.sid);
-        peer.relays.delete(op.sid);
-        const ix = this.index[e.service]!;
-        ix.foreignSessions.delete(e.local);
-        ix.svc.sessions.table.close(e.local, op.reason);
-        return null;
-      }
-      case Op.SessionData: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e !== undefined) this.index[e.service]!.svc.sessions.table.setData(e.local, op.data);
-        return null;
-      }
-      case Op.FlowInsert:
-        link.snapshotFlows++;
-        this.applyFlow(peer, op);
-        return null;
-      case Op.FlowRemove: {
-        const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
-        const e = peer.flows.get(key);
-        if (e === undefined) return null;
-        peer.flows.delete(key);
-        const ix = this.index[e.service]!;
-        if (ix.foreignFlows.get(e.local)?.peer !== peer) return null;
-        ix.foreignFlows.delete(e.local);
-        ix.svc.flows.remove(e.local);
-        return null;
-      }
-      case Op.RelayOpen: {
-        const e = this.replica(peer, op.service, op.sid);
-        if (e === undefined) return null;
-        let ports = peer.relays.get(op.sid);
-        if (ports === undefined) peer.relays.set(op.sid, (ports = new Map()));
-        const clientHost = relayHost(op.client);
-        const backendHost = relayHost(op.backend);
-        ports.set(op.relayPort, {
-          service: op.service,
-          port: op.relayPort,
-          clientHost,
-          clientPort: clientHost === null ? 0 : op.clientPort,
-          backendHost,
-          backendPort: backendHost === null ? 0 : op.backendPort,
-          gen: peer.gen,
-        });
-        return null;
-      }
-      case Op.RelayClose: {
-        const ports = peer.relays.get(op.sid);
-        if (ports === undefined) return null;
-        ports.delete(op.relayPort);
-        if (ports.size === 0) peer.relays.delete(op.sid);
-        return null;
-      }
-      default:
-        // ACK and CHALLENGE do not travel this way.
-        return null;
-    }
+  /** The ops that follow are `peer`'s, received on `link`. */
+  begin(link: SnapshotCounts, peer: PeerState): void {
+    this.link = link;
+    this.peer = peer;
   }
 
-  private applyOpen(peer: PeerState, service: number, sid: number, backend: number, key: string | null): void {
+  snapshotBegin(): void {
+    this.peer.gen++;
+    this.link.snapshotSessions = 0;
+    this.link.snapshotFlows = 0;
+  }
+
+  snapshotEnd(sessions: number, flows: number): void {
+    this.reconcile(this.peer);
+    this.onSnapshotEnd(this.link, this.peer, sessions, flows);
+  }
+
+  sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
+    this.link.snapshotSessions++;
     const ix = this.index[service];
     if (ix === undefined) return;
+    const peer = this.peer;
     const table = ix.svc.sessions.table;
-    const known = this.replica(peer, service, sid);
+    const known = this.replica(service, sid);
     if (known !== undefined && table.isOpen(known.local)) {
       if (table.backend(known.local) !== backend) table.repin(known.local, backend);
       known.gen = peer.gen;
@@ -186,22 +154,54 @@ export class ReplicaApplier {
         return;
       }
     }
-    peer.sessions.set(sid, { service, local: h, gen: peer.gen });
-    ix.foreignSessions.set(h, { peer, sid });
+    const r: SessionReplica = { peer, sid, service, local: h, gen: peer.gen };
+    peer.sessions.set(sid, r);
+    ix.foreignSessions.set(h, r);
   }
 
-  private applyFlow(peer: PeerState, op: Extract<ReplicationOp, { op: typeof Op.FlowInsert }>): void {
-    const ix = this.index[op.service];
+  sessionRepin(service: number, sid: number, backend: number): void {
+    const e = this.replica(service, sid);
+    if (e !== undefined) this.index[service]!.svc.sessions.table.repin(e.local, backend);
+  }
+
+  sessionClose(service: number, sid: number, reason: SessionEndReason): void {
+    const e = this.replica(service, sid);
+    if (e === undefined) return;
+    this.peer.sessions.delete(sid);
+    this.peer.relays.delete(sid);
+    const ix = this.index[service]!;
+    ix.foreignSessions.delete(e.local);
+    ix.svc.sessions.table.close(e.local, reason);
+  }
+
+  sessionData(service: number, sid: number, data: string): void {
+    const e = this.replica(service, sid);
+    if (e !== undefined) this.index[service]!.svc.sessions.table.setData(e.local, data);
+  }
+
+  flowInsert(
+    service: number,
+    sid: number,
+    src: WireAddress,
+    srcPort: number,
+    dst: WireAddress,
+    dstPort: number,
+    proto: number,
+    role: FlowRole,
+    timeoutMs: number,
+  ): void {
+    this.link.snapshotFlows++;
+    const ix = this.index[service];
     if (ix === undefined) return;
-    if (op.proto !== 6 && op.proto !== 17) return;
+    if (proto !== 6 && proto !== 17) return;
+    const peer = this.peer;
     const flows = ix.svc.flows;
-    const key = flowKey(op.service, op.src, op.srcPort, op.dst, op.dstPort, op.proto);
-    const session = op.sid === NO_SID ? NO_SESSION : (this.replica(peer, op.service, op.sid)?.local ?? NO_SESSION);
-    const src = localAddress(op.src);
-    const dst = localAddress(op.dst);
-    let h = flows.lookup(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto);
+    const session = sid === NO_SID ? NO_SESSION : (this.replica(service, sid)?.local ?? NO_SESSION);
+    const s = localAddress(src);
+    const d = localAddress(dst);
+    let h = flows.lookup(s, srcPort, d, dstPort, proto as FlowProto);
     if (h === NO_FLOW) {
-      h = flows.insert(src, op.srcPort, dst, op.dstPort, op.proto as FlowProto, op.role, session, op.timeoutMs);
+      h = flows.insert(s, srcPort, d, dstPort, proto as FlowProto, role, session, timeoutMs);
       if (h === NO_FLOW) {
         this.stats.applyRefused++;
         return;
@@ -211,21 +211,73 @@ export class ReplicaApplier {
       // Our own while master: the sender's copy is stale.
       if (other === undefined && this.isMaster()) return;
       flows.setSession(h, session);
-      if (other !== undefined && other.peer !== peer) other.peer.flows.delete(other.key);
+      if (other !== undefined) {
+        if (other.peer === peer) {
+          other.gen = peer.gen;
+          return;
+        }
+        other.peer.flows.delete(other.key);
+      }
     }
-    peer.flows.set(key, { service: op.service, local: h, gen: peer.gen });
-    ix.foreignFlows.set(h, { peer, key });
+    const r: FlowReplica = { peer, key: flowKey(service, h), service, local: h, gen: peer.gen };
+    peer.flows.set(r.key, r);
+    ix.foreignFlows.set(h, r);
   }
 
+  flowRemove(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): void {
+    const ix = this.index[service];
+    if (ix === undefined || (proto !== 6 && proto !== 17)) return;
+    const flows = ix.svc.flows;
+    const h = flows.lookup(localAddress(src), srcPort, localAddress(dst), dstPort, proto as FlowProto);
+    if (h === NO_FLOW) return;
+    const e = ix.foreignFlows.get(h);
+    // Only the peer's own replica: never a flow this node owns, nor another peer's.
+    if (e === undefined || e.peer !== this.peer) return;
+    this.peer.flows.delete(e.key);
+    ix.foreignFlows.delete(h);
+    flows.remove(h);
+  }
+
+  relayOpen(service: number, sid: number, relayPort: number, client: WireAddress, clientPort: number, backend: WireAddress, backendPort: number): void {
+    const e = this.replica(service, sid);
+    if (e === undefined) return;
+    const peer = this.peer;
+    let ports = peer.relays.get(sid);
+    if (ports === undefined) peer.relays.set(sid, (ports = new Map()));
+    const clientHost = relayHost(client);
+    const backendHost = relayHost(backend);
+    ports.set(relayPort, {
+      service,
+      port: relayPort,
+      clientHost,
+      clientPort: clientHost === null ? 0 : clientPort,
+      backendHost,
+      backendPort: backendHost === null ? 0 : backendPort,
+      gen: peer.gen,
+    });
+  }
+
+  relayClose(_service: number, sid: number, relayPort: number): void {
+    const ports = this.peer.relays.get(sid);
+    if (ports === undefined) return;
+    ports.delete(relayPort);
+    if (ports.size === 0) this.peer.relays.delete(sid);
+  }
+
+  /** ACK and CHALLENGE do not travel this way. */
+  ack(): void {}
+  challenge(): void {}
+
   /**
-   * The peer's replica `sid` of `service` — only while the local session is still marked foreign to
-   * that peer under that sid: a peer's op never touches a session this node owns (see the header).
+   * The current peer's replica `sid` of `service` — only while the local session is still marked
+   * foreign to that peer under that sid: a peer's op never touches a session this node owns (see
+   * state-replicator.ts).
    */
-  private replica(peer: PeerState, service: number, sid: number): { service: number; local: SessionHandle; gen: number } | undefined {
+  private replica(service: number, sid: number): SessionReplica | undefined {
+    const peer = this.peer;
     const e = peer.sessions.get(sid);
-    if (e === undefined || e.service !== service) return undefined;
-    const f = this.index[service]?.foreignSessions.get(e.local);
-    if (f?.peer === peer && f.sid === sid) return e;
+    if (e === undefined) return undefined;
+    if (e.service === service && this.index[service]?.foreignSessions.get(e.local) === e) return e;
     peer.sessions.delete(sid);
     peer.relays.delete(sid);
     return undefined;
@@ -241,7 +293,7 @@ export class ReplicaApplier {
       if (e.gen === peer.gen) continue;
       peer.flows.delete(key);
       const ix = this.index[e.service]!;
-      if (ix.foreignFlows.get(e.local)?.peer !== peer) continue;
+      if (ix.foreignFlows.get(e.local) !== e) continue;
       ix.foreignFlows.delete(e.local);
       ix.svc.flows.remove(e.local);
     }
@@ -249,8 +301,7 @@ export class ReplicaApplier {
       if (e.gen === peer.gen) continue;
       peer.sessions.delete(sid);
       const ix = this.index[e.service]!;
-      const f = ix.foreignSessions.get(e.local);
-      if (f?.peer !== peer || f.sid !== sid) continue;
+      if (ix.foreignSessions.get(e.local) !== e) continue;
       ix.foreignSessions.delete(e.local);
       ix.svc.sessions.table.close(e.local, 'removed');
     }
@@ -277,6 +328,7 @@ export function relayHost(a: WireAddress): string | null {
   return a === 0 ? null : addressOf(a);
 }
 
-export function flowKey(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): string {
-  return `${service}|${src}|${srcPort}|${dst}|${dstPort}|${proto}`;
+/** A replicated flow's key in its peer's `flows`: the local handle and the service (a handle is below 2^30, a service below 2^16: below 2^53). */
+export function flowKey(service: number, local: FlowHandle): number {
+  return local * 0x10000 + service;
 }

@@ -122,34 +122,112 @@ export function encodeFlow(w: OpWriter, f: FlowTable, service: number, h: FlowHa
   );
 }
 
+/** Sessions and flows a snapshot slice writes at most: one slice is one synchronous turn of the master's event loop. */
+export const SNAPSHOT_SLICE_ENTRIES = 1024;
+
 /**
- * A snapshot of what this node owns (not what peers replicated here): SNAPSHOT_BEGIN, every session
- * with its data, every flow, every relay port, SNAPSHOT_END. `empty`: only the brackets (a demoted
- * node: peers drop what it streamed before).
+ * A snapshot of what this node owns (not what peers replicated here), written in slices so that the
+ * master's event loop is never held for long: SNAPSHOT_BEGIN, then per service every session with
+ * its data, every flow, every relay port, then SNAPSHOT_END. Each next() writes at most `max`
+ * sessions and flows (relay ports, one per media port, go in one slice). `empty`: only the brackets
+ * (a demoted node: peers drop what it streamed before).
+ *
+ * The tables may change between slices: a session or flow opened in a slot already passed is not
+ * in the snapshot, one closed in a slot not reached yet is not either. The live stream, which flows
+ * on the same connection from the snapshot's start, carries those changes; the receiver applies
+ * both in order and idempotently (a re-sent open or insert only refreshes its replica).
  */
+export class SnapshotWriter {
+  private readonly w = new BatchWriter();
+  private service = 0;
+  private phase: 'begin' | 'sessions' | 'flows' | 'relays' | 'end' | 'done' = 'begin';
+  private slot = 0;
+  private sessions = 0;
+  private flows = 0;
+
+  constructor(
+    private readonly index: readonly ServiceIndex[],
+    private readonly empty: boolean,
+  ) {}
+
+  get done(): boolean {
+    return this.phase === 'done';
+  }
+
+  /** The next slice's batches (the last one ends with SNAPSHOT_END; then done is true). */
+  next(max: number = SNAPSHOT_SLICE_ENTRIES): Batch[] {
+    let budget = max;
+    // Relay ports and the end take no budget: the slice that lists the last flow also closes the snapshot.
+    while (this.phase !== 'done' && (budget > 0 || this.phase === 'relays' || this.phase === 'end')) {
+      switch (this.phase) {
+        case 'begin':
+          this.w.room().snapshotBegin();
+          this.phase = this.empty || this.index.length === 0 ? 'end' : 'sessions';
+          break;
+        case 'sessions': {
+          const ix = this.index[this.service]!;
+          const service = this.service;
+          const table = ix.svc.sessions.table;
+          const w = this.w;
+          let visited = 0;
+          this.slot = table.forEachFrom(this.slot, budget, (h) => {
+            visited++;
+            if (ix.foreignSessions.has(h)) return;
+            w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
+            const data = table.data(h);
+            if (data !== null && fits(data)) w.room().sessionData(service, h, data);
+            this.sessions++;
+          });
+          budget -= visited;
+          if (this.slot < 0) {
+            this.slot = 0;
+            this.phase = 'flows';
+          }
+          break;
+        }
+        case 'flows': {
+          const ix = this.index[this.service]!;
+          const service = this.service;
+          const flows = ix.svc.flows;
+          const w = this.w;
+          let visited = 0;
+          this.slot = flows.forEachFrom(this.slot, budget, (h) => {
+            visited++;
+            if (ix.foreignFlows.has(h)) return;
+            encodeFlow(w.room(), flows, service, h);
+            this.flows++;
+          });
+          budget -= visited;
+          if (this.slot < 0) {
+            this.slot = 0;
+            this.phase = 'relays';
+          }
+          break;
+        }
+        case 'relays': {
+          const ix = this.index[this.service]!;
+          const service = this.service;
+          ix.svc.relay?.forEachPort((p) => {
+            if (!ix.foreignSessions.has(p.session)) encodeRelay(this.w.room(), service, p);
+          });
+          this.service++;
+          this.phase = this.service < this.index.length ? 'sessions' : 'end';
+          break;
+        }
+        case 'end':
+          this.w.room().snapshotEnd(this.sessions, this.flows);
+          this.phase = 'done';
+          break;
+      }
+    }
+    return this.w.take();
+  }
+}
+
+/** The whole snapshot in one synchronous pass (tests; the replicator sends it in slices). */
 export function writeSnapshot(index: readonly ServiceIndex[], empty: boolean): Batch[] {
-  const w = new BatchWriter();
-  w.room().snapshotBegin();
-  let sessions = 0;
-  let flows = 0;
-  if (!empty) index.forEach((ix, service) => {
-    const table = ix.svc.sessions.table;
-    table.forEach((h) => {
-      if (ix.foreignSessions.has(h)) return;
-      w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
-      const data = table.data(h);
-      if (data !== null && fits(data)) w.room().sessionData(service, h, data);
-      sessions++;
-    });
-    ix.svc.flows.forEach((h) => {
-      if (ix.foreignFlows.has(h)) return;
-      encodeFlow(w.room(), ix.svc.flows, service, h);
-      flows++;
-    });
-    ix.svc.relay?.forEachPort((p) => {
-      if (!ix.foreignSessions.has(p.session)) encodeRelay(w.room(), service, p);
-    });
-  });
-  w.room().snapshotEnd(sessions, flows);
-  return w.take();
+  const s = new SnapshotWriter(index, empty);
+  const out: Batch[] = [];
+  while (!s.done) out.push(...s.next(Number.MAX_SAFE_INTEGER));
+  return out;
 }

@@ -12,9 +12,9 @@ import { formatHostPort } from '../core/address.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
-import { decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter } from '../wire/replication-frame.js';
+import { checkFrame, decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter, visitFrame } from '../wire/replication-frame.js';
 import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
-import { FrameReader, LENGTH_PREFIX_BYTES, writeSnapshot, BatchWriter, type Batch } from './replication-batch.js';
+import { FrameReader, LENGTH_PREFIX_BYTES, SnapshotWriter, SNAPSHOT_SLICE_ENTRIES, BatchWriter, type Batch } from './replication-batch.js';
 
 /** Default cap of unacknowledged live-stream bytes per peer. */
 export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
@@ -35,7 +35,8 @@ export const REFRESH_INTERVAL_MS = 1000;
 export const HANDSHAKE_TIMEOUT_MS = 1000;
 /** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
 export const MAX_INBOUND_PER_PEER = 4;
-/** A batch is closed into a frame before its ops would pass this size. */
+/** A snapshot in progress waits for the socket to drain while more than this is queued in it. */
+export const SNAPSHOT_HIGH_WATER_BYTES = 1024 * 1024;
 export interface StateReplicatorOptions {
   /** This dispatcher's id (u16), config.dispatcher.id. */
   id: number;
@@ -54,6 +55,8 @@ export interface StateReplicatorOptions {
   reconnectMs?: number;
   refreshIntervalMs?: number;
   handshakeTimeoutMs?: number;
+  /** Sessions and flows per snapshot slice (one event-loop turn), default SNAPSHOT_SLICE_ENTRIES. */
+  snapshotSliceEntries?: number;
 }
 
 export interface SyncedEvent {
@@ -92,6 +95,8 @@ export interface ReplicatorStats {
   inboundRefused: number;
   /** Incoming connections closed for sending no valid frame within HANDSHAKE_TIMEOUT_MS. */
   handshakeTimeouts: number;
+  /** The longest snapshot slice sent (encode, seal, write: one synchronous turn of this node's event loop), ms; -1 before any. */
+  longestSnapshotSliceMs: number;
 }
 
 export interface StateReplicator {
@@ -163,6 +168,7 @@ export abstract class ReplicationLinks {
   protected readonly reconnectMs: number;
   protected readonly refreshIntervalMs: number;
   protected readonly handshakeTimeoutMs: number;
+  protected readonly snapshotSliceEntries: number;
   protected readonly maxInbound: number;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
@@ -198,6 +204,7 @@ export abstract class ReplicationLinks {
     lastSyncMs: -1,
     inboundRefused: 0,
     handshakeTimeouts: 0,
+    longestSnapshotSliceMs: -1,
     rejected: emptyRejects(),
   };
 
@@ -213,9 +220,10 @@ export abstract class ReplicationLinks {
     this.reconnectMs = options.reconnectMs ?? RECONNECT_MS;
     this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+    this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
-    this.applier = new ReplicaApplier(this.index, () => this.master, this.s);
+    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
     this.outLinks = options.peers.map((to) => ({
       to,
       socket: null,
@@ -288,8 +296,9 @@ export abstract class ReplicationLinks {
     const frames = link.reader.push(data);
     if (frames === 'too-large') return this.reject(link.to, 'malformed', () => this.cut(link));
     for (const msg of frames) {
-      const frame = this.openFrame(msg, link.to);
-      if (frame === null) return this.cut(link);
+      const body = this.openFrame(msg, link.to);
+      if (body === null) return this.cut(link);
+      const frame = decodeFrame(body)!;
       if (link.nonce === null) {
         // The acceptor's first frame: CHALLENGE, seq 0.
         const first = frame.ops[0];
@@ -312,17 +321,34 @@ export abstract class ReplicationLinks {
     }
   }
 
+  /**
+   * Sends the snapshot in slices of SNAPSHOT_SLICE_ENTRIES sessions and flows, one per event-loop
+   * turn (the master's loop is never held for the whole table), pausing while more than
+   * SNAPSHOT_HIGH_WATER_BYTES wait in the socket (a slow peer never makes the snapshot pile up in
+   * memory). The link streams from the snapshot's start: changes made between slices are flushed
+   * to it between them (see SnapshotWriter); snapshot frames do not count against maxBufferBytes.
+   */
   protected sendSnapshot(link: OutLink): void {
     // Demoted: an empty snapshot — peers drop what we streamed before.
-    const batches = writeSnapshot(this.index, this.demoted);
-    // Ops pending since the last flush are in the snapshot already; sent again after it, they apply idempotently.
+    const snapshot = new SnapshotWriter(this.index, this.demoted);
     const socket = link.socket!;
-    socket.cork();
-    for (const b of batches) this.send(link, b, false);
-    socket.uncork();
+    // Ops pending since the last flush are in the snapshot or follow it; sent again, they apply idempotently.
     link.streaming = true;
     this.streamingLinks++;
     this.s.snapshotsSent++;
+    const slice = (): void => {
+      if (link.socket !== socket || socket.destroyed || this.closed) return;
+      const start = this.clock.now();
+      const batches = snapshot.next(this.snapshotSliceEntries);
+      socket.cork();
+      for (const b of batches) this.send(link, b, false);
+      socket.uncork();
+      this.s.longestSnapshotSliceMs = Math.max(this.s.longestSnapshotSliceMs, this.clock.now() - start);
+      if (snapshot.done) return;
+      if (socket.writableLength > SNAPSHOT_HIGH_WATER_BYTES) socket.once('drain', () => this.clock.immediate(slice));
+      else this.clock.immediate(slice);
+    };
+    slice();
   }
 
   // --- Incoming connections: apply -----------------------------------------------------------------
@@ -392,8 +418,9 @@ export abstract class ReplicationLinks {
     };
     if (frames === 'too-large') return this.reject(from, 'malformed', drop);
     for (const msg of frames) {
-      const frame = this.openFrame(msg, from);
-      if (frame === null) return drop();
+      const body = this.openFrame(msg, from);
+      if (body === null) return drop();
+      const frame = decodeFrameHeader(body)!;
       if (!frame.nonce.equals(link.nonce) || frame.seq !== link.seq) return this.reject(from, 'replay', drop);
       if (frame.sender === this.id || (link.peer !== null && frame.sender !== link.peer.id)) return this.reject(from, 'unknown-host', drop);
       link.seq++;
@@ -411,15 +438,13 @@ export abstract class ReplicationLinks {
       }
       this.applying = true;
       try {
-        for (const op of frame.ops) {
-          const synced = this.applier.apply(link, link.peer, op);
-          if (synced !== null) this.synced(link, link.peer, synced.sessions, synced.flows);
-        }
+        this.applier.begin(link, link.peer);
+        visitFrame(body, this.applier, true);
       } finally {
         this.applying = false;
       }
       this.s.framesApplied++;
-      this.s.opsApplied += frame.ops.length;
+      this.s.opsApplied += frame.count;
       link.applied = frame.seq;
       link.ackTimer ??= this.clock.setTimeout(() => this.ack(link), this.ackIntervalMs);
     }
@@ -445,7 +470,8 @@ export abstract class ReplicationLinks {
 
   // --- Frames ---------------------------------------------------------------------------------------
 
-  protected openFrame(msg: Buffer, from: HostPort | string): ReturnType<typeof decodeFrame> {
+  /** The authenticated body of a replication frame that decodes (checkFrame), or null (rejected and counted). */
+  protected openFrame(msg: Buffer, from: HostPort | string): Buffer | null {
     const opened = open(msg, this.key);
     if (!opened.ok) {
       this.reject(from, opened.reason);
@@ -455,13 +481,11 @@ export abstract class ReplicationLinks {
       this.reject(from, 'type');
       return null;
     }
-    if (decodeFrameHeader(opened.body) === null) {
+    if (!checkFrame(opened.body)) {
       this.reject(from, 'malformed');
       return null;
     }
-    const frame = decodeFrame(opened.body);
-    if (frame === null) this.reject(from, 'malformed');
-    return frame;
+    return opened.body;
   }
 
   protected reject(from: HostPort | string, reason: WireReject, then?: () => void): void {

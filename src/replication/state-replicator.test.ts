@@ -43,7 +43,7 @@ async function until(what: string, cond: () => boolean, limitMs = 10_000): Promi
   }
 }
 
-async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number } = {}) {
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number } = {}) {
   const r = createStateReplicator({
     id,
     listen: { host: LOOPBACK, port: extra.port ?? 0 },
@@ -54,6 +54,7 @@ async function replicator(t: TestContext, id: number, l: Layer, peers: { host: s
     ackIntervalMs: 10,
     reconnectMs: 20,
     ...(extra.maxBufferBytes !== undefined ? { maxBufferBytes: extra.maxBufferBytes } : {}),
+    ...(extra.snapshotSliceEntries !== undefined ? { snapshotSliceEntries: extra.snapshotSliceEntries } : {}),
   });
   t.after(() => r.close());
   await r.start();
@@ -517,4 +518,43 @@ test('replication: relay ports (snapshot and stream) are recorded by the backup 
   // Handed over once: a second adopt() has nothing left to restore.
   rb.adopt();
   assert.equal(fb.restored.length, 1);
+});
+
+test('replication: a snapshot goes in slices over event-loop turns; changes made between slices reach the peer', async (t) => {
+  const a = layer();
+  const b = layer();
+  const handles: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const r = a.sessions.route(`call-${i}@client`);
+    assert.equal(r.type, 'opened');
+    if (r.type !== 'opened') return;
+    a.flows.insert(addressKey(`192.0.2.${i}`), 5060, VIP, 5060, PROTO_UDP, 'signalling', r.session);
+    handles.push(r.session);
+  }
+  const rb = await replicator(t, 2, b, []);
+  let applied = false;
+  const synced = new Promise<void>((resolve) => rb.onSynced(1, () => resolve()));
+  rb.onSynced(1, () => (applied = true));
+  const ra = await replicator(t, 1, a, [rb.address()!], { snapshotSliceEntries: 4 });
+  while (ra.stats().snapshotsSent === 0) await new Promise((r) => setImmediate(r));
+  assert.ok(ra.stats().framesSent < 20 && !applied, 'still in the snapshot');
+  // Mid-snapshot (80 entries in slices of 4: 20 turns): a close, an open with its flow, a re-pin.
+  a.sessions.close(handles[0]!, 'ended');
+  a.flows.removeSession(handles[0]!);
+  a.sessions.close(handles[39]!, 'ended');
+  a.flows.removeSession(handles[39]!);
+  const late = a.sessions.route('late@client');
+  assert.equal(late.type, 'opened');
+  if (late.type !== 'opened') return;
+  a.flows.insert(addressKey('198.51.100.1'), 5060, VIP, 5060, PROTO_UDP, 'signalling', late.session);
+  await synced;
+  assert.ok(ra.stats().framesSent >= 20, `snapshot in slices: ${ra.stats().framesSent} frames`);
+  await until('B matches A', () => b.table.size === a.table.size && b.flows.size === a.flows.size);
+  assert.equal(b.table.size, 39);
+  assert.equal(b.table.find('call-0@client'), NO_SESSION);
+  assert.equal(b.table.find('call-39@client'), NO_SESSION);
+  const hl = b.table.find('late@client');
+  assert.notEqual(hl, NO_SESSION);
+  assert.equal(b.flows.session(b.flows.lookup(addressKey('198.51.100.1'), 5060, VIP, 5060, PROTO_UDP)), hl);
+  assert.equal(b.flows.lookup(addressKey('192.0.2.0'), 5060, VIP, 5060, PROTO_UDP), NO_FLOW);
 });

@@ -34,7 +34,9 @@
  * it only applies. Frames (wire/replication-frame.ts, sealed by wire/envelope.ts, type 4) travel
  * as `u32 length ‖ sealed frame`. The acceptor speaks first: a CHALLENGE frame whose header carries
  * a fresh random 8-byte nonce. The dialer then sends SNAPSHOT_BEGIN, every session and flow it owns,
- * SNAPSHOT_END, and from then on the live stream. Every frame carries the nonce and its sequence
+ * SNAPSHOT_END, and from then on the live stream. The snapshot goes in slices, one per event-loop
+ * turn (SnapshotWriter, replication-batch.ts), and the live stream flows from its first slice: a
+ * change made between slices reaches the peer between them, and the peer applies both in order. Every frame carries the nonce and its sequence
  * number (1, 2, 3… per connection): a frame from another connection or out of order is 'replay',
  * one that fails the MAC 'bad-mac', one that does not decode 'malformed'; each is counted
  * (wireDrop, source 'replication') and ends the connection (the dialer redials and resynchronises).
@@ -246,6 +248,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       lastSyncMs: this.s.lastSyncMs,
       inboundRefused: this.s.inboundRefused,
       handshakeTimeouts: this.s.handshakeTimeouts,
+      longestSnapshotSliceMs: this.s.longestSnapshotSliceMs,
     };
   }
 

@@ -377,3 +377,14 @@ test('interned addresses are held while a flow uses them and released (bounded) 
   assert.equal(addressOf(service), '2001:db8::5060');
   assert.equal(addressKey('2001:db8::5060'), service);
 });
+
+test('forEachFrom visits the flows in slot order, at most `max` per call, and resumes', () => {
+  const { flows } = table(64);
+  const hs = Array.from({ length: 7 }, (_, i) => flows.insert(CLIENT, 1000 + i, SERVICE, 5060, PROTO_UDP, 'signalling', NO_SESSION));
+  flows.remove(hs[0]!);
+  const seen: number[] = [];
+  let from = 0;
+  do from = flows.forEachFrom(from, 2, (h) => seen.push(h));
+  while (from >= 0);
+  assert.deepEqual(seen, hs.slice(1));
+});

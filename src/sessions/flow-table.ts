@@ -479,6 +479,18 @@ export class FlowTable {
     for (let slot = 0; slot < this.used; slot++) if (this.keys[slot * KEY_WORDS + 3] !== 0) fn(slot);
   }
 
+  /** forEach() in slices: as SessionTable.forEachFrom(), the flows from slot `from` on, at most `max`; the slot to resume from, or -1 at the end. */
+  forEachFrom(from: number, max: number, fn: (h: FlowHandle) => void): number {
+    let n = 0;
+    for (let slot = from; slot < this.used; slot++) {
+      if (this.keys[slot * KEY_WORDS + 3] === 0) continue;
+      if (n === max) return slot;
+      fn(slot);
+      n++;
+    }
+    return -1;
+  }
+
   /** Marks the flow as not idle without changing its status or role (a replica kept alive by its owner). */
   touch(h: FlowHandle): void {
     if (this.live(h)) this.lastSeens[h] = this.options.clock.now();

@@ -150,3 +150,20 @@ test('randomized open/close/find against a Map model', () => {
   }
   assert.ok(stale.length > 10_000);
 });
+
+test('forEachFrom visits the open sessions in slot order, at most `max` per call, and resumes', () => {
+  const { sessions } = table(64);
+  const hs: SessionHandle[] = [];
+  for (let i = 0; i < 10; i++) hs.push(sessions.open(`k${i}`, 0));
+  sessions.close(hs[3]!, 'ended');
+  const seen: SessionHandle[] = [];
+  let from = 0;
+  let calls = 0;
+  do {
+    from = sessions.forEachFrom(from, 4, (h) => seen.push(h));
+    calls++;
+  } while (from >= 0);
+  assert.deepEqual(seen, hs.filter((_, i) => i !== 3));
+  assert.equal(calls, 3, '9 open sessions, 4 per call');
+  assert.equal(sessions.forEachFrom(0, 0, () => assert.fail('max 0 visits none')), 0);
+});

@@ -217,6 +217,24 @@ export class SessionTable {
     }
   }
 
+  /**
+   * forEach() in slices (a replication snapshot spread over event-loop turns): calls `fn` with the
+   * open sessions from slot `from` on, at most `max` of them; returns the slot to resume from, or -1
+   * when the table's end was reached. Sessions opened or closed between calls are seen or not
+   * depending on their slot.
+   */
+  forEachFrom(from: number, max: number, fn: (h: SessionHandle) => void): number {
+    let n = 0;
+    for (let slot = from; slot < this.used; slot++) {
+      const gen = this.gens[slot]!;
+      if ((gen & 1) !== 1) continue;
+      if (n === max) return slot;
+      fn(gen * SLOT_SPAN + slot);
+      n++;
+    }
+    return -1;
+  }
+
   /** Bytes held by the slot arrays (typed arrays and the key array's pointers; key strings and the key Map not counted). */
   bytes(): number {
     return this.backends.byteLength + this.lastSeens.byteLength + this.gens.byteLength + this.nextFree.byteLength + this.slots * 8;

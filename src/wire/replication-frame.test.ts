@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { MessageType, open, seal } from './envelope.js';
-import { decodeFrame, encodeFrame, MAX_STRING_BYTES, NO_SID, Op, OpWriter, type ReplicationOp } from './replication-frame.js';
+import { checkFrame, decodeFrame, encodeFrame, MAX_STRING_BYTES, NO_SID, Op, OpWriter, visitFrame, type OpVisitor, type ReplicationOp } from './replication-frame.js';
 import { KEY } from './wire.fixtures.js';
 
 /**
@@ -100,4 +100,33 @@ test('replication frame: malformed bodies decode to null', () => {
   longKey.writeUInt16BE(MAX_STRING_BYTES + 1, 16 + 13);
   assert.equal(decodeFrame(longKey), null, 'key over the cap');
   assert.throws(() => new OpWriter().sessionOpen(0, 1, 0, 'x'.repeat(MAX_STRING_BYTES + 1)), RangeError);
+});
+
+/** Records visitFrame()'s calls as [method, ...args]. */
+function recorder(): { calls: unknown[][]; v: OpVisitor } {
+  const calls: unknown[][] = [];
+  const v = new Proxy({} as OpVisitor, { get: (_t, name) => (...args: unknown[]) => calls.push([name, ...args]) });
+  return { calls, v };
+}
+
+test('replication frame: visitFrame hands the hand-written ops to the visitor as arguments, no op objects', () => {
+  const { calls, v } = recorder();
+  assert.equal(visitFrame(Buffer.from(BODY_HEX, 'hex'), v), true);
+  assert.deepEqual(calls, [
+    ['sessionOpen', 1, 16777221, 2, 'ab'],
+    ['flowInsert', 0, -1, 167772161, 5060, '::1', 5060, 17, 'announced', 30000],
+  ]);
+});
+
+test('replication frame: visitFrame applies nothing of a malformed frame (checked whole first)', () => {
+  const body = Buffer.from(BODY_HEX, 'hex');
+  const badRole = Buffer.from(body);
+  badRole[body.length - 5] = 3; // the second op is malformed: the first must not be visited either
+  for (const bad of [badRole, body.subarray(0, body.length - 1), Buffer.concat([body, Buffer.from([0])])]) {
+    const { calls, v } = recorder();
+    assert.equal(checkFrame(bad), false);
+    assert.equal(visitFrame(bad, v), false);
+    assert.deepEqual(calls, []);
+  }
+  assert.equal(checkFrame(body), true);
 });

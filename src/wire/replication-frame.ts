@@ -320,152 +320,287 @@ export function decodeFrameHeader(body: Buffer): (FrameHeader & { count: number 
 class Truncated extends Error {}
 const TRUNCATED = new Truncated();
 
-/** Decodes an authenticated body; null when it is malformed (see the module doc). Never throws. */
-export function decodeFrame(body: Buffer): Frame | null {
-  const h = decodeFrameHeader(body);
-  if (h === null) return null;
-  let p = FRAME_HEADER_BYTES;
-  const end = body.length;
-  const need = (n: number): void => {
-    if (p + n > end) throw TRUNCATED;
-  };
-  const u8 = (): number => {
-    need(1);
-    return body[p++]!;
-  };
-  const u16 = (): number => {
-    need(2);
-    const v = body.readUInt16BE(p);
-    p += 2;
+/**
+ * What a decoded body's ops are handed to, one call per op with its fields as arguments: the
+ * receiver's apply path (replication-apply.ts) decodes straight into table changes, with no object
+ * per op. Addresses are as on the wire (WireAddress); `reason` and `role` are already checked.
+ */
+export interface OpVisitor {
+  sessionOpen(service: number, sid: number, backend: number, key: string | null): void;
+  sessionRepin(service: number, sid: number, backend: number): void;
+  sessionClose(service: number, sid: number, reason: (typeof CLOSE_REASONS)[number]): void;
+  sessionData(service: number, sid: number, data: string): void;
+  flowInsert(
+    service: number,
+    sid: number,
+    src: WireAddress,
+    srcPort: number,
+    dst: WireAddress,
+    dstPort: number,
+    proto: number,
+    role: (typeof FLOW_ROLES)[number],
+    timeoutMs: number,
+  ): void;
+  flowRemove(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): void;
+  relayOpen(service: number, sid: number, relayPort: number, client: WireAddress, clientPort: number, backend: WireAddress, backendPort: number): void;
+  relayClose(service: number, sid: number, relayPort: number): void;
+  snapshotBegin(): void;
+  snapshotEnd(sessions: number, flows: number): void;
+  ack(seq: number): void;
+  challenge(): void;
+}
+
+/** A read position in a body; every read checks its bounds (TRUNCATED past the end). */
+class Cursor {
+  p = FRAME_HEADER_BYTES;
+  constructor(
+    readonly body: Buffer,
+    readonly end: number,
+  ) {}
+
+  need(n: number): void {
+    if (this.p + n > this.end) throw TRUNCATED;
+  }
+
+  u8(): number {
+    if (this.p + 1 > this.end) throw TRUNCATED;
+    return this.body[this.p++]!;
+  }
+
+  u16(): number {
+    if (this.p + 2 > this.end) throw TRUNCATED;
+    const b = this.body;
+    const v = (b[this.p]! << 8) | b[this.p + 1]!;
+    this.p += 2;
     return v;
-  };
-  const u32 = (): number => {
-    need(4);
-    const v = body.readUInt32BE(p);
-    p += 4;
-    return v;
-  };
-  const sid = (): number => {
-    const hi = u32();
-    const lo = u32();
+  }
+
+  u32(): number {
+    if (this.p + 4 > this.end) throw TRUNCATED;
+    const b = this.body;
+    const p = this.p;
+    this.p += 4;
+    return b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
+  }
+
+  sid(): number {
+    const hi = this.u32();
+    const lo = this.u32();
     if (hi === 0xffffffff && lo === 0xffffffff) return NO_SID;
     if (hi >= 0x200000) throw TRUNCATED; // not a safe integer: no handle is that large
     return hi * 0x100000000 + lo;
-  };
-  const address = (): WireAddress => {
-    const n = u8();
+  }
+
+  /** `text`: whether to build an IPv6 address's string (false: only check it). */
+  address(text: boolean): WireAddress {
+    const n = this.u8();
     if (n === 0) {
-      const v = u32();
+      const v = this.u32();
       if (v > IPV4_MAX) throw TRUNCATED;
       return v;
     }
     if (n > MAX_ADDRESS_TEXT_BYTES) throw TRUNCATED;
-    need(n);
-    const s = body.toString('latin1', p, p + n);
-    p += n;
+    this.need(n);
+    const s = text ? this.body.toString('latin1', this.p, this.p + n) : '';
+    this.p += n;
     return s;
-  };
-  const tuple = (): FlowTuple => {
-    const src = address();
-    const srcPort = u16();
-    const dst = address();
-    const dstPort = u16();
-    const proto = u8();
-    if (proto === 0) throw TRUNCATED;
-    return { src, srcPort, dst, dstPort, proto };
-  };
-  const ops: ReplicationOp[] = [];
-  try {
-    for (let i = 0; i < h.count; i++) {
-      const op = u8();
-      switch (op) {
-        case Op.SessionOpen: {
-          const service = u16();
-          const s = sid();
-          const backend = u16();
-          const n = u16();
-          let key: string | null = null;
-          if (n !== 0xffff) {
-            if (n > MAX_STRING_BYTES) throw TRUNCATED;
-            need(n);
-            key = body.toString('utf8', p, p + n);
-            p += n;
-          }
-          ops.push({ op, service, sid: s, backend, key });
-          break;
-        }
-        case Op.SessionRepin:
-          ops.push({ op, service: u16(), sid: sid(), backend: u16() });
-          break;
-        case Op.SessionClose: {
-          const service = u16();
-          const s = sid();
-          const reason = CLOSE_REASONS[u8()];
-          if (reason === undefined) throw TRUNCATED;
-          ops.push({ op, service, sid: s, reason });
-          break;
-        }
-        case Op.SessionData: {
-          const service = u16();
-          const s = sid();
-          const n = u16();
-          if (n > MAX_STRING_BYTES) throw TRUNCATED;
-          need(n);
-          const data = body.toString('utf8', p, p + n);
-          p += n;
-          ops.push({ op, service, sid: s, data });
-          break;
-        }
-        case Op.FlowInsert: {
-          const service = u16();
-          const s = sid();
-          const t = tuple();
-          const role = FLOW_ROLES[u8()];
-          if (role === undefined) throw TRUNCATED;
-          const timeoutMs = u32();
-          if (timeoutMs > 0x7fffffff) throw TRUNCATED;
-          ops.push({ op, service, sid: s, ...t, role, timeoutMs });
-          break;
-        }
-        case Op.FlowRemove: {
-          const service = u16();
-          ops.push({ op, service, ...tuple() });
-          break;
-        }
-        case Op.RelayOpen: {
-          const service = u16();
-          const s = sid();
-          const relayPort = u16();
-          const client = address();
-          const clientPort = u16();
-          const backend = address();
-          const backendPort = u16();
-          ops.push({ op, service, sid: s, relayPort, client, clientPort, backend, backendPort });
-          break;
-        }
-        case Op.RelayClose:
-          ops.push({ op, service: u16(), sid: sid(), relayPort: u16() });
-          break;
-        case Op.SnapshotBegin:
-          ops.push({ op });
-          break;
-        case Op.SnapshotEnd:
-          ops.push({ op, sessions: u32(), flows: u32() });
-          break;
-        case Op.Ack:
-          ops.push({ op, seq: u32() });
-          break;
-        case Op.Challenge:
-          ops.push({ op });
-          break;
-        default:
-          return null;
+  }
+
+  /** A u16-length string field (0xffff: none, when `nullable`); `text` as for address(). */
+  string(nullable: boolean, text: boolean): string | null {
+    const n = this.u16();
+    if (nullable && n === 0xffff) return null;
+    if (n > MAX_STRING_BYTES) throw TRUNCATED;
+    this.need(n);
+    const s = text ? this.body.toString('utf8', this.p, this.p + n) : '';
+    this.p += n;
+    return s;
+  }
+}
+
+/**
+ * Walks the ops of a body whose header was read; `v` null only checks them (no string built).
+ * Throws TRUNCATED when malformed.
+ */
+function walk(body: Buffer, count: number, v: OpVisitor | null): void {
+  const c = new Cursor(body, body.length);
+  const text = v !== null;
+  for (let i = 0; i < count; i++) {
+    const op = c.u8();
+    switch (op) {
+      case Op.SessionOpen: {
+        const service = c.u16();
+        const sid = c.sid();
+        const backend = c.u16();
+        const key = c.string(true, text);
+        v?.sessionOpen(service, sid, backend, key);
+        break;
       }
+      case Op.SessionRepin: {
+        const service = c.u16();
+        const sid = c.sid();
+        const backend = c.u16();
+        v?.sessionRepin(service, sid, backend);
+        break;
+      }
+      case Op.SessionClose: {
+        const service = c.u16();
+        const sid = c.sid();
+        const reason = CLOSE_REASONS[c.u8()];
+        if (reason === undefined) throw TRUNCATED;
+        v?.sessionClose(service, sid, reason);
+        break;
+      }
+      case Op.SessionData: {
+        const service = c.u16();
+        const sid = c.sid();
+        const data = c.string(false, text)!;
+        v?.sessionData(service, sid, data);
+        break;
+      }
+      case Op.FlowInsert: {
+        const service = c.u16();
+        const sid = c.sid();
+        const src = c.address(text);
+        const srcPort = c.u16();
+        const dst = c.address(text);
+        const dstPort = c.u16();
+        const proto = c.u8();
+        if (proto === 0) throw TRUNCATED;
+        const role = FLOW_ROLES[c.u8()];
+        if (role === undefined) throw TRUNCATED;
+        const timeoutMs = c.u32();
+        if (timeoutMs > 0x7fffffff) throw TRUNCATED;
+        v?.flowInsert(service, sid, src, srcPort, dst, dstPort, proto, role, timeoutMs);
+        break;
+      }
+      case Op.FlowRemove: {
+        const service = c.u16();
+        const src = c.address(text);
+        const srcPort = c.u16();
+        const dst = c.address(text);
+        const dstPort = c.u16();
+        const proto = c.u8();
+        if (proto === 0) throw TRUNCATED;
+        v?.flowRemove(service, src, srcPort, dst, dstPort, proto);
+        break;
+      }
+      case Op.RelayOpen: {
+        const service = c.u16();
+        const sid = c.sid();
+        const relayPort = c.u16();
+        const client = c.address(text);
+        const clientPort = c.u16();
+        const backend = c.address(text);
+        const backendPort = c.u16();
+        v?.relayOpen(service, sid, relayPort, client, clientPort, backend, backendPort);
+        break;
+      }
+      case Op.RelayClose: {
+        const service = c.u16();
+        const sid = c.sid();
+        const relayPort = c.u16();
+        v?.relayClose(service, sid, relayPort);
+        break;
+      }
+      case Op.SnapshotBegin:
+        v?.snapshotBegin();
+        break;
+      case Op.SnapshotEnd: {
+        const sessions = c.u32();
+        const flows = c.u32();
+        v?.snapshotEnd(sessions, flows);
+        break;
+      }
+      case Op.Ack: {
+        const seq = c.u32();
+        v?.ack(seq);
+        break;
+      }
+      case Op.Challenge:
+        v?.challenge();
+        break;
+      default:
+        throw TRUNCATED;
     }
-  } catch (err) {
-    if (err === TRUNCATED) return null;
+  }
+  if (c.p !== c.end) throw TRUNCATED;
+}
+
+/**
+ * Checks a whole authenticated body (header and every op) first, then hands its ops to `v` in
+ * order: a malformed frame applies nothing. False when malformed (see the module doc). `v` may throw
+ * (its error propagates); the decoder itself never does. `checked`: the caller ran checkFrame() on
+ * this very body already.
+ */
+export function visitFrame(body: Buffer, v: OpVisitor, checked = false): boolean {
+  if (!checked && !checkFrame(body)) return false;
+  walk(body, body.readUInt16BE(2), v);
+  return true;
+}
+
+/** Whether a body decodes (header and every op), without building anything. `checked` in visitFrame() skips this second pass. */
+export function checkFrame(body: Buffer): boolean {
+  const h = decodeFrameHeader(body);
+  if (h === null) return false;
+  try {
+    walk(body, h.count, null);
+  } catch {
+    return false;
+  }
+  return true;
+}
+
+/** Collects the ops as objects (tests, and the few control frames a dialer reads). */
+class OpCollector implements OpVisitor {
+  readonly ops: ReplicationOp[] = [];
+  sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
+    this.ops.push({ op: Op.SessionOpen, service, sid, backend, key });
+  }
+  sessionRepin(service: number, sid: number, backend: number): void {
+    this.ops.push({ op: Op.SessionRepin, service, sid, backend });
+  }
+  sessionClose(service: number, sid: number, reason: (typeof CLOSE_REASONS)[number]): void {
+    this.ops.push({ op: Op.SessionClose, service, sid, reason });
+  }
+  sessionData(service: number, sid: number, data: string): void {
+    this.ops.push({ op: Op.SessionData, service, sid, data });
+  }
+  flowInsert(service: number, sid: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number, role: (typeof FLOW_ROLES)[number], timeoutMs: number): void {
+    this.ops.push({ op: Op.FlowInsert, service, sid, src, srcPort, dst, dstPort, proto, role, timeoutMs });
+  }
+  flowRemove(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): void {
+    this.ops.push({ op: Op.FlowRemove, service, src, srcPort, dst, dstPort, proto });
+  }
+  relayOpen(service: number, sid: number, relayPort: number, client: WireAddress, clientPort: number, backend: WireAddress, backendPort: number): void {
+    this.ops.push({ op: Op.RelayOpen, service, sid, relayPort, client, clientPort, backend, backendPort });
+  }
+  relayClose(service: number, sid: number, relayPort: number): void {
+    this.ops.push({ op: Op.RelayClose, service, sid, relayPort });
+  }
+  snapshotBegin(): void {
+    this.ops.push({ op: Op.SnapshotBegin });
+  }
+  snapshotEnd(sessions: number, flows: number): void {
+    this.ops.push({ op: Op.SnapshotEnd, sessions, flows });
+  }
+  ack(seq: number): void {
+    this.ops.push({ op: Op.Ack, seq });
+  }
+  challenge(): void {
+    this.ops.push({ op: Op.Challenge });
+  }
+}
+
+/** Decodes an authenticated body into op objects; null when it is malformed (see the module doc). Never throws. */
+export function decodeFrame(body: Buffer): Frame | null {
+  const h = decodeFrameHeader(body);
+  if (h === null) return null;
+  const c = new OpCollector();
+  try {
+    walk(body, h.count, c);
+  } catch {
     return null;
   }
-  if (p !== end) return null;
-  return { sender: h.sender, seq: h.seq, nonce: h.nonce, ops };
+  return { sender: h.sender, seq: h.seq, nonce: h.nonce, ops: c.ops };
 }

@@ -9,7 +9,7 @@ import { decodeElectionAdvert, encodeElectionAdvert } from './election-advert.js
 import { MessageType, open, seal, type WireReject } from './envelope.js';
 import { decodeTransmissionAgent } from './transmission-agent.js';
 import { decodeLoadVector, encodeLoadVector } from './load-vector.js';
-import { decodeFrame, encodeFrame, NO_SID, OpWriter } from './replication-frame.js';
+import { checkFrame, decodeFrame, encodeFrame, NO_SID, OpWriter } from './replication-frame.js';
 import { KEY } from './wire.fixtures.js';
 
 const DEFAULT_SEED = 0x5eed_2024;
@@ -193,8 +193,12 @@ test(`fuzz (seed ${SEED}): mutated replication frame bodies never make decodeFra
     assert.ok(decodeFrame(body), `seed ${SEED} case ${i}: the valid frame must decode`);
     const { kind, mutated } = mutate(rand, body);
     try {
-      if (decodeFrame(mutated) !== null) decoded++;
+      const ok = decodeFrame(mutated) !== null;
+      if (ok) decoded++;
+      // The receiver's path (checkFrame, then visitFrame) accepts exactly what decodeFrame does.
+      assert.equal(checkFrame(mutated), ok, `seed ${SEED} case ${i} (${kind}): checkFrame disagrees with decodeFrame`);
     } catch (err) {
+      if (err instanceof assert.AssertionError) throw err;
       assert.fail(`seed ${SEED} case ${i} (${kind}): threw on ${mutated.toString('hex')}: ${String(err)}`);
     }
     // Sealed, a mutated frame never opens.

@@ -21,7 +21,7 @@ import { parseSipMessage } from '../../src/sessions/sip-message.js';
 import { HOLDFAST_BRANCH_PREFIX } from '../../src/forward/sip/sip-forwarder.js';
 import { describeResult, fixture, freeSipPort, parseMessageLog, runUac, startUac, UAS_STAT_PERIOD_MS } from '../helpers/sipp.js';
 import { startSipDispatcher, type SipDispatcher, type SipDispatcherOptions } from '../helpers/sip-dispatcher.js';
-import { collect, rawUdpPeer, receivedCallIds, startUasPool, tcpPresence, until } from '../helpers/sip-backends.js';
+import { collect, rawUdpPeer, rawUdpPeerWithTcpPresence, receivedCallIds, startUasPool, until } from '../helpers/sip-backends.js';
 
 /** sipp's own deadline for a run (it exits 255 past it); the tests' runs take 1-3 s. */
 const UAC_TIMEOUT_S = 15;
@@ -226,8 +226,7 @@ test('malformed TCP: bad framing closes the connection (counted), an unparsable 
 });
 
 test("sip.malformed 'forward': an unparsable datagram goes as it is to the backend its flow is pinned to", { timeout: 30_000 }, async (t) => {
-  const backends = await Promise.all([rawUdpPeer(t), rawUdpPeer(t)]);
-  for (const b of backends) await tcpPresence(t, b.port);
+  const backends = [await rawUdpPeerWithTcpPresence(t), await rawUdpPeerWithTcpPresence(t)];
   // Raw peers record every datagram: the tcp probe keeps the udp probe's empty datagram out of them.
   const d = await startSip(t, { backends: backends.map((b) => b.port), sip: { malformed: 'forward' }, health: { probe: { type: 'tcp' } } });
   await d.waitForState('b0', 'up');

@@ -104,6 +104,24 @@ export interface RawUdpPeer {
   close(): void;
 }
 
+/**
+ * A raw UDP peer whose port number is also held on TCP (tcpPresence), so that a tcp health probe of
+ * that port finds it. The UDP port is picked by the kernel; when that number is busy on TCP (another
+ * test's listener), a new pair is tried: the flake the first version of this test had (EADDRINUSE).
+ */
+export async function rawUdpPeerWithTcpPresence(t: TestContext, attempts = 20): Promise<RawUdpPeer> {
+  for (let i = 1; ; i++) {
+    const peer = await rawUdpPeer(t);
+    try {
+      await tcpPresence(t, peer.port);
+      return peer;
+    } catch (err) {
+      peer.close();
+      if ((err as NodeJS.ErrnoException).code !== 'EADDRINUSE' || i >= attempts) throw err;
+    }
+  }
+}
+
 export async function rawUdpPeer(t: TestContext, port = 0): Promise<RawUdpPeer> {
   const socket = dgram.createSocket('udp4');
   const received: { data: Buffer; host: string; port: number }[] = [];

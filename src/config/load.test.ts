@@ -365,3 +365,13 @@ test('tls and limits: defaults filled in, wrong places and values named', () => 
   );
   assert.deepEqual(issuesOf(oneService('    limits: { requestsPerSecond: -1 }')), ['services[0].limits.requestsPerSecond: expected at least 0, received -1']);
 });
+
+test('tlsPassthrough: tcp only, not with tls; backends may name the servers they take', () => {
+  const tcp = oneService('    tlsPassthrough: {}').replace('protocol: http', 'protocol: tcp').replace('{ id: a, address: "127.0.0.1:9001" }', '{ id: a, address: "127.0.0.1:9001", serverNames: ["a.test", "*.w.test"] }');
+  const config = parseConfig(tcp);
+  assert.deepEqual([config.services[0]!.tlsPassthrough, config.services[0]!.backends[0]!.serverNames], [{ clientHelloTimeoutMs: 10_000 }, ['a.test', '*.w.test']]);
+  assert.deepEqual(issuesOf(oneService('    tlsPassthrough: {}')), ['services[0].tlsPassthrough: expected only on a tcp service, received a http service']);
+  assert.deepEqual(issuesOf(tcp.replace('    tlsPassthrough: {}', '    tlsPassthrough: {}\n    tls: { certificates: [{ cert: /c, key: /k }] }')), [
+    'services[0].tlsPassthrough: expected either tls (terminate) or tlsPassthrough (route by name), received both',
+  ]);
+});

@@ -377,6 +377,10 @@ function semanticIssues(raw: unknown): string[] {
     }
     claim(`${at}.listen`, service.listen);
     const tlsCapable = service.protocol === 'http' || service.protocol === 'tcp';
+    if (service.tlsPassthrough !== undefined) {
+      if (service.protocol !== 'tcp') issues.push(`${at}.tlsPassthrough: expected only on a tcp service, received a ${String(service.protocol)} service`);
+      else if (service.tls !== undefined) issues.push(`${at}.tlsPassthrough: expected either tls (terminate) or tlsPassthrough (route by name), received both`);
+    }
     if (service.tls !== undefined && !tlsCapable) {
       issues.push(`${at}.tls: expected only on an http or tcp service, received a ${String(service.protocol)} service`);
     }

@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
-import { backendTlsSchema, limitsSchema, tlsSchema } from '../edge/edge-schema.js';
+import { backendTlsSchema, limitsSchema, tlsPassthroughSchema, tlsSchema } from '../edge/edge-schema.js';
 
 /**
  * host:port, shared by the dispatcher's and the agent's schema. Messages that start with "expected"
@@ -235,6 +235,8 @@ export const backendSchema = z
     agent: z.number().int().min(0).max(65535).optional(),
     /** TLS to this backend (http and tcp services). */
     tls: backendTlsSchema.optional(),
+    /** tlsPassthrough: the server names (SNI) this backend takes; `*.x` covers one label. */
+    serverNames: z.array(z.string().min(1)).optional(),
   })
   .strict();
 
@@ -284,6 +286,8 @@ const serviceObject = z
     admission: admissionSchema.default({}),
     /** TLS termination (http and tcp services). */
     tls: tlsSchema.optional(),
+    /** Route TLS by its server name without decrypting it (tcp services). */
+    tlsPassthrough: tlsPassthroughSchema.optional(),
     /** Per-client-address bounds of the listener (http, tcp, rtsp and SIP over TCP). */
     limits: limitsSchema.default({}),
   })

@@ -86,6 +86,19 @@ export const backendTlsSchema = z
   })
   .strict();
 
+/**
+ * TLS passthrough (tcp services): the ClientHello's server name picks the backends, nothing is
+ * decrypted. A backend with `serverNames` takes only those names; one without takes the names no
+ * backend claims.
+ */
+export const tlsPassthroughSchema = z
+  .object({
+    /** The client must send its ClientHello within this time. */
+    clientHelloTimeoutMs: z.number().int().min(100).max(120_000).default(10_000),
+  })
+  .strict();
+
 export type TlsServiceConfig = z.infer<typeof tlsSchema>;
+export type TlsPassthroughConfig = z.infer<typeof tlsPassthroughSchema>;
 export type LimitsConfig = z.infer<typeof limitsSchema>;
 export type BackendTlsConfig = z.infer<typeof backendTlsSchema>;

@@ -321,6 +321,14 @@ export class Router {
       if (p.backend === avoid || (tried !== undefined && tried.has(p.backend))) continue;
       return forward(p.backend, NO_SESSION, 'unpinned');
     }
-    return NONE;
+    // A balancer that keeps offering an excluded backend (least-connections when the excluded one is
+    // the least loaded; tlsPassthrough excludes every backend of other names): the least busy
+    // eligible backend that is not excluded.
+    let best: Backend | null = null;
+    for (const b of this.parts.backends) {
+      if (!b.eligible || b.weight <= 0 || b === avoid || (tried !== undefined && tried.has(b))) continue;
+      if (best === null || b.active < best.active) best = b;
+    }
+    return best === null ? NONE : forward(best, NO_SESSION, 'unpinned');
   }
 }

@@ -263,3 +263,48 @@ test('a TCP service terminates TLS too', async (t) => {
   assert.equal(data.toString(), 'ping over tls');
   s.destroy();
 });
+
+test('tlsPassthrough: the ClientHello server name picks the backend, nothing is decrypted; other names go to the unnamed pool; not TLS is closed', async (t) => {
+  const kit = kitFor(t);
+  const origin = async (name: string): Promise<number> => {
+    const pair = kit.leaf(name.replace(/\W/g, '_'), [name]);
+    const s = tls.createServer({ cert: readFileSync(pair.cert), key: readFileSync(pair.key) }, (c) => c.end(`origin ${name}`));
+    s.listen(0, '127.0.0.1');
+    await once(s, 'listening');
+    t.after(() => s.close());
+    return (s.address() as net.AddressInfo).port;
+  };
+  const [a, w, other] = [await origin('a.test'), await origin('x.w.test'), await origin('default.test')];
+  const input: ServiceInput = {
+    name: 'pass',
+    protocol: 'tcp',
+    listen: '127.0.0.1:0',
+    tlsPassthrough: {},
+    backends: [
+      { id: 'a', address: `127.0.0.1:${a}`, serverNames: ['a.test'] },
+      { id: 'w', address: `127.0.0.1:${w}`, serverNames: ['*.w.test'] },
+      { id: 'd', address: `127.0.0.1:${other}` },
+    ],
+  };
+  const d = await startServiceDispatcher(t, singleServiceConfig(input), 'pass');
+  const ask = async (servername: string): Promise<{ cn: string; body: string }> => {
+    const s = await handshake(d.address.port, { servername, ca: readFileSync(kit.ca.cert), rejectUnauthorized: true });
+    const cn = String(s.getPeerCertificate().subject.CN);
+    let body = '';
+    s.on('data', (c: Buffer) => (body += c.toString()));
+    await once(s, 'end');
+    s.destroy();
+    return { cn, body };
+  };
+  // The client verifies the origin's own certificate for its name: the bytes went through unopened.
+  for (let i = 0; i < 3; i++) {
+    assert.deepEqual(await ask('a.test'), { cn: 'a.test', body: 'origin a.test' });
+    assert.deepEqual(await ask('x.w.test'), { cn: 'x.w.test', body: 'origin x.w.test' });
+  }
+  assert.deepEqual(await ask('default.test'), { cn: 'default.test', body: 'origin default.test' });
+  // Plain bytes instead of a ClientHello: closed, nothing sent to any origin.
+  const junk = net.connect(d.address.port, '127.0.0.1');
+  junk.on('error', () => {});
+  junk.write('GET / HTTP/1.1\r\nHost: a.test\r\n\r\n');
+  await once(junk, 'close');
+});

@@ -13,6 +13,8 @@ import type { Backend } from '../../core/backend.js';
 import { NO_FLOW, routerOf, type Forwarder, type RouteDecision, type RouteHint, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 import { closePeer, IdleTimer, LiveSet, noop, relayOneWay } from '../lifecycle.js';
 import { connectFailureKind } from '../upstream-connect.js';
+import { backendsNotServing, readServerName } from '../../edge/client-hello.js';
+
 
 /** One client connection, from accept to the close of both sockets. */
 class TcpSplice {
@@ -47,6 +49,16 @@ class TcpSplice {
     this.client.pause();
     this.client.on('error', () => (this.failed = true));
     this.client.on('close', () => this.onClientClose());
+    const passthrough = this.runtime.config.tlsPassthrough;
+    if (passthrough) readServerName(this.client, this.runtime.clock, passthrough.clientHelloTimeoutMs, (name) => this.routeByName(name));
+    else this.connect(this.router.route(NO_FLOW, this.hint));
+  }
+
+  /** tlsPassthrough: the backends that do not serve `name` count as tried, for the first pick and every re-route. */
+  private routeByName(name: string | null): void {
+    if (this.phase !== 'connecting') return;
+    if (name === null) return void this.client.destroy();
+    for (const i of backendsNotServing(this.runtime.config.backends, name)) this.tried.add(this.runtime.backends[i]!);
     this.connect(this.router.route(NO_FLOW, this.hint));
   }
 

@@ -30,7 +30,7 @@ import { envInt } from './lib/env.js';
 import { haConfig, startHaDispatcher, type HaDispatcher } from './lib/ha-cluster.js';
 import { runIfMain } from './lib/main.js';
 import { makeTempDir, removeTempDir, startProcess, which, type Proc } from './lib/procs.js';
-import { fixture, startUac, startUas, type SippResult, type SippStats, type SippUac, type SippUas } from '../test/helpers/sipp.js';
+import { fixture, freeSipPorts, startUac, startUas, type SippResult, type SippStats, type SippUac, type SippUas } from '../test/helpers/sipp.js';
 import { run as runCommand } from '../test/helpers/cluster-procs.js';
 import { bindUdpEcho } from '../test/helpers/udp-echo.js';
 
@@ -146,7 +146,8 @@ async function runInterval(intervalMs: number, trials: number): Promise<Row> {
   const backends = [await bindUdpEcho('b0'), await bindUdpEcho('b1')];
   const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
   const port = await freeUdp(vip);
-  const election = [await freeUdp('127.0.0.1'), await freeUdp('127.0.0.1')];
+  // Free for UDP (the election) and TCP (replication listens on the same number).
+  const election = await freeSipPorts(2);
   const dir = makeTempDir('holdfast-bench-ha');
   const key = randomBytes(32);
   const config = (id: number): string =>
@@ -287,7 +288,8 @@ async function runSipCase(rate: number, kase: SipCase, o: SipOptions, log: (line
     const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
     const sipPort = await freeUdp(vip);
     // `none` has a peer nobody answers at: the lone dispatcher elects itself after Master_Down_Interval.
-    const election = [await freeUdp('127.0.0.1'), await freeUdp('127.0.0.1')];
+    // Free for UDP (the election) and TCP (replication listens on the same number).
+    const election = await freeSipPorts(2);
     const key = randomBytes(32);
     const config = (id: number): string => {
       const c = JSON.parse(

@@ -16,6 +16,7 @@ import * as replicationCost from './replication-cost.js';
 import * as sessionTable from './session-table.js';
 import * as sip from './sip.js';
 import * as sipMedia from './sip-media.js';
+import * as hardening from './hardening.js';
 import * as tlsBench from './tls.js';
 import * as wireDecode from './wire-decode.js';
 
@@ -37,6 +38,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'tls',
     title: 'TLS 1.3 termination: holdfast vs HAProxy (keep-alive 1 KiB / 64 KiB, a handshake per request), and the chaos run over TLS',
     run: async () => tlsBench.formatTable(await tlsBench.run(tlsBench.optionsFromEnv())),
+  },
+  {
+    name: 'hardening',
+    title: 'An idle-connection flood (10 000 from ten source addresses): memory per connection, normal clients served',
+    run: async () => hardening.formatTable(await hardening.run(hardening.optionsFromEnv())),
   },
   {
     name: 'balance',

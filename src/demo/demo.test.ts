@@ -7,41 +7,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
 import http from 'node:http';
-import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { StatusSnapshot } from '../admin/status.js';
 import { DEMO_GROUP, runDemo } from './demo.js';
+import { canBind, freeDemoPortBase } from '../../test/helpers/demo-ports.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-function canBind(kind: 'tcp' | 'udp', host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (kind === 'tcp') {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, host, () => s.close(() => resolve(true)));
-    } else {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, host, () => s.close(() => resolve(true)));
-    }
-  });
-}
 
-/** A port base whose five ports (see DemoOptions.portBase) were free a moment ago. */
-async function freeBase(vip: string): Promise<number> {
-  for (;;) {
-    const base = randomInt(20_000, 60_000);
-    const checks = [
-      canBind('tcp', vip, base),
-      ...[1, 2, 3, 4].map((i) => canBind('tcp', '127.0.0.1', base + i)),
-      ...[3, 4].map((i) => canBind('udp', '127.0.0.1', base + i)),
-    ];
-    if ((await Promise.all(checks)).every(Boolean)) return base;
-  }
-}
 
 function getJson<T>(url: string): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -93,7 +67,7 @@ class Lines {
 
 test("the demo's group has exactly one master; its traffic goes through the VIP; abort stops everything", async (t) => {
   const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
-  const base = await freeBase(vip);
+  const base = await freeDemoPortBase(vip);
   const lines = new Lines();
   const controller = new AbortController();
   t.after(() => controller.abort());
@@ -133,7 +107,7 @@ test("the demo's group has exactly one master; its traffic goes through the VIP;
 });
 
 test('holdfast demo stops cleanly on SIGINT (Ctrl-C) and exits 0', async (t) => {
-  const base = await freeBase('127.0.0.10');
+  const base = await freeDemoPortBase('127.0.0.10');
   const child = spawn(process.execPath, ['bin/holdfast.js', 'demo', '--port-base', String(base)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   t.after(() => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');

@@ -7,37 +7,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
-import net from 'node:net';
 import type { GroupStatus } from '../../src/admin/status.js';
 import { DEMO_GROUP, runDemo } from '../../src/demo/demo.js';
+import { freeDemoPortBase } from '../helpers/demo-ports.js';
 
-function canBind(kind: 'tcp' | 'udp', host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (kind === 'tcp') {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, host, () => s.close(() => resolve(true)));
-    } else {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, host, () => s.close(() => resolve(true)));
-    }
-  });
-}
 
-/** A port base whose demo ports were free a moment ago (the demo needs fixed ports: see demo.ts). */
-async function freeBase(vip: string): Promise<number> {
-  for (;;) {
-    const base = randomInt(20_000, 60_000);
-    const checks = [
-      canBind('tcp', vip, base),
-      ...[1, 2, 3, 4].map((i) => canBind('tcp', '127.0.0.1', base + i)),
-      ...[3, 4].map((i) => canBind('udp', '127.0.0.1', base + i)),
-    ];
-    if ((await Promise.all(checks)).every(Boolean)) return base;
-  }
-}
 
 async function until(what: string, ok: () => Promise<boolean>, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -50,7 +24,7 @@ async function until(what: string, ok: () => Promise<boolean>, timeoutMs: number
 
 test('switchover: the master hands the VIP to the backup and does not take it back; a backup answers 409, an unknown group 404', { timeout: 60_000 }, async (t) => {
   const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
-  const base = await freeBase(vip);
+  const base = await freeDemoPortBase(vip);
   const lines: string[] = [];
   const controller = new AbortController();
   const demo = runDemo({ portBase: base, vip, trafficIntervalMs: 200, signal: controller.signal, out: (l) => lines.push(l) });

@@ -12,12 +12,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import dgram from 'node:dgram';
 import { accessSync, constants, mkdirSync } from 'node:fs';
-import net from 'node:net';
 import { delimiter, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEMO_GROUP, runDemo } from '../../src/demo/demo.js';
+import { freeDemoPortBase } from '../helpers/demo-ports.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const ARTIFACTS = join(ROOT, 'test-results', 'dashboard');
@@ -36,31 +35,7 @@ function findChromium(): string | null {
   return null;
 }
 
-function canBind(kind: 'tcp' | 'udp', host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    if (kind === 'tcp') {
-      const s = net.createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, host, () => s.close(() => resolve(true)));
-    } else {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => resolve(false));
-      s.bind(port, host, () => s.close(() => resolve(true)));
-    }
-  });
-}
 
-async function freeBase(vip: string): Promise<number> {
-  for (;;) {
-    const base = randomInt(20_000, 60_000);
-    const checks = [
-      canBind('tcp', vip, base),
-      ...[1, 2, 3, 4].map((i) => canBind('tcp', '127.0.0.1', base + i)),
-      ...[3, 4].map((i) => canBind('udp', '127.0.0.1', base + i)),
-    ];
-    if ((await Promise.all(checks)).every(Boolean)) return base;
-  }
-}
 
 const chromiumPath = findChromium();
 
@@ -68,7 +43,7 @@ test('dashboard: every backend shown, a killed backend down within 1 s and in th
   const { chromium } = await import('playwright-core');
   mkdirSync(ARTIFACTS, { recursive: true });
   const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
-  const base = await freeBase(vip);
+  const base = await freeDemoPortBase(vip);
   const lines: string[] = [];
   const controller = new AbortController();
   const demo = runDemo({ portBase: base, vip, trafficIntervalMs: 100, signal: controller.signal, out: (l) => lines.push(l) });

@@ -4,8 +4,8 @@
  * has not succeeded, then splices bytes both ways with half-close and backpressure until both
  * directions are done.
  */
-import { connectBackend } from '../../edge/backend-tls.js';
 import type { Socket } from 'node:net';
+import { connectBackend } from '../../edge/backend-tls.js';
 import { channels, type ConnectionEvent, type TcpSpliceEvent } from '../../core/diagnostics.js';
 import type { TimerHandle } from '../../core/clock.js';
 import type { BackendFailureKind } from '../../core/errors.js';
@@ -14,7 +14,6 @@ import { NO_FLOW, routerOf, type Forwarder, type RouteDecision, type RouteHint, 
 import { closePeer, IdleTimer, LiveSet, noop, relayOneWay } from '../lifecycle.js';
 import { connectFailureKind } from '../upstream-connect.js';
 import { backendsNotServing, readServerName } from '../../edge/client-hello.js';
-
 
 /** One client connection, from accept to the close of both sockets. */
 class TcpSplice {
@@ -49,17 +48,14 @@ class TcpSplice {
     this.client.pause();
     this.client.on('error', () => (this.failed = true));
     this.client.on('close', () => this.onClientClose());
-    const passthrough = this.runtime.config.tlsPassthrough;
-    if (passthrough) readServerName(this.client, this.runtime.clock, passthrough.clientHelloTimeoutMs, (name) => this.routeByName(name));
-    else this.connect(this.router.route(NO_FLOW, this.hint));
-  }
-
-  /** tlsPassthrough: the backends that do not serve `name` count as tried, for the first pick and every re-route. */
-  private routeByName(name: string | null): void {
-    if (this.phase !== 'connecting') return;
-    if (name === null) return void this.client.destroy();
-    for (const i of backendsNotServing(this.runtime.config.backends, name)) this.tried.add(this.runtime.backends[i]!);
-    this.connect(this.router.route(NO_FLOW, this.hint));
+    const pass = this.runtime.config.tlsPassthrough;
+    if (!pass) return this.connect(this.router.route(NO_FLOW, this.hint));
+    // tlsPassthrough: the backends not serving the ClientHello's name count as tried, for every pick.
+    readServerName(this.client, this.runtime.clock, pass.clientHelloTimeoutMs, (name) => {
+      if (name === null || this.phase !== 'connecting') return void this.client.destroy();
+      for (const i of backendsNotServing(this.runtime.config.backends, name)) this.tried.add(this.runtime.backends[i]!);
+      this.connect(this.router.route(NO_FLOW, this.hint));
+    });
   }
 
   /** Close both sockets now (forwarder destroy, idle timeout). */

@@ -4,11 +4,10 @@
  * function the HTTP and TCP forwarders share: plain net.connect, or tls.connect verifying the
  * backend's certificate against the CA (on by default) for its SNI name.
  */
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Backend } from '../core/backend.js';
-import { TlsCertificateError } from '../core/errors.js';
+import { readTlsFile } from './tls-certificates.js';
 import type { BackendTlsConfig } from './edge-schema.js';
 
 const options = new WeakMap<Backend, tls.ConnectionOptions>();
@@ -16,14 +15,7 @@ const options = new WeakMap<Backend, tls.ConnectionOptions>();
 /** Records `backend`'s TLS settings. Throws TlsCertificateError when the CA file cannot be read. */
 export function configureBackendTls(backend: Backend, cfg: BackendTlsConfig | undefined): void {
   if (!cfg) return;
-  let ca: string | undefined;
-  if (cfg.ca !== undefined) {
-    try {
-      ca = readFileSync(cfg.ca, 'latin1');
-    } catch (err) {
-      throw new TlsCertificateError(cfg.ca, `cannot read the CA bundle of backend ${backend.id}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-    }
-  }
+  const ca = cfg.ca === undefined ? undefined : readTlsFile(cfg.ca, `CA bundle of backend ${backend.id}`);
   const servername = cfg.servername ?? (net.isIP(backend.host) === 0 ? backend.host : undefined);
   options.set(backend, {
     host: backend.host,

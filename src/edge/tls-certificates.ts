@@ -62,12 +62,27 @@ function certificateNames(x509: X509Certificate): string[] {
   return cn ? [cn[1]!.toLowerCase()] : [];
 }
 
-function readPem(path: string, what: string): string {
+/** A TLS file's bytes (PEM as latin1 text, or raw); unreadable: TlsCertificateError naming `what`. */
+export function readTlsFile(path: string, what: string): string;
+export function readTlsFile(path: string, what: string, raw: true): Buffer;
+export function readTlsFile(path: string, what: string, raw = false): string | Buffer {
   try {
-    return readFileSync(path, 'latin1');
+    return raw ? readFileSync(path) : readFileSync(path, 'latin1');
   } catch (err) {
     throw new TlsCertificateError(path, `cannot read the ${what}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
   }
+}
+
+/** The options of a server context for one pair: what a new pair is checked with and served with. */
+export function secureContextOptions(certPem: string, keyPem: string, params: TlsParameters): tls.SecureContextOptions {
+  return {
+    cert: certPem,
+    key: keyPem,
+    minVersion: params.minVersion,
+    ciphers: params.ciphers,
+    ecdhCurve: params.groups,
+    ...(params.clientCa !== null ? { ca: params.clientCa } : {}),
+  };
 }
 
 /**
@@ -75,8 +90,8 @@ function readPem(path: string, what: string): string {
  * within its validity. Throws TlsCertificateError naming the file and the reason.
  */
 export function loadCertificate(files: CertificateFiles, params: TlsParameters, now: number): LoadedCertificate {
-  const certPem = readPem(files.cert, 'certificate');
-  const keyPem = readPem(files.key, 'private key');
+  const certPem = readTlsFile(files.cert, 'certificate');
+  const keyPem = readTlsFile(files.key, 'private key');
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(certPem);
@@ -96,25 +111,14 @@ export function loadCertificate(files: CertificateFiles, params: TlsParameters, 
   if (now > notAfter) throw new TlsCertificateError(files.cert, `expired on ${new Date(notAfter).toISOString()}`);
   let context: tls.SecureContext;
   try {
-    context = tls.createSecureContext({
-      cert: certPem,
-      key: keyPem,
-      minVersion: params.minVersion,
-      ciphers: params.ciphers,
-      ecdhCurve: params.groups,
-      ...(params.clientCa !== null ? { ca: params.clientCa } : {}),
-    });
+    context = tls.createSecureContext(secureContextOptions(certPem, keyPem, params));
   } catch (err) {
     throw new TlsCertificateError(files.cert, `OpenSSL refused the pair: ${(err as Error).message}`, { cause: err });
   }
   const names = files.names && files.names.length > 0 ? files.names.map((n) => n.toLowerCase()) : certificateNames(x509);
   let ocsp: Buffer | null = null;
   if (files.ocsp !== undefined) {
-    try {
-      ocsp = readFileSync(files.ocsp);
-    } catch (err) {
-      throw new TlsCertificateError(files.ocsp, `cannot read the OCSP response: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-    }
+    ocsp = readTlsFile(files.ocsp, 'OCSP response', true);
     // An OCSPResponse is a DER SEQUENCE (RFC 6960 §4.2.1): a PEM or empty file is refused here.
     if (ocsp.length < 8 || ocsp[0] !== 0x30) throw new TlsCertificateError(files.ocsp, 'not a DER OCSP response');
   }

@@ -7,12 +7,12 @@
  * net.Socket: decrypted bytes.
  */
 import { constants as cryptoConstants, randomBytes } from 'node:crypto';
-import { readFileSync, watch, type FSWatcher } from 'node:fs';
+import { watch, type FSWatcher } from 'node:fs';
 import type net from 'node:net';
 import tls from 'node:tls';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { TlsCertificateError } from '../core/errors.js';
-import { CertificateStore, loadCertificateStore, type CertificateFiles, type TlsParameters } from './tls-certificates.js';
+import { CertificateStore, loadCertificateStore, readTlsFile, secureContextOptions, type CertificateFiles, type TlsParameters } from './tls-certificates.js';
 
 export interface TlsConfig {
   readonly certificates: readonly CertificateFiles[];
@@ -99,7 +99,7 @@ export class TlsTerminator {
       minVersion: config.minVersion,
       ciphers: config.ciphers,
       groups: config.groups,
-      clientCa: config.clientCertificate ? readClientCa(config.clientCertificate.ca) : null,
+      clientCa: config.clientCertificate ? readTlsFile(config.clientCertificate.ca, 'client CA bundle') : null,
     };
     this.store = loadCertificateStore(config.certificates, this.params, config.strictSni, clock.wallNow());
     this.ticketKeys = randomBytes(TICKET_KEY_BYTES);
@@ -205,15 +205,9 @@ export class TlsTerminator {
 
   private contextOptionsOf(store: CertificateStore): tls.SecureContextOptions {
     const c = store.defaultCertificate;
-    return {
-      cert: c.certPem,
-      key: c.keyPem,
-      minVersion: this.params.minVersion,
-      ciphers: this.params.ciphers,
-      ecdhCurve: this.params.groups,
-      ...(this.params.clientCa !== null ? { ca: this.params.clientCa } : {}),
-    };
+    return secureContextOptions(c.certPem, c.keyPem, this.params);
   }
+
 
   /**
    * Watches every certificate and key file. Re-armed after each change: tools that replace a file by
@@ -244,10 +238,3 @@ export class TlsTerminator {
   }
 }
 
-function readClientCa(path: string): string {
-  try {
-    return readFileSync(path, 'latin1');
-  } catch (err) {
-    throw new TlsCertificateError(path, `cannot read the client CA bundle: ${(err as NodeJS.ErrnoException).code ?? String(err)}`, { cause: err });
-  }
-}

@@ -1,8 +1,8 @@
 /**
  * @module Differential HTTP/1.1 request framing (issue 18): the first request of a byte string as
- * holdfast frames it (the forwarder's own steps: empty lines skipped, the head found by CRLFCRLF, a
- * bare-LF head refused, the size bound, parseRequestHead, then the body by Content-Length or the
- * chunked scanner) against Node's llhttp in strict mode (node:http's parser). The properties:
+ * holdfast frames it (the forwarder's own functions: scanRequestHead for empty lines, the head's end,
+ * bare LF and the size bound; parseRequestHead; then the body by Content-Length or the chunked
+ * scanner) against Node's llhttp in strict mode (node:http's parser). The properties:
  *
  * - holdfast accepts a request  ⇒  llhttp accepts it with the same method, target, version, header
  *   fields (names and values) and body bytes;
@@ -13,7 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { ChunkedScanner } from '../src/forward/http/http-chunked.js';
-import { parseRequestHead } from '../src/forward/http/http-head.js';
+import { parseRequestHead, scanRequestHead } from '../src/forward/http/http-head.js';
 
 const require = createRequire(import.meta.url);
 interface LlhttpParser {
@@ -43,20 +43,17 @@ export interface Framed {
 
 export type Framing = { readonly kind: 'request'; readonly request: Framed } | { readonly kind: 'reject'; readonly why: string } | { readonly kind: 'incomplete' };
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
-const LFLF = Buffer.from('\n\n');
-
 /** The first request of `buf` as holdfast's forwarder frames it. */
 export function frameHoldfast(buf: Buffer): Framing {
-  let skip = 0;
-  while (skip + 1 < buf.length && buf[skip] === 13 && buf[skip + 1] === 10) skip += 2;
-  const b = buf.subarray(skip);
-  const end = b.indexOf(CRLFCRLF);
-  if (end < 0 || end + 4 > MAX_HEAD_BYTES) {
-    if (b.length > MAX_HEAD_BYTES || end >= 0) return { kind: 'reject', why: '431' };
-    if (b.indexOf(LFLF) >= 0) return { kind: 'reject', why: 'bare LF line ending' };
-    return { kind: 'incomplete' };
+  let scan: ReturnType<typeof scanRequestHead>;
+  try {
+    scan = scanRequestHead(buf, MAX_HEAD_BYTES);
+  } catch (err) {
+    return { kind: 'reject', why: (err as Error).message };
   }
+  if (scan.end === 'more') return { kind: 'incomplete' };
+  const b = buf.subarray(scan.skip);
+  const end = scan.end;
   let req;
   try {
     req = parseRequestHead(b.toString('latin1', 0, end));

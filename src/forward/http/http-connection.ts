@@ -15,6 +15,7 @@ import {
   errorResponse,
   forwardedFor,
   parseRequestHead,
+  scanRequestHead,
   type ForwardedFor,
   type OwnedField,
   type RequestHead,
@@ -27,8 +28,6 @@ import type { Router, ServiceRuntime } from '../../pipeline/index.js';
 import type { SessionKeyOf } from './http-session-key.js';
 import type { ClientSide } from '../../edge/edge.js';
 
-export const CRLFCRLF = Buffer.from('\r\n\r\n');
-export const LFLF = Buffer.from('\n\n');
 /** After a refusal, how long the client may keep sending before we cut it (lingering close). */
 export const LINGER_MS = 2000;
 
@@ -197,18 +196,20 @@ export abstract class HttpConnection {
     let buf = this.buf;
     if (buf === null) return;
     const http = this.fwd.rt.config.http;
-    // RFC 9112 §2.2: ignore empty lines before a request line.
-    let skip = 0;
-    while (skip + 1 < buf.length && buf[skip] === 13 && buf[skip + 1] === 10) skip += 2;
-    if (skip > 0) {
-      buf = skip === buf.length ? null : buf.subarray(skip);
+    let scan: ReturnType<typeof scanRequestHead>;
+    try {
+      scan = scanRequestHead(buf, http.maxHeaderBytes);
+    } catch (err) {
+      if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
+      throw err;
+    }
+    if (scan.skip > 0) {
+      buf = scan.skip === buf.length ? null : buf.subarray(scan.skip);
       this.buf = buf;
       if (buf === null) return;
     }
-    const end = buf.indexOf(CRLFCRLF);
-    if (end < 0 || end + 4 > http.maxHeaderBytes) {
-      if (buf.length > http.maxHeaderBytes || end >= 0) return this.refuse(431, 'request head too large');
-      if (buf.indexOf(LFLF) >= 0) return this.refuse(400, 'bare LF line ending');
+    const end = scan.end;
+    if (end === 'more') {
       this.headerTimer ??= this.fwd.rt.clock.setTimeout(() => {
         this.headerTimer = null;
         if (this.phase === 'head' && this.buf !== null) this.refuse(408, 'request head not received in time');

@@ -9,7 +9,7 @@ import { parseResponseHead, writeResponseHead, type ResponseHead } from './http-
 import { BackendConn } from './http-backend-conn.js';
 import { ReplyRecord } from './http-failover.js';
 
-import { CRLFCRLF } from './http-connection.js';
+import { CRLFCRLF } from './http-head.js';
 import { HttpExchange } from './http-exchange.js';
 
 /** The reply side of the exchange in progress. */

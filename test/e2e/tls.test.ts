@@ -264,7 +264,7 @@ test('a TCP service terminates TLS too', async (t) => {
   s.destroy();
 });
 
-test('tlsPassthrough: the ClientHello server name picks the backend, nothing is decrypted; other names go to the unnamed pool; not TLS is closed', async (t) => {
+test('tlsPassthrough: the ClientHello server name picks the backend, nothing is decrypted, a refused connect re-routes among that name\'s backends only; other names go to the unnamed pool; not TLS is closed', async (t) => {
   const kit = kitFor(t);
   const origin = async (name: string): Promise<number> => {
     const pair = kit.leaf(name.replace(/\W/g, '_'), [name]);
@@ -275,18 +275,27 @@ test('tlsPassthrough: the ClientHello server name picks the backend, nothing is 
     return (s.address() as net.AddressInfo).port;
   };
   const [a, w, other] = [await origin('a.test'), await origin('x.w.test'), await origin('default.test')];
+  const doomed = net.createServer((c) => c.destroy());
+  doomed.listen(0, '127.0.0.1');
+  await once(doomed, 'listening');
+  const doomedPort = (doomed.address() as net.AddressInfo).port;
   const input: ServiceInput = {
     name: 'pass',
     protocol: 'tcp',
     listen: '127.0.0.1:0',
     tlsPassthrough: {},
     backends: [
+      // A backend of a.test that is up at start and dies before the first client: the connect it
+      // refuses is re-routed to a.test's other backend only.
+      { id: 'a-dead', address: `127.0.0.1:${doomedPort}`, serverNames: ['a.test'] },
       { id: 'a', address: `127.0.0.1:${a}`, serverNames: ['a.test'] },
       { id: 'w', address: `127.0.0.1:${w}`, serverNames: ['*.w.test'] },
       { id: 'd', address: `127.0.0.1:${other}` },
     ],
   };
   const d = await startServiceDispatcher(t, singleServiceConfig(input), 'pass');
+  await d.waitForState('a-dead', 'up');
+  await new Promise<void>((resolve) => doomed.close(() => resolve()));
   const ask = async (servername: string): Promise<{ cn: string; body: string }> => {
     const s = await handshake(d.address.port, { servername, ca: readFileSync(kit.ca.cert), rejectUnauthorized: true });
     const cn = String(s.getPeerCertificate().subject.CN);
@@ -297,11 +306,12 @@ test('tlsPassthrough: the ClientHello server name picks the backend, nothing is 
     return { cn, body };
   };
   // The client verifies the origin's own certificate for its name: the bytes went through unopened.
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 4; i++) {
     assert.deepEqual(await ask('a.test'), { cn: 'a.test', body: 'origin a.test' });
     assert.deepEqual(await ask('x.w.test'), { cn: 'x.w.test', body: 'origin x.w.test' });
   }
   assert.deepEqual(await ask('default.test'), { cn: 'default.test', body: 'origin default.test' });
+  assert.equal(d.backend('a-dead').state, 'down', 'the dead backend was tried and refused');
   // Plain bytes instead of a ClientHello: closed, nothing sent to any origin.
   const junk = net.connect(d.address.port, '127.0.0.1');
   junk.on('error', () => {});

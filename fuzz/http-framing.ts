@@ -1,7 +1,7 @@
 /**
  * @module Differential HTTP/1.1 request framing (issue 18): the first request of a byte string as
- * holdfast frames it (the forwarder's own functions: scanRequestHead for empty lines, the head's end,
- * bare LF and the size bound; parseRequestHead; then the body by Content-Length or the chunked
+ * holdfast frames it (the forwarder's own functions: emptyLinesBefore, requestHeadEnd for the head's
+ * end, bare LF and the size bound; parseRequestHead; then the body by Content-Length or the chunked
  * scanner) against Node's llhttp in strict mode (node:http's parser). The properties:
  *
  * - holdfast accepts a request  ⇒  llhttp accepts it with the same method, target, version, header
@@ -13,7 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import { ChunkedScanner } from '../src/forward/http/http-chunked.js';
-import { parseRequestHead, scanRequestHead } from '../src/forward/http/http-head.js';
+import { emptyLinesBefore, parseRequestHead, requestHeadEnd } from '../src/forward/http/http-head.js';
 
 const require = createRequire(import.meta.url);
 interface LlhttpParser {
@@ -45,15 +45,14 @@ export type Framing = { readonly kind: 'request'; readonly request: Framed } | {
 
 /** The first request of `buf` as holdfast's forwarder frames it. */
 export function frameHoldfast(buf: Buffer): Framing {
-  let scan: ReturnType<typeof scanRequestHead>;
+  const b = buf.subarray(emptyLinesBefore(buf));
+  let end: number;
   try {
-    scan = scanRequestHead(buf, MAX_HEAD_BYTES);
+    end = requestHeadEnd(b, MAX_HEAD_BYTES);
   } catch (err) {
     return { kind: 'reject', why: (err as Error).message };
   }
-  if (scan.end === 'more') return { kind: 'incomplete' };
-  const b = buf.subarray(scan.skip);
-  const end = scan.end;
+  if (end < 0) return { kind: 'incomplete' };
   let req;
   try {
     req = parseRequestHead(b.toString('latin1', 0, end));

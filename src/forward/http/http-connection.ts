@@ -15,7 +15,8 @@ import {
   errorResponse,
   forwardedFor,
   parseRequestHead,
-  scanRequestHead,
+  emptyLinesBefore,
+  requestHeadEnd,
   type ForwardedFor,
   type OwnedField,
   type RequestHead,
@@ -196,20 +197,20 @@ export abstract class HttpConnection {
     let buf = this.buf;
     if (buf === null) return;
     const http = this.fwd.rt.config.http;
-    let scan: ReturnType<typeof scanRequestHead>;
+    const skip = emptyLinesBefore(buf);
+    if (skip > 0) {
+      buf = skip === buf.length ? null : buf.subarray(skip);
+      this.buf = buf;
+      if (buf === null) return;
+    }
+    let end: number;
     try {
-      scan = scanRequestHead(buf, http.maxHeaderBytes);
+      end = requestHeadEnd(buf, http.maxHeaderBytes);
     } catch (err) {
       if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
       throw err;
     }
-    if (scan.skip > 0) {
-      buf = scan.skip === buf.length ? null : buf.subarray(scan.skip);
-      this.buf = buf;
-      if (buf === null) return;
-    }
-    const end = scan.end;
-    if (end === 'more') {
+    if (end < 0) {
       this.headerTimer ??= this.fwd.rt.clock.setTimeout(() => {
         this.headerTimer = null;
         if (this.phase === 'head' && this.buf !== null) this.refuse(408, 'request head not received in time');

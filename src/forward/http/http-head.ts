@@ -46,23 +46,25 @@ const KNOWN_METHODS = new Set(METHODS);
 export const CRLFCRLF = Buffer.from('\r\n\r\n');
 const LFLF = Buffer.from('\n\n');
 
-/**
- * Where the next request head in `buf` stands: `skip` empty lines first (RFC 9112 §2.2 ignores
- * them), then a head ending at `end` (the index of its CRLFCRLF, relative to `skip`), or not all
- * there yet ('more'). Throws HttpRequestError for a head over `maxHeaderBytes` (431) and a bare-LF
- * head (400). The forwarder and the differential fuzzer frame with this one function.
- */
-export function scanRequestHead(buf: Buffer, maxHeaderBytes: number): { skip: number; end: number | 'more' } {
+/** Bytes of empty lines (CRLFs) before a request line, which RFC 9112 §2.2 says to ignore. */
+export function emptyLinesBefore(buf: Buffer): number {
   let skip = 0;
   while (skip + 1 < buf.length && buf[skip] === 13 && buf[skip + 1] === 10) skip += 2;
-  const end = buf.indexOf(CRLFCRLF, skip);
-  const rel = end < 0 ? -1 : end - skip;
-  if (rel < 0 || rel + 4 > maxHeaderBytes) {
-    if (buf.length - skip > maxHeaderBytes || rel >= 0) throw new HttpRequestError(431, 'request head too large');
-    if (buf.indexOf(LFLF, skip) >= 0) throw new HttpRequestError(400, 'bare LF line ending');
-    return { skip, end: 'more' };
-  }
-  return { skip, end: rel };
+  return skip;
+}
+
+/**
+ * The index of the CRLFCRLF that ends the request head at the start of `buf` (after
+ * emptyLinesBefore), or -1 when it has not all arrived. Throws HttpRequestError for a head over
+ * `maxHeaderBytes` (431) and a bare-LF head (400). The forwarder and the differential fuzzer frame
+ * with these functions. No allocation: it runs once per request.
+ */
+export function requestHeadEnd(buf: Buffer, maxHeaderBytes: number): number {
+  const end = buf.indexOf(CRLFCRLF);
+  if (end >= 0 && end + 4 <= maxHeaderBytes) return end;
+  if (buf.length > maxHeaderBytes || end >= 0) throw new HttpRequestError(431, 'request head too large');
+  if (buf.indexOf(LFLF) >= 0) throw new HttpRequestError(400, 'bare LF line ending');
+  return -1;
 }
 
 /** Default bound on the number of request header fields (HAProxy's tune.http.maxhdr is 101). */

@@ -7,7 +7,12 @@
  * target in one block, so a slow drift of the machine (thermal, another process) spreads over all
  * targets instead of landing on one; the reported figure is the median over rounds.
  *
+ * Arms at equal threads (issue 16): holdfast with one worker against HAProxy `nbthread 1`, and
+ * holdfast with `dispatcher.workers: 2` against HAProxy `nbthread 2`. The report ends with one verdict
+ * line per target: `TARGET <name>: met|not met — <figure>`, CPU per request beside each.
+ *
  *   node dist/bench/http-proxy.js        (or: node dist/bench/run.js http-proxy)
+ *   BENCH_QUICK=1 node dist/bench/http-proxy.js     (one round of 2 s, every arm: under 90 s)
  *   BENCH_SECONDS=2 BENCH_ROUNDS=1 node dist/bench/http-proxy.js
  */
 import { runIfMain } from './lib/main.js';
@@ -30,9 +35,19 @@ import {
 } from './lib/procs.js';
 import { runWrk, type WrkResult } from './lib/wrk.js';
 
-/** holdfast-nolog: holdfast with failover (request log, reply hold) off, for its failure-free cost. */
-export type Target = 'direct' | 'haproxy' | 'holdfast' | 'holdfast-nolog';
-export const TARGETS: readonly Target[] = ['direct', 'haproxy', 'holdfast', 'holdfast-nolog'];
+/**
+ * holdfast-nolog: holdfast with failover (request log, reply hold) off, for its failure-free cost.
+ * haproxy-2t: HAProxy `nbthread 2`; holdfast-2w: holdfast with `dispatcher.workers: 2` (failover on).
+ */
+export type Target = 'direct' | 'haproxy' | 'holdfast' | 'holdfast-nolog' | 'haproxy-2t' | 'holdfast-2w';
+export const TARGETS: readonly Target[] = ['direct', 'haproxy', 'holdfast', 'holdfast-nolog', 'haproxy-2t', 'holdfast-2w'];
+/** Threads (HAProxy) or workers (holdfast) of each proxied arm. */
+const ARM_THREADS: Partial<Record<Target, number>> = { haproxy: 1, holdfast: 1, 'holdfast-nolog': 1, 'haproxy-2t': 2, 'holdfast-2w': 2 };
+/** DESIGN.md / issue 16 targets. */
+export const TARGET_RPS_RATIO = 1.0;
+export const TARGET_P99_RATIO = 1.2;
+/** Failover on costs under 5 % CPU per request against failover off. */
+export const TARGET_FAILOVER_COST = 0.05;
 
 export const DEFAULT_SECONDS = 5;
 export const DEFAULT_ROUNDS = 3;
@@ -43,6 +58,8 @@ export const DEFAULT_CONNECTIONS = 32;
 export const DEFAULT_THREADS = 1;
 /** A warmup run per target before its first measured round: JIT, connection pools, TCP buffers. */
 export const DEFAULT_WARMUP_SECONDS = 1;
+/** BENCH_QUICK: seconds per measured run (one round): 6 arms × 2 sizes × (1 s warmup + 2 s) ≈ 40 s. */
+export const QUICK_SECONDS = 2;
 
 /** Where the JSON report goes by default: <repo>/bench/results/http-proxy.json. */
 export const DEFAULT_OUT = fileURLToPath(new URL('../../bench/results/http-proxy.json', import.meta.url));
@@ -127,6 +144,10 @@ export interface Ratios {
   /** holdfast req/s ÷ direct req/s: the share of the origin's rate that survives the proxy. */
   readonly holdfastVsDirectRps: number | null;
   readonly haproxyVsDirectRps: number | null;
+  /** holdfast with 2 workers ÷ HAProxy nbthread 2: req/s, p99, CPU per request. */
+  readonly twoWorkersVsHaproxyRps: number | null;
+  readonly twoWorkersVsHaproxyP99: number | null;
+  readonly twoWorkersVsHaproxyCpu: number | null;
 }
 
 export function median(values: readonly number[]): number {
@@ -162,6 +183,8 @@ export function ratios(results: readonly Result[]): Ratios[] {
     const h = of('haproxy');
     const f = of('holdfast');
     const n = of('holdfast-nolog');
+    const h2 = of('haproxy-2t');
+    const f2 = of('holdfast-2w');
     const div = (a: number | undefined, b: number | undefined): number | null =>
       a !== undefined && b !== undefined && b > 0 ? a / b : null;
     return {
@@ -173,6 +196,9 @@ export function ratios(results: readonly Result[]): Ratios[] {
       logOnVsOffCpu: div(f?.proxyCpuUsPerRequest ?? undefined, n?.proxyCpuUsPerRequest ?? undefined),
       holdfastVsDirectRps: div(f?.requestsPerSec, d?.requestsPerSec),
       haproxyVsDirectRps: div(h?.requestsPerSec, d?.requestsPerSec),
+      twoWorkersVsHaproxyRps: div(f2?.requestsPerSec, h2?.requestsPerSec),
+      twoWorkersVsHaproxyP99: div(f2?.latencyP99Ms, h2?.latencyP99Ms),
+      twoWorkersVsHaproxyCpu: div(f2?.proxyCpuUsPerRequest ?? undefined, h2?.proxyCpuUsPerRequest ?? undefined),
     };
   });
 }
@@ -198,21 +224,94 @@ export function formatTable(results: readonly Result[]): string {
         `${r.maxForeignCores === null ? '–' : r.maxForeignCores.toFixed(2)} |`,
     ),
     '',
-    '| size | holdfast/haproxy req/s (≥ 1.00) | holdfast/haproxy p99 (≤ 1.20) | holdfast/haproxy CPU per req | failover on/off req/s (≥ 0.95) | failover on/off CPU per req | holdfast/direct req/s | haproxy/direct req/s |',
-    '|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| size | holdfast/haproxy req/s (≥ 1.00) | holdfast/haproxy p99 (≤ 1.20) | holdfast/haproxy CPU per req | failover on/off req/s (≥ 0.95) | failover on/off CPU per req | holdfast/direct req/s | haproxy/direct req/s | 2 workers/nbthread 2 req/s (≥ 1.00) | 2 workers/nbthread 2 p99 | 2 workers/nbthread 2 CPU per req |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...ratios(results).map(
       (q) =>
         `| ${sizeLabel(q.size)} | ${fmtRatio(q.holdfastVsHaproxyRps)} | ${fmtRatio(q.holdfastVsHaproxyP99)} | ` +
         `${fmtRatio(q.holdfastVsHaproxyCpu)} | ${fmtRatio(q.logOnVsOffRps)} | ${fmtRatio(q.logOnVsOffCpu)} | ` +
-        `${fmtRatio(q.holdfastVsDirectRps)} | ${fmtRatio(q.haproxyVsDirectRps)} |`,
+        `${fmtRatio(q.holdfastVsDirectRps)} | ${fmtRatio(q.haproxyVsDirectRps)} | ` +
+        `${fmtRatio(q.twoWorkersVsHaproxyRps)} | ${fmtRatio(q.twoWorkersVsHaproxyP99)} | ${fmtRatio(q.twoWorkersVsHaproxyCpu)} |`,
     ),
+    '',
+    ...verdicts(results),
   ];
   return rows.join('\n');
 }
 
+const fmtCpu = (r: Result | undefined): string => (r?.proxyCpuUsPerRequest == null ? '–' : `${r.proxyCpuUsPerRequest.toFixed(1)}`);
+
+/**
+ * One line per issue 16 target, `TARGET <name>: met|not met — <figure>`, CPU per request beside each.
+ * A target whose arms did not run is "not met — not measured".
+ */
+export function verdicts(results: readonly Result[]): string[] {
+  const of = (size: number, t: Target): Result | undefined => results.find((r) => r.size === size && r.target === t);
+  const sizes = [...new Set(results.map((r) => r.size))];
+  const line = (name: string, met: boolean | null, figure: string): string =>
+    `TARGET ${name}: ${met === true ? 'met' : 'not met'} — ${met === null ? 'not measured' : figure}`;
+  /** holdfast-arm ÷ haproxy-arm req/s at one size, with both CPU figures. */
+  const vsHaproxy = (name: string, size: number, mine: Target, peer: Target): string => {
+    const f = of(size, mine);
+    const h = of(size, peer);
+    if (!f || !h || h.requestsPerSec <= 0) return line(name, null, '');
+    const x = f.requestsPerSec / h.requestsPerSec;
+    return line(
+      name,
+      x >= TARGET_RPS_RATIO,
+      `${sizeLabel(size)}: ${x.toFixed(2)}× req/s (${Math.round(f.requestsPerSec)} vs ${Math.round(h.requestsPerSec)}, target ≥ ${TARGET_RPS_RATIO.toFixed(2)}); ` +
+        `CPU per request ${fmtCpu(f)} vs ${fmtCpu(h)} µs`,
+    );
+  };
+  const out = [vsHaproxy('1k-vs-haproxy', 1024, 'holdfast', 'haproxy'), vsHaproxy('64k-vs-haproxy', 65536, 'holdfast', 'haproxy')];
+
+  const p99 = sizes.flatMap((size) => {
+    const f = of(size, 'holdfast');
+    const h = of(size, 'haproxy');
+    return f && h && h.latencyP99Ms > 0 ? [{ size, x: f.latencyP99Ms / h.latencyP99Ms, f, h }] : [];
+  });
+  out.push(
+    line(
+      'p99',
+      p99.length === 0 ? null : p99.every((p) => p.x <= TARGET_P99_RATIO),
+      `${p99.map((p) => `${sizeLabel(p.size)} ${p.x.toFixed(2)}× (${p.f.latencyP99Ms.toFixed(2)} vs ${p.h.latencyP99Ms.toFixed(2)} ms; CPU per request ${fmtCpu(p.f)} vs ${fmtCpu(p.h)} µs)`).join(', ')}, target ≤ ${TARGET_P99_RATIO.toFixed(2)}× HAProxy`,
+    ),
+  );
+
+  const cost = sizes.flatMap((size) => {
+    const f = of(size, 'holdfast');
+    const n = of(size, 'holdfast-nolog');
+    return f?.proxyCpuUsPerRequest != null && n?.proxyCpuUsPerRequest != null && n.proxyCpuUsPerRequest > 0 && n.requestsPerSec > 0
+      ? [{ size, cpu: f.proxyCpuUsPerRequest / n.proxyCpuUsPerRequest - 1, rps: f.requestsPerSec / n.requestsPerSec, f, n }]
+      : [];
+  });
+  const pct = (x: number): string => `${x >= 0 ? '+' : '−'}${Math.abs(x * 100).toFixed(1)} %`;
+  out.push(
+    line(
+      'failover-cost',
+      cost.length === 0 ? null : cost.every((c) => c.cpu < TARGET_FAILOVER_COST),
+      `${cost.map((c) => `${sizeLabel(c.size)} CPU per request ${pct(c.cpu)} (${fmtCpu(c.f)} vs ${fmtCpu(c.n)} µs), req/s ${c.rps.toFixed(2)}×`).join(', ')}, failover on vs off, target < ${(TARGET_FAILOVER_COST * 100).toFixed(0)} % CPU per request`,
+    ),
+  );
+
+  const two = sizes.flatMap((size) => {
+    const f = of(size, 'holdfast-2w');
+    const h = of(size, 'haproxy-2t');
+    return f && h && h.requestsPerSec > 0 ? [{ size, x: f.requestsPerSec / h.requestsPerSec, f, h }] : [];
+  });
+  out.push(
+    line(
+      '2-workers-vs-haproxy',
+      two.length === 0 ? null : two.every((t) => t.x >= TARGET_RPS_RATIO),
+      `${two.map((t) => `${sizeLabel(t.size)} ${t.x.toFixed(2)}× req/s (${Math.round(t.f.requestsPerSec)} vs ${Math.round(t.h.requestsPerSec)}; CPU per request ${fmtCpu(t.f)} vs ${fmtCpu(t.h)} µs)`).join(', ')}, workers: 2 vs nbthread 2, target ≥ ${TARGET_RPS_RATIO.toFixed(2)}×`,
+    ),
+  );
+  return out;
+}
+
 /**
  * BENCH_SECONDS, BENCH_ROUNDS, BENCH_SIZES (comma list), BENCH_TARGETS (comma list), BENCH_THREADS,
- * BENCH_CONNECTIONS, BENCH_WAIT_QUIET (seconds).
+ * BENCH_CONNECTIONS, BENCH_WAIT_QUIET (seconds); BENCH_QUICK=1: one round of 2 s, the same arms.
  */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyOptions {
   const int = (name: string, min: number): number | undefined => envInt(env, name, min);
@@ -230,8 +329,9 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyO
     return s as Target;
   });
   const opts: { -readonly [K in keyof HttpProxyOptions]: HttpProxyOptions[K] } = {};
-  const seconds = int('BENCH_SECONDS', 1);
-  const rounds = int('BENCH_ROUNDS', 1);
+  const quick = env['BENCH_QUICK'] === '1';
+  const seconds = int('BENCH_SECONDS', 1) ?? (quick ? QUICK_SECONDS : undefined);
+  const rounds = int('BENCH_ROUNDS', 1) ?? (quick ? 1 : undefined);
   const threads = int('BENCH_THREADS', 1);
   const connections = int('BENCH_CONNECTIONS', 1);
   const waitQuiet = int('BENCH_WAIT_QUIET', 0);
@@ -246,10 +346,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyO
 }
 
 /** One http service per size, each with the size's origin as its only backend. */
-export function holdfastConfig(routes: readonly { size: number; listenPort: number; originPort: number }[], failover = true): string {
+export function holdfastConfig(routes: readonly { size: number; listenPort: number; originPort: number }[], failover = true, workers = 1): string {
   const lines = [
     '# Written by bench/http-proxy.ts: one service per response size, production defaults otherwise.',
     'version: 1',
+    'dispatcher:',
+    `  workers: ${workers}`,
     'logging:',
     '  level: warn',
     'admin:',
@@ -293,7 +395,7 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (sizes.length === 0 || targets.length === 0) throw new Error('http-proxy: no sizes or no targets');
 
-  const peers: { wrk: string; haproxy?: string } = targets.includes('haproxy')
+  const peers: { wrk: string; haproxy?: string } = targets.includes('haproxy') || targets.includes('haproxy-2t')
     ? requirePeers({ wrk: 'wrk', haproxy: 'haproxy' })
     : requirePeers({ wrk: 'wrk' });
   const load1 = os.loadavg()[0]!;
@@ -322,21 +424,24 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
     const proxyPid = new Map<Target, number>();
     ports.set('direct', origins);
 
-    if (targets.includes('haproxy')) {
+    for (const target of ['haproxy', 'haproxy-2t'] as const) {
+      if (!targets.includes(target)) continue;
       const routes = [];
       for (const size of sizes) routes.push({ name: String(size), listenPort: await freePort(), origin: { host: '127.0.0.1', port: origins.get(size)! } });
-      const h = await startHaproxy({ routes, dir, haproxy: peers.haproxy! });
+      const hdir = path.join(dir, target);
+      mkdirSync(hdir);
+      const h = await startHaproxy({ routes, dir: hdir, haproxy: peers.haproxy!, nbthread: ARM_THREADS[target]! });
       procs.push(h);
-      proxyPid.set('haproxy', h.pid);
-      ports.set('haproxy', new Map(routes.map((r) => [Number(r.name), r.listenPort])));
+      proxyPid.set(target, h.pid);
+      ports.set(target, new Map(routes.map((r) => [Number(r.name), r.listenPort])));
     }
 
-    for (const target of ['holdfast', 'holdfast-nolog'] as const) {
+    for (const target of ['holdfast', 'holdfast-nolog', 'holdfast-2w'] as const) {
       if (!targets.includes(target)) continue;
       const routes = [];
       for (const size of sizes) routes.push({ size, listenPort: await freePort(), originPort: origins.get(size)! });
       const cfg = path.join(dir, `${target}.yaml`);
-      writeFileSync(cfg, holdfastConfig(routes, target === 'holdfast'));
+      writeFileSync(cfg, holdfastConfig(routes, target !== 'holdfast-nolog', ARM_THREADS[target]!));
       const [first, ...rest] = routes;
       const p = await startProcess({
         name: target,

@@ -41,6 +41,8 @@ export interface HaproxyOptions {
   readonly forwardFor?: boolean;
   /** global maxconn; default MAXCONN, lowered to what the FD hard limit allows (fdLimitedMaxconn). */
   readonly maxconn?: number;
+  /** HAProxy threads (default 1: against one holdfast event loop). */
+  readonly nbthread?: number;
 }
 
 /** The global maxconn we ask for: far above the benchmark's 32 connections, so it never limits. */
@@ -65,10 +67,10 @@ export function fdLimitedMaxconn(wanted = MAXCONN): number {
 }
 
 /** The haproxy.cfg text for `routes`. */
-export function haproxyConfig(routes: readonly HaproxyRoute[], forwardFor = true, maxconn = MAXCONN): string {
+export function haproxyConfig(routes: readonly HaproxyRoute[], forwardFor = true, maxconn = MAXCONN, nbthread = 1): string {
   const lines = [
     'global',
-    '    nbthread 1',
+    `    nbthread ${nbthread}`,
     `    maxconn ${maxconn}`,
     '',
     'defaults',
@@ -102,7 +104,7 @@ export function haproxyConfig(routes: readonly HaproxyRoute[], forwardFor = true
 export async function startHaproxy(opts: HaproxyOptions): Promise<Proc> {
   if (opts.routes.length === 0) throw new Error('haproxy: no routes');
   const cfg = path.join(opts.dir, 'haproxy.cfg');
-  writeFileSync(cfg, haproxyConfig(opts.routes, opts.forwardFor ?? true, fdLimitedMaxconn(opts.maxconn)));
+  writeFileSync(cfg, haproxyConfig(opts.routes, opts.forwardFor ?? true, fdLimitedMaxconn(opts.maxconn), opts.nbthread ?? 1));
   const [first, ...rest] = opts.routes;
   const proc = await startProcess({
     name: 'haproxy',

@@ -146,7 +146,7 @@ export async function startGroups(
   clock: Clock,
   logger?: Logger,
 ): Promise<Groups> {
-  if (config.groups.length === 0 || config.dispatcher === undefined) {
+  if (config.groups.length === 0 || config.dispatcher?.id === undefined) {
     return { status: () => [], transportStats: () => [], replicationStats: () => [], switchover: () => null, close: async () => {} };
   }
   const node = config.dispatcher.id;

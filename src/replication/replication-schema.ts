@@ -51,11 +51,16 @@ export function parseCidr(text: string): { address: string; prefix: number } | n
   return prefix <= 32 ? { address: m[1]!, prefix } : null;
 }
 
-/** This dispatcher's identity among its peers. */
+/** This dispatcher's identity among its peers, and its processes. */
 export const dispatcherIdentitySchema = z
   .object({
-    /** u16: the `sender` of its election adverts; breaks priority ties (higher wins). Unique per cluster. */
-    id: z.number().int().min(0).max(65535),
+    /** u16: the `sender` of its election adverts; breaks priority ties (higher wins). Unique per cluster. Required with groups. */
+    id: z.number().int().min(0).max(65535).optional(),
+    /**
+     * Event loops (issue 16): N > 1 runs N worker processes (node:cluster) sharing the listeners of
+     * the services that can be spread (dispatcher/workers.ts says which); `auto`: one per core.
+     */
+    workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
   })
   .strict();
 
@@ -160,7 +165,7 @@ export function vipOf(g: Pick<GroupConfig, 'vip' | 'takeover'>): { address: stri
  */
 export function replicationIssues(r: ReplicationConfig, services: ReadonlyArray<{ name: string; listen: string }>): string[] {
   const issues: string[] = [];
-  if (r.groups.length > 0 && r.dispatcher === undefined) issues.push('dispatcher: required, expected { id } when groups are configured');
+  if (r.groups.length > 0 && r.dispatcher?.id === undefined) issues.push('dispatcher: required, expected { id } when groups are configured');
   const byName = new Map(services.map((s) => [s.name, s]));
   const owner = new Map<string, string>();
   const unique = (what: 'name' | 'id' | 'vip', value: string | number, i: number, seen: Map<string | number, number>): void => {

@@ -14,7 +14,8 @@ import type { StatusSnapshot } from './status.js';
 
 export interface AdminServerDeps {
   status: () => StatusSnapshot;
-  registry: Registry;
+  /** A registry, or anything that answers as one (the dispatcher's aggregate over its workers). */
+  registry: Pick<Registry, 'contentType' | 'metrics'>;
   logger?: Logger;
   /** Bearer token every non-open path needs (api-auth.ts); absent or null: no authentication. */
   token?: string | null;

@@ -6,4 +6,4 @@
 export { createMetrics } from './metrics.js';
 export { startAdminServer, type AdminServer } from './admin-server.js';
 export { subscribeLogs, type Logger } from './log.js';
-export type { GroupStatus, ServiceStatus, StatusSnapshot } from './status.js';
+export type { GroupStatus, ServiceStatus, StatusSnapshot, WorkersStatus } from './status.js';

@@ -63,4 +63,18 @@ export interface StatusSnapshot {
   services: ServiceStatus[];
   /** Election groups (empty when the dispatcher is not replicated). */
   groups?: GroupStatus[];
+  /** `dispatcher.workers` > 1: the worker processes serving the spread services (issue 16). */
+  workers?: WorkersStatus;
+}
+
+export interface WorkersStatus {
+  count: number;
+  /** Workers listening now. */
+  alive: number;
+  /** Workers replaced after they died. */
+  restarts: number;
+  /** In worker order; 0 while a worker is being replaced. */
+  pids: number[];
+  /** Services the workers share; the others are served by the primary (pid). */
+  services: string[];
 }

@@ -30,6 +30,8 @@ import { startGroups, type Groups, type VipBind } from './groups.js';
 import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
 import type { TlsCertificateError } from '../core/errors.js';
+import { AggregatorRegistry } from 'prom-client';
+import { notSpreadBecause, startWorkers, workerCount, type WorkerPool } from './workers.js';
 
 export interface DispatcherOptions {
   logger?: Logger;
@@ -241,6 +243,17 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   /** Services bound by their group's election, not at start. */
   const grouped = new Set(config.groups.flatMap((g) => g.services));
   let groups: Groups | null = null;
+  // Issue 16: with dispatcher.workers > 1, the services workers can share are served by them.
+  const workers = workerCount(config);
+  const spread = new Set<string>();
+  if (workers > 1) {
+    for (const s of config.services) {
+      const why = notSpreadBecause(s, grouped);
+      if (why === null) spread.add(s.name);
+      else options.logger?.info({ service: s.name, reason: why }, 'service served by the primary only, not by the workers');
+    }
+  }
+  let pool: WorkerPool | null = null;
   const unsubscribeLogs = options.logger ? subscribeLogs(options.logger, clock) : () => {};
 
   const status = (): StatusSnapshot => ({
@@ -251,7 +264,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       (s): ServiceStatus => ({
         name: s.config.name,
         protocol: s.config.protocol,
-        listen: formatHostPort(s.listener?.address ?? s.datagram ?? parseHostPort(s.config.listen)!),
+        listen: formatHostPort(s.listener?.address ?? s.datagram ?? pool?.addresses.get(s.config.name) ?? parseHostPort(s.config.listen)!),
         balancer: s.config.balancer,
         backends: s.backends.map((b) => ({
           id: b.id,
@@ -272,6 +285,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
       }),
     ),
     groups: groups?.status() ?? [],
+    ...(pool ? { workers: ((w) => ({ count: w.workers, alive: w.alive, restarts: w.restarts, pids: pool.pids(), services: [...spread] }))(pool.stats()) } : {}),
   });
 
   let metrics: ReturnType<typeof createMetrics> | null = null;
@@ -282,6 +296,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   let monitorAddress: HostPort | null = null;
   const teardown = async () => {
     await groups?.close();
+    await pool?.close(0);
     await Promise.all(services.map(async (s) => s.listener?.close()));
     await receiver?.close();
     for (const s of services) {
@@ -303,7 +318,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     // Heard before the first probe: an agent's early heartbeats count.
     if (receiver) monitorAddress = await receiver.start();
     for (const s of services) {
-      if (grouped.has(s.config.name)) continue;
+      if (grouped.has(s.config.name) || spread.has(s.config.name)) continue;
       const { stream, datagram } = transports(s.config);
       if (stream) s.listener = await listen(s.config.listen, s.forwarder, s.edge);
       if (datagram) {
@@ -311,6 +326,23 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         const at = s.listener?.address ?? parseHostPort(s.config.listen)!;
         s.datagram = await s.forwarder.bindDatagram!(at);
       }
+    }
+    if (spread.size > 0) {
+      pool = await startWorkers(
+        config,
+        services
+          .filter((s) => spread.has(s.config.name))
+          .map((s) => ({
+            name: s.config.name,
+            backends: s.backends,
+            reportFailure: (b, kind) => s.monitor.reportFailure(b, kind),
+            reportSuccess: (b) => s.monitor.reportSuccess(b),
+            onChange: (l) => s.monitor.onChange(l),
+          })),
+        workers,
+        clock,
+        options.logger ? (msg, fields) => options.logger!.warn(fields ?? {}, msg) : undefined,
+      );
     }
     if (grouped.size > 0) {
       const byName = new Map(services.map((s) => [s.config.name, s]));
@@ -355,9 +387,18 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         replication: () => ({ transports: groups?.transportStats() ?? [], replicators: groups?.replicationStats() ?? [] }),
         ...(options.adminActions ? { actions: options.adminActions } : {}),
       });
+      const own = metrics.registry;
+      const workersOf = pool;
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
-        registry: metrics.registry,
+        // With workers, one scrape sums the primary's series and every worker's (prom-client's cluster aggregation).
+        registry: workersOf
+          ? {
+              contentType: own.contentType,
+              metrics: async () =>
+                AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...(await workersOf.metrics())] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics(),
+            }
+          : own,
         token: adminToken,
         extra: async (req, res, path, url) => (await api(req, res, path, url)) || serveDashboard(req, res, path),
         ...(options.logger ? { logger: options.logger } : {}),
@@ -380,7 +421,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     serviceAddress(name) {
       const s = services.find((x) => x.config.name === name);
       // A grouped service answers on its VIP only while master; its address is the configured one.
-      const at = s?.listener?.address ?? s?.datagram ?? (s && grouped.has(name) ? parseHostPort(s.config.listen) : null);
+      const at = s?.listener?.address ?? s?.datagram ?? pool?.addresses.get(name) ?? (s && grouped.has(name) ? parseHostPort(s.config.listen) : null);
       if (!at) throw new ClosedError(`service ${name}`);
       return at;
     },
@@ -401,10 +442,11 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
         // A master resigns (priority-0 advert) so that a backup takes over after Skew_Time.
         await groups?.close();
         await Promise.all(services.map(async (s) => s.listener?.close()));
+        const graceMs = options.closeGraceMs ?? CLOSE_GRACE_MS;
         const grace = clock.setTimeout(() => {
           for (const s of services) s.forwarder.destroy();
-        }, options.closeGraceMs ?? CLOSE_GRACE_MS);
-        await Promise.all(services.map((s) => s.forwarder.close()));
+        }, graceMs);
+        await Promise.all([...services.map((s) => s.forwarder.close()), pool?.close(graceMs)]);
         grace.cancel();
         await teardown();
       })();

@@ -6,6 +6,7 @@
  * it never calls back into the pipeline.
  */
 export { HealthMonitor } from './health.js';
+export { HealthFollower, type HealthReport } from './health-follower.js';
 export { AgentReceiver, type AgentHandlers, type ReceiverStats } from './agent-receiver.js';
 export type { Detector, Verdict } from './detector.js';
 export { createDetector, detectorNames } from './detector-registry.js';

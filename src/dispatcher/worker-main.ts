@@ -1,0 +1,145 @@
+/**
+ * @module Composition root of one dispatcher worker (issue 16, workers.ts): started by the primary
+ * through node:cluster, it builds the spread services it is told to serve (backends, balancer,
+ * forwarder, edge) with a HealthFollower in place of detectors, listens on their addresses (shared
+ * with the other workers by node:cluster), and answers the primary's messages. It owns nothing else.
+ */
+import { realClock } from '../core/clock.js';
+import { Backend } from '../core/backend.js';
+import { parseHostPort, type HostPort } from '../core/address.js';
+import type { Config, ServiceConfig } from '../config/schema.js';
+import { createBalancer } from '../balance/index.js';
+import { HealthFollower } from '../monitor/index.js';
+import { HttpForwarder, listen, TcpForwarder, type Listener } from '../forward/index.js';
+import { createServiceRuntime, type Forwarder } from '../pipeline/index.js';
+import { createMetrics, subscribeLogs, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
+import { createLogger } from '../admin/log.js';
+import { Edge } from '../edge/edge.js';
+import { configureBackendTls } from '../edge/backend-tls.js';
+import { WORKER_PROTOCOL_VERSION, workerLimits, type FromWorker, type ToWorker } from './workers.js';
+
+interface WorkerService {
+  readonly config: ServiceConfig;
+  readonly health: HealthFollower;
+  readonly forwarder: Forwarder;
+  readonly edge: Edge;
+  readonly sessions: { close(): void };
+  listener: Listener | null;
+}
+
+const send = (m: FromWorker): void => {
+  if (process.connected) process.send!(m);
+};
+
+function buildService(config: ServiceConfig, workers: number): WorkerService {
+  const clock = realClock;
+  const backends = config.backends.map((b, i) => {
+    const at = parseHostPort(b.address)!;
+    const backend = new Backend(config.name, b.id, at.host, at.port, b.weight, i, b.agent ?? null);
+    configureBackendTls(backend, b.tls);
+    return backend;
+  });
+  const balancer = createBalancer<Backend>(config.balancer);
+  const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
+  rebuild();
+  const health = new HealthFollower(backends, (report) => send({ v: 1, t: 'report', service: config.name, report }), clock);
+  health.onChange(rebuild);
+  const edge = new Edge({ tls: config.tls, limits: workerLimits(config.limits, workers), clock, events: {} });
+  const { runtime, layer } = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
+  layer.start();
+  const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
+  health.onChange((b) => {
+    if (b.state === 'down') forwarder.backendDown?.(b);
+  });
+  return { config, health, forwarder, edge, sessions: layer, listener: null };
+}
+
+async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
+  const config: Config = m.config;
+  const logger = createLogger(config.logging).child({ worker: m.index });
+  const unsubscribeLogs = subscribeLogs(logger, realClock);
+  const wanted = new Set(m.services);
+  const services = config.services.filter((s) => wanted.has(s.name)).map((s) => buildService(s, m.workers));
+  const byName = new Map(services.map((s) => [s.config.name, s]));
+  const addresses: Record<string, HostPort> = {};
+  for (const s of services) {
+    s.listener = await listen(s.config.listen, s.forwarder, s.edge);
+    addresses[s.config.name] = s.listener.address;
+  }
+  // What this worker adds to the primary's metrics: traffic, connections, edge; no backend states
+  // (the primary's view is the one), no cluster load.
+  const status = (): StatusSnapshot => ({
+    version: '',
+    pid: process.pid,
+    startedAt: 0,
+    services: services.map(
+      (s): ServiceStatus => ({
+        name: s.config.name,
+        protocol: s.config.protocol,
+        listen: s.config.listen,
+        balancer: s.config.balancer,
+        backends: [],
+        clusterLoad: 0,
+        sessions: { active: 0, max: 0 },
+        flows: { active: 0, max: 0 },
+        edge: s.edge.stats(),
+      }),
+    ),
+    groups: [],
+  });
+  const metrics = createMetrics(status);
+
+  let closing: Promise<void> | null = null;
+  const close = (graceMs: number): Promise<void> =>
+    (closing ??= (async () => {
+      await Promise.all(services.map(async (s) => s.listener?.close()));
+      const grace = setTimeout(() => {
+        for (const s of services) s.forwarder.destroy();
+      }, graceMs);
+      await Promise.all(services.map((s) => s.forwarder.close()));
+      clearTimeout(grace);
+      for (const s of services) {
+        s.edge.close();
+        s.sessions.close();
+      }
+      metrics.close();
+      unsubscribeLogs();
+      process.exit(0);
+    })());
+
+  process.on('message', (msg: ToWorker) => {
+    if (msg?.v !== WORKER_PROTOCOL_VERSION) return;
+    switch (msg.t) {
+      case 'state':
+        byName.get(msg.service)?.health.apply(msg.backend, msg.state, msg.reason, msg.since);
+        break;
+      case 'metrics':
+        metrics.registry.getMetricsAsJSON().then(
+          (json) => send({ v: 1, t: 'metrics', id: msg.id, metrics: json }),
+          () => send({ v: 1, t: 'metrics', id: msg.id, metrics: [] }),
+        );
+        break;
+      case 'close':
+        void close(msg.graceMs);
+        break;
+    }
+  });
+  // The primary handles the operator's signals and tells the workers; a worker signalled on its own
+  // (SIGTERM to its pid) drains and exits, and the primary replaces it.
+  process.on('SIGINT', () => {});
+  process.on('SIGHUP', () => {});
+  process.on('SIGTERM', () => void close(5000));
+  send({ v: 1, t: 'ready', addresses });
+}
+
+process.once('message', (m: ToWorker) => {
+  if (m?.v !== WORKER_PROTOCOL_VERSION || m.t !== 'start') {
+    send({ v: 1, t: 'failed', message: `expected a start message of version ${WORKER_PROTOCOL_VERSION}` });
+    process.exit(1);
+  }
+  start(m).catch((err: Error) => {
+    send({ v: 1, t: 'failed', message: err.message });
+    process.exit(1);
+  });
+});
+send({ v: 1, t: 'hello' });

@@ -1,0 +1,280 @@
+/**
+ * @module `dispatcher.workers: N` (issue 16): N worker processes (node:cluster) share the listeners of
+ * the services that can be spread, each worker with its own event loop, pools and forwarders; the
+ * primary keeps everything that needs one place: detectors and probes (one view of health, copied to
+ * the workers), agents, admission, pins, elections, UDP, the admin API. Which services spread, the
+ * primary's side of the workers (fork, health broadcast, failure reports, metrics, restart, close),
+ * and the messages between them.
+ *
+ * The messages go over the IPC channel node:cluster gives each worker (a socketpair inherited by that
+ * child only, not reachable from the network): versioned (`v`), not MAC'd.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { HostPort } from '../core/address.js';
+import type { Backend, BackendState } from '../core/backend.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import type { Config, ServiceConfig } from '../config/schema.js';
+import type { HealthReport } from '../monitor/index.js';
+
+/** The message version; a worker refuses a start message of another. */
+export const WORKER_PROTOCOL_VERSION = 1;
+/** A worker that died is replaced after this (not at once: a worker crashing at start must not spin). */
+export const WORKER_RESTART_DELAY_MS = 500;
+/** How long a worker may take from fork to listening. */
+export const WORKER_START_TIMEOUT_MS = 20_000;
+/** How long a scrape waits for the workers' metrics. */
+export const METRICS_TIMEOUT_MS = 1000;
+/** After its close grace, a worker that has not exited is killed. */
+const WORKER_EXIT_MARGIN_MS = 2000;
+
+const WORKER_MAIN = fileURLToPath(new URL('./worker-main.js', import.meta.url));
+
+/** Balancers that read load vectors (kept by the primary's load manager): not spread. */
+const LOAD_DRIVEN_BALANCERS = new Set(['shell', 'least-loaded']);
+
+export type ToWorker =
+  | { v: 1; t: 'start'; config: Config; services: string[]; index: number; workers: number }
+  | { v: 1; t: 'state'; service: string; backend: string; state: BackendState; reason: string; since: number }
+  | { v: 1; t: 'metrics'; id: number }
+  | { v: 1; t: 'close'; graceMs: number };
+
+export type FromWorker =
+  /** The worker listens for messages (sent before anything else: earlier messages would be lost). */
+  | { v: 1; t: 'hello' }
+  | { v: 1; t: 'ready'; addresses: Record<string, HostPort> }
+  | { v: 1; t: 'failed'; message: string }
+  | { v: 1; t: 'report'; service: string; report: HealthReport }
+  | { v: 1; t: 'metrics'; id: number; metrics: unknown[] };
+
+/** `dispatcher.workers` as a count: `auto` is the number of cores Node may use. */
+export function workerCount(config: Config): number {
+  const w = config.dispatcher?.workers ?? 1;
+  return w === 'auto' ? Math.max(1, os.availableParallelism()) : w;
+}
+
+/**
+ * Why `service` stays in the primary, or null when workers can share it: HTTP and TCP only (UDP is
+ * not load-shared by node:cluster; SIP and RTSP keep dialogs and media ports), and none of the state
+ * that one process must hold: no virtual sessions (pins), no SA2C admission, no balancer that reads
+ * load vectors, no election group (bound and released with the VIP), no TLS passthrough.
+ */
+export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<string>): string | null {
+  if (service.protocol !== 'http' && service.protocol !== 'tcp') return `protocol ${service.protocol}`;
+  if (grouped.has(service.name)) return 'moves with an election group';
+  if (service.sessions.cookie !== undefined || service.sessions.header !== undefined) return 'virtual sessions (pins)';
+  if (service.admission.enabled) return 'SA2C admission';
+  if (LOAD_DRIVEN_BALANCERS.has(service.balancer)) return `balancer ${service.balancer} reads load vectors`;
+  if (service.tlsPassthrough !== undefined) return 'TLS passthrough';
+  return null;
+}
+
+/**
+ * A service's per-client limits as one of `workers` workers applies them: the listener's bounds and
+ * rates divided among the workers (rounded up), since round-robin hands each worker an equal share of
+ * new connections. A client can thus hold slightly more than the configured bound (at most
+ * workers - 1 more connections), never N times it.
+ */
+export function workerLimits(limits: ServiceConfig['limits'], workers: number): ServiceConfig['limits'] {
+  const share = (n: number): number => (n === 0 ? 0 : Math.max(1, Math.ceil(n / workers)));
+  return {
+    ...limits,
+    maxConnections: share(limits.maxConnections),
+    maxConnectionsPerAddress: share(limits.maxConnectionsPerAddress),
+    connectionsPerSecond: limits.connectionsPerSecond === 0 ? 0 : limits.connectionsPerSecond / workers,
+    requestsPerSecond: limits.requestsPerSecond === 0 ? 0 : limits.requestsPerSecond / workers,
+  };
+}
+
+/** What the primary needs of one spread service. */
+export interface SpreadService {
+  readonly name: string;
+  readonly backends: readonly Backend[];
+  /** The primary's health monitor: reports from workers go to it. */
+  reportFailure(backend: Backend, kind: Extract<HealthReport, { kind: 'failure' }>['failure']): void;
+  reportSuccess(backend: Backend): void;
+  /** Subscribes to the primary's state changes of its backends. */
+  onChange(listener: (backend: Backend) => void): () => void;
+}
+
+export interface WorkerPoolStats {
+  readonly workers: number;
+  readonly alive: number;
+  readonly restarts: number;
+}
+
+export interface WorkerPool {
+  /** The address each spread service listens on (shared by every worker). */
+  readonly addresses: ReadonlyMap<string, HostPort>;
+  /** Every live worker's metrics (prom-client's getMetricsAsJSON), for AggregatorRegistry.aggregate. */
+  metrics(): Promise<unknown[][]>;
+  stats(): WorkerPoolStats;
+  /** Worker pids, in worker order (a restarted worker's new pid). */
+  pids(): number[];
+  /** Tells every worker to stop listening and finish its exchanges within graceMs; resolves when all exited. */
+  close(graceMs: number): Promise<void>;
+}
+
+interface Slot {
+  worker: Worker | null;
+  ready: boolean;
+}
+
+/**
+ * Forks `count` workers serving `spread`, waits until every one listens, and wires them to the
+ * primary: state changes go out to every worker, failure reports come in, a worker that dies is
+ * replaced after WORKER_RESTART_DELAY_MS. Rejects (and stops those started) when a worker fails to start.
+ */
+export async function startWorkers(config: Config, spread: readonly SpreadService[], count: number, clock: Clock, log?: (msg: string, fields?: object) => void): Promise<WorkerPool> {
+  cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
+  const byName = new Map(spread.map((s) => [s.name, s]));
+  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false }));
+  const addresses = new Map<string, HostPort>();
+  let closing = false;
+  let restarts = 0;
+  const restartTimers = new Set<TimerHandle>();
+  let nextMetricsId = 1;
+  const pendingMetrics = new Map<number, { waiting: Set<Worker>; got: unknown[][]; done: () => void }>();
+
+  const send = (w: Worker, m: ToWorker): void => {
+    if (w.isConnected()) w.send(m);
+  };
+  const snapshot = (w: Worker): void => {
+    for (const s of spread) {
+      for (const b of s.backends) send(w, { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since });
+    }
+  };
+  const unsubscribe = spread.map((s) =>
+    s.onChange((b) => {
+      const m: ToWorker = { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since };
+      for (const slot of slots) if (slot.worker && slot.ready) send(slot.worker, m);
+    }),
+  );
+
+  const settleMetrics = (w: Worker): void => {
+    for (const p of pendingMetrics.values()) {
+      if (p.waiting.delete(w) && p.waiting.size === 0) p.done();
+    }
+  };
+
+  const fork = (index: number): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      const w = cluster.fork({ HOLDFAST_WORKER_INDEX: String(index) });
+      const slot = slots[index]!;
+      slot.worker = w;
+      slot.ready = false;
+      let started = false;
+      const timeout = clock.setTimeout(() => {
+        if (started) return;
+        w.process.kill('SIGKILL');
+        reject(new Error(`dispatcher worker ${index}: not listening after ${WORKER_START_TIMEOUT_MS} ms`));
+      }, WORKER_START_TIMEOUT_MS);
+      w.on('message', (m: FromWorker) => {
+        if (m?.v !== WORKER_PROTOCOL_VERSION) return;
+        switch (m.t) {
+          case 'hello':
+            send(w, { v: 1, t: 'start', config, services: spread.map((s) => s.name), index, workers: count });
+            break;
+          case 'ready':
+            started = true;
+            timeout.cancel();
+            for (const [name, at] of Object.entries(m.addresses)) addresses.set(name, at);
+            slot.ready = true;
+            // States may have moved between fork and ready: the worker starts from the primary's view.
+            snapshot(w);
+            resolve();
+            break;
+          case 'failed':
+            started = true;
+            timeout.cancel();
+            reject(new Error(`dispatcher worker ${index}: ${m.message}`));
+            break;
+          case 'report': {
+            const s = byName.get(m.service);
+            const b = s?.backends.find((x) => x.id === m.report.backend);
+            if (!s || !b) return;
+            if (m.report.kind === 'failure') s.reportFailure(b, m.report.failure);
+            else s.reportSuccess(b);
+            break;
+          }
+          case 'metrics': {
+            const p = pendingMetrics.get(m.id);
+            if (p && p.waiting.delete(w)) {
+              p.got.push(m.metrics);
+              if (p.waiting.size === 0) p.done();
+            }
+            break;
+          }
+        }
+      });
+      w.on('exit', (code, signal) => {
+        slot.ready = false;
+        settleMetrics(w);
+        if (!started) {
+          timeout.cancel();
+          reject(new Error(`dispatcher worker ${index} exited at start (${signal ?? code})`));
+          return;
+        }
+        if (closing || slot.worker !== w) return;
+        slot.worker = null;
+        log?.(`dispatcher worker ${index} exited (${signal ?? code}); replacing it`, { worker: index, code, signal });
+        const t = clock.setTimeout(() => {
+          restartTimers.delete(t);
+          if (closing) return;
+          restarts++;
+          fork(index).catch((err: Error) => log?.(`dispatcher worker ${index} not replaced: ${err.message}`, { worker: index }));
+        }, WORKER_RESTART_DELAY_MS);
+        restartTimers.add(t);
+      });
+    });
+
+  const stopAll = async (graceMs: number): Promise<void> => {
+    closing = true;
+    for (const t of restartTimers) t.cancel();
+    restartTimers.clear();
+    for (const u of unsubscribe) u();
+    await Promise.all(
+      slots.map(async (slot) => {
+        const w = slot.worker;
+        if (!w || w.isDead()) return;
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        send(w, { v: 1, t: 'close', graceMs });
+        const kill = clock.setTimeout(() => w.process.kill('SIGKILL'), graceMs + WORKER_EXIT_MARGIN_MS);
+        await exited;
+        kill.cancel();
+      }),
+    );
+  };
+
+  try {
+    // One at a time: the first worker's listen(port 0) fixes the port every later worker shares.
+    for (let i = 0; i < count; i++) await fork(i);
+  } catch (err) {
+    await stopAll(0);
+    throw err;
+  }
+
+  return {
+    addresses,
+    metrics: () =>
+      new Promise<unknown[][]>((resolve) => {
+        const live = slots.filter((s) => s.ready && s.worker?.isConnected()).map((s) => s.worker!);
+        if (live.length === 0) return resolve([]);
+        const id = nextMetricsId++;
+        const p = { waiting: new Set(live), got: [] as unknown[][], done: () => {} };
+        // A worker that does not answer (busy, dying) leaves its series out of this scrape.
+        const late = clock.setTimeout(() => p.done(), METRICS_TIMEOUT_MS);
+        p.done = () => {
+          late.cancel();
+          pendingMetrics.delete(id);
+          resolve(p.got);
+        };
+        pendingMetrics.set(id, p);
+        for (const w of live) send(w, { v: 1, t: 'metrics', id });
+      }),
+    stats: () => ({ workers: count, alive: slots.filter((s) => s.ready).length, restarts }),
+    pids: () => slots.map((s) => s.worker?.process.pid ?? 0),
+    close: stopAll,
+  };
+}

@@ -10,7 +10,7 @@ import { run, TARGETS } from '../../bench/http-proxy.js';
 import * as hardening from '../../bench/hardening.js';
 import * as tlsBench from '../../bench/tls.js';
 
-test('http-proxy benchmark: every leg serves 1 KiB responses without errors', { timeout: 15_000 }, async () => {
+test('http-proxy benchmark: every leg serves 1 KiB responses without errors', { timeout: 40_000 }, async () => {
   const results = await run({ seconds: 1, rounds: 1, sizes: [1024], warmupSeconds: 0, out: null, log: () => {} });
   assert.deepEqual(
     results.map((r) => r.target),

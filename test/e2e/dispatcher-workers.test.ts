@@ -1,0 +1,231 @@
+/**
+ * @module End-to-end tests of `dispatcher.workers: 2` (issue 16): real worker processes (node:cluster)
+ * forked by an in-process dispatcher (or by the `holdfast` CLI), real backends on loopback. Both
+ * workers serve one listener; the primary's view of backend health reaches every worker (a drain) and
+ * a worker's passive failure reaches the primary; metrics sum over the workers; a SIGKILLed worker is
+ * replaced; close() and a SIGKILLed primary leave no worker behind; services that cannot be spread stay
+ * in the primary. Which worker holds which backend connection is read from `ss -tnp` (iproute2).
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { AddressInfo } from 'node:net';
+import { configSchema } from '../../src/config/schema.js';
+import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
+import type { HostPort } from '../../src/core/address.js';
+
+const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+interface Origin {
+  readonly port: number;
+  /** Requests it answered. */
+  hits: number;
+  close(): Promise<void>;
+}
+
+/** A keep-alive HTTP origin that answers its id (body and x-backend), on `port` (0: any). */
+async function origin(t: TestContext, id: string, port = 0): Promise<Origin> {
+  const sockets = new Set<import('node:net').Socket>();
+  const o = { port: 0, hits: 0, close: async () => {} };
+  const server = http.createServer((req, res) => {
+    req.resume();
+    o.hits++;
+    res.writeHead(200, { 'content-length': Buffer.byteLength(id), 'x-backend': id });
+    res.end(id);
+  });
+  server.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  o.port = (server.address() as AddressInfo).port;
+  let closed = false;
+  o.close = async () => {
+    if (closed) return;
+    closed = true;
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  t.after(() => o.close());
+  return o;
+}
+
+/** One GET on its own connection: status and x-backend. */
+function get(at: HostPort, pathname = '/'): Promise<{ status: number; backend: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: at.host, port: at.port, path: pathname, agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, backend: String(res.headers['x-backend'] ?? '') }));
+    });
+    req.on('error', reject);
+  });
+}
+
+/** Pids holding established TCP connections to 127.0.0.1:port (ss -tnp). */
+function pidsConnectedTo(port: number): Set<number> {
+  const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( dport = :${port} )`], { encoding: 'utf8' });
+  return new Set([...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1])));
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function until(what: string, ok: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`not within ${timeoutMs} ms: ${what}`);
+    await sleep(20);
+  }
+}
+
+function twoWorkers(backends: readonly Origin[], extraServices: object[] = []) {
+  return configSchema.parse({
+    version: 1,
+    logging: { level: 'silent' },
+    admin: { enabled: true, listen: '127.0.0.1:0' },
+    dispatcher: { workers: 2 },
+    services: [
+      {
+        name: 'web',
+        protocol: 'http',
+        listen: '127.0.0.1:0',
+        backends: backends.map((b, i) => ({ id: `b${i}`, address: `127.0.0.1:${b.port}` })),
+      },
+      ...extraServices,
+    ],
+  });
+}
+
+async function start(t: TestContext, config: ReturnType<typeof twoWorkers>) {
+  const d = await startDispatcher(config, { closeGraceMs: 1000 });
+  t.after(() => d.close());
+  return d;
+}
+
+test('two workers share one listener, each with its own backend connections; metrics sum over them', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const pinned = await origin(t, 'pinned');
+  const d = await start(
+    t,
+    twoWorkers([b0], [{ name: 'pins', protocol: 'http', listen: '127.0.0.1:0', sessions: { cookie: 'SID' }, backends: [{ id: 'p0', address: `127.0.0.1:${pinned.port}` }] }]),
+  );
+  const workers = d.status().workers!;
+  assert.equal(workers.count, 2);
+  assert.equal(workers.alive, 2);
+  assert.deepEqual(workers.services, ['web'], 'the cookie-pinned service stays in the primary');
+  assert.equal(workers.pids.filter((p) => p > 0 && p !== process.pid).length, 2);
+
+  const web = d.serviceAddress('web');
+  const replies = await Promise.all(Array.from({ length: 16 }, () => get(web)));
+  assert.deepEqual(new Set(replies.map((r) => `${r.status} ${r.backend}`)), new Set(['200 b0']));
+  // Round-robin hands connections to both workers; each keeps its own pooled connection to b0.
+  const holders = pidsConnectedTo(b0.port);
+  for (const pid of workers.pids) assert.ok(holders.has(pid), `worker ${pid} holds a connection to b0 (holders: ${[...holders]})`);
+  assert.ok(!holders.has(process.pid), 'the primary forwards nothing of a spread service');
+
+  // The service that cannot be spread is served by the primary.
+  assert.deepEqual(await get(d.serviceAddress('pins')), { status: 200, backend: 'pinned' });
+
+  const metrics = await (await fetch(`http://127.0.0.1:${d.adminAddress!.port}/metrics`)).text();
+  const m = /^holdfast_http_requests_total\{service="web",backend="b0",code="2xx"\} (\d+)$/m.exec(metrics);
+  assert.equal(Number(m?.[1]), 16, `requests of both workers summed: ${m?.[0]}`);
+});
+
+test('one view of health: the primary\'s drain reaches every worker, a worker\'s refused connect reaches the primary', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const b1 = await origin(t, 'b1');
+  const d = await start(t, twoWorkers([b0, b1]));
+  const web = d.serviceAddress('web');
+  const state = (id: string) => d.status().services[0]!.backends.find((b) => b.id === id)!;
+  await until('both backends up', () => state('b0').state === 'up' && state('b1').state === 'up');
+
+  // Drained by the operator on the primary: no worker sends b0 anything.
+  const admin = `http://127.0.0.1:${d.adminAddress!.port}`;
+  const drained = await fetch(`${admin}/api/v1/services/web/backends/b0/drain`, { method: 'POST' });
+  assert.equal(drained.status, 200, await drained.text());
+  await sleep(200);
+  const before = b0.hits;
+  const replies = await Promise.all(Array.from({ length: 16 }, () => get(web)));
+  assert.deepEqual(new Set(replies.map((r) => `${r.status} ${r.backend}`)), new Set(['200 b1']));
+  assert.equal(b0.hits, before, 'a drained backend gets nothing from any worker');
+  assert.equal((await fetch(`${admin}/api/v1/services/web/backends/b0/undrain`, { method: 'POST' })).status, 200);
+  await until('b0 back up', () => state('b0').state === 'up');
+
+  // b0 dies: the worker whose connect is refused replays on b1 and tells the primary.
+  await b0.close();
+  const after = await Promise.all(Array.from({ length: 16 }, () => get(web)));
+  assert.deepEqual(new Set(after.map((r) => r.status)), new Set([200]), 'every request answered (failover)');
+  await until('the primary sees b0 down', () => state('b0').state === 'down');
+  assert.match(state('b0').reason, /refused|reset|closed/);
+
+  // Back on the same port: the primary's probe brings it up, and every worker uses it again.
+  const again = await origin(t, 'b0', b0.port);
+  await until('b0 up again', () => state('b0').state === 'up');
+  await sleep(200);
+  await Promise.all(Array.from({ length: 16 }, () => get(web)));
+  const holders = pidsConnectedTo(again.port);
+  for (const pid of d.status().workers!.pids) assert.ok(holders.has(pid), `worker ${pid} routes to b0 again (holders: ${[...holders]})`);
+});
+
+test('a SIGKILLed worker is replaced and new connections are served; close() stops every worker', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const d = await startDispatcher(twoWorkers([b0]), { closeGraceMs: 1000 });
+  let closed = false;
+  t.after(async () => {
+    if (!closed) await d.close();
+  });
+  const web = d.serviceAddress('web');
+  const [victim, other] = d.status().workers!.pids as [number, number];
+  process.kill(victim, 'SIGKILL');
+  await until('the worker replaced', () => d.status().workers!.restarts === 1 && d.status().workers!.alive === 2);
+  const pids = d.status().workers!.pids;
+  assert.ok(!pids.includes(victim) && pids.includes(other), `new pids ${pids}`);
+  const replies = await Promise.all(Array.from({ length: 16 }, () => get(web)));
+  assert.deepEqual(new Set(replies.map((r) => r.status)), new Set([200]));
+
+  await d.close();
+  closed = true;
+  for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} stopped by close()`);
+});
+
+test('holdfast dispatcher with workers: 2 — SIGKILL of the primary takes the workers with it', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'holdfast-workers-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const cfg = path.join(dir, 'holdfast.yaml');
+  writeFileSync(
+    cfg,
+    [
+      'logging: { level: info }',
+      "admin: { enabled: true, listen: '127.0.0.1:0' }",
+      'dispatcher: { workers: 2 }',
+      'services:',
+      "  - { name: web, protocol: http, listen: '127.0.0.1:0', backends: [{ id: b0, address: '127.0.0.1:" + b0.port + "' }] }",
+      '',
+    ].join('\n'),
+  );
+  const child = spawn(process.execPath, [HOLDFAST_BIN, 'dispatcher', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.after(() => child.kill('SIGKILL'));
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  await until('listening', () => /holdfast dispatcher listening/.test(out), 30_000);
+  const line = JSON.parse(out.split('\n').find((l) => l.includes('holdfast dispatcher listening'))!) as { services: { web: string }; admin: string };
+  const [host, port] = line.services.web.split(':');
+  assert.deepEqual(await get({ host: host!, port: Number(port) }), { status: 200, backend: 'b0' });
+  const status = (await (await fetch(`http://${line.admin}/api/v1/status`)).json()) as { workers: { pids: number[] } };
+  assert.equal(status.workers.pids.length, 2);
+  child.kill('SIGKILL');
+  for (const pid of status.workers.pids) await until(`worker ${pid} gone after the primary's SIGKILL`, () => !alive(pid), 10_000);
+});

@@ -61,12 +61,19 @@ export function backendList(backends: ReadonlyArray<number | string | HostPort>)
   }));
 }
 
+/**
+ * HOLDFAST_TEST_WORKERS=N runs every single-service test dispatcher with `dispatcher.workers: N` (issue 16:
+ * the suites that do not reach into the dispatcher's process, run against N worker processes).
+ */
+const TEST_WORKERS: number | undefined = process.env['HOLDFAST_TEST_WORKERS'] ? Number(process.env['HOLDFAST_TEST_WORKERS']) : undefined;
+
 /** A whole config (through the real schema) with logging silent, admin off unless asked, and the one service. */
 export function singleServiceConfig(service: ServiceInput, opts: ServiceDispatcherOptions = {}): ReturnType<typeof configSchema.parse> {
   return configSchema.parse({
     version: 1,
     logging: { level: 'silent' },
     admin: opts.admin ? { enabled: true, listen: '127.0.0.1:0' } : { enabled: false },
+    ...(TEST_WORKERS !== undefined ? { dispatcher: { workers: TEST_WORKERS } } : {}),
     services: [service],
   });
 }

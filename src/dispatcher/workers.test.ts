@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { parseConfig } from '../config/load.js';
-import { notSpreadBecause, workerCount, workerLimits } from './workers.js';
+import { notSpreadBecause, withConcretePorts, workerCount, workerLimits } from './workers.js';
 
 const config = (extra: string, dispatcher = '') =>
   parseConfig(`${dispatcher}
@@ -39,9 +39,16 @@ test('workers: a count, auto (cores), 1 by default', () => {
   assert.throws(() => config('    protocol: http', 'dispatcher: { workers: 0 }'), /dispatcher\.workers/);
 });
 
-test('each worker applies its share of the per-client limits, rounded up; 0 stays unlimited', () => {
-  const limits = config('    protocol: http\n    limits: { maxConnections: 9, maxConnectionsPerAddress: 3, connectionsPerSecond: 10, requestsPerSecond: 0 }').services[0]!.limits;
-  assert.deepEqual(workerLimits(limits, 2), { ...limits, maxConnections: 5, maxConnectionsPerAddress: 2, connectionsPerSecond: 5, requestsPerSecond: 0 });
-  assert.equal(workerLimits({ ...limits, maxConnectionsPerAddress: 1 }, 4).maxConnectionsPerAddress, 1);
+test('each worker applies its share of the listener-wide bound, the per-address bounds and rates whole', () => {
+  const limits = config('    protocol: http\n    limits: { maxConnections: 9, maxConnectionsPerAddress: 3, connectionsPerSecond: 10, requestsPerSecond: 5 }').services[0]!.limits;
+  assert.deepEqual(workerLimits(limits, 2), { ...limits, maxConnections: 5 });
+  assert.equal(workerLimits({ ...limits, maxConnections: 1 }, 4).maxConnections, 1);
   assert.equal(workerLimits({ ...limits, maxConnections: 0 }, 4).maxConnections, 0);
+});
+
+test('spread services on port 0 get a concrete port (node:cluster shares listeners by address and port)', async () => {
+  const c = config('    protocol: http');
+  const out = await withConcretePorts(c, new Set(['s']));
+  assert.match(out.services[0]!.listen, /^127\.0\.0\.1:[1-9][0-9]*$/);
+  assert.equal((await withConcretePorts(c, new Set())).services[0]!.listen, '127.0.0.1:0');
 });

@@ -10,9 +10,10 @@
  * child only, not reachable from the network): versioned (`v`), not MAC'd.
  */
 import cluster, { type Worker } from 'node:cluster';
+import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { HostPort } from '../core/address.js';
+import { formatHostPort, parseHostPort, type HostPort } from '../core/address.js';
 import type { Backend, BackendState } from '../core/backend.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
@@ -71,20 +72,43 @@ export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<st
 }
 
 /**
- * A service's per-client limits as one of `workers` workers applies them: the listener's bounds and
- * rates divided among the workers (rounded up), since round-robin hands each worker an equal share of
- * new connections. A client can thus hold slightly more than the configured bound (at most
- * workers - 1 more connections), never N times it.
+ * A service's per-client limits as one of `workers` workers applies them. The listener-wide bound
+ * (`maxConnections`) is divided among the workers (rounded up): round-robin hands each an equal share
+ * of all new connections. The per-address bounds and rates are not: one client's few connections may
+ * land on one worker, and dividing would refuse a client within its bound; so each worker applies
+ * them whole, and one address can hold up to N times `maxConnectionsPerAddress` (and N times the
+ * rates) over N workers: bounded, by N x the configuration.
  */
 export function workerLimits(limits: ServiceConfig['limits'], workers: number): ServiceConfig['limits'] {
-  const share = (n: number): number => (n === 0 ? 0 : Math.max(1, Math.ceil(n / workers)));
-  return {
-    ...limits,
-    maxConnections: share(limits.maxConnections),
-    maxConnectionsPerAddress: share(limits.maxConnectionsPerAddress),
-    connectionsPerSecond: limits.connectionsPerSecond === 0 ? 0 : limits.connectionsPerSecond / workers,
-    requestsPerSecond: limits.requestsPerSecond === 0 ? 0 : limits.requestsPerSecond / workers,
-  };
+  return { ...limits, maxConnections: limits.maxConnections === 0 ? 0 : Math.max(1, Math.ceil(limits.maxConnections / workers)) };
+}
+
+/**
+ * A free port on `host`, for a spread service configured with port 0. node:cluster shares a listen
+ * handle between workers by address and port, so two dispatchers in one process (tests) that both
+ * ask for port 0 would share one listener; the primary picks the port and every worker binds it.
+ */
+async function freePortOn(host: string): Promise<number> {
+  const probe = net.createServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', reject);
+    probe.listen({ host, port: 0, exclusive: true }, resolve);
+  });
+  const { port } = probe.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+/** `config` with every spread service on port 0 given a concrete free port. */
+export async function withConcretePorts(config: Config, spread: ReadonlySet<string>): Promise<Config> {
+  const services = await Promise.all(
+    config.services.map(async (s) => {
+      const at = parseHostPort(s.listen);
+      if (!spread.has(s.name) || !at || at.port !== 0) return s;
+      return { ...s, listen: formatHostPort({ host: at.host, port: await freePortOn(at.host) }) };
+    }),
+  );
+  return { ...config, services };
 }
 
 /** What the primary needs of one spread service. */
@@ -126,8 +150,9 @@ interface Slot {
  * primary: state changes go out to every worker, failure reports come in, a worker that dies is
  * replaced after WORKER_RESTART_DELAY_MS. Rejects (and stops those started) when a worker fails to start.
  */
-export async function startWorkers(config: Config, spread: readonly SpreadService[], count: number, clock: Clock, log?: (msg: string, fields?: object) => void): Promise<WorkerPool> {
+export async function startWorkers(configured: Config, spread: readonly SpreadService[], count: number, clock: Clock, log?: (msg: string, fields?: object) => void): Promise<WorkerPool> {
   cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
+  const config = await withConcretePorts(configured, new Set(spread.map((s) => s.name)));
   const byName = new Map(spread.map((s) => [s.name, s]));
   const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false }));
   const addresses = new Map<string, HostPort>();

@@ -90,6 +90,12 @@ export interface HttpProxyOptions {
    * times, keeping the quietest). 0: neither. For shared machines.
    */
   readonly waitQuietSeconds?: number;
+  /**
+   * Pin each one-thread proxy (HAProxy nbthread 1, holdfast with one worker), every thread of it
+   * (Node's GC and libuv helpers too), to the last core with `taskset`, so that both get exactly one
+   * core; the two-thread arms, wrk and the origin stay unpinned. Default off (BENCH_PIN=1).
+   */
+  readonly pin?: boolean;
   /** JSON report path; null writes none. Default DEFAULT_OUT. */
   readonly out?: string | null;
   /** Progress lines (default: stderr, so stdout carries only the table). */
@@ -340,6 +346,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): HttpProxyO
   if (threads !== undefined) opts.threads = threads;
   if (connections !== undefined) opts.connections = connections;
   if (waitQuiet !== undefined) opts.waitQuietSeconds = waitQuiet;
+  if (env['BENCH_PIN'] === '1') opts.pin = true;
   if (sizes !== undefined) opts.sizes = sizes;
   if (targets !== undefined) opts.targets = targets;
   return opts;
@@ -373,6 +380,13 @@ export function holdfastConfig(routes: readonly { size: number; listenPort: numb
   return `${lines.join('\n')}\n`;
 }
 
+/** `taskset -a -p -c <last core> pid`: every thread of the process on one core. */
+async function pinToLastCore(pid: number): Promise<void> {
+  const core = os.cpus().length - 1;
+  const r = await runProcess('taskset', ['-a', '-p', '-c', String(core), String(pid)], 5_000);
+  if (r.code !== 0) throw new Error(`taskset -a -p -c ${core} ${pid}: ${r.stderr.trim()}`);
+}
+
 async function peerVersion(command: string, args: string[]): Promise<string> {
   try {
     const r = await runProcess(command, args, 5_000);
@@ -392,6 +406,8 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
   const connections = opts.connections ?? DEFAULT_CONNECTIONS;
   const warmupSeconds = opts.warmupSeconds ?? DEFAULT_WARMUP_SECONDS;
   const waitQuietSeconds = opts.waitQuietSeconds ?? 0;
+  const pin = opts.pin ?? false;
+  if (pin) requirePeers({ taskset: 'taskset' });
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (sizes.length === 0 || targets.length === 0) throw new Error('http-proxy: no sizes or no targets');
 
@@ -433,6 +449,7 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
       const h = await startHaproxy({ routes, dir: hdir, haproxy: peers.haproxy!, nbthread: ARM_THREADS[target]! });
       procs.push(h);
       proxyPid.set(target, h.pid);
+      if (pin && ARM_THREADS[target] === 1) await pinToLastCore(h.pid);
       ports.set(target, new Map(routes.map((r) => [Number(r.name), r.listenPort])));
     }
 
@@ -453,6 +470,7 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
       });
       procs.push(p);
       proxyPid.set(target, p.pid);
+      if (pin && ARM_THREADS[target] === 1) await pinToLastCore(p.pid);
       for (const r of rest) await waitForPort('127.0.0.1', r.listenPort);
       ports.set(target, new Map(routes.map((r) => [r.size, r.listenPort])));
     }
@@ -513,7 +531,7 @@ export async function run(opts: HttpProxyOptions = {}): Promise<Result[]> {
       const report = {
         benchmark: 'http-proxy',
         date: new Date().toISOString(),
-        settings: { seconds, rounds, sizes, targets, threads, connections, warmupSeconds, waitQuietSeconds },
+        settings: { seconds, rounds, sizes, targets, threads, connections, warmupSeconds, waitQuietSeconds, pin },
         machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown', loadAvg1AtStart: load1 },
         versions: {
           node: process.version,

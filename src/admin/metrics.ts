@@ -121,7 +121,11 @@ class TalliedHistogram {
  * registry keeps answering with the last values. (The default process metrics install a GC
  * observer and an event-loop delay monitor that prom-client gives no way to stop; they are cheap.)
  */
-export function createMetrics(status: () => StatusSnapshot): { registry: Registry; close(): void } {
+export function createMetrics(
+  status: () => StatusSnapshot,
+  /** Channels not to count here (a dispatcher worker relays them to the primary, which counts them once). */
+  skipChannels: ReadonlySet<string | symbol> = new Set(),
+): { registry: Registry; close(): void } {
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
@@ -333,7 +337,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     [channels.admissionThreshold, onAdmissionThreshold],
     [channels.admissionMove, onAdmissionMove],
   ];
-  for (const [channel, fn] of subscriptions) diagnostics_channel.subscribe(channel.name, fn);
+  for (const [channel, fn] of subscriptions) if (!skipChannels.has(channel.name)) diagnostics_channel.subscribe(channel.name, fn);
 
   // --- Metrics filled from the tallies at scrape time.
   new Counter({
@@ -569,7 +573,7 @@ export function createMetrics(status: () => StatusSnapshot): { registry: Registr
     close(): void {
       if (closed) return;
       closed = true;
-      for (const [channel, fn] of subscriptions) diagnostics_channel.unsubscribe(channel.name, fn);
+      for (const [channel, fn] of subscriptions) if (!skipChannels.has(channel.name)) diagnostics_channel.unsubscribe(channel.name, fn);
     },
   };
 }

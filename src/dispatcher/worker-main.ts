@@ -12,11 +12,11 @@ import { createBalancer } from '../balance/index.js';
 import { HealthFollower } from '../monitor/index.js';
 import { HttpForwarder, listen, TcpForwarder, type Listener } from '../forward/index.js';
 import { createServiceRuntime, type Forwarder } from '../pipeline/index.js';
-import { createMetrics, subscribeLogs, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
-import { createLogger } from '../admin/log.js';
+import diagnostics_channel from 'node:diagnostics_channel';
+import { createMetrics, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
 import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
-import { WORKER_PROTOCOL_VERSION, workerLimits, type FromWorker, type ToWorker } from './workers.js';
+import { RELAYED_CHANNELS, WORKER_PROTOCOL_VERSION, workerServiceConfig, type FromWorker, type ToWorker } from './workers.js';
 
 interface WorkerService {
   readonly config: ServiceConfig;
@@ -31,7 +31,8 @@ const send = (m: FromWorker): void => {
   if (process.connected) process.send!(m);
 };
 
-function buildService(config: ServiceConfig, workers: number): WorkerService {
+function buildService(configured: ServiceConfig, workers: number): WorkerService {
+  const config = workerServiceConfig(configured, workers);
   const clock = realClock;
   const backends = config.backends.map((b, i) => {
     const at = parseHostPort(b.address)!;
@@ -44,7 +45,7 @@ function buildService(config: ServiceConfig, workers: number): WorkerService {
   rebuild();
   const health = new HealthFollower(backends, (report) => send({ v: 1, t: 'report', service: config.name, report }), clock);
   health.onChange(rebuild);
-  const edge = new Edge({ tls: config.tls, limits: workerLimits(config.limits, workers), clock, events: {} });
+  const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {} });
   const { runtime, layer } = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
   layer.start();
   const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
@@ -56,8 +57,10 @@ function buildService(config: ServiceConfig, workers: number): WorkerService {
 
 async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
   const config: Config = m.config;
-  const logger = createLogger(config.logging).child({ worker: m.index });
-  const unsubscribeLogs = subscribeLogs(logger, realClock);
+  // The rare events go to the primary (its event stream, logs and metrics); see RELAYED_CHANNELS.
+  const relay = (name: string) => (message: unknown) => send({ v: 1, t: 'event', channel: name, message });
+  const relays = [...RELAYED_CHANNELS].map((name) => [name, relay(name)] as const);
+  for (const [name, fn] of relays) diagnostics_channel.subscribe(name, fn);
   const wanted = new Set(m.services);
   const services = config.services.filter((s) => wanted.has(s.name)).map((s) => buildService(s, m.workers));
   const byName = new Map(services.map((s) => [s.config.name, s]));
@@ -87,7 +90,7 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
     ),
     groups: [],
   });
-  const metrics = createMetrics(status);
+  const metrics = createMetrics(status, RELAYED_CHANNELS);
 
   let closing: Promise<void> | null = null;
   const close = (graceMs: number): Promise<void> =>
@@ -103,7 +106,7 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
         s.sessions.close();
       }
       metrics.close();
-      unsubscribeLogs();
+      for (const [name, fn] of relays) diagnostics_channel.unsubscribe(name, fn);
       process.exit(0);
     })());
 

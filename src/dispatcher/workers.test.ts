@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import os from 'node:os';
 import { parseConfig } from '../config/load.js';
-import { notSpreadBecause, withConcretePorts, workerCount, workerLimits } from './workers.js';
+import { notSpreadBecause, withConcretePorts, workerCount, workerLimits, workerServiceConfig } from './workers.js';
 
 const config = (extra: string, dispatcher = '') =>
   parseConfig(`${dispatcher}
@@ -51,4 +51,12 @@ test('spread services on port 0 get a concrete port (node:cluster shares listene
   const out = await withConcretePorts(c, new Set(['s']));
   assert.match(out.services[0]!.listen, /^127\.0\.0\.1:[1-9][0-9]*$/);
   assert.equal((await withConcretePorts(c, new Set())).services[0]!.listen, '127.0.0.1:0');
+});
+
+test('each worker logs requests within its share of maxTotalLogBytes, so all workers together stay within it', () => {
+  const svc = config('    protocol: http\n    http: { failover: { maxTotalLogBytes: 1000001 } }\n    limits: { maxConnections: 4 }').services[0]!;
+  const w = workerServiceConfig(svc, 2);
+  assert.equal(w.http.failover.maxTotalLogBytes, 500000);
+  assert.equal(w.limits.maxConnections, 2);
+  assert.equal(w.http.failover.maxRequestLogBytes, svc.http.failover.maxRequestLogBytes);
 });

@@ -10,6 +10,7 @@
  * child only, not reachable from the network): versioned (`v`), not MAC'd.
  */
 import cluster, { type Worker } from 'node:cluster';
+import diagnostics_channel from 'node:diagnostics_channel';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +19,7 @@ import type { Backend, BackendState } from '../core/backend.js';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
 import type { HealthReport } from '../monitor/index.js';
+import { channels } from '../core/diagnostics.js';
 
 /** The message version; a worker refuses a start message of another. */
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -41,12 +43,23 @@ export type ToWorker =
   | { v: 1; t: 'metrics'; id: number }
   | { v: 1; t: 'close'; graceMs: number };
 
+/**
+ * Events a worker relays to the primary, which publishes them again on the same channel: the rare,
+ * per-failure ones that the event stream, the logs and a test in the primary's process watch. The
+ * worker does not count them in its own metrics (the primary does, once). Per-request events
+ * (`holdfast:http:exchange`) stay in the worker and reach the primary as aggregated metrics.
+ */
+export const RELAYED_CHANNELS: ReadonlySet<string> = new Set(
+  [channels.failover, channels.requestLogOverflow, channels.backendError, channels.httpRefuse].map((c) => String(c.name)),
+);
+
 export type FromWorker =
   /** The worker listens for messages (sent before anything else: earlier messages would be lost). */
   | { v: 1; t: 'hello' }
   | { v: 1; t: 'ready'; addresses: Record<string, HostPort> }
   | { v: 1; t: 'failed'; message: string }
   | { v: 1; t: 'report'; service: string; report: HealthReport }
+  | { v: 1; t: 'event'; channel: string; message: unknown }
   | { v: 1; t: 'metrics'; id: number; metrics: unknown[] };
 
 /** `dispatcher.workers` as a count: `auto` is the number of cores Node may use. */
@@ -81,6 +94,20 @@ export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<st
  */
 export function workerLimits(limits: ServiceConfig['limits'], workers: number): ServiceConfig['limits'] {
   return { ...limits, maxConnections: limits.maxConnections === 0 ? 0 : Math.max(1, Math.ceil(limits.maxConnections / workers)) };
+}
+
+/**
+ * A spread service's configuration as one of `workers` workers runs it: its limits (workerLimits),
+ * and its share of `http.failover.maxTotalLogBytes` ("all logged requests of the service together"),
+ * so that the request logs of all workers together stay within the configured bound.
+ */
+export function workerServiceConfig(service: ServiceConfig, workers: number): ServiceConfig {
+  const failover = service.http.failover;
+  return {
+    ...service,
+    limits: workerLimits(service.limits, workers),
+    http: { ...service.http, failover: { ...failover, maxTotalLogBytes: Math.floor(failover.maxTotalLogBytes / workers) } },
+  };
 }
 
 /**
@@ -223,6 +250,9 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
             else s.reportSuccess(b);
             break;
           }
+          case 'event':
+            if (RELAYED_CHANNELS.has(m.channel)) diagnostics_channel.channel(m.channel).publish(m.message);
+            break;
           case 'metrics': {
             const p = pendingMetrics.get(m.id);
             if (p && p.waiting.delete(w)) {

@@ -8,6 +8,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import diagnostics_channel from 'node:diagnostics_channel';
 import http from 'node:http';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -164,11 +165,20 @@ test('one view of health: the primary\'s drain reaches every worker, a worker\'s
   await until('b0 back up', () => state('b0').state === 'up');
 
   // b0 dies: the worker whose connect is refused replays on b1 and tells the primary.
+  const errors: { service: string; backend: string; kind: string }[] = [];
+  const onError = (m: unknown) => errors.push(m as (typeof errors)[number]);
+  diagnostics_channel.subscribe('holdfast:backend:error', onError);
+  t.after(() => diagnostics_channel.unsubscribe('holdfast:backend:error', onError));
   await b0.close();
   const after = await Promise.all(Array.from({ length: 16 }, () => get(web)));
   assert.deepEqual(new Set(after.map((r) => r.status)), new Set([200]), 'every request answered (failover)');
   await until('the primary sees b0 down', () => state('b0').state === 'down');
   assert.match(state('b0').reason, /refused|reset|closed/);
+  // The worker's backend-error events are published again in the primary, and counted once.
+  await until('the backend error relayed', () => errors.some((e) => e.service === 'web' && e.backend === 'b0'));
+  const metrics = await (await fetch(`${admin}/metrics`)).text();
+  const counted = [...metrics.matchAll(/^holdfast_backend_errors_total\{service="web",backend="b0",kind="[a-z]+"\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  assert.equal(counted, errors.filter((e) => e.backend === 'b0').length, 'each relayed error counted once');
 
   // Back on the same port: the primary's probe brings it up, and every worker uses it again.
   const again = await origin(t, 'b0', b0.port);

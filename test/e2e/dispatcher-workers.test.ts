@@ -4,13 +4,15 @@
  * workers serve one listener; the primary's view of backend health reaches every worker (a drain) and
  * a worker's passive failure reaches the primary; metrics sum over the workers; a SIGKILLed worker is
  * replaced; close() and a SIGKILLed primary leave no worker behind; services that cannot be spread stay
- * in the primary. Which worker holds which backend connection is read from `ss -tnp` (iproute2).
+ * in the primary; with replicated dispatchers, the VIP's service stays in the primary and moves with the
+ * VIP. Which worker holds which backend connection is read from `ss -tnp` (iproute2).
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import diagnostics_channel from 'node:diagnostics_channel';
 import http from 'node:http';
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +21,9 @@ import type { AddressInfo } from 'node:net';
 import { configSchema } from '../../src/config/schema.js';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import type { HostPort } from '../../src/core/address.js';
+import { haConfig, startHaDispatcher, type HaDispatcher } from '../../bench/lib/ha-cluster.js';
+import { makeTempDir, removeTempDir } from '../../bench/lib/procs.js';
+import { freeSipPort, freeSipPorts } from '../helpers/sipp.js';
 
 const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -238,4 +243,57 @@ test('holdfast dispatcher with workers: 2 — SIGKILL of the primary takes the w
   assert.equal(status.workers.pids.length, 2);
   child.kill('SIGKILL');
   for (const pid of status.workers.pids) await until(`worker ${pid} gone after the primary's SIGKILL`, () => !alive(pid), 10_000);
+});
+
+test('replicated dispatchers with workers: 2 — the VIP service stays in the primary and moves on SIGKILL of the master; the spread service is served by each one\'s workers', { timeout: 90_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const vip = `127.${randomInt(64, 250)}.${randomInt(1, 250)}.${randomInt(2, 250)}`;
+  const vipPort = await freeSipPort(vip);
+  const election = await freeSipPorts(2);
+  const dir = makeTempDir('holdfast-workers-ha');
+  const key = randomBytes(32);
+  const procs: HaDispatcher[] = [];
+  t.after(async () => {
+    await Promise.all(procs.map((p) => p.proc.stop()));
+    removeTempDir(dir);
+  });
+  const backends = [{ id: 'b0', address: `127.0.0.1:${b0.port}` }];
+  const vipService = { name: 'vipweb', protocol: 'http', listen: `${vip}:${vipPort}`, backends };
+  const local = { name: 'local', protocol: 'http', listen: '127.0.0.1:0', backends };
+  const start = async (id: number, priority: number): Promise<HaDispatcher> => {
+    const config = haConfig({
+      id,
+      priority,
+      listen: `127.0.0.1:${election[id - 1]}`,
+      peers: [`127.0.0.1:${election[2 - id]}`],
+      vip,
+      services: [vipService],
+      extra: { dispatcher: { id, workers: 2 }, services: [vipService, local] },
+    });
+    const d = await startHaDispatcher({ name: `d${id}`, id, dir, key, config });
+    procs.push(d);
+    return d;
+  };
+  const d1 = await start(1, 200);
+  await d1.waitFor('taken', 0, 10_000);
+  const d2 = await start(2, 100);
+  await d2.waitFor('backup', 0, 10_000);
+
+  const s1 = await d1.status();
+  assert.deepEqual(s1.workers?.services, ['local'], 'the grouped service is not spread');
+  assert.deepEqual(await get({ host: vip, port: vipPort }), { status: 200, backend: 'b0' });
+  const localOf = (s: typeof s1): HostPort => {
+    const [host, port] = s.services.find((x) => x.name === 'local')!.listen.split(':');
+    return { host: host!, port: Number(port) };
+  };
+  assert.deepEqual(await get(localOf(s1)), { status: 200, backend: 'b0' });
+
+  const from = d2.events.length;
+  await d1.kill('SIGKILL');
+  await d2.waitFor('taken', from, 10_000);
+  await until('the VIP answers through the new master', async () => (await get({ host: vip, port: vipPort }).catch(() => null))?.status === 200, 10_000);
+  for (const pid of s1.workers!.pids) await until(`d1's worker ${pid} gone`, () => !alive(pid), 10_000);
+  const s2 = await d2.status();
+  assert.equal(s2.workers?.alive, 2);
+  assert.deepEqual(await get(localOf(s2)), { status: 200, backend: 'b0' });
 });

@@ -430,6 +430,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
     agentStats: () => (receiver ? receiver.stats() : null),
     status,
     reloadCertificates() {
+      pool?.reloadCertificates();
       const refused: { service: string; error: TlsCertificateError }[] = [];
       for (const s of services) {
         const error = s.edge?.reload() ?? null;

@@ -122,6 +122,10 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
           () => send({ v: 1, t: 'metrics', id: msg.id, metrics: [] }),
         );
         break;
+      case 'reload':
+        // A bad pair keeps the old one; the primary, reading the same files, reports the refusal.
+        for (const s of services) s.edge.reload();
+        break;
       case 'close':
         void close(msg.graceMs);
         break;

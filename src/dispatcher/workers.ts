@@ -41,6 +41,8 @@ export type ToWorker =
   | { v: 1; t: 'start'; config: Config; services: string[]; index: number; workers: number }
   | { v: 1; t: 'state'; service: string; backend: string; state: BackendState; reason: string; since: number }
   | { v: 1; t: 'metrics'; id: number }
+  /** Re-read the TLS certificates (SIGHUP); the primary re-reads the same files and reports refusals. */
+  | { v: 1; t: 'reload' }
   | { v: 1; t: 'close'; graceMs: number };
 
 /**
@@ -163,6 +165,8 @@ export interface WorkerPool {
   stats(): WorkerPoolStats;
   /** Worker pids, in worker order (a restarted worker's new pid). */
   pids(): number[];
+  /** Every live worker re-reads its services' TLS certificates. */
+  reloadCertificates(): void;
   /** Tells every worker to stop listening and finish its exchanges within graceMs; resolves when all exited. */
   close(graceMs: number): Promise<void>;
 }
@@ -330,6 +334,9 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       }),
     stats: () => ({ workers: count, alive: slots.filter((s) => s.ready).length, restarts }),
     pids: () => slots.map((s) => s.worker?.process.pid ?? 0),
+    reloadCertificates: () => {
+      for (const slot of slots) if (slot.worker && slot.ready) send(slot.worker, { v: 1, t: 'reload' });
+    },
     close: stopAll,
   };
 }

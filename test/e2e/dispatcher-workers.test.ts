@@ -9,6 +9,7 @@
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import cluster from 'node:cluster';
 import diagnostics_channel from 'node:diagnostics_channel';
 import http from 'node:http';
 import { execFileSync, spawn } from 'node:child_process';
@@ -17,7 +18,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { configSchema } from '../../src/config/schema.js';
 import { startDispatcher } from '../../src/dispatcher/dispatcher.js';
 import type { HostPort } from '../../src/core/address.js';
@@ -296,4 +297,21 @@ test('replicated dispatchers with workers: 2 — the VIP service stays in the pr
   const s2 = await d2.status();
   assert.equal(s2.workers?.alive, 2);
   assert.deepEqual(await get(localOf(s2)), { status: 200, backend: 'b0' });
+});
+
+test('a worker that cannot listen fails the start with its reason, and no worker is left behind', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const taken = net.createServer();
+  await new Promise<void>((resolve) => taken.listen({ host: '127.0.0.1', port: 0, exclusive: true }, resolve));
+  t.after(() => taken.close());
+  const port = (taken.address() as AddressInfo).port;
+  const config = twoWorkers([b0]);
+  const busy = { ...config, services: [{ ...config.services[0]!, listen: `127.0.0.1:${port}` }] };
+  const before = new Set(Object.keys(cluster.workers ?? {}));
+  await assert.rejects(startDispatcher(busy), (err: Error) => {
+    assert.match(err.message, /^dispatcher worker 0: /);
+    assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${port}`));
+    return true;
+  });
+  await until('no worker of this dispatcher left', () => Object.keys(cluster.workers ?? {}).filter((id) => !before.has(id)).length === 0, 10_000);
 });

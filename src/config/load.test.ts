@@ -198,10 +198,10 @@ test('the default admin address counts as taken; port 0 never collides; a disabl
 
 test('unknown balancer', () => {
   assert.deepEqual(issuesOf(oneService('    balancer: fastest')), [
-    'services[0].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "fastest"',
+    'services[0].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "fastest"',
   ]);
   assert.deepEqual(issuesOf(oneService('    balancer: roundrobin')), [
-    'services[0].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "roundrobin" (did you mean "round-robin"?)',
+    'services[0].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "roundrobin" (did you mean "round-robin"?)',
   ]);
 });
 
@@ -240,7 +240,7 @@ services:
     'services[1].backends[1].address: expected host:port, received "nowhere"',
     'services[0].servers: renamed, use "backends"',
     'services[1].name: duplicate service name "web", already used by services[0]',
-    'services[1].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "fastest"',
+    'services[1].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "fastest"',
     'services[1].backends[1].id: duplicate backend id "a", already used by services[1].backends[0]',
   ]);
 });
@@ -374,4 +374,11 @@ test('tlsPassthrough: tcp only, not with tls; backends may name the servers they
   assert.deepEqual(issuesOf(tcp.replace('    tlsPassthrough: {}', '    tlsPassthrough: {}\n    tls: { certificates: [{ cert: /c, key: /k }] }')), [
     'services[0].tlsPassthrough: expected either tls (terminate) or tlsPassthrough (route by name), received both',
   ]);
+});
+
+test('maglev.tableSize: a prime, with the path in the error', () => {
+  assert.deepEqual(issuesOf(oneService('    balancer: maglev\n    maglev:\n      tableSize: 65536')), [
+    'services[0].maglev.tableSize: expected a prime number (e.g. 65537, 655373), received 65536',
+  ]);
+  assert.equal(parseConfig(oneService('    balancer: maglev\n    maglev:\n      tableSize: 655373')).services[0]!.maglev.tableSize, 655373);
 });

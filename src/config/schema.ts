@@ -3,6 +3,7 @@
  * Every key is camelCase; unknown keys are errors; renamed keys get a hint (config/load.ts).
  */
 import { z } from 'zod';
+import { isPrime, MAGLEV_DEFAULT_TABLE_SIZE, MAGLEV_MAX_TABLE_SIZE, MAGLEV_MIN_TABLE_SIZE } from '../balance/balancer-maglev.js';
 import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
@@ -149,6 +150,20 @@ export const tcpSchema = z
  * are preallocated lazily and never grow past their maximum: when full, new flows and new sessions
  * are refused (counted) and established ones keep being served.
  */
+/** `services[].maglev`: the Maglev balancer's lookup table (read only when `balancer: maglev`). */
+export const maglevSchema = z
+  .object({
+    /** Entries of the lookup table: a prime, much larger than the number of backends (paper: M ≥ 100·N). */
+    tableSize: z
+      .number()
+      .int()
+      .min(MAGLEV_MIN_TABLE_SIZE)
+      .max(MAGLEV_MAX_TABLE_SIZE)
+      .refine(isPrime, { message: 'expected a prime number (e.g. 65537, 655373)' })
+      .default(MAGLEV_DEFAULT_TABLE_SIZE),
+  })
+  .strict();
+
 export const sessionsSchema = z
   .object({
     /** Flows tracked at once (<src, dst, proto>; signalling, announced and secondary). */
@@ -274,6 +289,7 @@ const serviceObject = z
     protocol: z.enum(['http', 'tcp', 'udp', 'sip', 'rtsp']),
     listen: hostPort,
     balancer: z.string().default('round-robin'),
+    maglev: maglevSchema.default({}),
     backends: z.array(backendSchema).min(1),
     health: healthSchema.default({}),
     load: loadSchema.default({}),

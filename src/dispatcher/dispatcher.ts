@@ -114,7 +114,7 @@ function buildService(config: ServiceConfig, clock: Clock, logger: Logger | unde
     configureBackendTls(backend, b.tls);
     return backend;
   });
-  const balancer = createBalancer<Backend>(config.balancer);
+  const balancer = createBalancer<Backend>(config.balancer, { maglevTableSize: config.maglev.tableSize });
   const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
   rebuild();
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigInvalidError } from '../core/errors.js';
-import { formatConfig, loadConfigFile, parseConfig } from './load.js';
+import { formatConfig, loadConfigFile, parseConfig, withSharedServices } from './load.js';
 
 const EXAMPLES_DIR = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -381,4 +381,22 @@ test('maglev.tableSize: a prime, with the path in the error', () => {
     'services[0].maglev.tableSize: expected a prime number (e.g. 65537, 655373), received 65536',
   ]);
   assert.equal(parseConfig(oneService('    balancer: maglev\n    maglev:\n      tableSize: 655373')).services[0]!.maglev.tableSize, 655373);
+});
+
+test('cluster.membership etcd: needs an etcd section; shared services replace the local ones', () => {
+  assert.deepEqual(issuesOf(`cluster: { membership: etcd }\n${oneService()}`), ['cluster.etcd: expected an etcd section when membership is "etcd", received nothing']);
+  const local = parseConfig(`cluster:\n  membership: etcd\n  etcd: { endpoints: ["127.0.0.1:2379"], id: d1 }\n${oneService()}`);
+  assert.equal(local.cluster.etcd!.prefix, '/holdfast/');
+  assert.equal(local.cluster.etcd!.leaseTtlS, 5);
+  const shared = 'services:\n  - name: sip\n    protocol: sip\n    listen: 127.0.0.1:5060\n    balancer: maglev\n    backends:\n      - { id: s1, address: "127.0.0.1:5070" }\n';
+  const merged = withSharedServices(local, shared, 'etcd:/holdfast/config');
+  assert.deepEqual(merged.services.map((s) => s.name), ['sip']);
+  assert.equal(merged.services[0]!.balancer, 'maglev');
+  assert.equal(merged.cluster.etcd!.id, 'd1');
+  assert.throws(() => withSharedServices(local, 'admin: {}\n', 'etcd:/holdfast/config'), /etcd:\/holdfast\/config: expected a mapping with one key, "services", received keys admin/);
+  assert.throws(() => withSharedServices(local, 'services:\n  - name: x\n', 'etcd:/holdfast/config'), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.ok(err.issues.some((i) => i.startsWith('services[0].protocol')), err.issues.join('; '));
+    return true;
+  });
 });

@@ -311,6 +311,26 @@ const serviceObject = z
 
 export const serviceSchema = z.preprocess(withProbeDefault, serviceObject);
 
+/** `cluster.etcd`: where this dispatcher registers and what it reads (cluster.membership: etcd). */
+export const etcdSchema = z
+  .object({
+    /** etcd's client API, host:port each. */
+    endpoints: z.array(hostPort).min(1),
+    /** Key prefix of this cluster: dispatchers/, backends/<service>/<id>, config. */
+    prefix: z.string().regex(/^\/([A-Za-z0-9_.-]+\/)*$/, 'expected a key prefix like "/holdfast/"').default('/holdfast/'),
+    /** This dispatcher's id in the cluster (unique). */
+    id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "." or "-"'),
+    /** The address others learn for this dispatcher (default: the first service's listen address). */
+    address: hostPort.optional(),
+    /** A dispatcher silent for this long (crashed, partitioned) leaves the others' view. */
+    leaseTtlS: z.number().int().min(2).max(60).default(5),
+    /** How long a start waits for etcd. */
+    dialTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
+    /** The view is saved here; etcd unreachable at start then starts from it (with a warning) instead of failing. */
+    lastKnownFile: z.string().min(1).optional(),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     version: z.literal(1).default(1),
@@ -339,8 +359,15 @@ export const configSchema = z
     cluster: z
       .object({
         keyFile: z.string().min(1).optional(),
+        /**
+         * How dispatchers know each other: 'groups' (the VRRP-like groups[], the default) or 'etcd'
+         * (N active dispatchers registered on etcd v3, issue 20; needs `etcd`).
+         */
+        membership: z.enum(['groups', 'etcd']).default('groups'),
+        etcd: etcdSchema.optional(),
       })
       .strict()
+      .refine((c) => c.membership !== 'etcd' || c.etcd !== undefined, { message: 'expected an etcd section when membership is "etcd"', path: ['etcd'] })
       .default({}),
     /** Where the dispatcher receives agent heartbeats and load vectors (UDP). */
     monitor: z

@@ -41,7 +41,8 @@ export interface ScaleOptions {
 
 const PREFIX = '/holdfast/';
 const LEASE_TTL_S = 2;
-const UAC_GRACE_S = 15;
+const UAC_GRACE_S = 10;
+const RECV_TIMEOUT_MS = 6000;
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, Math.max(0, ms)));
@@ -159,9 +160,10 @@ export async function runCapacity(k: number, o: ScaleOptions, etcd: EtcdServer, 
       callLengthMs: o.callMs,
       statPeriodMs: 100,
       timeoutS: o.seconds + Math.ceil(o.callMs / 1000) + UAC_GRACE_S,
-      extra: ['-t', 'un'],
+      extra: ['-t', 'un', '-max_socket', '4000'],
     });
     const r = await uac.done;
+    if (r.created === 0) throw new Error(`sipp placed no call (exit ${r.code}): ${r.outputTail}\n${r.errors}`);
     const after = cluster.dispatchers.map((d) => cpuMs(d.proc.child.pid!));
     const cpu = after.reduce((a, x, i) => a + x - before[i]!, 0);
     const spread = cluster.ids.map((id) => cluster!.spreader.flowsTo.get(id) ?? 0);
@@ -204,8 +206,10 @@ export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string
       rate: o.rate,
       callLengthMs: o.callMs,
       statPeriodMs: 10,
-      timeoutS: o.seconds + Math.ceil(o.callMs / 1000) + UAC_GRACE_S,
-      extra: ['-t', 'un'],
+      // A call stuck behind the dead dispatcher fails after RECV_TIMEOUT_MS with its Call-ID in
+      // sipp's error file, so that it is counted (a call still open at -timeout would not be).
+      timeoutS: o.seconds + Math.ceil((o.callMs + 2 * RECV_TIMEOUT_MS) / 1000) + UAC_GRACE_S,
+      extra: ['-t', 'un', '-max_socket', '4000', '-recv_timeout', `${RECV_TIMEOUT_MS}ms`],
     });
     const startedAt = Date.now();
     await sleep(startedAt + Math.max((o.seconds * 1000) / 2, o.callMs + 1000) - Date.now());
@@ -216,6 +220,7 @@ export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string
     const leaveMs = Date.now() - killMs;
     const r: SippResult = await uac.done;
     const k = countAtKill(r.rows, killMs, r.failedCallIds);
+    if (r.unfinished > 0) k.failedActive += r.unfinished; // still open at -timeout: counted lost, not hidden
     const row: KillRow = {
       calls,
       successful: r.successful,

@@ -29,6 +29,7 @@ import { makeTempDir, removeTempDir, which } from './lib/procs.js';
 import { countAtKill } from './dispatcher-failover.js';
 import { fixture, freeSipPorts, startUac, startUas, type SippResult, type SippUas } from '../test/helpers/sipp.js';
 import { EtcdServer, etcdMissing } from '../test/helpers/etcd.js';
+import { startViaUas } from './lib/via-uas.js';
 import { MaglevBalancer } from '../src/balance/balancer-maglev.js';
 import { keyHash } from '../src/core/key-hash.js';
 
@@ -80,7 +81,27 @@ interface Cluster {
   ids: string[];
 }
 
-async function startCluster(k: number, etcd: EtcdServer, uas: SippUas[], dir: string): Promise<Cluster> {
+/** A SIP backend of the lab: the Via-answering UAS (default) or sipp's uas (uas-481.xml). */
+export type UasKind = 'via' | 'sipp';
+
+interface Backend {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+async function startBackends(kind: UasKind): Promise<Backend[]> {
+  const out: Backend[] = [];
+  for (let i = 0; i < 3; i++) {
+    if (kind === 'via') out.push(await startViaUas(`uas${i}`));
+    else {
+      const u: SippUas = await startUas({ transport: 'udp', scenario: fixture('uas-481.xml') });
+      out.push({ port: u.port, close: async () => void (await u.kill('SIGKILL')) });
+    }
+  }
+  return out;
+}
+
+async function startCluster(k: number, etcd: EtcdServer, uas: Backend[], dir: string): Promise<Cluster> {
   const ports = await freeSipPorts(k);
   const key = randomBytes(32);
   const dispatchers: HaDispatcher[] = [];
@@ -143,11 +164,11 @@ async function clearEtcd(etcd: EtcdServer): Promise<void> {
 
 export async function runCapacity(k: number, o: ScaleOptions, etcd: EtcdServer, log: (l: string) => void): Promise<CapacityRow> {
   const dir = makeTempDir('holdfast-bench-scale');
-  const uas: SippUas[] = [];
+  let uas: Backend[] = [];
   let cluster: Cluster | null = null;
   try {
     await clearEtcd(etcd);
-    for (let i = 0; i < 3; i++) uas.push(await startUas({ transport: 'udp', scenario: fixture('uas-481.xml') }));
+    uas = await startBackends('via');
     cluster = await startCluster(k, etcd, uas, dir);
     await sleep(300);
     const before = cluster.dispatchers.map((d) => cpuMs(d.proc.child.pid!));
@@ -172,12 +193,13 @@ export async function runCapacity(k: number, o: ScaleOptions, etcd: EtcdServer, 
     return row;
   } finally {
     await stopCluster(cluster);
-    await Promise.all(uas.map((u) => u.kill('SIGKILL')));
+    await Promise.all(uas.map((u) => u.close()));
     removeTempDir(dir);
   }
 }
 
 export interface KillRow {
+  kind: UasKind;
   calls: number;
   successful: number;
   failed: number;
@@ -189,13 +211,13 @@ export interface KillRow {
   leaveMs: number;
 }
 
-export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string) => void): Promise<KillRow> {
+export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string) => void, kind: UasKind = 'via'): Promise<KillRow> {
   const dir = makeTempDir('holdfast-bench-scale-kill');
-  const uas: SippUas[] = [];
+  let uas: Backend[] = [];
   let cluster: Cluster | null = null;
   try {
     await clearEtcd(etcd);
-    for (let i = 0; i < 3; i++) uas.push(await startUas({ transport: 'udp', scenario: fixture('uas-481.xml') }));
+    uas = await startBackends(kind);
     cluster = await startCluster(3, etcd, uas, dir);
     await sleep(300);
     const calls = o.rate * o.seconds;
@@ -222,6 +244,7 @@ export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string
     const k = countAtKill(r.rows, killMs, r.failedCallIds);
     if (r.unfinished > 0) k.failedActive += r.unfinished; // still open at -timeout: counted lost, not hidden
     const row: KillRow = {
+      kind,
       calls,
       successful: r.successful,
       failed: r.failed + r.unfinished,
@@ -232,13 +255,13 @@ export async function runKill(o: ScaleOptions, etcd: EtcdServer, log: (l: string
       leaveMs,
     };
     log(
-      `scale-out kill 1 of 3: ${r.successful}/${r.created} ok, ${row.failed} failed (${Object.entries(r.failedBy).map(([w, n]) => `${w} ${n}`).join(', ') || '-'}); ` +
+      `scale-out kill 1 of 3 (${kind} uas): ${r.successful}/${r.created} ok, ${row.failed} failed (${Object.entries(r.failedBy).map(([w, n]) => `${w} ${n}`).join(', ') || '-'}); ` +
         `${k.failedActive} of ${k.activeAtKill} active at the kill failed, ${k.failedAfter} later ones; dead dispatcher left the spreader after ${leaveMs} ms`,
     );
     return row;
   } finally {
     await stopCluster(cluster);
-    await Promise.all(uas.map((u) => u.kill('SIGKILL')));
+    await Promise.all(uas.map((u) => u.close()));
     removeTempDir(dir);
   }
 }
@@ -268,7 +291,8 @@ export async function main(log: (l: string) => void = (l) => process.stderr.writ
   try {
     const rows: CapacityRow[] = [];
     for (const k of o.counts) rows.push(await runCapacity(k, o, etcd, log));
-    const kill = await runKill(o, etcd, log);
+    const kill = await runKill(o, etcd, log, 'via');
+    const killSipp = await runKill(o, etcd, log, 'sipp');
     const disruption = maglevDisruption(3);
     lines.push(`## bench/scale-out (${o.rate} calls/s for ${o.seconds} s, calls of ${o.callMs} ms; etcd ${etcd.endpoint}; 2 cores shared by sipp, the spreader, etcd and the dispatchers)`);
     lines.push('');
@@ -280,7 +304,8 @@ export async function main(log: (l: string) => void = (l) => process.stderr.writ
       lines.push(`| ${r.dispatchers} | ${r.successful} / ${r.calls} | ${r.failed} | ${r.cpuMsPerCall.toFixed(3)} ms | ${(r.cpuMsPerCall / base).toFixed(2)}× | ${r.spread.join(' / ')} | ${spread.toFixed(2)} |`);
     }
     lines.push('');
-    lines.push(`kill 1 of 3 dispatchers: ${kill.failedActive} of ${kill.activeAtKill} active calls failed (${pct(kill.lossRatio)}), ${kill.failedAfter} later calls failed, ${kill.successful}/${kill.calls} ok; the dead one left the spreader after ${kill.leaveMs} ms (lease ${LEASE_TTL_S} s)`);
+    lines.push(`kill 1 of 3 dispatchers, sipp's uas (answers a call where it first heard it from, not per Via): ${killSipp.failedActive} of ${killSipp.activeAtKill} active calls failed (${pct(killSipp.lossRatio)}), ${killSipp.failedAfter} later calls failed`);
+    lines.push(`kill 1 of 3 dispatchers, Via-answering uas: ${kill.failedActive} of ${kill.activeAtKill} active calls failed (${pct(kill.lossRatio)}), ${kill.failedAfter} later calls failed, ${kill.successful}/${kill.calls} ok; the dead one left the spreader after ${kill.leaveMs} ms (lease ${LEASE_TTL_S} s)`);
     lines.push(`Maglev (M = 65537): a 4th backend joining 3 moved ${pct(disruption)} of 100 000 keys (minimum 25.00 %)`);
     lines.push('');
     const three = rows.find((r) => r.dispatchers === 3)!;
@@ -291,7 +316,7 @@ export async function main(log: (l: string) => void = (l) => process.stderr.writ
     const disMet = Math.abs(disruption - 0.25) <= 0.025;
     lines.push(`TARGET maglev-disruption: ${disMet ? 'met' : 'not met'} — ${pct(disruption)} of keys moved when a 4th backend joined 3 (1/N = 25 %, target within 10 %)`);
     const lossMet = kill.lossRatio !== null && kill.lossRatio < 0.001;
-    lines.push(`TARGET calls-lost: ${lossMet ? 'met' : 'not met'} — ${pct(kill.lossRatio)} of ${kill.activeAtKill} active calls lost when 1 of 3 dispatchers was SIGKILLed (target < 0.1 %)`);
+    lines.push(`TARGET calls-lost: ${lossMet ? 'met' : 'not met'} — ${pct(kill.lossRatio)} of ${kill.activeAtKill} active calls lost when 1 of 3 dispatchers was SIGKILLed, backends answering per Via (target < 0.1 %; with sipp's uas ${pct(killSipp.lossRatio)})`);
   } finally {
     await etcd.stop();
   }

@@ -278,13 +278,10 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ScaleOptio
 
 const pct = (x: number | null): string => (x === null ? '-' : `${(100 * x).toFixed(2)} %`);
 
-export async function main(log: (l: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<string> {
+/** Runs every part and returns the table and TARGET lines (progress goes to `log`). */
+export async function run(log: (l: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<string> {
   const missing = etcdMissing() ?? (which('sipp') ? null : 'sipp is not installed (Debian sip-tester)');
-  if (missing) {
-    const out = `scale-out: skipped: ${missing}\n`;
-    process.stdout.write(out);
-    return out;
-  }
+  if (missing) return `scale-out: skipped: ${missing}\n`;
   const o = optionsFromEnv();
   const etcd = await EtcdServer.start();
   const lines: string[] = [];
@@ -320,11 +317,9 @@ export async function main(log: (l: string) => void = (l) => process.stderr.writ
   } finally {
     await etcd.stop();
   }
-  const out = `${lines.join('\n')}\n`;
-  process.stdout.write(out);
-  return out;
+  return `${lines.join('\n')}\n`;
 }
 
 runIfMain(import.meta.url, async () => {
-  await main();
+  process.stdout.write(await run());
 });

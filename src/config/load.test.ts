@@ -393,6 +393,9 @@ test('cluster.membership etcd: needs an etcd section; shared services replace th
   assert.deepEqual(merged.services.map((s) => s.name), ['sip']);
   assert.equal(merged.services[0]!.balancer, 'maglev');
   assert.equal(merged.cluster.etcd!.id, 'd1');
+  assert.deepEqual(issuesOf(`cluster:\n  membership: etcd\n  etcd: { endpoints: ["127.0.0.1:2379"], id: d1, passwordFile: /x }\n${oneService()}`), [
+    'cluster.etcd.username: expected a username with passwordFile, received nothing',
+  ]);
   assert.throws(() => withSharedServices(local, 'admin: {}\n', 'etcd:/holdfast/config'), /etcd:\/holdfast\/config: expected a mapping with one key, "services", received keys admin/);
   assert.throws(() => withSharedServices(local, 'services:\n  - name: x\n', 'etcd:/holdfast/config'), (err: unknown) => {
     assert.ok(err instanceof ConfigInvalidError);

@@ -328,8 +328,12 @@ export const etcdSchema = z
     dialTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
     /** The view is saved here; etcd unreachable at start then starts from it (with a warning) instead of failing. */
     lastKnownFile: z.string().min(1).optional(),
+    /** etcd's own authentication: a user, and a file holding its password (HOLDFAST_ETCD_PASSWORD overrides). */
+    username: z.string().min(1).optional(),
+    passwordFile: z.string().min(1).optional(),
   })
-  .strict();
+  .strict()
+  .refine((e) => e.passwordFile === undefined || e.username !== undefined, { message: 'expected a username with passwordFile', path: ['username'] });
 
 export const configSchema = z
   .object({

@@ -112,12 +112,12 @@ export class TlsCertificateError extends HoldfastError {
 }
 
 /**
- * `cluster.membership: etcd` could not reach etcd at start and has no last-known view to start
- * from (`cluster.etcd.lastKnownFile`), or that file is unreadable.
+ * `cluster.membership: etcd` could not reach etcd at start (or etcd refused its credentials) and has
+ * no last-known view to start from (`cluster.etcd.lastKnownFile`), or that file is unreadable.
  */
 export class MembershipUnavailableError extends HoldfastError {
   readonly code = 'HF_ERR_MEMBERSHIP_UNAVAILABLE';
   constructor(readonly endpoints: readonly string[], detail: string, options?: { cause?: unknown }) {
-    super(`cannot reach etcd at ${endpoints.join(', ')}: ${detail}`, options);
+    super(`cannot use etcd at ${endpoints.join(', ')}: ${detail}`, options);
   }
 }

@@ -7,7 +7,9 @@
  * Backends named in etcd but not in the configuration are not created (configuration is read at
  * start): they are reported once in the membership event's detail.
  */
+import { readFileSync } from 'node:fs';
 import type { Backend } from '../core/backend.js';
+import { MembershipUnavailableError } from '../core/errors.js';
 import { channels, type MembershipEvent } from '../core/diagnostics.js';
 import { withSharedServices } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -31,9 +33,23 @@ export interface MembershipWiring {
   close(): Promise<void>;
 }
 
+/** The etcd password: HOLDFAST_ETCD_PASSWORD, else the first line of `passwordFile`. */
+function etcdPassword(etcd: NonNullable<Config['cluster']['etcd']>): string | undefined {
+  const env = process.env['HOLDFAST_ETCD_PASSWORD'];
+  if (env !== undefined && env !== '') return env;
+  if (etcd.passwordFile === undefined) return undefined;
+  try {
+    return readFileSync(etcd.passwordFile, 'utf8').split('\n')[0]!.trimEnd();
+  } catch (err) {
+    throw new MembershipUnavailableError(etcd.endpoints, `cluster.etcd.passwordFile ${etcd.passwordFile} unreadable (${(err as NodeJS.ErrnoException).code ?? 'EIO'})`, { cause: err });
+  }
+}
+
 export async function startMembership(config: Config): Promise<MembershipWiring> {
   const etcd = config.cluster.etcd!;
+  const password = etcdPassword(etcd);
   const membership = await EtcdMembership.start({
+    ...(etcd.username !== undefined ? { auth: { username: etcd.username, password: password ?? '' } } : {}),
     endpoints: etcd.endpoints,
     prefix: etcd.prefix,
     id: etcd.id,

@@ -102,7 +102,7 @@ test('etcd membership: unreachable at start is a clear error naming the endpoint
   await assert.rejects(EtcdMembership.start(options(dead, 'd1', { dialTimeoutMs: 500 })), (err: unknown) => {
     assert.ok(err instanceof MembershipUnavailableError);
     assert.equal(err.code, 'HF_ERR_MEMBERSHIP_UNAVAILABLE');
-    assert.match(err.message, /^cannot reach etcd at 127\.0\.0\.1:9: .*no cluster\.etcd\.lastKnownFile/);
+    assert.match(err.message, /^cannot use etcd at 127\.0\.0\.1:9: .*no cluster\.etcd\.lastKnownFile/);
     return true;
   });
 });
@@ -140,4 +140,23 @@ test('etcd membership: a last-known file that is not a saved view is a clear err
   const { writeFileSync } = await import('node:fs');
   writeFileSync(lastKnownFile, 'not json');
   await assert.rejects(EtcdMembership.start(options('127.0.0.1:9', 'd1', { lastKnownFile, dialTimeoutMs: 300 })), /last-known view .* is not JSON/);
+});
+
+test('etcd membership: with etcd authentication on, the right password joins and a wrong one is a clear error', { skip }, async (t) => {
+  const etcd = await EtcdServer.start();
+  t.after(() => etcd.stop());
+  const root = new Etcd3({ hosts: `http://${etcd.endpoint}` });
+  await root.user('root').create('root-secret');
+  await root.role('root').create().catch(() => {});
+  await root.user('root').addRole('root');
+  await root.auth.authEnable();
+  root.close();
+  const a = await EtcdMembership.start(options(etcd, 'd1', { auth: { username: 'root', password: 'root-secret' } }));
+  t.after(() => a.close());
+  assert.deepEqual(ids(a), ['d1']);
+  await assert.rejects(EtcdMembership.start(options(etcd, 'd2', { auth: { username: 'root', password: 'wrong' } })), (err: unknown) => {
+    assert.ok(err instanceof MembershipUnavailableError);
+    assert.match(err.message, /^cannot use etcd at 127\.0\.0\.1:\d+: /);
+    return true;
+  });
 });

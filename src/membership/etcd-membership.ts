@@ -32,6 +32,8 @@ export interface EtcdMembershipOptions {
   readonly dialTimeoutMs: number;
   /** Where the view is saved on every change, and read from when etcd is unreachable at start. */
   readonly lastKnownFile?: string;
+  /** etcd's user and password (etcd's own authentication, `auth enable`). */
+  readonly auth?: { readonly username: string; readonly password: string };
   /** Keys read under the prefix at most (memory bound); more are ignored and counted. */
   readonly maxKeys?: number;
   readonly clock?: Clock;
@@ -86,7 +88,11 @@ export class EtcdMembership {
    * when etcd does not answer within dialTimeoutMs and no last-known view can be read.
    */
   static async start(options: EtcdMembershipOptions): Promise<EtcdMembership> {
-    const client = new Etcd3({ hosts: options.endpoints.map((e) => `http://${e}`), dialTimeout: options.dialTimeoutMs });
+    const client = new Etcd3({
+      hosts: options.endpoints.map((e) => `http://${e}`),
+      dialTimeout: options.dialTimeoutMs,
+      ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
+    });
     const m = new EtcdMembership(options, client);
     try {
       await withTimeout(m.connect(), options.dialTimeoutMs, 'no answer');

@@ -331,6 +331,12 @@ export const etcdSchema = z
     /** etcd's own authentication: a user, and a file holding its password (HOLDFAST_ETCD_PASSWORD overrides). */
     username: z.string().min(1).optional(),
     passwordFile: z.string().min(1).optional(),
+    /** TLS to etcd (https endpoints): the CA of etcd's certificate; a client pair when etcd requires one. */
+    tls: z
+      .object({ caFile: z.string().min(1), certFile: z.string().min(1).optional(), keyFile: z.string().min(1).optional() })
+      .strict()
+      .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { message: 'expected certFile and keyFile together', path: ['keyFile'] })
+      .optional(),
   })
   .strict()
   .refine((e) => e.passwordFile === undefined || e.username !== undefined, { message: 'expected a username with passwordFile', path: ['username'] });

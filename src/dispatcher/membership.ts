@@ -45,11 +45,28 @@ function etcdPassword(etcd: NonNullable<Config['cluster']['etcd']>): string | un
   }
 }
 
+function readTlsFile(etcd: NonNullable<Config['cluster']['etcd']>, what: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new MembershipUnavailableError(etcd.endpoints, `cluster.etcd.tls.${what} ${file} unreadable (${(err as NodeJS.ErrnoException).code ?? 'EIO'})`, { cause: err });
+  }
+}
+
 export async function startMembership(config: Config): Promise<MembershipWiring> {
   const etcd = config.cluster.etcd!;
   const password = etcdPassword(etcd);
+  const tls = etcd.tls
+    ? {
+        ca: readTlsFile(etcd, 'caFile', etcd.tls.caFile),
+        ...(etcd.tls.certFile && etcd.tls.keyFile
+          ? { cert: readTlsFile(etcd, 'certFile', etcd.tls.certFile), key: readTlsFile(etcd, 'keyFile', etcd.tls.keyFile) }
+          : {}),
+      }
+    : undefined;
   const membership = await EtcdMembership.start({
     ...(etcd.username !== undefined ? { auth: { username: etcd.username, password: password ?? '' } } : {}),
+    ...(tls ? { tls } : {}),
     endpoints: etcd.endpoints,
     prefix: etcd.prefix,
     id: etcd.id,

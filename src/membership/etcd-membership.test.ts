@@ -11,7 +11,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
+import { readFileSync } from 'node:fs';
 import { EtcdServer, etcdMissing } from '../../test/helpers/etcd.js';
+import { makeCertKit } from '../../bench/lib/certs.js';
 import { channels, type MembershipEvent } from '../core/diagnostics.js';
 import { MembershipUnavailableError } from '../core/errors.js';
 import { EtcdMembership, type EtcdMembershipOptions } from './etcd-membership.js';
@@ -159,4 +161,18 @@ test('etcd membership: with etcd authentication on, the right password joins and
     assert.match(err.message, /^cannot use etcd at 127\.0\.0\.1:\d+: /);
     return true;
   });
+});
+
+test('etcd membership: over TLS with a client certificate (mTLS); without the client pair etcd refuses', { skip }, async (t) => {
+  const kit = makeCertKit();
+  t.after(() => kit.remove());
+  const server = kit.leaf('etcd', ['127.0.0.1']);
+  const client = kit.leaf('dispatcher', ['d1'], { clientAuth: true });
+  const etcd = await EtcdServer.start({ cert: server.cert, key: server.key, ca: kit.ca.cert, clientCa: kit.ca.cert, clientCert: client.cert, clientKey: client.key });
+  t.after(() => etcd.stop());
+  const tls = { ca: readFileSync(kit.ca.cert), cert: readFileSync(client.cert), key: readFileSync(client.key) };
+  const a = await EtcdMembership.start(options(etcd, 'd1', { tls }));
+  t.after(() => a.close());
+  assert.deepEqual(ids(a), ['d1']);
+  await assert.rejects(EtcdMembership.start(options(etcd, 'd2', { tls: { ca: tls.ca }, dialTimeoutMs: 800 })), MembershipUnavailableError);
 });

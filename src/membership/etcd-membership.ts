@@ -34,6 +34,8 @@ export interface EtcdMembershipOptions {
   readonly lastKnownFile?: string;
   /** etcd's user and password (etcd's own authentication, `auth enable`). */
   readonly auth?: { readonly username: string; readonly password: string };
+  /** TLS to etcd: the CA that signs etcd's certificate; a client pair when etcd asks for one. */
+  readonly tls?: { readonly ca: Buffer; readonly cert?: Buffer; readonly key?: Buffer };
   /** Keys read under the prefix at most (memory bound); more are ignored and counted. */
   readonly maxKeys?: number;
   readonly clock?: Clock;
@@ -89,8 +91,11 @@ export class EtcdMembership {
    */
   static async start(options: EtcdMembershipOptions): Promise<EtcdMembership> {
     const client = new Etcd3({
-      hosts: options.endpoints.map((e) => `http://${e}`),
+      hosts: options.endpoints.map((e) => `${options.tls ? 'https' : 'http'}://${e}`),
       dialTimeout: options.dialTimeoutMs,
+      ...(options.tls
+        ? { credentials: { rootCertificate: options.tls.ca, ...(options.tls.cert && options.tls.key ? { certChain: options.tls.cert, privateKey: options.tls.key } : {}) } }
+        : {}),
       ...(options.auth ? { auth: { username: options.auth.username, password: options.auth.password } } : {}),
     });
     const m = new EtcdMembership(options, client);

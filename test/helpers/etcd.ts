@@ -4,6 +4,8 @@
  * `etcdMissing()` says why tests must skip when the `etcd` program (Debian `etcd-server`) is absent.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -32,6 +34,8 @@ export class EtcdServer {
     readonly clientPort: number,
     readonly peerPort: number,
     readonly dataDir: string,
+    /** Serve the client API over TLS with this pair; clients must present a cert of `ca` when `clientCa`. */
+    readonly tls: EtcdTls | null,
   ) {}
 
   /** `127.0.0.1:port` of the client API, as `cluster.etcd.endpoints` takes it. */
@@ -39,16 +43,18 @@ export class EtcdServer {
     return `127.0.0.1:${this.clientPort}`;
   }
 
-  static async start(): Promise<EtcdServer> {
-    const server = new EtcdServer(await freePort(), await freePort(), mkdtempSync(join(tmpdir(), 'holdfast-etcd-')));
+  static async start(tls: EtcdTls | null = null): Promise<EtcdServer> {
+    const server = new EtcdServer(await freePort(), await freePort(), mkdtempSync(join(tmpdir(), 'holdfast-etcd-')), tls);
     await server.resume();
     return server;
   }
 
   /** Starts etcd (again) on the same data directory and ports; resolves when it answers. */
   async resume(): Promise<void> {
-    const client = `http://127.0.0.1:${this.clientPort}`;
+    const tls = this.tls;
+    const client = `${tls ? 'https' : 'http'}://127.0.0.1:${this.clientPort}`;
     const peer = `http://127.0.0.1:${this.peerPort}`;
+    const tlsArgs = tls ? ['--cert-file', tls.cert, '--key-file', tls.key, ...(tls.clientCa ? ['--client-cert-auth', '--trusted-ca-file', tls.clientCa] : [])] : [];
     const child = spawn(
       'etcd',
       [
@@ -56,6 +62,7 @@ export class EtcdServer {
         '--listen-client-urls', client, '--advertise-client-urls', client,
         '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
         '--initial-cluster', `hf=${peer}`, '--log-level', 'error',
+        ...tlsArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -65,15 +72,22 @@ export class EtcdServer {
     const deadline = Date.now() + 15_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`etcd exited (${child.exitCode}): ${stderr}`);
-      try {
-        const res = await fetch(`${client}/health`);
-        if (res.ok) return;
-      } catch {
-        // not yet listening
-      }
+      if (await this.healthy(client)) return;
       if (Date.now() > deadline) throw new Error(`etcd did not answer on ${client} within 15 s: ${stderr}`);
       await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  private healthy(client: string): Promise<boolean> {
+    const tls = this.tls;
+    if (!tls) return fetch(`${client}/health`).then((r) => r.ok, () => false);
+    return new Promise((resolve) => {
+      const req = https.get(`${client}/health`, { ca: readFileSync(tls.ca), ...(tls.clientCa ? { cert: readFileSync(tls.clientCert!), key: readFileSync(tls.clientKey!) } : {}) }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', () => resolve(false));
+    });
   }
 
   /** SIGKILLs etcd (the data directory stays for resume()). */
@@ -91,4 +105,14 @@ export class EtcdServer {
     await this.kill();
     rmSync(this.dataDir, { recursive: true, force: true });
   }
+}
+
+/** Files of a TLS etcd: its pair, the CA that signed it, and (mTLS) the CA and a pair of clients. */
+export interface EtcdTls {
+  readonly cert: string;
+  readonly key: string;
+  readonly ca: string;
+  readonly clientCa?: string;
+  readonly clientCert?: string;
+  readonly clientKey?: string;
 }

@@ -13,6 +13,7 @@ import * as overload from './overload.js';
 import * as udpRelay from './udp-relay.js';
 import * as replication from './replication.js';
 import * as replicationCost from './replication-cost.js';
+import * as scaleOut from './scale-out.js';
 import * as sessionTable from './session-table.js';
 import * as sip from './sip.js';
 import * as sipMedia from './sip-media.js';
@@ -68,6 +69,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'dispatcher-failover',
     title: 'Replicated dispatchers: SIGKILL of the master → first datagram forwarded through the VIP by the new master (loopback and Linux takeover); the SIP ALG paper’s call-loss ratio at 50/100/200 calls/s, no standby vs standby without and with state replication',
     run: async () => dispatcherFailover.formatTable(await dispatcherFailover.run(dispatcherFailover.optionsFromEnv())),
+  },
+  {
+    name: 'scale-out',
+    title: 'Scale-out: 1/2/3 active dispatchers on etcd behind an L4 spreader, Maglev: CPU per call and spread, keys moved when a backend joins, calls lost when one of three is SIGKILLed',
+    run: async () => scaleOut.run(),
   },
   {
     name: 'udp-relay',

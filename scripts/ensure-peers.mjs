@@ -2,8 +2,8 @@
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
  * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping, ping (identity takeover, HANet and
- * fault injection), openssl (test certificates), curl (a real TLS client) and chromium (the
- * dashboard's browser test, driven by playwright-core). Runs before `npm test` and `npm bench`. Silent
+ * fault injection), openssl (test certificates), curl (a real TLS client), chromium (the
+ * dashboard's browser test, driven by playwright-core) and etcd (scale-out membership). Runs before `npm test` and `npm bench`. Silent
  * when everything is there; installs the missing Debian packages when running as root (CI, fresh
  * machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it
  * must run before anything is built.
@@ -24,6 +24,7 @@ const PEERS = [
   { program: 'openssl', pkg: 'openssl' },
   { program: 'curl', pkg: 'curl' },
   { program: 'chromium', pkg: 'chromium' },
+  { program: 'etcd', pkg: 'etcd-server' },
 ];
 
 /** ip, nft and arping live in sbin, which a non-root PATH often lacks. */

@@ -13,6 +13,7 @@ import {
   type BackendErrorEvent,
   type BackendStateEvent,
   type HttpRefuseEvent,
+  type MembershipEvent,
 } from '../core/diagnostics.js';
 
 export type Logger = PinoLogger;
@@ -103,7 +104,15 @@ export function subscribeLogs(logger: Logger, clock: Clock = realClock): () => v
     logger.debug({ service: e.service, status: e.status, reason: e.reason }, `refused request: ${e.status} ${e.reason}`);
   };
 
+  const onMembership = (message: unknown): void => {
+    const e = message as MembershipEvent;
+    const fields = { dispatchers: e.dispatchers, detail: e.detail };
+    if (e.type === 'lost' || e.type === 'stale' || (e.type === 'view' && e.detail !== undefined)) logger.warn(fields, `membership: ${e.type}${e.detail ? `: ${e.detail}` : ''}`);
+    else logger.info(fields, `membership: ${e.type}, ${e.dispatchers} dispatchers`);
+  };
+
   const subscriptions: [diagnostics_channel.Channel, (message: unknown) => void][] = [
+    [channels.membership, onMembership],
     [channels.backendState, onState],
     [channels.backendError, onError],
     [channels.httpRefuse, onRefuse],

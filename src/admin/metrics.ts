@@ -29,6 +29,7 @@ import {
   type SessionRefuseEvent,
   type FlowPurgeEvent,
   type MessageDropEvent,
+  type MembershipEvent,
   type LoadMonitorEvent,
   type FailoverEvent,
   type AdmissionRefuseEvent,
@@ -185,6 +186,16 @@ export function createMetrics(
     'Inactive flows purged from the flow table after twice their timeout (SARA III.A), by service.');
   const messagesDropped = counter('holdfast_messages_dropped_total', ['service', 'transport', 'reason'],
     'Datagrams or messages dropped (malformed, too large, no session...), by service, transport and reason.');
+  const etcdLost = new Counter({
+    name: 'holdfast_membership_etcd_lost_total',
+    help: 'Times etcd stopped answering this dispatcher (cluster.membership: etcd); it served on with its last view.',
+    registers,
+  });
+  const dispatchersLive = new Gauge({
+    name: 'holdfast_membership_dispatchers',
+    help: 'Dispatchers registered in etcd with a live lease, as this dispatcher last saw them.',
+    registers,
+  });
   const recovery = new Map<string, { counts: Float64Array; sumMs: number; count: number }>();
   /** SA2C refusals run once per refused unit under overload: one Map lookup, no allocation. */
   const admissionRejected = new Map<string, { refuse: number; degrade: number }>();
@@ -292,6 +303,11 @@ export function createMetrics(
     const e = message as FlowPurgeEvent;
     flowsPurged.inc({ service: e.service }, e.count);
   };
+  const onMembership = (message: unknown): void => {
+    const e = message as MembershipEvent;
+    if (e.type === 'lost') etcdLost.inc();
+    dispatchersLive.set(e.dispatchers);
+  };
   const onMessageDrop = (message: unknown): void => {
     const e = message as MessageDropEvent;
     messagesDropped.inc({ service: e.service, transport: e.transport, reason: e.reason });
@@ -333,6 +349,7 @@ export function createMetrics(
     [channels.sessionRefuse, onSessionRefuse],
     [channels.flowPurge, onFlowPurge],
     [channels.messageDrop, onMessageDrop],
+    [channels.membership, onMembership],
     [channels.admissionRefuse, onAdmissionRefuse],
     [channels.admissionThreshold, onAdmissionThreshold],
     [channels.admissionMove, onAdmissionMove],

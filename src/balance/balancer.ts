@@ -25,11 +25,22 @@ export interface Balancer<T extends Candidate = Candidate> {
   readonly name: string;
   /** Replace the snapshot of eligible backends (called on every health or weight change). */
   update(eligible: readonly T[]): void;
-  /** Choose a backend for one new unit of work, or say there is none. */
-  pick(): PickResult<T>;
+  /**
+   * Choose a backend for one new unit of work, or say there is none. `hash`: the unit's key hash
+   * (`core/key-hash.ts`: a session key, else the flow's client address and port); only balancers
+   * with `hashesKeys` read it, and the caller may skip computing it for the others.
+   */
+  pick(hash?: number): PickResult<T>;
+  /** True when `pick(hash)` maps equal hashes to equal backends (Maglev): callers then pass one. */
+  readonly hashesKeys?: boolean;
 }
 
-export type BalancerFactory = <T extends Candidate>() => Balancer<T>;
+/** Per-service options a balancer may read (`services[].maglev`). */
+export interface BalancerOptions {
+  readonly maglevTableSize?: number;
+}
+
+export type BalancerFactory = <T extends Candidate>(options?: BalancerOptions) => Balancer<T>;
 
 const registry = new Map<string, BalancerFactory>();
 
@@ -37,10 +48,10 @@ export function registerBalancer(name: string, factory: BalancerFactory): void {
   registry.set(name, factory);
 }
 
-export function createBalancer<T extends Candidate>(name: string): Balancer<T> {
+export function createBalancer<T extends Candidate>(name: string, options?: BalancerOptions): Balancer<T> {
   const factory = registry.get(name);
   if (!factory) throw new UnknownBalancerError(name, balancerNames());
-  return factory<T>();
+  return factory<T>(options);
 }
 
 export function balancerNames(): string[] {

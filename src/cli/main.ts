@@ -235,7 +235,8 @@ async function runDispatcher(file: string): Promise<number> {
   try {
     const running = await startDispatcher(config, { logger });
     handle = running;
-    const services = Object.fromEntries(config.services.map((s) => [s.name, formatHostPort(running.serviceAddress(s.name))]));
+    // The running services: with cluster.membership etcd they may come from the shared configuration.
+    const services = Object.fromEntries(running.status().services.map((s) => [s.name, formatHostPort(running.serviceAddress(s.name))]));
     const admin = running.adminAddress ? formatHostPort(running.adminAddress) : null;
     logger.info({ services, admin }, 'holdfast dispatcher listening');
     logger.info({ signal: await shutdown.received }, 'holdfast dispatcher shutting down');

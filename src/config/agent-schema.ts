@@ -226,7 +226,10 @@ export const agentConfigSchema = z
     version: z.literal(1).default(1),
     logging: configSchema.shape.logging,
     /** The shared cluster key (HOLDFAST_CLUSTER_KEY, hex, overrides keyFile); the dispatchers hold the same. */
-    cluster: configSchema.shape.cluster,
+    cluster: z
+      .object({ keyFile: z.string().min(1).optional() })
+      .strict()
+      .default({}),
     agent: agentSectionSchema,
     watchdog: watchdogSchema,
     load: agentLoadSchema.default({}),

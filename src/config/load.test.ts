@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigInvalidError } from '../core/errors.js';
-import { formatConfig, loadConfigFile, parseConfig } from './load.js';
+import { formatConfig, loadConfigFile, parseConfig, withSharedServices } from './load.js';
 
 const EXAMPLES_DIR = fileURLToPath(new URL('../../../examples/', import.meta.url));
 
@@ -198,10 +198,10 @@ test('the default admin address counts as taken; port 0 never collides; a disabl
 
 test('unknown balancer', () => {
   assert.deepEqual(issuesOf(oneService('    balancer: fastest')), [
-    'services[0].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "fastest"',
+    'services[0].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "fastest"',
   ]);
   assert.deepEqual(issuesOf(oneService('    balancer: roundrobin')), [
-    'services[0].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "roundrobin" (did you mean "round-robin"?)',
+    'services[0].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "roundrobin" (did you mean "round-robin"?)',
   ]);
 });
 
@@ -240,7 +240,7 @@ services:
     'services[1].backends[1].address: expected host:port, received "nowhere"',
     'services[0].servers: renamed, use "backends"',
     'services[1].name: duplicate service name "web", already used by services[0]',
-    'services[1].balancer: expected one of "least-connections", "least-loaded", "round-robin", "shell", "weighted-round-robin", received "fastest"',
+    'services[1].balancer: expected one of "least-connections", "least-loaded", "maglev", "round-robin", "shell", "weighted-round-robin", received "fastest"',
     'services[1].backends[1].id: duplicate backend id "a", already used by services[1].backends[0]',
   ]);
 });
@@ -374,4 +374,32 @@ test('tlsPassthrough: tcp only, not with tls; backends may name the servers they
   assert.deepEqual(issuesOf(tcp.replace('    tlsPassthrough: {}', '    tlsPassthrough: {}\n    tls: { certificates: [{ cert: /c, key: /k }] }')), [
     'services[0].tlsPassthrough: expected either tls (terminate) or tlsPassthrough (route by name), received both',
   ]);
+});
+
+test('maglev.tableSize: a prime, with the path in the error', () => {
+  assert.deepEqual(issuesOf(oneService('    balancer: maglev\n    maglev:\n      tableSize: 65536')), [
+    'services[0].maglev.tableSize: expected a prime number (e.g. 65537, 655373), received 65536',
+  ]);
+  assert.equal(parseConfig(oneService('    balancer: maglev\n    maglev:\n      tableSize: 655373')).services[0]!.maglev.tableSize, 655373);
+});
+
+test('cluster.membership etcd: needs an etcd section; shared services replace the local ones', () => {
+  assert.deepEqual(issuesOf(`cluster: { membership: etcd }\n${oneService()}`), ['cluster.etcd: expected an etcd section when membership is "etcd", received nothing']);
+  const local = parseConfig(`cluster:\n  membership: etcd\n  etcd: { endpoints: ["127.0.0.1:2379"], id: d1 }\n${oneService()}`);
+  assert.equal(local.cluster.etcd!.prefix, '/holdfast/');
+  assert.equal(local.cluster.etcd!.leaseTtlS, 5);
+  const shared = 'services:\n  - name: sip\n    protocol: sip\n    listen: 127.0.0.1:5060\n    balancer: maglev\n    backends:\n      - { id: s1, address: "127.0.0.1:5070" }\n';
+  const merged = withSharedServices(local, shared, 'etcd:/holdfast/config');
+  assert.deepEqual(merged.services.map((s) => s.name), ['sip']);
+  assert.equal(merged.services[0]!.balancer, 'maglev');
+  assert.equal(merged.cluster.etcd!.id, 'd1');
+  assert.deepEqual(issuesOf(`cluster:\n  membership: etcd\n  etcd: { endpoints: ["127.0.0.1:2379"], id: d1, passwordFile: /x }\n${oneService()}`), [
+    'cluster.etcd.username: expected a username with passwordFile, received nothing',
+  ]);
+  assert.throws(() => withSharedServices(local, 'admin: {}\n', 'etcd:/holdfast/config'), /etcd:\/holdfast\/config: expected a mapping with one key, "services", received keys admin/);
+  assert.throws(() => withSharedServices(local, 'services:\n  - name: x\n', 'etcd:/holdfast/config'), (err: unknown) => {
+    assert.ok(err instanceof ConfigInvalidError);
+    assert.ok(err.issues.some((i) => i.startsWith('services[0].protocol')), err.issues.join('; '));
+    return true;
+  });
 });

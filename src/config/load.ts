@@ -108,6 +108,21 @@ export function loadAgentConfigFile(path: string): AgentConfig {
   return readConfigFile(path, parseAgentConfig);
 }
 
+/**
+ * The configuration with its `services` taken from the cluster's shared configuration (etcd's
+ * `<prefix>config`, issue 20): a YAML mapping whose only key is `services`. The result is validated
+ * as a whole; issues of the shared part name `source`. Everything else stays the local file's.
+ */
+export function withSharedServices(config: Config, sharedText: string, source: string): Config {
+  const shared = parseDocument(sharedText).toJS() as unknown;
+  const keys = shared !== null && typeof shared === 'object' && !Array.isArray(shared) ? Object.keys(shared) : null;
+  if (keys === null || keys.length !== 1 || keys[0] !== 'services') {
+    throw new ConfigInvalidError([`${source}: expected a mapping with one key, "services", received ${keys === null ? show(shared) : `keys ${keys.join(', ') || '(none)'}`}`]);
+  }
+  const merged = { ...(JSON.parse(JSON.stringify(config)) as Record<string, unknown>), services: (shared as { services: unknown }).services };
+  return parseConfig(stringify(merged), source);
+}
+
 /** The resolved configuration, every default filled in, as YAML (what `check-config` prints). */
 export function formatConfig(config: Config): string {
   return `# holdfast configuration, resolved (defaults filled in)\n${stringify(config)}`;

@@ -3,6 +3,7 @@
  * Every key is camelCase; unknown keys are errors; renamed keys get a hint (config/load.ts).
  */
 import { z } from 'zod';
+import { isPrime, MAGLEV_DEFAULT_TABLE_SIZE, MAGLEV_MAX_TABLE_SIZE, MAGLEV_MIN_TABLE_SIZE } from '../balance/balancer-maglev.js';
 import { parseHostPort } from '../core/address.js';
 import { admissionSchema } from '../admission/admission-schema.js';
 import { replicationShape } from '../replication/replication-schema.js';
@@ -149,6 +150,20 @@ export const tcpSchema = z
  * are preallocated lazily and never grow past their maximum: when full, new flows and new sessions
  * are refused (counted) and established ones keep being served.
  */
+/** `services[].maglev`: the Maglev balancer's lookup table (read only when `balancer: maglev`). */
+export const maglevSchema = z
+  .object({
+    /** Entries of the lookup table: a prime, much larger than the number of backends (paper: M ≥ 100·N). */
+    tableSize: z
+      .number()
+      .int()
+      .min(MAGLEV_MIN_TABLE_SIZE)
+      .max(MAGLEV_MAX_TABLE_SIZE)
+      .refine(isPrime, { message: 'expected a prime number (e.g. 65537, 655373)' })
+      .default(MAGLEV_DEFAULT_TABLE_SIZE),
+  })
+  .strict();
+
 export const sessionsSchema = z
   .object({
     /** Flows tracked at once (<src, dst, proto>; signalling, announced and secondary). */
@@ -274,6 +289,7 @@ const serviceObject = z
     protocol: z.enum(['http', 'tcp', 'udp', 'sip', 'rtsp']),
     listen: hostPort,
     balancer: z.string().default('round-robin'),
+    maglev: maglevSchema.default({}),
     backends: z.array(backendSchema).min(1),
     health: healthSchema.default({}),
     load: loadSchema.default({}),
@@ -294,6 +310,36 @@ const serviceObject = z
   .strict();
 
 export const serviceSchema = z.preprocess(withProbeDefault, serviceObject);
+
+/** `cluster.etcd`: where this dispatcher registers and what it reads (cluster.membership: etcd). */
+export const etcdSchema = z
+  .object({
+    /** etcd's client API, host:port each. */
+    endpoints: z.array(hostPort).min(1),
+    /** Key prefix of this cluster: dispatchers/, backends/<service>/<id>, config. */
+    prefix: z.string().regex(/^\/([A-Za-z0-9_.-]+\/)*$/, 'expected a key prefix like "/holdfast/"').default('/holdfast/'),
+    /** This dispatcher's id in the cluster (unique). */
+    id: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/, 'expected a name of letters, digits, "_", "." or "-"'),
+    /** The address others learn for this dispatcher (default: the first service's listen address). */
+    address: hostPort.optional(),
+    /** A dispatcher silent for this long (crashed, partitioned) leaves the others' view. */
+    leaseTtlS: z.number().int().min(2).max(60).default(5),
+    /** How long a start waits for etcd. */
+    dialTimeoutMs: z.number().int().min(100).max(60_000).default(2000),
+    /** The view is saved here; etcd unreachable at start then starts from it (with a warning) instead of failing. */
+    lastKnownFile: z.string().min(1).optional(),
+    /** etcd's own authentication: a user, and a file holding its password (HOLDFAST_ETCD_PASSWORD overrides). */
+    username: z.string().min(1).optional(),
+    passwordFile: z.string().min(1).optional(),
+    /** TLS to etcd (https endpoints): the CA of etcd's certificate; a client pair when etcd requires one. */
+    tls: z
+      .object({ caFile: z.string().min(1), certFile: z.string().min(1).optional(), keyFile: z.string().min(1).optional() })
+      .strict()
+      .refine((t) => (t.certFile === undefined) === (t.keyFile === undefined), { message: 'expected certFile and keyFile together', path: ['keyFile'] })
+      .optional(),
+  })
+  .strict()
+  .refine((e) => e.passwordFile === undefined || e.username !== undefined, { message: 'expected a username with passwordFile', path: ['username'] });
 
 export const configSchema = z
   .object({
@@ -323,8 +369,15 @@ export const configSchema = z
     cluster: z
       .object({
         keyFile: z.string().min(1).optional(),
+        /**
+         * How dispatchers know each other: 'groups' (the VRRP-like groups[], the default) or 'etcd'
+         * (N active dispatchers registered on etcd v3, issue 20; needs `etcd`).
+         */
+        membership: z.enum(['groups', 'etcd']).default('groups'),
+        etcd: etcdSchema.optional(),
       })
       .strict()
+      .refine((c) => c.membership !== 'etcd' || c.etcd !== undefined, { message: 'expected an etcd section when membership is "etcd"', path: ['etcd'] })
       .default({}),
     /** Where the dispatcher receives agent heartbeats and load vectors (UDP). */
     monitor: z

@@ -67,7 +67,20 @@ export const channels = {
   admissionSample: diagnostics_channel.channel('holdfast:admission:sample'),
   /** HANet: the ACTIVE interface changed, or a sibling relay started, ended or was refused. Message: HanetEvent. */
   hanet: diagnostics_channel.channel('holdfast:hanet:event'),
+  /** MembershipEvent: the etcd membership's connection changed, or its view did (scale-out, issue 20). */
+  membership: diagnostics_channel.channel('holdfast:membership:event'),
 } as const;
+
+/**
+ * 'lost': etcd stopped answering (the dispatcher serves on with its last view; counted);
+ * 'restored': it answers again; 'view': the dispatcher or backend set changed; 'stale': started from
+ * the last-known view because etcd was unreachable at start.
+ */
+export interface MembershipEvent {
+  readonly type: 'lost' | 'restored' | 'view' | 'stale';
+  readonly dispatchers: number;
+  readonly detail?: string;
+}
 
 /** What HANet (src/hanet/) reports; `at` is clock time (ms). */
 export interface HanetEvent {

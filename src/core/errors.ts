@@ -110,3 +110,14 @@ export class TlsCertificateError extends HoldfastError {
     super(`${file}: ${reason}`, options);
   }
 }
+
+/**
+ * `cluster.membership: etcd` could not reach etcd at start (or etcd refused its credentials) and has
+ * no last-known view to start from (`cluster.etcd.lastKnownFile`), or that file is unreadable.
+ */
+export class MembershipUnavailableError extends HoldfastError {
+  readonly code = 'HF_ERR_MEMBERSHIP_UNAVAILABLE';
+  constructor(readonly endpoints: readonly string[], detail: string, options?: { cause?: unknown }) {
+    super(`cannot use etcd at ${endpoints.join(', ')}: ${detail}`, options);
+  }
+}

@@ -27,6 +27,7 @@ import { LoadSeries } from '../admin/load-series.js';
 import { AdmissionSeries } from '../admin/admission-series.js';
 import { serveDashboard } from '../admin/dashboard-static.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
+import { startMembership } from './membership.js';
 import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
 import type { TlsCertificateError } from '../core/errors.js';
@@ -116,7 +117,7 @@ function buildService(config: ServiceConfig, clock: Clock, logger: Logger | unde
     configureBackendTls(backend, b.tls);
     return backend;
   });
-  const balancer = createBalancer<Backend>(config.balancer);
+  const balancer = createBalancer<Backend>(config.balancer, { maglevTableSize: config.maglev.tableSize });
   const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
   rebuild();
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);
@@ -233,12 +234,16 @@ function buildAgentReceiver(config: Config, services: readonly Service[], clock:
   });
 }
 
-export async function startDispatcher(config: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {
+export async function startDispatcher(localConfig: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {
   const clock = options.clock ?? realClock;
+  // cluster.membership: etcd registers first: the shared configuration may give the services.
+  const membership = localConfig.cluster.membership === 'etcd' ? await startMembership(localConfig) : null;
+  const config = membership?.config ?? localConfig;
   // Before anything binds: a non-loopback admin listener without a token is a configuration error.
   const adminToken = config.admin.enabled ? resolveAdminToken(config.admin) : null;
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock, options.logger));
+  membership?.bind(services);
   const receiver = buildAgentReceiver(config, services, clock);
   /** Services bound by their group's election, not at start. */
   const grouped = new Set(config.groups.flatMap((g) => g.services));
@@ -297,6 +302,7 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
   const teardown = async () => {
     await groups?.close();
     await pool?.close(0);
+    await membership?.close();
     await Promise.all(services.map(async (s) => s.listener?.close()));
     await receiver?.close();
     for (const s of services) {

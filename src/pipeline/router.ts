@@ -11,6 +11,7 @@ import type { BackendFailureKind } from '../core/errors.js';
 import type { SessionKind } from '../admission/sa2c.js';
 import { ADMIT_ALL, type Admission } from '../admission/admission-controller.js';
 import type { Balancer } from '../balance/balancer.js';
+import { keyHash, mix32 } from '../core/key-hash.js';
 import { NO_FLOW, type FlowHandle } from '../sessions/flow-table.js';
 import type { SessionChange, SessionRoute, SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
@@ -53,7 +54,14 @@ export type RouteHint =
    * No session: the balancer's pick, never `avoid` and never one of `tried` (a TCP splice, a request
    * on a service without session keys, a stateless SIP ACK/BYE).
    */
-  | { readonly via: 'balancer'; readonly admit?: SessionKind; readonly avoid?: Backend | null; readonly tried?: ReadonlySet<Backend> }
+  | {
+      readonly via: 'balancer';
+      readonly admit?: SessionKind;
+      readonly avoid?: Backend | null;
+      readonly tried?: ReadonlySet<Backend>;
+      /** The flow's hash (`core/key-hash.ts` flowHash), for a balancer that `hashesKeys` (Maglev). */
+      readonly hash?: number;
+    }
   /**
    * A unit of the open session `session` (omitted: the flow's session): follow its pin,
    * then ask admission control (`admit`). A session that ended under its flow is answered 'closed',
@@ -85,6 +93,11 @@ export type RouteHint =
       readonly avoid?: Backend | null;
       /** A full session table serves the unit unpinned (HTTP) instead of refusing it. */
       readonly unpinnedWhenFull?: boolean;
+      /**
+       * The flow's hash when `key` is null (a new UDP flow: its client address and port), for a
+       * balancer that `hashesKeys`; a non-null key is hashed by the router itself.
+       */
+      readonly hash?: number;
       /**
        * The forwarder's own capacity (flow table, sockets), checked after admission and before a
        * session is opened or followed; false: the unit is answered 'none' (the forwarder counted why).
@@ -120,6 +133,14 @@ export interface RouterParts {
 export class Router {
   constructor(private readonly parts: RouterParts) {}
 
+  /**
+   * Whether the balancer maps a key's hash to a backend (Maglev): forwarders then pass a flow's hash
+   * in their hints, which they may skip computing otherwise.
+   */
+  get hashesKeys(): boolean {
+    return this.parts.balancer.hashesKeys === true;
+  }
+
   /** One identity test when admission is off: nothing else on the hot path. */
   private get admissionOn(): boolean {
     return this.parts.admission !== ADMIT_ALL;
@@ -133,7 +154,7 @@ export class Router {
           const refused = this.admit(hint.admit);
           if (refused !== null) return refused;
         }
-        return this.pick(hint.avoid ?? null, hint.tried);
+        return this.pick(hint.avoid ?? null, hint.tried, hint.hash);
       }
       case 'session': {
         const h = hint.session ?? (flow === NO_FLOW ? NO_SESSION : this.parts.flows.session(flow));
@@ -293,16 +314,18 @@ export class Router {
     }
     if (gate !== undefined && !gate(h !== NO_SESSION)) return NONE;
     const opens = h !== NO_SESSION || hint.open;
+    // Maglev: the same key picks the same backend on every dispatcher (issue 20).
+    const hash = this.parts.balancer.hashesKeys !== true ? undefined : key !== null ? keyHash(key) : hint.hash;
     if (h !== NO_SESSION || (opens && avoid === null)) {
       // One lookup: follow the session found, or open the one this key names.
-      const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key);
+      const r = h !== NO_SESSION ? sessions.follow(h) : sessions.open(key, hash);
       if (r.type === 'refused') {
         if (r.reason !== 'sessions-full') return NONE;
-        return hint.unpinnedWhenFull === true ? this.pick(avoid) : SESSIONS_FULL;
+        return hint.unpinnedWhenFull === true ? this.pick(avoid, undefined, hash) : SESSIONS_FULL;
       }
       if (r.backend !== avoid) return fromSession(r);
     }
-    const picked = this.pick(avoid);
+    const picked = this.pick(avoid, undefined, hash);
     if (picked.type !== 'forward' || !opens) return picked;
     const pinned = sessions.pin(key, picked.backend);
     return pinned.type === 'refused' ? picked : fromSession(pinned);
@@ -311,12 +334,13 @@ export class Router {
   /**
    * The balancer's pick, never `avoid` nor one of `tried`. A failure sink that does not take a backend
    * out at once (a threshold detector, a timeout) may let the balancer offer it again: skip it, within
-   * a bounded loop.
+   * a bounded loop. With a key hash, a retry asks for a hash derived from it (the same sequence on
+   * every dispatcher), since the key's own hash would name the excluded backend again.
    */
-  private pick(avoid: Backend | null, tried?: ReadonlySet<Backend>): RouteDecision {
+  private pick(avoid: Backend | null, tried?: ReadonlySet<Backend>, hash?: number): RouteDecision {
     const balancer = this.parts.balancer;
     for (let i = 0; i <= this.parts.backends.length; i++) {
-      const p = balancer.pick();
+      const p = balancer.pick(hash === undefined ? undefined : i === 0 ? hash : mix32(hash + i));
       if (p.type === 'none') return NONE;
       if (p.backend === avoid || (tried !== undefined && tried.has(p.backend))) continue;
       return forward(p.backend, NO_SESSION, 'unpinned');

@@ -7,6 +7,7 @@
 import type { Balancer } from '../balance/balancer.js';
 import { channels, type SessionCloseEvent, type SessionEvent, type SessionRefuseEvent, type SessionRepinEvent } from '../core/diagnostics.js';
 import type { Backend } from '../core/backend.js';
+import { keyHash } from '../core/key-hash.js';
 import { NO_SESSION, type SessionEndReason, type SessionHandle, type SessionTable } from './session-table.js';
 
 export type SessionRoute =
@@ -67,9 +68,13 @@ export class SessionRouter {
     return this.open(key);
   }
 
-  /** Opens a session on the balancer's choice (a new session: admission was already decided). */
-  open(key: string | null): SessionRoute {
-    const pick = this.balancer.pick();
+  /**
+   * Opens a session on the balancer's choice (a new session: admission was already decided). `hash`:
+   * the key's hash for a balancer that `hashesKeys` (Maglev), so that every dispatcher opens it on
+   * the same backend.
+   */
+  open(key: string | null, hash?: number): SessionRoute {
+    const pick = this.balancer.pick(hash);
     if (pick.type === 'none') return this.refuse('no-backend');
     const h = this.table.open(key, pick.backend.index);
     if (h === NO_SESSION) return this.refuse('sessions-full');
@@ -134,9 +139,15 @@ export class SessionRouter {
     this.table.close(h, reason);
   }
 
+  /**
+   * Moves session `h` to the balancer's choice. With Maglev a keyed session moves where its key now
+   * maps (the table without the down backend), so that dispatchers that see the same backends down
+   * re-pin it to the same backend without telling each other.
+   */
   private repin(h: SessionHandle): Backend | null {
     const from = this.backends[this.table.backend(h)];
-    const pick = this.balancer.pick();
+    const key = this.balancer.hashesKeys === true ? this.table.key(h) : null;
+    const pick = this.balancer.pick(key === null ? undefined : keyHash(key));
     const to = pick.type === 'pick' ? pick.backend : null;
     if (to) this.table.repin(h, to.index);
     if (channels.sessionRepin.hasSubscribers) {

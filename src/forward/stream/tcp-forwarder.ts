@@ -4,6 +4,7 @@
  * has not succeeded, then splices bytes both ways with half-close and backpressure until both
  * directions are done.
  */
+import { flowHash } from '../../core/key-hash.js';
 import type { Socket } from 'node:net';
 import { connectBackend } from '../../edge/backend-tls.js';
 import { channels, type ConnectionEvent, type TcpSpliceEvent } from '../../core/diagnostics.js';
@@ -24,7 +25,7 @@ class TcpSplice {
   private upstream: Socket | null = null;
   /** At most one attempt per backend: the Router never offers one of these again. */
   private readonly tried = new Set<Backend>();
-  private readonly hint: RouteHint = { via: 'balancer', tried: this.tried };
+  private hint: RouteHint = { via: 'balancer', tried: this.tried };
   private connectTimer: TimerHandle | null = null;
   private idle: IdleTimer | null = null;
   /** An error was seen on either socket: the survivor is reset, not closed gracefully. */
@@ -48,6 +49,8 @@ class TcpSplice {
     this.client.pause();
     this.client.on('error', () => (this.failed = true));
     this.client.on('close', () => this.onClientClose());
+    // Maglev: the client's address and port pick the same backend on every dispatcher.
+    if (this.router.hashesKeys) this.hint = { via: 'balancer', tried: this.tried, hash: flowHash(this.client.remoteAddress ?? '', this.client.remotePort ?? 0) };
     const pass = this.runtime.config.tlsPassthrough;
     if (!pass) return this.connect(this.router.route(NO_FLOW, this.hint));
     // tlsPassthrough: the backends not serving the ClientHello's name count as tried, for every pick.

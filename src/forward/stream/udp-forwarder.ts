@@ -27,6 +27,7 @@
  * Full flow table: a new client is refused (sessionRefuse 'flows-full'), established flows go on.
  * Bad input never throws out of a socket handler: every socket has an 'error' listener.
  */
+import { flowHash } from '../../core/key-hash.js';
 import dgram from 'node:dgram';
 import type net from 'node:net';
 import type { HostPort } from '../../core/address.js';
@@ -361,7 +362,9 @@ export class UdpForwarder implements Forwarder {
   /** A datagram of no tracked flow: a new signalling flow with its own anonymous session (SARA Fig. 3). */
   private openFlow(srcIp: number, dstIp: number, rinfo: dgram.RemoteInfo): RelayFlow | null {
     const { flows } = this.rt;
-    const route = this.router.route(NO_FLOW, this.newFlowHint);
+    // Maglev: a flow's client address and port pick the same backend on every dispatcher.
+    const hint = this.router.hashesKeys ? { ...this.newFlowHint, hash: flowHash(rinfo.address, rinfo.port) } : this.newFlowHint;
+    const route = this.router.route(NO_FLOW, hint);
     if (route.type !== 'forward') return null; // refused by admission, the gate, or counted by SessionRouter (sessionRefuse)
     const h = flows.insert(srcIp, rinfo.port, dstIp, this.servicePort, PROTO_UDP, 'signalling', route.session);
     if (h === NO_FLOW) {

@@ -161,9 +161,12 @@ export async function startGroups(
     if (!g.replicateState || replicators.has(g.listen)) continue;
     const same = config.groups.filter((x) => x.listen === g.listen && x.replicateState);
     const peers = [...new Set(same.flatMap((x) => x.peers))].map((p) => parseHostPort(p)!);
+    // The replicator's epoch: the highest any of its groups' elections knows (frames from a sender
+    // behind it are refused; state-replicator.ts).
+    const epoch = (): number => running.reduce((m, r) => (r.config.listen === g.listen && r.election.epoch > m ? r.election.epoch : m), 0);
     replicators.set(
       g.listen,
-      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock }),
+      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock, epoch }),
     );
   }
   try {

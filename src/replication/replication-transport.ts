@@ -57,6 +57,13 @@ export interface StateReplicatorOptions {
   handshakeTimeoutMs?: number;
   /** Sessions and flows per snapshot slice (one event-loop turn), default SNAPSHOT_SLICE_ENTRIES. */
   snapshotSliceEntries?: number;
+  /**
+   * The highest election epoch this node knows (its groups' elections; default: always 0). Every
+   * frame carries it; a frame whose sender knows an older epoch than this is refused ('stale') and
+   * its connection closed: a deposed master that has not yet heard of its successor cannot stream
+   * into a node that has.
+   */
+  epoch?: () => number;
 }
 
 export interface SyncedEvent {
@@ -169,6 +176,7 @@ export abstract class ReplicationLinks {
   protected readonly refreshIntervalMs: number;
   protected readonly handshakeTimeoutMs: number;
   protected readonly snapshotSliceEntries: number;
+  protected readonly epoch: () => number;
   protected readonly maxInbound: number;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
@@ -221,6 +229,7 @@ export abstract class ReplicationLinks {
     this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
+    this.epoch = options.epoch ?? (() => 0);
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
     this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
@@ -243,7 +252,7 @@ export abstract class ReplicationLinks {
 
   protected send(link: OutLink, b: Batch, live: boolean): void {
     const seq = ++link.seq;
-    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq, nonce: link.nonce! }, b.count, b.bytes), this.key);
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq, nonce: link.nonce!, epoch: this.epoch() }, b.count, b.bytes), this.key);
     const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
     prefix.writeUInt32BE(msg.length, 0);
     link.socket!.write(prefix);
@@ -400,7 +409,7 @@ export abstract class ReplicationLinks {
 
   protected reply(link: InLink, w: OpWriter): void {
     if (link.socket.destroyed) return;
-    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq: link.outSeq++, nonce: link.nonce }, w.count, w.bytes()), this.key);
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq: link.outSeq++, nonce: link.nonce, epoch: this.epoch() }, w.count, w.bytes()), this.key);
     const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
     prefix.writeUInt32BE(msg.length, 0);
     link.socket.cork();
@@ -423,6 +432,9 @@ export abstract class ReplicationLinks {
       const frame = decodeFrameHeader(body)!;
       if (!frame.nonce.equals(link.nonce) || frame.seq !== link.seq) return this.reject(from, 'replay', drop);
       if (frame.sender === this.id || (link.peer !== null && frame.sender !== link.peer.id)) return this.reject(from, 'unknown-host', drop);
+      // A sender behind the newest election epoch known here is a deposed master (or a node that has
+      // not heard of its successor yet): nothing it says is applied; it redials and is asked again.
+      if (frame.epoch < this.epoch()) return this.reject(from, 'stale', drop);
       link.seq++;
       if (link.peer === null) {
         let peer = this.peers.get(frame.sender);

@@ -43,7 +43,7 @@ async function until(what: string, cond: () => boolean, limitMs = 10_000): Promi
   }
 }
 
-async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number } = {}) {
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; epoch?: () => number; ackIntervalMs?: number } = {}) {
   const r = createStateReplicator({
     id,
     listen: { host: LOOPBACK, port: extra.port ?? 0 },
@@ -51,8 +51,9 @@ async function replicator(t: TestContext, id: number, l: Layer, peers: { host: s
     key: KEY,
     services: [l.service],
     clock: realClock,
-    ackIntervalMs: 10,
+    ackIntervalMs: extra.ackIntervalMs ?? 10,
     reconnectMs: 20,
+    ...(extra.epoch !== undefined ? { epoch: extra.epoch } : {}),
     ...(extra.maxBufferBytes !== undefined ? { maxBufferBytes: extra.maxBufferBytes } : {}),
     ...(extra.snapshotSliceEntries !== undefined ? { snapshotSliceEntries: extra.snapshotSliceEntries } : {}),
   });
@@ -557,4 +558,37 @@ test('replication: a snapshot goes in slices over event-loop turns; changes made
   assert.notEqual(hl, NO_SESSION);
   assert.equal(b.flows.session(b.flows.lookup(addressKey('198.51.100.1'), 5060, VIP, 5060, PROTO_UDP)), hl);
   assert.equal(b.flows.lookup(addressKey('192.0.2.0'), 5060, VIP, 5060, PROTO_UDP), NO_FLOW);
+});
+
+test('replication: a sender behind the newest election epoch known here is refused (stale) until it learns it', async (t) => {
+  const a = layer();
+  const b = layer();
+  let epochA = 3;
+  let epochB = 3;
+  const pb = await freePort();
+  const rb = await replicator(t, 2, b, [], { port: pb, epoch: () => epochB });
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }], { epoch: () => epochA });
+  await until('A streams to B', () => ra.stats().peersStreaming === 1 && rb.stats().snapshotsApplied === 1);
+  const one = a.sessions.route('call-1@epoch');
+  assert.equal(one.type, 'opened');
+  await until('B has call 1', () => b.table.find('call-1@epoch') !== NO_SESSION);
+
+  // B hears of a newer master (epoch 4); A, partitioned from the election, still says 3.
+  epochB = 4;
+  const two = a.sessions.route('call-2@epoch');
+  assert.equal(two.type, 'opened');
+  await until('A\'s frame refused as stale', () => rb.stats().rejected.stale >= 1);
+  // Its redials are refused too: call 2 never reaches B.
+  await until('refused again after a redial', () => rb.stats().rejected.stale >= 3);
+  assert.equal(b.table.find('call-2@epoch'), NO_SESSION);
+  assert.equal(rb.stats().snapshotsApplied, 1);
+
+  // A learns the epoch (it is backup now, or master again with it): its stream is taken again.
+  epochA = 4;
+  await until('B has call 2 from A\'s next snapshot', () => b.table.find('call-2@epoch') !== NO_SESSION);
+  assert.ok(rb.stats().snapshotsApplied >= 2);
+  // A sender ahead of B is fine (B has not heard the adverts yet).
+  epochA = 9;
+  a.sessions.route('call-3@epoch');
+  await until('B has call 3', () => b.table.find('call-3@epoch') !== NO_SESSION);
 });

@@ -40,6 +40,10 @@
  * number (1, 2, 3… per connection): a frame from another connection or out of order is 'replay',
  * one that fails the MAC 'bad-mac', one that does not decode 'malformed'; each is counted
  * (wireDrop, source 'replication') and ends the connection (the dialer redials and resynchronises).
+ * Every frame also carries the highest election epoch its sender knows (`epoch` option, fed by the
+ * groups' elections): a frame from a sender that knows an older epoch than the receiver is 'stale',
+ * counted and refused the same way — once a node has heard of a newer master, a deposed one that has
+ * not (a partition) cannot stream into it; it is heard again when it has learnt the epoch.
  * The acceptor acknowledges (ACK seq) at SNAPSHOT_END and then at most every ackIntervalMs.
  *
  * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no

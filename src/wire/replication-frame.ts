@@ -7,7 +7,10 @@
  *
  * ## Body layout (all integers big-endian)
  *
- * Header, 16 bytes:
+ * Version 2 (envelope version byte 0x24; version 1, 0x14, had no epoch and is refused as 'version'
+ * both ways: an old build reports this one as 'version', this build reports the old one so).
+ *
+ * Header, 20 bytes:
  *
  * | offset | size | field  | meaning                                                                  |
  * |--------|------|--------|--------------------------------------------------------------------------|
@@ -16,6 +19,9 @@
  * | 4      | 4    | seq    | u32, the frame's number on its connection: 1, 2, 3… (0: CHALLENGE frame) |
  * | 8      | 8    | nonce  | the receiver's random challenge for this connection, echoed in every     |
  * |        |      |        | frame: a frame recorded on another connection never verifies on this one |
+ * | 16     | 4    | epoch  | u32, the highest election epoch the sender knows (election.ts): a        |
+ * |        |      |        | receiver that knows a higher one refuses the frame ('stale'), so a stale |
+ * |        |      |        | master's stream is not applied once a newer master is known              |
  *
  * Then `count` operations, each an opcode byte and its fields. `service` is u16, the index of the
  * service in the replicator's list (both ends configure the group's services in the same order).
@@ -44,7 +50,7 @@
  * not match decodes to null (the receiver counts it and drops the connection).
  */
 
-export const FRAME_HEADER_BYTES = 16;
+export const FRAME_HEADER_BYTES = 20;
 export const NONCE_BYTES = 8;
 /** Largest body accepted (and produced: the sender starts a new frame before this). */
 export const MAX_FRAME_BODY_BYTES = 64 * 1024;
@@ -114,6 +120,8 @@ export interface FrameHeader {
   seq: number;
   /** NONCE_BYTES bytes. */
   nonce: Buffer;
+  /** The highest election epoch the sender knows (u32; 0 when it knows none). */
+  epoch: number;
 }
 
 export interface Frame extends FrameHeader {
@@ -300,13 +308,14 @@ export class OpWriter {
 }
 
 /** A frame body: the header then `ops` (the bytes of `count` ops from an OpWriter). */
-export function encodeFrame(h: FrameHeader, count: number, ops: Uint8Array): Buffer {
+export function encodeFrame(h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): Buffer {
   if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   const body = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ops.length);
   body.writeUInt16BE(h.sender, 0);
   body.writeUInt16BE(count, 2);
   body.writeUInt32BE(h.seq >>> 0, 4);
   h.nonce.copy(body, 8);
+  body.writeUInt32BE((h.epoch ?? 0) >>> 0, 16);
   body.set(ops, FRAME_HEADER_BYTES);
   return body;
 }
@@ -314,7 +323,7 @@ export function encodeFrame(h: FrameHeader, count: number, ops: Uint8Array): Buf
 /** Only the header (null when the body is shorter than one): lets a receiver check seq and nonce before decoding ops. */
 export function decodeFrameHeader(body: Buffer): (FrameHeader & { count: number }) | null {
   if (body.length < FRAME_HEADER_BYTES || body.length > MAX_FRAME_BODY_BYTES) return null;
-  return { sender: body.readUInt16BE(0), count: body.readUInt16BE(2), seq: body.readUInt32BE(4), nonce: body.subarray(8, 16) };
+  return { sender: body.readUInt16BE(0), count: body.readUInt16BE(2), seq: body.readUInt32BE(4), nonce: body.subarray(8, 16), epoch: body.readUInt32BE(16) };
 }
 
 class Truncated extends Error {}
@@ -602,5 +611,5 @@ export function decodeFrame(body: Buffer): Frame | null {
   } catch {
     return null;
   }
-  return { sender: h.sender, seq: h.seq, nonce: h.nonce, ops: c.ops };
+  return { sender: h.sender, seq: h.seq, nonce: h.nonce, epoch: h.epoch, ops: c.ops };
 }

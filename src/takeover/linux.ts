@@ -9,7 +9,9 @@
  * The gratuitous ARPs go out through a raw packet socket (AF_PACKET) opened once, when the takeover
  * is set up, by a small native addon (garp-socket.c, built from source in `npm ci`): at takeover a
  * prebuilt 60-byte frame is written, where starting `arping` cost tens of milliseconds (issue 17
- * item 4). When the addon is not built or the socket cannot be opened (no CAP_NET_RAW, no such
+ * item 4). With it, a netlink socket opened at the same time adds and removes the VIP
+ * (RTM_NEWADDR/RTM_DELADDR, what `ip addr` sends), so a takeover starts no process at all; `ip`
+ * does it when that socket is missing or the kernel refuses (its message then says why). When the addon is not built or the socket cannot be opened (no CAP_NET_RAW, no such
  * interface yet) or a send fails, arping does it as before; `announcer` says which and why.
  *
  * Needs root (CAP_NET_ADMIN, CAP_NET_RAW) and the `ip` (iproute2) and `arping` programs. Two arping
@@ -52,7 +54,14 @@ interface GarpAddon {
   open(ifname: string, netnsPath?: string): { fd: number; ifindex: number; mac: Buffer };
   send(fd: number, ifindex: number, frame: Buffer): number;
   close(fd: number): void;
+  netlink(netnsPath?: string): number;
+  /** 0, or the kernel's errno. */
+  addr(fd: number, add: boolean, ifindex: number, ipv4: number, prefix: number): number;
 }
+
+/** Linux errno values `addr` answers for an address already there / not there. */
+const EEXIST = 17;
+const EADDRNOTAVAIL = 99;
 
 /** Where scripts/build-native.mjs puts the addon, from dist/src/takeover/ (or src/takeover/ under a TS loader). */
 const ADDON_PATHS = ['../../../build/native/garp-socket.node', '../../build/native/garp-socket.node'];
@@ -185,7 +194,8 @@ export class LinuxTakeover implements IdentityTakeover {
   #second: TimerHandle | null = null;
   readonly #arpings = new Set<ChildProcess>();
   /** The open packet socket and the frame it sends, or null: arping. */
-  #socket: { readonly addon: GarpAddon; readonly fd: number; readonly ifindex: number; readonly frame: Buffer } | null = null;
+  #socket: { readonly addon: GarpAddon; readonly fd: number; readonly ifindex: number; readonly frame: Buffer; readonly netlink: number } | null = null;
+  readonly #vipU32: number;
   #announcer: Announcer;
   /** The packet-socket burst's pending sends. */
   readonly #sends = new Set<TimerHandle>();
@@ -198,6 +208,7 @@ export class LinuxTakeover implements IdentityTakeover {
     this.#count = o.garpCount ?? GARP_COUNT;
     this.#delayMs = o.garpDelayMs ?? GARP_DELAY_MS;
     if (!Number.isInteger(this.#count) || this.#count < 1) throw new RangeError(`garpCount: expected an integer >= 1, received ${this.#count}`);
+    this.#vipU32 = o.vip.split('.').reduce((a, x) => a * 256 + Number(x), 0);
     this.#announcer = this.#openSocket(o.garp ?? 'auto');
   }
 
@@ -211,8 +222,15 @@ export class LinuxTakeover implements IdentityTakeover {
     const a = loadGarpAddon();
     if (a instanceof Error) return { via: 'arping', reason: a.message };
     try {
-      const s = a.open(this.#o.interface, this.#o.netns === undefined ? undefined : `/run/netns/${this.#o.netns}`);
-      this.#socket = { addon: a, fd: s.fd, ifindex: s.ifindex, frame: garpFrame(s.mac, this.#o.vip) };
+      const ns = this.#o.netns === undefined ? undefined : `/run/netns/${this.#o.netns}`;
+      const s = a.open(this.#o.interface, ns);
+      let netlink = -1;
+      try {
+        netlink = a.netlink(ns);
+      } catch {
+        // `ip` adds and removes the address then.
+      }
+      this.#socket = { addon: a, fd: s.fd, ifindex: s.ifindex, frame: garpFrame(s.mac, this.#o.vip), netlink };
       return { via: 'packet-socket' };
     } catch (err) {
       return { via: 'arping', reason: `packet socket on ${this.#o.interface}: ${(err as Error).message}` };
@@ -228,6 +246,7 @@ export class LinuxTakeover implements IdentityTakeover {
     this.#socket = null;
     this.#announcer = { via: 'arping', reason: 'closed' };
     s.addon.close(s.fd);
+    if (s.netlink >= 0) s.addon.close(s.netlink);
   }
 
   get acquired(): boolean {
@@ -243,16 +262,18 @@ export class LinuxTakeover implements IdentityTakeover {
   acquire(): Promise<void> {
     return this.#serial.run(async () => {
       if (this.#held) return;
-      const args = this.#ipArgs('add');
-      const r = await run('ip', args, IP_TIMEOUT_MS);
-      if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
+      if (!this.#netlinkAddr(true)) {
+        const args = this.#ipArgs('add');
+        const r = await run('ip', args, IP_TIMEOUT_MS);
+        if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
+      }
       this.#held = true;
       try {
         await this.#burst(true);
       } catch (err) {
         // Not announced: the address comes off again, or a failed takeover would leave it here.
         this.#held = false;
-        await run('ip', this.#ipArgs('del'), IP_TIMEOUT_MS);
+        if (!this.#netlinkAddr(false)) await run('ip', this.#ipArgs('del'), IP_TIMEOUT_MS);
         throw err;
       }
       if (this.#delayMs > 0 && this.#held) {
@@ -275,10 +296,27 @@ export class LinuxTakeover implements IdentityTakeover {
       this.#arpings.clear();
       if (!this.#held) return;
       this.#held = false;
+      if (this.#netlinkAddr(false)) return;
       const args = this.#ipArgs('del');
       const r = await run('ip', args, IP_TIMEOUT_MS);
       if (r.code !== 0 && !ALREADY_REMOVED.test(r.stderr)) throw failure('ip', args, r);
     });
+  }
+
+  /**
+   * `ip addr add|del` as one netlink request on the socket opened with the packet socket (no process
+   * started). True when done (an address already there, or already gone, counts); false when there
+   * is no such socket or the kernel refused: the caller runs `ip`, whose error message says why.
+   */
+  #netlinkAddr(add: boolean): boolean {
+    const s = this.#socket;
+    if (s === null || s.netlink < 0) return false;
+    try {
+      const errno = s.addon.addr(s.netlink, add, s.ifindex, this.#vipU32, this.#o.prefix);
+      return errno === 0 || errno === (add ? EEXIST : EADDRNOTAVAIL);
+    } catch {
+      return false;
+    }
   }
 
   #ipArgs(op: 'add' | 'del'): string[] {

@@ -22,7 +22,7 @@ import { Backend } from '../src/core/backend.js';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { createStateReplicator } from '../src/replication/state-replicator.js';
-import { ReplicaApplier, type PeerState, type ServiceIndex } from '../src/replication/replication-apply.js';
+import { newPeer, ReplicaApplier, serviceIndex } from '../src/replication/replication-apply.js';
 import { SnapshotWriter, writeSnapshot } from '../src/replication/replication-batch.js';
 import { MessageType, seal } from '../src/wire/envelope.js';
 import { addressKey, PROTO_UDP } from '../src/sessions/flow-table.js';
@@ -187,12 +187,12 @@ async function reintegrate(a: ReturnType<typeof layer>, n: number, rounds: numbe
 
 /** The backup's side alone: decode + apply of the snapshot frames of `a` into a fresh layer, in-process, ms. */
 function applyAlone(a: ReturnType<typeof layer>, n: number): number {
-  const own: ServiceIndex = { svc: a.service, foreignSessions: new Map(), foreignFlows: new Map() };
+  const own = serviceIndex(a.service);
   const nonce = Buffer.alloc(8);
   const bodies = writeSnapshot([own], false).map((b, i) => encodeFrame({ sender: 1, seq: i + 1, nonce }, b.count, b.bytes));
   const b = layer(n * 2);
-  const applier = new ReplicaApplier([{ svc: b.service, foreignSessions: new Map(), foreignFlows: new Map() }], () => false, { applyRefused: 0 });
-  const peer: PeerState = { id: 1, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
+  const applier = new ReplicaApplier([serviceIndex(b.service)], () => false, { applyRefused: 0 });
+  const peer = newPeer(1);
   const t0 = process.hrtime.bigint();
   applier.begin({ snapshotSessions: 0, snapshotFlows: 0 }, peer);
   for (const body of bodies) if (!visitFrame(body, applier)) throw new Error('malformed snapshot frame');
@@ -206,7 +206,7 @@ function applyAlone(a: ReturnType<typeof layer>, n: number): number {
  * other thread): ms per slice over one whole snapshot of `a`, as [p50, p99, max].
  */
 function sliceCost(a: ReturnType<typeof layer>): [number, number, number] {
-  const own: ServiceIndex = { svc: a.service, foreignSessions: new Map(), foreignFlows: new Map() };
+  const own = serviceIndex(a.service);
   const w = new SnapshotWriter([own], false);
   const nonce = Buffer.alloc(8);
   const ms: number[] = [];

@@ -172,7 +172,7 @@ export class SnapshotWriter {
           let visited = 0;
           this.slot = table.forEachFrom(this.slot, budget, (h) => {
             visited++;
-            if (ix.foreignSessions.has(h)) return;
+            if (ix.foreign.isSession(h)) return;
             w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
             const data = table.data(h);
             if (data !== null && fits(data)) w.room().sessionData(service, h, data);
@@ -193,7 +193,7 @@ export class SnapshotWriter {
           let visited = 0;
           this.slot = flows.forEachFrom(this.slot, budget, (h) => {
             visited++;
-            if (ix.foreignFlows.has(h)) return;
+            if (ix.foreign.isFlow(h)) return;
             encodeFlow(w.room(), flows, service, h);
             this.flows++;
           });
@@ -208,7 +208,7 @@ export class SnapshotWriter {
           const ix = this.index[this.service]!;
           const service = this.service;
           ix.svc.relay?.forEachPort((p) => {
-            if (!ix.foreignSessions.has(p.session)) encodeRelay(this.w.room(), service, p);
+            if (!ix.foreign.isSession(p.session)) encodeRelay(this.w.room(), service, p);
           });
           this.service++;
           this.phase = this.service < this.index.length ? 'sessions' : 'end';

@@ -13,7 +13,7 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import { checkFrame, decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter, visitFrame } from '../wire/replication-frame.js';
-import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
+import { newPeer, ReplicaApplier, serviceIndex, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
 import { FrameReader, LENGTH_PREFIX_BYTES, SnapshotWriter, SNAPSHOT_SLICE_ENTRIES, BatchWriter, type Batch } from './replication-batch.js';
 
 /** Default cap of unacknowledged live-stream bytes per peer. */
@@ -231,8 +231,8 @@ export abstract class ReplicationLinks {
     this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
     this.epoch = options.epoch ?? (() => 0);
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
-    this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
-    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
+    this.index = options.services.map((svc) => serviceIndex(svc));
+    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows), this.peers);
     this.outLinks = options.peers.map((to) => ({
       to,
       socket: null,
@@ -439,7 +439,7 @@ export abstract class ReplicationLinks {
       if (link.peer === null) {
         let peer = this.peers.get(frame.sender);
         if (peer === undefined) {
-          peer = { id: frame.sender, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
+          peer = newPeer(frame.sender);
           this.peers.set(frame.sender, peer);
         }
         // A newer connection from the same peer replaces the older one.

@@ -91,6 +91,7 @@ import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { SessionChange } from '../sessions/session-router.js';
+import { NO_SESSION } from '../sessions/session-table.js';
 import type { RelayPortState } from '../media/index.js';
 import { open, seal } from '../wire/envelope.js';
 import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
@@ -180,29 +181,30 @@ class Replicator extends ReplicationLinks implements StateReplicator {
   adopt(): void {
     const restore = this.index.map((): RelayPortState[] => []);
     for (const peer of this.peers.values()) {
-      for (const [sid, ports] of peer.relays) {
-        const session = peer.sessions.get(sid);
-        if (session === undefined) continue;
-        for (const r of ports.values()) {
-          if (r.service !== session.service) continue;
-          restore[r.service]!.push({
-            session: session.local,
-            port: r.port,
-            clientHost: r.clientHost,
-            clientPort: r.clientPort,
-            backendHost: r.backendHost,
-            backendPort: r.backendPort,
-          });
+      peer.services.forEach((ps, service) => {
+        if (ps === undefined) return;
+        const foreign = this.index[service]?.foreign;
+        if (foreign === undefined) return;
+        for (const [sid, ports] of ps.relays) {
+          const local = ps.localOf(sid);
+          if (local === NO_SESSION || foreign.sessionOwner(local) !== peer.tag) continue;
+          for (const r of ports.values()) {
+            restore[service]!.push({
+              session: local,
+              port: r.port,
+              clientHost: r.clientHost,
+              clientPort: r.clientPort,
+              backendHost: r.backendHost,
+              backendPort: r.backendPort,
+            });
+          }
         }
-      }
+      });
     }
     this.index.forEach((ix, service) => {
       if (restore[service]!.length > 0) ix.svc.relay?.restore(restore[service]!);
     });
-    for (const ix of this.index) {
-      ix.foreignSessions.clear();
-      ix.foreignFlows.clear();
-    }
+    for (const ix of this.index) ix.foreign.clear();
     this.peers.clear();
     this.master = true;
     this.demoted = false;
@@ -231,8 +233,8 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     let foreignSessions = 0;
     let foreignFlows = 0;
     for (const ix of this.index) {
-      foreignSessions += ix.foreignSessions.size;
-      foreignFlows += ix.foreignFlows.size;
+      foreignSessions += ix.foreign.sessions;
+      foreignFlows += ix.foreign.flows;
     }
     return {
       peersStreaming: this.streamingLinks,
@@ -263,22 +265,20 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     this.unsubscribes.push(
       sessions.onChange((c) => this.sessionChanged(ix, service, c)),
       sessions.table.onData((h, data) => {
-        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignSessions.has(h) || !fits(data)) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isSession(h) || !fits(data)) return;
         this.pending.room().sessionData(service, h, data);
         this.scheduleFlush();
       }),
       flows.onInsert((h) => {
-        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignFlows.has(h)) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isFlow(h)) return;
         encodeFlow(this.pending.room(), ix.svc.flows, service, h);
         this.scheduleFlush();
       }),
       flows.onRemove((h) => {
         if (this.applying) return;
-        const foreign = ix.foreignFlows.get(h);
-        if (foreign !== undefined) {
+        if (ix.foreign.isFlow(h)) {
           // A replica left the table locally (not by its owner): forget it, tell no one.
-          ix.foreignFlows.delete(h);
-          foreign.peer.flows.delete(foreign.key);
+          ix.foreign.unmarkFlow(h);
           return;
         }
         if (this.demoted || this.streamingLinks === 0) return;
@@ -298,7 +298,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       relay.onChange((c) => {
         if (this.applying || this.demoted || this.streamingLinks === 0) return;
         const session = c.type === 'update' ? c.state.session : c.session;
-        if (ix.foreignSessions.has(session)) return;
+        if (ix.foreign.isSession(session)) return;
         if (c.type === 'update') encodeRelay(this.pending.room(), service, c.state);
         else this.pending.room().relayClose(service, session, c.port);
         this.scheduleFlush();
@@ -308,12 +308,12 @@ class Replicator extends ReplicationLinks implements StateReplicator {
 
   protected sessionChanged(ix: ServiceIndex, service: number, c: SessionChange): void {
     if (this.applying) return;
-    const foreign = ix.foreignSessions.get(c.session);
-    if (foreign !== undefined) {
+    const owner = ix.foreign.sessionOwner(c.session);
+    if (owner !== 0) {
       if (c.type === 'close') {
-        ix.foreignSessions.delete(c.session);
-        foreign.peer.sessions.delete(foreign.sid);
-        foreign.peer.relays.delete(foreign.sid);
+        // A replica ended locally (timeout, removed): forget it, tell no one.
+        this.peers.get(owner - 1)?.services[service]?.forget(ix.foreign.sid(c.session));
+        ix.foreign.unmarkSession(c.session);
       }
       return;
     }

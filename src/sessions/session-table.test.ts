@@ -59,8 +59,8 @@ test('a full table refuses, and opens again after a close', () => {
   assert.notEqual(h, NO_SESSION);
   assert.equal(sessions.open('s17', 0), NO_SESSION);
   assert.equal(sessions.capacity, 16);
-  // 16 slots × (4 backend + 8 timestamp + 4 generation + 4 free link + 8 key pointer) bytes.
-  assert.equal(sessions.bytes(), 16 * 28);
+  // 16 slots × (4 backend + 8 timestamp + 4 generation + 4 free link + 8 key pointer + 8 data pointer) bytes.
+  assert.equal(sessions.bytes(), 16 * 36);
 });
 
 test('sweep closes sessions idle for exactly the timeout, not a millisecond before', () => {
@@ -107,11 +107,11 @@ test('grows lazily by doubling up to maxSessions; handles survive growth', () =>
   const { sessions } = table(5000);
   assert.equal(sessions.bytes(), 0);
   const first = sessions.open('first', 0);
-  assert.equal(sessions.bytes(), SESSION_INITIAL_SLOTS * 28);
+  assert.equal(sessions.bytes(), SESSION_INITIAL_SLOTS * 36);
   const hs = [first];
   for (let i = 1; i < 5000; i++) hs.push(sessions.open(i % 2 ? `k${i}` : null, i % 7));
   assert.equal(sessions.open(null, 0), NO_SESSION);
-  assert.equal(sessions.bytes(), 5000 * 28);
+  assert.equal(sessions.bytes(), 5000 * 36);
   hs.forEach((h, i) => {
     assert.equal(sessions.backend(h), i === 0 ? 0 : i % 7);
     if (i % 2) assert.equal(sessions.find(`k${i}`), h);

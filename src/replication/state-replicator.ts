@@ -53,8 +53,15 @@
  * seal and one write, and the backup acknowledges at most every ackIntervalMs, not per frame. The
  * price is lag: a change reaches the backups up to flushMs (plus the loopback/network hop) after it
  * was made; a failover within that window loses it, as it would lose a change still in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
- * maxBufferBytes: over it, the connection is cut — a slow or dead backup never holds the master's
- * memory or time — and the redial brings a fresh snapshot. A received frame is at most
+ * maxBufferBytes: over it (by at most one flush), nothing more is written to that peer — a slow or
+ * dead backup never holds the master's memory or time — and each later change marks what it
+ * touched (a session handle, a flow slot, a relay port: DirtySet, bounded by the tables) instead;
+ * once the peer has acknowledged everything written, the current state of what is marked goes out
+ * on the same connection (CatchUpWriter, in slices) and the live stream resumes. So a backup that
+ * falls behind — typically while it applies a large snapshot with changes queued behind it — is
+ * caught up with what changed, not sent a new snapshot that it would fall behind on again (issue 17).
+ * A paused peer that acknowledges nothing for lagTimeoutMs (LAG_TIMEOUT_MS) is cut; its redial
+ * brings a snapshot. A received frame is at most
  * MAX_FRAME_BODY_BYTES; applied state is bounded by the local tables (a refused open is counted).
  * Incoming connections are capped at MAX_INBOUND_PER_PEER per configured peer (at least one peer's
  * worth): one over the cap is closed at accept (inboundRefused); one that has not sent a valid
@@ -103,6 +110,7 @@ import type { ReplicatorStats, StateReplicator, StateReplicatorOptions, SyncedEv
 export type { ReplicatedRelay, ReplicatedService } from './replication-apply.js';
 export {
   REPLICATION_BUFFER_BYTES,
+  LAG_TIMEOUT_MS,
   REPLICATION_FLUSH_MS,
   REPLICATION_FLUSH_BYTES,
   ACK_INTERVAL_MS,
@@ -247,6 +255,8 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       snapshotsSent: this.s.snapshotsSent,
       snapshotsApplied: this.s.snapshotsApplied,
       overflows: this.s.overflows,
+      catchUps: this.s.catchUps,
+      lagCuts: this.s.lagCuts,
       rejected: { ...this.s.rejected },
       applyRefused: this.s.applyRefused,
       foreignSessions,
@@ -267,11 +277,13 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       sessions.table.onData((h, data) => {
         if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isSession(h) || !fits(data)) return;
         this.pending.room().sessionData(service, h, data);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.session(service, h));
         this.scheduleFlush();
       }),
       flows.onInsert((h) => {
         if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isFlow(h)) return;
         encodeFlow(this.pending.room(), ix.svc.flows, service, h);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.flowInserted(service, h));
         this.scheduleFlush();
       }),
       flows.onRemove((h) => {
@@ -282,13 +294,15 @@ class Replicator extends ReplicationLinks implements StateReplicator {
           return;
         }
         if (this.demoted || this.streamingLinks === 0) return;
-        this.pending.room().flowRemove(service, {
+        const tuple = {
           src: wireAddress(flows.srcIp(h)),
           srcPort: flows.srcPort(h),
           dst: wireAddress(flows.dstIp(h)),
           dstPort: flows.dstPort(h),
           proto: flows.proto(h),
-        });
+        };
+        this.pending.room().flowRemove(service, tuple);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.flowRemoved(service, h, tuple));
         this.scheduleFlush();
       }),
     );
@@ -301,6 +315,10 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         if (ix.foreign.isSession(session)) return;
         if (c.type === 'update') encodeRelay(this.pending.room(), service, c.state);
         else this.pending.room().relayClose(service, session, c.port);
+        if (this.laggingLinks > 0) {
+          const port = c.type === 'update' ? c.state.port : c.port;
+          this.markDirty((d) => d.relay(service, port, session));
+        }
         this.scheduleFlush();
       }),
     );
@@ -330,6 +348,10 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         w.sessionClose(service, c.session, c.reason);
         break;
     }
+    if (this.laggingLinks > 0) {
+      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
+      else this.markDirty((d) => d.session(service, c.session));
+    }
     this.scheduleFlush();
   }
 
@@ -343,7 +365,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     }, this.flushMs);
   }
 
-  /** Frames the pending ops once per peer; cuts a peer whose unacknowledged bytes would pass the cap. */
+  /** Frames the pending ops once per peer; pauses a peer whose unacknowledged bytes pass the cap. */
   protected flush(): void {
     this.flushTimer?.cancel();
     this.flushTimer = null;
@@ -353,15 +375,14 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     for (const b of batches) bytes += b.bytes.length;
     for (const link of this.outLinks) {
       const socket = link.socket;
-      if (!link.streaming || socket === null || socket.destroyed) continue;
-      if (link.sentBytes - link.ackedBytes + bytes > this.maxBufferBytes) {
-        this.s.overflows++;
-        this.cut(link);
-        continue;
-      }
+      // A paused peer gets these changes from its catch-up (the data path marked them).
+      if (!link.streaming || socket === null || socket.destroyed || link.dirty !== null) continue;
       socket.cork();
       for (const b of batches) this.send(link, b, true);
       socket.uncork();
+      // Over the cap (by at most this flush): pause the peer rather than cut it — a new snapshot
+      // per overflow would never finish for a peer that cannot keep up with a large one.
+      if (link.sentBytes - link.ackedBytes > this.maxBufferBytes) this.lag(link);
     }
   }
 }

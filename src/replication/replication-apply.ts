@@ -433,6 +433,14 @@ export class ReplicaApplier implements OpVisitor {
   ack(): void {}
   challenge(): void {}
 
+  /** The sender's table sizes: ours grow once to hold them besides what they hold now (bounded by their capacities). */
+  tableSizes(service: number, sessions: number, flows: number): void {
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    ix.svc.sessions.table.reserve(ix.svc.sessions.table.size + sessions);
+    ix.svc.flows.reserve(ix.svc.flows.size + flows);
+  }
+
   /**
    * The local handle of the current peer's replica `sid` in a service — only while the local session
    * is still marked foreign to that peer under that sid: a peer's op never touches a session this node

@@ -42,7 +42,8 @@ const ops = (batches: Batch[]): ReplicationOp[] =>
 test('snapshot writer: slices of at most `max` sessions and flows add up to the one-pass snapshot', () => {
   const s = service(25);
   const whole = ops(writeSnapshot([s.ix], false));
-  assert.equal(whole.length, 1 + 25 * 2 + 25 + 1, 'begin, open + data per session, a flow each, end');
+  assert.equal(whole.length, 1 + 1 + 25 * 2 + 25 + 1, 'begin, table sizes, open + data per session, a flow each, end');
+  assert.deepEqual(whole[1], { op: Op.TableSizes, service: 0, sessions: 25, flows: 25 });
   const w = new SnapshotWriter([s.ix], false);
   const sliced: ReplicationOp[] = [];
   let slices = 0;

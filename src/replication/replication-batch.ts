@@ -170,6 +170,7 @@ export class SnapshotWriter {
           const service = this.service;
           const table = ix.svc.sessions.table;
           const w = this.w;
+          if (this.slot === 0) w.room().tableSizes(service, table.size - ix.foreign.sessions, ix.svc.flows.size - ix.foreign.flows);
           let visited = 0;
           this.slot = table.forEachFrom(this.slot, budget, (h) => {
             visited++;

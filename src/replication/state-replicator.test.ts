@@ -118,7 +118,7 @@ test('replication: opens, data, re-pins, closes and flows on A appear on B; B se
 
   await until('A has its acks', () => rb.stats().framesApplied >= 1);
   // B applied but owns nothing: the only ops A ever received are B's (empty) snapshot.
-  assert.equal(ra.stats().opsApplied, 2, 'SNAPSHOT_BEGIN and SNAPSHOT_END from B, nothing echoed');
+  assert.equal(ra.stats().opsApplied, 3, 'SNAPSHOT_BEGIN, TABLE_SIZES and SNAPSHOT_END from B, nothing echoed');
   assert.equal(a.table.size, 1);
   assert.equal(rb.stats().foreignSessions, 1);
   assert.equal(rb.stats().foreignFlows, 1);

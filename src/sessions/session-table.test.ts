@@ -167,3 +167,18 @@ test('forEachFrom visits the open sessions in slot order, at most `max` per call
   assert.equal(calls, 3, '9 open sessions, 4 per call');
   assert.equal(sessions.forEachFrom(0, 0, () => assert.fail('max 0 visits none')), 0);
 });
+
+test('reserve: room for n sessions at once (capped at maxSessions), never shrinking; handles survive', () => {
+  const sessions = new SessionTable({ service: 's', maxSessions: 5000, timeoutMs: 1000, clock: new FakeClock() });
+  const h = sessions.open('a', 1);
+  sessions.setData(h, 'x');
+  sessions.reserve(3000);
+  assert.equal(sessions.bytes(), 3000 * 36);
+  sessions.reserve(100);
+  assert.equal(sessions.bytes(), 3000 * 36);
+  sessions.reserve(1e9);
+  assert.equal(sessions.bytes(), 5000 * 36);
+  assert.equal(sessions.find('a'), h);
+  assert.equal(sessions.backend(h), 1);
+  assert.equal(sessions.data(h), 'x');
+});

@@ -267,8 +267,17 @@ export class SessionTable {
     return this.used++;
   }
 
-  private grow(): void {
-    const slots = this.slots === 0 ? Math.min(this.capacity, SESSION_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2);
+  /**
+   * Allocates room for `n` sessions (at most maxSessions) at once, instead of doubling step by step
+   * (a replication snapshot announces its size). Never shrinks.
+   */
+  reserve(n: number): void {
+    const slots = Math.min(this.capacity, Math.floor(n));
+    if (slots > this.slots) this.grow(slots);
+  }
+
+  private grow(to?: number): void {
+    const slots = to ?? (this.slots === 0 ? Math.min(this.capacity, SESSION_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2));
     const backends = new Int32Array(slots);
     backends.set(this.backends);
     this.backends = backends;

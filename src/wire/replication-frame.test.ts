@@ -68,6 +68,7 @@ test('replication frame: every op round-trips, with a 52-bit session handle and 
     { op: Op.SnapshotEnd, sessions: 10000, flows: 4294967295 },
     { op: Op.Ack, seq: 4294967295 },
     { op: Op.Challenge },
+    { op: Op.TableSizes, service: 2, sessions: 1_000_000, flows: 4294967295 },
   ];
   const w = new OpWriter(4);
   for (const o of ops) {
@@ -83,6 +84,7 @@ test('replication frame: every op round-trips, with a 52-bit session handle and 
       case Op.SnapshotEnd: w.snapshotEnd(o.sessions, o.flows); break;
       case Op.Ack: w.ack(o.seq); break;
       case Op.Challenge: w.challenge(); break;
+      case Op.TableSizes: w.tableSizes(o.service, o.sessions, o.flows); break;
       default: assert.fail('not listed');
     }
   }

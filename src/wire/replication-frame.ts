@@ -44,6 +44,8 @@
  * | 0x0a | SNAPSHOT_END   | sessions u32, flows u32: how many the snapshot carried                          |
  * | 0x0b | ACK            | seq u32: the receiver applied every frame up to seq                             |
  * | 0x0c | CHALLENGE      | (none): the receiver's first frame; its header nonce is the challenge           |
+ * | 0x0d | TABLE_SIZES    | service, sessions u32, flows u32: in a snapshot, before the service's sessions, |
+ * |      |                | how many the sender holds (a hint: the receiver sizes its tables once)          |
  *
  * Bounds: a body is at most MAX_FRAME_BODY_BYTES, a key or data string at most MAX_STRING_BYTES.
  * A body with an unknown opcode, a field running past the end, trailing bytes or a count that does
@@ -76,6 +78,7 @@ export const Op = {
   SnapshotEnd: 0x0a,
   Ack: 0x0b,
   Challenge: 0x0c,
+  TableSizes: 0x0d,
 } as const;
 
 export const CLOSE_REASONS = ['ended', 'timeout', 'removed'] as const;
@@ -113,7 +116,8 @@ export type ReplicationOp =
   | { op: typeof Op.SnapshotBegin }
   | { op: typeof Op.SnapshotEnd; sessions: number; flows: number }
   | { op: typeof Op.Ack; seq: number }
-  | { op: typeof Op.Challenge };
+  | { op: typeof Op.Challenge }
+  | { op: typeof Op.TableSizes; service: number; sessions: number; flows: number };
 
 export interface FrameHeader {
   sender: number;
@@ -257,6 +261,16 @@ export class OpWriter {
     this.count++;
   }
 
+  tableSizes(service: number, sessions: number, flows: number): void {
+    this.ensure(11);
+    this.buf[this.length++] = Op.TableSizes;
+    this.u16(service);
+    this.buf.writeUInt32BE(sessions >>> 0, this.length);
+    this.buf.writeUInt32BE(flows >>> 0, this.length + 4);
+    this.length += 8;
+    this.count++;
+  }
+
   private head(op: number, service: number, sid: number): void {
     this.buf[this.length++] = op;
     this.u16(service);
@@ -357,6 +371,7 @@ export interface OpVisitor {
   snapshotEnd(sessions: number, flows: number): void;
   ack(seq: number): void;
   challenge(): void;
+  tableSizes(service: number, sessions: number, flows: number): void;
 }
 
 /** A read position in a body; every read checks its bounds (TRUNCATED past the end). */
@@ -529,6 +544,13 @@ function walk(body: Buffer, count: number, v: OpVisitor | null): void {
       case Op.Challenge:
         v?.challenge();
         break;
+      case Op.TableSizes: {
+        const service = c.u16();
+        const sessions = c.u32();
+        const flows = c.u32();
+        v?.tableSizes(service, sessions, flows);
+        break;
+      }
       default:
         throw TRUNCATED;
     }
@@ -598,6 +620,9 @@ class OpCollector implements OpVisitor {
   }
   challenge(): void {
     this.ops.push({ op: Op.Challenge });
+  }
+  tableSizes(service: number, sessions: number, flows: number): void {
+    this.ops.push({ op: Op.TableSizes, service, sessions, flows });
   }
 }
 

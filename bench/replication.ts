@@ -66,6 +66,8 @@ export interface ReplicationResult {
   readonly sliceMs: number[];
   /** The backup's decode + apply of the same snapshot alone (no TCP, no sender), ms, per round. */
   readonly applyMs: number[];
+  /** The same, this thread's CPU time (process.cpuUsage: what a shared machine's preemption does not inflate), ms, per round. */
+  readonly applyCpuMs: number[];
   /** With the master's work per slice alone, ms: p50, p99, max. */
   readonly big: (SnapshotRun & { readonly slice: [number, number, number] }) | null;
   readonly snapshotBytes: number;
@@ -186,7 +188,7 @@ async function reintegrate(a: ReturnType<typeof layer>, n: number, rounds: numbe
 }
 
 /** The backup's side alone: decode + apply of the snapshot frames of `a` into a fresh layer, in-process, ms. */
-function applyAlone(a: ReturnType<typeof layer>, n: number): number {
+function applyAlone(a: ReturnType<typeof layer>, n: number): { ms: number; cpuMs: number } {
   const own = serviceIndex(a.service);
   const nonce = Buffer.alloc(8);
   const bodies = writeSnapshot([own], false).map((b, i) => encodeFrame({ sender: 1, seq: i + 1, nonce }, b.count, b.bytes));
@@ -194,11 +196,13 @@ function applyAlone(a: ReturnType<typeof layer>, n: number): number {
   const applier = new ReplicaApplier([serviceIndex(b.service)], () => false, { applyRefused: 0 });
   const peer = newPeer(1);
   const t0 = process.hrtime.bigint();
+  const c0 = process.cpuUsage();
   applier.begin({ snapshotSessions: 0, snapshotFlows: 0 }, peer);
   for (const body of bodies) if (!visitFrame(body, applier)) throw new Error('malformed snapshot frame');
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+  const c = process.cpuUsage(c0);
   if (b.table.size !== n || b.flows.size !== n) throw new Error('apply incomplete');
-  return ms;
+  return { ms, cpuMs: (c.user + c.system) / 1000 };
 }
 
 /**
@@ -224,9 +228,12 @@ export async function run(o: ReplicationBenchOptions, progress: (line: string) =
   const a = master(o.sessions);
   const small = await reintegrate(a, o.sessions, o.rounds, progress);
   const applyMs: number[] = [];
+  const applyCpuMs: number[] = [];
   for (let round = 0; round < o.rounds; round++) {
-    applyMs.push(applyAlone(a, o.sessions));
-    progress(`round ${round + 1}: apply alone (decode + tables) of ${o.sessions} sessions + ${o.sessions} flows: ${applyMs.at(-1)!.toFixed(2)} ms`);
+    const alone = applyAlone(a, o.sessions);
+    applyMs.push(alone.ms);
+    applyCpuMs.push(alone.cpuMs);
+    progress(`round ${round + 1}: apply alone (decode + tables) of ${o.sessions} sessions + ${o.sessions} flows: ${alone.ms.toFixed(2)} ms (${alone.cpuMs.toFixed(2)} ms CPU)`);
   }
   let big: (SnapshotRun & { slice: [number, number, number] }) | null = null;
   if (o.big > 0) {
@@ -266,6 +273,7 @@ export async function run(o: ReplicationBenchOptions, progress: (line: string) =
     blockMs: small.blockMs,
     sliceMs: small.sliceMs,
     applyMs,
+    applyCpuMs,
     big,
     snapshotBytes: small.snapshotBytes,
     nsPerChangeReplicated: median(withR),
@@ -289,6 +297,7 @@ export function formatTable(r: ReplicationResult): string {
     row("master's longest snapshot slice (its own work per turn)", r.sliceMs),
     row("master's longest event-loop delay (OS preemption included)", r.blockMs),
     row('apply alone (decode + tables)', r.applyMs),
+    row('apply alone, CPU time', r.applyCpuMs),
   ];
   if (r.big !== null) {
     lines.push(row(`${r.big.sessions} sessions + flows: accept → applied (${r.big.snapshotBytes} bytes), ${r.big.syncMs.length} rounds`, r.big.syncMs));
@@ -321,7 +330,7 @@ export function verdict(r: ReplicationResult): string {
   const bigMs = r.big === null ? null : median(r.big.syncMs);
   const met = sync < TARGET_10K_MS && block < TARGET_BLOCK_MS && (bigMs === null || bigMs < TARGET_BIG_MS);
   const parts = [
-    `${r.sessions} sessions + flows applied ${sync.toFixed(1)} ms after accept (target < ${TARGET_10K_MS}; apply alone ${median(r.applyMs).toFixed(1)} ms)`,
+    `${r.sessions} sessions + flows applied ${sync.toFixed(1)} ms after accept (target < ${TARGET_10K_MS}; apply alone ${median(r.applyMs).toFixed(1)} ms, ${median(r.applyCpuMs).toFixed(1)} ms CPU)`,
     bigMs === null ? 'large snapshot not run' : `${r.big!.sessions} in ${bigMs.toFixed(0)} ms (target < ${TARGET_BIG_MS})`,
     `master's longest snapshot slice ${block.toFixed(1)} ms (target < ${TARGET_BLOCK_MS}; event-loop delay ${delay.toFixed(1)} ms)`,
   ];

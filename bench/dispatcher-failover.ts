@@ -674,16 +674,17 @@ export function formatTakeover(rows: readonly Row[], skipped: readonly string[] 
   return (
     `${lines.join('\n')}\n\nSIGKILL of the master → first reply to a datagram sent after the kill (client sends every 1 ms; no preemption; the killed one restarted as backup between trials). ` +
     `loopback: 127/8 VIP alias; linux: \`ip addr add\` + gratuitous ARP between network namespaces (client, two dispatchers, echo backend on one bridge), ` +
-    `sent by arping started at takeover or through the packet socket opened at start.\n${notes}${linuxVerdict(rows)}`
+    `sent by arping started at takeover or through the packet socket opened at start.\n${notes}${linuxVerdict(rows, skipped)}`
   );
 }
 
 const GARP_LABEL: Record<Garp, string> = { arping: 'arping', auto: 'packet socket' };
 
 /** The linux-takeover-p99 line: the packet socket's p99 with 20 ms adverts against the target, arping's in the same run beside it. */
-export function linuxVerdict(rows: readonly Row[]): string {
+export function linuxVerdict(rows: readonly Row[], skipped: readonly string[] = []): string {
   const linux = rows.filter((r) => r.mode === 'linux' && r.trials > 0);
-  if (linux.length === 0) return '';
+  const skip = skipped.find((x) => x.startsWith('linux'));
+  if (linux.length === 0) return skip === undefined ? '' : `\nTARGET linux-takeover-p99: not met — not measured (${skip})\n`;
   const arm = (garp: Garp, ms: number): Row | undefined => linux.find((r) => r.garp === garp && r.intervalMs === ms);
   const figure = (r: Row): string => `p50 ${r.p50.toFixed(1)} / p99 ${r.p99.toFixed(1)} ms over ${r.trials} trials`;
   const parts: string[] = [];

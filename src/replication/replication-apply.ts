@@ -96,7 +96,8 @@ export class ForeignIndex {
       this.sSid = grownF64(this.sSid, slot, -1);
       this.sGen = grownI32(this.sGen, slot);
     }
-    if (this.sHandle[slot] !== h || this.sOwner[slot] === 0) this.sessions++;
+    // Counted per slot: a mark left for an earlier session of the slot is replaced, not added to.
+    if (this.sOwner[slot] === 0) this.sessions++;
     this.sOwner[slot] = tag;
     this.sHandle[slot] = h;
     this.sSid[slot] = sid;

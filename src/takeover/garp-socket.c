@@ -95,64 +95,6 @@ static int open_here(const char *name, size_t len, unsigned *ifindex, unsigned c
   return fd;
 }
 
-static napi_value js_open(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  char name[IFNAMSIZ];
-  size_t len = 0;
-  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok || len == 0 || len >= IFNAMSIZ - 1) {
-    napi_throw_type_error(env, NULL, "open(ifname, netns?): expected an interface name");
-    return NULL;
-  }
-  char ns[256];
-  size_t nslen = 0;
-  napi_valuetype t = napi_undefined;
-  if (argc >= 2) napi_typeof(env, argv[1], &t);
-  if (t == napi_string && (napi_get_value_string_utf8(env, argv[1], ns, sizeof ns, &nslen) != napi_ok || nslen == 0 || nslen >= sizeof ns - 1)) {
-    napi_throw_type_error(env, NULL, "open(ifname, netns?): expected a namespace path");
-    return NULL;
-  }
-  unsigned ifindex = 0;
-  unsigned char mac[6];
-  const char *what = "";
-  int fd;
-  if (t == napi_string) {
-    int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (self < 0) return fail(env, "open(/proc/thread-self/ns/net)", errno);
-    int target = open(ns, O_RDONLY | O_CLOEXEC);
-    if (target < 0) {
-      int err = errno;
-      close(self);
-      return fail(env, "open(netns)", err);
-    }
-    if (setns(target, CLONE_NEWNET) < 0) {
-      int err = errno;
-      close(self);
-      close(target);
-      return fail(env, "setns(netns)", err);
-    }
-    fd = open_here(name, len, &ifindex, mac, &what);
-    /* Back to this thread's own namespace, whatever happened: the rest of the process lives there. */
-    if (setns(self, CLONE_NEWNET) < 0) abort();
-    close(self);
-    close(target);
-  } else {
-    fd = open_here(name, len, &ifindex, mac, &what);
-  }
-  if (fd < 0) return fail(env, what, -fd);
-  napi_value result, vfd, vindex, vmac;
-  void *data = NULL;
-  napi_create_object(env, &result);
-  napi_create_int32(env, fd, &vfd);
-  napi_create_int32(env, (int32_t)ifindex, &vindex);
-  napi_create_buffer_copy(env, 6, mac, &data, &vmac);
-  napi_set_named_property(env, result, "fd", vfd);
-  napi_set_named_property(env, result, "ifindex", vindex);
-  napi_set_named_property(env, result, "mac", vmac);
-  return result;
-}
-
 /* Enters the network namespace at `path` on this thread; returns the fd of the one it left, or -errno. */
 static int enter_netns(const char *path, const char **what) {
   int self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -182,6 +124,49 @@ static void leave_netns(int self) {
   /* Back to this thread's own namespace: the rest of the process lives there. */
   if (setns(self, CLONE_NEWNET) < 0) abort();
   close(self);
+}
+
+static napi_value js_open(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  char name[IFNAMSIZ];
+  size_t len = 0;
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len) != napi_ok || len == 0 || len >= IFNAMSIZ - 1) {
+    napi_throw_type_error(env, NULL, "open(ifname, netns?): expected an interface name");
+    return NULL;
+  }
+  char ns[256];
+  size_t nslen = 0;
+  napi_valuetype t = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &t);
+  if (t == napi_string && (napi_get_value_string_utf8(env, argv[1], ns, sizeof ns, &nslen) != napi_ok || nslen == 0 || nslen >= sizeof ns - 1)) {
+    napi_throw_type_error(env, NULL, "open(ifname, netns?): expected a namespace path");
+    return NULL;
+  }
+  unsigned ifindex = 0;
+  unsigned char mac[6];
+  const char *what = "";
+  int fd;
+  if (t == napi_string) {
+    int self = enter_netns(ns, &what);
+    if (self < 0) return fail(env, what, -self);
+    fd = open_here(name, len, &ifindex, mac, &what);
+    leave_netns(self);
+  } else {
+    fd = open_here(name, len, &ifindex, mac, &what);
+  }
+  if (fd < 0) return fail(env, what, -fd);
+  napi_value result, vfd, vindex, vmac;
+  void *data = NULL;
+  napi_create_object(env, &result);
+  napi_create_int32(env, fd, &vfd);
+  napi_create_int32(env, (int32_t)ifindex, &vindex);
+  napi_create_buffer_copy(env, 6, mac, &data, &vmac);
+  napi_set_named_property(env, result, "fd", vfd);
+  napi_set_named_property(env, result, "ifindex", vindex);
+  napi_set_named_property(env, result, "mac", vmac);
+  return result;
 }
 
 static napi_value js_netlink(napi_env env, napi_callback_info info) {

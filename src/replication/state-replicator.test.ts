@@ -248,7 +248,7 @@ test('replication: a peer that stops reading is paused at the buffer cap, then c
   const a = layer();
   const deaf = await deafPeer(t);
   const cap = 64 * 1024;
-  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: deaf.port }], { maxBufferBytes: cap, lagTimeoutMs: 300 });
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: deaf.port }], { maxBufferBytes: cap, lagTimeoutMs: 1500 });
   await until('streaming to the deaf peer', () => ra.stats().peersStreaming === 1);
   // ~40 bytes per open with its key: 10 000 opens are ~6 x the cap.
   let opened = 0;
@@ -261,7 +261,8 @@ test('replication: a peer that stops reading is paused at the buffer cap, then c
   const sent = ra.stats().bytesSent;
   for (let i = 0; i < 1000; i++) a.sessions.route(`later-${i}-xxxxxxxxxxxx`);
   await new Promise((r) => setTimeout(r, 20));
-  assert.equal(ra.stats().bytesSent, sent, 'nothing more written to the paused peer');
+  // (Unless the lag timeout already cut it on a very slow machine: then the redial's snapshot was written.)
+  if (ra.stats().lagCuts === 0) assert.equal(ra.stats().bytesSent, sent, 'nothing more written to the paused peer');
   await until('cut after lagTimeoutMs without an acknowledgement', () => ra.stats().lagCuts === 1);
   await until('redialled (a new snapshot follows)', () => deaf.sockets.length >= 2);
 });

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { SippStats } from '../test/helpers/sipp.js';
 import { which } from './lib/procs.js';
-import { SIP_DEFAULTS, callNumber, countAtKill, formatSip, formatTakeover, optionsFromEnv, runSip, type SipOptions, type SipRow } from './dispatcher-failover.js';
+import { SIP_DEFAULTS, callNumber, countAtKill, formatSip, formatTakeover, linuxVerdict, optionsFromEnv, runSip, type SipOptions, type SipRow } from './dispatcher-failover.js';
 
 function row(atMs: number, created: number, current: number, failed: number): SippStats {
   return {
@@ -69,6 +69,26 @@ test('takeover modes: both by default, a chosen list, a clear error; one table r
   );
   assert.match(text, /\| loopback \| 20 ms \| 30 \| 0 \| 70\.0 \| 82\.4 \| 82\.4 \|/);
   assert.match(text, /linux mode skipped: needs root/);
+});
+
+test('linux takeover arms: a row per gratuitous-ARP sender, the TARGET line from the packet socket with 20 ms adverts, arping beside it; BENCH_QUICK', () => {
+  assert.deepEqual(optionsFromEnv({}).garps, ['arping', 'auto']);
+  assert.deepEqual(optionsFromEnv({ BENCH_HA_GARP: 'auto' }).garps, ['auto']);
+  assert.throws(() => optionsFromEnv({ BENCH_HA_GARP: 'raw' }), /BENCH_HA_GARP: expected a list of arping, auto, received "raw"/);
+  const q = optionsFromEnv({ BENCH_QUICK: '1' });
+  assert.deepEqual([q.parts, q.modes, q.intervalsMs, q.trials], [['takeover'], ['linux'], [20, 5], 5]);
+  const rows = [
+    { mode: 'linux' as const, garp: 'arping' as const, intervalMs: 20, trials: 5, lost: 0, p50: 140, p99: 170, max: 170 },
+    { mode: 'linux' as const, garp: 'auto' as const, intervalMs: 20, trials: 5, lost: 0, p50: 66, p99: 85, max: 85 },
+  ];
+  const text = formatTakeover(rows);
+  assert.match(text, /\| linux \(packet socket\) \| 20 ms \| 5 \| 0 \| 66\.0 \| 85\.0 \| 85\.0 \|/);
+  assert.match(text, /\| linux \(arping\) \| 20 ms \|/);
+  assert.match(text, /TARGET linux-takeover-p99: met — 20 ms adverts: packet socket p50 66\.0 \/ p99 85\.0 ms over 5 trials, arping p50 140\.0 \/ p99 170\.0 ms over 5 trials \(p99 0\.50x arping's\)/);
+  assert.match(linuxVerdict([{ ...rows[1]!, p99: 120 }]), /TARGET linux-takeover-p99: not met — /);
+  assert.match(linuxVerdict([{ ...rows[1]!, lost: 1 }]), /not met/, 'a trial with no reply is not a met target');
+  assert.match(linuxVerdict([], ['linux mode skipped: needs root']), /^\nTARGET linux-takeover-p99: not met — not measured \(linux mode skipped: needs root\)/);
+  assert.equal(linuxVerdict([]), '');
 });
 
 test('formatSip: one row per rate and case, the loss ratio and the target verdict over the replicated runs', () => {

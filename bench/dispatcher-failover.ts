@@ -8,7 +8,11 @@
  * trial SIGKILLs the master and measures, on the client, the time from the kill to the first reply
  * to a datagram sent after it (only the new master can have forwarded it); the killed dispatcher is
  * then restarted as a backup without preemption, and the next trial kills the other one. p50/p99
- * over BENCH_HA_TRIALS trials per advert interval.
+ * over BENCH_HA_TRIALS trials per advert interval. Linux mode runs once per BENCH_HA_GARP sender
+ * (`arping`: a process started at takeover, the old way; `auto`: the packet socket opened at start,
+ * issue 17 item 4), each interval's two arms one after the other, and ends with
+ * `TARGET linux-takeover-p99: met|not met — …` (p99 under 100 ms with 20 ms adverts, the packet socket).
+ * BENCH_QUICK=1: linux takeover only, 20 and 5 ms adverts, 5 trials, both senders (under 50 s here).
  *
  * `sip`: the SIP ALG paper's experiment (seed 004, section 3): sipp's built-in uac (INVITE with SDP,
  * ACK, `-d` pause, BYE) places calls through the VIP at each rate into three sipp uas (uas-481.xml:
@@ -18,7 +22,7 @@
  * no standby), `no-replication` (a standby with `replicateState: false`: it takes the VIP, not the
  * calls' pins) and `replication` (a standby with the state replicated).
  *
- *   node dist/bench/dispatcher-failover.js   (BENCH_HA_PARTS=takeover,sip; BENCH_HA_MODES=loopback,linux; BENCH_HA_TRIALS=30,
+ *   node dist/bench/dispatcher-failover.js   (BENCH_HA_PARTS=takeover,sip; BENCH_HA_MODES=loopback,linux; BENCH_HA_GARP=arping,auto; BENCH_HA_TRIALS=30,
  *     BENCH_HA_INTERVALS=20,10,5; BENCH_HA_SIP_RATES=50,100,200, BENCH_HA_SIP_CASES=none,no-replication,replication,
  *     BENCH_HA_SIP_CALL_MS=2500, BENCH_HA_SIP_SECONDS=6, BENCH_HA_SIP_RECV_TIMEOUT_MS=3000,
  *     BENCH_HA_SIP_INTERVAL_MS=20, BENCH_HA_SIP_NO_RETRANS=1 for the paper's uac without retransmissions)
@@ -39,6 +43,11 @@ export type Part = (typeof PARTS)[number];
 /** Takeover modes of the `takeover` part: the 127/8 alias, or `ip addr add` + gratuitous ARP in namespaces. */
 export const MODES = ['loopback', 'linux'] as const;
 export type Mode = (typeof MODES)[number];
+/** Linux mode's gratuitous-ARP senders (groups[].garp). */
+export const GARPS = ['arping', 'auto'] as const;
+export type Garp = (typeof GARPS)[number];
+/** Issue 17 item 4: linux-mode takeover p99 with 20 ms adverts under this. */
+export const LINUX_TARGET_P99_MS = 100;
 /** The paper's three failure cases (seed 004, section 3: i, ii, iii). */
 export const SIP_CASES = ['none', 'no-replication', 'replication'] as const;
 export type SipCase = (typeof SIP_CASES)[number];
@@ -63,6 +72,8 @@ export interface Options {
   parts: Part[];
   /** Takeover modes of the `takeover` part (linux mode skipped, with the reason, when not root or without ip/arping). */
   modes: Mode[];
+  /** Linux mode: one arm per sender. */
+  garps: Garp[];
   trials: number;
   intervalsMs: number[];
   sip: SipOptions;
@@ -88,7 +99,8 @@ function listOf<T extends string>(name: string, text: string | undefined, allowe
 }
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
-  const list = (env['BENCH_HA_INTERVALS'] ?? '20,10,5').split(',').map(Number).filter((n) => n >= 5);
+  const quick = env['BENCH_QUICK'] === '1';
+  const list = (env['BENCH_HA_INTERVALS'] ?? (quick ? '20,5' : '20,10,5')).split(',').map(Number).filter((n) => n >= 5);
   const ratesText = env['BENCH_HA_SIP_RATES'];
   let rates = SIP_DEFAULTS.rates;
   if (ratesText !== undefined && ratesText.trim() !== '') {
@@ -99,9 +111,10 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
     });
   }
   return {
-    parts: listOf('BENCH_HA_PARTS', env['BENCH_HA_PARTS'], PARTS) ?? [...PARTS],
-    modes: listOf('BENCH_HA_MODES', env['BENCH_HA_MODES'], MODES) ?? [...MODES],
-    trials: envInt(env, 'BENCH_HA_TRIALS', 1) ?? 30,
+    parts: listOf('BENCH_HA_PARTS', env['BENCH_HA_PARTS'], PARTS) ?? (quick ? ['takeover'] : [...PARTS]),
+    modes: listOf('BENCH_HA_MODES', env['BENCH_HA_MODES'], MODES) ?? (quick ? ['linux'] : [...MODES]),
+    garps: listOf('BENCH_HA_GARP', env['BENCH_HA_GARP'], GARPS) ?? [...GARPS],
+    trials: envInt(env, 'BENCH_HA_TRIALS', 1) ?? (quick ? 5 : 30),
     intervalsMs: list.length > 0 ? list : [20],
     sip: {
       rates,
@@ -117,6 +130,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
 
 export interface Row {
   mode: Mode;
+  /** Linux mode: the gratuitous-ARP sender. */
+  garp?: Garp;
   intervalMs: number;
   /** Trials with a reply after the kill (the figures are over these). */
   trials: number;
@@ -448,7 +463,7 @@ process.stdin.on('end', () => process.exit(0));`;
  * namespaces (hence bridge and veths) and every process are removed on every path, an exit hook
  * included.
  */
-async function runLinuxInterval(intervalMs: number, trials: number): Promise<Row> {
+async function runLinuxInterval(intervalMs: number, trials: number, garp: Garp): Promise<Row> {
   const tag = randomBytes(3).toString('hex');
   const made: string[] = [];
   const dropAll = (): void => {
@@ -512,6 +527,7 @@ async function runLinuxInterval(intervalMs: number, trials: number): Promise<Row
         vip: `${vip}/24`,
         takeover: 'linux',
         interface: d[i]!.iface,
+        garp,
         services: [
           {
             name: 'echo',
@@ -593,7 +609,7 @@ async function runLinuxInterval(intervalMs: number, trials: number): Promise<Row
       await start(master);
       await nodes[master]!.waitFor('backup', 0, HA_WAIT_MS);
       await nodes[master]!.waitFor('synced', 0, HA_WAIT_MS);
-      process.stderr.write(`dispatcher-failover linux ${intervalMs} ms adverts: trial ${trial + 1}/${trials}: ${line === null ? 'no reply' : `${Number(line.slice(4)).toFixed(1)} ms`} (VIP taken in the new master's log ${taken.time - killWall} ms after the kill)\n`);
+      process.stderr.write(`dispatcher-failover linux (${garp}) ${intervalMs} ms adverts: trial ${trial + 1}/${trials}: ${line === null ? 'no reply' : `${Number(line.slice(4)).toFixed(1)} ms`} (VIP taken in the new master's log ${taken.time - killWall} ms after the kill)\n`);
     }
   } finally {
     if (client && client.exitCode === null && client.signalCode === null) {
@@ -610,7 +626,7 @@ async function runLinuxInterval(intervalMs: number, trials: number): Promise<Row
   }
   if (flaps > 0) process.stderr.write(`dispatcher-failover linux ${intervalMs} ms adverts: ${flaps} restart(s) where the group changed master before a trial (waited for one master)\n`);
   const sorted = gaps.sort((x, y) => x - y);
-  return { mode: 'linux', intervalMs, trials: sorted.length, lost, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.at(-1) ?? NaN };
+  return { mode: 'linux', garp, intervalMs, trials: sorted.length, lost, p50: quantile(sorted, 0.5), p99: quantile(sorted, 0.99), max: sorted.at(-1) ?? NaN };
 }
 
 export interface Report {
@@ -631,7 +647,7 @@ export async function run(o: Options): Promise<Report> {
       if (why !== null) {
         skipped.push(`linux mode skipped: ${why}`);
         process.stderr.write(`dispatcher-failover: linux mode skipped: ${why}\n`);
-      } else for (const ms of o.intervalsMs) takeover.push(await runLinuxInterval(ms, o.trials));
+      } else for (const ms of o.intervalsMs) for (const garp of o.garps) takeover.push(await runLinuxInterval(ms, o.trials, garp));
     }
   }
   const sip = o.parts.includes('sip') ? await runSip(o.sip) : [];
@@ -652,13 +668,36 @@ export function formatTakeover(rows: readonly Row[], skipped: readonly string[] 
   const lines = [
     '| takeover | advert interval | trials | no reply | p50 ms | p99 ms | max ms |',
     '|---|---:|---:|---:|---:|---:|---:|',
-    ...rows.map((r) => `| ${r.mode} | ${r.intervalMs} ms | ${r.trials} | ${r.lost} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} |`),
+    ...rows.map((r) => `| ${r.mode}${r.garp === undefined ? '' : ` (${GARP_LABEL[r.garp]})`} | ${r.intervalMs} ms | ${r.trials} | ${r.lost} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} |`),
   ];
   const notes = skipped.map((s) => `${s}\n`).join('');
   return (
     `${lines.join('\n')}\n\nSIGKILL of the master → first reply to a datagram sent after the kill (client sends every 1 ms; no preemption; the killed one restarted as backup between trials). ` +
-    `loopback: 127/8 VIP alias; linux: \`ip addr add\` + gratuitous ARP between network namespaces (client, two dispatchers, echo backend on one bridge).\n${notes}`
+    `loopback: 127/8 VIP alias; linux: \`ip addr add\` + gratuitous ARP between network namespaces (client, two dispatchers, echo backend on one bridge), ` +
+    `sent by arping started at takeover or through the packet socket opened at start.\n${notes}${linuxVerdict(rows, skipped)}`
   );
+}
+
+const GARP_LABEL: Record<Garp, string> = { arping: 'arping', auto: 'packet socket' };
+
+/** The linux-takeover-p99 line: the packet socket's p99 with 20 ms adverts against the target, arping's in the same run beside it. */
+export function linuxVerdict(rows: readonly Row[], skipped: readonly string[] = []): string {
+  const linux = rows.filter((r) => r.mode === 'linux' && r.trials > 0);
+  const skip = skipped.find((x) => x.startsWith('linux'));
+  if (linux.length === 0) return skip === undefined ? '' : `\nTARGET linux-takeover-p99: not met — not measured (${skip})\n`;
+  const arm = (garp: Garp, ms: number): Row | undefined => linux.find((r) => r.garp === garp && r.intervalMs === ms);
+  const figure = (r: Row): string => `p50 ${r.p50.toFixed(1)} / p99 ${r.p99.toFixed(1)} ms over ${r.trials} trials`;
+  const parts: string[] = [];
+  for (const ms of [...new Set(linux.map((r) => r.intervalMs))]) {
+    const auto = arm('auto', ms);
+    const old = arm('arping', ms);
+    if (auto && old) parts.push(`${ms} ms adverts: packet socket ${figure(auto)}, arping ${figure(old)} (p99 ${(auto.p99 / old.p99).toFixed(2)}x arping's)`);
+    else if (auto ?? old) parts.push(`${ms} ms adverts: ${GARP_LABEL[(auto ?? old)!.garp!]} ${figure((auto ?? old)!)}`);
+  }
+  const target = arm('auto', 20);
+  const verdict = target === undefined ? 'not met' : target.p99 < LINUX_TARGET_P99_MS && target.lost === 0 ? 'met' : 'not met';
+  const lead = target === undefined ? 'not measured with 20 ms adverts and the packet socket; ' : '';
+  return `\nTARGET linux-takeover-p99: ${verdict} — ${lead}${parts.join('; ')} (target p99 < ${LINUX_TARGET_P99_MS} ms with 20 ms adverts)\n`;
 }
 
 export function formatSip(rows: readonly SipRow[], o: SipOptions): string {

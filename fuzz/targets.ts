@@ -105,6 +105,7 @@ export const TARGETS: readonly FuzzTarget[] = [
       encodeFrame({ sender: 1, seq: 1, nonce: Buffer.alloc(8, 1) }, 1, Buffer.from([0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])),
       encodeFrame({ sender: 2, seq: 7, nonce: Buffer.alloc(8, 2) }, 1, Buffer.from([0x0b, 0, 0, 0, 5])),
       encodeFrame({ sender: 3, seq: 9, nonce: Buffer.alloc(8, 3) }, 1, Buffer.from([0x0c])),
+      encodeFrame({ sender: 4, seq: 2, nonce: Buffer.alloc(8, 4), epoch: 3 }, 1, Buffer.from([0x0d, 0, 1, 0, 0, 0, 5, 0, 0, 0, 7])),
     ],
     check(input) {
       decodeFrame(input);

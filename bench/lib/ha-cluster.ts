@@ -31,6 +31,8 @@ export interface HaNodeOptions {
   vip: string;
   takeover?: 'loopback' | 'linux';
   interface?: string;
+  /** linux: how gratuitous ARPs go out (groups[].garp; default the product's, auto). */
+  garp?: 'auto' | 'arping';
   /** Full service configs (their listen on the VIP); all move with the group. */
   services: Record<string, unknown>[];
   /** Extra top-level config keys (e.g. replication settings). */
@@ -61,7 +63,7 @@ export function haConfig(o: HaNodeOptions): string {
         listen: o.listen,
         peers: o.peers,
         services: o.services.map((s) => s['name']),
-        ...(o.takeover === 'linux' ? { garpDelayMs: 0 } : {}),
+        ...(o.takeover === 'linux' ? { garpDelayMs: 0, ...(o.garp ? { garp: o.garp } : {}) } : {}),
       },
     ],
     services: o.services,

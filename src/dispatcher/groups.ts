@@ -152,6 +152,8 @@ export async function startGroups(
   const node = config.dispatcher.id;
   const transports = new Map<string, ElectionTransport>();
   const running: Running[] = [];
+  /** Linux-mode VIPs: their packet sockets close with the groups. */
+  const linuxVips: LinuxTakeover[] = [];
   // One replicator per election `listen` (its TCP twin), carrying every replicated group's services
   // there, in configuration order (the same order on every dispatcher of the group).
   const replicators = new Map<string, StateReplicator>();
@@ -159,9 +161,12 @@ export async function startGroups(
     if (!g.replicateState || replicators.has(g.listen)) continue;
     const same = config.groups.filter((x) => x.listen === g.listen && x.replicateState);
     const peers = [...new Set(same.flatMap((x) => x.peers))].map((p) => parseHostPort(p)!);
+    // The replicator's epoch: the highest any of its groups' elections knows (frames from a sender
+    // behind it are refused; state-replicator.ts).
+    const epoch = (): number => running.reduce((m, r) => (r.config.listen === g.listen && r.election.epoch > m ? r.election.epoch : m), 0);
     replicators.set(
       g.listen,
-      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock }),
+      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock, epoch }),
     );
   }
   try {
@@ -194,9 +199,14 @@ export async function startGroups(
           interface: g.interface!,
           garpCount: g.garpCount,
           garpDelayMs: g.garpDelayMs,
+          garp: g.garp,
           clock,
           onError: (err) => logger?.warn({ group: g.name, err: err.message }, 'gratuitous ARP failed'),
         });
+        const a = vip.announcer;
+        if (a.via === 'packet-socket') logger?.info({ group: g.name, interface: g.interface }, `group ${g.name}: gratuitous ARP through a packet socket`);
+        else logger?.warn({ group: g.name, interface: g.interface, reason: a.reason }, `group ${g.name}: gratuitous ARP through arping (${a.reason})`);
+        linuxVips.push(vip);
         takeover = new LinuxServiceTakeover(vip, address, serviceBinds);
       }
       let election: Election | null = null;
@@ -211,6 +221,7 @@ export async function startGroups(
       running.push(r);
     }
   } catch (err) {
+    for (const v of linuxVips) v.close();
     await Promise.all([...transports.values()].map((t) => t.close()));
     await Promise.all([...replicators.values()].map((r) => r.close()));
     throw err;
@@ -284,6 +295,7 @@ export async function startGroups(
       closing ??= (async () => {
         for (const r of running) r.election.stop();
         await Promise.allSettled(running.map((r) => r.takeover.release()));
+        for (const v of linuxVips) v.close();
         // Lets the priority-0 adverts leave before their sockets close.
         await new Promise<void>((resolve) => clock.setTimeout(resolve, RESIGN_FLUSH_MS));
         await Promise.all([...transports.values()].map((t) => t.close()));

@@ -8,7 +8,7 @@ import type { Backend } from '../core/backend.js';
 import type { RelayChange, RelayPortState } from '../media/index.js';
 import { addressKey, addressOf, NO_FLOW, type FlowHandle, type FlowProto, type FlowRole, type FlowTable } from '../sessions/flow-table.js';
 import type { SessionRouter } from '../sessions/session-router.js';
-import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
+import { NO_SESSION, sessionSlot, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
 import { NO_SID, type OpVisitor, type WireAddress } from '../wire/replication-frame.js';
 
 export interface ReplicatedService {
@@ -29,37 +29,198 @@ export interface ReplicatedRelay {
   restore(ports: readonly RelayPortState[]): void;
 }
 
-/** One session a peer replicated here: in its peer's `sessions` (by sid) and its service's `foreignSessions` (by local handle). */
-export interface SessionReplica {
-  readonly peer: PeerState;
-  /** The peer's session handle. */
-  readonly sid: number;
-  readonly service: number;
-  readonly local: SessionHandle;
-  /** The peer's snapshot generation that last sent it. */
-  gen: number;
+/** Slots an index array starts with; then doubled as needed, up to its bound. */
+const INITIAL_SLOTS = 1024;
+
+function grownF64(a: Float64Array, need: number, fill: number): Float64Array<ArrayBuffer> {
+  let n = Math.max(a.length, INITIAL_SLOTS);
+  while (n <= need) n *= 2;
+  const b = new Float64Array(n);
+  b.set(a);
+  b.fill(fill, a.length);
+  return b;
 }
 
-/** One flow a peer replicated here: in its peer's `flows` (by `key`) and its service's `foreignFlows` (by local handle). */
-export interface FlowReplica {
-  readonly peer: PeerState;
-  /** flowKey(service, local). */
-  readonly key: number;
-  readonly service: number;
-  readonly local: FlowHandle;
-  gen: number;
+function grownI32(a: Int32Array, need: number): Int32Array<ArrayBuffer> {
+  let n = Math.max(a.length, INITIAL_SLOTS);
+  while (n <= need) n *= 2;
+  const b = new Int32Array(n);
+  b.set(a);
+  return b;
+}
+
+/**
+ * Which local sessions and flows of one service are replicas, and of which peer (its tag, id + 1;
+ * 0: our own), with the peer's sid and the snapshot generation that last sent them: typed arrays
+ * indexed by local slot (a session handle's slot, sessionSlot(); a flow handle is its slot), so a
+ * replicated session or flow costs no object and no map entry (issue 17 item 3). Bounded by the
+ * local tables' capacities.
+ */
+export class ForeignIndex {
+  /** By session slot: owner tag (0: own). */
+  private sOwner = new Int32Array(0);
+  /** By session slot: the local handle the mark is for (a later session in the slot is not marked). */
+  private sHandle = new Float64Array(0);
+  private sSid = new Float64Array(0);
+  private sGen = new Int32Array(0);
+  /** By flow handle: owner tag (0: own). */
+  private fOwner = new Int32Array(0);
+  private fGen = new Int32Array(0);
+  /** Marked sessions and flows. */
+  sessions = 0;
+  flows = 0;
+  /** One past the highest slot ever marked (scans stop there). */
+  private sUsed = 0;
+  private fUsed = 0;
+
+  /** The tag of the peer whose replica session `h` is, or 0 (own, or not open). */
+  sessionOwner(h: SessionHandle): number {
+    const slot = sessionSlot(h);
+    return slot < this.sUsed && this.sHandle[slot] === h ? this.sOwner[slot]! : 0;
+  }
+
+  isSession(h: SessionHandle): boolean {
+    return this.sessionOwner(h) !== 0;
+  }
+
+  /** The owner's sid of a replica session (call after sessionOwner() said it is one). */
+  sid(h: SessionHandle): number {
+    return this.sSid[sessionSlot(h)]!;
+  }
+
+  markSession(h: SessionHandle, tag: number, sid: number, gen: number): void {
+    const slot = sessionSlot(h);
+    if (slot >= this.sOwner.length) {
+      this.sOwner = grownI32(this.sOwner, slot);
+      this.sHandle = grownF64(this.sHandle, slot, -1);
+      this.sSid = grownF64(this.sSid, slot, -1);
+      this.sGen = grownI32(this.sGen, slot);
+    }
+    // Counted per slot: a mark left for an earlier session of the slot is replaced, not added to.
+    if (this.sOwner[slot] === 0) this.sessions++;
+    this.sOwner[slot] = tag;
+    this.sHandle[slot] = h;
+    this.sSid[slot] = sid;
+    this.sGen[slot] = gen;
+    if (slot >= this.sUsed) this.sUsed = slot + 1;
+  }
+
+  /** Sets a replica session's generation (it was sent again). */
+  touchSession(h: SessionHandle, gen: number): void {
+    this.sGen[sessionSlot(h)] = gen;
+  }
+
+  unmarkSession(h: SessionHandle): void {
+    const slot = sessionSlot(h);
+    if (slot >= this.sUsed || this.sHandle[slot] !== h || this.sOwner[slot] === 0) return;
+    this.sOwner[slot] = 0;
+    this.sHandle[slot] = -1;
+    this.sessions--;
+  }
+
+  flowOwner(h: FlowHandle): number {
+    return h >= 0 && h < this.fUsed ? this.fOwner[h]! : 0;
+  }
+
+  isFlow(h: FlowHandle): boolean {
+    return this.flowOwner(h) !== 0;
+  }
+
+  markFlow(h: FlowHandle, tag: number, gen: number): void {
+    if (h >= this.fOwner.length) {
+      this.fOwner = grownI32(this.fOwner, h);
+      this.fGen = grownI32(this.fGen, h);
+    }
+    if (this.fOwner[h] === 0) this.flows++;
+    this.fOwner[h] = tag;
+    this.fGen[h] = gen;
+    if (h >= this.fUsed) this.fUsed = h + 1;
+  }
+
+  unmarkFlow(h: FlowHandle): void {
+    if (h < 0 || h >= this.fUsed || this.fOwner[h] === 0) return;
+    this.fOwner[h] = 0;
+    this.flows--;
+  }
+
+  /** Every replica session (its local handle, owner tag, sid and generation); `fn` may unmark it. */
+  forEachSession(fn: (h: SessionHandle, tag: number, sid: number, gen: number) => void): void {
+    for (let slot = 0; slot < this.sUsed; slot++) {
+      const tag = this.sOwner[slot]!;
+      if (tag !== 0) fn(this.sHandle[slot]!, tag, this.sSid[slot]!, this.sGen[slot]!);
+    }
+  }
+
+  /** Every replica flow (its handle, owner tag and generation); `fn` may unmark it. */
+  forEachFlow(fn: (h: FlowHandle, tag: number, gen: number) => void): void {
+    for (let h = 0; h < this.fUsed; h++) {
+      const tag = this.fOwner[h]!;
+      if (tag !== 0) fn(h, tag, this.fGen[h]!);
+    }
+  }
+
+  /** Nothing here is a replica any more (adopt()). */
+  clear(): void {
+    this.sOwner.fill(0, 0, this.sUsed);
+    this.sHandle.fill(-1, 0, this.sUsed);
+    this.fOwner.fill(0, 0, this.fUsed);
+    this.sessions = 0;
+    this.flows = 0;
+    this.sUsed = 0;
+    this.fUsed = 0;
+  }
+}
+
+/**
+ * What one peer replicated here in one service: its sessions by the slot of its sid (the peer's own
+ * handle, sessionSlot()), each with the local handle of the replica, and its relay ports by sid.
+ */
+export class PeerService {
+  /** By sid slot: the whole sid (-1: none). */
+  sid = new Float64Array(0);
+  /** By sid slot: the local handle of its replica. */
+  local = new Float64Array(0);
+  readonly relays = new Map<number, Map<number, RelayRecord>>();
+
+  /** The local handle of the peer's session `sid`, or NO_SESSION. */
+  localOf(sid: number): SessionHandle {
+    const slot = sessionSlot(sid);
+    return slot < this.sid.length && this.sid[slot] === sid ? this.local[slot]! : NO_SESSION;
+  }
+
+  set(sid: number, local: SessionHandle): void {
+    const slot = sessionSlot(sid);
+    if (slot >= this.sid.length) {
+      this.sid = grownF64(this.sid, slot, -1);
+      this.local = grownF64(this.local, slot, -1);
+    }
+    this.sid[slot] = sid;
+    this.local[slot] = local;
+  }
+
+  forget(sid: number): void {
+    const slot = sessionSlot(sid);
+    if (slot < this.sid.length && this.sid[slot] === sid) this.sid[slot] = -1;
+    this.relays.delete(sid);
+  }
 }
 
 /** What one peer replicated here, kept across its reconnections (the next snapshot reconciles it). */
 export interface PeerState {
   readonly id: number;
-  /** By the peer's session handle. */
-  readonly sessions: Map<number, SessionReplica>;
-  /** By flowKey(service, local flow handle). */
-  readonly flows: Map<number, FlowReplica>;
-  /** Relay ports, by the peer's session handle, then relay port. */
-  readonly relays: Map<number, Map<number, RelayRecord>>;
+  /** id + 1: its mark in the services' ForeignIndex. */
+  readonly tag: number;
+  /** By service index. */
+  readonly services: (PeerService | undefined)[];
   gen: number;
+}
+
+export function newPeer(id: number): PeerState {
+  return { id, tag: id + 1, services: [], gen: 0 };
+}
+
+export function peerService(peer: PeerState, service: number): PeerService {
+  return (peer.services[service] ??= new PeerService());
 }
 
 export interface RelayRecord {
@@ -72,11 +233,14 @@ export interface RelayRecord {
   gen: number;
 }
 
-/** Per service: local handles of foreign state → its replica record (owner, and the key it is known by there). */
+/** Per service: which of its local sessions and flows are replicas, and of whom. */
 export interface ServiceIndex {
   readonly svc: ReplicatedService;
-  readonly foreignSessions: Map<SessionHandle, SessionReplica>;
-  readonly foreignFlows: Map<FlowHandle, FlowReplica>;
+  readonly foreign: ForeignIndex;
+}
+
+export function serviceIndex(svc: ReplicatedService): ServiceIndex {
+  return { svc, foreign: new ForeignIndex() };
 }
 
 /** What a snapshot in progress has counted so far (an incoming link). */
@@ -88,12 +252,13 @@ export interface SnapshotCounts {
 /**
  * Applies peers' ops to the local tables of the replicated services. It is the frame decoder's
  * visitor (wire/replication-frame.ts visitFrame): each op goes from the bytes straight into the
- * tables, with one record per replicated session or flow and no object per op. Call begin() with the
+ * tables and into typed arrays by slot (ForeignIndex, PeerService): no object and no map entry per
+ * op, per session or per flow. Call begin() with the
  * incoming link and its peer before handing it a frame.
  */
 export class ReplicaApplier implements OpVisitor {
   private link: SnapshotCounts = { snapshotSessions: 0, snapshotFlows: 0 };
-  private peer: PeerState = { id: -1, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
+  private peer: PeerState = newPeer(-1);
 
   constructor(
     private readonly index: readonly ServiceIndex[],
@@ -105,6 +270,8 @@ export class ReplicaApplier implements OpVisitor {
      * announced (the caller reports the peer synced).
      */
     private readonly onSnapshotEnd: (link: SnapshotCounts, peer: PeerState, sessions: number, flows: number) => void = () => {},
+    /** Every peer that replicated here, by id: a session moving from one peer to another is forgotten by the first. */
+    private readonly peers: ReadonlyMap<number, PeerState> = new Map(),
   ) {}
 
   /** The ops that follow are `peer`'s, received on `link`. */
@@ -130,53 +297,63 @@ export class ReplicaApplier implements OpVisitor {
     if (ix === undefined) return;
     const peer = this.peer;
     const table = ix.svc.sessions.table;
-    const known = this.replica(service, sid);
-    if (known !== undefined && table.isOpen(known.local)) {
-      if (table.backend(known.local) !== backend) table.repin(known.local, backend);
-      known.gen = peer.gen;
+    const foreign = ix.foreign;
+    // A sid whose slot is beyond what our table could hold twice over is refused (bounds the index).
+    if (sessionSlot(sid) >= 2 * table.capacity + INITIAL_SLOTS) {
+      this.stats.applyRefused++;
       return;
     }
-    let h = key === null ? NO_SESSION : table.find(key);
-    if (h !== NO_SESSION) {
-      // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
-      const other = ix.foreignSessions.get(h);
-      // Our own while master: our pin is the truth, the sender's copy is stale.
-      if (other === undefined && this.isMaster()) return;
-      if (other !== undefined) {
-        other.peer.sessions.delete(other.sid);
-        other.peer.relays.delete(other.sid);
-      }
-      if (table.backend(h) !== backend) table.repin(h, backend);
-    } else {
-      h = table.open(key, backend);
+    const ps = peerService(peer, service);
+    const known = this.replica(ix, ps, sid);
+    if (known !== NO_SESSION && table.isOpen(known)) {
+      if (table.backend(known) !== backend) table.repin(known, backend);
+      foreign.touchSession(known, peer.gen);
+      return;
+    }
+    // Open first: a key not known here (the common case: a snapshot into an empty table) costs one
+    // lookup; open() refuses a key already open (or a full table), and find() tells which.
+    let h = table.open(key, backend);
+    if (h === NO_SESSION) {
+      if (key !== null) h = table.find(key);
       if (h === NO_SESSION) {
         this.stats.applyRefused++;
         return;
       }
+      // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
+      const other = foreign.sessionOwner(h);
+      // Our own while master: our pin is the truth, the sender's copy is stale.
+      if (other === 0 && this.isMaster()) return;
+      if (other !== 0 && other !== peer.tag) this.peers.get(other - 1)?.services[service]?.forget(foreign.sid(h));
+      else if (other === peer.tag) ps.forget(foreign.sid(h));
+      if (table.backend(h) !== backend) table.repin(h, backend);
     }
-    const r: SessionReplica = { peer, sid, service, local: h, gen: peer.gen };
-    peer.sessions.set(sid, r);
-    ix.foreignSessions.set(h, r);
+    ps.set(sid, h);
+    foreign.markSession(h, peer.tag, sid, peer.gen);
   }
 
   sessionRepin(service: number, sid: number, backend: number): void {
-    const e = this.replica(service, sid);
-    if (e !== undefined) this.index[service]!.svc.sessions.table.repin(e.local, backend);
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    const h = this.replica(ix, peerService(this.peer, service), sid);
+    if (h !== NO_SESSION) ix.svc.sessions.table.repin(h, backend);
   }
 
   sessionClose(service: number, sid: number, reason: SessionEndReason): void {
-    const e = this.replica(service, sid);
-    if (e === undefined) return;
-    this.peer.sessions.delete(sid);
-    this.peer.relays.delete(sid);
-    const ix = this.index[service]!;
-    ix.foreignSessions.delete(e.local);
-    ix.svc.sessions.table.close(e.local, reason);
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    const ps = peerService(this.peer, service);
+    const h = this.replica(ix, ps, sid);
+    if (h === NO_SESSION) return;
+    ps.forget(sid);
+    ix.foreign.unmarkSession(h);
+    ix.svc.sessions.table.close(h, reason);
   }
 
   sessionData(service: number, sid: number, data: string): void {
-    const e = this.replica(service, sid);
-    if (e !== undefined) this.index[service]!.svc.sessions.table.setData(e.local, data);
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    const h = this.replica(ix, peerService(this.peer, service), sid);
+    if (h !== NO_SESSION) ix.svc.sessions.table.setData(h, data);
   }
 
   flowInsert(
@@ -196,32 +373,22 @@ export class ReplicaApplier implements OpVisitor {
     if (proto !== 6 && proto !== 17) return;
     const peer = this.peer;
     const flows = ix.svc.flows;
-    const session = sid === NO_SID ? NO_SESSION : (this.replica(service, sid)?.local ?? NO_SESSION);
-    const s = localAddress(src);
-    const d = localAddress(dst);
-    let h = flows.lookup(s, srcPort, d, dstPort, proto as FlowProto);
+    const foreign = ix.foreign;
+    const session = sid === NO_SID ? NO_SESSION : this.replica(ix, peerService(peer, service), sid);
+    // One probe: insert() answers the handle of a flow already there (the size tells which).
+    const before = flows.size;
+    const h = flows.insert(localAddress(src), srcPort, localAddress(dst), dstPort, proto as FlowProto, role, session, timeoutMs);
     if (h === NO_FLOW) {
-      h = flows.insert(s, srcPort, d, dstPort, proto as FlowProto, role, session, timeoutMs);
-      if (h === NO_FLOW) {
-        this.stats.applyRefused++;
-        return;
-      }
-    } else {
-      const other = ix.foreignFlows.get(h);
-      // Our own while master: the sender's copy is stale.
-      if (other === undefined && this.isMaster()) return;
-      flows.setSession(h, session);
-      if (other !== undefined) {
-        if (other.peer === peer) {
-          other.gen = peer.gen;
-          return;
-        }
-        other.peer.flows.delete(other.key);
-      }
+      this.stats.applyRefused++;
+      return;
     }
-    const r: FlowReplica = { peer, key: flowKey(service, h), service, local: h, gen: peer.gen };
-    peer.flows.set(r.key, r);
-    ix.foreignFlows.set(h, r);
+    if (flows.size === before) {
+      const other = foreign.flowOwner(h);
+      // Our own while master: the sender's copy is stale.
+      if (other === 0 && this.isMaster()) return;
+      flows.setSession(h, session);
+    }
+    foreign.markFlow(h, peer.tag, peer.gen);
   }
 
   flowRemove(service: number, src: WireAddress, srcPort: number, dst: WireAddress, dstPort: number, proto: number): void {
@@ -230,20 +397,19 @@ export class ReplicaApplier implements OpVisitor {
     const flows = ix.svc.flows;
     const h = flows.lookup(localAddress(src), srcPort, localAddress(dst), dstPort, proto as FlowProto);
     if (h === NO_FLOW) return;
-    const e = ix.foreignFlows.get(h);
     // Only the peer's own replica: never a flow this node owns, nor another peer's.
-    if (e === undefined || e.peer !== this.peer) return;
-    this.peer.flows.delete(e.key);
-    ix.foreignFlows.delete(h);
+    if (ix.foreign.flowOwner(h) !== this.peer.tag) return;
+    ix.foreign.unmarkFlow(h);
     flows.remove(h);
   }
 
   relayOpen(service: number, sid: number, relayPort: number, client: WireAddress, clientPort: number, backend: WireAddress, backendPort: number): void {
-    const e = this.replica(service, sid);
-    if (e === undefined) return;
-    const peer = this.peer;
-    let ports = peer.relays.get(sid);
-    if (ports === undefined) peer.relays.set(sid, (ports = new Map()));
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    const ps = peerService(this.peer, service);
+    if (this.replica(ix, ps, sid) === NO_SESSION) return;
+    let ports = ps.relays.get(sid);
+    if (ports === undefined) ps.relays.set(sid, (ports = new Map()));
     const clientHost = relayHost(client);
     const backendHost = relayHost(backend);
     ports.set(relayPort, {
@@ -253,67 +419,81 @@ export class ReplicaApplier implements OpVisitor {
       clientPort: clientHost === null ? 0 : clientPort,
       backendHost,
       backendPort: backendHost === null ? 0 : backendPort,
-      gen: peer.gen,
+      gen: this.peer.gen,
     });
   }
 
-  relayClose(_service: number, sid: number, relayPort: number): void {
-    const ports = this.peer.relays.get(sid);
+  relayClose(service: number, sid: number, relayPort: number): void {
+    const ports = this.peer.services[service]?.relays.get(sid);
     if (ports === undefined) return;
     ports.delete(relayPort);
-    if (ports.size === 0) this.peer.relays.delete(sid);
+    if (ports.size === 0) this.peer.services[service]!.relays.delete(sid);
   }
 
   /** ACK and CHALLENGE do not travel this way. */
   ack(): void {}
   challenge(): void {}
 
+  /** The sender's table sizes: ours grow once to hold them besides what they hold now (bounded by their capacities). */
+  tableSizes(service: number, sessions: number, flows: number): void {
+    const ix = this.index[service];
+    if (ix === undefined) return;
+    ix.svc.sessions.table.reserve(ix.svc.sessions.table.size + sessions);
+    ix.svc.flows.reserve(ix.svc.flows.size + flows);
+  }
+
   /**
-   * The current peer's replica `sid` of `service` — only while the local session is still marked
-   * foreign to that peer under that sid: a peer's op never touches a session this node owns (see
-   * state-replicator.ts).
+   * The local handle of the current peer's replica `sid` in a service — only while the local session
+   * is still marked foreign to that peer under that sid: a peer's op never touches a session this node
+   * owns (see state-replicator.ts). NO_SESSION otherwise (and the stale entry is forgotten).
    */
-  private replica(service: number, sid: number): SessionReplica | undefined {
-    const peer = this.peer;
-    const e = peer.sessions.get(sid);
-    if (e === undefined) return undefined;
-    if (e.service === service && this.index[service]?.foreignSessions.get(e.local) === e) return e;
-    peer.sessions.delete(sid);
-    peer.relays.delete(sid);
-    return undefined;
+  private replica(ix: ServiceIndex, ps: PeerService, sid: number): SessionHandle {
+    const h = ps.localOf(sid);
+    if (h === NO_SESSION) return NO_SESSION;
+    if (ix.foreign.sessionOwner(h) === this.peer.tag && ix.foreign.sid(h) === sid) return h;
+    ps.forget(sid);
+    return NO_SESSION;
   }
 
   /** After a snapshot: what the peer had replicated here before and did not send again is gone. */
   private reconcile(peer: PeerState): void {
-    for (const [sid, ports] of peer.relays) {
-      for (const [port, r] of ports) if (r.gen !== peer.gen) ports.delete(port);
-      if (ports.size === 0) peer.relays.delete(sid);
-    }
-    for (const [key, e] of peer.flows) {
-      if (e.gen === peer.gen) continue;
-      peer.flows.delete(key);
-      const ix = this.index[e.service]!;
-      if (ix.foreignFlows.get(e.local) !== e) continue;
-      ix.foreignFlows.delete(e.local);
-      ix.svc.flows.remove(e.local);
-    }
-    for (const [sid, e] of peer.sessions) {
-      if (e.gen === peer.gen) continue;
-      peer.sessions.delete(sid);
-      const ix = this.index[e.service]!;
-      if (ix.foreignSessions.get(e.local) !== e) continue;
-      ix.foreignSessions.delete(e.local);
-      ix.svc.sessions.table.close(e.local, 'removed');
-    }
+    peer.services.forEach((ps) => {
+      if (ps === undefined) return;
+      for (const [sid, ports] of ps.relays) {
+        for (const [port, r] of ports) if (r.gen !== peer.gen) ports.delete(port);
+        if (ports.size === 0) ps.relays.delete(sid);
+      }
+    });
+    this.index.forEach((ix, service) => {
+      const foreign = ix.foreign;
+      if (foreign.flows > 0) {
+        const flows = ix.svc.flows;
+        foreign.forEachFlow((h, tag, gen) => {
+          if (tag !== peer.tag || gen === peer.gen) return;
+          foreign.unmarkFlow(h);
+          flows.remove(h);
+        });
+      }
+      if (foreign.sessions > 0) {
+        const table = ix.svc.sessions.table;
+        const ps = peer.services[service];
+        foreign.forEachSession((h, tag, sid, gen) => {
+          if (tag !== peer.tag || gen === peer.gen) return;
+          ps?.forget(sid);
+          foreign.unmarkSession(h);
+          table.close(h, 'removed');
+        });
+      }
+    });
   }
 
   /** Keeps replicas alive: their traffic goes to their owner, which says when they end. */
   refresh(): void {
     for (const ix of this.index) {
       const table = ix.svc.sessions.table;
-      for (const h of ix.foreignSessions.keys()) table.touch(h);
+      ix.foreign.forEachSession((h) => table.touch(h));
       const flows = ix.svc.flows;
-      for (const h of ix.foreignFlows.keys()) flows.touch(h);
+      ix.foreign.forEachFlow((h) => flows.touch(h));
     }
   }
 }
@@ -326,9 +506,4 @@ export function localAddress(a: WireAddress): number {
 export function relayHost(a: WireAddress): string | null {
   if (typeof a === 'string') return a;
   return a === 0 ? null : addressOf(a);
-}
-
-/** A replicated flow's key in its peer's `flows`: the local handle and the service (a handle is below 2^30, a service below 2^16: below 2^53). */
-export function flowKey(service: number, local: FlowHandle): number {
-  return local * 0x10000 + service;
 }

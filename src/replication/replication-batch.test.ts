@@ -8,7 +8,7 @@ import { addressKey, FlowTable, PROTO_UDP } from '../sessions/flow-table.js';
 import { SessionRouter } from '../sessions/session-router.js';
 import { SessionTable } from '../sessions/session-table.js';
 import { decodeFrame, encodeFrame, Op, type ReplicationOp } from '../wire/replication-frame.js';
-import type { ServiceIndex } from './replication-apply.js';
+import { serviceIndex, type ServiceIndex } from './replication-apply.js';
 import { SnapshotWriter, writeSnapshot, type Batch } from './replication-batch.js';
 
 const VIP = addressKey('10.0.0.100');
@@ -32,7 +32,7 @@ function service(n: number) {
     flows.insert(0x0a000000 + i, 5060, VIP, 5060, PROTO_UDP, 'signalling', h);
     handles.push(h);
   }
-  const ix: ServiceIndex = { svc: { name: 'sip', sessions, flows, backends }, foreignSessions: new Map(), foreignFlows: new Map() };
+  const ix: ServiceIndex = serviceIndex({ name: 'sip', sessions, flows, backends });
   return { table, flows, ix, handles };
 }
 
@@ -42,7 +42,8 @@ const ops = (batches: Batch[]): ReplicationOp[] =>
 test('snapshot writer: slices of at most `max` sessions and flows add up to the one-pass snapshot', () => {
   const s = service(25);
   const whole = ops(writeSnapshot([s.ix], false));
-  assert.equal(whole.length, 1 + 25 * 2 + 25 + 1, 'begin, open + data per session, a flow each, end');
+  assert.equal(whole.length, 1 + 1 + 25 * 2 + 25 + 1, 'begin, table sizes, open + data per session, a flow each, end');
+  assert.deepEqual(whole[1], { op: Op.TableSizes, service: 0, sessions: 25, flows: 25 });
   const w = new SnapshotWriter([s.ix], false);
   const sliced: ReplicationOp[] = [];
   let slices = 0;
@@ -60,7 +61,7 @@ test('snapshot writer: slices of at most `max` sessions and flows add up to the 
 
 test('snapshot writer: what changes between slices is seen by slot; replicas are never listed', () => {
   const s = service(6);
-  s.ix.foreignSessions.set(s.handles[1]!, {} as never);
+  s.ix.foreign.markSession(s.handles[1]!, 9, 1, 0);
   const w = new SnapshotWriter([s.ix], false);
   const first = ops(w.next(2)); // begin + the sessions in slots 0 and 2 (slot 1 is a replica: visited, not listed)
   assert.deepEqual(

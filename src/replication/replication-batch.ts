@@ -5,7 +5,7 @@
  * the receiving side (FrameReader).
  */
 import { addressOf, type FlowHandle, type FlowTable } from '../sessions/flow-table.js';
-import { NO_SESSION } from '../sessions/session-table.js';
+import { NO_SESSION, type SessionEndReason, type SessionHandle } from '../sessions/session-table.js';
 import type { RelayPortState } from '../media/index.js';
 import { ENVELOPE_OVERHEAD_BYTES } from '../wire/envelope.js';
 import {
@@ -16,6 +16,7 @@ import {
   MAX_STRING_BYTES,
   NO_SID,
   OpWriter,
+  type FlowTuple,
   type WireAddress,
 } from '../wire/replication-frame.js';
 import type { ServiceIndex } from './replication-apply.js';
@@ -169,10 +170,11 @@ export class SnapshotWriter {
           const service = this.service;
           const table = ix.svc.sessions.table;
           const w = this.w;
+          if (this.slot === 0) w.room().tableSizes(service, table.size - ix.foreign.sessions, ix.svc.flows.size - ix.foreign.flows);
           let visited = 0;
           this.slot = table.forEachFrom(this.slot, budget, (h) => {
             visited++;
-            if (ix.foreignSessions.has(h)) return;
+            if (ix.foreign.isSession(h)) return;
             w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
             const data = table.data(h);
             if (data !== null && fits(data)) w.room().sessionData(service, h, data);
@@ -193,7 +195,7 @@ export class SnapshotWriter {
           let visited = 0;
           this.slot = flows.forEachFrom(this.slot, budget, (h) => {
             visited++;
-            if (ix.foreignFlows.has(h)) return;
+            if (ix.foreign.isFlow(h)) return;
             encodeFlow(w.room(), flows, service, h);
             this.flows++;
           });
@@ -208,7 +210,7 @@ export class SnapshotWriter {
           const ix = this.index[this.service]!;
           const service = this.service;
           ix.svc.relay?.forEachPort((p) => {
-            if (!ix.foreignSessions.has(p.session)) encodeRelay(this.w.room(), service, p);
+            if (!ix.foreign.isSession(p.session)) encodeRelay(this.w.room(), service, p);
           });
           this.service++;
           this.phase = this.service < this.index.length ? 'sessions' : 'end';
@@ -230,4 +232,139 @@ export function writeSnapshot(index: readonly ServiceIndex[], empty: boolean): B
   const out: Batch[] = [];
   while (!s.done) out.push(...s.next(Number.MAX_SAFE_INTEGER));
   return out;
+}
+
+/** What changed, per service, while a peer could not take the stream (see DirtySet). */
+interface DirtyService {
+  /** Session handle → null: opened, re-pinned or given data; a reason: closed (the peer may know it). */
+  readonly sessions: Map<SessionHandle, SessionEndReason | null>;
+  /**
+   * Flow handle → null: inserted since (the peer never saw it); a tuple: the flow the peer may know
+   * that was removed from the slot first (a flow inserted there since is sent too, if still there).
+   */
+  readonly flows: Map<FlowHandle, FlowTuple | null>;
+  /** Relay port → its session, when it changed or was released. */
+  readonly relays: Map<number, SessionHandle>;
+}
+
+/**
+ * The changes a lagging peer missed, by what they touched rather than as ops (issue 17 item 3: the
+ * stream cap no longer forces a new snapshot): while a peer's unacknowledged bytes are over the cap,
+ * each change marks its session, flow or relay port here instead of being written to that peer;
+ * once the peer has acknowledged everything written, CatchUpWriter sends the current state of
+ * what is marked. Bounded by the tables: one entry per session handle, flow slot and relay port.
+ */
+export class DirtySet {
+  readonly services: DirtyService[];
+
+  constructor(services: number) {
+    this.services = Array.from({ length: services }, () => ({ sessions: new Map(), flows: new Map(), relays: new Map() }));
+  }
+
+  session(service: number, h: SessionHandle): void {
+    const m = this.services[service]!.sessions;
+    if (!m.has(h)) m.set(h, null);
+  }
+
+  sessionClosed(service: number, h: SessionHandle, reason: SessionEndReason): void {
+    this.services[service]!.sessions.set(h, reason);
+  }
+
+  flowInserted(service: number, h: FlowHandle): void {
+    const m = this.services[service]!.flows;
+    if (!m.has(h)) m.set(h, null);
+  }
+
+  flowRemoved(service: number, h: FlowHandle, t: FlowTuple): void {
+    const m = this.services[service]!.flows;
+    const e = m.get(h);
+    if (e === undefined) m.set(h, t);
+    // Inserted and removed while the peer lagged: it never knew this flow.
+    else if (e === null) m.delete(h);
+  }
+
+  relay(service: number, port: number, session: SessionHandle): void {
+    this.services[service]!.relays.set(port, session);
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const s of this.services) n += s.sessions.size + s.flows.size + s.relays.size;
+    return n;
+  }
+}
+
+/** The current state of what a DirtySet marks, in slices (like SnapshotWriter; entries are consumed as written). */
+export class CatchUpWriter {
+  private readonly w = new BatchWriter();
+  private service = 0;
+  private phase: 'sessions' | 'flows' | 'relays' | 'done';
+
+  constructor(
+    private readonly index: readonly ServiceIndex[],
+    private readonly dirty: DirtySet,
+  ) {
+    this.phase = index.length === 0 ? 'done' : 'sessions';
+  }
+
+  get done(): boolean {
+    return this.phase === 'done';
+  }
+
+  /** The next slice's batches: at most `max` sessions and flows (relay ports take no budget). */
+  next(max: number = SNAPSHOT_SLICE_ENTRIES): Batch[] {
+    let budget = max;
+    while (this.phase !== 'done' && (budget > 0 || this.phase === 'relays')) {
+      const service = this.service;
+      const ix = this.index[service]!;
+      const d = this.dirty.services[service]!;
+      const w = this.w;
+      switch (this.phase) {
+        case 'sessions': {
+          const table = ix.svc.sessions.table;
+          for (const [h, closed] of d.sessions) {
+            if (budget === 0) break;
+            budget--;
+            d.sessions.delete(h);
+            if (ix.foreign.isSession(h)) continue;
+            if (table.isOpen(h)) {
+              w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
+              const data = table.data(h);
+              if (data !== null && fits(data)) w.room().sessionData(service, h, data);
+            } else w.room().sessionClose(service, h, closed ?? 'removed');
+          }
+          if (d.sessions.size === 0) this.phase = 'flows';
+          break;
+        }
+        case 'flows': {
+          const flows = ix.svc.flows;
+          for (const [h, removed] of d.flows) {
+            if (budget === 0) break;
+            budget--;
+            d.flows.delete(h);
+            if (removed !== null) w.room().flowRemove(service, removed);
+            if (flows.has(h) && !ix.foreign.isFlow(h)) encodeFlow(w.room(), flows, service, h);
+          }
+          if (d.flows.size === 0) this.phase = 'relays';
+          break;
+        }
+        case 'relays': {
+          if (d.relays.size > 0) {
+            const now = new Map<number, RelayPortState>();
+            ix.svc.relay?.forEachPort((p) => now.set(p.port, p));
+            for (const [port, session] of d.relays) {
+              const p = now.get(port);
+              if (p !== undefined && !ix.foreign.isSession(p.session)) encodeRelay(w.room(), service, p);
+              else w.room().relayClose(service, session, port);
+            }
+            d.relays.clear();
+          }
+          this.service++;
+          this.phase = this.service < this.index.length ? 'sessions' : 'done';
+          break;
+        }
+      }
+    }
+    return this.w.take();
+  }
 }

@@ -47,6 +47,7 @@ test('a minimal group gets every default', () => {
         replicateState: true,
         garpCount: 5,
         garpDelayMs: 5000,
+        garp: 'auto',
       },
     ],
   });

@@ -111,6 +111,11 @@ export const groupSchema = z
     garpCount: z.number().int().min(1).max(100).default(5),
     /** linux: the second burst this long after taking over; 0: none (keepalived vrrp_garp_master_delay). */
     garpDelayMs: z.number().int().min(0).max(60_000).default(5000),
+    /**
+     * linux: how gratuitous ARPs are sent — `auto`: a raw packet socket opened at start (the
+     * garp-socket addon), arping when it cannot be had; `arping`: always start arping (the old way).
+     */
+    garp: z.enum(['auto', 'arping']).default('auto'),
   })
   .strict()
   .superRefine((g, ctx) => {

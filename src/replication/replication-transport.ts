@@ -13,11 +13,16 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import { channels, type WireDropEvent } from '../core/diagnostics.js';
 import { MessageType, open, seal, type WireReject } from '../wire/envelope.js';
 import { checkFrame, decodeFrame, decodeFrameHeader, encodeFrame, NONCE_BYTES, Op, OpWriter, visitFrame } from '../wire/replication-frame.js';
-import { ReplicaApplier, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
-import { FrameReader, LENGTH_PREFIX_BYTES, SnapshotWriter, SNAPSHOT_SLICE_ENTRIES, BatchWriter, type Batch } from './replication-batch.js';
+import { newPeer, ReplicaApplier, serviceIndex, type PeerState, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
+import { BatchWriter, CatchUpWriter, DirtySet, FrameReader, LENGTH_PREFIX_BYTES, SnapshotWriter, SNAPSHOT_SLICE_ENTRIES, type Batch } from './replication-batch.js';
 
-/** Default cap of unacknowledged live-stream bytes per peer. */
+/**
+ * Default cap of unacknowledged live-stream bytes per peer: over it, the peer's stream pauses and its
+ * changes are marked for a catch-up (DirtySet) instead of written, or queued.
+ */
 export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
+/** A peer paused at the cap that acknowledges nothing for this long is cut (it redials and gets a snapshot). */
+export const LAG_TIMEOUT_MS = 10_000;
 /**
  * The pending batch is flushed at most this often (the replication lag it adds): changes made within
  * it share one frame, one seal and one write per peer instead of paying one each (issue 7's < 5 %).
@@ -57,6 +62,15 @@ export interface StateReplicatorOptions {
   handshakeTimeoutMs?: number;
   /** Sessions and flows per snapshot slice (one event-loop turn), default SNAPSHOT_SLICE_ENTRIES. */
   snapshotSliceEntries?: number;
+  /** Default LAG_TIMEOUT_MS. */
+  lagTimeoutMs?: number;
+  /**
+   * The highest election epoch this node knows (its groups' elections; default: always 0). Every
+   * frame carries it; a frame whose sender knows an older epoch than this is refused ('stale') and
+   * its connection closed: a deposed master that has not yet heard of its successor cannot stream
+   * into a node that has.
+   */
+  epoch?: () => number;
 }
 
 export interface SyncedEvent {
@@ -80,8 +94,15 @@ export interface ReplicatorStats {
   opsApplied: number;
   snapshotsSent: number;
   snapshotsApplied: number;
-  /** Connections cut because a peer's unacknowledged bytes passed maxBufferBytes. */
+  /**
+   * Times a peer's unacknowledged bytes passed maxBufferBytes: its stream paused, its changes marked;
+   * once it had acknowledged everything, a catch-up sent their current state (no new snapshot).
+   */
   overflows: number;
+  /** Catch-ups sent after an overflow. */
+  catchUps: number;
+  /** Peers cut for acknowledging nothing for lagTimeoutMs while paused (their redial brings a snapshot). */
+  lagCuts: number;
   /** Frames rejected, by reason. */
   rejected: Record<WireReject, number>;
   /** Applied opens or inserts the local tables refused (full). */
@@ -133,6 +154,10 @@ export interface OutLink {
   ackedBytes: number;
   unacked: { seq: number; end: number }[];
   redial: TimerHandle | null;
+  /** Non-null while the peer is over the cap: what changed meanwhile (nothing is written to it). */
+  dirty: DirtySet | null;
+  /** While paused: cuts the peer if no acknowledgement comes within lagTimeoutMs. */
+  lagTimer: TimerHandle | null;
 }
 
 /** An incoming connection: `peer` streams its state to us. */
@@ -169,6 +194,8 @@ export abstract class ReplicationLinks {
   protected readonly refreshIntervalMs: number;
   protected readonly handshakeTimeoutMs: number;
   protected readonly snapshotSliceEntries: number;
+  protected readonly lagTimeoutMs: number;
+  protected readonly epoch: () => number;
   protected readonly maxInbound: number;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
@@ -191,6 +218,8 @@ export abstract class ReplicationLinks {
   protected demoted = false;
   protected closed = false;
   protected streamingLinks = 0;
+  /** Outgoing links paused over the cap (their `dirty` set): the data path marks changes for them. */
+  protected laggingLinks = 0;
   protected readonly s = {
     framesSent: 0,
     opsSent: 0,
@@ -200,6 +229,8 @@ export abstract class ReplicationLinks {
     snapshotsSent: 0,
     snapshotsApplied: 0,
     overflows: 0,
+    catchUps: 0,
+    lagCuts: 0,
     applyRefused: 0,
     lastSyncMs: -1,
     inboundRefused: 0,
@@ -221,9 +252,11 @@ export abstract class ReplicationLinks {
     this.refreshIntervalMs = options.refreshIntervalMs ?? REFRESH_INTERVAL_MS;
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
+    this.lagTimeoutMs = options.lagTimeoutMs ?? LAG_TIMEOUT_MS;
+    this.epoch = options.epoch ?? (() => 0);
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
-    this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
-    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
+    this.index = options.services.map((svc) => serviceIndex(svc));
+    this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows), this.peers);
     this.outLinks = options.peers.map((to) => ({
       to,
       socket: null,
@@ -237,13 +270,15 @@ export abstract class ReplicationLinks {
       ackedBytes: 0,
       unacked: [],
       redial: null,
+      dirty: null,
+      lagTimer: null,
     }));
   }
 
 
   protected send(link: OutLink, b: Batch, live: boolean): void {
     const seq = ++link.seq;
-    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq, nonce: link.nonce! }, b.count, b.bytes), this.key);
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq, nonce: link.nonce!, epoch: this.epoch() }, b.count, b.bytes), this.key);
     const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
     prefix.writeUInt32BE(msg.length, 0);
     link.socket!.write(prefix);
@@ -270,6 +305,7 @@ export abstract class ReplicationLinks {
     link.sentBytes = 0;
     link.ackedBytes = 0;
     link.unacked = [];
+    this.unlag(link);
     const socket = net.connect({ host: link.to.host, port: link.to.port });
     link.socket = socket;
     socket.setNoDelay(true);
@@ -280,6 +316,7 @@ export abstract class ReplicationLinks {
       if (link.streaming) this.streamingLinks--;
       link.streaming = false;
       link.socket = null;
+      this.unlag(link);
       if (!this.closed) link.redial = this.clock.setTimeout(() => this.dial(link), this.reconnectMs);
     });
   }
@@ -314,11 +351,75 @@ export abstract class ReplicationLinks {
         return this.reject(link.to, 'replay', () => this.cut(link));
       }
       link.ackSeq++;
+      const acked = link.ackedBytes;
       for (const op of frame.ops) {
         if (op.op !== Op.Ack) return this.reject(link.to, 'malformed', () => this.cut(link));
         while (link.unacked.length > 0 && ((op.seq - link.unacked[0]!.seq) | 0) >= 0) link.ackedBytes = link.unacked.shift()!.end;
       }
+      if (link.dirty !== null && link.ackedBytes !== acked) {
+        if (link.ackedBytes === link.sentBytes) this.catchUp(link);
+        else this.armLagTimer(link);
+      }
     }
+  }
+
+  // --- A peer over the cap: paused, its changes marked, then a catch-up -----------------------------
+
+  /** The peer passed the cap: nothing more is written to it; the data path marks what changes. */
+  protected lag(link: OutLink): void {
+    this.s.overflows++;
+    link.dirty = new DirtySet(this.index.length);
+    this.laggingLinks++;
+    this.armLagTimer(link);
+  }
+
+  protected armLagTimer(link: OutLink): void {
+    link.lagTimer?.cancel();
+    link.lagTimer = this.clock.setTimeout(() => {
+      link.lagTimer = null;
+      this.s.lagCuts++;
+      this.cut(link);
+    }, this.lagTimeoutMs);
+  }
+
+  /** Forgets a link's pause (its connection ended, or its catch-up starts). */
+  protected unlag(link: OutLink): DirtySet | null {
+    link.lagTimer?.cancel();
+    link.lagTimer = null;
+    const d = link.dirty;
+    if (d === null) return null;
+    link.dirty = null;
+    this.laggingLinks--;
+    return d;
+  }
+
+  /**
+   * The paused peer has acknowledged everything written to it: the current state of what changed
+   * meanwhile goes out in slices (like the snapshot, not counted against the cap), and the live
+   * stream resumes at once — a change to an entry not yet caught up goes live first and is sent
+   * again by the catch-up in its current state, which the peer applies idempotently.
+   */
+  protected catchUp(link: OutLink): void {
+    const dirty = this.unlag(link)!;
+    this.s.catchUps++;
+    const writer = new CatchUpWriter(this.index, dirty);
+    const socket = link.socket!;
+    const slice = (): void => {
+      if (link.socket !== socket || socket.destroyed || this.closed) return;
+      const batches = writer.next(this.snapshotSliceEntries);
+      socket.cork();
+      for (const b of batches) this.send(link, b, false);
+      socket.uncork();
+      if (writer.done) return;
+      if (socket.writableLength > SNAPSHOT_HIGH_WATER_BYTES) socket.once('drain', () => this.clock.immediate(slice));
+      else this.clock.immediate(slice);
+    };
+    slice();
+  }
+
+  /** Marks a change for every paused peer (call only while laggingLinks > 0). */
+  protected markDirty(mark: (d: DirtySet) => void): void {
+    for (const link of this.outLinks) if (link.dirty !== null) mark(link.dirty);
   }
 
   /**
@@ -400,7 +501,7 @@ export abstract class ReplicationLinks {
 
   protected reply(link: InLink, w: OpWriter): void {
     if (link.socket.destroyed) return;
-    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq: link.outSeq++, nonce: link.nonce }, w.count, w.bytes()), this.key);
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: this.id, seq: link.outSeq++, nonce: link.nonce, epoch: this.epoch() }, w.count, w.bytes()), this.key);
     const prefix = Buffer.allocUnsafe(LENGTH_PREFIX_BYTES);
     prefix.writeUInt32BE(msg.length, 0);
     link.socket.cork();
@@ -423,11 +524,14 @@ export abstract class ReplicationLinks {
       const frame = decodeFrameHeader(body)!;
       if (!frame.nonce.equals(link.nonce) || frame.seq !== link.seq) return this.reject(from, 'replay', drop);
       if (frame.sender === this.id || (link.peer !== null && frame.sender !== link.peer.id)) return this.reject(from, 'unknown-host', drop);
+      // A sender behind the newest election epoch known here is a deposed master (or a node that has
+      // not heard of its successor yet): nothing it says is applied; it redials and is asked again.
+      if (frame.epoch < this.epoch()) return this.reject(from, 'stale', drop);
       link.seq++;
       if (link.peer === null) {
         let peer = this.peers.get(frame.sender);
         if (peer === undefined) {
-          peer = { id: frame.sender, sessions: new Map(), flows: new Map(), relays: new Map(), gen: 0 };
+          peer = newPeer(frame.sender);
           this.peers.set(frame.sender, peer);
         }
         // A newer connection from the same peer replaces the older one.

@@ -40,6 +40,10 @@
  * number (1, 2, 3… per connection): a frame from another connection or out of order is 'replay',
  * one that fails the MAC 'bad-mac', one that does not decode 'malformed'; each is counted
  * (wireDrop, source 'replication') and ends the connection (the dialer redials and resynchronises).
+ * Every frame also carries the highest election epoch its sender knows (`epoch` option, fed by the
+ * groups' elections): a frame from a sender that knows an older epoch than the receiver is 'stale',
+ * counted and refused the same way — once a node has heard of a newer master, a deposed one that has
+ * not (a partition) cannot stream into it; it is heard again when it has learnt the epoch.
  * The acceptor acknowledges (ACK seq) at SNAPSHOT_END and then at most every ackIntervalMs.
  *
  * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no
@@ -49,8 +53,15 @@
  * seal and one write, and the backup acknowledges at most every ackIntervalMs, not per frame. The
  * price is lag: a change reaches the backups up to flushMs (plus the loopback/network hop) after it
  * was made; a failover within that window loses it, as it would lose a change still in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
- * maxBufferBytes: over it, the connection is cut — a slow or dead backup never holds the master's
- * memory or time — and the redial brings a fresh snapshot. A received frame is at most
+ * maxBufferBytes: over it (by at most one flush), nothing more is written to that peer — a slow or
+ * dead backup never holds the master's memory or time — and each later change marks what it
+ * touched (a session handle, a flow slot, a relay port: DirtySet, bounded by the tables) instead;
+ * once the peer has acknowledged everything written, the current state of what is marked goes out
+ * on the same connection (CatchUpWriter, in slices) and the live stream resumes. So a backup that
+ * falls behind — typically while it applies a large snapshot with changes queued behind it — is
+ * caught up with what changed, not sent a new snapshot that it would fall behind on again (issue 17).
+ * A paused peer that acknowledges nothing for lagTimeoutMs (LAG_TIMEOUT_MS) is cut; its redial
+ * brings a snapshot. A received frame is at most
  * MAX_FRAME_BODY_BYTES; applied state is bounded by the local tables (a refused open is counted).
  * Incoming connections are capped at MAX_INBOUND_PER_PEER per configured peer (at least one peer's
  * worth): one over the cap is closed at accept (inboundRefused); one that has not sent a valid
@@ -87,6 +98,7 @@ import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { SessionChange } from '../sessions/session-router.js';
+import { NO_SESSION } from '../sessions/session-table.js';
 import type { RelayPortState } from '../media/index.js';
 import { open, seal } from '../wire/envelope.js';
 import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
@@ -98,6 +110,7 @@ import type { ReplicatorStats, StateReplicator, StateReplicatorOptions, SyncedEv
 export type { ReplicatedRelay, ReplicatedService } from './replication-apply.js';
 export {
   REPLICATION_BUFFER_BYTES,
+  LAG_TIMEOUT_MS,
   REPLICATION_FLUSH_MS,
   REPLICATION_FLUSH_BYTES,
   ACK_INTERVAL_MS,
@@ -176,29 +189,30 @@ class Replicator extends ReplicationLinks implements StateReplicator {
   adopt(): void {
     const restore = this.index.map((): RelayPortState[] => []);
     for (const peer of this.peers.values()) {
-      for (const [sid, ports] of peer.relays) {
-        const session = peer.sessions.get(sid);
-        if (session === undefined) continue;
-        for (const r of ports.values()) {
-          if (r.service !== session.service) continue;
-          restore[r.service]!.push({
-            session: session.local,
-            port: r.port,
-            clientHost: r.clientHost,
-            clientPort: r.clientPort,
-            backendHost: r.backendHost,
-            backendPort: r.backendPort,
-          });
+      peer.services.forEach((ps, service) => {
+        if (ps === undefined) return;
+        const foreign = this.index[service]?.foreign;
+        if (foreign === undefined) return;
+        for (const [sid, ports] of ps.relays) {
+          const local = ps.localOf(sid);
+          if (local === NO_SESSION || foreign.sessionOwner(local) !== peer.tag) continue;
+          for (const r of ports.values()) {
+            restore[service]!.push({
+              session: local,
+              port: r.port,
+              clientHost: r.clientHost,
+              clientPort: r.clientPort,
+              backendHost: r.backendHost,
+              backendPort: r.backendPort,
+            });
+          }
         }
-      }
+      });
     }
     this.index.forEach((ix, service) => {
       if (restore[service]!.length > 0) ix.svc.relay?.restore(restore[service]!);
     });
-    for (const ix of this.index) {
-      ix.foreignSessions.clear();
-      ix.foreignFlows.clear();
-    }
+    for (const ix of this.index) ix.foreign.clear();
     this.peers.clear();
     this.master = true;
     this.demoted = false;
@@ -227,8 +241,8 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     let foreignSessions = 0;
     let foreignFlows = 0;
     for (const ix of this.index) {
-      foreignSessions += ix.foreignSessions.size;
-      foreignFlows += ix.foreignFlows.size;
+      foreignSessions += ix.foreign.sessions;
+      foreignFlows += ix.foreign.flows;
     }
     return {
       peersStreaming: this.streamingLinks,
@@ -241,6 +255,8 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       snapshotsSent: this.s.snapshotsSent,
       snapshotsApplied: this.s.snapshotsApplied,
       overflows: this.s.overflows,
+      catchUps: this.s.catchUps,
+      lagCuts: this.s.lagCuts,
       rejected: { ...this.s.rejected },
       applyRefused: this.s.applyRefused,
       foreignSessions,
@@ -259,32 +275,34 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     this.unsubscribes.push(
       sessions.onChange((c) => this.sessionChanged(ix, service, c)),
       sessions.table.onData((h, data) => {
-        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignSessions.has(h) || !fits(data)) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isSession(h) || !fits(data)) return;
         this.pending.room().sessionData(service, h, data);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.session(service, h));
         this.scheduleFlush();
       }),
       flows.onInsert((h) => {
-        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreignFlows.has(h)) return;
+        if (this.applying || this.demoted || this.streamingLinks === 0 || ix.foreign.isFlow(h)) return;
         encodeFlow(this.pending.room(), ix.svc.flows, service, h);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.flowInserted(service, h));
         this.scheduleFlush();
       }),
       flows.onRemove((h) => {
         if (this.applying) return;
-        const foreign = ix.foreignFlows.get(h);
-        if (foreign !== undefined) {
+        if (ix.foreign.isFlow(h)) {
           // A replica left the table locally (not by its owner): forget it, tell no one.
-          ix.foreignFlows.delete(h);
-          foreign.peer.flows.delete(foreign.key);
+          ix.foreign.unmarkFlow(h);
           return;
         }
         if (this.demoted || this.streamingLinks === 0) return;
-        this.pending.room().flowRemove(service, {
+        const tuple = {
           src: wireAddress(flows.srcIp(h)),
           srcPort: flows.srcPort(h),
           dst: wireAddress(flows.dstIp(h)),
           dstPort: flows.dstPort(h),
           proto: flows.proto(h),
-        });
+        };
+        this.pending.room().flowRemove(service, tuple);
+        if (this.laggingLinks > 0) this.markDirty((d) => d.flowRemoved(service, h, tuple));
         this.scheduleFlush();
       }),
     );
@@ -294,9 +312,13 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       relay.onChange((c) => {
         if (this.applying || this.demoted || this.streamingLinks === 0) return;
         const session = c.type === 'update' ? c.state.session : c.session;
-        if (ix.foreignSessions.has(session)) return;
+        if (ix.foreign.isSession(session)) return;
         if (c.type === 'update') encodeRelay(this.pending.room(), service, c.state);
         else this.pending.room().relayClose(service, session, c.port);
+        if (this.laggingLinks > 0) {
+          const port = c.type === 'update' ? c.state.port : c.port;
+          this.markDirty((d) => d.relay(service, port, session));
+        }
         this.scheduleFlush();
       }),
     );
@@ -304,12 +326,12 @@ class Replicator extends ReplicationLinks implements StateReplicator {
 
   protected sessionChanged(ix: ServiceIndex, service: number, c: SessionChange): void {
     if (this.applying) return;
-    const foreign = ix.foreignSessions.get(c.session);
-    if (foreign !== undefined) {
+    const owner = ix.foreign.sessionOwner(c.session);
+    if (owner !== 0) {
       if (c.type === 'close') {
-        ix.foreignSessions.delete(c.session);
-        foreign.peer.sessions.delete(foreign.sid);
-        foreign.peer.relays.delete(foreign.sid);
+        // A replica ended locally (timeout, removed): forget it, tell no one.
+        this.peers.get(owner - 1)?.services[service]?.forget(ix.foreign.sid(c.session));
+        ix.foreign.unmarkSession(c.session);
       }
       return;
     }
@@ -326,6 +348,10 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         w.sessionClose(service, c.session, c.reason);
         break;
     }
+    if (this.laggingLinks > 0) {
+      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
+      else this.markDirty((d) => d.session(service, c.session));
+    }
     this.scheduleFlush();
   }
 
@@ -339,7 +365,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     }, this.flushMs);
   }
 
-  /** Frames the pending ops once per peer; cuts a peer whose unacknowledged bytes would pass the cap. */
+  /** Frames the pending ops once per peer; pauses a peer whose unacknowledged bytes pass the cap. */
   protected flush(): void {
     this.flushTimer?.cancel();
     this.flushTimer = null;
@@ -349,15 +375,14 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     for (const b of batches) bytes += b.bytes.length;
     for (const link of this.outLinks) {
       const socket = link.socket;
-      if (!link.streaming || socket === null || socket.destroyed) continue;
-      if (link.sentBytes - link.ackedBytes + bytes > this.maxBufferBytes) {
-        this.s.overflows++;
-        this.cut(link);
-        continue;
-      }
+      // A paused peer gets these changes from its catch-up (the data path marked them).
+      if (!link.streaming || socket === null || socket.destroyed || link.dirty !== null) continue;
       socket.cork();
       for (const b of batches) this.send(link, b, true);
       socket.uncork();
+      // Over the cap (by at most this flush): pause the peer rather than cut it — a new snapshot
+      // per overflow would never finish for a peer that cannot keep up with a large one.
+      if (link.sentBytes - link.ackedBytes > this.maxBufferBytes) this.lag(link);
     }
   }
 }

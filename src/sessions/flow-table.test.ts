@@ -388,3 +388,21 @@ test('forEachFrom visits the flows in slot order, at most `max` per call, and re
   while (from >= 0);
   assert.deepEqual(seen, hs.slice(1));
 });
+
+test('reserve: room for n flows at once (capped at maxFlows), never shrinking; flows and their session index survive', () => {
+  const { flows } = table(10_000);
+  const session = 5 * 0x1000000 + 1;
+  const h = flows.insert(CLIENT, 1, SERVICE, 2, PROTO_UDP, 'signalling', session);
+  const before = flows.bytes();
+  flows.reserve(6000);
+  const reserved = flows.bytes();
+  assert.ok(reserved > before);
+  flows.reserve(10);
+  assert.equal(flows.bytes(), reserved);
+  flows.reserve(1e9);
+  assert.ok(flows.bytes() > reserved);
+  assert.equal(flows.lookup(CLIENT, 1, SERVICE, 2, PROTO_UDP), h);
+  assert.deepEqual(flows.flowsOf(session), [h]);
+  for (let i = 0; i < 9_999; i++) assert.notEqual(flows.insert(CLIENT, 100 + i, SERVICE, 2, PROTO_UDP, 'signalling'), NO_FLOW);
+  assert.equal(flows.insert(CLIENT, 99, SERVICE, 3, PROTO_UDP, 'signalling'), NO_FLOW, 'still bounded by maxFlows');
+});

@@ -566,8 +566,17 @@ export class FlowTable {
     return this.used++;
   }
 
-  private grow(): void {
-    const slots = this.slots === 0 ? Math.min(this.capacity, FLOW_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2);
+  /**
+   * Allocates room for `n` flows (at most maxFlows) at once, instead of doubling and re-indexing step
+   * by step (a replication snapshot announces its size). Never shrinks.
+   */
+  reserve(n: number): void {
+    const slots = Math.min(this.capacity, Math.floor(n));
+    if (slots > this.slots) this.grow(slots);
+  }
+
+  private grow(to?: number): void {
+    const slots = to ?? (this.slots === 0 ? Math.min(this.capacity, FLOW_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2));
     const widen = <T extends Int32Array | Float64Array>(old: T, make: (n: number) => T, per = 1): T => {
       const a = make(slots * per);
       a.set(old);

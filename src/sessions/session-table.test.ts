@@ -59,8 +59,8 @@ test('a full table refuses, and opens again after a close', () => {
   assert.notEqual(h, NO_SESSION);
   assert.equal(sessions.open('s17', 0), NO_SESSION);
   assert.equal(sessions.capacity, 16);
-  // 16 slots × (4 backend + 8 timestamp + 4 generation + 4 free link + 8 key pointer) bytes.
-  assert.equal(sessions.bytes(), 16 * 28);
+  // 16 slots × (4 backend + 8 timestamp + 4 generation + 4 free link + 8 key pointer + 8 data pointer) bytes.
+  assert.equal(sessions.bytes(), 16 * 36);
 });
 
 test('sweep closes sessions idle for exactly the timeout, not a millisecond before', () => {
@@ -107,11 +107,11 @@ test('grows lazily by doubling up to maxSessions; handles survive growth', () =>
   const { sessions } = table(5000);
   assert.equal(sessions.bytes(), 0);
   const first = sessions.open('first', 0);
-  assert.equal(sessions.bytes(), SESSION_INITIAL_SLOTS * 28);
+  assert.equal(sessions.bytes(), SESSION_INITIAL_SLOTS * 36);
   const hs = [first];
   for (let i = 1; i < 5000; i++) hs.push(sessions.open(i % 2 ? `k${i}` : null, i % 7));
   assert.equal(sessions.open(null, 0), NO_SESSION);
-  assert.equal(sessions.bytes(), 5000 * 28);
+  assert.equal(sessions.bytes(), 5000 * 36);
   hs.forEach((h, i) => {
     assert.equal(sessions.backend(h), i === 0 ? 0 : i % 7);
     if (i % 2) assert.equal(sessions.find(`k${i}`), h);
@@ -166,4 +166,19 @@ test('forEachFrom visits the open sessions in slot order, at most `max` per call
   assert.deepEqual(seen, hs.filter((_, i) => i !== 3));
   assert.equal(calls, 3, '9 open sessions, 4 per call');
   assert.equal(sessions.forEachFrom(0, 0, () => assert.fail('max 0 visits none')), 0);
+});
+
+test('reserve: room for n sessions at once (capped at maxSessions), never shrinking; handles survive', () => {
+  const sessions = new SessionTable({ service: 's', maxSessions: 5000, timeoutMs: 1000, clock: new FakeClock() });
+  const h = sessions.open('a', 1);
+  sessions.setData(h, 'x');
+  sessions.reserve(3000);
+  assert.equal(sessions.bytes(), 3000 * 36);
+  sessions.reserve(100);
+  assert.equal(sessions.bytes(), 3000 * 36);
+  sessions.reserve(1e9);
+  assert.equal(sessions.bytes(), 5000 * 36);
+  assert.equal(sessions.find('a'), h);
+  assert.equal(sessions.backend(h), 1);
+  assert.equal(sessions.data(h), 'x');
 });

@@ -20,6 +20,14 @@ import type { Clock } from '../core/clock.js';
 export type SessionHandle = number;
 export const NO_SESSION: SessionHandle = -1;
 
+/**
+ * The slot a handle names (below 2^24; a stale handle names its old slot): lets other components
+ * index per-session arrays by slot (replication's replica index) and check the whole handle there.
+ */
+export function sessionSlot(h: SessionHandle): number {
+  return h % 0x1000000;
+}
+
 /** Why a session ended: its protocol ended it (BYE, final failure), idle timeout, or the operator/owner removed it. */
 export type SessionEndReason = 'ended' | 'timeout' | 'removed';
 
@@ -56,8 +64,8 @@ export class SessionTable {
   private nextFree = new Int32Array(0);
   /** By slot: the session's key, null when anonymous or free. */
   private keys: (string | null)[] = [];
-  /** By slot: a forwarder's small per-session record (setData), for the few sessions that have one. */
-  private readonly datas = new Map<number, string>();
+  /** By slot: a forwarder's small per-session record (setData), null when none. */
+  private datas: (string | null)[] = [];
   private readonly dataListeners: ((h: SessionHandle, data: string) => void)[] = [];
 
   constructor(private readonly options: SessionTableOptions) {
@@ -134,7 +142,7 @@ export class SessionTable {
     const key = this.keys[slot]!;
     this.gens[slot] = (this.gens[slot]! + 1) & GEN_MASK;
     this.keys[slot] = null;
-    if (this.datas.size > 0) this.datas.delete(slot);
+    this.datas[slot] = null;
     this.nextFree[slot] = this.freeHead;
     this.freeHead = slot;
     this.count--;
@@ -189,8 +197,8 @@ export class SessionTable {
    */
   setData(h: SessionHandle, data: string): void {
     const slot = this.slotOf(h);
-    if (slot < 0 || this.datas.get(slot) === data) return;
-    this.datas.set(slot, data);
+    if (slot < 0 || this.datas[slot] === data) return;
+    this.datas[slot] = data;
     for (const fn of this.dataListeners) fn(h, data);
   }
 
@@ -206,7 +214,7 @@ export class SessionTable {
   /** The string setData() attached to the session, or null. */
   data(h: SessionHandle): string | null {
     const slot = this.slotOf(h);
-    return slot >= 0 ? (this.datas.get(slot) ?? null) : null;
+    return slot >= 0 ? this.datas[slot]! : null;
   }
 
   /** Calls `fn` with every open session (a replication snapshot); `fn` must not open or close sessions. */
@@ -235,9 +243,9 @@ export class SessionTable {
     return -1;
   }
 
-  /** Bytes held by the slot arrays (typed arrays and the key array's pointers; key strings and the key Map not counted). */
+  /** Bytes held by the slot arrays (typed arrays and the key and data arrays' pointers; the strings and the key Map not counted). */
   bytes(): number {
-    return this.backends.byteLength + this.lastSeens.byteLength + this.gens.byteLength + this.nextFree.byteLength + this.slots * 8;
+    return this.backends.byteLength + this.lastSeens.byteLength + this.gens.byteLength + this.nextFree.byteLength + this.slots * 16;
   }
 
   /** The slot of an open session's handle, -1 for a stale or foreign one. */
@@ -259,8 +267,17 @@ export class SessionTable {
     return this.used++;
   }
 
-  private grow(): void {
-    const slots = this.slots === 0 ? Math.min(this.capacity, SESSION_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2);
+  /**
+   * Allocates room for `n` sessions (at most maxSessions) at once, instead of doubling step by step
+   * (a replication snapshot announces its size). Never shrinks.
+   */
+  reserve(n: number): void {
+    const slots = Math.min(this.capacity, Math.floor(n));
+    if (slots > this.slots) this.grow(slots);
+  }
+
+  private grow(to?: number): void {
+    const slots = to ?? (this.slots === 0 ? Math.min(this.capacity, SESSION_INITIAL_SLOTS) : Math.min(this.capacity, this.slots * 2));
     const backends = new Int32Array(slots);
     backends.set(this.backends);
     this.backends = backends;
@@ -273,7 +290,10 @@ export class SessionTable {
     const nextFree = new Int32Array(slots);
     nextFree.set(this.nextFree);
     this.nextFree = nextFree;
-    for (let slot = this.slots; slot < slots; slot++) this.keys.push(null);
+    for (let slot = this.slots; slot < slots; slot++) {
+      this.keys.push(null);
+      this.datas.push(null);
+    }
     this.slots = slots;
   }
 }

@@ -13,7 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { realClock } from '../core/clock.js';
 import { TakeoverError } from '../core/errors.js';
-import { LinuxTakeover, arpingArgs, detectArping } from './linux.js';
+import { GARP_FRAME_BYTES, LinuxTakeover, arpingArgs, detectArping, garpFrame, loadAddonFrom, loadGarpAddon } from './linux.js';
 
 interface Run {
   code: number;
@@ -115,6 +115,55 @@ test('arping argv for each implementation (the sender address is the VIP in both
   assert.throws(() => new LinuxTakeover({ vip: '10.0.0.3', prefix: 24, interface: 'eth0; reboot', clock: realClock }), RangeError);
 });
 
+test('garpFrame: an ARP announcement (RFC 5227 §3) for the VIP from our MAC, broadcast, padded to 60 bytes', () => {
+  const f = garpFrame(Buffer.from('020000aabbcc', 'hex'), '10.1.2.3');
+  assert.equal(f.length, GARP_FRAME_BYTES);
+  assert.equal(
+    f.toString('hex'),
+    'ffffffffffff' + '020000aabbcc' + '0806' + // Ethernet: broadcast, from us, ARP
+      '0001' + '0800' + '06' + '04' + '0001' + // Ethernet/IPv4, request
+      '020000aabbcc' + '0a010203' + // sender: us, the VIP
+      '000000000000' + '0a010203' + // target: the VIP
+      '00'.repeat(18), // padding
+  );
+  assert.throws(() => garpFrame(Buffer.alloc(5), '10.1.2.3'), /mac: expected 6 bytes/);
+  assert.throws(() => garpFrame(Buffer.alloc(6), '10.1.2'), /vip: expected an IPv4 address/);
+});
+
+test('the garp-socket addon: built by npm ci here (on Linux with a C compiler); a missing one is an Error that says so', () => {
+  const a = loadGarpAddon();
+  if (process.platform === 'linux') assert.ok(!(a instanceof Error), a instanceof Error ? a.message : '');
+  const missing = loadAddonFrom(['./no-such-addon.node']);
+  assert.ok(missing instanceof Error);
+  assert.match(missing.message, /garp-socket addon not built/);
+});
+
+test('the packet socket announces the VIP, at every takeover; garp: arping and an interface that is not there yet fall back to arping, saying why', async (t) => {
+  const l = await link(t);
+  if ('skip' in l) return void t.skip(l.skip);
+  if (loadGarpAddon() instanceof Error) return void t.skip('garp-socket addon not built');
+  const vip = `${l.subnet}.105`;
+  const tk = new LinuxTakeover({ vip, prefix: 24, interface: l.ifA, netns: l.a, garpCount: 2, garpDelayMs: 0, clock: realClock });
+  t.after(() => tk.close());
+  assert.deepEqual(tk.announcer, { via: 'packet-socket' });
+  await tk.acquire();
+  assert.equal(await waitFor('gratuitous ARP at B', () => neighbour(l, vip), (m) => m !== null), l.macA);
+  await tk.release();
+  await must('ip', '-n', l.b, 'neigh', 'flush', 'dev', l.ifB);
+  // Taken over again: announced again, on the same socket.
+  await tk.acquire();
+  assert.equal(await waitFor('second takeover at B', () => neighbour(l, vip), (m) => m !== null), l.macA);
+  await tk.release();
+
+  const forced = new LinuxTakeover({ vip, prefix: 24, interface: l.ifA, netns: l.a, garp: 'arping', clock: realClock });
+  assert.deepEqual(forced.announcer, { via: 'arping', reason: 'configured (garp: arping)' });
+  const absent = new LinuxTakeover({ vip, prefix: 24, interface: 'hfnosuch1', netns: l.a, clock: realClock });
+  assert.equal(absent.announcer.via, 'arping');
+  assert.match((absent.announcer as { reason: string }).reason, /packet socket on hfnosuch1: if_nametoindex: No such device/);
+  tk.close();
+  assert.deepEqual(tk.announcer, { via: 'arping', reason: 'closed' });
+});
+
 test('acquire adds the VIP and announces it: the neighbour learns its MAC unasked and reaches it; release removes it', async (t) => {
   const l = await link(t);
   if ('skip' in l) return void t.skip(l.skip);
@@ -197,7 +246,7 @@ test('an announcement that cannot start (arping missing) rejects and takes the V
   const linux = pathToFileURL(join(dirname(fileURLToPath(import.meta.url)), 'linux.js')).href;
   const script = `import { LinuxTakeover } from ${JSON.stringify(linux)};
 import { realClock } from ${JSON.stringify(new URL('../core/clock.js', linux).href)};
-const tk = new LinuxTakeover({ vip: '${vip}', prefix: 24, interface: '${l.ifA}', arping: 'iputils', garpCount: 1, garpDelayMs: 0, clock: realClock });
+const tk = new LinuxTakeover({ vip: '${vip}', prefix: 24, interface: '${l.ifA}', arping: 'iputils', garp: 'arping', garpCount: 1, garpDelayMs: 0, clock: realClock });
 let rejected = null;
 await tk.acquire().catch((e) => { rejected = e.code; });
 console.log(JSON.stringify({ rejected, acquired: tk.acquired }));`;

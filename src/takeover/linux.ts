@@ -6,6 +6,14 @@
  * (vrrp_garp_master_repeat 5, vrrp_garp_master_delay 5 s), one burst of `garpCount` gratuitous ARPs
  * goes out on promotion and a second one `garpDelayMs` later, for neighbours that missed the first.
  *
+ * The gratuitous ARPs go out through a raw packet socket (AF_PACKET) opened once, when the takeover
+ * is set up, by a small native addon (garp-socket.c, built from source in `npm ci`): at takeover a
+ * prebuilt 60-byte frame is written, where starting `arping` cost tens of milliseconds (issue 17
+ * item 4). With it, a netlink socket opened at the same time adds and removes the VIP
+ * (RTM_NEWADDR/RTM_DELADDR, what `ip addr` sends), so a takeover starts no process at all; `ip`
+ * does it when that socket is missing or the kernel refuses (its message then says why). When the addon is not built or the socket cannot be opened (no CAP_NET_RAW, no such
+ * interface yet) or a send fails, arping does it as before; `announcer` says which and why.
+ *
  * Needs root (CAP_NET_ADMIN, CAP_NET_RAW) and the `ip` (iproute2) and `arping` programs. Two arping
  * implementations are in the field with different flags: iputils (`arping -U -c N -I <if> <vip>`,
  * the sender address is the VIP) and Thomas Habets' (`-i <if>`, and the sender address must be
@@ -14,6 +22,7 @@
  * exit status and what it printed.
  */
 import { execFile, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import { TakeoverError } from '../core/errors.js';
@@ -34,6 +43,80 @@ const ALREADY_REMOVED = /Address not found|Cannot assign requested address/i;
 
 export type ArpingFlavour = 'iputils' | 'habets';
 
+/** How gratuitous ARPs are sent: `auto` tries the packet socket first, `arping` always starts arping. */
+export type GarpMode = 'auto' | 'arping';
+
+/** Which sender announces the VIP, and why arping when it is arping. */
+export type Announcer = { readonly via: 'packet-socket' } | { readonly via: 'arping'; readonly reason: string };
+
+/** What garp-socket.c exports. */
+interface GarpAddon {
+  open(ifname: string, netnsPath?: string): { fd: number; ifindex: number; mac: Buffer };
+  send(fd: number, ifindex: number, frame: Buffer): number;
+  close(fd: number): void;
+  netlink(netnsPath?: string): number;
+  /** 0, or the kernel's errno. */
+  addr(fd: number, add: boolean, ifindex: number, ipv4: number, prefix: number): number;
+}
+
+/** Linux errno values `addr` answers for an address already there / not there. */
+const EEXIST = 17;
+const EADDRNOTAVAIL = 99;
+
+/** Where scripts/build-native.mjs puts the addon, from dist/src/takeover/ (or src/takeover/ under a TS loader). */
+const ADDON_PATHS = ['../../../build/native/garp-socket.node', '../../build/native/garp-socket.node'];
+
+let addon: GarpAddon | Error | null = null;
+
+/** The garp-socket addon, or why it cannot be loaded (loaded once per process). */
+export function loadGarpAddon(): GarpAddon | Error {
+  addon ??= loadAddonFrom(ADDON_PATHS);
+  return addon;
+}
+
+/** The addon from the first of `paths` (relative to this module) that loads, or why none did. */
+export function loadAddonFrom(paths: readonly string[]): GarpAddon | Error {
+  const require = createRequire(import.meta.url);
+  let last: Error | null = null;
+  for (const p of paths) {
+    try {
+      return require(p) as GarpAddon;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') last = err as Error;
+    }
+  }
+  return new Error(last === null ? 'garp-socket addon not built (npm run build compiles it)' : `garp-socket addon not loadable: ${last.message}`);
+}
+
+/** Ethernet broadcast, the destination of a gratuitous ARP. */
+const BROADCAST = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+/** The shortest Ethernet frame without its FCS: an ARP frame is padded to it. */
+export const GARP_FRAME_BYTES = 60;
+
+/**
+ * A gratuitous ARP request (RFC 5227 §3 "ARP Announcement", as arping -U and keepalived send it):
+ * Ethernet broadcast from `mac`, type 0x0806; ARP htype 1 (Ethernet), ptype 0x0800, hlen 6, plen 4,
+ * op 1 (request); sender = (`mac`, `vip`), target = (zero MAC, `vip`); zero-padded to 60 bytes.
+ */
+export function garpFrame(mac: Buffer, vip: string): Buffer {
+  if (mac.length !== 6) throw new RangeError(`mac: expected 6 bytes, received ${mac.length}`);
+  if (!net.isIPv4(vip)) throw new RangeError(`vip: expected an IPv4 address, received ${JSON.stringify(vip)}`);
+  const ip = Buffer.from(vip.split('.').map(Number));
+  const f = Buffer.alloc(GARP_FRAME_BYTES);
+  BROADCAST.copy(f, 0);
+  mac.copy(f, 6);
+  f.writeUInt16BE(0x0806, 12);
+  f.writeUInt16BE(1, 14);
+  f.writeUInt16BE(0x0800, 16);
+  f[18] = 6;
+  f[19] = 4;
+  f.writeUInt16BE(1, 20);
+  mac.copy(f, 22);
+  ip.copy(f, 28);
+  ip.copy(f, 38);
+  return f;
+}
+
 export interface LinuxTakeoverOptions {
   /** IPv4 address of the VIP. */
   readonly vip: string;
@@ -50,6 +133,8 @@ export interface LinuxTakeoverOptions {
   readonly netns?: string;
   /** Which arping is installed; detected from its help text when not given. */
   readonly arping?: ArpingFlavour;
+  /** `auto` (default): the packet socket, arping when it cannot be had; `arping`: always arping. */
+  readonly garp?: GarpMode;
   /** A gratuitous ARP burst that failed after acquire() had resolved (the VIP is up regardless). */
   readonly onError?: (err: TakeoverError) => void;
 }
@@ -108,6 +193,12 @@ export class LinuxTakeover implements IdentityTakeover {
   #held = false;
   #second: TimerHandle | null = null;
   readonly #arpings = new Set<ChildProcess>();
+  /** The open packet socket and the frame it sends, or null: arping. */
+  #socket: { readonly addon: GarpAddon; readonly fd: number; readonly ifindex: number; readonly frame: Buffer; readonly netlink: number } | null = null;
+  readonly #vipU32: number;
+  #announcer: Announcer;
+  /** The packet-socket burst's pending sends. */
+  readonly #sends = new Set<TimerHandle>();
 
   constructor(o: LinuxTakeoverOptions) {
     if (!net.isIPv4(o.vip)) throw new RangeError(`vip: expected an IPv4 address, received ${JSON.stringify(o.vip)}`);
@@ -117,6 +208,45 @@ export class LinuxTakeover implements IdentityTakeover {
     this.#count = o.garpCount ?? GARP_COUNT;
     this.#delayMs = o.garpDelayMs ?? GARP_DELAY_MS;
     if (!Number.isInteger(this.#count) || this.#count < 1) throw new RangeError(`garpCount: expected an integer >= 1, received ${this.#count}`);
+    this.#vipU32 = o.vip.split('.').reduce((a, x) => a * 256 + Number(x), 0);
+    this.#announcer = this.#openSocket(o.garp ?? 'auto');
+  }
+
+  /** Which sender announces the VIP (the packet socket, or arping and why). */
+  get announcer(): Announcer {
+    return this.#announcer;
+  }
+
+  #openSocket(mode: GarpMode): Announcer {
+    if (mode === 'arping') return { via: 'arping', reason: 'configured (garp: arping)' };
+    const a = loadGarpAddon();
+    if (a instanceof Error) return { via: 'arping', reason: a.message };
+    try {
+      const ns = this.#o.netns === undefined ? undefined : `/run/netns/${this.#o.netns}`;
+      const s = a.open(this.#o.interface, ns);
+      let netlink = -1;
+      try {
+        netlink = a.netlink(ns);
+      } catch {
+        // `ip` adds and removes the address then.
+      }
+      this.#socket = { addon: a, fd: s.fd, ifindex: s.ifindex, frame: garpFrame(s.mac, this.#o.vip), netlink };
+      return { via: 'packet-socket' };
+    } catch (err) {
+      return { via: 'arping', reason: `packet socket on ${this.#o.interface}: ${(err as Error).message}` };
+    }
+  }
+
+  /**
+   * Closes the packet socket (after release(): a takeover without it would use arping). Idempotent.
+   */
+  close(): void {
+    const s = this.#socket;
+    if (s === null) return;
+    this.#socket = null;
+    this.#announcer = { via: 'arping', reason: 'closed' };
+    s.addon.close(s.fd);
+    if (s.netlink >= 0) s.addon.close(s.netlink);
   }
 
   get acquired(): boolean {
@@ -132,16 +262,18 @@ export class LinuxTakeover implements IdentityTakeover {
   acquire(): Promise<void> {
     return this.#serial.run(async () => {
       if (this.#held) return;
-      const args = this.#ipArgs('add');
-      const r = await run('ip', args, IP_TIMEOUT_MS);
-      if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
+      if (!this.#netlinkAddr(true)) {
+        const args = this.#ipArgs('add');
+        const r = await run('ip', args, IP_TIMEOUT_MS);
+        if (r.code !== 0 && !ALREADY_ADDED.test(r.stderr)) throw failure('ip', args, r);
+      }
       this.#held = true;
       try {
         await this.#burst(true);
       } catch (err) {
         // Not announced: the address comes off again, or a failed takeover would leave it here.
         this.#held = false;
-        await run('ip', this.#ipArgs('del'), IP_TIMEOUT_MS);
+        if (!this.#netlinkAddr(false)) await run('ip', this.#ipArgs('del'), IP_TIMEOUT_MS);
         throw err;
       }
       if (this.#delayMs > 0 && this.#held) {
@@ -158,14 +290,33 @@ export class LinuxTakeover implements IdentityTakeover {
     return this.#serial.run(async () => {
       this.#second?.cancel();
       this.#second = null;
+      for (const t of this.#sends) t.cancel();
+      this.#sends.clear();
       for (const child of this.#arpings) child.kill('SIGTERM');
       this.#arpings.clear();
       if (!this.#held) return;
       this.#held = false;
+      if (this.#netlinkAddr(false)) return;
       const args = this.#ipArgs('del');
       const r = await run('ip', args, IP_TIMEOUT_MS);
       if (r.code !== 0 && !ALREADY_REMOVED.test(r.stderr)) throw failure('ip', args, r);
     });
+  }
+
+  /**
+   * `ip addr add|del` as one netlink request on the socket opened with the packet socket (no process
+   * started). True when done (an address already there, or already gone, counts); false when there
+   * is no such socket or the kernel refused: the caller runs `ip`, whose error message says why.
+   */
+  #netlinkAddr(add: boolean): boolean {
+    const s = this.#socket;
+    if (s === null || s.netlink < 0) return false;
+    try {
+      const errno = s.addon.addr(s.netlink, add, s.ifindex, this.#vipU32, this.#o.prefix);
+      return errno === 0 || errno === (add ? EEXIST : EADDRNOTAVAIL);
+    } catch {
+      return false;
+    }
   }
 
   #ipArgs(op: 'add' | 'del'): string[] {
@@ -174,10 +325,38 @@ export class LinuxTakeover implements IdentityTakeover {
   }
 
   /**
+   * Sends gratuitous ARP number `i` of a burst through the packet socket now and schedules the next
+   * GARP_INTERVAL_MS later. False when the send failed: the socket is closed, the failure reported,
+   * and the caller falls back to arping (for this burst and every later one).
+   */
+  #sendFrames(i: number): boolean {
+    const s = this.#socket!;
+    try {
+      s.addon.send(s.fd, s.ifindex, s.frame);
+    } catch (err) {
+      this.close();
+      this.#announcer = { via: 'arping', reason: `packet socket send failed: ${(err as Error).message}` };
+      this.#o.onError?.(new TakeoverError(`gratuitous ARP on ${this.#o.interface} (packet socket)`, `${(err as Error).message}; arping from now on`, { cause: err }));
+      if (i === 0) return false;
+      if (this.#held) void this.#burst(false);
+      return true;
+    }
+    if (i + 1 < this.#count) {
+      const t = this.#o.clock.setTimeout(() => {
+        this.#sends.delete(t);
+        if (this.#held && this.#socket === s) this.#sendFrames(i + 1);
+      }, GARP_INTERVAL_MS);
+      this.#sends.add(t);
+    }
+    return true;
+  }
+
+  /**
    * Starts one arping burst. `awaitSpawn`: resolve once it runs, reject when it cannot start
    * (the first burst, inside acquire); otherwise every failure goes to onError.
    */
   async #burst(awaitSpawn: boolean): Promise<void> {
+    if (this.#socket !== null && this.#sendFrames(0)) return;
     const flavour = this.#o.arping ?? (await detectArping());
     const argv = arpingArgs(flavour, this.#o.interface, this.#o.vip, this.#count);
     const [command, args] = this.#o.netns === undefined ? ['arping', argv] : ['ip', ['netns', 'exec', this.#o.netns, 'arping', ...argv]];

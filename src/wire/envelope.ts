@@ -11,11 +11,12 @@
  * | offset   | size | field                                                                     |
  * |----------|------|---------------------------------------------------------------------------|
  * | 0        | n    | body (layout depends on the type, below)                                  |
- * | n        | 1    | version byte = `(WIRE_VERSION << 4) \| type`; WIRE_VERSION = 1            |
+ * | n        | 1    | version byte = `(version << 4) \| type`: the type's format version       |
  * | n + 1    | 16   | tag = first 16 bytes of HMAC-SHA256(clusterKey, body ‖ version byte)      |
  *
  * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12), 3 = election
- * advert (version byte 0x13), 4 = state replication frame (version byte 0x14; layout in
+ * advert (version byte 0x13), 4 = state replication frame (version byte 0x24, format version 2 since
+ * the frame carries the sender's election epoch; 0x14, version 1, is refused as 'version'; layout in
  * replication-frame.ts: a 16-byte header and a batch of session/flow operations, over TCP),
  * 5 = transmission agent (version byte 0x15; HANet's takeover request between siblings, below).
  *
@@ -84,8 +85,10 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { WireReject } from '../core/diagnostics.js';
 
-/** The envelope format version, the high nibble of the version byte. */
+/** The envelope format version, the high nibble of the version byte (of every type but Replication). */
 export const WIRE_VERSION = 1;
+/** The replication frame's format version (2: the header carries the sender's election epoch). */
+export const REPLICATION_WIRE_VERSION = 2;
 /** HMAC-SHA256 truncated to 128 bits (RFC 2104 §5 allows truncation to at least half the output). */
 export const TAG_BYTES = 16;
 
@@ -118,6 +121,11 @@ function isMessageType(t: number): t is MessageType {
   );
 }
 
+/** The format version this build speaks for a type: the high nibble of its version byte. */
+export function versionOf(type: MessageType): number {
+  return type === MessageType.Replication ? REPLICATION_WIRE_VERSION : WIRE_VERSION;
+}
+
 /** HMAC-SHA256(key, msg[0, end)), full 32 bytes. */
 function mac(key: Buffer, msg: Uint8Array, end: number): Buffer {
   return createHmac(HMAC_ALGORITHM, key).update(msg.subarray(0, end)).digest();
@@ -132,7 +140,7 @@ export function seal(type: MessageType, body: Uint8Array, key: Buffer): Buffer {
   const n = body.length;
   const msg = Buffer.allocUnsafe(n + ENVELOPE_OVERHEAD_BYTES);
   msg.set(body, 0);
-  msg[n] = (WIRE_VERSION << 4) | type;
+  msg[n] = (versionOf(type) << 4) | type;
   mac(key, msg, n + 1).copy(msg, n + 1, 0, TAG_BYTES);
   return msg;
 }
@@ -150,8 +158,8 @@ export function open(msg: Buffer, key: Buffer): OpenResult {
   // Both views are exactly TAG_BYTES long, as timingSafeEqual requires.
   if (!timingSafeEqual(expected.subarray(0, TAG_BYTES), msg.subarray(signed, len))) return REJECT_BAD_MAC;
   const versionByte = msg[signed - 1]!;
-  if (versionByte >>> 4 !== WIRE_VERSION) return REJECT_VERSION;
   const type = versionByte & 0x0f;
-  if (!isMessageType(type)) return REJECT_TYPE;
+  if (!isMessageType(type)) return versionByte >>> 4 === WIRE_VERSION || versionByte >>> 4 === REPLICATION_WIRE_VERSION ? REJECT_TYPE : REJECT_VERSION;
+  if (versionByte >>> 4 !== versionOf(type)) return REJECT_VERSION;
   return { ok: true, type, body: msg.subarray(0, signed - 1) };
 }

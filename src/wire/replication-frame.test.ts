@@ -6,24 +6,26 @@ import { KEY } from './wire.fixtures.js';
 
 /**
  * Written by hand from the layout in replication-frame.ts:
- * header: sender 0102, count 0002, seq 00000005, nonce 0001020304050607;
+ * header: sender 0102, count 0002, seq 00000005, nonce 0001020304050607, epoch 00000007;
  * SESSION_OPEN: 01, service 0001, sid 0000000001000005 (generation 1, slot 5), backend 0002, key length 0002, "ab" 6162;
  * FLOW_INSERT: 05, service 0000, sid ffffffffffffffff (none), src 00 0a000001 (10.0.0.1), port 13c4 (5060),
  * dst 03 3a3a31 ("::1"), port 13c4, proto 11 (udp), role 01 (announced), timeout 00007530 (30000 ms).
  */
 const BODY_HEX =
-  '0102' + '0002' + '00000005' + '0001020304050607' +
+  '0102' + '0002' + '00000005' + '0001020304050607' + '00000007' +
   '01' + '0001' + '0000000001000005' + '0002' + '0002' + '6162' +
   '05' + '0000' + 'ffffffffffffffff' + '00' + '0a000001' + '13c4' + '03' + '3a3a31' + '13c4' + '11' + '01' + '00007530';
-/** body ‖ 0x14 ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x14), computed with openssl dgst -mac HMAC. */
-const MSG_HEX = BODY_HEX + '14' + '37985e3b92b1dab7299caa5f4a8af439';
+/** body ‖ 0x24 (format version 2, type 4) ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x24), computed with openssl dgst -mac HMAC. */
+const MSG_HEX = BODY_HEX + '24' + '3b15b1b1655e8793d92f5325dc0f5b14';
+/** The same body sealed as format version 1 (0x14), as an older build would: refused as 'version'. */
+const MSG_V1_HEX = BODY_HEX + '14' + '7fd6e8fbae673416499bf43baec51bb8';
 const NONCE = Buffer.from('0001020304050607', 'hex');
 
 test('replication frame: encodes the hand-written bytes and seals them as type 4', () => {
   const w = new OpWriter(8);
   w.sessionOpen(1, 0x01000005, 2, 'ab');
   w.flowInsert(0, NO_SID, { src: 0x0a000001, srcPort: 5060, dst: '::1', dstPort: 5060, proto: 17 }, 'announced', 30000);
-  const body = encodeFrame({ sender: 0x0102, seq: 5, nonce: NONCE }, w.count, w.bytes());
+  const body = encodeFrame({ sender: 0x0102, seq: 5, nonce: NONCE, epoch: 7 }, w.count, w.bytes());
   assert.equal(body.toString('hex'), BODY_HEX);
   assert.equal(seal(MessageType.Replication, body, KEY).toString('hex'), MSG_HEX);
 });
@@ -37,10 +39,18 @@ test('replication frame: decodes the hand-written message', () => {
   assert.equal(f.sender, 0x0102);
   assert.equal(f.seq, 5);
   assert.equal(f.nonce.toString('hex'), '0001020304050607');
+  assert.equal(f.epoch, 7);
   assert.deepEqual(f.ops, [
     { op: Op.SessionOpen, service: 1, sid: 16777221, backend: 2, key: 'ab' },
     { op: Op.FlowInsert, service: 0, sid: -1, src: 167772161, srcPort: 5060, dst: '::1', dstPort: 5060, proto: 17, role: 'announced', timeoutMs: 30000 },
   ]);
+});
+
+test('replication frame: format version 1 (no epoch, version byte 0x14) is refused as version, authentic or not', () => {
+  assert.deepEqual(open(Buffer.from(MSG_V1_HEX, 'hex'), KEY), { ok: false, reason: 'version' });
+  const forged = Buffer.from(MSG_V1_HEX, 'hex');
+  forged[forged.length - 1]! ^= 1;
+  assert.deepEqual(open(forged, KEY), { ok: false, reason: 'bad-mac' });
 });
 
 test('replication frame: every op round-trips, with a 52-bit session handle and an anonymous session', () => {
@@ -58,6 +68,7 @@ test('replication frame: every op round-trips, with a 52-bit session handle and 
     { op: Op.SnapshotEnd, sessions: 10000, flows: 4294967295 },
     { op: Op.Ack, seq: 4294967295 },
     { op: Op.Challenge },
+    { op: Op.TableSizes, service: 2, sessions: 1_000_000, flows: 4294967295 },
   ];
   const w = new OpWriter(4);
   for (const o of ops) {
@@ -73,6 +84,7 @@ test('replication frame: every op round-trips, with a 52-bit session handle and 
       case Op.SnapshotEnd: w.snapshotEnd(o.sessions, o.flows); break;
       case Op.Ack: w.ack(o.seq); break;
       case Op.Challenge: w.challenge(); break;
+      case Op.TableSizes: w.tableSizes(o.service, o.sessions, o.flows); break;
       default: assert.fail('not listed');
     }
   }
@@ -84,20 +96,20 @@ test('replication frame: every op round-trips, with a 52-bit session handle and 
 
 test('replication frame: malformed bodies decode to null', () => {
   const body = Buffer.from(BODY_HEX, 'hex');
-  assert.equal(decodeFrame(body.subarray(0, 15)), null, 'short header');
+  assert.equal(decodeFrame(body.subarray(0, 19)), null, 'short header');
   assert.equal(decodeFrame(body.subarray(0, body.length - 1)), null, 'truncated op');
   assert.equal(decodeFrame(Buffer.concat([body, Buffer.from([0])])), null, 'trailing byte');
   const moreOps = Buffer.from(body);
   moreOps.writeUInt16BE(3, 2);
   assert.equal(decodeFrame(moreOps), null, 'count above the ops present');
   const unknownOp = Buffer.from(body);
-  unknownOp[16] = 0x7f;
+  unknownOp[20] = 0x7f;
   assert.equal(decodeFrame(unknownOp), null, 'unknown opcode');
   const badRole = Buffer.from(body);
   badRole[body.length - 5] = 3;
   assert.equal(decodeFrame(badRole), null, 'role 3');
   const longKey = Buffer.from(body);
-  longKey.writeUInt16BE(MAX_STRING_BYTES + 1, 16 + 13);
+  longKey.writeUInt16BE(MAX_STRING_BYTES + 1, 20 + 13);
   assert.equal(decodeFrame(longKey), null, 'key over the cap');
   assert.throws(() => new OpWriter().sessionOpen(0, 1, 0, 'x'.repeat(MAX_STRING_BYTES + 1)), RangeError);
 });

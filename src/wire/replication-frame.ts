@@ -7,7 +7,10 @@
  *
  * ## Body layout (all integers big-endian)
  *
- * Header, 16 bytes:
+ * Version 2 (envelope version byte 0x24; version 1, 0x14, had no epoch and is refused as 'version'
+ * both ways: an old build reports this one as 'version', this build reports the old one so).
+ *
+ * Header, 20 bytes:
  *
  * | offset | size | field  | meaning                                                                  |
  * |--------|------|--------|--------------------------------------------------------------------------|
@@ -16,6 +19,9 @@
  * | 4      | 4    | seq    | u32, the frame's number on its connection: 1, 2, 3… (0: CHALLENGE frame) |
  * | 8      | 8    | nonce  | the receiver's random challenge for this connection, echoed in every     |
  * |        |      |        | frame: a frame recorded on another connection never verifies on this one |
+ * | 16     | 4    | epoch  | u32, the highest election epoch the sender knows (election.ts): a        |
+ * |        |      |        | receiver that knows a higher one refuses the frame ('stale'), so a stale |
+ * |        |      |        | master's stream is not applied once a newer master is known              |
  *
  * Then `count` operations, each an opcode byte and its fields. `service` is u16, the index of the
  * service in the replicator's list (both ends configure the group's services in the same order).
@@ -38,13 +44,15 @@
  * | 0x0a | SNAPSHOT_END   | sessions u32, flows u32: how many the snapshot carried                          |
  * | 0x0b | ACK            | seq u32: the receiver applied every frame up to seq                             |
  * | 0x0c | CHALLENGE      | (none): the receiver's first frame; its header nonce is the challenge           |
+ * | 0x0d | TABLE_SIZES    | service, sessions u32, flows u32: in a snapshot, before the service's sessions, |
+ * |      |                | how many the sender holds (a hint: the receiver sizes its tables once)          |
  *
  * Bounds: a body is at most MAX_FRAME_BODY_BYTES, a key or data string at most MAX_STRING_BYTES.
  * A body with an unknown opcode, a field running past the end, trailing bytes or a count that does
  * not match decodes to null (the receiver counts it and drops the connection).
  */
 
-export const FRAME_HEADER_BYTES = 16;
+export const FRAME_HEADER_BYTES = 20;
 export const NONCE_BYTES = 8;
 /** Largest body accepted (and produced: the sender starts a new frame before this). */
 export const MAX_FRAME_BODY_BYTES = 64 * 1024;
@@ -70,6 +78,7 @@ export const Op = {
   SnapshotEnd: 0x0a,
   Ack: 0x0b,
   Challenge: 0x0c,
+  TableSizes: 0x0d,
 } as const;
 
 export const CLOSE_REASONS = ['ended', 'timeout', 'removed'] as const;
@@ -107,13 +116,16 @@ export type ReplicationOp =
   | { op: typeof Op.SnapshotBegin }
   | { op: typeof Op.SnapshotEnd; sessions: number; flows: number }
   | { op: typeof Op.Ack; seq: number }
-  | { op: typeof Op.Challenge };
+  | { op: typeof Op.Challenge }
+  | { op: typeof Op.TableSizes; service: number; sessions: number; flows: number };
 
 export interface FrameHeader {
   sender: number;
   seq: number;
   /** NONCE_BYTES bytes. */
   nonce: Buffer;
+  /** The highest election epoch the sender knows (u32; 0 when it knows none). */
+  epoch: number;
 }
 
 export interface Frame extends FrameHeader {
@@ -249,6 +261,16 @@ export class OpWriter {
     this.count++;
   }
 
+  tableSizes(service: number, sessions: number, flows: number): void {
+    this.ensure(11);
+    this.buf[this.length++] = Op.TableSizes;
+    this.u16(service);
+    this.buf.writeUInt32BE(sessions >>> 0, this.length);
+    this.buf.writeUInt32BE(flows >>> 0, this.length + 4);
+    this.length += 8;
+    this.count++;
+  }
+
   private head(op: number, service: number, sid: number): void {
     this.buf[this.length++] = op;
     this.u16(service);
@@ -300,13 +322,14 @@ export class OpWriter {
 }
 
 /** A frame body: the header then `ops` (the bytes of `count` ops from an OpWriter). */
-export function encodeFrame(h: FrameHeader, count: number, ops: Uint8Array): Buffer {
+export function encodeFrame(h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): Buffer {
   if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   const body = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ops.length);
   body.writeUInt16BE(h.sender, 0);
   body.writeUInt16BE(count, 2);
   body.writeUInt32BE(h.seq >>> 0, 4);
   h.nonce.copy(body, 8);
+  body.writeUInt32BE((h.epoch ?? 0) >>> 0, 16);
   body.set(ops, FRAME_HEADER_BYTES);
   return body;
 }
@@ -314,7 +337,7 @@ export function encodeFrame(h: FrameHeader, count: number, ops: Uint8Array): Buf
 /** Only the header (null when the body is shorter than one): lets a receiver check seq and nonce before decoding ops. */
 export function decodeFrameHeader(body: Buffer): (FrameHeader & { count: number }) | null {
   if (body.length < FRAME_HEADER_BYTES || body.length > MAX_FRAME_BODY_BYTES) return null;
-  return { sender: body.readUInt16BE(0), count: body.readUInt16BE(2), seq: body.readUInt32BE(4), nonce: body.subarray(8, 16) };
+  return { sender: body.readUInt16BE(0), count: body.readUInt16BE(2), seq: body.readUInt32BE(4), nonce: body.subarray(8, 16), epoch: body.readUInt32BE(16) };
 }
 
 class Truncated extends Error {}
@@ -348,6 +371,7 @@ export interface OpVisitor {
   snapshotEnd(sessions: number, flows: number): void;
   ack(seq: number): void;
   challenge(): void;
+  tableSizes(service: number, sessions: number, flows: number): void;
 }
 
 /** A read position in a body; every read checks its bounds (TRUNCATED past the end). */
@@ -520,6 +544,13 @@ function walk(body: Buffer, count: number, v: OpVisitor | null): void {
       case Op.Challenge:
         v?.challenge();
         break;
+      case Op.TableSizes: {
+        const service = c.u16();
+        const sessions = c.u32();
+        const flows = c.u32();
+        v?.tableSizes(service, sessions, flows);
+        break;
+      }
       default:
         throw TRUNCATED;
     }
@@ -590,6 +621,9 @@ class OpCollector implements OpVisitor {
   challenge(): void {
     this.ops.push({ op: Op.Challenge });
   }
+  tableSizes(service: number, sessions: number, flows: number): void {
+    this.ops.push({ op: Op.TableSizes, service, sessions, flows });
+  }
 }
 
 /** Decodes an authenticated body into op objects; null when it is malformed (see the module doc). Never throws. */
@@ -602,5 +636,5 @@ export function decodeFrame(body: Buffer): Frame | null {
   } catch {
     return null;
   }
-  return { sender: h.sender, seq: h.seq, nonce: h.nonce, ops: c.ops };
+  return { sender: h.sender, seq: h.seq, nonce: h.nonce, epoch: h.epoch, ops: c.ops };
 }

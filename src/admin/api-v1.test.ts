@@ -55,6 +55,9 @@ async function start(t: TestContext, actions?: Map<string, AdminAction>) {
     backendId: (n) => ['a', 'b'][n],
     drain: (id, reason) => (['a', 'b'].includes(id) ? (calls.push(`drain ${id} ${reason ?? '-'}`), true) : null),
     undrain: (id) => (['a', 'b'].includes(id) ? (calls.push(`undrain ${id}`), true) : null),
+    addBackend: (b) => (calls.push(`add ${b.id}`), { type: 'conflict', message: 'rig' }),
+    removeBackend: (id) => (calls.push(`remove ${id}`), 'unknown'),
+    sessionFlows: () => [],
   }));
   const events = new EventRing(clock, 5).subscribe();
   const loads = new LoadSeries(clock);

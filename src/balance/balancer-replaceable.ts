@@ -1,0 +1,40 @@
+/**
+ * @module A balancer whose algorithm can be replaced while it serves (a reload that changes
+ * `services[].balancer`): the service's router and session router hold this one object, and the
+ * algorithm behind it changes under them.
+ */
+import type { Balancer, Candidate, PickResult } from './balancer.js';
+import { createBalancer } from './balancer.js';
+
+/**
+ * Delegates to one registered balancer. `replace(name)` builds the new one (throwing
+ * UnknownBalancerError before anything changes), gives it the last snapshot, then swaps it in: the
+ * next pick is the new algorithm's. Its state (a round-robin cursor, smooth weights) starts afresh.
+ */
+export class ReplaceableBalancer<T extends Candidate> implements Balancer<T> {
+  private inner: Balancer<T>;
+  private snapshot: readonly T[] = [];
+
+  constructor(name: string) {
+    this.inner = createBalancer<T>(name);
+  }
+
+  get name(): string {
+    return this.inner.name;
+  }
+
+  replace(name: string): void {
+    const next = createBalancer<T>(name);
+    next.update(this.snapshot);
+    this.inner = next;
+  }
+
+  update(eligible: readonly T[]): void {
+    this.snapshot = eligible;
+    this.inner.update(eligible);
+  }
+
+  pick(): PickResult<T> {
+    return this.inner.pick();
+  }
+}

@@ -398,7 +398,10 @@ export async function startDispatcher(config: Config, options: DispatcherOptions
           name: s.config.name,
           protocol: s.config.protocol,
           table: s.sessions.sessions.table,
-          admission: (({ enabled, t1, t2, t3, c }) => ({ enabled, t1, t2, t3, c }))(s.config.admission),
+          get admission() {
+            const { enabled, t1, t2, t3, c } = s.config.admission;
+            return { enabled, t1, t2, t3, c };
+          },
           backendId: (i) => s.backends[i]?.id,
           drain: (id, reason) => (find(id) ? s.monitor.drain(find(id)!, reason) : null),
           undrain: (id) => (find(id) ? s.monitor.undrain(find(id)!) : null),

@@ -169,7 +169,7 @@ export const OPENAPI_DOCUMENT = {
     '/api/v1/replication': {
       get: {
         description:
-          'Counters of the election transports and of the session-state replicators: peers streaming and inbound, frames/ops/bytes sent and applied, snapshots, overflows (a peer too slow), rejections by reason, foreign sessions and flows held, duration of the last snapshot sync (lastSyncMs)',
+          'Counters of the election transports and of the session-state replicators: peers streaming and inbound, frames/ops/bytes sent and applied, snapshots, overflows (a peer too slow), rejections by reason, foreign sessions and flows held, duration of the last snapshot sync (lastSyncMs); replication lag as a time: per replicator `lagMs` (the largest over its peers) and `peers[].lagMs` = age in ms of the oldest own change a peer has not yet acknowledged as applied (an unacked live frame, else a change still batched; 0 when all is acked, null while the peer is not streaming; acks come every 10 ms, so it may read that much high), and `inbound[].sinceLastFrameMs` = time since the last frame from a peer was applied here',
         responses: ok('Replication counters', { type: 'object', properties: { transports: { type: 'array', items: { type: 'object' } }, replicators: { type: 'array', items: { type: 'object' } } } }),
       },
     },

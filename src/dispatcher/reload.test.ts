@@ -205,7 +205,7 @@ services:
     listen: 127.0.0.1:0
     balancer: weighted-round-robin
     http: { maxHeaderBytes: 4096 }
-    health: { detector: { type: pull, intervalMs: 100 }, probe: { type: http, path: /health } }
+    health: { detector: { type: pull, intervalMs: 500 }, probe: { type: http, path: /health } }
     admission: { enabled: true, t1: 0.5 }
     backends:
       - { id: a, address: "127.0.0.1:${a.address.port}", weight: 3 }

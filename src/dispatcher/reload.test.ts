@@ -280,3 +280,32 @@ test('API: add and remove a backend (400 with paths, 404, 409), runtime only: a 
   assert.deepEqual(r.d.status().services[0]!.backends.map((x) => x.id), ['a', 'b']);
   void b;
 });
+
+test('a removed backend keeps its sessions until it fails; then they re-pin and the request fails over', { timeout: 20_000 }, async (t) => {
+  const r = await rig(t, ['a', 'b'], (b) => yaml('127.0.0.1:0', [b['a']!, b['b']!], '    sessions: { header: X-Session-Id }\n'));
+  const url = `http://127.0.0.1:${r.d.serviceAddress('web').port}/`;
+  const inSession = async (key: string): Promise<string> => {
+    const res = await fetch(url, { headers: { 'x-session-id': key } });
+    assert.equal(res.status, 200);
+    return ((await res.json()) as { backend: string }).backend;
+  };
+  // Two sessions, one on each backend (round-robin).
+  const first = await inSession('s1');
+  const second = await inSession('s2');
+  assert.notEqual(first, second);
+  const onA = first === 'a' ? 's1' : 's2';
+
+  assert.equal((await post(`${r.api}/services/web/backends/a`, undefined, 'DELETE')).status, 200);
+  for (let i = 0; i < 3; i++) assert.equal(await inSession(onA), 'a', 'its session stays on the removed backend');
+  for (let i = 0; i < 3; i++) assert.equal(await inSession(`new-${i}`), 'b', 'new sessions avoid it');
+  const sessions = (await (await fetch(`${r.api}/sessions?backend=a`)).json()) as { sessions: { key: string }[] };
+  assert.deepEqual(sessions.sessions.map((s) => s.key), [onA]);
+
+  // The removed backend dies: its session moves, the request is served by b, and a never returns.
+  await r.backends['a']!.close();
+  assert.equal(await inSession(onA), 'b');
+  assert.equal(await inSession(onA), 'b');
+  const left = (await (await fetch(`${r.api}/sessions?backend=a`)).json()) as { sessions: unknown[] };
+  assert.deepEqual(left.sessions, []);
+  assert.deepEqual(r.d.status().services[0]!.backends.map((x) => x.id), ['b']);
+});

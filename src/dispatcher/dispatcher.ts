@@ -17,10 +17,8 @@ import { Backend } from '../core/backend.js';
 import { AgentReceiver, HealthMonitor, type ReceiverStats } from '../monitor/index.js';
 import { LoadManager } from '../load/index.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
-import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder, type Listener } from '../forward/index.js';
-import type { SessionLayer } from '../sessions/index.js';
-import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
-import type { TimerHandle } from '../core/clock.js';
+import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder } from '../forward/index.js';
+import { createAdmission } from '../admission/index.js';
 import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/index.js';
 import { createMetrics, startAdminServer, subscribeLogs, type AdminServer, type Logger, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
 import { resolveAdminToken } from '../admin/api-auth.js';
@@ -30,8 +28,8 @@ import { LoadSeries } from '../admin/load-series.js';
 import { AdmissionSeries } from '../admin/admission-series.js';
 import { serveDashboard } from '../admin/dashboard-static.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
+import { AgentRoutes, newBackend, startAdmission, type Service } from './service.js';
 import { Edge } from '../edge/edge.js';
-import { configureBackendTls } from '../edge/backend-tls.js';
 import type { TlsCertificateError } from '../core/errors.js';
 
 export interface DispatcherOptions {
@@ -80,31 +78,6 @@ export interface DispatcherHandle {
   close(): Promise<void>;
 }
 
-/** One running service, as the dispatcher wires it (dispatcher/reload.ts changes it live). */
-export interface Service {
-  /** The configuration in force: the start-up one with what reloads and the admin API changed live. */
-  config: ServiceConfig;
-  /**
-   * Every backend the service ever had, by index: removed ones stay as tombstones (`removed`), added
-   * ones are appended, so no backend's index changes (see Backend.index).
-   */
-  readonly backends: Backend[];
-  readonly balancer: ReplaceableBalancer<Backend>;
-  /** Rebuilds the balancer's snapshot (after a health, weight or membership change). */
-  readonly rebuild: () => void;
-  readonly monitor: HealthMonitor;
-  readonly load: LoadManager;
-  readonly forwarder: Forwarder;
-  readonly sessions: SessionLayer;
-  readonly admission: AdmissionControl;
-  /** The stream listener's gate (TLS, per-client limits); null for datagram-only services. */
-  readonly edge: Edge | null;
-  admissionFeed: TimerHandle | null;
-  listener: Listener | null;
-  /** The bound datagram address (udp, sip over udp). */
-  datagram: HostPort | null;
-}
-
 const FORWARDERS: Record<ServiceConfig['protocol'], new (rt: ServiceRuntime) => Forwarder> = {
   http: HttpForwarder,
   tcp: TcpForwarder,
@@ -135,14 +108,6 @@ const VERSION: string = (() => {
     return '0.0.0';
   }
 })();
-
-/** A backend of `service` from its configuration, at list position `index`. */
-export function newBackend(service: string, b: ServiceConfig['backends'][number], index: number): Backend {
-  const at = parseHostPort(b.address)!;
-  const backend = new Backend(service, b.id, at.host, at.port, b.weight, index, b.agent ?? null);
-  configureBackendTls(backend, b.tls);
-  return backend;
-}
 
 function buildService(config: ServiceConfig, clock: Clock, logger: Logger | undefined): Service {
   const backends = config.backends.map((b, i) => newBackend(config.name, b, i));
@@ -211,29 +176,6 @@ function vipBinds(s: Service): VipBind[] {
 }
 
 /**
- * Feeds SA2C every load interval with max's two inputs: the dispatcher's own event-loop load, and the
- * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
- * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
- * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
- * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
- * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
- */
-export function startAdmission(s: Service, clock: Clock): TimerHandle {
-  const elu = new EventLoopLoad();
-  const alpha = s.config.load.alpha;
-  return startAdmissionFeed(
-    s.admission,
-    {
-      cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
-      dispatcher: () => elu.sample(),
-    },
-    clock,
-    s.config.load.intervalMs,
-    s.config.admission.smoothingMs,
-  );
-}
-
-/**
  * The agent side: one UDP receiver for every agent, routing each authenticated message to the
  * backends that agent stands beside (one agent may serve backends of several services).
  */
@@ -253,37 +195,6 @@ function buildAgentReceiver(config: Config, services: readonly Service[], clock:
       for (const { backend, service } of byHost.get(host) ?? []) service.load.onVector(backend, v);
     },
   });
-}
-
-/** Which backends each agent (Host_Identity) stands beside; changed live as backends come and go. */
-export class AgentRoutes {
-  private readonly byHost = new Map<number, { backend: Backend; service: Service }[]>();
-
-  get size(): number {
-    return this.byHost.size;
-  }
-
-  has(host: number): boolean {
-    return this.byHost.has(host);
-  }
-
-  get(host: number): readonly { backend: Backend; service: Service }[] | undefined {
-    return this.byHost.get(host);
-  }
-
-  add(backend: Backend, service: Service): void {
-    if (backend.agent === null) return;
-    let list = this.byHost.get(backend.agent);
-    if (!list) this.byHost.set(backend.agent, (list = []));
-    list.push({ backend, service });
-  }
-
-  remove(backend: Backend): void {
-    if (backend.agent === null) return;
-    const list = this.byHost.get(backend.agent)?.filter((r) => r.backend !== backend) ?? [];
-    if (list.length === 0) this.byHost.delete(backend.agent);
-    else this.byHost.set(backend.agent, list);
-  }
 }
 
 export async function startDispatcher(config: Config, options: DispatcherOptions = {}): Promise<DispatcherHandle> {

@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { parseConfig } from '../config/load.js';
-import type { Config } from '../config/schema.js';
 import { startDemoBackend, type DemoBackend } from '../demo/demo-backend.js';
 import { startDispatcher, type DispatcherHandle } from './dispatcher.js';
 

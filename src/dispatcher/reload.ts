@@ -14,7 +14,7 @@ import { HoldfastError } from '../core/errors.js';
 import type { BackendConfig, Config } from '../config/schema.js';
 import type { ReloadPlan, RestartNeeded, ServicePlan } from '../config/reload-plan.js';
 import { listen } from '../forward/index.js';
-import { newBackend, startAdmission, type AgentRoutes, type Service } from './dispatcher.js';
+import { newBackend, startAdmission, type AgentRoutes, type Service } from './service.js';
 
 /** Backend indices are u16 on the replication wire (replication-frame.ts). */
 export const MAX_BACKEND_SLOTS = 0xffff;

@@ -108,3 +108,14 @@ test('reconfigure: passive to pull keeps states, starts the hellos; a drained ba
   assert.equal(backends[0]!.state, 'down', 'the new detector decides');
   assert.equal(b.state, 'draining');
 });
+
+test('reconfigure: a hello in flight under the old settings cannot take the backend down afterwards', async (t) => {
+  const { clock, backends, monitor } = setup(t, 'pull');
+  const a = backends[0]!;
+  monitor.start(); // the first hello is in flight (its reply comes after a turn of the loop)
+  monitor.reconfigure(healthSchema.parse({ probe: { intervalMs: 100, timeoutMs: 50 }, detector: { type: 'pull', intervalMs: 1000, n: 3 } }));
+  await step(clock, 500);
+  assert.equal(a.state, 'up', 'the old watch (down after 300 ms of silence) is gone');
+  await step(clock, 2000);
+  assert.equal(a.state, 'up');
+});

@@ -463,7 +463,7 @@ export class HealthMonitor implements FailureSink {
 
   private deadlineReached(backend: Backend, watch: Watch, deferred = false): void {
     watch.deadline = null;
-    if (this.closed) return;
+    if (this.closed || this.watches.get(backend) !== watch) return;
     // libuv runs due timers before it reads sockets. A timer that fires late means the process was
     // stalled (descheduled, a long GC...): heartbeats sent meanwhile may be waiting unread in the
     // socket. Judge after one turn of the loop has read them, not before (a stalled dispatcher
@@ -563,7 +563,8 @@ export class HealthMonitor implements FailureSink {
 
   private probed(backend: Backend, watch: Watch, epoch: number, up: boolean): void {
     watch.inFlight = false;
-    if (this.closed) return;
+    // A watch replaced by reconfigure() while its probe ran: the result belongs to nobody.
+    if (this.closed || this.watches.get(backend) !== watch) return;
     if (watch.mode === 'pull') {
       // A reply proves the node alive whenever it began; it moves the state only if nothing
       // changed meanwhile (a failure reported during the hello is fresher evidence).

@@ -84,7 +84,8 @@ export function removeBackend(s: Service, id: string, ctx: LiveContext, allowLas
   backend.removed = true;
   s.monitor.retire(backend);
   s.load.remove(backend);
-  ctx.agents.remove(backend);
+  // Its agent's heartbeats still reach the monitor: a draining backend watched by push or
+  // phi-accrual must not be declared dead for silence (its sessions would move for nothing).
   s.rebuild();
   s.config = { ...s.config, backends: s.config.backends.filter((b) => b.id !== id) };
   return 'removed';

@@ -73,7 +73,10 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
   );
 }
 
-/** Which backends each agent (Host_Identity) stands beside; changed live as backends come and go. */
+/**
+ * Which backends each agent (Host_Identity) stands beside; added backends join. A removed backend
+ * stays: its heartbeats keep a draining backend watched (its load vectors are ignored).
+ */
 export class AgentRoutes {
   private readonly byHost = new Map<number, { backend: Backend; service: Service }[]>();
 
@@ -94,12 +97,5 @@ export class AgentRoutes {
     let list = this.byHost.get(backend.agent);
     if (!list) this.byHost.set(backend.agent, (list = []));
     list.push({ backend, service });
-  }
-
-  remove(backend: Backend): void {
-    if (backend.agent === null) return;
-    const list = this.byHost.get(backend.agent)?.filter((r) => r.backend !== backend) ?? [];
-    if (list.length === 0) this.byHost.delete(backend.agent);
-    else this.byHost.set(backend.agent, list);
   }
 }

@@ -9,6 +9,7 @@ import { FakeClock } from '../core/clock.js';
 import { healthSchema } from '../config/schema.js';
 import { Backend } from '../core/backend.js';
 import { HealthMonitor } from './health.js';
+import { wireTimestamp } from '../wire/timestamp.js';
 
 const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
@@ -118,4 +119,29 @@ test('reconfigure: a hello in flight under the old settings cannot take the back
   assert.equal(a.state, 'up', 'the old watch (down after 300 ms of silence) is gone');
   await step(clock, 2000);
   assert.equal(a.state, 'up');
+});
+
+test('retire (push): heartbeats keep a removed backend draining; silence takes it down, and it stays down', async (t) => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const a = new Backend('web', 'a', '127.0.0.1', 10_000, 1, 0, 7);
+  const config = healthSchema.parse({ detector: { type: 'push', intervalMs: 10, n: 3 }, probe: { intervalMs: 100, timeoutMs: 50 } });
+  const monitor = new HealthMonitor('web', [a], config, clock, () => Promise.resolve(true));
+  t.after(() => monitor.close());
+  let seq = 0;
+  const beat = () => monitor.onAvailability(a, { host: 7, seq: ++seq, flag: 'available', timestamp: wireTimestamp(clock.wallNow()) }, clock.now());
+  monitor.start();
+  beat();
+  assert.equal(a.state, 'up');
+  monitor.retire(a);
+  for (let i = 0; i < 20; i++) {
+    clock.advance(10);
+    beat();
+  }
+  assert.equal(a.state, 'draining', 'heartbeats on time: it drains, neither up nor down');
+  clock.advance(100);
+  assert.equal(a.state, 'down', 'silent for n x interval: down, its sessions re-pin');
+  beat();
+  clock.advance(10);
+  beat();
+  assert.equal(a.state, 'down', 'a removed backend never comes back');
 });

@@ -264,7 +264,7 @@ export class HealthMonitor implements FailureSink {
    */
   onAvailability(backend: Backend, a: Availability, now: number): void {
     const watch = this.watches.get(backend);
-    if (!watch || watch.mode !== 'heartbeat' || this.closed) return;
+    if (!watch || watch.mode !== 'heartbeat' || this.closed || (watch.retired && backend.state === 'down')) return;
     // A planned failure carries the failure time, not the send time: no use for ordering.
     const sentAt = a.flag === 'planned-failure' ? null : unwrapTimestamp(a.timestamp, this.clock.wallNow());
     this.countSequence(backend, watch, a.seq, sentAt);

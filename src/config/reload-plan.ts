@@ -50,9 +50,8 @@ function sameBackend(a: BackendConfig, b: BackendConfig): boolean {
 }
 
 /**
- * The live changes and the restart-only differences from `running` to `next` (both validated).
- * `groupedServices`: names of services that move with a group's VIP (their listen address is the
- * VIP's and changes only with a restart).
+ * The live changes and the restart-only differences from `running` to `next` (both validated). A
+ * service that moves with a group's VIP keeps its listen address (the VIP's) until a restart.
  */
 export function planReload(running: Config, next: Config): ReloadPlan {
   const restart: RestartNeeded[] = [];

@@ -62,9 +62,49 @@ export const OPENAPI_DOCUMENT = {
           data: { type: 'object' },
         },
       },
+      Flow: {
+        type: 'object',
+        properties: {
+          proto: { type: 'string', enum: ['tcp', 'udp'] },
+          src: { type: 'string', description: 'host:port' },
+          dst: { type: 'string', description: 'host:port' },
+          role: { type: 'string', enum: ['signalling', 'announced', 'secondary'] },
+          status: { type: 'string', enum: ['new', 'established', 'inactive'] },
+          idleMs: { type: 'number' },
+        },
+      },
       Session: {
         type: 'object',
-        properties: { service: { type: 'string' }, id: { type: 'integer' }, key: { type: 'string', nullable: true }, backend: { type: 'string', nullable: true }, idleMs: { type: 'number' } },
+        properties: {
+          service: { type: 'string' },
+          id: { type: 'integer' },
+          key: { type: 'string', nullable: true },
+          backend: { type: 'string', nullable: true },
+          idleMs: { type: 'number' },
+          flows: { type: 'array', items: ref('Flow'), description: "the session's flows in the flow table (SIP signalling and announced media, RTSP and its RTP/RTCP)" },
+        },
+      },
+      NewBackend: {
+        type: 'object',
+        required: ['id', 'address'],
+        additionalProperties: false,
+        properties: {
+          id: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,64}$' },
+          address: { type: 'string', example: '127.0.0.1:9003' },
+          weight: { type: 'integer', minimum: 0, maximum: 1000, default: 1 },
+          agent: { type: 'integer', minimum: 0, maximum: 65535 },
+          tls: { type: 'object' },
+        },
+      },
+      ReloadResult: {
+        type: 'object',
+        properties: {
+          type: { type: 'string', enum: ['applied'] },
+          applied: { type: 'array', items: { type: 'object', description: 'service, added, removed, reweighted, balancer, health, admission, listen' } },
+          restartRequired: { type: 'array', items: { type: 'object', properties: { path: { type: 'string' }, reason: { type: 'string' } } } },
+          errors: { type: 'array', items: { type: 'object', properties: { path: { type: 'string' }, message: { type: 'string' } } } },
+          certificates: { type: 'array', items: { type: 'object', properties: { service: { type: 'string' }, error: { type: 'string' } } } },
+        },
       },
     },
   },
@@ -79,7 +119,24 @@ export const OPENAPI_DOCUMENT = {
     '/api/v1/backends': {
       get: { parameters: [queryParam('service', { type: 'string' }, 'only this service')], responses: ok('Backends with load history', { type: 'array', items: ref('Backend') }) },
     },
-    '/api/v1/services/{service}/backends/{backend}': { get: { parameters: [pathParam('service'), pathParam('backend')], responses: ok('One backend', ref('Backend')) } },
+    '/api/v1/services/{service}/backends': {
+      post: {
+        description:
+          'Adds a backend at run time (appended: no other backend changes identity). Runtime only: the file is not written, and a later reload resets the service to the file. 409 when the id exists or the service uses tlsPassthrough.',
+        parameters: [pathParam('service')],
+        requestBody: { required: true, ...json(ref('NewBackend')) },
+        responses: { ...ok('Added', { type: 'object', properties: { added: { type: 'string' }, runtimeOnly: { type: 'boolean' }, backend: ref('Backend') } }), '409': { description: 'Id exists, or tlsPassthrough', ...json(ref('Error')) } },
+      },
+    },
+    '/api/v1/services/{service}/backends/{backend}': {
+      get: { parameters: [pathParam('service'), pathParam('backend')], responses: ok('One backend', ref('Backend')) },
+      delete: {
+        description:
+          'Removes a backend at run time: drained for good (no new sessions or requests; established ones finish on it, or re-pin if it fails), then gone from listings. Runtime only (a reload resets to the file). 409 for the last backend of a service.',
+        parameters: [pathParam('service'), pathParam('backend')],
+        responses: { ...ok('Removed (draining)', { type: 'object', properties: { removed: { type: 'string' }, runtimeOnly: { type: 'boolean' }, draining: { type: 'boolean' } } }), '409': { description: 'The last backend of its service, or tlsPassthrough', ...json(ref('Error')) } },
+      },
+    },
     '/api/v1/services/{service}/backends/{backend}/drain': {
       post: {
         description: 'No new sessions or requests go to the backend; established ones finish. No detector moves it until undrain.',
@@ -112,7 +169,7 @@ export const OPENAPI_DOCUMENT = {
     '/api/v1/replication': {
       get: {
         description:
-          'Counters of the election transports and of the session-state replicators: peers streaming and inbound, frames/ops/bytes sent and applied, snapshots, overflows (a peer too slow), rejections by reason, foreign sessions and flows held, duration of the last snapshot sync (lastSyncMs)',
+          'Counters of the election transports and of the session-state replicators: peers streaming and inbound, frames/ops/bytes sent and applied, snapshots, overflows (a peer too slow), rejections by reason, foreign sessions and flows held, duration of the last snapshot sync (lastSyncMs); replication lag as a time: per replicator `lagMs` (the largest over its peers) and `peers[].lagMs` = age in ms of the oldest own change a peer has not yet acknowledged as applied (an unacked live frame, else a change still batched; 0 when all is acked, null while the peer is not streaming; acks come every 50 ms, so it may read that much high), and `inbound[].sinceLastFrameMs` = time since the last frame from a peer was applied here',
         responses: ok('Replication counters', { type: 'object', properties: { transports: { type: 'array', items: { type: 'object' } }, replicators: { type: 'array', items: { type: 'object' } } } }),
       },
     },
@@ -146,6 +203,13 @@ export const OPENAPI_DOCUMENT = {
       },
     },
     '/api/v1/actions': { get: { responses: ok('Extra actions of this process (the demo registers some)', { type: 'array', items: { type: 'object' } }) } },
+    '/api/v1/actions/reload': {
+      post: {
+        description:
+          'Live reload of the configuration file the dispatcher was started with (as SIGHUP and `holdfast reload`). The file is validated first: an invalid one changes nothing and answers 400 with each issue and its path. Otherwise what can change live is applied (backends added, removed, re-weighted; balancer; detector and probe; admission thresholds; a stream service\'s listen address, rebound) and `restartRequired` names every other difference. 404 when the dispatcher was not started from a file.',
+        responses: ok('Applied', ref('ReloadResult')),
+      },
+    },
     '/api/v1/actions/{action}': { post: { parameters: [pathParam('action')], responses: ok('What the action did', { type: 'object' }) } },
   },
 } as const;

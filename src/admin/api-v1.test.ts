@@ -12,7 +12,7 @@ import { FakeClock } from '../core/clock.js';
 import { channels } from '../core/diagnostics.js';
 import { SessionTable } from '../sessions/session-table.js';
 import { startAdminServer } from './admin-server.js';
-import { createApiV1, type AdminAction, type AdminServiceModel } from './api-v1.js';
+import { configIssue, createApiV1, type AdminAction, type AdminServiceModel } from './api-v1.js';
 import { OPENAPI_DOCUMENT } from './api-openapi.js';
 import { EventRing } from './events-ring.js';
 import { serveEventStream } from './events-stream.js';
@@ -55,6 +55,9 @@ async function start(t: TestContext, actions?: Map<string, AdminAction>) {
     backendId: (n) => ['a', 'b'][n],
     drain: (id, reason) => (['a', 'b'].includes(id) ? (calls.push(`drain ${id} ${reason ?? '-'}`), true) : null),
     undrain: (id) => (['a', 'b'].includes(id) ? (calls.push(`undrain ${id}`), true) : null),
+    addBackend: (b) => (calls.push(`add ${b.id}`), { type: 'conflict', message: 'rig' }),
+    removeBackend: (id) => (calls.push(`remove ${id}`), 'unknown'),
+    sessionFlows: () => [],
   }));
   const events = new EventRing(clock, 5).subscribe();
   const loads = new LoadSeries(clock);
@@ -223,9 +226,34 @@ test('the OpenAPI document is served and names every route', async (t) => {
     '/api/v1/events/recent',
     '/api/v1/actions',
     '/api/v1/actions/{action}',
+    '/api/v1/actions/reload',
+    '/api/v1/services/{service}/backends',
   ]) {
     assert.ok(p in doc.paths, p);
   }
+  assert.ok('delete' in doc.paths['/api/v1/services/{service}/backends/{backend}']);
+});
+
+test('configIssue: a configuration issue as an API issue with its path', () => {
+  assert.deepEqual(configIssue('/etc/hf.yaml: services[0].listen: expected host:port, received "8080"'), {
+    path: 'services[0].listen',
+    message: 'expected host:port, received "8080"',
+  });
+  assert.deepEqual(configIssue('services[1].backends[0].id: duplicate backend id "a"'), { path: 'services[1].backends[0].id', message: 'duplicate backend id "a"' });
+  assert.deepEqual(configIssue('/etc/hf.yaml: cannot read file (ENOENT)'), { path: 'file', message: '/etc/hf.yaml: cannot read file (ENOENT)' });
+});
+
+test('reload, add and remove on the rig: 404 without a file, the model answers mapped to 400 / 409 / 404', async (t) => {
+  const { base, calls } = await start(t);
+  assert.equal((await fetch(`${base}/api/v1/actions/reload`, { method: 'POST' })).status, 404);
+  const added = await fetch(`${base}/api/v1/services/web/backends`, { method: 'POST', body: JSON.stringify({ id: 'c', address: '127.0.0.1:9003' }) });
+  assert.equal(added.status, 409);
+  const bad = await fetch(`${base}/api/v1/services/web/backends`, { method: 'POST', body: JSON.stringify({ id: 'c' }) });
+  assert.equal(bad.status, 400);
+  assert.deepEqual(((await bad.json()) as { issues: { path: string }[] }).issues.map((i) => i.path), ['body.address']);
+  assert.equal((await fetch(`${base}/api/v1/services/web/backends/a`, { method: 'DELETE' })).status, 404);
+  assert.equal((await fetch(`${base}/api/v1/services/web/backends/a`, { method: 'PUT' })).status, 405);
+  assert.deepEqual(calls.filter((c) => c.startsWith('add') || c.startsWith('remove')), ['add c', 'remove a']);
 });
 
 test('extra actions are listed and run with their body; an unknown one is 404', async (t) => {

@@ -16,6 +16,7 @@ import { serveEventStream } from './events-stream.js';
 import type { LoadSeries } from './load-series.js';
 import type { AdmissionSeries } from './admission-series.js';
 import { OPENAPI_DOCUMENT } from './api-openapi.js';
+import { backendSchema, type BackendConfig } from '../config/schema.js';
 import type { BackendStatus, StatusSnapshot } from './status.js';
 
 /** One service as the API sees it, beside its status: its session table and its drain actions. */
@@ -30,7 +31,27 @@ export interface AdminServiceModel {
   /** null: no such backend; false: nothing to do (already draining / not draining). */
   drain(backend: string, reason: string | undefined): boolean | null;
   undrain(backend: string): boolean | null;
+  /** Adds a backend at run time (not written to the file: a reload resets the service to the file). */
+  addBackend(backend: BackendConfig): { type: 'added' } | { type: 'conflict'; message: string } | { type: 'invalid'; path: string; message: string };
+  /** Removes (drains for good) a backend at run time; 'last': it is the service's last one. */
+  removeBackend(backend: string): 'removed' | 'unknown' | 'last' | 'passthrough';
+  /** The flows of the open session `h` (SIP signalling and its media, RTSP and its RTP/RTCP...). */
+  sessionFlows(h: number): AdminFlowView[];
 }
+
+/** One flow of a session. */
+export interface AdminFlowView {
+  proto: 'tcp' | 'udp';
+  /** host:port of each end, as the flow table keys the flow. */
+  src: string;
+  dst: string;
+  role: string;
+  status: string;
+  idleMs: number;
+}
+
+/** What a live reload answers (the dispatcher's ReloadOutcome). */
+export type AdminReloadOutcome = { readonly type: 'invalid'; readonly issues: readonly string[] } | ({ readonly type: 'applied' } & object);
 
 /** An action registered by a composition root, served at POST /api/v1/actions/{name}. */
 export interface AdminAction {
@@ -52,6 +73,8 @@ export interface ApiV1Deps {
   switchover?: (group: string) => 'resigned' | 'not-master' | null;
   /** Counters of the election transports and state replicators (Groups' stats), as they are. */
   replication?: () => { transports: unknown[]; replicators: unknown[] };
+  /** Live reload from the dispatcher's configuration file; absent: no file to reload from (404). */
+  reload?: () => Promise<AdminReloadOutcome>;
 }
 
 export const SESSIONS_DEFAULT_LIMIT = 100;
@@ -94,9 +117,11 @@ export interface SessionView {
   key: string | null;
   backend: string | null;
   idleMs: number;
+  /** Its flows in the flow table (a TCP-only session of a stream service may have none). */
+  flows: AdminFlowView[];
 }
 
-type Method = 'GET' | 'POST';
+type Method = 'GET' | 'POST' | 'DELETE';
 type Handler = (ctx: { req: http.IncomingMessage; res: http.ServerResponse; url: URL; params: string[] }) => Promise<unknown> | unknown;
 
 interface Route {
@@ -133,6 +158,36 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
     return { changed, backend: backend(svcId, id) };
   };
 
+  const model = (svcId: string): AdminServiceModel => {
+    const m = deps.services.find((s) => s.name === svcId);
+    if (!m) throw new ApiError(404, 'no such service', [{ path: 'path.service', message: `no service "${svcId}"` }]);
+    return m;
+  };
+  const addBackendRoute: Handler = async ({ req, params }) => {
+    const svcId = params[0]!;
+    const m = model(svcId);
+    const body = validate(backendSchema, await readJsonBody(req), 'body');
+    const r = m.addBackend(body);
+    if (r.type === 'invalid') throw new ApiError(400, 'bad request', [{ path: `body.${r.path}`, message: r.message }]);
+    if (r.type === 'conflict') throw new ApiError(409, r.message, [{ path: 'body.id', message: r.message }]);
+    return { added: body.id, runtimeOnly: true, backend: backend(svcId, body.id) };
+  };
+  const removeBackendRoute: Handler = ({ params }) => {
+    const [svcId, id] = params as [string, string];
+    const r = model(svcId).removeBackend(id);
+    if (r === 'unknown') throw new ApiError(404, 'no such backend', [{ path: 'path.backend', message: `no backend "${id}" in service "${svcId}"` }]);
+    if (r === 'last') throw new ApiError(409, 'the last backend of a service cannot be removed', [{ path: 'path.backend', message: `"${id}" is the last backend of "${svcId}": add another first` }]);
+    if (r === 'passthrough') throw new ApiError(409, "the backends of a tlsPassthrough service change only with a restart", [{ path: 'path.service', message: `"${svcId}" routes by TLS server name` }]);
+    return { removed: id, runtimeOnly: true, draining: true };
+  };
+  const reloadRoute: Handler = async ({ req }) => {
+    validate(z.object({}).strict().optional(), await readJsonBody(req), 'body');
+    if (!deps.reload) throw new ApiError(404, 'no configuration file to reload from', [{ path: 'path.action', message: 'this dispatcher was not started from a file' }]);
+    const outcome = await deps.reload();
+    if (outcome.type === 'invalid') throw new ApiError(400, 'invalid configuration: nothing changed', outcome.issues.map(configIssue));
+    return outcome;
+  };
+
   const routes: Route[] = [
     { method: 'GET', pattern: /^\/api\/v1\/openapi\.json$/, handler: () => OPENAPI_DOCUMENT },
     { method: 'GET', pattern: /^\/api\/v1\/status$/, handler: () => deps.status() },
@@ -155,6 +210,8 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
       },
     },
     { method: 'GET', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)$/, handler: ({ params }) => backend(params[0]!, params[1]!) },
+    { method: 'DELETE', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)$/, handler: removeBackendRoute },
+    { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends$/, handler: addBackendRoute },
     { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)\/drain$/, handler: drainAction(false) },
     { method: 'POST', pattern: /^\/api\/v1\/services\/([^/]+)\/backends\/([^/]+)\/undrain$/, handler: drainAction(true) },
     { method: 'GET', pattern: /^\/api\/v1\/sessions$/, handler: ({ url }) => sessionsPage(deps, validate(sessionsQuery, queryObject(url), 'query')) },
@@ -199,8 +256,12 @@ export function createApiV1(deps: ApiV1Deps): (req: http.IncomingMessage, res: h
     {
       method: 'GET',
       pattern: /^\/api\/v1\/actions$/,
-      handler: () => [...(deps.actions ?? new Map<string, AdminAction>())].map(([n, a]) => ({ name: n, description: a.description })),
+      handler: () => [
+        ...(deps.reload ? [{ name: 'reload', description: 'Reload the configuration file: validated first, then applied live; the answer names what needs a restart' }] : []),
+        ...[...(deps.actions ?? new Map<string, AdminAction>())].map(([n, a]) => ({ name: n, description: a.description })),
+      ],
     },
+    { method: 'POST', pattern: /^\/api\/v1\/actions\/reload$/, handler: reloadRoute },
     {
       method: 'POST',
       pattern: /^\/api\/v1\/actions\/([^/]+)$/,
@@ -278,7 +339,7 @@ function sessionsPage(deps: ApiV1Deps, q: z.infer<typeof sessionsQuery>): { sess
         return;
       }
       lastPos = `${i}.${slot}`;
-      out.push({ service: s.name, id: h, key: s.table.key(h), backend, idleMs: Math.max(0, Math.round(now - s.table.lastSeen(h))) });
+      out.push({ service: s.name, id: h, key: s.table.key(h), backend, idleMs: Math.max(0, Math.round(now - s.table.lastSeen(h))), flows: s.sessionFlows(h) });
     };
     if (q.key === undefined) {
       s.table.forEach(visit);
@@ -288,4 +349,13 @@ function sessionsPage(deps: ApiV1Deps, q: z.infer<typeof sessionsQuery>): { sess
     }
   }
   return { sessions: out, nextCursor };
+}
+
+/**
+ * A configuration issue ("file: services[0].listen: expected host:port, received ...") as an API
+ * issue with its path; one without a path (unreadable file, YAML syntax) is at path "file".
+ */
+export function configIssue(issue: string): { path: string; message: string } {
+  const m = /^(?:[^:]*: )?((?:[A-Za-z_][\w-]*|\[\d+\])(?:\.[A-Za-z_][\w-]*|\[\d+\])*): (.*)$/s.exec(issue);
+  return m ? { path: m[1]!, message: m[2]! } : { path: 'file', message: issue };
 }

@@ -73,6 +73,11 @@ export interface AdmissionControl extends Admission {
   /** A new load estimate (on every sample). Values are clamped to [0, 1]; NaN is ignored. */
   update(estimate: LoadEstimate): void;
   status(): AdmissionStatus;
+  /**
+   * New thresholds and control parameters (a reload; `enabled` itself changes only with a restart).
+   * T2 and T3 restart from their new configured values, the period from the new intervalMs.
+   */
+  reconfigure?(config: AdmissionConfig): void;
   /** Stop the control timer. Later updates are ignored; decide() keeps the last verdicts. */
   close(): void;
 }
@@ -122,11 +127,11 @@ function clampLoad(x: number): number {
  * Bounded: constant memory, one timer.
  */
 export class AdmissionController implements AdmissionControl {
-  private readonly initial: Thresholds;
-  private readonly params: MoveParams;
-  private readonly baseIntervalMs: number;
-  private readonly minIntervalMs: number;
-  private readonly refuseVerdict: AdmissionVerdict;
+  private initial!: Thresholds;
+  private params!: MoveParams;
+  private baseIntervalMs!: number;
+  private minIntervalMs!: number;
+  private refuseVerdict!: AdmissionVerdict;
   /** Index band * 2 + (0 new, 1 established). */
   private readonly refuseEvents: readonly AdmissionRefuseEvent[];
   private th: Thresholds;
@@ -145,20 +150,37 @@ export class AdmissionController implements AdmissionControl {
     private readonly clock: Clock,
     private readonly random: () => number = Math.random,
   ) {
-    this.initial = Object.freeze({ t1: config.t1, t2: config.t2, t3: config.t3, c: config.c });
-    checkThresholds(this.initial);
+    this.configure(config);
     this.th = this.initial;
-    this.params = Object.freeze({ t2Gain: config.t2Gain, t3Gain: config.t3Gain, minGap: config.minGap });
-    this.baseIntervalMs = config.intervalMs;
-    this.minIntervalMs = Math.min(config.minIntervalMs, config.intervalMs);
     this.intervalMs = this.baseIntervalMs;
-    this.refuseVerdict = Object.freeze({ type: 'refuse', retryAfterS: config.retryAfterS });
     const events: AdmissionRefuseEvent[] = [];
     for (const band of BANDS) {
       events.push(Object.freeze({ service, kind: 'new', verdict: 'refuse', band }));
       events.push(Object.freeze({ service, kind: 'established', verdict: 'degrade', band }));
     }
     this.refuseEvents = events;
+  }
+
+  private configure(config: AdmissionConfig): void {
+    const initial = Object.freeze({ t1: config.t1, t2: config.t2, t3: config.t3, c: config.c });
+    checkThresholds(initial);
+    this.initial = initial;
+    this.params = Object.freeze({ t2Gain: config.t2Gain, t3Gain: config.t3Gain, minGap: config.minGap });
+    this.baseIntervalMs = config.intervalMs;
+    this.minIntervalMs = Math.min(config.minIntervalMs, config.intervalMs);
+    this.refuseVerdict = Object.freeze({ type: 'refuse', retryAfterS: config.retryAfterS });
+  }
+
+  reconfigure(config: AdmissionConfig): void {
+    if (this.closed) return;
+    this.configure(config);
+    this.timer?.cancel();
+    this.timer = null;
+    this.intervalMs = this.baseIntervalMs;
+    this.setThresholds(this.initial, 'reset');
+    this.th = this.initial;
+    this.rebuild();
+    if (this.x > this.th.t1) this.timer = this.clock.setTimeout(() => this.tick(), this.intervalMs);
   }
 
   decide(kind: SessionKind): AdmissionVerdict {

@@ -26,3 +26,4 @@ export { LeastLoadedBalancer } from './balancer-least-loaded.js';
 export { RoundRobinBalancer } from './balancer-round-robin.js';
 export { ShellBalancer } from './balancer-shell.js';
 export { WeightedRoundRobinBalancer } from './balancer-weighted-round-robin.js';
+export { ReplaceableBalancer } from './balancer-replaceable.js';

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import net from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,12 +86,13 @@ test('--help prints usage on stdout and exits 0, at the top level and for each c
   const top = await holdfast('--help');
   assert.equal(top.code, 0);
   assert.match(top.stdout, /^Usage: holdfast <command>/);
-  for (const command of ['dispatcher', 'agent', 'agent drain', 'demo', 'check-config']) {
+  for (const command of ['dispatcher', 'reload', 'agent', 'agent drain', 'demo', 'check-config']) {
     assert.match(top.stdout, new RegExp(`^ {2}${command} `, 'm'));
   }
 
   const expectations: Record<string, RegExp> = {
-    dispatcher: /--config FILE/,
+    dispatcher: /SIGHUP reloads FILE live/,
+    reload: /POST \/api\/v1\/actions\/reload/,
     agent: /SIGUSR2/,
     'agent drain': /pidFile/,
     demo: /--port-base N/,
@@ -124,6 +126,8 @@ test('usage errors exit 2 with a message and a hint on stderr', async () => {
     [['check-config'], 'holdfast: missing FILE\nRun "holdfast check-config --help" for usage.\n'],
     [['dispatcher'], 'holdfast: missing --config FILE\nRun "holdfast dispatcher --help" for usage.\n'],
     [['agent'], 'holdfast: missing --config FILE\nRun "holdfast agent --help" for usage.\n'],
+    [['reload'], 'holdfast: missing --config FILE\nRun "holdfast reload --help" for usage.\n'],
+    [['reload', '-c', 'x', 'now'], 'holdfast: unexpected argument "now"\nRun "holdfast reload --help" for usage.\n'],
     [['agent', 'drain'], 'holdfast: missing --config FILE\nRun "holdfast agent drain --help" for usage.\n'],
     [['agent', 'dran', '-c', 'x'], 'holdfast: unknown agent command "dran"\nRun "holdfast agent --help" for usage.\n'],
     [['agent', 'drain', '-c', 'x', 'now'], 'holdfast: unexpected argument "now"\nRun "holdfast agent drain --help" for usage.\n'],
@@ -208,4 +212,18 @@ test('agent with a dispatcher name that does not resolve exits 1 with a one-line
   assert.equal(run.code, 1);
   assert.match(run.stderr, /^holdfast: cannot start the agent: cannot resolve dispatcher no-such-host\.invalid:7600 \((ENOTFOUND|EAI_AGAIN)\)\n$/);
   assert.equal(existsSync(pidFile), false, 'pid file released');
+});
+
+test('reload with no dispatcher listening says so and exits 1', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'holdfast.yaml');
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  writeFileSync(file, `admin: { listen: 127.0.0.1:${port} }\nservices:\n  - { name: web, protocol: http, listen: 127.0.0.1:0, backends: [{ id: a, address: 127.0.0.1:1 }] }\n`);
+  const run = await holdfastWithEnv({ ...process.env, HOLDFAST_ADMIN_TOKEN: '' }, 'reload', '--config', file);
+  assert.equal(run.code, 1);
+  assert.equal(run.stdout, '');
+  assert.match(run.stderr, /^holdfast: cannot reach the dispatcher's admin API at http:\/\/127\.0\.0\.1:\d+\/api\/v1\/actions\/reload: ECONNREFUSED\n$/);
 });

@@ -29,6 +29,7 @@ Session-aware, fault-tolerant load balancer.
 
 Commands:
   dispatcher --config FILE   run the dispatcher: serve the configured services
+  reload --config FILE       make the running dispatcher reload its configuration file (admin API)
   agent --config FILE        run the agent beside a backend: heartbeats, watchdog, load
   agent drain --config FILE  make the running agent announce a planned failure and exit
   demo [--port-base N]       run a small cluster on loopback with live traffic
@@ -50,7 +51,8 @@ const COMMANDS: Record<string, Command> = {
 
 Runs the dispatcher: listens on every service address of the configuration, spreads new work over
 the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM (a second signal stops
-at once).
+at once). SIGHUP reloads FILE live (as "holdfast reload"): an invalid file changes nothing; what
+cannot change live is logged.
 
 Options:
   -c, --config FILE   the YAML configuration (see examples/)
@@ -65,6 +67,34 @@ Example:
       const file = values.config;
       if (typeof file !== 'string') throw usageError('dispatcher', 'missing --config FILE');
       return runDispatcher(file);
+    },
+  },
+  reload: {
+    usage: `Usage: holdfast reload --config FILE [--admin HOST:PORT]
+
+Asks the running dispatcher to reload its configuration file, through its admin API
+(POST /api/v1/actions/reload): the address is FILE's admin.listen (or --admin), the bearer token
+HOLDFAST_ADMIN_TOKEN or FILE's admin.tokenFile. The dispatcher reads its own --config file again,
+validates it (an invalid file changes nothing: every issue is printed with its path, exit 1), and
+applies what can change live: backends added, removed (drained) and re-weighted, the balancer,
+detector and probe settings, admission thresholds, a stream service's listen address. What needs
+a restart is printed. Exit 0 when applied, 1 otherwise. (SIGHUP to the dispatcher does the same.)
+
+Options:
+  -c, --config FILE     the dispatcher's YAML configuration
+  --admin HOST:PORT     the admin listener, when not FILE's admin.listen
+  -h, --help            show this help
+
+Example:
+  holdfast reload --config /etc/holdfast/holdfast.yaml
+`,
+    options: { ...HELP_OPTION, config: { type: 'string', short: 'c' }, admin: { type: 'string' } },
+    async run(values, positionals) {
+      noPositionals('reload', positionals);
+      const file = values.config;
+      if (typeof file !== 'string') throw usageError('reload', 'missing --config FILE');
+      const admin = values.admin;
+      return reloadDispatcher(file, typeof admin === 'string' ? admin : undefined);
     },
   },
   agent: {
@@ -223,17 +253,18 @@ async function runDispatcher(file: string): Promise<number> {
   const logger = createLogger(config.logging);
   const shutdown = onShutdownSignal();
   let handle: Awaited<ReturnType<typeof startDispatcher>> | null = null;
-  // SIGHUP re-reads the TLS certificates (a bad pair keeps the old one); the rest of the
-  // configuration is not reloaded yet.
+  // SIGHUP reloads the file live (the dispatcher logs what it applied, what needs a restart, or why
+  // the file was refused); one received during start-up is logged and dropped.
   const hangup = ignoreHangup(() => {
-    const refused = handle?.reloadCertificates() ?? [];
-    logger.warn(
-      { signal: 'SIGHUP', refused: refused.map((r) => ({ service: r.service, error: r.error.message })) },
-      'SIGHUP received: TLS certificates re-read; reloading the rest of the configuration is not supported yet',
-    );
+    if (!handle) {
+      logger.warn({ signal: 'SIGHUP' }, 'SIGHUP received while starting: not reloaded');
+      return;
+    }
+    logger.info({ signal: 'SIGHUP', file }, 'SIGHUP received: reloading the configuration');
+    handle.reload().catch((err: unknown) => logger.error({ err }, 'reload failed'));
   });
   try {
-    const running = await startDispatcher(config, { logger });
+    const running = await startDispatcher(config, { logger, configSource: () => loadConfigFile(file) });
     handle = running;
     // The running services: with cluster.membership etcd they may come from the shared configuration.
     const services = Object.fromEntries(running.status().services.map((s) => [s.name, formatHostPort(running.serviceAddress(s.name))]));
@@ -308,6 +339,74 @@ async function runAgent(file: string): Promise<number> {
   }
 }
 
+/**
+ * `holdfast reload`: POST /api/v1/actions/reload to the dispatcher's admin listener (FILE's
+ * admin.listen or --admin) with its bearer token; prints what was applied, what needs a restart, or
+ * the file's issues.
+ */
+async function reloadDispatcher(file: string, adminAt: string | undefined): Promise<number> {
+  const config = loadOrReport(file);
+  if (!config) return 1;
+  const { resolveAdminToken } = await import('../admin/api-auth.js');
+  const { parseHostPort } = await import('../core/address.js');
+  const fail = (message: string): number => {
+    process.stderr.write(`holdfast: ${message}\n`);
+    return 1;
+  };
+  const at = parseHostPort(adminAt ?? config.admin.listen);
+  if (!at) return fail(`--admin: expected host:port, received "${adminAt ?? ''}"`);
+  let token: string | null;
+  try {
+    token = resolveAdminToken({ ...config.admin, listen: formatHostPort(at) });
+  } catch (err) {
+    if (err instanceof HoldfastError) return fail(err.message);
+    throw err;
+  }
+  const url = `http://${formatHostPort(at)}/api/v1/actions/reload`;
+  let res: Response;
+  try {
+    res = await fetch(url, { method: 'POST', headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(RELOAD_TIMEOUT_MS) });
+  } catch (err) {
+    const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message;
+    return fail(`cannot reach the dispatcher's admin API at ${url}: ${cause}`);
+  }
+  const body = (await res.json().catch(() => null)) as ReloadAnswer | null;
+  if (res.status === 400 && body?.issues) {
+    for (const i of body.issues) process.stderr.write(`${i.path}: ${i.message}\n`);
+    return fail('the dispatcher refused the new configuration; nothing changed');
+  }
+  if (res.status !== 200 || !body) return fail(`the dispatcher answered ${res.status}: ${body?.error ?? 'no JSON body'}`);
+  for (const a of body.applied ?? []) {
+    const parts = [
+      a.added.length ? `added ${a.added.join(', ')}` : '',
+      a.removed.length ? `removed (draining) ${a.removed.join(', ')}` : '',
+      a.reweighted.length ? `weights ${a.reweighted.map((r) => `${r.id}=${r.weight}`).join(', ')}` : '',
+      a.balancer ? `balancer ${a.balancer}` : '',
+      a.health ? 'health detector/probe' : '',
+      a.admission ? 'admission thresholds' : '',
+      a.listen ? `listening on ${a.listen}` : '',
+    ].filter((x) => x !== '');
+    process.stdout.write(`${a.service}: ${parts.join('; ')}\n`);
+  }
+  if ((body.applied ?? []).length === 0) process.stdout.write('nothing to change live\n');
+  for (const r of body.restartRequired ?? []) process.stdout.write(`needs a restart: ${r.path}: ${r.reason}\n`);
+  for (const c of body.certificates ?? []) process.stdout.write(`TLS certificates of ${c.service} kept: ${c.error}\n`);
+  for (const e of body.errors ?? []) process.stderr.write(`not applied: ${e.path}: ${e.message}\n`);
+  return (body.errors ?? []).length > 0 ? 1 : 0;
+}
+
+/** How long `holdfast reload` waits for the dispatcher's answer. */
+const RELOAD_TIMEOUT_MS = 30_000;
+
+interface ReloadAnswer {
+  error?: string;
+  issues?: { path: string; message: string }[];
+  applied?: { service: string; added: string[]; removed: string[]; reweighted: { id: string; weight: number }[]; balancer?: string; health?: true; admission?: true; listen?: string }[];
+  restartRequired?: { path: string; reason: string }[];
+  errors?: { path: string; message: string }[];
+  certificates?: { service: string; error: string }[];
+}
+
 /** `holdfast agent drain`: finds the agent through its pid file and sends it SIGUSR2. */
 async function drainAgent(file: string): Promise<number> {
   const config = loadAgentOrReport(file);
@@ -375,8 +474,8 @@ const HANGUP_IGNORED = 'SIGHUP received: reload is not supported yet; the signal
 
 /**
  * SIGHUP's default action is to terminate at once: no drain, no log line. Operators send it to
- * reload (nginx, HAProxy's master, keepalived), so it is caught (issue 21): the dispatcher re-reads
- * its TLS certificates, the agent and the demo log it and go on. Returns the function that removes
+ * reload (nginx, HAProxy's master, keepalived), so it is caught (issue 21): the dispatcher reloads
+ * its configuration file live, the agent and the demo log it and go on. Returns the function that removes
  * the handler.
  */
 export function ignoreHangup(onHangup: () => void): () => void {

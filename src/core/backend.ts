@@ -24,14 +24,25 @@ export class Backend implements HostPort {
   forecast = 0;
   /** HANet: the agent's last announcement said a sibling relays this backend's packets. */
   viaSibling = false;
+  /**
+   * Removed from its service (a reload or the admin API): a tombstone. It keeps its `index` (never
+   * reused: session pins and replicated records name backends by index), takes no new work, and is
+   * left out of status and API listings.
+   */
+  removed = false;
 
   constructor(
     readonly service: string,
     readonly id: string,
     readonly host: string,
     readonly port: number,
-    readonly weight: number,
-    /** Position in the service's backend list: stable, used by balancers as an array index. */
+    /** Changed live by a reload (the balancer's snapshot is rebuilt after). */
+    public weight: number,
+    /**
+     * Position in the service's backend list: stable for the backend's life and never reused (a
+     * removed backend stays in the list as a tombstone; added ones are appended). Balancers, the
+     * session table's pins and replication name a backend by it.
+     */
     readonly index: number,
     /** Host_Identity of its agent, if it has one. */
     readonly agent: number | null = null,

@@ -7,29 +7,30 @@ import { readFileSync } from 'node:fs';
 import type { HostPort } from '../core/address.js';
 import { formatHostPort, parseHostPort } from '../core/address.js';
 import { realClock, type Clock } from '../core/clock.js';
-import { ClosedError } from '../core/errors.js';
+import { ClosedError, ConfigInvalidError } from '../core/errors.js';
+import { planReload } from '../config/reload-plan.js';
+import { addBackend, applyReload, liveBackends, removeBackend, type LiveContext, type ReloadReport } from './reload.js';
+import { addressOf, PROTO_TCP, type FlowHandle, type FlowTable } from '../sessions/flow-table.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
-import { createBalancer } from '../balance/index.js';
+import { ReplaceableBalancer } from '../balance/index.js';
 import { Backend } from '../core/backend.js';
 import { AgentReceiver, HealthMonitor, type ReceiverStats } from '../monitor/index.js';
 import { LoadManager } from '../load/index.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
-import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder, type Listener } from '../forward/index.js';
-import type { SessionLayer } from '../sessions/index.js';
-import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
-import type { TimerHandle } from '../core/clock.js';
+import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder } from '../forward/index.js';
+import { createAdmission } from '../admission/index.js';
 import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/index.js';
 import { createMetrics, startAdminServer, subscribeLogs, type AdminServer, type Logger, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
 import { resolveAdminToken } from '../admin/api-auth.js';
-import { createApiV1, type AdminAction, type AdminServiceModel } from '../admin/api-v1.js';
+import { createApiV1, type AdminAction, type AdminFlowView, type AdminServiceModel } from '../admin/api-v1.js';
 import { EventRing } from '../admin/events-ring.js';
 import { LoadSeries } from '../admin/load-series.js';
 import { AdmissionSeries } from '../admin/admission-series.js';
 import { serveDashboard } from '../admin/dashboard-static.js';
 import { startGroups, type Groups, type VipBind } from './groups.js';
 import { startMembership } from './membership.js';
+import { AgentRoutes, newBackend, startAdmission, type Service } from './service.js';
 import { Edge } from '../edge/edge.js';
-import { configureBackendTls } from '../edge/backend-tls.js';
 import type { TlsCertificateError } from '../core/errors.js';
 import { AggregatorRegistry } from 'prom-client';
 import { notSpreadBecause, startWorkers, workerCount, type WorkerPool } from './workers.js';
@@ -41,7 +42,17 @@ export interface DispatcherOptions {
   closeGraceMs?: number;
   /** Extra admin actions at POST /api/v1/actions/{name} (the demo's kill buttons). */
   adminActions?: ReadonlyMap<string, AdminAction>;
+  /**
+   * Where a reload without a configuration reads the new one (the CLI: the --config file, read and
+   * validated again; throws ConfigInvalidError). Absent: `POST /api/v1/actions/reload` answers 404.
+   */
+  configSource?: () => Config;
 }
+
+/** What a reload answers: the new file's problems (nothing changed), or what it changed. */
+export type ReloadOutcome =
+  | { readonly type: 'invalid'; readonly issues: readonly string[] }
+  | ({ readonly type: 'applied'; readonly certificates: { service: string; error: string }[] } & ReloadReport);
 
 export const CLOSE_GRACE_MS = 5000;
 
@@ -59,24 +70,15 @@ export interface DispatcherHandle {
    * old pair when a new one is bad. The refusals, one per service that kept its pair.
    */
   reloadCertificates(): { service: string; error: TlsCertificateError }[];
+  /**
+   * Live reload (SIGHUP, `holdfast reload`, POST /api/v1/actions/reload): `next`, or the
+   * configuration source's file read again, is compared with the configuration in force and what can
+   * change live is applied (config/reload-plan.ts, dispatcher/reload.ts); TLS certificates are
+   * re-read. An invalid configuration changes nothing. Reloads run one at a time.
+   */
+  reload(next?: Config): Promise<ReloadOutcome>;
   /** Stop listening, let exchanges in flight finish, then stop everything. */
   close(): Promise<void>;
-}
-
-interface Service {
-  readonly config: ServiceConfig;
-  readonly backends: Backend[];
-  readonly monitor: HealthMonitor;
-  readonly load: LoadManager;
-  readonly forwarder: Forwarder;
-  readonly sessions: SessionLayer;
-  readonly admission: AdmissionControl;
-  /** The stream listener's gate (TLS, per-client limits); null for datagram-only services. */
-  readonly edge: Edge | null;
-  admissionFeed: TimerHandle | null;
-  listener: Listener | null;
-  /** The bound datagram address (udp, sip over udp). */
-  datagram: HostPort | null;
 }
 
 const FORWARDERS: Record<ServiceConfig['protocol'], new (rt: ServiceRuntime) => Forwarder> = {
@@ -111,14 +113,9 @@ const VERSION: string = (() => {
 })();
 
 function buildService(config: ServiceConfig, clock: Clock, logger: Logger | undefined): Service {
-  const backends = config.backends.map((b, i) => {
-    const at = parseHostPort(b.address)!;
-    const backend = new Backend(config.name, b.id, at.host, at.port, b.weight, i, b.agent ?? null);
-    configureBackendTls(backend, b.tls);
-    return backend;
-  });
-  const balancer = createBalancer<Backend>(config.balancer, { maglevTableSize: config.maglev.tableSize });
-  const rebuild = () => balancer.update(backends.filter((b) => b.eligible));
+  const backends = config.backends.map((b, i) => newBackend(config.name, b, i));
+  const balancer = new ReplaceableBalancer<Backend>(config.balancer, { maglevTableSize: config.maglev.tableSize });
+  const rebuild = () => balancer.update(backends.filter((b) => b.eligible && !b.removed));
   rebuild();
   const monitor = new HealthMonitor(config.name, backends, config.health, clock);
   monitor.onChange(rebuild);
@@ -133,7 +130,7 @@ function buildService(config: ServiceConfig, clock: Clock, logger: Logger | unde
     sessions.sessions.backendDown(b);
     forwarder.backendDown?.(b);
   });
-  return { config, backends, monitor, load, forwarder, sessions, admission, edge, admissionFeed: null, listener: null, datagram: null };
+  return { config, backends, balancer, rebuild, monitor, load, forwarder, sessions, admission, edge, admissionFeed: null, listener: null, datagram: null };
 }
 
 /** What the edge reports goes to the log: reloads, refused reloads, failed handshakes (debug). */
@@ -182,54 +179,23 @@ function vipBinds(s: Service): VipBind[] {
 }
 
 /**
- * Feeds SA2C every load interval with max's two inputs: the dispatcher's own event-loop load, and the
- * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
- * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
- * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
- * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
- * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
- */
-function startAdmission(s: Service, clock: Clock): TimerHandle {
-  const elu = new EventLoopLoad();
-  const alpha = s.config.load.alpha;
-  return startAdmissionFeed(
-    s.admission,
-    {
-      cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
-      dispatcher: () => elu.sample(),
-    },
-    clock,
-    s.config.load.intervalMs,
-    s.config.admission.smoothingMs,
-  );
-}
-
-/**
  * The agent side: one UDP receiver for every agent, routing each authenticated message to the
  * backends that agent stands beside (one agent may serve backends of several services).
  */
-function buildAgentReceiver(config: Config, services: readonly Service[], clock: Clock): AgentReceiver | null {
-  const byHost = new Map<number, { backend: Backend; service: Service }[]>();
-  for (const service of services) {
-    for (const backend of service.backends) {
-      if (backend.agent === null) continue;
-      let list = byHost.get(backend.agent);
-      if (!list) byHost.set(backend.agent, (list = []));
-      list.push({ backend, service });
-    }
-  }
+function buildAgentReceiver(config: Config, services: readonly Service[], clock: Clock, byHost: AgentRoutes): AgentReceiver | null {
+  for (const service of services) for (const backend of service.backends) byHost.add(backend, service);
   if (byHost.size === 0) return null;
   const key = loadClusterKey(config.cluster);
   return new AgentReceiver(parseHostPort(config.monitor.listen)!, key, clock, {
     knownHost: (host) => byHost.has(host),
     availability: (host, a, now) => {
-      for (const { backend, service } of byHost.get(host)!) {
+      for (const { backend, service } of byHost.get(host) ?? []) {
         backend.viaSibling = a.viaSibling === true;
         service.monitor.onAvailability(backend, a, now);
       }
     },
     load: (host, v) => {
-      for (const { backend, service } of byHost.get(host)!) service.load.onVector(backend, v);
+      for (const { backend, service } of byHost.get(host) ?? []) service.load.onVector(backend, v);
     },
   });
 }
@@ -244,7 +210,12 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock, options.logger));
   membership?.bind(services);
-  const receiver = buildAgentReceiver(config, services, clock);
+  const agents = new AgentRoutes();
+  const receiver = buildAgentReceiver(config, services, clock, agents);
+  const live: LiveContext = { clock, agents, receiverRunning: receiver !== null };
+  /** The configuration in force: the start-up one with each service's live changes. */
+  const running = (): Config => ({ ...config, services: services.map((s) => s.config) });
+  let reloading: Promise<unknown> = Promise.resolve();
   /** Services bound by their group's election, not at start. */
   const grouped = new Set(config.groups.flatMap((g) => g.services));
   let groups: Groups | null = null;
@@ -271,7 +242,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
         protocol: s.config.protocol,
         listen: formatHostPort(s.listener?.address ?? s.datagram ?? pool?.addresses.get(s.config.name) ?? parseHostPort(s.config.listen)!),
         balancer: s.config.balancer,
-        backends: s.backends.map((b) => ({
+        backends: liveBackends(s).map((b) => ({
           id: b.id,
           address: formatHostPort(b),
           weight: b.weight,
@@ -371,15 +342,29 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       loads = new LoadSeries(clock);
       admissionSeries = new AdmissionSeries();
       const models = services.map((s): AdminServiceModel => {
-        const find = (id: string) => s.backends.find((b) => b.id === id);
+        const find = (id: string) => s.backends.find((b) => b.id === id && !b.removed);
         return {
           name: s.config.name,
           protocol: s.config.protocol,
           table: s.sessions.sessions.table,
-          admission: (({ enabled, t1, t2, t3, c }) => ({ enabled, t1, t2, t3, c }))(s.config.admission),
+          get admission() {
+            const { enabled, t1, t2, t3, c } = s.config.admission;
+            return { enabled, t1, t2, t3, c };
+          },
           backendId: (i) => s.backends[i]?.id,
           drain: (id, reason) => (find(id) ? s.monitor.drain(find(id)!, reason) : null),
           undrain: (id) => (find(id) ? s.monitor.undrain(find(id)!) : null),
+          addBackend: (b) => {
+            const r = addBackend(s, b, live);
+            if (r.type === 'added') options.logger?.info({ service: s.config.name, backend: b.id, address: b.address }, 'backend added through the admin API');
+            return r.type === 'added' ? { type: 'added' } : r;
+          },
+          removeBackend: (id) => {
+            const r = removeBackend(s, id, live);
+            if (r === 'removed') options.logger?.info({ service: s.config.name, backend: id }, 'backend removed through the admin API (draining)');
+            return r;
+          },
+          sessionFlows: (h) => s.sessions.flows.flowsOf(h).map((f) => flowView(s.sessions.flows, f, clock)),
         };
       });
       const api = createApiV1({
@@ -391,6 +376,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
         clock,
         switchover: (g) => groups?.switchover(g) ?? null,
         replication: () => ({ transports: groups?.transportStats() ?? [], replicators: groups?.replicationStats() ?? [] }),
+        ...(options.configSource ? { reload: () => handle.reload() } : {}),
         ...(options.adminActions ? { actions: options.adminActions } : {}),
       });
       const own = metrics.registry;
@@ -423,7 +409,34 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
   }
 
   let closed: Promise<void> | null = null;
-  return {
+  const reloadCertificates = (): { service: string; error: TlsCertificateError }[] => {
+    pool?.reloadCertificates();
+    const refused: { service: string; error: TlsCertificateError }[] = [];
+    for (const s of services) {
+      const error = s.edge?.reload() ?? null;
+      if (error) refused.push({ service: s.config.name, error });
+    }
+    return refused;
+  };
+  const reload = async (given: Config | undefined): Promise<ReloadOutcome> => {
+    let next: Config;
+    try {
+      if (given === undefined && !options.configSource) throw new ConfigInvalidError(['no configuration file to reload from']);
+      next = given ?? options.configSource!();
+    } catch (err) {
+      if (err instanceof ConfigInvalidError) {
+        options.logger?.warn({ issues: err.issues }, 'reload refused: the new configuration is invalid; nothing changed');
+        return { type: 'invalid', issues: err.issues };
+      }
+      throw err;
+    }
+    const plan = planReload(running(), next);
+    const report = await applyReload(services, next, plan, live);
+    const certificates = reloadCertificates().map((r) => ({ service: r.service, error: r.error.message }));
+    options.logger?.info({ applied: report.applied, restartRequired: report.restartRequired, errors: report.errors, certificates }, 'configuration reloaded');
+    return { type: 'applied', ...report, certificates };
+  };
+  const handle: DispatcherHandle = {
     serviceAddress(name) {
       const s = services.find((x) => x.config.name === name);
       // A grouped service answers on its VIP only while master; its address is the configured one.
@@ -435,14 +448,12 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
     monitorAddress,
     agentStats: () => (receiver ? receiver.stats() : null),
     status,
-    reloadCertificates() {
-      pool?.reloadCertificates();
-      const refused: { service: string; error: TlsCertificateError }[] = [];
-      for (const s of services) {
-        const error = s.edge?.reload() ?? null;
-        if (error) refused.push({ service: s.config.name, error });
-      }
-      return refused;
+    reloadCertificates,
+    reload(next) {
+      if (closed) return Promise.reject(new ClosedError('dispatcher'));
+      const run = reloading.then(() => reload(next));
+      reloading = run.catch(() => {});
+      return run;
     },
     close() {
       closed ??= (async () => {
@@ -460,4 +471,18 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       return closed;
     },
   };
+  return handle;
 }
+
+/** A flow of a session as the sessions API shows it. */
+function flowView(flows: FlowTable, h: FlowHandle, clock: Clock): AdminFlowView {
+  return {
+    proto: flows.proto(h) === PROTO_TCP ? 'tcp' : 'udp',
+    src: `${addressOf(flows.srcIp(h))}:${flows.srcPort(h)}`,
+    dst: `${addressOf(flows.dstIp(h))}:${flows.dstPort(h)}`,
+    role: flows.role(h),
+    status: flows.status(h),
+    idleMs: Math.max(0, Math.round(clock.now() - flows.lastSeen(h))),
+  };
+}
+

@@ -55,7 +55,7 @@ export class LoadManager {
   private readonly list: Watch[] = [];
   private readonly timeoutMs: number;
   /** Scratch for eq. 1: no allocation per sample. */
-  private readonly scratch: Float64Array;
+  private scratch: Float64Array;
   private failedCount = 0;
   private started = false;
   private closed = false;
@@ -68,18 +68,40 @@ export class LoadManager {
   ) {
     this.timeoutMs = MONITOR_TIMEOUT_INTERVALS * cfg.intervalMs;
     this.scratch = new Float64Array(backends.length);
-    for (const backend of backends) {
-      const watch: Watch = {
-        backend,
-        forecaster: new ShellForecaster(cfg.history),
-        watched: backend.agent !== null,
-        timer: null,
-        failed: false,
-        measured: null,
-      };
-      this.watches.set(backend, watch);
-      this.list.push(watch);
-    }
+    for (const backend of backends) this.watchBackend(backend);
+  }
+
+  private watchBackend(backend: Backend): Watch {
+    const watch: Watch = {
+      backend,
+      forecaster: new ShellForecaster(this.cfg.history),
+      watched: backend.agent !== null,
+      timer: null,
+      failed: false,
+      measured: null,
+    };
+    this.watches.set(backend, watch);
+    this.list.push(watch);
+    return watch;
+  }
+
+  /** A backend appended to the service after construction (a reload, the admin API). */
+  add(backend: Backend): void {
+    if (this.watches.has(backend)) return;
+    const watch = this.watchBackend(backend);
+    if (this.scratch.length < this.list.length) this.scratch = new Float64Array(this.list.length * 2);
+    if (this.started && !this.closed && watch.watched) this.arm(watch);
+  }
+
+  /** A backend removed from the service: its load no longer counts in l_c; its vectors are ignored. */
+  remove(backend: Backend): void {
+    const watch = this.watches.get(backend);
+    if (!watch) return;
+    watch.timer?.cancel();
+    watch.timer = null;
+    if (watch.failed) this.failedCount--;
+    this.watches.delete(backend);
+    this.list.splice(this.list.indexOf(watch), 1);
   }
 
   /** Start watching the agents: each has 3 x intervalMs from now to send its first vector. Idempotent. */
@@ -103,7 +125,10 @@ export class LoadManager {
   onVector(backend: Backend, v: LoadVector): void {
     if (this.closed) return;
     const watch = this.watches.get(backend);
-    if (!watch) throw new RangeError(`backend ${backend.label} is not a backend of service ${this.service}`);
+    if (!watch) {
+      if (backend.removed) return;
+      throw new RangeError(`backend ${backend.label} is not a backend of service ${this.service}`);
+    }
     if (watch.failed) {
       watch.failed = false;
       this.failedCount--;

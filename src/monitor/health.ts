@@ -69,6 +69,11 @@ interface Watch {
   newestSentAt: number;
   /** Draining because the agent announced a planned failure (an `available` heartbeat ends it). */
   planned: boolean;
+  /**
+   * Removed from the service (retire()): draining for good. A failure still takes it down (its
+   * sessions re-pin), nothing brings it back, and once down it is no longer probed or timed.
+   */
+  retired: boolean;
   /** Clock time of the last passive failure report (refused, reset...), -Infinity if none. */
   passiveDownAt: number;
 }
@@ -115,11 +120,13 @@ interface Watch {
 export class HealthMonitor implements FailureSink {
   private readonly watches = new Map<Backend, Watch>();
   private readonly listeners = new Set<BackendListener>();
-  private readonly probe: Prober;
-  private readonly probeConfig: ProbeConfig;
+  private probe: Prober;
+  private probeConfig: ProbeConfig;
   /** Pull hellos: the configured probe with timeout n x intervalMs. */
-  private readonly pullConfig: ProbeConfig;
-  private readonly detectorConfig: DetectorConfig;
+  private pullConfig: ProbeConfig;
+  private detectorConfig: DetectorConfig;
+  /** A prober given to the constructor (tests): kept across reconfigure(). */
+  private readonly fixedProbe: Prober | undefined;
   private started = false;
   private closed = false;
 
@@ -133,8 +140,63 @@ export class HealthMonitor implements FailureSink {
     this.probeConfig = config.probe;
     this.detectorConfig = config.detector;
     this.pullConfig = { ...config.probe, timeoutMs: config.detector.intervalMs * config.detector.n };
+    this.fixedProbe = probe;
     this.probe = probe ?? probeFor(config.probe);
     for (const backend of backends) this.watches.set(backend, this.newWatch(backend));
+  }
+
+  /**
+   * A backend appended to the service's list after construction (a reload, the admin API): it is
+   * watched like the others from now on, `unknown` until its detector speaks (passive: probed at once).
+   */
+  add(backend: Backend): void {
+    if (this.watches.has(backend)) return;
+    const watch = this.newWatch(backend);
+    this.watches.set(backend, watch);
+    if (this.started && !this.closed) this.startWatching(backend, watch, this.clock.now());
+  }
+
+  /**
+   * The backend was removed from the service: `draining` ("removed"), for good. Its established
+   * sessions and exchanges finish on it; a failure reported or detected later still takes it `down`
+   * (its sessions re-pin then); no probe, heartbeat or undrain brings it back. False when it was
+   * already retired.
+   */
+  retire(backend: Backend, reason = 'removed'): boolean {
+    const watch = this.watch(backend);
+    if (watch.retired) return false;
+    watch.retired = true;
+    if (backend.state === 'down') {
+      this.quiet(watch);
+      return true;
+    }
+    this.transition(backend, 'draining', reason);
+    return true;
+  }
+
+  /**
+   * New detector and probe settings (a reload): every backend's watch is rebuilt with them and, once
+   * started, watched again as at start(): heartbeat backends get n x intervalMs from now, passive
+   * ones are probed, pull hellos restart. Backend states stay as they are; counters of lost
+   * heartbeats, planned-failure and removal marks are kept.
+   */
+  reconfigure(config: HealthConfig): void {
+    if (this.closed) return;
+    this.probeConfig = config.probe;
+    this.detectorConfig = config.detector;
+    this.pullConfig = { ...config.probe, timeoutMs: config.detector.intervalMs * config.detector.n };
+    this.probe = this.fixedProbe ?? probeFor(config.probe);
+    const now = this.clock.now();
+    for (const [backend, old] of [...this.watches]) {
+      this.quiet(old);
+      const watch = this.newWatch(backend);
+      watch.lost = old.lost;
+      watch.planned = old.planned;
+      watch.retired = old.retired;
+      watch.passiveDownAt = old.passiveDownAt;
+      this.watches.set(backend, watch);
+      if (this.started) this.startWatching(backend, watch, now);
+    }
   }
 
   /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
@@ -151,26 +213,40 @@ export class HealthMonitor implements FailureSink {
     if (this.started || this.closed) return;
     this.started = true;
     const now = this.clock.now();
-    for (const backend of this.backends) {
-      const watch = this.watch(backend);
-      if (watch.mode !== 'passive' && !watch.heard) {
-        watch.detector!.reset(now);
-        watch.heardAt = now;
-        this.arm(backend, watch, now);
-      }
-      if (backend.state === 'draining') continue;
-      if (watch.mode === 'pull') {
-        watch.timer = this.clock.setInterval(() => this.runProbe(backend), this.detectorConfig.intervalMs);
-        this.runProbe(backend);
-      } else if (watch.mode === 'passive') {
-        this.runProbe(backend);
-      }
+    for (const backend of this.backends) this.startWatching(backend, this.watch(backend), now);
+  }
+
+  private startWatching(backend: Backend, watch: Watch, now: number): void {
+    if (watch.retired && backend.state === 'down') return;
+    if (watch.mode !== 'passive' && !watch.heard) {
+      watch.detector!.reset(now);
+      watch.heardAt = now;
+      this.arm(backend, watch, now);
+    }
+    // A removed backend keeps its pull hellos (a silent one goes down and its sessions re-pin).
+    if (backend.state === 'draining' && !(watch.retired && watch.mode === 'pull')) return;
+    if (watch.mode === 'pull') {
+      watch.timer = this.clock.setInterval(() => this.runProbe(backend), this.detectorConfig.intervalMs);
+      this.runProbe(backend);
+    } else if (watch.mode === 'passive') {
+      if (backend.state === 'down') this.startProbing(backend, watch);
+      this.runProbe(backend);
     }
   }
 
+  /** Cancels a watch's timers and drops the results of its probes in flight. */
+  private quiet(watch: Watch): void {
+    watch.timer?.cancel();
+    watch.timer = null;
+    watch.deadline?.cancel();
+    watch.deadline = null;
+    watch.epoch++;
+  }
+
   reportFailure(backend: Backend, kind: BackendFailureKind): void {
-    if (backend.state === 'down' || backend.state === 'draining') return;
+    if (backend.state === 'down') return;
     const watch = this.watches.get(backend);
+    if (backend.state === 'draining' && watch?.retired !== true) return;
     if (watch) watch.passiveDownAt = this.clock.now();
     this.transition(backend, 'down', kind);
   }
@@ -188,12 +264,16 @@ export class HealthMonitor implements FailureSink {
    */
   onAvailability(backend: Backend, a: Availability, now: number): void {
     const watch = this.watches.get(backend);
-    if (!watch || watch.mode !== 'heartbeat' || this.closed) return;
+    if (!watch || watch.mode !== 'heartbeat' || this.closed || (watch.retired && backend.state === 'down')) return;
     // A planned failure carries the failure time, not the send time: no use for ordering.
     const sentAt = a.flag === 'planned-failure' ? null : unwrapTimestamp(a.timestamp, this.clock.wallNow());
     this.countSequence(backend, watch, a.seq, sentAt);
     this.heard(backend, watch, now);
     const state = backend.state;
+    if (watch.retired) {
+      if (a.flag === 'app-unavailable' && state !== 'down') this.transition(backend, 'down', 'application unavailable');
+      return;
+    }
     switch (a.flag) {
       case 'available':
         // After a refused or reset connection, the agent's watchdog may not have noticed yet: its
@@ -223,7 +303,7 @@ export class HealthMonitor implements FailureSink {
    */
   drain(backend: Backend, reason = 'drained by operator'): boolean {
     const watch = this.watch(backend);
-    if (backend.state === 'draining' && !watch.planned) return false;
+    if (watch.retired || (backend.state === 'draining' && !watch.planned)) return false;
     this.transition(backend, 'draining', reason);
     return true;
   }
@@ -235,6 +315,7 @@ export class HealthMonitor implements FailureSink {
   undrain(backend: Backend, reason = 'undrained by operator'): boolean {
     if (backend.state !== 'draining') return false;
     const watch = this.watch(backend);
+    if (watch.retired) return false;
     this.transition(backend, 'unknown', reason);
     if (this.started && !this.closed) {
       if (watch.mode === 'pull' && !watch.timer) watch.timer = this.clock.setInterval(() => this.runProbe(backend), this.detectorConfig.intervalMs);
@@ -297,6 +378,7 @@ export class HealthMonitor implements FailureSink {
       passiveDownAt: -Infinity,
       newestSentAt: -Infinity,
       planned: false,
+      retired: false,
     };
   }
 
@@ -381,7 +463,7 @@ export class HealthMonitor implements FailureSink {
 
   private deadlineReached(backend: Backend, watch: Watch, deferred = false): void {
     watch.deadline = null;
-    if (this.closed) return;
+    if (this.closed || this.watches.get(backend) !== watch) return;
     // libuv runs due timers before it reads sockets. A timer that fires late means the process was
     // stalled (descheduled, a long GC...): heartbeats sent meanwhile may be waiting unread in the
     // socket. Judge after one turn of the loop has read them, not before (a stalled dispatcher
@@ -401,13 +483,14 @@ export class HealthMonitor implements FailureSink {
     const verdict = watch.detector!.verdict(now);
     const state = backend.state;
     if (verdict === 'down') {
-      if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && watch.planned)) {
+      if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && (watch.planned || watch.retired))) {
         const silentMs = Math.round((now - watch.heardAt) * 10) / 10;
         this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms`);
       }
     } else if (verdict === 'suspect' && state === 'up') {
       this.transition(backend, 'suspect', watch.mode === 'pull' ? 'reply late' : 'heartbeat late');
     }
+    if (watch.retired && backend.state === 'down') return;
     this.arm(backend, watch, now);
   }
 
@@ -419,7 +502,13 @@ export class HealthMonitor implements FailureSink {
     backend.state = to;
     backend.since = this.clock.wallNow();
     backend.reason = reason;
-    if (watch.mode === 'passive') {
+    if (watch.retired && to === 'down') {
+      // A removed backend that failed is gone: nothing watches it any more.
+      watch.timer?.cancel();
+      watch.timer = null;
+      watch.deadline?.cancel();
+      watch.deadline = null;
+    } else if (watch.mode === 'passive') {
       if (to === 'down') this.startProbing(backend, watch);
       else this.stopProbing(watch);
     }
@@ -474,12 +563,14 @@ export class HealthMonitor implements FailureSink {
 
   private probed(backend: Backend, watch: Watch, epoch: number, up: boolean): void {
     watch.inFlight = false;
-    if (this.closed) return;
+    // A watch replaced by reconfigure() while its probe ran: the result belongs to nobody.
+    if (this.closed || this.watches.get(backend) !== watch) return;
     if (watch.mode === 'pull') {
       // A reply proves the node alive whenever it began; it moves the state only if nothing
       // changed meanwhile (a failure reported during the hello is fresher evidence).
-      if (!up) return;
+      if (!up || (watch.retired && backend.state === 'down')) return;
       this.heard(backend, watch, this.clock.now());
+      if (watch.retired) return;
       const state = backend.state;
       if (watch.epoch === epoch && (state === 'unknown' || state === 'suspect' || state === 'down')) {
         this.transition(backend, 'up', 'pull reply');
@@ -487,7 +578,7 @@ export class HealthMonitor implements FailureSink {
       return;
     }
     // The state moved while the probe ran (a report decided first): the result is stale.
-    if (watch.epoch !== epoch) return;
+    if (watch.epoch !== epoch || watch.retired) return;
     const state = backend.state;
     if (up) {
       if (state === 'down' || state === 'unknown') this.transition(backend, 'up', 'probe ok');

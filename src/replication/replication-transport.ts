@@ -112,6 +112,17 @@ export interface ReplicatorStats {
   foreignFlows: number;
   /** Duration of the last snapshot applied here (accept to SNAPSHOT_END), ms; -1 before any. */
   lastSyncMs: number;
+  /**
+   * Replication lag as a time, per peer this node streams to: the age of the oldest own change the
+   * peer has not yet acknowledged as applied — a live frame sent and not acked, or else a change still
+   * waiting in the batch (flushMs) — 0 when it has applied everything, null while it is not streaming
+   * (connecting, or receiving its snapshot). Acks go out every ACK_INTERVAL_MS, so it reads up to that
+   * much above the true lag. The largest over the peers streaming is `lagMs`.
+   */
+  peers: { to: string; streaming: boolean; lagMs: number | null; unackedBytes: number }[];
+  lagMs: number | null;
+  /** Per peer streaming to this node: time since the last frame of it was applied here, ms. */
+  inbound: { peer: number | null; sinceLastFrameMs: number }[];
   /** Incoming connections closed at accept: MAX_INBOUND_PER_PEER per peer were open. */
   inboundRefused: number;
   /** Incoming connections closed for sending no valid frame within HANDSHAKE_TIMEOUT_MS. */
@@ -152,7 +163,7 @@ export interface OutLink {
   /** Live-stream bytes written / acknowledged (cumulative), and per unacked frame its cumulative end. */
   sentBytes: number;
   ackedBytes: number;
-  unacked: { seq: number; end: number }[];
+  unacked: { seq: number; end: number; at: number }[];
   redial: TimerHandle | null;
   /** Non-null while the peer is over the cap: what changed meanwhile (nothing is written to it). */
   dirty: DirtySet | null;
@@ -166,6 +177,8 @@ export interface InLink {
   readonly reader: FrameReader;
   readonly nonce: Buffer;
   readonly acceptedAt: number;
+  /** Clock time of the last frame applied (acceptedAt before the first). */
+  lastFrameAt: number;
   peer: PeerState | null;
   /** Next expected seq. */
   seq: number;
@@ -202,6 +215,8 @@ export abstract class ReplicationLinks {
   protected readonly pending = new BatchWriter();
   protected readonly flushMs: number;
   protected flushTimer: TimerHandle | null = null;
+  /** Clock time of the oldest change in the pending batch; null when it is empty. */
+  protected pendingSince: number | null = null;
   protected readonly outLinks: OutLink[];
   protected readonly inLinks = new Set<InLink>();
   protected readonly peers = new Map<number, PeerState>();
@@ -288,7 +303,7 @@ export abstract class ReplicationLinks {
     this.s.bytesSent += msg.length + LENGTH_PREFIX_BYTES;
     if (live) {
       link.sentBytes += msg.length + LENGTH_PREFIX_BYTES;
-      link.unacked.push({ seq, end: link.sentBytes });
+      link.unacked.push({ seq, end: link.sentBytes, at: this.clock.now() });
     }
   }
 
@@ -470,6 +485,7 @@ export abstract class ReplicationLinks {
       reader: new FrameReader(),
       nonce: randomBytes(NONCE_BYTES),
       acceptedAt: this.clock.now(),
+      lastFrameAt: this.clock.now(),
       peer: null,
       seq: 1,
       outSeq: 0,
@@ -550,6 +566,7 @@ export abstract class ReplicationLinks {
       this.s.framesApplied++;
       this.s.opsApplied += frame.count;
       link.applied = frame.seq;
+      link.lastFrameAt = this.clock.now();
       link.ackTimer ??= this.clock.setTimeout(() => this.ack(link), this.ackIntervalMs);
     }
   }
@@ -602,3 +619,24 @@ export abstract class ReplicationLinks {
   }
 }
 
+
+/** The lag figures of ReplicatorStats (see there), read from the links at `now`. */
+export function lagStats(
+  outLinks: readonly OutLink[],
+  inLinks: Iterable<InLink>,
+  pendingSince: number | null,
+  now: number,
+): Pick<ReplicatorStats, 'peers' | 'lagMs' | 'inbound'> {
+  let lagMs: number | null = null;
+  const peers = outLinks.map((link) => {
+    let lag: number | null = null;
+    if (link.streaming && link.socket !== null) {
+      const oldest = link.unacked[0]?.at ?? pendingSince;
+      lag = oldest === null ? 0 : Math.max(0, now - oldest);
+      lagMs = Math.max(lagMs ?? 0, lag);
+    }
+    return { to: formatHostPort(link.to), streaming: link.streaming, lagMs: lag, unackedBytes: link.sentBytes - link.ackedBytes };
+  });
+  const inbound = [...inLinks].map((l) => ({ peer: l.peer?.id ?? null, sinceLastFrameMs: Math.max(0, now - l.lastFrameAt) }));
+  return { peers, lagMs, inbound };
+}

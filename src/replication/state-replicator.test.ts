@@ -644,3 +644,36 @@ test('replication: a sender behind the newest election epoch known here is refus
   a.sessions.route('call-3@epoch');
   await until('B has call 3', () => b.table.find('call-3@epoch') !== NO_SESSION);
 });
+
+test('replication lag: the age of the oldest change a standby has not acknowledged; 0 once acked, null while not streaming', async (t) => {
+  const a = layer();
+  const b = layer();
+  const [pa, pb, nobody] = [await freePort(), await freePort(), await freePort()];
+  // B acknowledges only every minute: what A sends stays unacknowledged.
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }, { host: LOOPBACK, port: nobody }], { port: pa });
+  const rb = await replicator(t, 2, b, [], { port: pb, ackIntervalMs: 60_000 });
+  await until('A streams to B', () => ra.stats().peersStreaming === 1);
+  await until('B has acked the snapshot', () => ra.stats().peers[0]!.unackedBytes === 0);
+  assert.equal(ra.stats().lagMs, 0);
+  assert.equal(ra.stats().peers[1]!.lagMs, null, 'a peer that is not streaming has no lag');
+
+  const applied = rb.stats().framesApplied;
+  a.sessions.route('call-lag@client');
+  await until('B applied the open', () => rb.stats().framesApplied > applied);
+  const s = ra.stats();
+  assert.ok(s.peers[0]!.unackedBytes > 0);
+  assert.ok(s.lagMs !== null && s.lagMs > 0, `lag ${s.lagMs}`);
+  assert.deepEqual(rb.stats().inbound.map((x) => x.peer), [1]);
+});
+
+test('replication lag: back to 0 when the standby acknowledges', async (t) => {
+  const a = layer();
+  const b = layer();
+  const [pa, pb] = [await freePort(), await freePort()];
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port: pb }], { port: pa });
+  await replicator(t, 2, b, [], { port: pb });
+  await until('A streams to B', () => ra.stats().peersStreaming === 1);
+  a.sessions.route('call-lag-2@client');
+  await until('B acked everything', () => ra.stats().peers[0]!.unackedBytes === 0 && ra.stats().framesSent > 1);
+  assert.equal(ra.stats().lagMs, 0);
+});

@@ -104,7 +104,7 @@ import { open, seal } from '../wire/envelope.js';
 import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
 import { encodeFlow, encodeRelay, fitKey, fits, wireAddress } from './replication-batch.js';
 
-import { HANDSHAKE_TIMEOUT_MS, MAX_INBOUND_PER_PEER, REPLICATION_BUFFER_BYTES, REPLICATION_FLUSH_BYTES, REPLICATION_FLUSH_MS, ReplicationLinks } from './replication-transport.js';
+import { HANDSHAKE_TIMEOUT_MS, lagStats, MAX_INBOUND_PER_PEER, REPLICATION_BUFFER_BYTES, REPLICATION_FLUSH_BYTES, REPLICATION_FLUSH_MS, ReplicationLinks } from './replication-transport.js';
 import type { ReplicatorStats, StateReplicator, StateReplicatorOptions, SyncedEvent } from './replication-transport.js';
 
 export type { ReplicatedRelay, ReplicatedService } from './replication-apply.js';
@@ -234,6 +234,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     this.demoted = true;
     // Own changes not yet sent are not streamed either.
     this.pending.take();
+    this.pendingSince = null;
     for (const link of this.outLinks) if (link.socket !== null) this.cut(link);
   }
 
@@ -265,6 +266,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       inboundRefused: this.s.inboundRefused,
       handshakeTimeouts: this.s.handshakeTimeouts,
       longestSnapshotSliceMs: this.s.longestSnapshotSliceMs,
+      ...lagStats(this.outLinks, this.inLinks, this.pendingSince, this.clock.now()),
     };
   }
 
@@ -358,6 +360,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
   /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */
   /** After an op went into the pending batch: flush now when it is large, else within flushMs. */
   protected scheduleFlush(): void {
+    this.pendingSince ??= this.clock.now();
     if (this.pending.bytes >= REPLICATION_FLUSH_BYTES) return this.flush();
     this.flushTimer ??= this.clock.setTimeout(() => {
       this.flushTimer = null;
@@ -369,6 +372,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
   protected flush(): void {
     this.flushTimer?.cancel();
     this.flushTimer = null;
+    this.pendingSince = null;
     const batches = this.pending.take();
     if (batches.length === 0) return;
     let bytes = 0;

@@ -72,6 +72,8 @@ test('dashboard: every backend shown, a killed backend down within 1 s and in th
   for (const id of ['alpha', 'beta', 'gamma']) await page.waitForSelector(`[data-backend="${id}"][data-state="up"]`, { timeout: 10_000 });
   await page.waitForSelector('[data-testid="connection"]:has-text("live")', { timeout: 5000 });
   await page.waitForSelector(`[data-group="${DEMO_GROUP}"][data-role="master"]`, { timeout: 5000 });
+  // The master streams its sessions to the backup: the replication lag is shown (issue 14).
+  await page.waitForSelector('[data-testid="replication-lag"]:has-text("lag")', { timeout: 10_000 });
   await page.screenshot({ path: join(ARTIFACTS, '1-healthy.png'), fullPage: true });
 
   // Kill beta with its button: down on the page within one second, and in the timeline.

@@ -58,6 +58,10 @@ interface Status {
   services: Service[];
   groups?: Group[];
 }
+/** /api/v1/replication, the part the page shows: the lag per peer streamed to, the age of the last frame per peer heard. */
+interface Replication {
+  replicators: { lagMs: number | null; peers: { to: string; lagMs: number | null }[]; inbound: { peer: number | null; sinceLastFrameMs: number }[] }[];
+}
 interface HistoryBackend {
   service: string;
   id: string;
@@ -229,6 +233,7 @@ function App() {
   const [history, setHistory] = useState<Map<string, HistoryBackend['history']>>(new Map());
   const [events, setEvents] = useState<HfEvent[]>([]);
   const [actions, setActions] = useState<Action[]>([]);
+  const [replication, setReplication] = useState<Replication | null>(null);
   const [admission, setAdmission] = useState<Map<string, Admission>>(new Map());
   const [live, setLive] = useState(false);
   const [error, setError] = useState<string | null>(null);
@@ -259,7 +264,9 @@ function App() {
         .then((bs) => setHistory(new Map(bs.map((b) => [`${b.service}/${b.id}`, b.history]))))
         .then(() => api<Admission[]>('/api/v1/admission'))
         .then((as) => setAdmission(new Map(as.map((a) => [a.service, a]))))
-        .catch(() => {});
+        .catch(() => {})
+        .then(() => api<Replication>('/api/v1/replication'))
+        .then(setReplication, () => {});
     refresh();
     loadHistory();
     api<Action[]>('/api/v1/actions').then(setActions, () => {});
@@ -321,6 +328,7 @@ function App() {
     <header>
       <h1>holdfast</h1>
       <span>${status ? `v${status.version} · pid ${status.pid}` : ''}</span>
+      ${has('reload') ? html`<button data-action="reload" title="re-read the configuration file and apply what can change live" onClick=${() => act('/api/v1/actions/reload', {}, 'reload the configuration')}>Reload configuration</button>` : null}
       ${has('kill-master') ? html`<button class="danger" data-action="kill-master" onClick=${() => act('/api/v1/actions/kill-master', {}, 'kill the master dispatcher')}>Kill the master dispatcher</button>` : null}
       <span class=${`conn ${live ? 'live' : ''}`} data-testid="connection">${live ? '● live' : '○ connecting'}</span>
     </header>
@@ -381,6 +389,13 @@ function App() {
                   </tr>`,
                 )}
               </table>`}
+          ${(replication?.replicators ?? []).map(
+            (r) => html`<p class="muted" data-testid="replication-lag">
+              replication ·
+              ${r.peers.map((p) => html`<span>to ${p.to}: ${p.lagMs === null ? 'not streaming' : `lag ${Math.round(p.lagMs)} ms`} · </span>`)}
+              ${r.inbound.map((i) => html`<span>from dispatcher ${i.peer ?? '?'}: last frame applied ${Math.round(i.sinceLastFrameMs)} ms ago · </span>`)}
+            </p>`,
+          )}
         </section>
       </div>
       <section>

@@ -198,6 +198,11 @@ export class BackendPool {
     this.sweeper = rt.clock.setInterval(() => this.sweep(), POOL_SWEEP_INTERVAL_MS);
   }
 
+  /** The idle list of the backend at `index` (a backend added by a reload gets one on first use). */
+  private listOf(index: number): BackendConn[] {
+    return (this.idle[index] ??= []);
+  }
+
   /** Close connections idle for longer than backendIdleTimeoutMs (oldest are at the list's front). */
   private sweep(): void {
     const oldest = this.rt.clock.now() - this.rt.config.http.backendIdleTimeoutMs;
@@ -210,7 +215,7 @@ export class BackendPool {
 
   /** An idle connection to `backend`, or a new one. */
   acquire(backend: Backend, owner: BackendConnOwner): BackendConn {
-    const list = this.idle[backend.index]!;
+    const list = this.listOf(backend.index);
     let conn: BackendConn | undefined;
     while ((conn = list.pop()) !== undefined) {
       if (conn.usable) break;
@@ -223,7 +228,7 @@ export class BackendPool {
   /** Return a connection whose exchange ended cleanly. */
   release(conn: BackendConn): void {
     conn.owner = null;
-    const list = this.idle[conn.backend.index]!;
+    const list = this.listOf(conn.backend.index);
     if (this.closed || !conn.usable || list.length >= this.rt.config.http.maxIdlePerBackend || !conn.backend.eligible) {
       conn.socket.destroy();
       return;
@@ -237,14 +242,14 @@ export class BackendPool {
   }
 
   forget(conn: BackendConn): void {
-    const list = this.idle[conn.backend.index]!;
+    const list = this.listOf(conn.backend.index);
     const i = list.indexOf(conn);
     if (i >= 0) list.splice(i, 1);
   }
 
   /** Close every idle connection to a backend (it failed: its idle sockets are suspect too). */
   flush(backend: Backend): void {
-    const list = this.idle[backend.index]!;
+    const list = this.listOf(backend.index);
     this.idle[backend.index] = [];
     for (const c of list) c.socket.destroy();
   }

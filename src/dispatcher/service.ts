@@ -1,0 +1,101 @@
+/**
+ * @module One running service of a dispatcher, as dispatcher.ts wires it and dispatcher/reload.ts
+ * changes it live: its parts, a backend built from its configuration, the admission feed, and which
+ * backends each agent stands beside.
+ */
+import { parseHostPort, type HostPort } from '../core/address.js';
+import type { Clock, TimerHandle } from '../core/clock.js';
+import { Backend } from '../core/backend.js';
+import type { ServiceConfig } from '../config/schema.js';
+import type { ReplaceableBalancer } from '../balance/index.js';
+import type { HealthMonitor } from '../monitor/index.js';
+import type { LoadManager } from '../load/index.js';
+import type { Listener } from '../forward/index.js';
+import type { SessionLayer } from '../sessions/index.js';
+import { EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import type { Forwarder } from '../pipeline/index.js';
+import type { Edge } from '../edge/edge.js';
+import { configureBackendTls } from '../edge/backend-tls.js';
+
+/** One running service, as the dispatcher wires it (dispatcher/reload.ts changes it live). */
+export interface Service {
+  /** The configuration in force: the start-up one with what reloads and the admin API changed live. */
+  config: ServiceConfig;
+  /**
+   * Every backend the service ever had, by index: removed ones stay as tombstones (`removed`), added
+   * ones are appended, so no backend's index changes (see Backend.index).
+   */
+  readonly backends: Backend[];
+  readonly balancer: ReplaceableBalancer<Backend>;
+  /** Rebuilds the balancer's snapshot (after a health, weight or membership change). */
+  readonly rebuild: () => void;
+  readonly monitor: HealthMonitor;
+  readonly load: LoadManager;
+  readonly forwarder: Forwarder;
+  readonly sessions: SessionLayer;
+  readonly admission: AdmissionControl;
+  /** The stream listener's gate (TLS, per-client limits); null for datagram-only services. */
+  readonly edge: Edge | null;
+  admissionFeed: TimerHandle | null;
+  listener: Listener | null;
+  /** The bound datagram address (udp, sip over udp). */
+  datagram: HostPort | null;
+}
+
+/** A backend of `service` from its configuration, at list position `index`. */
+export function newBackend(service: string, b: ServiceConfig['backends'][number], index: number): Backend {
+  const at = parseHostPort(b.address)!;
+  const backend = new Backend(service, b.id, at.host, at.port, b.weight, index, b.agent ?? null);
+  configureBackendTls(backend, b.tls);
+  return backend;
+}
+
+/**
+ * Feeds SA2C every load interval with max's two inputs: the dispatcher's own event-loop load, and the
+ * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
+ * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
+ * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
+ * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
+ * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
+ */
+export function startAdmission(s: Service, clock: Clock): TimerHandle {
+  const elu = new EventLoopLoad();
+  const alpha = s.config.load.alpha;
+  return startAdmissionFeed(
+    s.admission,
+    {
+      cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
+      dispatcher: () => elu.sample(),
+    },
+    clock,
+    s.config.load.intervalMs,
+    s.config.admission.smoothingMs,
+  );
+}
+
+/**
+ * Which backends each agent (Host_Identity) stands beside; added backends join. A removed backend
+ * stays: its heartbeats keep a draining backend watched (its load vectors are ignored).
+ */
+export class AgentRoutes {
+  private readonly byHost = new Map<number, { backend: Backend; service: Service }[]>();
+
+  get size(): number {
+    return this.byHost.size;
+  }
+
+  has(host: number): boolean {
+    return this.byHost.has(host);
+  }
+
+  get(host: number): readonly { backend: Backend; service: Service }[] | undefined {
+    return this.byHost.get(host);
+  }
+
+  add(backend: Backend, service: Service): void {
+    if (backend.agent === null) return;
+    let list = this.byHost.get(backend.agent);
+    if (!list) this.byHost.set(backend.agent, (list = []));
+    list.push({ backend, service });
+  }
+}

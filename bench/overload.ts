@@ -1,9 +1,11 @@
 /**
  * @module Overload benchmark (issue 8): sessions of several dependent steps offered at 0.5x to 3x the
  * cluster's capacity, through a real `holdfast dispatcher` process to backends of fixed capacity, in
- * three arms run back to back at each load:
+ * four arms run back to back at each load:
  *
- * - sa2c: `admission.enabled: true` (SARA III.B), shell balancing;
+ * - sa2c: `admission.enabled: true` with the product's defaults and nothing else (SARA III.B,
+ *   issue 17's queueing-delay input), shell balancing;
+ * - tuned: SA2C with SA2C_SETTINGS (the thresholds tuned by hand in issue 8, before the delay input);
  * - plain: shell balancing, no admission control;
  * - random: plain holdfast, and the driver drops each REQUEST (not session) with the probability p
  *   measured as sa2c's drop rate at the same load (requests refused or degraded by SA2C / requests
@@ -40,8 +42,8 @@ import { foreignCores, sampleCpu } from './lib/cpu.js';
 import { freePort, makeTempDir, removeTempDir, startProcess, waitForPort, type Proc } from './lib/procs.js';
 import type { CapacityBackendOptions } from './lib/capacity-backend.js';
 
-export type Arm = 'sa2c' | 'plain' | 'random';
-export const ARMS: readonly Arm[] = ['sa2c', 'plain', 'random'];
+export type Arm = 'sa2c' | 'tuned' | 'plain' | 'random';
+export const ARMS: readonly Arm[] = ['sa2c', 'tuned', 'plain', 'random'];
 
 export interface OverloadOptions {
   readonly factors?: readonly number[];
@@ -54,8 +56,10 @@ export interface OverloadOptions {
   readonly thinkMs?: number;
   readonly deadlineMs?: number;
   readonly seed?: number;
-  /** Overrides of SA2C_SETTINGS for the sa2c arm. */
+  /** Overrides of SA2C_SETTINGS for the tuned arm. */
   readonly sa2c?: Readonly<Record<string, number>>;
+  /** The arms to run (env BENCH_OVERLOAD_ARMS, comma list), in ARMS order; random needs sa2c before it. */
+  readonly arms?: readonly Arm[];
   readonly log?: (line: string) => void;
   /**
    * Diagnosis (env BENCH_OVERLOAD_TRACE=<dir>): each holdfast process is started with TRACE_HOOK
@@ -113,7 +117,7 @@ dc.subscribe('holdfast:admission:sample', w('admission'));
 dc.subscribe('holdfast:load:sample', w('load'));`);
 const COOKIE = 'SID';
 /**
- * The SA2C arm's `admission` (env BENCH_OVERLOAD_SA2C as JSON overrides it, e.g. '{"t3Gain":1}').
+ * The tuned arm's `admission` (env BENCH_OVERLOAD_SA2C as JSON overrides it, e.g. '{"t3Gain":1}').
  * Sessions admitted now load the cluster for steps x (think + service) later, so new sessions stop
  * lower than the defaults (T1 0.5, T2 0.65) to leave their later steps room under T3; T3 stays put
  * (t3Gain 0): see bench/README.md for what eq. 4's multiplicative move of T3 does under sustained
@@ -122,7 +126,7 @@ const COOKIE = 'SID';
  * T1 to T2 (about 0.5 s at 2x) later drives the cluster to 0.9+, above T3, and 43 % of the admitted
  * sessions were degraded (bench/README.md has the run): the margin T1 -> T3 must hold that overshoot.
  */
-export const SA2C_SETTINGS = { t1: 0.5, t2: 0.65, t3: 0.9, c: 0.97, t3Gain: 0, intervalMs: 500, minIntervalMs: 50 };
+export const SA2C_SETTINGS = { t1: 0.5, t2: 0.65, t3: 0.9, c: 0.97, t3Gain: 0, intervalMs: 500, minIntervalMs: 50, riseMs: 500, delayCapacityMs: 0 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): OverloadOptions {
   const factors = env['BENCH_OVERLOAD_FACTORS'];
@@ -143,6 +147,13 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): OverloadOp
     sa2c: env['BENCH_OVERLOAD_SA2C'] ? (JSON.parse(env['BENCH_OVERLOAD_SA2C']) as Record<string, number>) : undefined,
     traceDir: env['BENCH_OVERLOAD_TRACE'] || undefined,
   };
+  const arms = env['BENCH_OVERLOAD_ARMS'];
+  if (arms) {
+    const list = arms.split(',');
+    const bad = list.find((a) => !(ARMS as readonly string[]).includes(a));
+    if (bad !== undefined) throw new Error(`BENCH_OVERLOAD_ARMS: expected a comma list of ${ARMS.join(', ')}, received "${arms}"`);
+    o['arms'] = ARMS.filter((a) => list.includes(a));
+  }
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o as OverloadOptions;
 }
@@ -162,6 +173,7 @@ function settingsOf(o: OverloadOptions): Settings {
     deadlineMs: o.deadlineMs ?? 1000,
     seed: o.seed ?? 1,
     sa2c: { ...SA2C_SETTINGS, ...o.sa2c },
+    arms: o.arms ?? ARMS,
   };
 }
 
@@ -191,7 +203,7 @@ export function holdfastConfig(
         load: { intervalMs: LOAD_INTERVAL_MS },
         sessions: { cookie: COOKIE },
         http: { failover: { enabled: false } },
-        admission: arm === 'sa2c' ? { enabled: true, ...sa2c } : { enabled: false },
+        admission: arm === 'sa2c' ? { enabled: true } : arm === 'tuned' ? { enabled: true, ...sa2c } : { enabled: false },
       },
     ],
   };
@@ -332,7 +344,7 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
     }
     for (const factor of s.factors) {
       let sa2cDrop = 0;
-      for (const arm of ARMS) {
+      for (const arm of s.arms) {
         await drain(backends);
         const listenPort = await freePort();
         const adminPort = await freePort();
@@ -412,18 +424,25 @@ export function formatTable(report: OverloadReport): string {
         `${pct(r.completedShare)} | ${pct(r.admittedCompletedShare)} | ${p.toFixed(3)} | ${r.othersCores === null ? '-' : r.othersCores.toFixed(2)} |`,
     );
   }
-  const at = (arm: Arm) => report.results.find((r) => r.factor === 2 && r.arm === arm);
+  const at = (arm: Arm, factor = 2) => report.results.find((r) => r.factor === factor && r.arm === arm);
+  const ratioOf = (a: ArmResult, b: ArmResult): string => (b.completedPerSec > 0 ? (a.completedPerSec / b.completedPerSec).toFixed(2) : '∞');
   const sa2c = at('sa2c');
   const plain = at('plain');
   const random = at('random');
   if (sa2c && plain) {
     lines.push('');
-    const ratio = plain.completedPerSec > 0 ? (sa2c.completedPerSec / plain.completedPerSec).toFixed(2) : '∞';
-    lines.push(`At 2x: SA2C completes ${ratio}x the sessions/s of plain balancing (target >= 1.5) and ${pct(sa2c.admittedCompletedShare)} of the sessions it admits (target >= 95 %).`);
-    if (random) {
-      const r2 = random.completedPerSec > 0 ? (sa2c.completedPerSec / random.completedPerSec).toFixed(2) : '∞';
-      lines.push(`Against the session-oblivious random drop at the same request drop rate (p = ${random.dropP.toFixed(3)}): ${r2}x.`);
-    }
+    lines.push(`At 2x: SA2C completes ${ratioOf(sa2c, plain)}x the sessions/s of plain balancing (target >= 1.5) and ${pct(sa2c.admittedCompletedShare)} of the sessions it admits (target >= 95 %).`);
+    if (random) lines.push(`Against the session-oblivious random drop at the same request drop rate (p = ${random.dropP.toFixed(3)}): ${ratioOf(sa2c, random)}x.`);
+  }
+  const tuned = at('tuned');
+  if (tuned && plain) lines.push(`Tuned thresholds (${JSON.stringify(s.sa2c)}) at 2x: ${ratioOf(tuned, plain)}x plain, ${pct(tuned.admittedCompletedShare)} of admitted completed.`);
+  for (const factor of s.factors) {
+    if (factor === 2) continue;
+    const a = at('sa2c', factor);
+    const b = at('plain', factor);
+    if (!a || !b) continue;
+    const target = factor > 1 ? 'target >= 1.5' : 'target >= 0.95';
+    lines.push(`At ${factor}x: SA2C completes ${ratioOf(a, b)}x the sessions/s of plain balancing (${target}) and ${pct(a.admittedCompletedShare)} of the sessions it admits.`);
   }
   return lines.join('\n');
 }

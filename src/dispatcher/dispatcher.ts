@@ -16,7 +16,8 @@ import { LoadManager } from '../load/index.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
 import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder, type Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { createAdmission, EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { createAdmission, delayLoad, EventLoopLoad, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { channels, type HttpExchangeEvent } from '../core/diagnostics.js';
 import type { TimerHandle } from '../core/clock.js';
 import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/index.js';
 import { createMetrics, startAdminServer, subscribeLogs, type AdminServer, type Logger, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
@@ -183,22 +184,41 @@ function vipBinds(s: Service): VipBind[] {
  * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
  * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
  * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
- * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
- * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
+ * For an HTTP service with `admission.delayCapacityMs` > 0, the standing queueing delay of its
+ * exchanges (timed by the forwarder, `holdfast:http:exchange`, answered by a backend) is the third
+ * input (admission-delay.ts). All are smoothed by the feed, which also discards the first
+ * event-loop sample (the dispatcher's start-up): see admission-feed.ts. cancel() also unsubscribes.
  */
 function startAdmission(s: Service, clock: Clock): TimerHandle {
   const elu = new EventLoopLoad();
   const alpha = s.config.load.alpha;
-  return startAdmissionFeed(
+  const a = s.config.admission;
+  const name = s.config.name;
+  const timed = s.config.protocol === 'http' && a.delayCapacityMs > 0;
+  const standing = new StandingDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)));
+  const onExchange = (m: unknown): void => {
+    const e = m as HttpExchangeEvent;
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) standing.record(e.durationMs);
+  };
+  if (timed) channels.httpExchange.subscribe(onExchange);
+  const feed = startAdmissionFeed(
     s.admission,
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
+      ...(timed ? { delay: () => delayLoad(standing.sample(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
     },
     clock,
     s.config.load.intervalMs,
-    s.config.admission.smoothingMs,
+    { smoothingMs: a.smoothingMs, riseMs: a.riseMs },
   );
+  return {
+    cancel: () => {
+      feed.cancel();
+      if (timed) channels.httpExchange.unsubscribe(onExchange);
+    },
+    refresh: () => feed.refresh(),
+  };
 }
 
 /**

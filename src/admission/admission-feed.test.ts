@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { FakeClock } from '../core/clock.js';
 import type { AdmissionControl, LoadEstimate } from './admission-controller.js';
 import { ADMIT_ALL } from './admission-controller.js';
-import { EventLoopLoad, LoadSmoother, startAdmissionFeed } from './admission-feed.js';
+import { EventLoopLoad, LoadSmoother, dispatcherLoad, startAdmissionFeed } from './admission-feed.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -30,14 +30,23 @@ test('the feed hands (l, l_c) to the controller every interval until cancelled; 
   assert.equal(seen.length, 3);
 });
 
-test('EventLoopLoad: a loop kept busy since the last sample reads close to 1', () => {
+test('EventLoopLoad: a loop kept busy since the last sample reads above 0, at most 1', () => {
   const load = new EventLoopLoad();
   load.sample();
-  // Synchronous work only: the event loop is active the whole time, however slow the machine.
+  // Synchronous work only: the event loop is active the whole time; the CPU share depends on what
+  // else the machine runs (dispatcherLoad's numbers are tested below).
   const until = performance.now() + 30;
   while (performance.now() < until);
   const busy = load.sample();
-  assert.ok(busy > 0.9 && busy <= 1, `utilisation ${busy}`);
+  assert.ok(busy > 0 && busy <= 1, `load ${busy}`);
+});
+
+test('dispatcherLoad: min of utilisation and CPU share, clamped', () => {
+  near(dispatcherLoad(0.95, 12, 100), 0.12); // descheduled mid-callback: the CPU it got says 0.12
+  near(dispatcherLoad(0.4, 90, 100), 0.4); // helper threads' CPU does not raise the loop's load
+  assert.equal(dispatcherLoad(1, 130, 100), 1);
+  assert.equal(dispatcherLoad(0.3, 5, 0), 0.3);
+  assert.equal(dispatcherLoad(-0.1, 5, 100), 0);
 });
 
 test('EventLoopLoad: a sample after waiting on I/O is a fraction in [0, 1]', async () => {

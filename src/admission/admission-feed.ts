@@ -11,20 +11,43 @@ import { clusterDecisionLoad } from './admission-delay.js';
 
 /**
  * l of SARA eq. 2, "the cluster head load", for a Node dispatcher: the share of time the event loop
- * spent running callbacks since the previous sample (performance.eventLoopUtilization), in [0, 1].
- * One thread does all the forwarding, so a loop busy all the time is a dispatcher at capacity,
- * whatever the machine's CPU count says. The first sample covers the time since construction (the
- * feed discards it: it measures the dispatcher's start-up, not its forwarding).
+ * spent running callbacks since the previous sample (performance.eventLoopUtilization), in [0, 1],
+ * bounded by the CPU time the process actually got over the same wall time (dispatcherLoad). One
+ * thread does all the forwarding, so a loop busy all the time is a dispatcher at capacity, whatever
+ * the machine's CPU count says. The first sample covers the time since construction (the feed
+ * discards it: it measures the dispatcher's start-up, not its forwarding).
  */
 export class EventLoopLoad {
   private last: EventLoopUtilization = performance.eventLoopUtilization();
+  private lastCpu = process.cpuUsage();
+  private lastAt = performance.now();
 
   sample(): number {
     const now = performance.eventLoopUtilization();
     const utilization = performance.eventLoopUtilization(now, this.last).utilization;
     this.last = now;
-    return utilization >= 0 && utilization <= 1 ? utilization : utilization > 1 ? 1 : 0;
+    const cpu = process.cpuUsage();
+    const at = performance.now();
+    const cpuMs = (cpu.user - this.lastCpu.user + cpu.system - this.lastCpu.system) / 1000;
+    const wallMs = at - this.lastAt;
+    this.lastCpu = cpu;
+    this.lastAt = at;
+    return dispatcherLoad(utilization, cpuMs, wallMs);
   }
+}
+
+/**
+ * min(event-loop utilisation, CPU time / wall time), clamped to [0, 1]. The utilisation alone counts
+ * the time the process was descheduled in the middle of a callback as busy: on a machine shared with
+ * other work it read 0.95 while the dispatcher used a few percent of a core (bench/overload, issue
+ * 17), and SA2C degraded established sessions for a load that was not the dispatcher's. The CPU
+ * time the process got cannot exceed the work it did; a saturated dispatcher reads near 1 in both.
+ *   dispatcherLoad(0.95, 12, 100) = 0.12;  dispatcherLoad(0.4, 90, 100) = 0.4
+ */
+export function dispatcherLoad(utilization: number, cpuMs: number, wallMs: number): number {
+  const share = wallMs > 0 ? cpuMs / wallMs : utilization;
+  const x = share < utilization ? share : utilization;
+  return x >= 0 && x <= 1 ? x : x > 1 ? 1 : 0;
 }
 
 /**
@@ -93,7 +116,7 @@ export interface FeedSmoothing {
 /**
  * Calls `control.update` every `intervalMs` (the load vectors' interval, `load.intervalMs`, is the
  * natural one: the estimate changes no faster) with l, l_c and l_q each smoothed by a LoadSmoother
- * (`admission.smoothingMs` falling, `admission.riseMs` rising). The cluster load handed over is
+ * (`admission.smoothingMs`; l_c and l_q rise with `admission.riseMs`). The cluster load handed over is
  * clusterDecisionLoad(l_c, l_q): min of the two once the delay signal exists, l_c alone before.
  * The first dispatcher sample is read and discarded (it covers the dispatcher's start-up: up to
  * 0.6 measured in bench/overload), l counting as 0 in the first update. Returns the timer;
@@ -107,7 +130,10 @@ export function startAdmissionFeed(
   smoothing: number | FeedSmoothing = 0,
 ): TimerHandle {
   const { smoothingMs, riseMs } = typeof smoothing === 'number' ? { smoothingMs: smoothing, riseMs: smoothing } : smoothing;
-  const dispatcher = new LoadSmoother(smoothingMs, riseMs);
+  // The dispatcher's own l keeps the symmetric smoothing: on a shared machine its event-loop
+  // utilisation jumps whenever the process is descheduled mid-callback (bench/overload traced 1.0
+  // for 200 ms at 3x), and a fast rise turned those jumps into drops of established traffic.
+  const dispatcher = new LoadSmoother(smoothingMs);
   const cluster = new LoadSmoother(smoothingMs, riseMs);
   const delay = new LoadSmoother(smoothingMs, riseMs);
   let last = clock.now();

@@ -52,7 +52,7 @@ export const admissionSchema = z
      * For services whose exchanges the dispatcher times (HTTP), the standing queueing delay (ms) that
      * reads as T1: new sessions start being refused there (admission-delay.ts).
      */
-    delayTargetMs: z.number().int().min(1).max(600_000).default(50),
+    delayTargetMs: z.number().int().min(1).max(600_000).default(100),
     /**
      * The standing queueing delay (ms) that reads as C. With it the cluster load decided on is
      * min(utilisation, the delay's reading) (admission-delay.ts); 0: utilisation alone (SARA).

@@ -225,6 +225,8 @@ export const agentConfigSchema = z
   .object({
     version: z.literal(1).default(1),
     logging: configSchema.shape.logging,
+    /** The agent's own CPU priority under starvation (same as the dispatcher's `scheduling`). */
+    scheduling: configSchema.shape.scheduling,
     /** The shared cluster key (HOLDFAST_CLUSTER_KEY, hex, overrides keyFile); the dispatchers hold the same. */
     cluster: configSchema.shape.cluster,
     agent: agentSectionSchema,

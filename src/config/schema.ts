@@ -295,9 +295,27 @@ const serviceObject = z
 
 export const serviceSchema = z.preprocess(withProbeDefault, serviceObject);
 
+/**
+ * `scheduling` (dispatcher and agent): the process raises its own CPU priority — SCHED_RR at
+ * `realtimePriority`, else nice `nice` — when allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO), at its
+ * first event-loop stall of `stallMs` or more (`on-stall`, the default), at start (`at-start`), or
+ * never. A starved agent misses heartbeats and a starved dispatcher reads them late: both are false
+ * downs (core/scheduling.ts; bench/detection).
+ */
+export const schedulingSchema = z
+  .object({
+    raise: z.enum(['on-stall', 'at-start', 'never']).default('on-stall'),
+    realtimePriority: z.number().int().min(1).max(99).default(10),
+    nice: z.number().int().min(-20).max(0).default(-10),
+    stallMs: z.number().int().min(2).max(10_000).default(10),
+  })
+  .strict()
+  .default({});
+
 export const configSchema = z
   .object({
     version: z.literal(1).default(1),
+    scheduling: schedulingSchema,
     logging: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

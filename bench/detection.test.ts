@@ -59,13 +59,13 @@ test('the generated configurations pass the real schemas with the settings asked
   );
   assert.equal(d.monitor.listen, '127.0.0.1:17600');
   assert.equal(d.logging.format, 'json');
-  assert.equal(d.scheduling.raise, 'on-stall');
+  assert.equal(d.scheduling.raise, 'never', "the dispatcher's default");
   assert.equal(parseConfig(dispatcherConfig({ monitorPort: 1, originPort: 2, intervalMs: 10, n: 3, raise: 'never' })).scheduling.raise, 'never');
   const a = parseAgentConfig(agentConfig({ monitorPort: 17600, originPort: 18000, intervalMs: 10, pidFile: '/tmp/x.pid' }));
   assert.equal(a.agent.heartbeatIntervalMs, 10);
   assert.deepEqual(a.agent.dispatchers, ['127.0.0.1:17600']);
   assert.equal(a.watchdog.address, '127.0.0.1:18000');
-  assert.equal(a.scheduling.raise, 'on-stall');
+  assert.equal(a.scheduling.raise, 'on-stall', "the agent's default");
 });
 
 test('optionsFromEnv: the knobs, and refusals', () => {
@@ -86,7 +86,7 @@ test('optionsFromEnv: the knobs, and refusals', () => {
 
 test('formatTable: a row per detector and fault, the target verdict, the anchors', () => {
   const result = (pushMax: number, fpDowns: number): DetectionResult => ({
-    settings: { trials: 3, fpSeconds: 5, faults: ['kill', 'stop'], intervalMs: 10, n: 3, phiThreshold: 8, burners: 2, priority: 'normal', raise: 'on-stall' },
+    settings: { trials: 3, fpSeconds: 5, faults: ['kill', 'stop'], intervalMs: 10, n: 3, phiThreshold: 8, burners: 2, priority: 'normal', raise: 'defaults' },
     netns: false,
     skipped: [{ fault: 'cut', reason: 'not root' }],
     latency: [
@@ -112,7 +112,7 @@ test('formatTable: a row per detector and fault, the target verdict, the anchors
   assert.match(formatTable(result(36.5, 0)), /NOT met/);
   assert.match(formatTable(result(30.5, 1)), /NOT met/);
   // phi-accrual had 1 false down in this fixture: issue 17's verdict counts both detectors.
-  assert.match(text, /^TARGET false-positives: not met — push 0, phi-accrual 1 false downs in 5 s on 2 saturated cores, started at normal priority, scheduling.raise on-stall; push p99 30\.5 ms$/m);
+  assert.match(text, /^TARGET false-positives: not met — push 0, phi-accrual 1 false downs in 5 s on 2 saturated cores, started at normal priority, scheduling.raise as shipped \(agent on-stall, dispatcher never\); push p99 30\.5 ms$/m);
   for (const anchor of ['keepalived', 'BFD', 'CoRAL']) assert.match(text, new RegExp(anchor));
 });
 

@@ -103,8 +103,9 @@ export interface DetectionOptions {
   /** Scheduling of the agent and the dispatcher (default normal). */
   readonly priority?: Priority;
   /**
-   * Their own `scheduling.raise` (env BENCH_DETECTION_RAISE): on-stall (the product's default:
-   * SCHED_RR, else nice, at the first stall of the event loop), at-start, or never (as before issue 17).
+   * Their own `scheduling.raise` (env BENCH_DETECTION_RAISE): unset runs the product's defaults (the
+   * agent on-stall: SCHED_RR, else nice, at its first event-loop stall; the dispatcher never, its
+   * detectors compensate its own stalls); on-stall, at-start or never sets both (never: as before issue 17).
    */
   readonly raise?: Raise;
   /** JSON report path; null writes none. Default DEFAULT_OUT. */
@@ -155,7 +156,7 @@ export interface DetectionResult {
     readonly phiThreshold: number;
     readonly burners: number;
     readonly priority: Priority;
-    readonly raise: Raise;
+    readonly raise: Raise | 'defaults';
   };
   /** Whether the processes ran in a network namespace of their own. */
   readonly netns: boolean;
@@ -237,7 +238,7 @@ export function dispatcherConfig(o: { monitorPort: number; originPort: number; i
     '# Written by bench/detection.ts: one backend watched by two detectors through one agent.',
     'version: 1',
     'logging: { level: info, format: json }',
-    `scheduling: { raise: ${o.raise ?? 'on-stall'} }`,
+    ...(o.raise ? [`scheduling: { raise: ${o.raise} }`] : []),
     'admin: { enabled: false }',
     `monitor: { listen: '127.0.0.1:${o.monitorPort}' }`,
     'services:',
@@ -252,7 +253,7 @@ export function agentConfig(o: { monitorPort: number; originPort: number; interv
     '# Written by bench/detection.ts.',
     'version: 1',
     'logging: { level: info, format: json }',
-    `scheduling: { raise: ${o.raise ?? 'on-stall'} }`,
+    ...(o.raise ? [`scheduling: { raise: ${o.raise} }`] : []),
     'agent:',
     '  id: 1',
     `  dispatchers: ['127.0.0.1:${o.monitorPort}']`,
@@ -281,7 +282,7 @@ export function formatTable(r: DetectionResult): string {
   const lines = [
     `δ = ${s.intervalMs} ms; latency from the fault to the dispatcher's transition to down (±0.5 ms), nearest-rank percentiles` +
       (s.priority === 'normal' ? '' : `; agent and dispatcher started ${s.priority === 'nice' ? 'at nice -10' : 'SCHED_RR 10'}`) +
-      `; their own scheduling.raise: ${s.raise}.`,
+      `; their own scheduling.raise: ${s.raise === 'defaults' ? 'the defaults (agent on-stall, dispatcher never)' : s.raise}.`,
     '',
     '| detector | fault | trials | p50 ms | p99 ms | max ms | min ms | missed | others\' CPU |',
     '|---|---|---:|---:|---:|---:|---:|---:|---:|',
@@ -345,7 +346,7 @@ export function falsePositiveTarget(r: DetectionResult, worstPushP99Ms: number):
   const seconds = r.falsePositives[0]!.seconds;
   return (
     `TARGET false-positives: ${met ? 'met' : 'not met'} — ${each} false downs in ${seconds} s on ${r.falsePositives[0]!.burners} saturated cores, ` +
-    `started at ${r.settings.priority} priority, scheduling.raise ${r.settings.raise}; ${p99}`
+    `started at ${r.settings.priority} priority, scheduling.raise ${r.settings.raise === 'defaults' ? 'as shipped (agent on-stall, dispatcher never)' : r.settings.raise}; ${p99}`
   );
 }
 
@@ -550,7 +551,7 @@ export async function run(opts: DetectionOptions = {}): Promise<DetectionResult>
   const n = opts.n ?? DEFAULT_N;
   const burners = opts.burners ?? os.cpus().length;
   const priority = opts.priority ?? 'normal';
-  const raise = opts.raise ?? 'on-stall';
+  const raise = opts.raise;
   const scheduled = (argv: string[]): string[] => [...PRIORITY_PREFIX[priority], ...argv];
   const phiThreshold = detectorSchema.parse({}).phiThreshold;
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -740,7 +741,7 @@ export async function run(opts: DetectionOptions = {}): Promise<DetectionResult>
     }
 
     const result: DetectionResult = {
-      settings: { trials, fpSeconds, faults, intervalMs, n, phiThreshold, burners, priority, raise },
+      settings: { trials, fpSeconds, faults, intervalMs, n, phiThreshold, burners, priority, raise: raise ?? 'defaults' },
       netns: netns !== null,
       skipped,
       latency,

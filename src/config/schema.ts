@@ -298,24 +298,29 @@ export const serviceSchema = z.preprocess(withProbeDefault, serviceObject);
 /**
  * `scheduling` (dispatcher and agent): the process raises its own CPU priority — SCHED_RR at
  * `realtimePriority`, else nice `nice` — when allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO), at its
- * first event-loop stall of `stallMs` or more (`on-stall`, the default), at start (`at-start`), or
- * never. A starved agent misses heartbeats and a starved dispatcher reads them late: both are false
- * downs (core/scheduling.ts; bench/detection).
+ * first event-loop stall of `stallMs` or more (`on-stall`), at start (`at-start`), or never.
+ * A starved agent misses heartbeats that nothing can make up for: the agent's default is on-stall
+ * (it uses little CPU, so real-time costs the machine nothing). A starved dispatcher only reads
+ * heartbeats late, which its detectors compensate (monitor/health.ts): its default is never, since
+ * a real-time data path under a flood could starve everything else on the machine.
+ * (core/scheduling.ts; bench/detection.)
  */
-export const schedulingSchema = z
-  .object({
-    raise: z.enum(['on-stall', 'at-start', 'never']).default('on-stall'),
-    realtimePriority: z.number().int().min(1).max(99).default(10),
-    nice: z.number().int().min(-20).max(0).default(-10),
-    stallMs: z.number().int().min(2).max(10_000).default(10),
-  })
-  .strict()
-  .default({});
+export function schedulingSchema(raise: 'on-stall' | 'at-start' | 'never') {
+  return z
+    .object({
+      raise: z.enum(['on-stall', 'at-start', 'never']).default(raise),
+      realtimePriority: z.number().int().min(1).max(99).default(10),
+      nice: z.number().int().min(-20).max(0).default(-10),
+      stallMs: z.number().int().min(2).max(10_000).default(10),
+    })
+    .strict()
+    .default({});
+}
 
 export const configSchema = z
   .object({
     version: z.literal(1).default(1),
-    scheduling: schedulingSchema,
+    scheduling: schedulingSchema('never'),
     logging: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

@@ -63,6 +63,12 @@ export const detectorSchema = z
      * 'available' heartbeats are ignored this long (the watchdog may not have noticed yet).
      */
     holdDownMs: z.number().int().min(0).max(600_000).default(1000),
+    /**
+     * push / pull: how long a stall seen in the heartbeats (a gap of 2 x intervalMs or more that
+     * ended with a heartbeat: the agent or the path was starved, not dead) widens the down timeout
+     * to 1.5 x that gap (detector-push.ts). 0: never, always n x intervalMs.
+     */
+    stallMemoryMs: z.number().int().min(0).max(3_600_000).default(10_000),
   })
   .strict();
 

@@ -18,7 +18,7 @@ test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', (
   assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_PARTS: 'http,ftp' }), /BENCH_REPLCOST_PARTS.*"ftp"/);
   assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_SECONDS: '0' }), /BENCH_REPLCOST_SECONDS/);
   const q = optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_PIN: '1' });
-  assert.deepEqual([q.seconds, q.rounds, q.sipRates, q.warmupSeconds, q.pin], [3, 2, [], 1, true]);
+  assert.deepEqual([q.seconds, q.rounds, q.sipRates, q.warmupSeconds, q.sipCpuSeconds, q.pin], [2, 2, [], 1, 2, true]);
   assert.equal(optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_ROUNDS: '4' }).rounds, 4);
 });
 

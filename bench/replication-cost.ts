@@ -30,7 +30,7 @@
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
  *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
- *   BENCH_QUICK=1: 3 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
+ *   BENCH_QUICK=1: 2 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
  * Ends with `TARGET replication-cost: met|not met — <figure>`: the master's added CPU per HTTP
  * session request and per SIP call, each against the plain-HTTP arm pair's own difference (nothing
  * is replicated there, so that difference is the run's noise).
@@ -139,7 +139,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
   o.pin = env['BENCH_REPLCOST_PIN'] === '1';
   if (env['BENCH_QUICK'] === '1') {
-    if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 3;
+    if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 2;
+    if (env['BENCH_REPLCOST_SIP_CPU_SECONDS'] === undefined) o.sipCpuSeconds = 2;
     if (env['BENCH_REPLCOST_ROUNDS'] === undefined) o.rounds = 2;
     if (env['BENCH_REPLCOST_SIP_RATES'] === undefined) o.sipRates = [];
     if (env['BENCH_REPLCOST_WARMUP_SECONDS'] === undefined) o.warmupSeconds = 1;

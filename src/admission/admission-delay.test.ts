@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StandingDelay, clusterDecisionLoad, delayLoad } from './admission-delay.js';
+import { StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -17,6 +17,8 @@ test('StandingDelay: interval minimum less the lowest minimum of the window; NaN
   assert.equal(d.sample(), 4); // 26 left the window: [126, 76, 80], baseline 76
   d.record(-5); // a negative latency is ignored
   assert.ok(Number.isNaN(d.sample()));
+  assert.equal(d.baseline, 76, 'the baseline of the last sample taken');
+  assert.ok(Number.isNaN(new StandingDelay(2).baseline));
   assert.throws(() => new StandingDelay(0), RangeError);
 });
 
@@ -40,4 +42,11 @@ test('clusterDecisionLoad: min of utilisation and delay; either alone when the o
   assert.equal(clusterDecisionLoad(0.97, 0.8), 0.8);
   assert.equal(clusterDecisionLoad(0.7, Number.NaN), 0.7);
   assert.equal(clusterDecisionLoad(Number.NaN, 0.4), 0.4);
+});
+
+test("littleDelay: in flight over the completion rate, in ms; nothing in flight is 0, no completion counts as one", () => {
+  assert.equal(littleDelay(30, 24, 100), 125); // 30 / 240 per s
+  assert.equal(littleDelay(6, 24, 100), 25); // six workers busy, no queue: the service time
+  assert.equal(littleDelay(0, 24, 100), 0);
+  assert.equal(littleDelay(12, 0, 100), 1200);
 });

@@ -41,8 +41,30 @@ export class StandingDelay {
     if (this.filled < this.mins.length) this.filled++;
     let base = Infinity;
     for (let i = 0; i < this.filled; i++) if (this.mins[i]! < base) base = this.mins[i]!;
+    this.base = base;
     return m - base;
   }
+
+  /** The no-queue latency of the window (ms) as of the last sample; NaN before the first. */
+  get baseline(): number {
+    return this.base;
+  }
+
+  private base = Number.NaN;
+}
+
+/**
+ * The delay a request sent now will see, by Little's law: requests in flight at the backends over
+ * the rate they complete (`completed` in the last `intervalMs`), in ms. The latency of completed
+ * requests tells of a queue only once requests have waited through it — late by the delay itself,
+ * so a queue growing at 1 s per second (twice capacity) reads 0.5 s after the fact and the sessions
+ * admitted meanwhile miss their deadlines (measured in bench/overload); the count in flight grows
+ * at once. No completion in the interval counts as one.
+ *   littleDelay(30, 24, 100) = 125 ms (30 in flight, 240 completed/s)
+ */
+export function littleDelay(inflight: number, completed: number, intervalMs: number): number {
+  if (!(inflight > 0)) return 0;
+  return (inflight * intervalMs) / (completed > 1 ? completed : 1);
 }
 
 /**

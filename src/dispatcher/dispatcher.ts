@@ -16,7 +16,7 @@ import { LoadManager } from '../load/index.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
 import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder, type Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { createAdmission, delayLoad, EventLoopLoad, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { createAdmission, delayLoad, EventLoopLoad, littleDelay, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import { channels, type HttpExchangeEvent } from '../core/diagnostics.js';
 import type { TimerHandle } from '../core/clock.js';
 import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/index.js';
@@ -196,9 +196,24 @@ function startAdmission(s: Service, clock: Clock): TimerHandle {
   const name = s.config.name;
   const timed = s.config.protocol === 'http' && a.delayCapacityMs > 0;
   const standing = new StandingDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)));
+  let completed = 0;
   const onExchange = (m: unknown): void => {
     const e = m as HttpExchangeEvent;
-    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) standing.record(e.durationMs);
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) {
+      standing.record(e.durationMs);
+      completed++;
+    }
+  };
+  // The queue ahead of a request sent now: the larger of what the fastest completed request waited
+  // and what Little's law says of the requests in flight (admission-delay.ts: the first lags).
+  const queueDelay = (): number => {
+    const waited = standing.sample();
+    let inflight = 0;
+    for (const b of s.backends) inflight += b.active;
+    const little = littleDelay(inflight, completed, s.config.load.intervalMs) - standing.baseline;
+    completed = 0;
+    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
+    return little > waited ? little : waited;
   };
   if (timed) channels.httpExchange.subscribe(onExchange);
   const feed = startAdmissionFeed(
@@ -206,7 +221,7 @@ function startAdmission(s: Service, clock: Clock): TimerHandle {
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
-      ...(timed ? { delay: () => delayLoad(standing.sample(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
+      ...(timed ? { delay: () => delayLoad(queueDelay(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
     },
     clock,
     s.config.load.intervalMs,

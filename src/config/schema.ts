@@ -66,9 +66,11 @@ export const detectorSchema = z
     /**
      * push / pull: how long a stall seen in the heartbeats (a gap of 2 x intervalMs or more that
      * ended with a heartbeat: the agent or the path was starved, not dead) widens the down timeout
-     * to 1.5 x that gap (detector-push.ts). 0: never, always n x intervalMs.
+     * to 1.5 x that gap (detector-push.ts). 0 (the default): never, always n x intervalMs. Off by
+     * default because a SIGSTOPped agent or a cut link healed within 10 intervals looks the same as
+     * a stall: bench/detection's SIGSTOP and cut trials taught it, and their p99 rose to 160-210 ms.
      */
-    stallMemoryMs: z.number().int().min(0).max(3_600_000).default(10_000),
+    stallMemoryMs: z.number().int().min(0).max(3_600_000).default(0),
   })
   .strict();
 

@@ -53,7 +53,7 @@ test('push stall memory: a heartbeat ending a 50 ms stall widens the down timeou
 });
 
 test('push stall memory: the longest stall counts; outages (over 10 intervals) and stallMemoryMs 0 teach nothing', () => {
-  const d = createDetector(detectorConfig('push', { intervalMs: 10, n: 3 }), 0);
+  const d = createDetector(detectorConfig('push', { intervalMs: 10, n: 3, stallMemoryMs: 10_000 }), 0);
   d.heartbeat(0);
   d.heartbeat(40); // 40 ms stall: 60 ms timeout
   d.heartbeat(65); // 25 ms: shorter, the 40 stands
@@ -61,7 +61,7 @@ test('push stall memory: the longest stall counts; outages (over 10 intervals) a
   d.heartbeat(365); // 300 ms: an outage, not a stall
   assert.equal(d.nextDeadline(365 + 15), 365 + 60, 'still the 40 ms stall');
   d.heartbeat(375);
-  const off = createDetector(detectorConfig('push', { intervalMs: 10, n: 3, stallMemoryMs: 0 }), 0);
+  const off = createDetector(detectorConfig('push', { intervalMs: 10, n: 3 }), 0); // the default: 0, off
   off.heartbeat(0);
   off.heartbeat(50);
   assert.equal(off.nextDeadline(65), 80);

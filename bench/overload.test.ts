@@ -45,7 +45,7 @@ test('optionsFromEnv: knobs parsed, bad factors and arms refused', () => {
 });
 
 test('a tiny real run: every arm drives sessions through holdfast and accounts for each one', { timeout: 20_000 }, async () => {
-  const report = await run({ factors: [2], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, log: () => {} });
+  const report = await run({ factors: [2], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, sip: false, log: () => {} });
   assert.equal(report.capacityRps, 100);
   assert.equal(report.capacitySessionsPerSec, 50);
   assert.deepEqual(report.results.map((r) => r.arm), [...ARMS]);
@@ -61,4 +61,15 @@ test('a tiny real run: every arm drives sessions through holdfast and accounts f
   assert.equal(random.dropP, sa2c.requests > 0 ? sa2c.refusedRequests / sa2c.requests : 0);
   assert.match(formatTable(report), /At 2x: SA2C completes/);
   assert.match(formatTable(report), /Tuned thresholds .* at 2x: /);
+});
+
+test('a tiny real SIP run: sipp calls through holdfast to capacity SIP servers, refused calls told apart', { timeout: 60_000 }, async () => {
+  const report = await run({ factors: [1], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, arms: ['sa2c', 'plain'], log: () => {} });
+  assert.deepEqual(report.sip.map((r) => r.arm), ['sa2c', 'plain']);
+  for (const r of report.sip) {
+    assert.ok(r.created > 0 && r.successful > 0, JSON.stringify(r));
+    assert.ok(r.refused + r.successful <= r.created);
+    if (r.arm === 'plain') assert.equal(r.refused, 0, 'no admission control, no 503');
+  }
+  assert.match(formatTable(report), /^SIP at 1x: SA2C completes [\d.∞]+x the calls\/s of plain balancing/m);
 });

@@ -7,13 +7,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema } from '../src/config/schema.js';
 import { reportedLoad } from './lib/capacity-backend.js';
-import { ARMS, formatTable, holdfastConfig, optionsFromEnv, run } from './overload.js';
+import { ARMS, SA2C_SETTINGS, formatTable, holdfastConfig, optionsFromEnv, run } from './overload.js';
 
-test('holdfastConfig: each arm passes the real schema; only sa2c has admission on', () => {
+test('holdfastConfig: each arm passes the real schema; sa2c runs the product defaults, tuned its settings', () => {
+  const defaults = configSchema.parse({ services: [{ name: 'x', protocol: 'http', listen: '127.0.0.1:1', backends: [{ id: 'a', address: '127.0.0.1:2' }] }] })
+    .services[0]!.admission;
   for (const arm of ARMS) {
     const c = configSchema.parse(holdfastConfig(arm, 1, 2, 3, '/tmp/k', [4, 5, 6]));
     const svc = c.services[0]!;
-    assert.equal(svc.admission.enabled, arm === 'sa2c');
+    assert.equal(svc.admission.enabled, arm === 'sa2c' || arm === 'tuned');
+    if (arm === 'sa2c') assert.deepEqual({ ...svc.admission, enabled: false }, defaults, 'nothing but enabled overridden');
+    if (arm === 'tuned') assert.deepEqual([svc.admission.t1, svc.admission.t2, svc.admission.delayCapacityMs], [SA2C_SETTINGS.t1, SA2C_SETTINGS.t2, 0]);
     assert.equal(svc.balancer, 'shell');
     assert.deepEqual(svc.backends.map((b) => b.agent), [1, 2, 3]);
     assert.equal(svc.sessions.cookie, 'SID');
@@ -33,13 +37,15 @@ test('reportedLoad: work done plus work waiting over the work the workers could 
   assert.equal(reportedLoad(0, 0, 2, 0, 25, 1), 0);
 });
 
-test('optionsFromEnv: knobs parsed, bad factors refused', () => {
+test('optionsFromEnv: knobs parsed, bad factors and arms refused', () => {
   assert.deepEqual(optionsFromEnv({ BENCH_OVERLOAD_FACTORS: '1,2', BENCH_OVERLOAD_SECONDS: '3' }), { factors: [1, 2], seconds: 3 });
   assert.throws(() => optionsFromEnv({ BENCH_OVERLOAD_FACTORS: '1,x' }), /BENCH_OVERLOAD_FACTORS/);
+  assert.deepEqual(optionsFromEnv({ BENCH_OVERLOAD_ARMS: 'plain,sa2c' }), { arms: ['sa2c', 'plain'] });
+  assert.throws(() => optionsFromEnv({ BENCH_OVERLOAD_ARMS: 'sa2c,fast' }), /BENCH_OVERLOAD_ARMS/);
 });
 
 test('a tiny real run: every arm drives sessions through holdfast and accounts for each one', { timeout: 20_000 }, async () => {
-  const report = await run({ factors: [2], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, log: () => {} });
+  const report = await run({ factors: [2], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, sip: false, log: () => {} });
   assert.equal(report.capacityRps, 100);
   assert.equal(report.capacitySessionsPerSec, 50);
   assert.deepEqual(report.results.map((r) => r.arm), [...ARMS]);
@@ -54,4 +60,16 @@ test('a tiny real run: every arm drives sessions through holdfast and accounts f
   const sa2c = report.results.find((r) => r.arm === 'sa2c')!;
   assert.equal(random.dropP, sa2c.requests > 0 ? sa2c.refusedRequests / sa2c.requests : 0);
   assert.match(formatTable(report), /At 2x: SA2C completes/);
+  assert.match(formatTable(report), /Tuned thresholds .* at 2x: /);
+});
+
+test('a tiny real SIP run: sipp calls through holdfast to capacity SIP servers, refused calls told apart', { timeout: 60_000 }, async () => {
+  const report = await run({ factors: [1], seconds: 1, warmupS: 0, backends: 2, workers: 1, serviceMs: 20, steps: 2, thinkMs: 20, deadlineMs: 800, arms: ['sa2c', 'plain'], log: () => {} });
+  assert.deepEqual(report.sip.map((r) => r.arm), ['sa2c', 'plain']);
+  for (const r of report.sip) {
+    assert.ok(r.created > 0 && r.successful > 0, JSON.stringify(r));
+    assert.ok(r.refused + r.successful <= r.created);
+    if (r.arm === 'plain') assert.equal(r.refused, 0, 'no admission control, no 503');
+  }
+  assert.match(formatTable(report), /^SIP at 1x: SA2C completes [\d.∞]+x the calls\/s of plain balancing/m);
 });

@@ -1,9 +1,11 @@
 /**
  * @module Overload benchmark (issue 8): sessions of several dependent steps offered at 0.5x to 3x the
  * cluster's capacity, through a real `holdfast dispatcher` process to backends of fixed capacity, in
- * three arms run back to back at each load:
+ * four arms run back to back at each load:
  *
- * - sa2c: `admission.enabled: true` (SARA III.B), shell balancing;
+ * - sa2c: `admission.enabled: true` with the product's defaults and nothing else (SARA III.B,
+ *   issue 17's queueing-delay input), shell balancing;
+ * - tuned: SA2C with SA2C_SETTINGS (the thresholds tuned by hand in issue 8, before the delay input);
  * - plain: shell balancing, no admission control;
  * - random: plain holdfast, and the driver drops each REQUEST (not session) with the probability p
  *   measured as sa2c's drop rate at the same load (requests refused or degraded by SA2C / requests
@@ -25,8 +27,11 @@
  * Sessions started during the first warmupS seconds are not counted; then sessions start for
  * seconds, and every counted session is followed to its end.
  *
+ * Then the SIP part (lib/capacity-sip-uas.ts; sipp's built-in uac: INVITE, ACK, thinkMs, BYE) at the
+ * same factors, arms sa2c and plain; BENCH_OVERLOAD_SIP=0 skips it.
+ *
  *   node dist/bench/overload.js
- *   BENCH_OVERLOAD_SECONDS=4 BENCH_OVERLOAD_FACTORS=1,2 node dist/bench/overload.js
+ *   BENCH_OVERLOAD_SECONDS=4 BENCH_OVERLOAD_FACTORS=1,2 BENCH_OVERLOAD_ARMS=sa2c,plain node dist/bench/overload.js
  */
 import http from 'node:http';
 import path from 'node:path';
@@ -39,9 +44,11 @@ import { prng } from './lib/prng.js';
 import { foreignCores, sampleCpu } from './lib/cpu.js';
 import { freePort, makeTempDir, removeTempDir, startProcess, waitForPort, type Proc } from './lib/procs.js';
 import type { CapacityBackendOptions } from './lib/capacity-backend.js';
+import type { CapacitySipUasOptions } from './lib/capacity-sip-uas.js';
+import { startUac } from '../test/helpers/sipp.js';
 
-export type Arm = 'sa2c' | 'plain' | 'random';
-export const ARMS: readonly Arm[] = ['sa2c', 'plain', 'random'];
+export type Arm = 'sa2c' | 'tuned' | 'plain' | 'random';
+export const ARMS: readonly Arm[] = ['sa2c', 'tuned', 'plain', 'random'];
 
 export interface OverloadOptions {
   readonly factors?: readonly number[];
@@ -54,8 +61,16 @@ export interface OverloadOptions {
   readonly thinkMs?: number;
   readonly deadlineMs?: number;
   readonly seed?: number;
-  /** Overrides of SA2C_SETTINGS for the sa2c arm. */
+  /** Overrides of SA2C_SETTINGS for the tuned arm. */
   readonly sa2c?: Readonly<Record<string, number>>;
+  /** The arms to run (env BENCH_OVERLOAD_ARMS, comma list), in ARMS order; random needs sa2c before it. */
+  readonly arms?: readonly Arm[];
+  /**
+   * The SIP part (env BENCH_OVERLOAD_SIP=0 skips it): sipp calls (INVITE, ACK, 100 ms, BYE) at the
+   * same factors against SIP servers of the same capacity (calls/s = the HTTP part's requests/s),
+   * arms sa2c and plain only.
+   */
+  readonly sip?: boolean;
   readonly log?: (line: string) => void;
   /**
    * Diagnosis (env BENCH_OVERLOAD_TRACE=<dir>): each holdfast process is started with TRACE_HOOK
@@ -97,6 +112,22 @@ export interface OverloadReport {
   readonly capacitySessionsPerSec: number;
   readonly settings: Settings;
   readonly results: readonly ArmResult[];
+  readonly sip: readonly SipResult[];
+}
+
+/** One SIP run: sipp's counts over the whole run (warm-up included). */
+export interface SipResult {
+  readonly factor: number;
+  readonly arm: Arm;
+  readonly offeredPerSec: number;
+  readonly created: number;
+  /** Calls whose INVITE holdfast refused (503: sipp's unexpected message). */
+  readonly refused: number;
+  readonly successful: number;
+  readonly completedPerSec: number;
+  /** successful / (created - refused). */
+  readonly admittedCompletedShare: number;
+  readonly failedBy: Readonly<Record<string, number>>;
 }
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -113,7 +144,7 @@ dc.subscribe('holdfast:admission:sample', w('admission'));
 dc.subscribe('holdfast:load:sample', w('load'));`);
 const COOKIE = 'SID';
 /**
- * The SA2C arm's `admission` (env BENCH_OVERLOAD_SA2C as JSON overrides it, e.g. '{"t3Gain":1}').
+ * The tuned arm's `admission` (env BENCH_OVERLOAD_SA2C as JSON overrides it, e.g. '{"t3Gain":1}').
  * Sessions admitted now load the cluster for steps x (think + service) later, so new sessions stop
  * lower than the defaults (T1 0.5, T2 0.65) to leave their later steps room under T3; T3 stays put
  * (t3Gain 0): see bench/README.md for what eq. 4's multiplicative move of T3 does under sustained
@@ -122,7 +153,7 @@ const COOKIE = 'SID';
  * T1 to T2 (about 0.5 s at 2x) later drives the cluster to 0.9+, above T3, and 43 % of the admitted
  * sessions were degraded (bench/README.md has the run): the margin T1 -> T3 must hold that overshoot.
  */
-export const SA2C_SETTINGS = { t1: 0.5, t2: 0.65, t3: 0.9, c: 0.97, t3Gain: 0, intervalMs: 500, minIntervalMs: 50 };
+export const SA2C_SETTINGS = { t1: 0.5, t2: 0.65, t3: 0.9, c: 0.97, t3Gain: 0, intervalMs: 500, minIntervalMs: 50, riseMs: 500, delayCapacityMs: 0 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): OverloadOptions {
   const factors = env['BENCH_OVERLOAD_FACTORS'];
@@ -141,8 +172,16 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): OverloadOp
     deadlineMs: pick('BENCH_OVERLOAD_DEADLINE_MS', 10),
     seed: pick('BENCH_SEED', 0),
     sa2c: env['BENCH_OVERLOAD_SA2C'] ? (JSON.parse(env['BENCH_OVERLOAD_SA2C']) as Record<string, number>) : undefined,
+    sip: env['BENCH_OVERLOAD_SIP'] === undefined ? undefined : env['BENCH_OVERLOAD_SIP'] !== '0',
     traceDir: env['BENCH_OVERLOAD_TRACE'] || undefined,
   };
+  const arms = env['BENCH_OVERLOAD_ARMS'];
+  if (arms) {
+    const list = arms.split(',');
+    const bad = list.find((a) => !(ARMS as readonly string[]).includes(a));
+    if (bad !== undefined) throw new Error(`BENCH_OVERLOAD_ARMS: expected a comma list of ${ARMS.join(', ')}, received "${arms}"`);
+    o['arms'] = ARMS.filter((a) => list.includes(a));
+  }
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
   return o as OverloadOptions;
 }
@@ -162,6 +201,8 @@ function settingsOf(o: OverloadOptions): Settings {
     deadlineMs: o.deadlineMs ?? 1000,
     seed: o.seed ?? 1,
     sa2c: { ...SA2C_SETTINGS, ...o.sa2c },
+    arms: o.arms ?? ARMS,
+    sip: o.sip ?? true,
   };
 }
 
@@ -174,7 +215,28 @@ export function holdfastConfig(
   keyFile: string,
   backendPorts: readonly number[],
   sa2c: object = SA2C_SETTINGS,
+  protocol: 'http' | 'sip' = 'http',
 ): object {
+  if (protocol === 'sip') {
+    return {
+      version: 1,
+      logging: { level: 'warn' },
+      admin: { enabled: true, listen: `127.0.0.1:${adminPort}` },
+      cluster: { keyFile },
+      monitor: { listen: `127.0.0.1:${monitorPort}` },
+      services: [
+        {
+          name: 'sip',
+          protocol: 'sip',
+          listen: `127.0.0.1:${listenPort}`,
+          balancer: 'shell',
+          backends: backendPorts.map((port, i) => ({ id: `s${i}`, address: `127.0.0.1:${port}`, agent: i + 1 })),
+          load: { intervalMs: LOAD_INTERVAL_MS },
+          admission: arm === 'sa2c' ? { enabled: true } : arm === 'tuned' ? { enabled: true, ...sa2c } : { enabled: false },
+        },
+      ],
+    };
+  }
   return {
     version: 1,
     logging: { level: 'warn' },
@@ -191,7 +253,7 @@ export function holdfastConfig(
         load: { intervalMs: LOAD_INTERVAL_MS },
         sessions: { cookie: COOKIE },
         http: { failover: { enabled: false } },
-        admission: arm === 'sa2c' ? { enabled: true, ...sa2c } : { enabled: false },
+        admission: arm === 'sa2c' ? { enabled: true } : arm === 'tuned' ? { enabled: true, ...sa2c } : { enabled: false },
       },
     ],
   };
@@ -332,7 +394,7 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
     }
     for (const factor of s.factors) {
       let sa2cDrop = 0;
-      for (const arm of ARMS) {
+      for (const arm of s.arms) {
         await drain(backends);
         const listenPort = await freePort();
         const adminPort = await freePort();
@@ -387,9 +449,92 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
     }
   } finally {
     await Promise.all(backends.map((b) => b.proc.stop()));
+  }
+  const sip: SipResult[] = [];
+  try {
+    if (s.sip) sip.push(...(await runSip(s, dir, keyFile, key, monitorPort, capacityRps, log)));
+  } finally {
     removeTempDir(dir);
   }
-  return { capacityRps, capacitySessionsPerSec, settings: s, results };
+  return { capacityRps, capacitySessionsPerSec, settings: s, results, sip };
+}
+
+const SIP_UAS_JS = fileURLToPath(new URL('./lib/capacity-sip-uas.js', import.meta.url));
+
+/**
+ * The SIP part: backends.length SIP servers of `workers` x `serviceMs` each (capacity in calls/s =
+ * the HTTP part's requests/s), sipp's built-in uac through holdfast at factor x capacity for
+ * warmupS + seconds, calls of thinkMs, every message answered within deadlineMs (-recv_timeout) or
+ * the call fails. Arms sa2c (product defaults) and plain.
+ */
+async function runSip(s: Settings, dir: string, keyFile: string, key: Buffer, monitorPort: number, capacity: number, log: (line: string) => void): Promise<SipResult[]> {
+  const servers: Backend[] = [];
+  const out: SipResult[] = [];
+  try {
+    for (let i = 0; i < s.backends; i++) {
+      const o: CapacitySipUasOptions = {
+        port: 0,
+        workers: s.workers,
+        serviceMs: s.serviceMs,
+        report: { host: i + 1, monitor: `127.0.0.1:${monitorPort}`, keyHex: key.toString('hex'), intervalMs: LOAD_INTERVAL_MS },
+      };
+      const proc = await startProcess({ name: `sip-uas-${i}`, command: process.execPath, args: [SIP_UAS_JS, JSON.stringify(o)], readyLine: /listening (\d+)/ });
+      servers.push({ proc, port: Number(proc.readyMatch![1]) });
+    }
+    for (const factor of s.factors) {
+      for (const arm of ['sa2c', 'plain'] as const) {
+        if (!s.arms.includes(arm)) continue;
+        const listenPort = await freePort();
+        const adminPort = await freePort();
+        const cfg = path.join(dir, `holdfast-sip-${arm}-${factor}.yaml`);
+        writeFileSync(cfg, JSON.stringify(holdfastConfig(arm, listenPort, adminPort, monitorPort, keyFile, servers.map((b) => b.port), s.sa2c, 'sip')));
+        const holdfast = await startProcess({
+          name: `holdfast-sip-${arm}`,
+          command: process.execPath,
+          args: [HOLDFAST_BIN, 'dispatcher', '--config', cfg],
+          cwd: REPO_ROOT,
+          readyPort: { host: '127.0.0.1', port: adminPort },
+        });
+        try {
+          await sleep(1000);
+          const rate = factor * capacity;
+          const calls = Math.round(rate * (s.warmupS + s.seconds));
+          const uac = await startUac({
+            target: `127.0.0.1:${listenPort}`,
+            transport: 'udp',
+            calls,
+            rate,
+            callLengthMs: s.thinkMs,
+            timeoutS: s.warmupS + s.seconds + 20,
+            maxOpenCalls: 100_000,
+            extra: ['-recv_timeout', String(s.deadlineMs)],
+          });
+          const r = await uac.done;
+          const refused = r.failedBy['UnexpectedMessage'] ?? 0;
+          const admitted = r.created - refused;
+          const res: SipResult = {
+            factor,
+            arm,
+            offeredPerSec: rate,
+            created: r.created,
+            refused,
+            successful: r.successful,
+            completedPerSec: r.successful / (s.warmupS + s.seconds),
+            admittedCompletedShare: admitted > 0 ? r.successful / admitted : 0,
+            failedBy: r.failedBy,
+          };
+          out.push(res);
+          log(`sip ${factor}x ${arm}: created ${r.created} refused ${refused} successful ${r.successful} (${res.completedPerSec.toFixed(1)}/s) failed ${JSON.stringify(r.failedBy)}`);
+        } finally {
+          await holdfast.stop();
+        }
+        await sleep(500);
+      }
+    }
+  } finally {
+    await Promise.all(servers.map((b) => b.proc.stop()));
+  }
+  return out;
 }
 
 const pct = (x: number): string => `${(x * 100).toFixed(1)} %`;
@@ -412,18 +557,46 @@ export function formatTable(report: OverloadReport): string {
         `${pct(r.completedShare)} | ${pct(r.admittedCompletedShare)} | ${p.toFixed(3)} | ${r.othersCores === null ? '-' : r.othersCores.toFixed(2)} |`,
     );
   }
-  const at = (arm: Arm) => report.results.find((r) => r.factor === 2 && r.arm === arm);
+  const at = (arm: Arm, factor = 2) => report.results.find((r) => r.factor === factor && r.arm === arm);
+  const ratioOf = (a: ArmResult, b: ArmResult): string => (b.completedPerSec > 0 ? (a.completedPerSec / b.completedPerSec).toFixed(2) : '∞');
   const sa2c = at('sa2c');
   const plain = at('plain');
   const random = at('random');
   if (sa2c && plain) {
     lines.push('');
-    const ratio = plain.completedPerSec > 0 ? (sa2c.completedPerSec / plain.completedPerSec).toFixed(2) : '∞';
-    lines.push(`At 2x: SA2C completes ${ratio}x the sessions/s of plain balancing (target >= 1.5) and ${pct(sa2c.admittedCompletedShare)} of the sessions it admits (target >= 95 %).`);
-    if (random) {
-      const r2 = random.completedPerSec > 0 ? (sa2c.completedPerSec / random.completedPerSec).toFixed(2) : '∞';
-      lines.push(`Against the session-oblivious random drop at the same request drop rate (p = ${random.dropP.toFixed(3)}): ${r2}x.`);
+    lines.push(`At 2x: SA2C completes ${ratioOf(sa2c, plain)}x the sessions/s of plain balancing (target >= 1.5) and ${pct(sa2c.admittedCompletedShare)} of the sessions it admits (target >= 95 %).`);
+    if (random) lines.push(`Against the session-oblivious random drop at the same request drop rate (p = ${random.dropP.toFixed(3)}): ${ratioOf(sa2c, random)}x.`);
+  }
+  const tuned = at('tuned');
+  if (tuned && plain) lines.push(`Tuned thresholds (${JSON.stringify(s.sa2c)}) at 2x: ${ratioOf(tuned, plain)}x plain, ${pct(tuned.admittedCompletedShare)} of admitted completed.`);
+  if (report.sip.length > 0) {
+    lines.push(
+      '',
+      `SIP (sipp INVITE, ACK, ${s.thinkMs} ms, BYE; servers of the same capacity: ${report.capacityRps} calls/s; each message answered within ${s.deadlineMs} ms; whole run counted):`,
+      '',
+      '| load | arm | calls offered/s | created | refused (503) | successful | successful/s | successful / admitted | failures |',
+      '|---:|---|---:|---:|---:|---:|---:|---:|---|',
+    );
+    for (const r of report.sip) {
+      lines.push(
+        `| ${r.factor}x | ${r.arm} | ${r.offeredPerSec.toFixed(0)} | ${r.created} | ${r.refused} | ${r.successful} | ${r.completedPerSec.toFixed(1)} | ${pct(r.admittedCompletedShare)} | ${JSON.stringify(r.failedBy)} |`,
+      );
     }
+    for (const factor of s.factors) {
+      const a = report.sip.find((r) => r.factor === factor && r.arm === 'sa2c');
+      const b = report.sip.find((r) => r.factor === factor && r.arm === 'plain');
+      if (!a || !b) continue;
+      const ratio = b.completedPerSec > 0 ? (a.completedPerSec / b.completedPerSec).toFixed(2) : '∞';
+      lines.push(`SIP at ${factor}x: SA2C completes ${ratio}x the calls/s of plain balancing and ${pct(a.admittedCompletedShare)} of the calls it admits.`);
+    }
+  }
+  for (const factor of s.factors) {
+    if (factor === 2) continue;
+    const a = at('sa2c', factor);
+    const b = at('plain', factor);
+    if (!a || !b) continue;
+    const target = factor > 1 ? 'target >= 1.5' : 'target >= 0.95';
+    lines.push(`At ${factor}x: SA2C completes ${ratioOf(a, b)}x the sessions/s of plain balancing (${target}) and ${pct(a.admittedCompletedShare)} of the sessions it admits.`);
   }
   return lines.join('\n');
 }

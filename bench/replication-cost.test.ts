@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { which } from './lib/procs.js';
-import { DEFAULTS, clusterConfig, costRow, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
+import { DEFAULTS, clusterConfig, costRow, costTarget, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
 
 test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', () => {
   assert.deepEqual(optionsFromEnv({}), DEFAULTS);
@@ -17,6 +17,24 @@ test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', (
   assert.equal(o.reqsPerSession, 5);
   assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_PARTS: 'http,ftp' }), /BENCH_REPLCOST_PARTS.*"ftp"/);
   assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_SECONDS: '0' }), /BENCH_REPLCOST_SECONDS/);
+  const q = optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_PIN: '1' });
+  assert.deepEqual([q.seconds, q.rounds, q.sipRates, q.warmupSeconds, q.sipCpuSeconds, q.pin], [2, 2, [], 1, 2, true]);
+  assert.equal(optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_ROUNDS: '4' }).rounds, 4);
+});
+
+test('costTarget: met only when both replicated CPU costs are under 5 %, with the noise beside them', () => {
+  const rows = [
+    costRow('HTTP, new X-Session every 1 req: master CPU µs/req', 41, 40, false),
+    costRow('HTTP, plain: master CPU µs/req', 39, 40, false),
+    costRow('SIP at 400 calls/s: master CPU µs/call', 618, 600, false),
+  ];
+  assert.equal(
+    costTarget(rows, false),
+    'TARGET replication-cost: met — master CPU per HTTP-session request +2.5 %, per SIP call +3.0 % (target < 5 %; noise: plain HTTP, nothing replicated, -2.5 %)',
+  );
+  rows[2] = costRow('SIP at 400 calls/s: master CPU µs/call', 660, 600, false);
+  assert.match(costTarget(rows, true), /^TARGET replication-cost: not met — .* per SIP call \+10\.0 % .*; masters on CPU 0, backups on CPU 1\)$/);
+  assert.match(costTarget([], false), /^TARGET replication-cost: not met — /);
 });
 
 test('costRow: throughput lost and CPU added, as shares', () => {

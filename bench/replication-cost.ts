@@ -29,7 +29,11 @@
  *     BENCH_REPLCOST_CONNECTIONS=32  BENCH_REPLCOST_REQS_PER_SESSION=1  BENCH_REPLCOST_SESSION_TIMEOUT_MS=1000
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
- *     BENCH_REPLCOST_ADVERT_MS=100
+ *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
+ *   BENCH_QUICK=1: 2 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
+ * Ends with `TARGET replication-cost: met|not met — <figure>`: the master's added CPU per HTTP
+ * session request and per SIP call, each against the plain-HTTP arm pair's own difference (nothing
+ * is replicated there, so that difference is the run's noise).
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
@@ -83,6 +87,8 @@ export interface Options {
   advertIntervalMs: number;
   /** Attempts per ladder step: a step fails when every attempt had a failed call (shared-machine noise). */
   sipTries: number;
+  /** Masters pinned to CPU 0 and backups to CPU 1 (taskset): the backup's work off the master's core. */
+  pin: boolean;
 }
 
 export const DEFAULTS: Options = {
@@ -99,6 +105,7 @@ export const DEFAULTS: Options = {
   sipCpuSeconds: 3,
   advertIntervalMs: 100,
   sipTries: 2,
+  pin: false,
 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
@@ -130,6 +137,14 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.sipCpuSeconds = envInt(env, 'BENCH_REPLCOST_SIP_CPU_SECONDS', 1) ?? o.sipCpuSeconds;
   o.advertIntervalMs = envInt(env, 'BENCH_REPLCOST_ADVERT_MS', 5) ?? o.advertIntervalMs;
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
+  o.pin = env['BENCH_REPLCOST_PIN'] === '1';
+  if (env['BENCH_QUICK'] === '1') {
+    if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 2;
+    if (env['BENCH_REPLCOST_SIP_CPU_SECONDS'] === undefined) o.sipCpuSeconds = 2;
+    if (env['BENCH_REPLCOST_ROUNDS'] === undefined) o.rounds = 2;
+    if (env['BENCH_REPLCOST_SIP_RATES'] === undefined) o.sipRates = [];
+    if (env['BENCH_REPLCOST_WARMUP_SECONDS'] === undefined) o.warmupSeconds = 1;
+  }
   return o;
 }
 
@@ -283,11 +298,12 @@ async function startCluster(arm: Arm, dir: string, origins: readonly Origin[], u
   const key = randomBytes(32);
   const config = (id: 1 | 2): string =>
     clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs });
-  const master = await startHaDispatcher({ name: `${arm}-master`, id: 1, dir, key, config: config(1) });
+  const pin = (cpu: string): { cpus?: string } => (o.pin ? { cpus: cpu } : {});
+  const master = await startHaDispatcher({ name: `${arm}-master`, id: 1, dir, key, config: config(1), ...pin('0') });
   let backup: HaDispatcher | null = null;
   try {
     await master.waitFor('taken', 0, READY_WAIT_MS);
-    backup = await startHaDispatcher({ name: `${arm}-backup`, id: 2, dir, key, config: config(2) });
+    backup = await startHaDispatcher({ name: `${arm}-backup`, id: 2, dir, key, config: config(2), ...pin('1') });
     await backup.waitFor('backup', 0, READY_WAIT_MS);
     const until = Date.now() + READY_WAIT_MS;
     for (;;) {
@@ -616,7 +632,25 @@ export function formatTable(r: Report): string {
       `load average ${r.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${r.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
       `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median), ${Math.max(...others).toFixed(2)} max` : '?'} during the runs.`,
   );
-  return `${lines.join('\n')}\n\n${notes.join('\n\n')}\n`;
+  return `${lines.join('\n')}\n\n${notes.join('\n\n')}\n\n${costTarget(rows, r.settings.pin)}\n`;
+}
+
+/**
+ * Issue 17's verdict: the master's added CPU per HTTP-session request and per SIP call, both under
+ * TARGET_COST, and the noise of the run (the plain-HTTP pair, where nothing is replicated) beside them.
+ */
+export function costTarget(rows: readonly CostRow[], pinned: boolean): string {
+  const find = (prefix: string): CostRow | undefined => rows.find((x) => x.what.startsWith(prefix) && x.what.includes('CPU'));
+  const sessions = find('HTTP, new');
+  const sip = find('SIP at');
+  const plain = find('HTTP, plain');
+  const pct = (x: CostRow | undefined): string => (x?.cost == null ? '–' : `${x.cost >= 0 ? '+' : ''}${(x.cost * 100).toFixed(1)} %`);
+  const measured = [sessions, sip].filter((x): x is CostRow => x?.cost != null);
+  const met = measured.length > 0 && measured.every((x) => x.cost! < TARGET_COST);
+  return (
+    `TARGET replication-cost: ${met ? 'met' : 'not met'} — master CPU per HTTP-session request ${pct(sessions)}, per SIP call ${pct(sip)} ` +
+    `(target < ${TARGET_COST * 100} %; noise: plain HTTP, nothing replicated, ${pct(plain)}${pinned ? '; masters on CPU 0, backups on CPU 1' : ''})`
+  );
 }
 
 runIfMain(import.meta.url, async () => {

@@ -113,10 +113,11 @@ function get(url: string, timeoutMs = 3000): Promise<string> {
  * HOLDFAST_CLUSTER_KEY; in `netns` through `ip netns exec` when given (same pid: SIGKILL reaches it).
  * The caller stops it (proc.stop()) — bench/lib/procs.ts's exit hook kills it if the caller dies.
  */
-export async function startHaDispatcher(o: { name: string; id: number; dir: string; key: Buffer; config: string; netns?: string }): Promise<HaDispatcher> {
+export async function startHaDispatcher(o: { name: string; id: number; dir: string; key: Buffer; config: string; netns?: string; cpus?: string }): Promise<HaDispatcher> {
   const file = join(o.dir, `${o.name}.yaml`);
   writeFileSync(file, o.config);
-  const argv = [process.execPath, HOLDFAST_BIN, 'dispatcher', '--config', file];
+  // `cpus`: pinned with taskset (a CPU list such as "1"), e.g. a backup kept off the master's core.
+  const argv = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), process.execPath, HOLDFAST_BIN, 'dispatcher', '--config', file];
   const proc = await startProcess({
     name: o.name,
     command: o.netns ? 'ip' : argv[0]!,

@@ -3,7 +3,9 @@ import assert from 'node:assert/strict';
 import { FakeClock } from '../core/clock.js';
 import type { AdmissionControl, LoadEstimate } from './admission-controller.js';
 import { ADMIT_ALL } from './admission-controller.js';
-import { EventLoopLoad, LoadSmoother, startAdmissionFeed } from './admission-feed.js';
+import { EventLoopLoad, LoadSmoother, dispatcherLoad, startAdmissionFeed } from './admission-feed.js';
+
+const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
 test('the feed hands (l, l_c) to the controller every interval until cancelled; the first l (start-up) is discarded', () => {
   const clock = new FakeClock();
@@ -28,14 +30,23 @@ test('the feed hands (l, l_c) to the controller every interval until cancelled; 
   assert.equal(seen.length, 3);
 });
 
-test('EventLoopLoad: a loop kept busy since the last sample reads close to 1', () => {
+test('EventLoopLoad: a loop kept busy since the last sample reads above 0, at most 1', () => {
   const load = new EventLoopLoad();
   load.sample();
-  // Synchronous work only: the event loop is active the whole time, however slow the machine.
+  // Synchronous work only: the event loop is active the whole time; the CPU share depends on what
+  // else the machine runs (dispatcherLoad's numbers are tested below).
   const until = performance.now() + 30;
   while (performance.now() < until);
   const busy = load.sample();
-  assert.ok(busy > 0.9 && busy <= 1, `utilisation ${busy}`);
+  assert.ok(busy > 0 && busy <= 1, `load ${busy}`);
+});
+
+test('dispatcherLoad: min of utilisation and CPU share, clamped', () => {
+  near(dispatcherLoad(0.95, 12, 100), 0.12); // descheduled mid-callback: the CPU it got says 0.12
+  near(dispatcherLoad(0.4, 90, 100), 0.4); // helper threads' CPU does not raise the loop's load
+  assert.equal(dispatcherLoad(1, 130, 100), 1);
+  assert.equal(dispatcherLoad(0.3, 5, 0), 0.3);
+  assert.equal(dispatcherLoad(-0.1, 5, 100), 0);
 });
 
 test('EventLoopLoad: a sample after waiting on I/O is a fraction in [0, 1]', async () => {
@@ -79,4 +90,32 @@ test('the feed smooths l and l_c with time constant smoothingMs', () => {
   // l: the start-up sample 0.9 is discarded (0 fed), then 0.1 taken as is, then 0.1 + w x 0.4.
   assert.deepEqual(seen.map((e) => e.dispatcher).slice(0, 2), [0, 0.1]);
   assert.ok(Math.abs(seen[2]!.dispatcher - (0.1 + w * 0.4)) < 1e-12);
+});
+
+test('LoadSmoother: riseMs follows a rise faster than smoothingMs lets it fall', () => {
+  const s = new LoadSmoother(500, 100);
+  s.next(0, 100);
+  // Rising: w = 1 - e^(-100/100) = 0.6321205588.
+  near(s.next(1, 100), 1 - Math.exp(-1));
+  // Falling from there: w = 1 - e^(-100/500) = 0.1812692469.
+  const up = 1 - Math.exp(-1);
+  near(s.next(0, 100), up - (1 - Math.exp(-0.2)) * up);
+  const instant = new LoadSmoother(500, 0);
+  instant.next(0.1, 100);
+  assert.equal(instant.next(0.8, 100), 0.8);
+  assert.ok(instant.next(0, 100) > 0.6);
+});
+
+test('the feed hands min(l_c, l_q) once the delay signal exists, l_c alone before', () => {
+  const clock = new FakeClock();
+  const seen: LoadEstimate[] = [];
+  const control: AdmissionControl = { ...ADMIT_ALL, update: (e) => void seen.push(e) };
+  const delays = [Number.NaN, 0.1, Number.NaN, 0.9];
+  let i = 0;
+  startAdmissionFeed(control, { cluster: () => 0.97, dispatcher: () => 0, delay: () => delays[i++]! }, clock, 100, 0);
+  clock.advance(400);
+  assert.deepEqual(
+    seen.map((e) => e.cluster),
+    [0.97, 0.1, 0.1, 0.9], // NaN keeps the last delay estimate
+  );
 });

@@ -7,23 +7,47 @@ import { performance } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { AdmissionControl } from './admission-controller.js';
+import { clusterDecisionLoad } from './admission-delay.js';
 
 /**
  * l of SARA eq. 2, "the cluster head load", for a Node dispatcher: the share of time the event loop
- * spent running callbacks since the previous sample (performance.eventLoopUtilization), in [0, 1].
- * One thread does all the forwarding, so a loop busy all the time is a dispatcher at capacity,
- * whatever the machine's CPU count says. The first sample covers the time since construction (the
- * feed discards it: it measures the dispatcher's start-up, not its forwarding).
+ * spent running callbacks since the previous sample (performance.eventLoopUtilization), in [0, 1],
+ * bounded by the CPU time the process actually got over the same wall time (dispatcherLoad). One
+ * thread does all the forwarding, so a loop busy all the time is a dispatcher at capacity, whatever
+ * the machine's CPU count says. The first sample covers the time since construction (the feed
+ * discards it: it measures the dispatcher's start-up, not its forwarding).
  */
 export class EventLoopLoad {
   private last: EventLoopUtilization = performance.eventLoopUtilization();
+  private lastCpu = process.cpuUsage();
+  private lastAt = performance.now();
 
   sample(): number {
     const now = performance.eventLoopUtilization();
     const utilization = performance.eventLoopUtilization(now, this.last).utilization;
     this.last = now;
-    return utilization >= 0 && utilization <= 1 ? utilization : utilization > 1 ? 1 : 0;
+    const cpu = process.cpuUsage();
+    const at = performance.now();
+    const cpuMs = (cpu.user - this.lastCpu.user + cpu.system - this.lastCpu.system) / 1000;
+    const wallMs = at - this.lastAt;
+    this.lastCpu = cpu;
+    this.lastAt = at;
+    return dispatcherLoad(utilization, cpuMs, wallMs);
   }
+}
+
+/**
+ * min(event-loop utilisation, CPU time / wall time), clamped to [0, 1]. The utilisation alone counts
+ * the time the process was descheduled in the middle of a callback as busy: on a machine shared with
+ * other work it read 0.95 while the dispatcher used a few percent of a core (bench/overload, issue
+ * 17), and SA2C degraded established sessions for a load that was not the dispatcher's. The CPU
+ * time the process got cannot exceed the work it did; a saturated dispatcher reads near 1 in both.
+ *   dispatcherLoad(0.95, 12, 100) = 0.12;  dispatcherLoad(0.4, 90, 100) = 0.4
+ */
+export function dispatcherLoad(utilization: number, cpuMs: number, wallMs: number): number {
+  const share = wallMs > 0 ? cpuMs / wallMs : utilization;
+  const x = share < utilization ? share : utilization;
+  return x >= 0 && x <= 1 ? x : x > 1 ? 1 : 0;
 }
 
 /**
@@ -43,12 +67,24 @@ export class EventLoopLoad {
 export class LoadSmoother {
   private estimate = Number.NaN;
 
-  constructor(private readonly smoothingMs: number) {}
+  /**
+   * `riseMs` (default `smoothingMs`) is the time constant used while a sample is above the
+   * estimate: shorter than `smoothingMs`, the estimate follows a rising load faster than a falling
+   * one (issue 17: every new session admitted while the smoothed load climbs to T2 loads the cluster
+   * for the rest of its life; a quick rise shrinks that cohort, a slow fall keeps refusing until
+   * the admitted sessions have finished). 0 takes a rising sample as it is.
+   */
+  constructor(
+    private readonly smoothingMs: number,
+    private readonly riseMs: number = smoothingMs,
+  ) {}
 
   next(sample: number, elapsedMs: number): number {
     if (Number.isNaN(sample)) return this.estimate;
-    if (Number.isNaN(this.estimate) || !(this.smoothingMs > 0)) return (this.estimate = sample);
-    const w = 1 - Math.exp(-(elapsedMs > 0 ? elapsedMs : 0) / this.smoothingMs);
+    if (Number.isNaN(this.estimate)) return (this.estimate = sample);
+    const tau = sample > this.estimate ? this.riseMs : this.smoothingMs;
+    if (!(tau > 0)) return (this.estimate = sample);
+    const w = 1 - Math.exp(-(elapsedMs > 0 ? elapsedMs : 0) / tau);
     return (this.estimate += w * (sample - this.estimate));
   }
 
@@ -64,31 +100,51 @@ export interface LoadSources {
   cluster(): number;
   /** l: the dispatcher's own load (EventLoopLoad.sample()). */
   dispatcher(): number;
+  /**
+   * l_q: the standing queueing delay as a fraction of capacity (StandingDelay.sample() through
+   * delayLoad()), NaN when unknown; absent for a service without timed exchanges.
+   */
+  delay?(): number;
+}
+
+/** How the feed smooths: time constants of the fall and of the rise (ms). */
+export interface FeedSmoothing {
+  readonly smoothingMs: number;
+  readonly riseMs?: number;
 }
 
 /**
  * Calls `control.update` every `intervalMs` (the load vectors' interval, `load.intervalMs`, is the
- * natural one: the estimate changes no faster) with l and l_c each smoothed by a LoadSmoother of
- * time constant `smoothingMs` (`admission.smoothingMs`). The first dispatcher sample is read and
- * discarded (it covers the dispatcher's start-up: up to 0.6 measured in bench/overload), l counting
- * as 0 in the first update. Returns the timer; cancel() stops the feed.
+ * natural one: the estimate changes no faster) with l, l_c and l_q each smoothed by a LoadSmoother
+ * (`admission.smoothingMs`; l_c and l_q rise with `admission.riseMs`). The cluster load handed over is
+ * clusterDecisionLoad(l_c, l_q): min of the two once the delay signal exists, l_c alone before.
+ * The first dispatcher sample is read and discarded (it covers the dispatcher's start-up: up to
+ * 0.6 measured in bench/overload), l counting as 0 in the first update. Returns the timer;
+ * cancel() stops the feed.
  */
 export function startAdmissionFeed(
   control: AdmissionControl,
   sources: LoadSources,
   clock: Clock,
   intervalMs: number,
-  smoothingMs = 0,
+  smoothing: number | FeedSmoothing = 0,
 ): TimerHandle {
+  const { smoothingMs, riseMs } = typeof smoothing === 'number' ? { smoothingMs: smoothing, riseMs: smoothing } : smoothing;
+  // The dispatcher's own l keeps the symmetric smoothing: on a shared machine its event-loop
+  // utilisation jumps whenever the process is descheduled mid-callback (bench/overload traced 1.0
+  // for 200 ms at 3x), and a fast rise turned those jumps into drops of established traffic.
   const dispatcher = new LoadSmoother(smoothingMs);
-  const cluster = new LoadSmoother(smoothingMs);
+  const cluster = new LoadSmoother(smoothingMs, riseMs);
+  const delay = new LoadSmoother(smoothingMs, riseMs);
   let last = clock.now();
   let first = true;
   return clock.setInterval(() => {
     const now = clock.now();
     const elapsedMs = now - last;
     last = now;
-    const lc = cluster.next(sources.cluster(), elapsedMs);
+    const lu = cluster.next(sources.cluster(), elapsedMs);
+    const lq = sources.delay ? delay.next(sources.delay(), elapsedMs) : Number.NaN;
+    const lc = clusterDecisionLoad(lu, lq);
     const sample = sources.dispatcher();
     let l = 0;
     if (first) first = false;

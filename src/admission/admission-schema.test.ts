@@ -28,6 +28,10 @@ test('defaults: off, 0.6 < 0.75 < 0.85 < 0.95, SARA gains', () => {
     intervalMs: 1000,
     minIntervalMs: 50,
     smoothingMs: 500,
+    riseMs: 100,
+    delayTargetMs: 100,
+    delayCapacityMs: 1000,
+    delayBaselineMs: 10_000,
     t2Gain: 1,
     t3Gain: 1,
     minGap: 0.01,
@@ -57,4 +61,9 @@ test('fractions outside [0, 1] and a floor above the period are refused', () => 
   ]);
   assert.deepEqual(issues('admission: { t2Gain: 2 }'), ['admission.t2Gain: expected at most 1, received 2']);
   assert.deepEqual(issues('admission: { minGap: 0 }'), ['admission.minGap: expected more than 0, received 0']);
+});
+
+test('delayCapacityMs must exceed delayTargetMs unless 0 (off)', () => {
+  assert.deepEqual(issues('admission: { delayTargetMs: 50, delayCapacityMs: 40 }'), ['admission.delayCapacityMs: expected more than delayTargetMs (50) or 0 (off), received 40']);
+  assert.equal(parseYaml(holder, 'admission: { delayTargetMs: 50, delayCapacityMs: 0 }', 'a.yaml').admission.delayCapacityMs, 0);
 });

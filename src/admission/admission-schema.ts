@@ -43,6 +43,23 @@ export const admissionSchema = z
      * than instantaneous load feedbacks". 0 feeds the samples as they come.
      */
     smoothingMs: z.number().int().min(0).max(600_000).default(500),
+    /**
+     * Time constant (ms) of the same smoothing while a load rises (issue 17: follow a rise quickly,
+     * a fall slowly). Defaults to 100; set it to smoothingMs for SARA's symmetric estimate.
+     */
+    riseMs: z.number().int().min(0).max(600_000).default(100),
+    /**
+     * For services whose exchanges the dispatcher times (HTTP), the standing queueing delay (ms) that
+     * reads as T1: new sessions start being refused there (admission-delay.ts).
+     */
+    delayTargetMs: z.number().int().min(1).max(600_000).default(100),
+    /**
+     * The standing queueing delay (ms) that reads as C. With it the cluster load decided on is
+     * min(utilisation, the delay's reading) (admission-delay.ts); 0: utilisation alone (SARA).
+     */
+    delayCapacityMs: z.number().int().min(0).max(600_000).default(1000),
+    /** Window (ms) of the no-queue baseline latency (the lowest interval minimum seen in it). */
+    delayBaselineMs: z.number().int().min(100).max(3_600_000).default(10_000),
     /** Floor of the control period, which eq. 3 shrinks by (1 - p) every period (to 0 at p = 1). */
     minIntervalMs: z.number().int().min(1).max(600_000).default(50),
     /** k2 in T2 <- T2 - k2 * excess (eq. 4 has 1); 0 keeps T2 where it is configured. */
@@ -66,6 +83,13 @@ export const admissionSchema = z
           message: `expected more than ${lower} = ${a[lower]} (t1 < t2 < t3 < c; ${key} is ${a[key]})`,
         });
       }
+    }
+    if (a.delayCapacityMs > 0 && !(a.delayCapacityMs > a.delayTargetMs)) {
+      ctx.addIssue({
+        code: z.ZodIssueCode.custom,
+        path: ['delayCapacityMs'],
+        message: `expected more than delayTargetMs (${a.delayTargetMs}) or 0 (off)`,
+      });
     }
     if (a.minIntervalMs > a.intervalMs) {
       ctx.addIssue({

@@ -263,6 +263,7 @@ async function runDispatcher(file: string): Promise<number> {
     logger.info({ signal: 'SIGHUP', file }, 'SIGHUP received: reloading the configuration');
     handle.reload().catch((err: unknown) => logger.error({ err }, 'reload failed'));
   });
+  const scheduling = await ownScheduling(config.scheduling, logger);
   try {
     const running = await startDispatcher(config, { logger, configSource: () => loadConfigFile(file) });
     handle = running;
@@ -274,9 +275,27 @@ async function runDispatcher(file: string): Promise<number> {
     await running.close();
     return 0;
   } finally {
+    scheduling.close();
     hangup();
     shutdown.dispose();
   }
+}
+
+/**
+ * The process's own priority (`scheduling`): raised at start or at the first stall of its event
+ * loop, each attempt logged with the level reached and why a better one was refused.
+ */
+async function ownScheduling(
+  cfg: import('../core/scheduling.js').SchedulingConfig,
+  logger: { info(o: object, m: string): void; warn(o: object, m: string): void },
+): Promise<{ close(): void }> {
+  const { startScheduling } = await import('../core/scheduling.js');
+  const { realClock } = await import('../core/clock.js');
+  return startScheduling(cfg, realClock, ({ stallMs, result }) => {
+    const fields = { stallMs, level: result.level, refused: result.errors };
+    if (result.level === 'realtime') logger.info(fields, `own priority raised to SCHED_RR ${cfg.realtimePriority}`);
+    else logger.warn(fields, result.level === 'nice' ? `own priority raised to nice ${cfg.nice} only` : 'own priority could not be raised');
+  });
 }
 
 /**
@@ -298,6 +317,7 @@ async function runAgent(file: string): Promise<number> {
   // and a drain requested while the agent is still starting must not be lost.
   const shutdown = onShutdownSignal();
   const hangup = ignoreHangup(() => logger.warn({ signal: 'SIGHUP' }, HANGUP_IGNORED));
+  const scheduling = await ownScheduling(config.scheduling, logger);
   let agent: Awaited<ReturnType<typeof startAgent>> | null = null;
   let drainRequested = false;
   const onDrain = (): void => {
@@ -333,6 +353,7 @@ async function runAgent(file: string): Promise<number> {
     return 0;
   } finally {
     process.off('SIGUSR2', onDrain);
+    scheduling.close();
     hangup();
     shutdown.dispose();
     releasePidFile(pidFile); // only if it still names this process

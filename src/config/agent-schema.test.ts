@@ -151,7 +151,7 @@ test('renamed, misplaced and mistyped keys get hints', () => {
     'load.statsurl: unknown key (did you mean "statsUrl"?)',
   ]);
   assert.deepEqual(issuesOf(minimal('services: []')), [
-    'services: unknown key, expected one of "version", "logging", "cluster", "agent", "watchdog", "load", "drain", "hanet"',
+    'services: unknown key, expected one of "version", "logging", "scheduling", "cluster", "agent", "watchdog", "load", "drain", "hanet"',
   ]);
 });
 

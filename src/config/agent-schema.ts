@@ -6,7 +6,7 @@
  */
 import { isIPv4 } from 'node:net';
 import { z } from 'zod';
-import { configSchema, hostPort } from './schema.js';
+import { configSchema, hostPort, schedulingSchema } from './schema.js';
 
 
 const HTTP_URL = 'expected an http:// URL';
@@ -225,6 +225,8 @@ export const agentConfigSchema = z
   .object({
     version: z.literal(1).default(1),
     logging: configSchema.shape.logging,
+    /** The agent's own CPU priority under starvation (schema.ts's `scheduling`; raised on-stall by default). */
+    scheduling: schedulingSchema('on-stall'),
     /** The shared cluster key (HOLDFAST_CLUSTER_KEY, hex, overrides keyFile); the dispatchers hold the same. */
     cluster: z
       .object({ keyFile: z.string().min(1).optional() })

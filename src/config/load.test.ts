@@ -250,7 +250,7 @@ test('ConfigInvalidError message lists every issue', () => {
     assert.ok(err instanceof ConfigInvalidError);
     assert.equal(
       err.message,
-      'invalid configuration:\n  services: expected at least 1 item, received 0 items\n  foo: unknown key, expected one of "version", "logging", "admin", "cluster", "monitor", "services", "dispatcher", "groups"',
+      'invalid configuration:\n  services: expected at least 1 item, received 0 items\n  foo: unknown key, expected one of "version", "scheduling", "logging", "admin", "cluster", "monitor", "services", "dispatcher", "groups"',
     );
     return true;
   });

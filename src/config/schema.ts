@@ -64,6 +64,14 @@ export const detectorSchema = z
      * 'available' heartbeats are ignored this long (the watchdog may not have noticed yet).
      */
     holdDownMs: z.number().int().min(0).max(600_000).default(1000),
+    /**
+     * push / pull: how long a stall seen in the heartbeats (a gap of 2 x intervalMs or more that
+     * ended with a heartbeat: the agent or the path was starved, not dead) widens the down timeout
+     * to 1.5 x that gap (detector-push.ts). 0 (the default): never, always n x intervalMs. Off by
+     * default because a SIGSTOPped agent or a cut link healed within 10 intervals looks the same as
+     * a stall: bench/detection's SIGSTOP and cut trials taught it, and their p99 rose to 160-210 ms.
+     */
+    stallMemoryMs: z.number().int().min(0).max(3_600_000).default(0),
   })
   .strict();
 
@@ -341,9 +349,32 @@ export const etcdSchema = z
   .strict()
   .refine((e) => e.passwordFile === undefined || e.username !== undefined, { message: 'expected a username with passwordFile', path: ['username'] });
 
+/**
+ * `scheduling` (dispatcher and agent): the process raises its own CPU priority — SCHED_RR at
+ * `realtimePriority`, else nice `nice` — when allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO), at its
+ * first event-loop stall of `stallMs` or more (`on-stall`), at start (`at-start`), or never.
+ * A starved agent misses heartbeats that nothing can make up for: the agent's default is on-stall
+ * (it uses little CPU, so real-time costs the machine nothing). A starved dispatcher only reads
+ * heartbeats late, which its detectors compensate (monitor/health.ts): its default is never, since
+ * a real-time data path under a flood could starve everything else on the machine.
+ * (core/scheduling.ts; bench/detection.)
+ */
+export function schedulingSchema(raise: 'on-stall' | 'at-start' | 'never') {
+  return z
+    .object({
+      raise: z.enum(['on-stall', 'at-start', 'never']).default(raise),
+      realtimePriority: z.number().int().min(1).max(99).default(10),
+      nice: z.number().int().min(-20).max(0).default(-10),
+      stallMs: z.number().int().min(2).max(10_000).default(10),
+    })
+    .strict()
+    .default({});
+}
+
 export const configSchema = z
   .object({
     version: z.literal(1).default(1),
+    scheduling: schedulingSchema('never'),
     logging: z
       .object({
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),

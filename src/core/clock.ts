@@ -94,13 +94,22 @@ export class FakeClock implements Clock {
       let next: FakeTimer | undefined;
       for (const timer of this.timers) if (timer.live && timer.at <= end && (!next || timer.at < next.at)) next = timer;
       if (!next) break;
-      this.t = next.at;
+      // A timer overdue after stall() fires late, at the current time (time never goes back).
+      if (next.at > this.t) this.t = next.at;
       if (next.every !== null) next.at += next.every;
       else next.live = false;
       next.fn();
     }
     this.t = end;
     for (let i = this.timers.length - 1; i >= 0; i--) if (!this.timers[i]!.live) this.timers.splice(i, 1);
+  }
+
+  /**
+   * The process was stalled for `ms`: time moves on and no timer fires; the next advance() (even
+   * by 0) fires the overdue ones late, at the time they get to run, as a starved event loop does.
+   */
+  stall(ms: number): void {
+    this.t += ms;
   }
 
   private add(fn: () => void, ms: number, every: number | null): TimerHandle {

@@ -12,7 +12,8 @@ import type { HealthMonitor } from '../monitor/index.js';
 import type { LoadManager } from '../load/index.js';
 import type { Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { EventLoopLoad, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { delayLoad, EventLoopLoad, littleDelay, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { channels, type HttpExchangeEvent } from '../core/diagnostics.js';
 import type { Forwarder } from '../pipeline/index.js';
 import type { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
@@ -55,22 +56,56 @@ export function newBackend(service: string, b: ServiceConfig['backends'][number]
  * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
  * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
  * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
- * Both are smoothed over `admission.smoothingMs` by the feed, which also discards the first
- * event-loop sample (the dispatcher's start-up): see admission-feed.ts.
+ * For an HTTP service with `admission.delayCapacityMs` > 0, the standing queueing delay of its
+ * exchanges (timed by the forwarder, `holdfast:http:exchange`, answered by a backend) is the third
+ * input (admission-delay.ts). All are smoothed by the feed, which also discards the first
+ * event-loop sample (the dispatcher's start-up): see admission-feed.ts. cancel() also unsubscribes.
  */
 export function startAdmission(s: Service, clock: Clock): TimerHandle {
   const elu = new EventLoopLoad();
   const alpha = s.config.load.alpha;
-  return startAdmissionFeed(
+  const a = s.config.admission;
+  const name = s.config.name;
+  const timed = s.config.protocol === 'http' && a.delayCapacityMs > 0;
+  const standing = new StandingDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)));
+  let completed = 0;
+  const onExchange = (m: unknown): void => {
+    const e = m as HttpExchangeEvent;
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) {
+      standing.record(e.durationMs);
+      completed++;
+    }
+  };
+  // The queue ahead of a request sent now: the larger of what the fastest completed request waited
+  // and what Little's law says of the requests in flight (admission-delay.ts: the first lags).
+  const queueDelay = (): number => {
+    const waited = standing.sample();
+    let inflight = 0;
+    for (const b of s.backends) inflight += b.active;
+    const little = littleDelay(inflight, completed, s.config.load.intervalMs) - standing.baseline;
+    completed = 0;
+    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
+    return little > waited ? little : waited;
+  };
+  if (timed) channels.httpExchange.subscribe(onExchange);
+  const feed = startAdmissionFeed(
     s.admission,
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
+      ...(timed ? { delay: () => delayLoad(queueDelay(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
     },
     clock,
     s.config.load.intervalMs,
-    s.config.admission.smoothingMs,
+    { smoothingMs: a.smoothingMs, riseMs: a.riseMs },
   );
+  return {
+    cancel: () => {
+      feed.cancel();
+      if (timed) channels.httpExchange.unsubscribe(onExchange);
+    },
+    refresh: () => feed.refresh(),
+  };
 }
 
 /**

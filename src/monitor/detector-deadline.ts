@@ -56,6 +56,12 @@ export abstract class DeadlineDetector implements Detector {
     this.forget();
   }
 
+  postpone(ms: number): void {
+    if (!(ms > 0)) return;
+    if (this.suspectAt !== -Infinity) this.suspectAt += ms;
+    if (this.downAt !== Infinity) this.downAt += ms;
+  }
+
   /** Clock time of the latest heartbeat, or null. */
   lastHeartbeat(): number | null {
     return this.last;

@@ -29,6 +29,13 @@ export interface Detector {
    * n x intervalMs later). Takes `now` because the start-up grace period is measured from it.
    */
   reset(now: number): void;
+  /**
+   * The detector's own process was stalled for `ms` (its deadline timer fired that late): push the
+   * pending deadlines back by as much. Time the watcher did not run is not evidence against the
+   * watched (issue 17: on a saturated machine the dispatcher and the agent starve together).
+   * A heartbeat afterwards sets the deadlines afresh, as always.
+   */
+  postpone(ms: number): void;
 }
 
 /** The detectors that have a heartbeat stream; `passive` has none (HealthMonitor keeps its rules). */

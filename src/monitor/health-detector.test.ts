@@ -377,3 +377,50 @@ test('close() cancels the deadline timers and ignores later heartbeats', (t) => 
   assert.equal(a.state, 'suspect');
   assert.deepEqual(trail(), [[0, 'up', 'heartbeat']]);
 });
+
+test('stall compensation: a deadline timer firing a stall late postpones the deadlines by the stall; a dead backend still goes down', (t) => {
+  const { clock, backends, monitor, to, announce, trail } = setup(t, { type: 'push' });
+  const [a, b] = backends;
+  monitor.start();
+  to(0);
+  announce(a);
+  announce(b);
+  // The dispatcher (and, on a saturated machine, the agents) did not run from 5 to 45 ms. Without
+  // compensation the timer due at 15 would find both 45 ms silent (> n x delta = 30): down.
+  to(5);
+  clock.stall(40);
+  clock.advance(0); // the suspect timer due at 15 fires 30 ms late: deadlines move to 45 (suspect) and 60 (down)
+  assert.equal(a.state, 'suspect');
+  assert.equal(monitor.stallsCompensated, 2);
+  assert.equal(monitor.stallMsCompensated, 60);
+  announce(a); // a's agent runs again: its heartbeat takes it back up
+  assert.equal(a.state, 'up');
+  to(59.9);
+  assert.equal(b.state, 'suspect');
+  to(60); // b never speaks again: down 30 ms of the dispatcher's running time after its last heartbeat
+  assert.equal(b.state, 'down');
+  assert.deepEqual(trail('b'), [
+    [0, 'up', 'heartbeat'],
+    [45, 'suspect', 'heartbeat late'],
+    [60, 'down', 'no heartbeat for 60 ms'],
+  ]);
+});
+
+test('stall compensation: lateness under half an interval is not compensated (a quiet machine keeps n x delta)', (t) => {
+  const { clock, backends, monitor, to, announce, trail } = setup(t, { type: 'push' });
+  const [a] = backends;
+  monitor.start();
+  to(0);
+  announce(a);
+  to(14);
+  clock.stall(4); // the timer due at 15 runs at 18: 3 ms late, below 5
+  clock.advance(0);
+  assert.equal(monitor.stallsCompensated, 0);
+  to(30);
+  assert.equal(a.state, 'down');
+  assert.deepEqual(trail(), [
+    [0, 'up', 'heartbeat'],
+    [18, 'suspect', 'heartbeat late'],
+    [30, 'down', 'no heartbeat for 30 ms'],
+  ]);
+});

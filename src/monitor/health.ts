@@ -39,6 +39,14 @@ const REORDER_WINDOW_SEQS = 64;
 /** A deadline timer firing more than this after its deadline was late: the loop was stalled. */
 export const LATE_TIMER_MS = 1;
 
+/**
+ * A deadline timer firing this many heartbeat intervals late or more is a stall of the dispatcher's
+ * own process, and the detector's deadlines are postponed by the whole lateness (stall
+ * compensation). Shorter lateness (libuv's millisecond rounding, a minor GC) is not compensated, so
+ * that the detection latency of a quiet machine does not grow by it.
+ */
+export const STALL_INTERVALS = 0.5;
+
 /** A deadline timer firing less than this before its deadline has reached it (float rounding). */
 const DEADLINE_ROUNDING_MS = 1e-6;
 
@@ -198,6 +206,10 @@ export class HealthMonitor implements FailureSink {
       if (this.started) this.startWatching(backend, watch, now);
     }
   }
+
+  /** Deadline timers that fired a stall late, and the milliseconds postponed for them in total. */
+  stallsCompensated = 0;
+  stallMsCompensated = 0;
 
   /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
   get detectorType(): DetectorConfig['type'] {
@@ -468,7 +480,15 @@ export class HealthMonitor implements FailureSink {
     // stalled (descheduled, a long GC...): heartbeats sent meanwhile may be waiting unread in the
     // socket. Judge after one turn of the loop has read them, not before (a stalled dispatcher
     // must not declare its backends dead for its own stall).
-    if (!deferred && this.clock.now() - watch.deadlineAt > LATE_TIMER_MS) {
+    const lateMs = this.clock.now() - watch.deadlineAt;
+    if (!deferred && lateMs > LATE_TIMER_MS) {
+      // A stall of at least half an interval: the heartbeats the agent could not send while this
+      // process (and usually the machine) was starved are not the backend's fault either.
+      if (lateMs >= STALL_INTERVALS * this.detectorConfig.intervalMs) {
+        watch.detector!.postpone(lateMs);
+        this.stallsCompensated++;
+        this.stallMsCompensated += lateMs;
+      }
       this.clock.immediate(() => {
         if (watch.deadline === null) this.deadlineReached(backend, watch, true); // else a heartbeat re-armed it
       });

@@ -30,8 +30,12 @@ const BACKEND_JS = fileURLToPath(new URL('../../bench/lib/capacity-backend.js', 
 const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
 const RETRY_AFTER_S = 7;
 const LOAD_INTERVAL_MS = 50;
-/** t3Gain 0: T3 stays at 0.9, so a forecast overshooting while the load ramps up cannot pull it under 0.6. */
-const ADMISSION = { enabled: true, t1: 0.3, t2: 0.4, t3: 0.9, c: 0.95, intervalMs: 100, minIntervalMs: 20, t3Gain: 0, retryAfterS: RETRY_AFTER_S };
+/**
+ * t3Gain 0: T3 stays at 0.9, so a forecast overshooting while the load ramps up cannot pull it under 0.6.
+ * delayCapacityMs 0: utilisation alone (SARA's input), which the backends' scaled load puts in the T2-T3
+ * band; the queueing-delay input of issue 17 is covered by bench/overload and admission-delay.test.ts.
+ */
+const ADMISSION = { enabled: true, t1: 0.3, t2: 0.4, t3: 0.9, c: 0.95, intervalMs: 100, minIntervalMs: 20, t3Gain: 0, delayCapacityMs: 0, retryAfterS: RETRY_AFTER_S };
 
 function keyFile(t: TestContext): { file: string; key: Buffer } {
   const dir = makeTempDir('hf-admission-');

@@ -1,0 +1,52 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+
+const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
+
+test('StandingDelay: interval minimum less the lowest minimum of the window; NaN for an empty interval', () => {
+  const d = new StandingDelay(3);
+  assert.ok(Number.isNaN(d.sample()), 'nothing recorded');
+  for (const ms of [40, 26, 90]) d.record(ms);
+  assert.equal(d.sample(), 0); // the first minimum is the baseline: 26 - 26
+  for (const ms of [300, 126, 500]) d.record(ms);
+  assert.equal(d.sample(), 100); // a burst raises the mean; the minimum 126 says 100 ms stood in the queue
+  d.record(76);
+  assert.equal(d.sample(), 50); // window [26, 126, 76]
+  d.record(80);
+  assert.equal(d.sample(), 4); // 26 left the window: [126, 76, 80], baseline 76
+  d.record(-5); // a negative latency is ignored
+  assert.ok(Number.isNaN(d.sample()));
+  assert.equal(d.baseline, 76, 'the baseline of the last sample taken');
+  assert.ok(Number.isNaN(new StandingDelay(2).baseline));
+  assert.throws(() => new StandingDelay(0), RangeError);
+});
+
+test('delayLoad: 0 -> 0, target -> T1, capacity -> C, linear between, 1 at twice capacity', () => {
+  // T1 0.6, C 0.95, target 20 ms, capacity 1000 ms.
+  assert.equal(delayLoad(0, 20, 1000, 0.6, 0.95), 0);
+  assert.equal(delayLoad(-3, 20, 1000, 0.6, 0.95), 0);
+  near(delayLoad(10, 20, 1000, 0.6, 0.95), 0.3); // 0.6 x 10 / 20
+  near(delayLoad(20, 20, 1000, 0.6, 0.95), 0.6);
+  near(delayLoad(510, 20, 1000, 0.6, 0.95), 0.775); // 0.6 + 0.35 x 490 / 980
+  near(delayLoad(1000, 20, 1000, 0.6, 0.95), 0.95);
+  near(delayLoad(1500, 20, 1000, 0.6, 0.95), 0.975); // 0.95 + 0.05 x 0.5
+  assert.equal(delayLoad(2000, 20, 1000, 0.6, 0.95), 1);
+  assert.equal(delayLoad(9000, 20, 1000, 0.6, 0.95), 1);
+  assert.ok(Number.isNaN(delayLoad(Number.NaN, 20, 1000, 0.6, 0.95)));
+});
+
+test('clusterDecisionLoad: min of utilisation and delay; either alone when the other is unknown', () => {
+  assert.equal(clusterDecisionLoad(1, 0.1), 0.1); // at capacity and keeping up: no refusal
+  assert.equal(clusterDecisionLoad(0.2, 0.9), 0.2); // a slow backend, not overload
+  assert.equal(clusterDecisionLoad(0.97, 0.8), 0.8);
+  assert.equal(clusterDecisionLoad(0.7, Number.NaN), 0.7);
+  assert.equal(clusterDecisionLoad(Number.NaN, 0.4), 0.4);
+});
+
+test("littleDelay: in flight over the completion rate, in ms; nothing in flight is 0, no completion counts as one", () => {
+  assert.equal(littleDelay(30, 24, 100), 125); // 30 / 240 per s
+  assert.equal(littleDelay(6, 24, 100), 25); // six workers busy, no queue: the service time
+  assert.equal(littleDelay(0, 24, 100), 0);
+  assert.equal(littleDelay(12, 0, 100), 1200);
+});

@@ -218,10 +218,13 @@ async function dispatch(argv: string[]): Promise<number> {
 async function runDispatcher(file: string): Promise<number> {
   const config = loadOrReport(file);
   if (!config) return 1;
-  const { createLogger } = await import('../admin/log.js');
+  const { createLogOutput } = await import('../admin/log.js');
   const { startDispatcher } = await import('../dispatcher/dispatcher.js');
-  const logger = createLogger(config.logging);
+  const output = openLogOrReport(createLogOutput, config.logging);
+  if (!output) return 1;
+  const { logger } = output;
   const shutdown = onShutdownSignal();
+  const reopen = reopenLogOnUsr1(output);
   let handle: Awaited<ReturnType<typeof startDispatcher>> | null = null;
   // SIGHUP re-reads the TLS certificates (a bad pair keeps the old one); the rest of the
   // configuration is not reloaded yet.
@@ -243,7 +246,9 @@ async function runDispatcher(file: string): Promise<number> {
     return 0;
   } finally {
     hangup();
+    reopen();
     shutdown.dispose();
+    output.file?.close();
   }
 }
 
@@ -257,10 +262,13 @@ async function runAgent(file: string): Promise<number> {
   if (!config) return 1;
   const { loadClusterKey } = await import('../wire/cluster-key.js');
   const key = loadClusterKey(config.cluster);
-  const { createLogger } = await import('../admin/log.js');
+  const { createLogOutput } = await import('../admin/log.js');
   const { startAgent } = await import('../agent/agent.js');
   const { claimPidFile, releasePidFile } = await import('../agent/pid-file.js');
-  const logger = createLogger(config.logging);
+  const output = openLogOrReport(createLogOutput, config.logging);
+  if (!output) return 1;
+  const { logger } = output;
+  const reopen = reopenLogOnUsr1(output);
   const pidFile = config.agent.pidFile;
   // Both handlers before anything can find the pid file: SIGUSR2's default action is to terminate,
   // and a drain requested while the agent is still starting must not be lost.
@@ -302,6 +310,8 @@ async function runAgent(file: string): Promise<number> {
   } finally {
     process.off('SIGUSR2', onDrain);
     hangup();
+    reopen();
+    output.file?.close();
     shutdown.dispose();
     releasePidFile(pidFile); // only if it still names this process
   }
@@ -381,6 +391,39 @@ const HANGUP_IGNORED = 'SIGHUP received: reload is not supported yet; the signal
 export function ignoreHangup(onHangup: () => void): () => void {
   process.on('SIGHUP', onHangup);
   return () => process.off('SIGHUP', onHangup);
+}
+
+type LogOutput = ReturnType<typeof import('../admin/log.js').createLogOutput>;
+
+/** The logger, or null after saying on stderr why `logging.file` cannot be opened. */
+function openLogOrReport(open: (cfg: Config['logging']) => LogOutput, cfg: Config['logging']): LogOutput | null {
+  try {
+    return open(cfg);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined) throw err;
+    process.stderr.write(`holdfast: cannot open logging.file ${cfg.file ?? ''}: ${code}\n`);
+    return null;
+  }
+}
+
+/**
+ * SIGUSR1 reopens `logging.file` (logrotate's `postrotate kill -USR1`), as nginx and HAProxy do; the
+ * new file's first line says so. Without a log file the signal is logged and ignored (its default
+ * action would kill the process). Returns the function that removes the handler.
+ */
+function reopenLogOnUsr1({ logger, file }: LogOutput): () => void {
+  const onUsr1 = (): void => {
+    if (!file) {
+      logger.warn({ signal: 'SIGUSR1' }, 'SIGUSR1 received: no logging.file to reopen; the signal is ignored');
+      return;
+    }
+    const error = file.reopen();
+    if (error) logger.error({ signal: 'SIGUSR1', file: file.path, error }, `SIGUSR1: cannot reopen ${file.path} (${error}); lines go on to the old file`);
+    else logger.info({ signal: 'SIGUSR1', file: file.path, dropped: file.dropped }, `SIGUSR1: log file ${file.path} reopened`);
+  };
+  process.on('SIGUSR1', onUsr1);
+  return () => process.off('SIGUSR1', onUsr1);
 }
 
 /** The loaded configuration, or null after printing every issue to stderr, each prefixed by the file. */

@@ -67,7 +67,14 @@ export const channels = {
   admissionSample: diagnostics_channel.channel('holdfast:admission:sample'),
   /** HANet: the ACTIVE interface changed, or a sibling relay started, ended or was refused. Message: HanetEvent. */
   hanet: diagnostics_channel.channel('holdfast:hanet:event'),
+  /** A log line could not be written to `logging.file` (disk full...) and was dropped. Message: LogDropEvent. */
+  logDrop: diagnostics_channel.channel('holdfast:log:drop'),
 } as const;
+
+/** A log line dropped by the log file destination; `reason` is the errno code (ENOSPC, EIO...). */
+export interface LogDropEvent {
+  reason: string;
+}
 
 /** What HANet (src/hanet/) reports; `at` is clock time (ms). */
 export interface HanetEvent {

@@ -33,7 +33,13 @@ export const RECONNECT_MS = 500;
 export const REFRESH_INTERVAL_MS = 1000;
 /** An incoming connection must send its first valid authenticated frame within this, or it is closed. */
 export const HANDSHAKE_TIMEOUT_MS = 1000;
-/** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
+/**
+ * Incoming connections allowed per configured peer (a redial briefly overlaps the connection it
+ * replaces). The cap applies to each of three pools apart: authenticated links, connections still
+ * in their handshake from a configured peer's address, and handshakes from any other address. A
+ * flood of connections that never authenticate (from addresses that are no peer's) fills only the
+ * last pool, so a real peer still gets in.
+ */
 export const MAX_INBOUND_PER_PEER = 4;
 /** A snapshot in progress waits for the socket to drain while more than this is queued in it. */
 export const SNAPSHOT_HIGH_WATER_BYTES = 1024 * 1024;
@@ -170,6 +176,8 @@ export abstract class ReplicationLinks {
   protected readonly handshakeTimeoutMs: number;
   protected readonly snapshotSliceEntries: number;
   protected readonly maxInbound: number;
+  /** The configured peers' addresses: their handshakes have a pool of their own (see MAX_INBOUND_PER_PEER). */
+  protected readonly peerHosts: ReadonlySet<string>;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
   protected readonly pending = new BatchWriter();
@@ -222,6 +230,7 @@ export abstract class ReplicationLinks {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
+    this.peerHosts = new Set(options.peers.map((p) => unmapped(p.host)));
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
     this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
     this.outLinks = options.peers.map((to) => ({
@@ -358,7 +367,14 @@ export abstract class ReplicationLinks {
       socket.destroy();
       return;
     }
-    if (this.inLinks.size >= this.maxInbound) {
+    const fromPeerHost = this.peerHosts.has(unmapped(socket.remoteAddress ?? ''));
+    let authenticated = 0;
+    let pendingSamePool = 0;
+    for (const l of this.inLinks) {
+      if (l.peer !== null) authenticated++;
+      else if (this.peerHosts.has(unmapped(l.socket.remoteAddress ?? '')) === fromPeerHost) pendingSamePool++;
+    }
+    if (pendingSamePool >= this.maxInbound || authenticated >= this.maxInbound) {
       this.s.inboundRefused++;
       socket.on('error', () => {});
       socket.destroy();
@@ -498,3 +514,7 @@ export abstract class ReplicationLinks {
   }
 }
 
+/** An IPv4 address as Node reports it on a dual-stack socket (`::ffff:127.0.0.1`), without the prefix. */
+function unmapped(host: string): string {
+  return host.startsWith('::ffff:') ? host.slice(7) : host;
+}

@@ -238,7 +238,7 @@ for (const [id, port] of [['e0', ${ECHO_PORTS[0]}], ['e1', ${ECHO_PORTS[1]}]]) {
     }
 
     // 3. 5 % random loss of election datagrams into both dispatchers.
-    const before = d.d1.events.length + d.d2.events.length;
+    const from = { d1: d.d1.events.length, d2: d.d2.events.length };
     const lossRule = `table inet hfloss { chain in { type filter hook input priority 0; policy accept; udp dport ${ELECTION_PORT} numgen random mod 100 < 5 counter drop; }\n}`;
     for (const n of [n1, n2]) await nftLoad(n.ns, lossRule);
     let dropped = 0;
@@ -251,8 +251,11 @@ for (const [id, port] of [['e0', ${ECHO_PORTS[0]}], ['e1', ${ECHO_PORTS[1]}]]) {
     } finally {
       for (const n of [n1, n2]) await nftDeleteTable(n.ns, 'hfloss');
     }
-    const stateChanges = [...d.d1.events, ...d.d2.events].length - before;
-    arms.push(await settle('advert-loss-5pct', `${o.lossMs} ms of 5 % loss: ${dropped} election datagrams dropped, ${stateChanges} state changes`));
+    const changes = (['d1', 'd2'] as const).flatMap((k) =>
+      d[k].events.slice(from[k]).filter((e) => e.what === 'master' || e.what === 'backup').map((e) => `${k} ${e.what} (${e.reason ?? ''})`),
+    );
+    const stateChanges = changes.length;
+    arms.push(await settle('advert-loss-5pct', `${o.lossMs} ms of 5 % loss: ${dropped} election datagrams dropped, ${stateChanges} master/backup changes${stateChanges > 0 ? `: ${changes.join(', ')}` : ''}`));
     return { arms, loss: { ms: o.lossMs, dropped, stateChanges } };
   } finally {
     stopClient();

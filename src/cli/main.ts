@@ -49,8 +49,9 @@ const COMMANDS: Record<string, Command> = {
     usage: `Usage: holdfast dispatcher --config FILE
 
 Runs the dispatcher: listens on every service address of the configuration, spreads new work over
-the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM (a second signal stops
-at once).
+the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM: new connections are
+refused, requests in flight finish (at most 5 s), exit 0; a second signal stops at once. SIGUSR1
+reopens logging.file (after logrotate renamed it); SIGHUP re-reads the TLS certificates.
 
 Options:
   -c, --config FILE   the YAML configuration (see examples/)
@@ -78,7 +79,7 @@ agent.loadIntervalMs it sends the node's load vector; both authenticated with th
 SIGUSR2 (or "holdfast agent drain") announces a planned failure: the dispatchers send no new
 sessions, and the agent exits once the application has no established connection on drain.port,
 or when drain.deadlineMs has passed. SIGINT or SIGTERM: one last planned-failure announcement,
-then exit at once.
+then exit at once. SIGUSR1 reopens logging.file.
 
 Options:
   -c, --config FILE   the agent's YAML configuration (see examples/agent.yaml)

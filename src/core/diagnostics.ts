@@ -71,7 +71,6 @@ export const channels = {
   hanet: diagnostics_channel.channel('holdfast:hanet:event'),
 } as const;
 
-
 /** What HANet (src/hanet/) reports; `at` is clock time (ms). */
 export interface HanetEvent {
   event:

@@ -176,8 +176,8 @@ export abstract class ReplicationLinks {
   protected readonly handshakeTimeoutMs: number;
   protected readonly snapshotSliceEntries: number;
   protected readonly maxInbound: number;
-  /** The configured peers' addresses: their handshakes have a pool of their own (see MAX_INBOUND_PER_PEER). */
-  protected readonly peerHosts: ReadonlySet<string>;
+  /** The configured peers' addresses: their handshakes have a pool of their own (see MAX_INBOUND_PER_PEER). Built at the first accept. */
+  private peerHosts: ReadonlySet<string> | null = null;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
   protected readonly pending = new BatchWriter();
@@ -230,7 +230,6 @@ export abstract class ReplicationLinks {
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
     this.snapshotSliceEntries = options.snapshotSliceEntries ?? SNAPSHOT_SLICE_ENTRIES;
     this.maxInbound = MAX_INBOUND_PER_PEER * Math.max(1, options.peers.length);
-    this.peerHosts = new Set(options.peers.map((p) => unmapped(p.host)));
     this.index = options.services.map((svc) => ({ svc, foreignSessions: new Map(), foreignFlows: new Map() }));
     this.applier = new ReplicaApplier(this.index, () => this.master, this.s, (link, peer, sessions, flows) => this.synced(link as InLink, peer, sessions, flows));
     this.outLinks = options.peers.map((to) => ({
@@ -367,12 +366,13 @@ export abstract class ReplicationLinks {
       socket.destroy();
       return;
     }
-    const fromPeerHost = this.peerHosts.has(unmapped(socket.remoteAddress ?? ''));
+    const peerHosts = (this.peerHosts ??= new Set(this.options.peers.map((p) => unmapped(p.host))));
+    const fromPeerHost = peerHosts.has(unmapped(socket.remoteAddress ?? ''));
     let authenticated = 0;
     let pendingSamePool = 0;
     for (const l of this.inLinks) {
       if (l.peer !== null) authenticated++;
-      else if (this.peerHosts.has(unmapped(l.socket.remoteAddress ?? '')) === fromPeerHost) pendingSamePool++;
+      else if (peerHosts.has(unmapped(l.socket.remoteAddress ?? '')) === fromPeerHost) pendingSamePool++;
     }
     if (pendingSamePool >= this.maxInbound || authenticated >= this.maxInbound) {
       this.s.inboundRefused++;

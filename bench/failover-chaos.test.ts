@@ -128,6 +128,14 @@ test('optionsFromEnv: BENCH_CHAOS_* knobs, checked', () => {
   );
   assert.throws(() => optionsFromEnv({ BENCH_CHAOS_SECONDS: '0' }), /BENCH_CHAOS_SECONDS: expected an integer >= 1, received "0"/);
   assert.throws(() => optionsFromEnv({ BENCH_CHAOS_TARGETS: 'nginx' }), /BENCH_CHAOS_TARGETS: expected haproxy, holdfast, received "nginx"/);
+  assert.deepEqual(optionsFromEnv({ BENCH_CHAOS_FAULT: 'stop' }), { fault: 'stop' });
+  assert.throws(() => optionsFromEnv({ BENCH_CHAOS_FAULT: 'freeze' }), /BENCH_CHAOS_FAULT: expected kill or stop, received "freeze"/);
+});
+
+test('holdfastConfig for SIGSTOP (fault stop): the pull detector with HTTP hellos finds a hung origin', () => {
+  const svc = configSchema.parse(parseYaml(holdfastConfig(18080, 18081, [1001, 1002, 1003], null, 'stop'))).services[0]!;
+  assert.deepEqual([svc.health.detector.type, svc.health.probe.type, svc.health.probe.path], ['pull', 'http', '/static/1']);
+  assert.equal(configSchema.parse(parseYaml(holdfastConfig(18080, 18081, [1001]))).services[0]!.health.detector.type, 'passive');
 });
 
 test('holdfastConfig: valid for the real schema; probes every 100 ms; failover at its defaults', () => {

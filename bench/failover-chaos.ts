@@ -15,6 +15,7 @@
  *
  *   node dist/bench/failover-chaos.js      (or: node dist/bench/run.js failover-chaos)
  *   BENCH_CHAOS_SECONDS=9 BENCH_CHAOS_TARGETS=holdfast node dist/bench/failover-chaos.js
+ *   BENCH_CHAOS_FAULT=stop node dist/bench/failover-chaos.js     (SIGSTOP / SIGCONT instead of SIGKILL / restart)
  */
 import { runIfMain } from './lib/main.js';
 import { envInt } from './lib/env.js';
@@ -106,7 +107,16 @@ export interface ChaosOptions {
   readonly log?: (line: string) => void;
   /** Clients speak HTTPS to the proxy, which terminates TLS (holdfast only; issue 13's chaos-over-tls). */
   readonly tls?: boolean;
+  /**
+   * The fault (issue 18): `kill` (default) SIGKILLs the origin and starts it again; `stop` SIGSTOPs
+   * it (a hung server: its kernel still accepts connections, nothing answers) and SIGCONTs it at the
+   * restart time. With `stop` holdfast runs the pull detector (100 ms, n = 4, GET /static/1), which
+   * is what finds a hung server; HAProxy keeps its checks.
+   */
+  readonly fault?: Fault;
 }
+
+export type Fault = 'kill' | 'stop';
 
 /** One SIGKILL of the schedule, in ms since the target's load started. */
 export interface KillEvent {
@@ -156,6 +166,8 @@ export interface ChaosReport {
     readonly restartAfterMs: number;
     readonly seed: number;
     readonly requestTimeoutMs: number;
+    /** The fault applied (absent in reports written before issue 18: kill). */
+    readonly fault?: Fault;
   };
   readonly results: readonly TargetResult[];
 }
@@ -263,7 +275,7 @@ export function formatTable(report: ChaosReport): string {
   return lines.join('\n\n');
 }
 
-/** BENCH_CHAOS_SECONDS, BENCH_CHAOS_TARGETS (comma list), BENCH_CHAOS_CONNECTIONS, BENCH_CHAOS_KILL_EVERY_MS, BENCH_CHAOS_RESTART_AFTER_MS, BENCH_CHAOS_SEED. */
+/** BENCH_CHAOS_FAULT (kill | stop), BENCH_CHAOS_SECONDS, BENCH_CHAOS_TARGETS (comma list), BENCH_CHAOS_CONNECTIONS, BENCH_CHAOS_KILL_EVERY_MS, BENCH_CHAOS_RESTART_AFTER_MS, BENCH_CHAOS_SEED. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptions {
   const int = (name: string, min: number): number | undefined => envInt(env, name, min);
   const opts: { -readonly [K in keyof ChaosOptions]: ChaosOptions[K] } = {};
@@ -277,6 +289,11 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
   if (killEveryMs !== undefined) opts.killEveryMs = killEveryMs;
   if (restartAfterMs !== undefined) opts.restartAfterMs = restartAfterMs;
   if (seed !== undefined) opts.seed = seed;
+  const fault = env['BENCH_CHAOS_FAULT'];
+  if (fault !== undefined && fault !== '') {
+    if (fault !== 'kill' && fault !== 'stop') throw new Error(`BENCH_CHAOS_FAULT: expected kill or stop, received "${fault}"`);
+    opts.fault = fault;
+  }
   const targets = env.BENCH_CHAOS_TARGETS;
   if (targets) {
     opts.targets = targets
@@ -292,7 +309,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
 }
 
 /** One http service over the origins; health probes every HEALTH_INTERVAL_MS; failover at its defaults. */
-export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null): string {
+export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null, fault: Fault = 'kill'): string {
   return [
     '# Written by bench/failover-chaos.ts: failover at its defaults (holdReplyBytes 65536).',
     'version: 1',
@@ -307,18 +324,24 @@ export function holdfastConfig(listenPort: number, adminPort: number, originPort
     `    listen: '127.0.0.1:${listenPort}'`,
     ...(tls ? [`    tls: { certificates: [{ cert: ${JSON.stringify(tls.cert)}, key: ${JSON.stringify(tls.key)} }] }`] : []),
     '    health:',
+    ...(fault === 'stop' ? ['      detector: { type: pull, intervalMs: 100, n: 4 }'] : []),
     '      probe:',
     `        intervalMs: ${HEALTH_INTERVAL_MS}`,
+    ...(fault === 'stop' ? ['        type: http', '        path: /static/1'] : []),
     '    backends:',
     ...originPorts.flatMap((p, i) => [`      - id: origin-${i}`, `        address: '127.0.0.1:${p}'`]),
     '',
   ].join('\n');
 }
 
-/** The three origin processes, killable and restartable on their ports. */
+/** The three origin processes, killable (or stoppable) and restartable on their ports. */
 class OriginSet {
   readonly ports: number[] = [];
   private readonly procs: (Proc | null)[] = [];
+  /** Origins stopped with SIGSTOP (fault 'stop'): restart() continues them. */
+  private readonly stopped = new Map<number, Proc>();
+
+  constructor(private readonly fault: Fault = 'kill') {}
 
   async start(): Promise<void> {
     const started = await Promise.all(Array.from({ length: ORIGINS }, (_, i) => this.spawn(i, 0)));
@@ -346,6 +369,11 @@ class OriginSet {
     const p = this.procs[i];
     if (!p) return;
     this.procs[i] = null;
+    if (this.fault === 'stop') {
+      p.child.kill('SIGSTOP');
+      this.stopped.set(i, p);
+      return;
+    }
     p.child.kill('SIGKILL');
     await p.exited;
   }
@@ -353,6 +381,13 @@ class OriginSet {
   /** Starts origin i again on its old port (retrying while the port is not free yet). */
   async restart(i: number): Promise<void> {
     if (this.isUp(i)) return;
+    const stopped = this.stopped.get(i);
+    if (stopped) {
+      this.stopped.delete(i);
+      stopped.child.kill('SIGCONT');
+      this.procs[i] = stopped;
+      return;
+    }
     let last: unknown;
     for (let attempt = 0; attempt < RESTART_RETRIES; attempt++) {
       try {
@@ -459,7 +494,7 @@ async function chaosRound(
       await origins.kill(i);
       const event: { -readonly [K in keyof KillEvent]: KillEvent[K] } = { origin: i, port: origins.ports[i]!, killAtMs, inFlightAtKill, backAtMs: null };
       kills.push(event);
-      log(`${target}: t=${(killAtMs / 1000).toFixed(1)} s SIGKILL origin-${i} (${inFlightAtKill} requests in flight)`);
+      log(`${target}: t=${(killAtMs / 1000).toFixed(1)} s ${settings.fault === 'stop' ? 'SIGSTOP' : 'SIGKILL'} origin-${i} (${inFlightAtKill} requests in flight)`);
       restarts.push(
         (async () => {
           await sleep(killAtMs + settings.restartAfterMs - now());
@@ -502,6 +537,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
     restartAfterMs: opts.restartAfterMs ?? DEFAULT_RESTART_AFTER_MS,
     seed: opts.seed ?? DEFAULT_SEED,
     requestTimeoutMs: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+    fault: opts.fault ?? 'kill',
   };
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   if (settings.targets.length === 0) throw new Error('failover-chaos: no targets');
@@ -517,7 +553,8 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
   const dir = makeTempDir('holdfast-bench-chaos');
   const certs = tls ? makeCertKit() : null;
   const pair = certs ? certs.leaf('chaos', ['localhost', '127.0.0.1']) : null;
-  const origins = new OriginSet();
+  const fault = settings.fault ?? 'kill';
+  const origins = new OriginSet(fault);
   const results: TargetResult[] = [];
   try {
     await origins.start();
@@ -544,7 +581,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
       } else {
         adminPort = await freePort();
         const cfg = path.join(dir, 'holdfast.yaml');
-        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair));
+        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair, fault));
         proxy = await startProcess({
           name: 'holdfast',
           command: process.execPath,
@@ -558,7 +595,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
       try {
         const preflightProblems = await preflight(listenPort, settings.seed, settings.requestTimeoutMs, tls);
         for (const p of preflightProblems) log(`${target}: preflight (no chaos yet) failed: ${p}`);
-        log(`${target}: ${settings.seconds} s of load on ${settings.connections} connections, SIGKILL every ${settings.killEveryMs} ms`);
+        log(`${target}: ${settings.seconds} s of load on ${settings.connections} connections, ${fault === 'stop' ? 'SIGSTOP' : 'SIGKILL'} every ${settings.killEveryMs} ms`);
         const round = await chaosRound(target, listenPort, origins, settings, log, tls);
         const gone = proxy.child.exitCode !== null || proxy.child.signalCode !== null;
         const proxyExited = gone
@@ -580,7 +617,8 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
     }
 
     const report: ChaosReport = { settings, results };
-    const out = opts.out === undefined ? DEFAULT_OUT : opts.out;
+    // A SIGSTOP run keeps its own file: the README's SIGKILL figures come from DEFAULT_OUT.
+    const out = opts.out === undefined ? (fault === 'stop' ? DEFAULT_OUT.replace(/\.json$/, '-stop.json') : DEFAULT_OUT) : opts.out;
     if (out !== null) {
       mkdirSync(path.dirname(out), { recursive: true });
       const json = {

@@ -16,6 +16,8 @@ import { fileURLToPath } from 'node:url';
 import { runIfMain } from './lib/main.js';
 import { freePort, makeTempDir, removeTempDir, startProcess, waitForPort, type Proc } from './lib/procs.js';
 import { median } from './http-proxy.js';
+import { faultOptionsFromEnv, formatFaults, runFaults, type FaultResult } from './hardening-faults.js';
+import { formatTable as formatFuzz, run as runFuzz, type FuzzResult } from '../fuzz/run.js';
 
 const REPO_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const BACKEND_SERVER = fileURLToPath(new URL('./backend-server.js', import.meta.url));
@@ -167,8 +169,28 @@ export function formatTable(r: HardeningResult): string {
   ].join('\n');
 }
 
+/** The idle-flood table, the fault table, then their verdict lines together at the end. */
+export function formatAll(flood: HardeningResult, faults: FaultResult, fuzz: readonly FuzzResult[] = []): string {
+  const split = (text: string): [string[], string[]] => {
+    const lines = text.split('\n');
+    return [lines.filter((l) => !l.startsWith('TARGET ')), lines.filter((l) => l.startsWith('TARGET '))];
+  };
+  const [floodBody, floodTargets] = split(formatTable(flood));
+  const [faultBody, faultTargets] = split(formatFaults(faults));
+  const [fuzzBody, fuzzTargets] = fuzz.length > 0 ? split(formatFuzz(fuzz)) : [[], []];
+  return [...fuzzBody, ...floodBody, ...faultBody, ...fuzzTargets, ...floodTargets, ...faultTargets].join('\n');
+}
+
+/** Inputs per parser of the short fuzz run that gives this benchmark its fuzz verdicts (`npm run fuzz` runs 1 M). */
+export function fuzzInputsFromEnv(env: NodeJS.ProcessEnv = process.env): number {
+  return env['BENCH_QUICK'] === '1' ? 20_000 : 200_000;
+}
+
 async function main(): Promise<void> {
-  process.stdout.write(`${formatTable(await run(optionsFromEnv()))}\n`);
+  const fuzz = runFuzz({ inputs: fuzzInputsFromEnv(), seed: 1 });
+  const flood = await run(optionsFromEnv());
+  const faults = await runFaults(faultOptionsFromEnv(), (line) => process.stderr.write(`${line}\n`));
+  process.stdout.write(`${formatAll(flood, faults, fuzz)}\n`);
 }
 
 runIfMain(import.meta.url, main);

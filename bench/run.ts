@@ -18,6 +18,8 @@ import * as sessionTable from './session-table.js';
 import * as sip from './sip.js';
 import * as sipMedia from './sip-media.js';
 import * as hardening from './hardening.js';
+import { faultOptionsFromEnv, runFaults } from './hardening-faults.js';
+import { run as runFuzz } from '../fuzz/run.js';
 import * as tlsBench from './tls.js';
 import * as wireDecode from './wire-decode.js';
 
@@ -42,8 +44,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
   },
   {
     name: 'hardening',
-    title: 'An idle-connection flood (10 000 from ten source addresses): memory per connection, normal clients served',
-    run: async () => hardening.formatTable(await hardening.run(hardening.optionsFromEnv())),
+    title: 'An idle-connection flood (10 000 from ten source addresses): memory per connection, normal clients served; then dispatcher faults (partition and heal, SIGSTOP of the master, 5 % advert loss)',
+    run: async () => {
+      const fuzz = runFuzz({ inputs: hardening.fuzzInputsFromEnv(), seed: 1 });
+      return hardening.formatAll(await hardening.run(hardening.optionsFromEnv()), await runFaults(faultOptionsFromEnv()), fuzz);
+    },
   },
   {
     name: 'balance',

@@ -6,6 +6,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import pino from 'pino';
 import type { Logger as PinoLogger } from 'pino';
 import { PinoPretty } from 'pino-pretty';
+import { Writable } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { realClock, type Clock, type TimerHandle } from '../core/clock.js';
 import {
@@ -15,6 +16,7 @@ import {
   type HttpRefuseEvent,
   type MembershipEvent,
 } from '../core/diagnostics.js';
+import { LogFile } from './log-file.js';
 
 export type Logger = PinoLogger;
 
@@ -37,6 +39,26 @@ export function createLogger(cfg: Config['logging'], destination?: NodeJS.Writab
     return pino(options, pretty);
   }
   return pino(options, destination ?? pino.destination({ dest: 1, sync: true }));
+}
+
+/**
+ * The logger of a process and, when `logging.file` is set, the file it writes to (for SIGUSR1's
+ * reopen and the dropped-line count). Throws the open error when the file cannot be opened at start.
+ */
+export function createLogOutput(cfg: Config['logging']): { logger: Logger; file: LogFile | null } {
+  if (cfg.file === undefined) return { logger: createLogger(cfg), file: null };
+  const file = new LogFile(cfg.file);
+  if (cfg.format === 'pretty') {
+    const sink = new Writable({
+      write(chunk: Buffer | string, _encoding, callback) {
+        file.write(chunk.toString());
+        callback();
+      },
+    });
+    return { logger: createLogger(cfg, sink), file };
+  }
+  // pino calls write(line) on any object that has it: the file is its destination, no stream between.
+  return { logger: pino({ level: cfg.level }, file), file };
 }
 
 interface ErrorWindow {

@@ -22,6 +22,7 @@ import {
   type HttpRefuseEvent,
   type TcpSpliceEvent,
   type WireDropEvent,
+  type LogDropEvent,
   type HeartbeatLostEvent,
   type SessionEvent,
   type SessionCloseEvent,
@@ -166,6 +167,8 @@ export function createMetrics(
     'Backend state changes, by service, backend and the state entered.');
   const wireDrops = counter('holdfast_wire_dropped_total', ['source', 'reason'],
     'Control messages dropped, by receiver and reason (bad-mac, replay, stale, truncated...).');
+  const logDrops = counter('holdfast_log_dropped_lines_total', ['reason'],
+    'Log lines dropped because logging.file could not be written (ENOSPC: disk full), by errno code.');
   const heartbeatsLost = counter('holdfast_heartbeats_lost_total', ['service', 'backend'],
     'Agent heartbeats missing from the sequence numbers, by service and backend.');
   const loadMonitorFailures = counter('holdfast_load_monitor_failures_total', ['service', 'backend'],
@@ -339,6 +342,7 @@ export function createMetrics(
     [channels.httpRefuse, onRefuse],
     [channels.backendState, onState],
     [channels.wireDrop, onWireDrop],
+    [channels.logDrop, (message: unknown) => logDrops.inc({ reason: (message as LogDropEvent).reason })],
     [channels.heartbeatLost, onHeartbeatLost],
     [channels.loadMonitor, onLoadMonitor],
     [channels.failover, onFailover],

@@ -50,9 +50,10 @@ const COMMANDS: Record<string, Command> = {
     usage: `Usage: holdfast dispatcher --config FILE
 
 Runs the dispatcher: listens on every service address of the configuration, spreads new work over
-the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM (a second signal stops
-at once). SIGHUP reloads FILE live (as "holdfast reload"): an invalid file changes nothing; what
-cannot change live is logged.
+the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM: new connections are
+refused, requests in flight finish (at most 5 s), exit 0; a second signal stops at once. SIGHUP
+reloads FILE live (as "holdfast reload"): an invalid file changes nothing; what cannot change live
+is logged. SIGUSR1 reopens logging.file (after logrotate renamed it).
 
 Options:
   -c, --config FILE   the YAML configuration (see examples/)
@@ -108,7 +109,7 @@ agent.loadIntervalMs it sends the node's load vector; both authenticated with th
 SIGUSR2 (or "holdfast agent drain") announces a planned failure: the dispatchers send no new
 sessions, and the agent exits once the application has no established connection on drain.port,
 or when drain.deadlineMs has passed. SIGINT or SIGTERM: one last planned-failure announcement,
-then exit at once.
+then exit at once. SIGUSR1 reopens logging.file.
 
 Options:
   -c, --config FILE   the agent's YAML configuration (see examples/agent.yaml)
@@ -248,10 +249,13 @@ async function dispatch(argv: string[]): Promise<number> {
 async function runDispatcher(file: string): Promise<number> {
   const config = loadOrReport(file);
   if (!config) return 1;
-  const { createLogger } = await import('../admin/log.js');
+  const { createLogOutput } = await import('../admin/log.js');
   const { startDispatcher } = await import('../dispatcher/dispatcher.js');
-  const logger = createLogger(config.logging);
+  const output = openLogOrReport(createLogOutput, config.logging);
+  if (!output) return 1;
+  const { logger } = output;
   const shutdown = onShutdownSignal();
+  const reopen = reopenLogOnUsr1(output);
   let handle: Awaited<ReturnType<typeof startDispatcher>> | null = null;
   // SIGHUP reloads the file live (the dispatcher logs what it applied, what needs a restart, or why
   // the file was refused); one received during start-up is logged and dropped.
@@ -277,7 +281,9 @@ async function runDispatcher(file: string): Promise<number> {
   } finally {
     scheduling.close();
     hangup();
+    reopen();
     shutdown.dispose();
+    output.file?.close();
   }
 }
 
@@ -308,10 +314,13 @@ async function runAgent(file: string): Promise<number> {
   if (!config) return 1;
   const { loadClusterKey } = await import('../wire/cluster-key.js');
   const key = loadClusterKey(config.cluster);
-  const { createLogger } = await import('../admin/log.js');
+  const { createLogOutput } = await import('../admin/log.js');
   const { startAgent } = await import('../agent/agent.js');
   const { claimPidFile, releasePidFile } = await import('../agent/pid-file.js');
-  const logger = createLogger(config.logging);
+  const output = openLogOrReport(createLogOutput, config.logging);
+  if (!output) return 1;
+  const { logger } = output;
+  const reopen = reopenLogOnUsr1(output);
   const pidFile = config.agent.pidFile;
   // Both handlers before anything can find the pid file: SIGUSR2's default action is to terminate,
   // and a drain requested while the agent is still starting must not be lost.
@@ -355,6 +364,8 @@ async function runAgent(file: string): Promise<number> {
     process.off('SIGUSR2', onDrain);
     scheduling.close();
     hangup();
+    reopen();
+    output.file?.close();
     shutdown.dispose();
     releasePidFile(pidFile); // only if it still names this process
   }
@@ -502,6 +513,39 @@ const HANGUP_IGNORED = 'SIGHUP received: reload is not supported yet; the signal
 export function ignoreHangup(onHangup: () => void): () => void {
   process.on('SIGHUP', onHangup);
   return () => process.off('SIGHUP', onHangup);
+}
+
+type LogOutput = ReturnType<typeof import('../admin/log.js').createLogOutput>;
+
+/** The logger, or null after saying on stderr why `logging.file` cannot be opened. */
+function openLogOrReport(open: (cfg: Config['logging']) => LogOutput, cfg: Config['logging']): LogOutput | null {
+  try {
+    return open(cfg);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === undefined) throw err;
+    process.stderr.write(`holdfast: cannot open logging.file ${cfg.file ?? ''}: ${code}\n`);
+    return null;
+  }
+}
+
+/**
+ * SIGUSR1 reopens `logging.file` (logrotate's `postrotate kill -USR1`), as nginx and HAProxy do; the
+ * new file's first line says so. Without a log file the signal is logged and ignored (its default
+ * action would kill the process). Returns the function that removes the handler.
+ */
+function reopenLogOnUsr1({ logger, file }: LogOutput): () => void {
+  const onUsr1 = (): void => {
+    if (!file) {
+      logger.warn({ signal: 'SIGUSR1' }, 'SIGUSR1 received: no logging.file to reopen; the signal is ignored');
+      return;
+    }
+    const error = file.reopen();
+    if (error) logger.error({ signal: 'SIGUSR1', file: file.path, error }, `SIGUSR1: cannot reopen ${file.path} (${error}); lines go on to the old file`);
+    else logger.info({ signal: 'SIGUSR1', file: file.path, dropped: file.dropped }, `SIGUSR1: log file ${file.path} reopened`);
+  };
+  process.on('SIGUSR1', onUsr1);
+  return () => process.off('SIGUSR1', onUsr1);
 }
 
 /** The loaded configuration, or null after printing every issue to stderr, each prefixed by the file. */

@@ -129,7 +129,7 @@ test('unknown key with a suggestion by edit distance', () => {
 
 test('unknown key without a near match lists the known keys', () => {
   assert.deepEqual(issuesOf(oneService() + 'logging: { colour: true }'), [
-    'logging.colour: unknown key, expected one of "level", "format"',
+    'logging.colour: unknown key, expected one of "level", "format", "file"',
   ]);
 });
 

@@ -380,6 +380,11 @@ export const configSchema = z
         level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info'),
         /** json for machines; pretty for a terminal. */
         format: z.enum(['json', 'pretty']).default('json'),
+        /**
+         * Write the log to this file (appended) instead of stdout. SIGUSR1 reopens it (after logrotate
+         * renamed it); a line that cannot be written (disk full) is dropped and counted.
+         */
+        file: z.string().min(1).optional(),
       })
       .strict()
       .default({}),

@@ -37,6 +37,8 @@ export const channels = {
   loadSample: diagnostics_channel.channel('holdfast:load:sample'),
   /** A control message was dropped (forged, replayed, malformed...). Message: WireDropEvent. */
   wireDrop: diagnostics_channel.channel('holdfast:wire:drop'),
+  /** A log line could not be written to `logging.file` (disk full...) and was dropped. Message: LogDropEvent. */
+  logDrop: diagnostics_channel.channel('holdfast:log:drop'),
   /** Sequence gaps in a backend's heartbeats. Message: HeartbeatLostEvent. */
   heartbeatLost: diagnostics_channel.channel('holdfast:heartbeat:lost'),
   /** A failed exchange was (or could not be) recovered on another backend. Message: FailoverEvent. */
@@ -273,6 +275,11 @@ export interface LoadSampleEvent {
   forecast: number;
   /** The cluster load l_c (SARA eq. 1). */
   clusterLoad: number;
+}
+
+/** A log line dropped by the log file destination; `reason` is the errno code (ENOSPC, EIO...). */
+export interface LogDropEvent {
+  reason: string;
 }
 
 export interface WireDropEvent {

@@ -233,3 +233,62 @@ test('lifecycle: start is idempotent, a taken port is a ListenError, send before
   await assert.rejects(tr.start(), ClosedError);
   assert.throws(() => new ElectionTransport({ listen: LOCAL, key, node: 65536, clock: realClock }), RangeError);
 });
+
+test('election sockets flooded from 250 spoofed addresses (bad MAC, wrong version, truncated, oversized, garbage): counted, no state kept, the master stays master', async (t) => {
+  const key = randomBytes(32);
+  const INTERVAL_MS = 100; // a backup on this shared machine must not miss three adverts for CPU alone
+  const nodes = await Promise.all(
+    [
+      { id: 1, priority: 200 },
+      { id: 2, priority: 100 },
+    ].map(async (spec) => {
+      const tr = new ElectionTransport({ listen: LOCAL, key, node: spec.id, clock: realClock });
+      t.after(() => tr.close());
+      return { spec, tr, at: await tr.start() };
+    }),
+  );
+  const events: Array<ElectionEvent & { node: number }> = [];
+  const elections = nodes.map(({ spec, tr }, i) => {
+    let election: Election | null = null;
+    const send = tr.attach({ groupId: GROUP, peers: [nodes[1 - i]!.at], receive: (adv) => election?.receive(adv) });
+    election = new Election({ group: 'vip', groupId: GROUP, node: spec.id, priority: spec.priority, intervalMs: INTERVAL_MS, preempt: true, clock: realClock, send });
+    election.on((e) => events.push({ ...e, node: spec.id }));
+    t.after(() => election!.destroy());
+    return election;
+  });
+  for (const e of elections) e.start();
+  const [a, b] = elections as [Election, Election];
+  await until('A master, B backup', () => a.state === 'master' && b.master === 1);
+  const mark = events.length;
+  const acceptedBefore = nodes[1]!.tr.stats().accepted;
+
+  const real = seal(MessageType.ElectionAdvert, encodeElectionAdvert({ ...fields({ sender: 9, priority: 255 }), seq: 1, timestamp: wireTimestamp(Date.now()) }), randomBytes(32));
+  const wrongVersion = Buffer.from(real);
+  wrongVersion[real.length - 17] = 0x2f; // version 2 (and, without the key, a tag that cannot match)
+  const kinds = [real, wrongVersion, real.subarray(0, 10), randomBytes(MAX_ADVERT_DATAGRAM_BYTES + 100), randomBytes(37), Buffer.from('INVITE sip:x SIP/2.0\r\n\r\n')];
+  const SOURCES = 250;
+  const PER_SOURCE = 8;
+  let sent = 0;
+  for (let s = 0; s < SOURCES; s++) {
+    const sock = dgram.createSocket('udp4');
+    sock.on('error', () => {});
+    await new Promise<void>((r) => sock.bind(0, `127.0.6.${s + 1}`, () => r()));
+    for (let k = 0; k < PER_SOURCE; k++) {
+      const to = nodes[k % 2]!.at;
+      await new Promise<void>((r) => sock.send(kinds[(s + k) % kinds.length]!, to.port, to.host, () => r()));
+      sent++;
+    }
+    sock.close();
+    if (s % 25 === 0) await sleep(1); // let the adverts through between bursts, as a real flood shares the wire
+  }
+  await sleep(3 * INTERVAL_MS);
+  const dropped = nodes.map(({ tr }) => tr.stats()).reduce((n, st) => n + st['bad-mac'] + st.truncated + st.malformed + st.version, 0);
+  t.diagnostic(`${sent} flood datagrams: ${dropped} dropped and counted (${JSON.stringify(nodes[1]!.tr.stats())})`);
+  // Datagrams the kernel dropped (full receive buffer) never reach the transport: at most `sent` counted.
+  assert.ok(dropped > 0 && dropped <= sent, `${dropped} of ${sent} counted`);
+  assert.equal(nodes.reduce((n, { tr }) => n + tr.stats().version + tr.stats().type + tr.stats()['unknown-host'], 0), 0, 'nothing passed the MAC check');
+  assert.equal(a.state, 'master');
+  assert.equal(b.state, 'backup');
+  assert.deepEqual(events.slice(mark).filter((e) => e.type === 'master'), [], 'no takeover during the flood');
+  assert.ok(nodes[1]!.tr.stats().accepted > acceptedBefore, "B kept accepting A's adverts");
+});

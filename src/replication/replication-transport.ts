@@ -38,7 +38,13 @@ export const RECONNECT_MS = 500;
 export const REFRESH_INTERVAL_MS = 1000;
 /** An incoming connection must send its first valid authenticated frame within this, or it is closed. */
 export const HANDSHAKE_TIMEOUT_MS = 1000;
-/** Incoming connections allowed per configured peer (a redial briefly overlaps the connection it replaces). */
+/**
+ * Incoming connections allowed per configured peer (a redial briefly overlaps the connection it
+ * replaces). The cap applies to each of three pools apart: authenticated links, connections still
+ * in their handshake from a configured peer's address, and handshakes from any other address. A
+ * flood of connections that never authenticate (from addresses that are no peer's) fills only the
+ * last pool, so a real peer still gets in.
+ */
 export const MAX_INBOUND_PER_PEER = 4;
 /** A snapshot in progress waits for the socket to drain while more than this is queued in it. */
 export const SNAPSHOT_HIGH_WATER_BYTES = 1024 * 1024;
@@ -210,6 +216,8 @@ export abstract class ReplicationLinks {
   protected readonly lagTimeoutMs: number;
   protected readonly epoch: () => number;
   protected readonly maxInbound: number;
+  /** The configured peers' addresses: their handshakes have a pool of their own (see MAX_INBOUND_PER_PEER). Built at the first accept. */
+  private peerHosts: ReadonlySet<string> | null = null;
   protected readonly index: ServiceIndex[];
   protected readonly applier: ReplicaApplier;
   protected readonly pending = new BatchWriter();
@@ -474,7 +482,15 @@ export abstract class ReplicationLinks {
       socket.destroy();
       return;
     }
-    if (this.inLinks.size >= this.maxInbound) {
+    const peerHosts = (this.peerHosts ??= new Set(this.options.peers.map((p) => unmapped(p.host))));
+    const fromPeerHost = peerHosts.has(unmapped(socket.remoteAddress ?? ''));
+    let authenticated = 0;
+    let pendingSamePool = 0;
+    for (const l of this.inLinks) {
+      if (l.peer !== null) authenticated++;
+      else if (peerHosts.has(unmapped(l.socket.remoteAddress ?? '')) === fromPeerHost) pendingSamePool++;
+    }
+    if (pendingSamePool >= this.maxInbound || authenticated >= this.maxInbound) {
       this.s.inboundRefused++;
       socket.on('error', () => {});
       socket.destroy();
@@ -639,4 +655,9 @@ export function lagStats(
   });
   const inbound = [...inLinks].map((l) => ({ peer: l.peer?.id ?? null, sinceLastFrameMs: Math.max(0, now - l.lastFrameAt) }));
   return { peers, lagMs, inbound };
+}
+
+/** An IPv4 address as Node reports it on a dual-stack socket (`::ffff:127.0.0.1`), without the prefix. */
+function unmapped(host: string): string {
+  return host.startsWith('::ffff:') ? host.slice(7) : host;
 }

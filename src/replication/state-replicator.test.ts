@@ -497,6 +497,81 @@ test('replication: incoming connections are capped per peer and closed without a
   assert.equal(ra.stats().peersStreaming, 1);
 });
 
+test('replication under a flood of unauthenticated connections (silent, garbage, bad MAC, wrong version) from other addresses: bounded, counted, the real peer gets in', async (t) => {
+  const b = layer();
+  const aPort = await freePort();
+  const rb = createStateReplicator({ id: 2, listen: { host: LOOPBACK, port: 0 }, peers: [{ host: LOOPBACK, port: aPort }], key: KEY, services: [b.service], clock: realClock, ackIntervalMs: 10, handshakeTimeoutMs: 8_000 });
+  t.after(() => rb.close());
+  await rb.start();
+  const port = rb.address()!.port;
+  const attackers = new Set<net.Socket>();
+  t.after(() => {
+    for (const s of attackers) s.destroy();
+  });
+  const wrongVersion = (): Buffer => {
+    const m = seal(MessageType.Replication, encodeFrame({ sender: 9, seq: 1, nonce: Buffer.alloc(8) }, 0, Buffer.alloc(0)), Buffer.alloc(32, 0x66));
+    m[m.length - 17] = 0x2f; // version 2: the tag no longer matches either (no key, no way to forge one)
+    return m;
+  };
+  const payloads: Array<Buffer | null> = [
+    null, // silent: holds a handshake slot until the timeout
+    Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), // garbage, read as a huge length prefix
+    Buffer.concat([Buffer.from([0, 0, 0, 60]), Buffer.alloc(60, 0x5a)]), // a frame with a bad MAC
+    (() => {
+      const m = wrongVersion();
+      return Buffer.concat([Buffer.from([0, 0, m.length >> 8, m.length & 255]), m]);
+    })(),
+  ];
+  let opened = 0;
+  let maxInbound = 0;
+  let flooding = true;
+  const flood = (async () => {
+    while (flooding) {
+      const batch = Array.from({ length: 20 }, () => {
+        const i = opened++;
+        const s = net.connect({ host: LOOPBACK, port, localAddress: `127.0.4.${1 + (i % 200)}` });
+        attackers.add(s);
+        s.on('error', () => {});
+        s.on('close', () => attackers.delete(s));
+        s.resume();
+        const p = i % 2 === 0 ? null : payloads[1 + ((i >> 1) % 3)]!;
+        return new Promise<void>((resolve) => {
+          s.once('connect', () => {
+            if (p !== null) s.write(p);
+            resolve();
+          });
+          s.once('close', () => resolve());
+        });
+      });
+      await Promise.all(batch);
+      maxInbound = Math.max(maxInbound, rb.stats().peersInbound);
+      await new Promise((r) => setImmediate(r));
+    }
+  })();
+  await until('the attackers fill their pool', () => rb.stats().inboundRefused > 0);
+  // The real peer starts during the flood and streams its state.
+  const a = layer();
+  a.sessions.route('call-during-flood');
+  const ra = await replicator(t, 1, a, [{ host: LOOPBACK, port }], { port: aPort });
+  await until("B has A's session", () => b.table.find('call-during-flood') !== NO_SESSION, 20_000);
+  // The silent attackers hold their whole pool for the 8 s handshake timeout: A got in beside them,
+  // not after them (with one shared pool it waited for their timeouts).
+  assert.equal(rb.stats().handshakeTimeouts, 0, 'A got in while the attackers still held every handshake slot of theirs');
+  a.sessions.route('call-later');
+  await until("B has A's later session", () => b.table.find('call-later') !== NO_SESSION);
+  flooding = false;
+  await flood;
+  const st = rb.stats();
+  t.diagnostic(`${opened} attacker connections: ${st.inboundRefused} refused at accept, ${st.handshakeTimeouts} handshake timeouts, rejected ${JSON.stringify(st.rejected)}, at most ${maxInbound} inbound at once`);
+  assert.equal(ra.stats().peersStreaming, 1);
+  // Bounded: the attackers' pool (4 per peer) plus the peer's own link and its handshake pool.
+  assert.ok(maxInbound <= 3 * 4, `inbound links at once: ${maxInbound}`);
+  assert.ok(st.inboundRefused > 0);
+  assert.ok(st.rejected['bad-mac'] > 0, 'bad MAC and wrong-version frames counted as bad-mac');
+  assert.ok(st.rejected.malformed > 0, 'garbage counted (an oversized length prefix)');
+  assert.equal(b.table.size, 2, "only A's sessions");
+});
+
 /** A stand-in for a service's media relay (forward/sip-media.ts `replicated`): ports set by hand. */
 function fakeRelay() {
   const listeners: ((c: RelayChange) => void)[] = [];

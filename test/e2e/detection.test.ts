@@ -239,6 +239,37 @@ test('push: a link cut by nftables (UDP to the monitor port dropped, in a netns)
   assert.equal((await d.backend('web', 'b0')).lostHeartbeats, lostBefore + lost);
 });
 
+test('push: 5 % random loss on the heartbeat path (nftables numgen, in a netns) → losses counted from the sequence gaps, suspect at most, never down at n = 10', async (t) => {
+  const ns = await newNetns(t);
+  if (typeof ns !== 'string') {
+    t.skip(ns.skip);
+    return;
+  }
+  const { d, monitor } = await startCluster(t, { nodes: [{ id: 'b0', agent: 1 }], netns: ns, n: N_CALM });
+  const monitorPort = monitor.slice(monitor.lastIndexOf(':') + 1);
+  await nft(ns, 'add', 'table', 'inet', 'hfloss');
+  await nft(ns, 'add chain inet hfloss input { type filter hook input priority 0 ; policy accept ; }');
+  const lostBefore = metricValue(await d.metrics(), 'holdfast_heartbeats_lost_total', { backend: 'b0' });
+  const mark = d.transitions.length;
+  await nft(ns, 'add', 'rule', 'inet', 'hfloss', 'input', 'udp', 'dport', monitorPort, 'numgen', 'random', 'mod', '100', '<', '5', 'counter', 'drop');
+  const LOSS_FOR_MS = 3_000;
+  await sleep(LOSS_FOR_MS);
+  const listed = await run('ip', ['netns', 'exec', ns, 'nft', 'list', 'table', 'inet', 'hfloss']);
+  await nft(ns, 'flush', 'chain', 'inet', 'hfloss', 'input');
+  const dropped = Number(/counter packets (\d+)/.exec(listed.stdout)?.[1] ?? 0);
+  // The agent also sends load vectors to the same port: the rule drops some of those too.
+  await sleep(5 * DELTA_MS);
+  const lost = metricValue(await d.metrics(), 'holdfast_heartbeats_lost_total', { backend: 'b0' }) - lostBefore;
+  t.diagnostic(`${LOSS_FOR_MS} ms of 5 % loss at delta ${DELTA_MS} ms: ${dropped} datagrams dropped by nft, ${lost} heartbeats counted lost`);
+  assert.ok(dropped > 0, 'the rule dropped datagrams');
+  assert.ok(lost > 0 && lost <= dropped, `${lost} lost heartbeats counted for ${dropped} dropped datagrams`);
+  // A single lost heartbeat makes the backend suspect (1.5 delta); it is never taken down.
+  const suspects = d.transitions.slice(mark).filter((x) => x.backend === 'b0' && x.to === 'suspect').length;
+  t.diagnostic(`${suspects} up → suspect → up round trips`);
+  assert.deepEqual(d.transitions.slice(mark).filter((x) => x.backend === 'b0' && x.to === 'down'), [], 'no down under 5 % loss at n = 10');
+  assert.equal((await d.backend('web', 'b0')).state, 'up');
+});
+
 test('watchdog: the server dies under a live agent → "application unavailable" → down; server back → up', async (t) => {
   const WATCHDOG_PERIOD_MS = 50;
   const { d, backends, agents } = await startCluster(t, {

@@ -23,6 +23,7 @@ import {
 import type { HostPort } from '../../src/core/address.js';
 import { parseReply, startUdpEcho, startUdpEchoProcess, type UdpEcho } from '../helpers/udp-echo.js';
 import { startUdpDispatcher, udpClient, type UdpClient } from '../helpers/udp-dispatcher.js';
+import { spoofedFlood } from '../helpers/spoofed-flood.js';
 import type { FdExhaustReport } from '../helpers/udp-fd-exhaust.js';
 import { LEGS, run as runUdpRelayBench } from '../../bench/udp-relay.js';
 
@@ -235,4 +236,24 @@ test('udp-relay benchmark: one short round through every leg relays every datagr
     if (r.leg !== 'direct' && process.platform === 'linux') assert.ok((r.relayCpuUsPerPacket ?? 0) > 0, `${r.leg}: relay CPU ${r.relayCpuUsPerPacket}`);
     else assert.equal(r.relayCpuUsPerPacket, null);
   }
+});
+
+test('flood from 3000 spoofed source addresses: the flow table stays at maxFlows, every refused flow is counted, established clients keep their pins', async (t) => {
+  const echoes = await threeEchoes(t);
+  const MAX_FLOWS = 64;
+  const FLOOD = 3000;
+  const d = await startUdpDispatcher(t, { backends: echoes, sessions: { maxFlows: MAX_FLOWS } });
+  const refusals = collect<SessionRefuseEvent>(t, channels.sessionRefuse);
+  const clients = await Promise.all(Array.from({ length: 16 }, () => udpClient(t)));
+  const pins: string[] = [];
+  for (const [i, c] of clients.entries()) pins.push(await exchange(c, d.address, `before ${i}`));
+  const flows = (): number => d.dispatcher.status().services[0]!.flows.active;
+  const before = flows();
+  await spoofedFlood(FLOOD, 77, d.address, (i) => Buffer.from(`flood ${i}`));
+  const waitUntil = Date.now() + 10_000;
+  while (flows() - before + refusals.length < FLOOD && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(flows(), MAX_FLOWS, 'the flow table filled to its bound and no further');
+  assert.equal(refusals.length, FLOOD - (MAX_FLOWS - before), 'every flood flow past the bound refused and counted');
+  assert.ok(refusals.every((r) => r.reason === 'flows-full'));
+  for (const [i, c] of clients.entries()) assert.equal(await exchange(c, d.address, `after ${i}`), pins[i], `client ${i} keeps its backend`);
 });

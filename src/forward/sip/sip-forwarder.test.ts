@@ -732,3 +732,49 @@ test('a mutated flood: every client datagram ends in exactly one counter (issue 
   assert.ok(rig.drops.some((d) => d.reason === 'too-large'), 'datagrams over sip.maxDatagramBytes are too-large');
   assert.ok(s.forwarded > 0 && s.keepAlives > 0 && s.ownAcks > 0 && s.tooManyHops > 0);
 });
+
+/**
+ * Sends one datagram from each of `count` source addresses 127.`net`.x.y (loopback answers to every
+ * 127/8 address, so this spoofs a flood of distinct clients without raw sockets), `batch` at a time.
+ */
+async function spoofedFlood(count: number, net8: number, port: number, payload: (i: number, host: string, sourcePort: number) => string, batch = 100): Promise<void> {
+  for (let start = 0; start < count; start += batch) {
+    await Promise.all(
+      Array.from({ length: Math.min(batch, count - start) }, async (_, k) => {
+        const i = start + k;
+        const host = `127.${net8}.${(i >> 8) & 255}.${(i & 255) || 1}`;
+        const s = dgram.createSocket('udp4');
+        s.on('error', () => {});
+        await new Promise<void>((r) => s.bind(0, host, () => r()));
+        await new Promise<void>((r) => s.send(Buffer.from(payload(i, host, s.address().port), 'latin1'), port, '127.0.0.1', () => r()));
+        s.close();
+      }),
+    );
+  }
+}
+
+test('flood of INVITEs from 2000 spoofed source addresses: the flow table stays at maxFlows, the overflow is counted, established calls go on', async (t) => {
+  const MAX_FLOWS = 64;
+  const FLOOD = 2000;
+  const backend = await udpPeer(t, uas());
+  const rig = await makeRig(t, [backend.port], { sessions: { maxFlows: MAX_FLOWS } });
+  const clients = await Promise.all(Array.from({ length: 16 }, () => udpPeer(t)));
+  for (const [i, c] of clients.entries()) {
+    c.send(request(c.port, { callId: `est-${i}` }), rig.port);
+    assert.equal(parse((await c.next(0)).data).status, 200);
+  }
+  const before = rig.runtime.flows.size;
+  await spoofedFlood(FLOOD, 66, rig.port, (i, host, sourcePort) =>
+    request(sourcePort, { callId: `flood-${i}`, via: `SIP/2.0/UDP ${host}:${sourcePort}` }),
+  );
+  // Every flood datagram was handled: admitted (a flow) or refused (counted).
+  await waitFor(() => rig.runtime.flows.size - before + rig.refusals.length >= FLOOD, `${FLOOD} flood datagrams handled (flows ${rig.runtime.flows.size}, refusals ${rig.refusals.length})`, 10_000);
+  assert.equal(rig.runtime.flows.size, MAX_FLOWS, 'the flow table filled to its bound and no further');
+  assert.equal(rig.refusals.length, FLOOD - (MAX_FLOWS - before), 'every flood INVITE past the bound refused and counted');
+  assert.deepEqual(new Set(rig.refusals.map((e) => e.reason)), new Set(['flows-full']));
+  // The calls established before the flood are still served, on their pins.
+  for (const [i, c] of clients.entries()) {
+    c.send(request(c.port, { method: 'BYE', callId: `est-${i}`, toTag: 'uas1', cseq: 2 }), rig.port);
+    assert.equal(parse((await c.next(1)).data).status, 200, `BYE of est-${i}`);
+  }
+});

@@ -24,6 +24,10 @@ import { translateRequest } from './h2-headers.js';
 import { H2StreamSocket, type H2StreamOwner } from './h2-stream-socket.js';
 
 const { NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_NO_ERROR, NGHTTP2_FLAG_END_STREAM } = http2.constants;
+/** nghttp2's error for a CONTINUATION flood (nghttp2.h, 1.61: NGHTTP2_ERR_TOO_MANY_CONTINUATIONS). */
+const NGHTTP2_ERR_TOO_MANY_CONTINUATIONS = -905;
+/** How often sessions are checked for streams refused before they surfaced (header-block defence). */
+const HEADER_BLOCK_CHECK_MS = 250;
 
 /** The client connection preface (RFC 9113 §3.4). */
 export const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -63,7 +67,8 @@ class H2Conn implements H2StreamOwner {
   private readonly resets: RateWindow;
   private readonly settings: RateWindow;
   private readonly pings: RateWindow;
-  private badHeaderBlocks = 0;
+  /** Streams that reached onStream. */
+  private seen = 0;
   private readonly streams = new Set<H2StreamSocket>();
   private closing = false;
 
@@ -87,10 +92,10 @@ class H2Conn implements H2StreamOwner {
     session.on('ping', () => {
       if (this.pings.hit(front.rt.clock.now())) this.calm('ping-flood');
     });
-    // nghttp2 refuses a header block past maxHeaderListSize (RST_STREAM, or GOAWAY for a
-    // CONTINUATION flood) before any stream event: seen here as a frame error or a session error.
-    session.on('frameError', () => this.badHeaderBlock());
-    session.on('error', () => {});
+    session.on('error', (err: Error & { errno?: number }) => {
+      // nghttp2 ends a session over its CONTINUATION bound (8 frames after a HEADERS) as fatal.
+      if (err.errno === NGHTTP2_ERR_TOO_MANY_CONTINUATIONS) front.defence('header-block', this.remoteAddress);
+    });
     session.on('goaway', () => this.closeWhenIdle());
     session.setTimeout(front.rt.config.http.idleTimeoutMs, () => {
       if (this.streams.size === 0) this.session.close();
@@ -101,6 +106,7 @@ class H2Conn implements H2StreamOwner {
   private onStream(stream: ServerHttp2Stream, flags: number, raw: string[]): void {
     const front = this.front;
     front.stats.streams++;
+    this.seen++;
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0;
     const req = translateRequest(raw, endStream);
     if (req.type === 'refuse') {
@@ -136,16 +142,27 @@ class H2Conn implements H2StreamOwner {
     if (this.closing && this.streams.size === 0) this.session.close();
   }
 
-  badHeaderBlock(): void {
-    if (++this.badHeaderBlocks >= this.front.cfg.maxBadHeaderBlocks) this.calm('header-block');
+  /**
+   * Streams the client opened that never reached us: nghttp2 (or node) reset them before any stream
+   * event — a header block over maxHeaderListSize or maxHeaderListPairs (an HPACK bomb), malformed
+   * pseudo-header fields, a stream over maxConcurrentStreams. Client stream ids are odd and
+   * increasing, so the streams processed are (lastProcStreamID + 1) / 2; a client that skips ids
+   * counts the skipped ones too (no browser or library does).
+   */
+  checkHeaderBlocks(): void {
+    if (this.session.destroyed) return;
+    const last = this.session.state.lastProcStreamID ?? 0;
+    const bad = (last + 1) / 2 - this.seen;
+    if (bad >= this.front.cfg.maxBadHeaderBlocks) this.calm('header-block');
   }
 
   /** A defence tripped: GOAWAY ENHANCE_YOUR_CALM, then close (RFC 9113 §5.4.1). */
   calm(defence: Http2Defence): void {
     if (this.session.destroyed) return;
     this.front.defence(defence, this.remoteAddress);
-    this.session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM);
-    this.socket.destroy();
+    this.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
+    // After the GOAWAY is flushed; the socket goes with the session.
+    setImmediate(() => this.session.destroy());
   }
 
   /** GOAWAY NO_ERROR: finish the streams in flight, take no new one. */
@@ -185,6 +202,7 @@ export class Http2Forwarder implements Forwarder {
   private pendingSocket: net.Socket | null = null;
   private closing = false;
   private idleWaiters: (() => void)[] = [];
+  private readonly checker: TimerHandle;
 
   constructor(readonly rt: ServiceRuntime) {
     this.http1 = new HttpForwarder(rt);
@@ -206,6 +224,9 @@ export class Http2Forwarder implements Forwarder {
       maxSettings: 32,
       unknownProtocolTimeout: rt.config.http.headerTimeoutMs,
     });
+    this.checker = rt.clock.setInterval(() => {
+      for (const c of this.conns) c.checkHeaderBlocks();
+    }, HEADER_BLOCK_CHECK_MS);
     this.server.on('session', (session: ServerHttp2Session) => {
       const socket = this.pendingSocket;
       this.pendingSocket = null;
@@ -290,6 +311,7 @@ export class Http2Forwarder implements Forwarder {
   /** GOAWAY to every session; streams in flight finish; then the HTTP/1.1 side drains. */
   async close(): Promise<void> {
     this.closing = true;
+    this.checker.cancel();
     for (const c of this.conns) c.closeWhenIdle();
     if (this.conns.size > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
     await this.http1.close();
@@ -297,6 +319,7 @@ export class Http2Forwarder implements Forwarder {
 
   destroy(): void {
     this.closing = true;
+    this.checker.cancel();
     for (const c of [...this.conns]) c.destroy();
     this.http1.destroy();
   }

@@ -1,0 +1,221 @@
+/**
+ * @module End-to-end tests of HTTP/2 to clients (issue 19): interop with Node's http2 client, curl
+ * (`--http2-prior-knowledge` in cleartext, `--http2` over TLS with ALPN) and h2load; RFC 9113 header
+ * translation (`:authority`, cookies, trailers both ways, 100-continue, HEAD, 204, 304); requests the
+ * HTTP/1.1 path refuses refused with the same status on their stream; HTTP/1.1 clients on the same
+ * listener. Failover and the attack defences are in http2-failover.test.ts and http2-attacks.test.ts.
+ */
+import { test, type TestContext } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
+import { makeCertKit } from '../../bench/lib/certs.js';
+import { startHttpBackend, type HttpBackend, type HttpHandler } from '../helpers/scripted-backend.js';
+import { backendList, singleServiceConfig, startServiceDispatcher, type ServiceDispatcher } from '../helpers/dispatcher.js';
+
+export interface H2Reply {
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  trailers: IncomingHttpHeaders | null;
+  informational: number[];
+}
+
+/** One request on `client`; resolves with the whole reply, rejects on a stream error. */
+export function h2Request(client: ClientHttp2Session, headers: OutgoingHttpHeaders, body?: Buffer | string, trailers?: OutgoingHttpHeaders): Promise<H2Reply> {
+  return new Promise((resolve, reject) => {
+    const s = client.request(headers, { endStream: body === undefined, waitForTrailers: trailers !== undefined });
+    const parts: Buffer[] = [];
+    const reply: H2Reply = { headers: {}, body: Buffer.alloc(0), trailers: null, informational: [] };
+    s.on('headers', (h) => reply.informational.push(Number(h[':status'])));
+    s.on('response', (h) => {
+      reply.headers = h;
+    });
+    s.on('trailers', (t) => {
+      reply.trailers = t;
+    });
+    s.on('data', (d: Buffer) => parts.push(d));
+    s.on('end', () => {
+      reply.body = Buffer.concat(parts);
+      resolve(reply);
+    });
+    s.on('error', reject);
+    s.on('close', () => {
+      if (s.rstCode !== http2.constants.NGHTTP2_NO_ERROR) reject(new Error(`stream reset with code ${s.rstCode}`));
+    });
+    if (trailers !== undefined) s.on('wantTrailers', () => s.sendTrailers(trailers));
+    if (body !== undefined) s.end(body);
+  });
+}
+
+export function h2Connect(t: TestContext, url: string, opts: http2.SecureClientSessionOptions = {}): ClientHttp2Session {
+  const c = http2.connect(url, opts);
+  c.on('error', () => {});
+  t.after(() => c.destroy());
+  return c;
+}
+
+export async function h2Service(t: TestContext, backends: readonly string[], extra: Record<string, unknown> = {}, http: Record<string, unknown> = {}): Promise<ServiceDispatcher> {
+  const input = { name: 'web', protocol: 'http', listen: '127.0.0.1:0', backends: backendList(backends), http: { http2: true, ...http }, ...extra };
+  return startServiceDispatcher(t, singleServiceConfig(input), 'web');
+}
+
+async function backend(t: TestContext, handler: HttpHandler): Promise<HttpBackend> {
+  const b = await startHttpBackend(handler);
+  t.after(() => b.close());
+  return b;
+}
+
+function run(cmd: string, args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { timeout: 20_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+/** Echoes what the backend saw as JSON. */
+const echo: HttpHandler = (req, res, rec) => {
+  res.setHeader('content-type', 'application/json');
+  res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; Path=/']);
+  res.end(
+    JSON.stringify({
+      method: req.method,
+      url: req.url,
+      host: req.headers.host,
+      cookie: req.headers.cookie ?? null,
+      te: req.headers['transfer-encoding'] ?? null,
+      cl: req.headers['content-length'] ?? null,
+      proto: req.headers['x-forwarded-proto'],
+      connection: req.headers.connection ?? null,
+      body: rec.body.toString(),
+      trailers: req.trailers,
+    }),
+  );
+};
+
+test('Node http2 client over h2c: 50 concurrent streams on one connection, :authority to Host, cookie crumbs joined, bodies both framings', async (t) => {
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort]);
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const replies = await Promise.all(
+    Array.from({ length: 50 }, (_, i) => h2Request(c, { ':path': `/s/${i}?q=${i}`, ':authority': `a${i}.example`, cookie: ['k=1', `n=${i}`] })),
+  );
+  replies.forEach((r, i) => {
+    assert.equal(r.headers[':status'], 200);
+    assert.deepEqual(r.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/'], 'two Set-Cookie fields, kept apart');
+    assert.equal(r.headers['connection'], undefined);
+    const seen = JSON.parse(r.body.toString()) as Record<string, unknown>;
+    assert.equal(seen['url'], `/s/${i}?q=${i}`);
+    assert.equal(seen['host'], `a${i}.example`);
+    assert.equal(seen['cookie'], `k=1; n=${i}`);
+    assert.equal(seen['proto'], 'http');
+  });
+  const chunked = JSON.parse((await h2Request(c, { ':method': 'POST', ':path': '/up' }, 'x'.repeat(100_000))).body.toString()) as Record<string, unknown>;
+  assert.equal(chunked['te'], 'chunked', 'no content-length: the body goes chunked');
+  assert.equal((chunked['body'] as string).length, 100_000);
+  const sized = JSON.parse((await h2Request(c, { ':method': 'PUT', ':path': '/up', 'content-length': '5' }, 'hello')).body.toString()) as Record<string, unknown>;
+  assert.equal(sized['cl'], '5');
+  assert.equal(sized['body'], 'hello');
+});
+
+test('trailers both ways, 100-continue, HEAD, 204 and 304 framing', async (t) => {
+  const b = await backend(t, (req, res, rec) => {
+    if (req.url === '/trailers') {
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-sum' });
+      res.write('part one, ');
+      res.write('part two');
+      res.addTrailers({ 'x-sum': String(rec.body.length) });
+      res.end();
+    } else if (req.url === '/204') {
+      res.writeHead(204, { 'x-a': '1' });
+      res.end();
+    } else if (req.url === '/304') {
+      res.writeHead(304, { etag: '"e"' });
+      res.end();
+    } else echo(req, res, rec);
+  });
+  const d = await h2Service(t, [b.hostPort]);
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const tr = await h2Request(c, { ':method': 'POST', ':path': '/trailers' }, 'abc', { 'x-client-sum': '3' });
+  assert.equal(tr.body.toString(), 'part one, part two');
+  assert.equal(tr.trailers?.['x-sum'], '3', 'the reply trailer arrives as HTTP/2 trailers');
+  const up = JSON.parse((await h2Request(c, { ':method': 'POST', ':path': '/echo' }, 'abc', { 'x-client-sum': '3' })).body.toString()) as { trailers: Record<string, string> };
+  assert.deepEqual(up.trailers, { 'x-client-sum': '3' }, 'request trailers reach the backend as a chunked trailer section');
+  const cont = await h2Request(c, { ':method': 'POST', ':path': '/echo', expect: '100-continue', 'content-length': '2' }, 'ok');
+  assert.deepEqual(cont.informational, [100], 'the backend 100 Continue is relayed as an interim HEADERS');
+  assert.equal(cont.headers[':status'], 200);
+  const head = await h2Request(c, { ':method': 'HEAD', ':path': '/h' });
+  assert.equal(head.headers[':status'], 200);
+  assert.equal(head.body.length, 0);
+  const nc = await h2Request(c, { ':path': '/204' });
+  assert.equal(nc.headers[':status'], 204);
+  assert.equal(nc.headers['x-a'], '1');
+  assert.equal(nc.body.length, 0);
+  const nm = await h2Request(c, { ':path': '/304' });
+  assert.equal(nm.headers[':status'], 304);
+  assert.equal(nm.body.length, 0);
+});
+
+test('a request the HTTP/1.1 path refuses gets the same status on its stream; the connection goes on', async (t) => {
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort]);
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  assert.equal((await h2Request(c, { ':method': 'FOO', ':path': '/' })).headers[':status'], 501, 'unknown method');
+  const many: OutgoingHttpHeaders = { ':path': '/' };
+  for (let i = 0; i < 101; i++) many[`x-h${i}`] = '1';
+  assert.equal((await h2Request(c, many)).headers[':status'], 431, 'more than maxHeaderCount fields');
+  assert.equal((await h2Request(c, { ':path': '/', ':authority': 'x@evil.example' })).headers[':status'], 400, 'userinfo in the authority');
+  assert.equal((await h2Request(c, { ':path': '/after' })).headers[':status'], 200, 'the other streams are not affected');
+  // No backend: 503 with Retry-After, as on HTTP/1.1.
+  await b.close();
+  await d.waitForState('b0', 'down').catch(() => undefined);
+  const none = await h2Request(c, { ':path': '/' });
+  assert.equal(none.headers[':status'], 503);
+  assert.equal(none.headers['retry-after'], '1');
+});
+
+test('curl --http2-prior-knowledge, and HTTP/1.1 clients on the same cleartext listener', async (t) => {
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort]);
+  const url = `http://127.0.0.1:${d.address.port}/c`;
+  const h2 = await run('curl', ['-sS', '--http2-prior-knowledge', '-w', '\n%{http_version}', '-b', 'x=1', url]);
+  assert.equal(h2.code, 0, h2.stderr);
+  const [body, version] = h2.stdout.split('\n');
+  assert.equal(version, '2');
+  assert.equal((JSON.parse(body!) as { cookie: string }).cookie, 'x=1');
+  const h1 = await run('curl', ['-sS', '--http1.1', '-w', '\n%{http_version}', url]);
+  assert.equal(h1.code, 0, h1.stderr);
+  assert.equal(h1.stdout.split('\n')[1], '1.1');
+});
+
+test('over TLS: ALPN h2 for curl --http2 and Node, http/1.1 still offered; the backend sees proto=https', async (t) => {
+  const kit = makeCertKit();
+  t.after(() => kit.remove());
+  const pair = kit.leaf('srv', ['srv.test']);
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort], { tls: { certificates: [pair] } });
+  const port = d.address.port;
+  const args = ['-sS', '--cacert', kit.ca.cert, '--resolve', `srv.test:${port}:127.0.0.1`, '-w', '\n%{http_version}'];
+  const h2 = await run('curl', [...args, '--http2', `https://srv.test:${port}/tls`]);
+  assert.equal(h2.code, 0, h2.stderr);
+  const [body, version] = h2.stdout.split('\n');
+  assert.equal(version, '2', 'ALPN chose h2');
+  assert.equal((JSON.parse(body!) as { proto: string }).proto, 'https');
+  const h1 = await run('curl', [...args, '--http1.1', `https://srv.test:${port}/tls`]);
+  assert.equal(h1.code, 0, h1.stderr);
+  assert.equal(h1.stdout.split('\n')[1], '1.1', 'a client offering only http/1.1 is served HTTP/1.1');
+  const c = h2Connect(t, `https://srv.test:${port}`, { ca: (await import('node:fs')).readFileSync(kit.ca.cert), servername: 'srv.test', host: '127.0.0.1' } as http2.SecureClientSessionOptions);
+  const r = await h2Request(c, { ':path': '/node' });
+  assert.equal(r.headers[':status'], 200);
+});
+
+test('h2load: 4 connections x 10 streams, every request succeeds', async (t) => {
+  const b = await backend(t, (_req, res) => {
+    res.end('x'.repeat(1024));
+  });
+  const d = await h2Service(t, [b.hostPort]);
+  const r = await run('h2load', ['-n', '400', '-c', '4', '-m', '10', `http://127.0.0.1:${d.address.port}/`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored/);
+  assert.match(r.stdout, /status codes: 400 2xx/);
+});

@@ -16,7 +16,7 @@ import { CRLFCRLF, parseResponseHead, type ResponseHead } from '../http/http-hea
 import { Dechunker } from './h2-dechunk.js';
 import { chunkedTrailer, responseHeaders, trailerHeaders } from './h2-headers.js';
 
-const { NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
+const { NGHTTP2_NO_ERROR } = http2.constants;
 
 /** What a stream needs of its connection. */
 export interface H2StreamOwner {
@@ -244,7 +244,9 @@ export class H2StreamSocket extends Duplex {
     this.phase = 'done';
     if (!this.stream.closed && !this.stream.destroyed) {
       this.owner.replyAborted();
-      this.stream.close(NGHTTP2_INTERNAL_ERROR);
+      // destroy(err), not close(INTERNAL_ERROR): node's close() first ends the writable side, so
+      // END_STREAM would go out before the RST_STREAM and a truncated body would look complete.
+      this.stream.destroy(new Error('reply cut short'));
     }
     if (!this.destroyed) setImmediate(() => this.destroy());
   }

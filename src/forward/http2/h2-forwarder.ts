@@ -71,6 +71,8 @@ class H2Conn implements H2StreamOwner {
   private seen = 0;
   private readonly streams = new Set<H2StreamSocket>();
   private closing = false;
+  /** A defence closed it (counted once). */
+  private calmed = false;
 
   constructor(
     private readonly front: Http2Forwarder,
@@ -158,7 +160,8 @@ class H2Conn implements H2StreamOwner {
 
   /** A defence tripped: GOAWAY ENHANCE_YOUR_CALM, then close (RFC 9113 §5.4.1). */
   calm(defence: Http2Defence): void {
-    if (this.session.destroyed) return;
+    if (this.calmed || this.session.destroyed) return;
+    this.calmed = true;
     this.front.defence(defence, this.remoteAddress);
     this.session.goaway(NGHTTP2_ENHANCE_YOUR_CALM);
     // After the GOAWAY is flushed; the socket goes with the session.

@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import type http2 from 'node:http2';
 import type { OutgoingHttpHeaders } from 'node:http2';
+import { createHash } from 'node:crypto';
 import { makeCertKit } from '../../bench/lib/certs.js';
+import { prngBytes, startChaosOrigin } from '../../bench/lib/chaos-origin.js';
 import { startHttpBackend, type HttpBackend, type HttpHandler } from '../helpers/scripted-backend.js';
 import { h2Connect, h2Request, h2Service } from '../helpers/h2-client.js';
 
@@ -173,4 +175,17 @@ test('h2load: 4 connections x 10 streams, every request succeeds', async (t) => 
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /requests: 400 total, 400 started, 400 done, 400 succeeded, 0 failed, 0 errored/);
   assert.match(r.stdout, /status codes: 400 2xx/);
+});
+
+test('64 concurrent 128 KiB replies on one connection arrive byte for byte (queued reply writes never point into the shared read buffer)', async (t) => {
+  const origin = await startChaosOrigin({ port: 0 });
+  t.after(() => origin.close());
+  const d = await h2Service(t, [`127.0.0.1:${origin.port}`]);
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const path = '/det/16?size=131072';
+  const want = createHash('sha256').update(prngBytes(16, 131072)).digest('hex');
+  for (let round = 0; round < 3; round++) {
+    const replies = await Promise.all(Array.from({ length: 64 }, () => h2Request(c, { ':path': path })));
+    for (const r of replies) assert.equal(createHash('sha256').update(r.body).digest('hex'), want);
+  }
 });

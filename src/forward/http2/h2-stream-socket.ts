@@ -87,6 +87,18 @@ export class H2StreamSocket extends Duplex {
     return this;
   }
 
+  /**
+   * The forwarder writes views into the backend read buffer it shares among all its backend sockets.
+   * A write that is queued here (an earlier one waits for the client's window, or the socket is
+   * corked) is copied first: a queued view could be overwritten by another backend socket's read
+   * before it is sent. A write taken at once is consumed (copied into DATA) before this returns.
+   */
+  override write(chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+    const queued = this.writableLength > 0 || this.writableCorked > 0;
+    const owned = queued && Buffer.isBuffer(chunk) ? Buffer.from(chunk) : chunk;
+    return super.write(owned, encoding as BufferEncoding, cb as (err?: Error | null) => void);
+  }
+
   // ---- request: stream → forwarder ----------------------------------------------------------
 
   private onRequestData(chunk: Buffer): void {

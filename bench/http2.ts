@@ -4,7 +4,8 @@
  * loopback, one proxy thread each, replies of 1 KiB and 64 KiB. Rounds alternate the targets;
  * medians over rounds; ratios holdfast/HAProxy of req/s and p99 (h2load prints no percentiles: they
  * come from its --log-file, one line per request). The chaos arm runs bench/failover-chaos with
- * HTTP/2 clients (16 connections × 8 streams) while origins are SIGKILLed.
+ * HTTP/2 clients (16 connections × 4 streams: 64 requests in flight, 4× the HTTP/1.1 chaos run) while
+ * origins are SIGKILLed.
  *
  *   node dist/bench/http2.js          BENCH_QUICK=1 node dist/bench/http2.js   (fewer, shorter rounds)
  *   BENCH_H2_CHAOS=0 skips the chaos arm; BENCH_H2_STREAMS sets the chaos streams per connection.
@@ -64,7 +65,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): H2BenchOpt
     streams: envInt(env, 'BENCH_STREAMS', 1) ?? 10,
     chaos: env['BENCH_H2_CHAOS'] !== '0',
     chaosSeconds: envInt(env, 'BENCH_CHAOS_SECONDS', 3) ?? (quick ? 12 : 30),
-    chaosStreams: envInt(env, 'BENCH_H2_STREAMS', 1) ?? 8,
+    chaosStreams: envInt(env, 'BENCH_H2_STREAMS', 1) ?? 4,
   };
 }
 

@@ -21,6 +21,10 @@ import {
   type RequestMix,
 } from './chaos-client.js';
 
+/** Flow-control windows the client grants, as Chrome does. */
+export const STREAM_WINDOW_BYTES = 6 * 1024 * 1024;
+export const CONNECTION_WINDOW_BYTES = 15 * 1024 * 1024;
+
 export interface H2ChaosClientOptions {
   readonly host: string;
   readonly port: number;
@@ -121,7 +125,10 @@ export class H2ChaosClient {
   private session(c: number): ClientHttp2Session {
     const cur = this.sessions[c];
     if (cur && !cur.closed && !cur.destroyed) return cur;
-    const s = http2.connect(`http://${this.opts.host}:${this.opts.port}`);
+    // Chrome's flow-control windows (6 MiB per stream, 15 MiB per connection): node's defaults
+    // (64 KiB for the whole connection) make a 4 MiB reply take seconds and span several kills.
+    const s = http2.connect(`http://${this.opts.host}:${this.opts.port}`, { settings: { initialWindowSize: STREAM_WINDOW_BYTES } });
+    s.on('connect', () => s.setLocalWindowSize(CONNECTION_WINDOW_BYTES));
     s.on('error', () => {});
     s.on('goaway', () => {
       if (this.sessions[c] === s) this.sessions[c] = null;

@@ -189,3 +189,33 @@ test('64 concurrent 128 KiB replies on one connection arrive byte for byte (queu
     for (const r of replies) assert.equal(createHash('sha256').update(r.body).digest('hex'), want);
   }
 });
+
+test('cookie sessions per stream: a stream without the cookie opens a session, later streams with it follow the pin', async (t) => {
+  const mk = async (id: string): Promise<HttpBackend> =>
+    backend(t, (req, res) => {
+      if (!req.headers.cookie) res.setHeader('set-cookie', `sid=${id}-1; Path=/`);
+      res.end(id);
+    });
+  const b0 = await mk('b0');
+  const b1 = await mk('b1');
+  const d = await h2Service(t, [b0.hostPort, b1.hostPort], { sessions: { cookie: 'sid' } });
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const first = await h2Request(c, { ':path': '/' });
+  const owner = first.body.toString();
+  const cookie = String((first.headers['set-cookie'] as string[])[0]).split(';')[0]!;
+  const later = await Promise.all(Array.from({ length: 10 }, () => h2Request(c, { ':path': '/', cookie })));
+  assert.deepEqual(
+    later.map((r) => r.body.toString()),
+    Array.from({ length: 10 }, () => owner),
+  );
+});
+
+test('limits.requestsPerSecond counts every stream of the connection: past it, 429 with Retry-After on the stream', async (t) => {
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort], { limits: { requestsPerSecond: 3 } });
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push(Number((await h2Request(c, { ':path': `/${i}` })).headers[':status']));
+  assert.deepEqual(statuses.slice(0, 3), [200, 200, 200]);
+  assert.ok(statuses.slice(3).every((s) => s === 429), JSON.stringify(statuses));
+});

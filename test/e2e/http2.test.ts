@@ -219,3 +219,39 @@ test('limits.requestsPerSecond counts every stream of the connection: past it, 4
   assert.deepEqual(statuses.slice(0, 3), [200, 200, 200]);
   assert.ok(statuses.slice(3).every((s) => s === 429), JSON.stringify(statuses));
 });
+
+test('a reply complete before its request body: the stream gets the reply, then RST_STREAM NO_ERROR stops the upload', async (t) => {
+  const b = await startHttpBackend(
+    (_req, res) => {
+      res.writeHead(413, { 'content-type': 'text/plain' });
+      res.end('too large');
+    },
+    { readBody: false },
+  );
+  t.after(() => b.close());
+  const d = await h2Service(t, [b.hostPort]);
+  const c = h2Connect(t, `http://127.0.0.1:${d.address.port}`);
+  const s = c.request({ ':method': 'POST', ':path': '/upload' });
+  s.on('error', () => {});
+  let status = 0;
+  const parts: Buffer[] = [];
+  s.on('response', (h) => {
+    status = Number(h[':status']);
+  });
+  s.on('data', (x: Buffer) => parts.push(x));
+  const ended = new Promise<void>((resolve) => s.on('end', () => resolve()));
+  // 8 MiB offered, far more than the stream window: without the reset the upload would hang.
+  const chunk = Buffer.alloc(64 * 1024, 97);
+  for (let i = 0; i < 128; i++) s.write(chunk);
+  s.end();
+  await ended;
+  assert.equal(status, 413);
+  assert.equal(Buffer.concat(parts).toString(), 'too large');
+  // node's client marks the stream closed on RST_STREAM NO_ERROR, but with writes still queued it
+  // never emits 'close' (curl and browsers stop uploading): poll the flag.
+  for (let i = 0; i < 200 && !s.closed; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.ok(s.closed, 'the server reset the stream to stop the upload');
+  assert.equal(s.rstCode, 0, 'with NO_ERROR');
+  s.destroy();
+  assert.equal((await h2Request(c, { ':path': '/after' })).headers[':status'], 413, 'the connection goes on');
+});

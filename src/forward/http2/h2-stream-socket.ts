@@ -247,7 +247,12 @@ export class H2StreamSocket extends Duplex {
     this.phase = 'done';
     this.finished = true;
     // The exchange ends in the forwarder's current call; its client connection closes after.
-    setImmediate(() => this.destroy());
+    setImmediate(() => {
+      // A reply complete before its request body (RFC 9113 §8.1): RST_STREAM NO_ERROR, after the
+      // reply, asks the client to stop sending it.
+      if (!this.stream.closed && !this.stream.destroyed && !this.stream.readableEnded) this.stream.close(NGHTTP2_NO_ERROR);
+      this.destroy();
+    });
   }
 
   /** The reply cannot be given whole: reset this stream only. */

@@ -255,3 +255,21 @@ test('a reply complete before its request body: the stream gets the reply, then 
   s.destroy();
   assert.equal((await h2Request(c, { ':path': '/after' })).headers[':status'], 413, 'the connection goes on');
 });
+
+test('cleartext: a connection that sends nothing, or half the preface, is closed after headerTimeoutMs', async (t) => {
+  const b = await backend(t, echo);
+  const d = await h2Service(t, [b.hostPort], {}, { headerTimeoutMs: 300 });
+  const { connect } = await import('node:net');
+  const closedAfter = (payload: string): Promise<number> =>
+    new Promise((resolve) => {
+      const t0 = Date.now();
+      const s = connect(d.address.port, '127.0.0.1', () => {
+        if (payload !== '') s.write(payload);
+      });
+      s.on('error', () => {});
+      s.on('close', () => resolve(Date.now() - t0));
+      s.resume();
+    });
+  const [silent, half] = await Promise.all([closedAfter(''), closedAfter('PRI * HTTP/2.0\r\n')]);
+  assert.ok(silent < 5000 && half < 5000, `closed (${silent} ms, ${half} ms)`);
+});

@@ -260,28 +260,38 @@ export class Http2Forwarder implements Forwarder {
   /** Cleartext: the HTTP/2 preface means prior-knowledge h2c (RFC 9113 §3.3); anything else is HTTP/1.1. */
   private sniff(socket: net.Socket): void {
     let seen: Buffer | null = null;
+    const done = (): void => {
+      socket.off('data', onData);
+      socket.off('error', noop);
+      socket.off('close', done);
+      socket.off('timeout', onTimeout);
+    };
     const onData = (chunk: Buffer): void => {
       seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
       const n = Math.min(seen.length, H2_PREFACE.length);
       const isH2 = seen.compare(H2_PREFACE, 0, n, 0, n) === 0;
       if (isH2 && n < H2_PREFACE.length) return; // a prefix of the preface so far: wait
-      socket.off('data', onData);
-      socket.off('error', noop);
-      socket.off('close', onClose);
+      done();
       socket.pause();
       socket.unshift(seen);
-      if (isH2) this.startSession(socket);
-      else {
-        this.http1.handle(socket);
+      if (isH2) {
+        socket.setTimeout(0); // the session's own idle timeout governs
+        this.startSession(socket);
+      } else {
+        this.http1.handle(socket); // sets its own timeouts
         socket.resume();
       }
     };
-    const onClose = (): void => {
-      socket.off('data', onData);
+    // A connection that sends nothing (or half a preface) is not kept: the head timeout applies.
+    const onTimeout = (): void => {
+      done();
+      socket.destroy();
     };
+    socket.setTimeout(this.rt.config.http.headerTimeoutMs);
+    socket.on('timeout', onTimeout);
     socket.on('data', onData);
     socket.on('error', noop);
-    socket.on('close', onClose);
+    socket.on('close', done);
   }
 
   private startSession(socket: net.Socket): void {

@@ -41,6 +41,7 @@ import {
   type RequestFailure,
 } from './lib/chaos-client.js';
 import { makeCertKit, type PemPair } from './lib/certs.js';
+import { H2ChaosClient } from './lib/h2-chaos-client.js';
 import { startHaproxy } from './lib/haproxy.js';
 import {
   freePort,
@@ -114,6 +115,11 @@ export interface ChaosOptions {
    * is what finds a hung server; HAProxy keeps its checks.
    */
   readonly fault?: Fault;
+  /**
+   * Clients speak HTTP/2 (prior-knowledge h2c) with `http2Streams` streams on each connection
+   * (holdfast only, with http.http2 on; issue 19's chaos-over-h2).
+   */
+  readonly http2Streams?: number;
 }
 
 export type Fault = 'kill' | 'stop';
@@ -309,7 +315,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
 }
 
 /** One http service over the origins; health probes every HEALTH_INTERVAL_MS; failover at its defaults. */
-export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null, fault: Fault = 'kill'): string {
+export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null, fault: Fault = 'kill', http2 = false): string {
   return [
     '# Written by bench/failover-chaos.ts: failover at its defaults (holdReplyBytes 65536).',
     'version: 1',
@@ -323,6 +329,7 @@ export function holdfastConfig(listenPort: number, adminPort: number, originPort
     '    protocol: http',
     `    listen: '127.0.0.1:${listenPort}'`,
     ...(tls ? [`    tls: { certificates: [{ cert: ${JSON.stringify(tls.cert)}, key: ${JSON.stringify(tls.key)} }] }`] : []),
+    ...(http2 ? ['    http: { http2: true }'] : []),
     '    health:',
     ...(fault === 'stop' ? ['      detector: { type: pull, intervalMs: 100, n: 4 }'] : []),
     '      probe:',
@@ -446,7 +453,7 @@ async function scrape(adminPort: number): Promise<string | null> {
   }
 }
 
-function classResults(client: ChaosClient): ClassResult[] {
+function classResults(client: Pick<ChaosClient, 'stats'>): ClassResult[] {
   return CLASSES.map((cls) => {
     const s = client.stats.get(cls)!;
     return {
@@ -470,18 +477,12 @@ async function chaosRound(
   settings: ChaosReport['settings'],
   log: (line: string) => void,
   tls: boolean,
+  http2Streams = 0,
 ): Promise<Omit<TargetResult, 'failover' | 'preflightProblems' | 'proxyExited'>> {
   const t0 = performance.now();
   const now = (): number => performance.now() - t0;
-  const client = new ChaosClient({
-    host: '127.0.0.1',
-    port,
-    connections: settings.connections,
-    mix: new RequestMix(settings.seed),
-    requestTimeoutMs: settings.requestTimeoutMs,
-    now,
-    tls,
-  });
+  const common = { host: '127.0.0.1', port, connections: settings.connections, mix: new RequestMix(settings.seed), requestTimeoutMs: settings.requestTimeoutMs, now };
+  const client = http2Streams > 0 ? new H2ChaosClient({ ...common, streams: http2Streams }) : new ChaosClient({ ...common, tls });
   client.start();
   const kills: KillEvent[] = [];
   const restarts: Promise<void>[] = [];
@@ -550,6 +551,8 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
 
   const tls = opts.tls ?? false;
   if (tls && settings.targets.includes('haproxy')) throw new Error('failover-chaos: tls runs holdfast only');
+  const http2Streams = opts.http2Streams ?? 0;
+  if (http2Streams > 0 && settings.targets.includes('haproxy')) throw new Error('failover-chaos: http2 runs holdfast only');
   const dir = makeTempDir('holdfast-bench-chaos');
   const certs = tls ? makeCertKit() : null;
   const pair = certs ? certs.leaf('chaos', ['localhost', '127.0.0.1']) : null;
@@ -581,7 +584,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
       } else {
         adminPort = await freePort();
         const cfg = path.join(dir, 'holdfast.yaml');
-        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair, fault));
+        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair, fault, http2Streams > 0));
         proxy = await startProcess({
           name: 'holdfast',
           command: process.execPath,
@@ -596,7 +599,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
         const preflightProblems = await preflight(listenPort, settings.seed, settings.requestTimeoutMs, tls);
         for (const p of preflightProblems) log(`${target}: preflight (no chaos yet) failed: ${p}`);
         log(`${target}: ${settings.seconds} s of load on ${settings.connections} connections, ${fault === 'stop' ? 'SIGSTOP' : 'SIGKILL'} every ${settings.killEveryMs} ms`);
-        const round = await chaosRound(target, listenPort, origins, settings, log, tls);
+        const round = await chaosRound(target, listenPort, origins, settings, log, tls, http2Streams);
         const gone = proxy.child.exitCode !== null || proxy.child.signalCode !== null;
         const proxyExited = gone
           ? `exit code ${proxy.child.exitCode}, signal ${proxy.child.signalCode}; output:\n${proxy.output().slice(-2000)}`

@@ -21,6 +21,7 @@ import * as hardening from './hardening.js';
 import { faultOptionsFromEnv, runFaults } from './hardening-faults.js';
 import { run as runFuzz } from '../fuzz/run.js';
 import * as tlsBench from './tls.js';
+import * as http2Bench from './http2.js';
 import * as wireDecode from './wire-decode.js';
 
 interface Benchmark {
@@ -41,6 +42,11 @@ export const BENCHMARKS: readonly Benchmark[] = [
     name: 'tls',
     title: 'TLS 1.3 termination: holdfast vs HAProxy (keep-alive 1 KiB / 64 KiB, a handshake per request), and the chaos run over TLS',
     run: async () => tlsBench.formatTable(await tlsBench.run(tlsBench.optionsFromEnv())),
+  },
+  {
+    name: 'http2',
+    title: 'HTTP/2 to clients: holdfast vs HAProxy terminating h2 (h2load, 1 KiB / 64 KiB), and the chaos run over HTTP/2',
+    run: async () => http2Bench.formatTable(await http2Bench.run(http2Bench.optionsFromEnv())),
   },
   {
     name: 'hardening',

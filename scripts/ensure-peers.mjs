@@ -2,8 +2,9 @@
 /**
  * @module Makes sure the peer programs that tests and benchmarks drive are installed: HAProxy and
  * wrk (HTTP baseline), sipp (SIP load), iproute2, nftables, arping, ping (identity takeover, HANet and
- * fault injection), openssl (test certificates), curl (a real TLS client), chromium (the
- * dashboard's browser test, driven by playwright-core) and etcd (scale-out membership). Runs before `npm test` and `npm bench`. Silent
+ * fault injection), openssl (test certificates), curl (a real TLS client), h2load (HTTP/2 load, Debian
+ * nghttp2-client), chromium (the dashboard's browser test, driven by playwright-core) and etcd (scale-out
+ * membership). Runs before `npm test` and `npm bench`. Silent
  * when everything is there; installs the missing Debian packages when running as root (CI, fresh
  * machines); otherwise says what to install and fails. Plain JavaScript with no dependencies: it
  * must run before anything is built.
@@ -23,6 +24,7 @@ const PEERS = [
   { program: 'ping', pkg: 'iputils-ping' },
   { program: 'openssl', pkg: 'openssl' },
   { program: 'curl', pkg: 'curl' },
+  { program: 'h2load', pkg: 'nghttp2-client' },
   { program: 'chromium', pkg: 'chromium' },
   { program: 'etcd', pkg: 'etcd-server' },
 ];

@@ -113,8 +113,10 @@ test('backend errors, refusals and transitions are counted by their labels', asy
   state({ service: 'web', backend: 'b1', from: 'up', to: 'down', reason: 'refused', at: 1 });
   state({ service: 'web', backend: 'b1', from: 'down', to: 'up', reason: 'probe ok', at: 2 });
   state({ service: 'web', backend: 'b1', from: 'up', to: 'down', reason: 'reset', at: 3 });
+  channels.http2Defence.publish({ service: 'web', defence: 'rapid-reset', address: '127.0.0.1' });
 
   const text = await m.registry.metrics();
+  assert.deepEqual(samples(text, 'holdfast_http2_defence_total'), ['holdfast_http2_defence_total{service="web",defence="rapid-reset"} 1']);
   assert.deepEqual(samples(text, 'holdfast_backend_errors_total'), [
     'holdfast_backend_errors_total{service="web",backend="b1",kind="refused"} 2',
     'holdfast_backend_errors_total{service="web",backend="b1",kind="timeout"} 1',

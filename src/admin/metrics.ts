@@ -28,6 +28,7 @@ import {
   type SessionCloseEvent,
   type SessionRepinEvent,
   type SessionRefuseEvent,
+  type Http2DefenceEvent,
   type FlowPurgeEvent,
   type MessageDropEvent,
   type MembershipEvent,
@@ -163,6 +164,8 @@ export function createMetrics(
     'Backend connection or request failures, by service, backend and kind (refused, reset, timeout...).');
   const refusals = counter('holdfast_http_refused_total', ['service', 'status'],
     'Client requests refused by the forwarder, by service and the status answered.');
+  const h2Defences = counter('holdfast_http2_defence_total', ['service', 'defence'],
+    'HTTP/2 client connections closed by a defence (GOAWAY ENHANCE_YOUR_CALM), by service and defence.');
   const transitions = counter('holdfast_backend_transitions_total', ['service', 'backend', 'to'],
     'Backend state changes, by service, backend and the state entered.');
   const wireDrops = counter('holdfast_wire_dropped_total', ['source', 'reason'],
@@ -255,6 +258,10 @@ export function createMetrics(
     const e = message as HttpRefuseEvent;
     refusals.inc({ service: e.service, status: String(e.status) });
   };
+  const onH2Defence = (message: unknown): void => {
+    const e = message as Http2DefenceEvent;
+    h2Defences.inc({ service: e.service, defence: e.defence });
+  };
   const onState = (message: unknown): void => {
     const e = message as BackendStateEvent;
     transitions.inc({ service: e.service, backend: e.backend, to: e.to });
@@ -340,6 +347,7 @@ export function createMetrics(
     [channels.connectionClose, onClose],
     [channels.backendError, onBackendError],
     [channels.httpRefuse, onRefuse],
+    [channels.http2Defence, onH2Defence],
     [channels.backendState, onState],
     [channels.wireDrop, onWireDrop],
     [channels.logDrop, (message: unknown) => logDrops.inc({ reason: (message as LogDropEvent).reason })],

@@ -122,6 +122,45 @@ export const failoverSchema = z
   })
   .strict();
 
+/**
+ * HTTP/2 to clients (issue 19, RFC 9113): ALPN `h2` over TLS and prior-knowledge `h2c` in cleartext.
+ * The SETTINGS holdfast advertises, and the bounds of its defences against the known HTTP/2 attacks
+ * (each counted; a connection over a bound is closed with GOAWAY ENHANCE_YOUR_CALM).
+ */
+export const http2Schema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** SETTINGS_MAX_CONCURRENT_STREAMS: streams a client may have open at once (more are refused). */
+    maxConcurrentStreams: z.number().int().min(1).max(10_000).default(100),
+    /** SETTINGS_INITIAL_WINDOW_SIZE: request body bytes a stream may have in flight (flow control). */
+    initialWindowSize: z.number().int().min(1024).max(2 ** 31 - 1).default(65_535),
+    /** SETTINGS_MAX_FRAME_SIZE (RFC 9113 §6.5.2: 16 KiB to 16 MiB - 1). */
+    maxFrameSize: z.number().int().min(16_384).max(16_777_215).default(16_384),
+    /** SETTINGS_MAX_HEADER_LIST_SIZE: decoded header bytes of one block (HPACK bombs stop here). */
+    maxHeaderListSize: z.number().int().min(1024).max(1024 * 1024).default(32 * 1024),
+    /** Rapid reset (CVE-2023-44487): streams the client may reset per second before GOAWAY. */
+    maxResetsPerSecond: z.number().int().min(1).max(100_000).default(200),
+    /** SETTINGS frames a client may send per second before GOAWAY (settings flood). */
+    maxSettingsPerSecond: z.number().int().min(1).max(100_000).default(50),
+    /** PING frames a client may send per second before GOAWAY (ping flood). */
+    maxPingsPerSecond: z.number().int().min(1).max(100_000).default(50),
+    /** Streams refused for a bad header block (too large: HPACK bomb, CONTINUATION flood) before GOAWAY. */
+    maxBadHeaderBlocks: z.number().int().min(1).max(100_000).default(16),
+    /** A reply that cannot move for this long because the client gives no window: GOAWAY (zero-window stall). */
+    stallTimeoutMs: positiveMs.default(30_000),
+    /** nghttp2's memory bound per connection (its own state, HPACK tables, queued frames), MiB. */
+    maxSessionMemoryMiB: z.number().int().min(1).max(1024).default(10),
+  })
+  .strict();
+
+/** `http2: true` is the defaults; an object without `enabled` is on. */
+function http2Shorthand(v: unknown): unknown {
+  if (v === undefined || v === false) return { enabled: false };
+  if (v === true) return { enabled: true };
+  if (typeof v === 'object' && v !== null && !Array.isArray(v) && !('enabled' in v)) return { enabled: true, ...v };
+  return v;
+}
+
 export const httpSchema = z
   .object({
     /** Largest request or response head (request line + headers); above it the client gets 431. */
@@ -143,6 +182,8 @@ export const httpSchema = z
     /** Bytes buffered per direction before the source is paused (backpressure). */
     highWaterMarkBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(64 * 1024),
     failover: failoverSchema.default({}),
+    /** HTTP/2 to clients (issue 19): `true`, or an object of settings and defence bounds. */
+    http2: z.preprocess(http2Shorthand, http2Schema),
   })
   .strict();
 
@@ -432,6 +473,7 @@ export type ServiceConfig = z.infer<typeof serviceObject>;
 export type BackendConfig = z.infer<typeof backendSchema>;
 export type HttpConfig = z.infer<typeof httpSchema>;
 export type FailoverConfig = z.infer<typeof failoverSchema>;
+export type Http2Config = z.infer<typeof http2Schema>;
 export type HealthConfig = z.infer<typeof healthSchema>;
 export type DetectorConfig = z.infer<typeof detectorSchema>;
 export type LoadConfig = z.infer<typeof loadSchema>;

@@ -16,7 +16,19 @@ export type AdmissionBand = 'below-t1' | 't1-t2' | 't2-t3' | 't3-c' | 'at-c';
  */
 export type WireReject = 'truncated' | 'bad-mac' | 'version' | 'type' | 'malformed' | 'replay' | 'stale' | 'unknown-host';
 
+/** The HTTP/2 defences (issue 19) that close a client connection with GOAWAY ENHANCE_YOUR_CALM. */
+export type Http2Defence = 'rapid-reset' | 'settings-flood' | 'ping-flood' | 'header-block' | 'zero-window';
+
+/** An HTTP/2 client connection was closed by a defence. */
+export interface Http2DefenceEvent {
+  readonly service: string;
+  readonly defence: Http2Defence;
+  readonly address: string;
+}
+
 export const channels = {
+  /** An HTTP/2 connection tripped a defence and was closed (GOAWAY). Message: Http2DefenceEvent. */
+  http2Defence: diagnostics_channel.channel('holdfast:http2:defence'),
   /** A backend changed state. Message: BackendStateEvent. */
   backendState: diagnostics_channel.channel('holdfast:backend:state'),
   /** A backend connection or request failed. Message: BackendErrorEvent. */

@@ -17,7 +17,7 @@ import { Backend } from '../core/backend.js';
 import { AgentReceiver, HealthMonitor, type ReceiverStats } from '../monitor/index.js';
 import { LoadManager } from '../load/index.js';
 import { loadClusterKey } from '../wire/cluster-key.js';
-import { HttpForwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder } from '../forward/index.js';
+import { HttpForwarder, Http2Forwarder, listen, RtspForwarder, SipForwarder, TcpForwarder, UdpForwarder } from '../forward/index.js';
 import { createAdmission } from '../admission/index.js';
 import { createServiceRuntime, type Forwarder, type ServiceRuntime } from '../pipeline/index.js';
 import { createMetrics, startAdminServer, subscribeLogs, type AdminServer, type Logger, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
@@ -81,13 +81,20 @@ export interface DispatcherHandle {
   close(): Promise<void>;
 }
 
-const FORWARDERS: Record<ServiceConfig['protocol'], new (rt: ServiceRuntime) => Forwarder> = {
-  http: HttpForwarder,
-  tcp: TcpForwarder,
-  udp: UdpForwarder,
-  sip: SipForwarder,
-  rtsp: RtspForwarder,
+const FORWARDERS: Record<ServiceConfig['protocol'], (rt: ServiceRuntime) => Forwarder> = {
+  http: (rt) => (rt.config.http.http2.enabled ? new Http2Forwarder(rt) : new HttpForwarder(rt)),
+  tcp: (rt) => new TcpForwarder(rt),
+  udp: (rt) => new UdpForwarder(rt),
+  sip: (rt) => new SipForwarder(rt),
+  rtsp: (rt) => new RtspForwarder(rt),
 };
+
+/** TLS of a service: with http.http2, ALPN offers h2 first (RFC 9113 §3.2). */
+function tlsOf(config: ServiceConfig): ServiceConfig['tls'] {
+  const tls = config.tls;
+  if (!tls || config.protocol !== 'http' || !config.http.http2.enabled || tls.alpn.includes('h2')) return tls;
+  return { ...tls, alpn: ['h2', ...tls.alpn] };
+}
 
 /** Which transports a service listens on. */
 function transports(config: ServiceConfig): { stream: boolean; datagram: boolean } {
@@ -122,9 +129,9 @@ function buildService(config: ServiceConfig, clock: Clock, logger: Logger | unde
   const load = new LoadManager(config.name, backends, config.load, clock);
   const admission = createAdmission(config.name, config.admission, clock);
   // Throws TlsCertificateError for a pair that cannot be served: the dispatcher does not start.
-  const edge = transports(config).stream ? new Edge({ tls: config.tls, limits: config.limits, clock, events: edgeEvents(config.name, logger) }) : null;
+  const edge = transports(config).stream ? new Edge({ tls: tlsOf(config), limits: config.limits, clock, events: edgeEvents(config.name, logger) }) : null;
   const { runtime, layer: sessions } = createServiceRuntime(config, backends, balancer, monitor, clock, admission, edge);
-  const forwarder = new FORWARDERS[config.protocol](runtime);
+  const forwarder = FORWARDERS[config.protocol](runtime);
   monitor.onChange((b) => {
     if (b.state !== 'down') return;
     sessions.sessions.backendDown(b);

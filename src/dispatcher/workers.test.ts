@@ -30,6 +30,7 @@ test('HTTP and TCP services without shared state are spread; the others say why 
   assert.equal(why('    protocol: http\n    admission: { enabled: true }'), 'SA2C admission');
   assert.equal(why('    protocol: http\n    balancer: shell'), 'balancer shell reads load vectors');
   assert.equal(why('    protocol: http\n    balancer: least-connections'), null);
+  assert.equal(why('    protocol: http\n    http: { http2: true }'), 'HTTP/2 (not in workers yet)');
 });
 
 test('workers: a count, auto (cores), 1 by default', () => {

@@ -83,6 +83,7 @@ export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<st
   if (service.admission.enabled) return 'SA2C admission';
   if (LOAD_DRIVEN_BALANCERS.has(service.balancer)) return `balancer ${service.balancer} reads load vectors`;
   if (service.tlsPassthrough !== undefined) return 'TLS passthrough';
+  if (service.protocol === 'http' && service.http.http2.enabled) return 'HTTP/2 (not in workers yet)';
   return null;
 }
 

@@ -31,8 +31,8 @@ export const tlsSchema = z
     ciphers: z.string().min(1).default(DEFAULT_CIPHERS),
     /** Key exchange groups (OpenSSL list). */
     groups: z.string().min(1).default(DEFAULT_GROUPS),
-    /** ALPN protocols offered, in order. */
-    alpn: z.array(z.enum(['http/1.1'])).min(1).default(['http/1.1']),
+    /** ALPN protocols offered, in order (`h2` is put first when the service has http.http2). */
+    alpn: z.array(z.enum(['h2', 'http/1.1'])).min(1).default(['http/1.1']),
     /** Refuse a server name no certificate claims (instead of serving the first certificate). */
     strictSni: z.boolean().default(false),
     /** TLS session tickets (resumption without a server-side cache), under a rotating key. */

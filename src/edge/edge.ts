@@ -93,6 +93,15 @@ export class Edge {
     return this.sides.get(socket) ?? PLAIN;
   }
 
+  /**
+   * `child` carries requests of `parent`'s connection (an HTTP/2 stream): the same client side, so
+   * the same X-Forwarded-Proto, client certificate and request budget.
+   */
+  inherit(child: object, parent: net.Socket): void {
+    const side = this.sides.get(parent);
+    if (side !== undefined) this.sides.set(child as net.Socket, side);
+  }
+
   /** One more request on `side`'s connection: false when its address is over requestsPerSecond. */
   admitRequest(side: ClientSide): boolean {
     return this.limiter.request(side.entry);

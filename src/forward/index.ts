@@ -5,6 +5,8 @@
  * - `http/`   HTTP/1.1 on raw sockets: head parser, chunked scanner, backend connection pool, request
  *             log and reply hold (failover), session keys, and the client connection in four layers
  *             (connection, exchange, reply relay, failover/resume).
+ * - `http2/`  HTTP/2 to clients (issue 19): node:http2 sessions whose streams each run as a client
+ *             connection of the HTTP/1.1 forwarder, so its failover holds per stream; the defences.
  * - `sip/`    SIP over UDP and TCP: dialog routing by Call-ID, Via and Record-Route, and the SDP media
  *             gateway onto the shared media relay (src/media/).
  * - `rtsp/`   RTSP over TCP, its RTP/RTCP through the media relay.
@@ -15,6 +17,7 @@
  * shared by SIP and RTSP.
  */
 export { HttpForwarder } from './http/http-forwarder.js';
+export { Http2Forwarder } from './http2/h2-forwarder.js';
 export { SipForwarder } from './sip/sip-forwarder.js';
 export { RtspForwarder } from './rtsp/rtsp-forwarder.js';
 export { TcpForwarder } from './stream/tcp-forwarder.js';

@@ -14,7 +14,7 @@ import { connectBackend } from '../../edge/backend-tls.js';
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {
   onBackendConnect(conn: BackendConn): void;
-  /** Bytes read into the pool's SharedReadBuffer: valid only during this call unless retained. */
+  /** Bytes read into the connection's ReadBuffer: valid only during this call unless retained. */
   onBackendData(conn: BackendConn, chunk: Buffer): void;
   onBackendDrain(conn: BackendConn): void;
   /** The backend ended its side cleanly (FIN). */
@@ -30,19 +30,25 @@ export type Chunk = string | Buffer;
 export const READ_BUFFER_BYTES = 64 * 1024;
 
 /**
- * The buffer every backend socket of a forwarder reads into (Node's `onread`), instead of a fresh
- * 64 KiB allocation per read. A reply is relayed to its client within the read callback; when that
- * write could not be flushed at once, the pending write still points into the buffer, so the owner
- * calls `retain()` and the next read gets a new buffer. With clients that keep up, replies cost no
- * allocation and no garbage.
+ * The buffer one backend socket reads into (Node's `onread`), reused read after read instead of a
+ * fresh 64 KiB allocation per read. A reply is relayed to its client within the read callback; when
+ * that write could not be flushed at once, the pending write still points into the buffer, so the
+ * exchange calls `retain()` and the socket's next read gets a new buffer. With clients that keep up,
+ * replies cost no allocation and no garbage.
+ *
+ * One per socket, never shared: Node asks for a socket's next read target right after its read
+ * callback, so every socket of a shared buffer would hold it as its target, and another socket's
+ * next read would overwrite bytes still queued for a slow client (test/e2e/http-read-buffer.test.ts).
+ * Memory: READ_BUFFER_BYTES per backend connection from its first read, so bounded by the backend
+ * connections (exchanges in flight plus `http.maxIdlePerBackend` idle ones per backend).
  */
-export class SharedReadBuffer {
-  private buf = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+export class ReadBuffer {
+  private buf: Buffer | null = null;
   private retained = false;
 
-  /** For `onread.buffer`: called by Node after every read callback. */
+  /** For `onread.buffer`: called by Node at the socket's start and after every read callback. */
   readonly next = (): Buffer => {
-    if (this.retained) {
+    if (this.buf === null || this.retained) {
       this.buf = Buffer.allocUnsafe(READ_BUFFER_BYTES);
       this.retained = false;
     }
@@ -83,6 +89,8 @@ export class BackendConn {
   pendingBytes = 0;
   /** Clock time when it went idle into the pool. */
   idleSince = 0;
+  /** Where this socket's reads land (see ReadBuffer). */
+  readonly reads = new ReadBuffer();
   private failure: BackendFailureKind | null = null;
   private connectTimer: TimerHandle | null = null;
   private ended = false;
@@ -99,7 +107,7 @@ export class BackendConn {
     const { socket, readyEvent } = connectBackend(backend, {
       noDelay: true,
       onread: {
-        buffer: pool.reads.next,
+        buffer: this.reads.next,
         // Always true: backpressure pauses the socket explicitly (socket.pause()), as for 'data'.
         callback: (n: number, buf: Uint8Array) => {
           onBytes((buf as Buffer).subarray(0, n));
@@ -185,7 +193,6 @@ export const POOL_SWEEP_INTERVAL_MS = 1000;
 
 /** Idle keep-alive connections per backend, most recently used first (warm sockets, fewer idle). */
 export class BackendPool {
-  readonly reads = new SharedReadBuffer();
   private idle: BackendConn[][];
   private readonly sweeper: TimerHandle;
   private closed = false;

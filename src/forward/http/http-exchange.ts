@@ -205,9 +205,9 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
   onBackendData(conn: BackendConn, chunk: Buffer): void {
     if (this.failedAt > 0 && this.recoveryMs < 0) this.recoveryMs = this.fwd.rt.clock.now() - this.failedAt;
     this.relayBackendData(conn, chunk);
-    // `chunk` lives in the pool's shared read buffer: a write still queued keeps pointing into it,
-    // so the next read must go elsewhere. (Held replies are copied out, not kept as views.)
-    if (this.socket.writableLength > 0) this.fwd.pool.reads.retain();
+    // `chunk` lives in the connection's read buffer: a write still queued keeps pointing into it,
+    // so its next read must go elsewhere. (Held replies are copied out, not kept as views.)
+    if (this.socket.writableLength > 0) conn.reads.retain();
   }
 
   protected relayBackendData(conn: BackendConn, chunk: Buffer): void {

@@ -88,10 +88,10 @@ export class H2StreamSocket extends Duplex {
   }
 
   /**
-   * The forwarder writes views into the backend read buffer it shares among all its backend sockets.
-   * A write that is queued here (an earlier one waits for the client's window, or the socket is
-   * corked) is copied first: a queued view could be overwritten by another backend socket's read
-   * before it is sent. A write taken at once is consumed (copied into DATA) before this returns.
+   * The forwarder writes views into its backend connection's read buffer, which that connection's
+   * next read reuses unless the exchange saw the write queued. A write that is queued here (an earlier
+   * one waits for the client's window, or the socket is corked) is copied first, so no queued view
+   * depends on that check. A write taken at once is consumed (copied into DATA) before this returns.
    */
   override write(chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
     const queued = this.writableLength > 0 || this.writableCorked > 0;

@@ -3,6 +3,7 @@
  * they are, and the scanner only follows the framing to find where the message ends and to refuse
  * malformed framing (a smuggling vector). Large chunk data is skipped in one step.
  */
+import type { Field } from './http-head.js';
 
 const CR = 13;
 const LF = 10;
@@ -44,6 +45,12 @@ function hexValue(c: number): number {
   return -1;
 }
 
+/** A trailer line already checked against TRAILER_LINE, as a Field. */
+function trailerField(line: string): Field {
+  const colon = line.indexOf(':');
+  return { name: line.slice(0, colon).toLowerCase(), value: line.slice(colon + 1).replace(/^[\t ]+|[\t ]+$/g, ''), line };
+}
+
 export class ChunkedScanner {
   private state = S.Size;
   private digits = 0;
@@ -54,8 +61,18 @@ export class ChunkedScanner {
   private line = '';
   /** Why the framing was refused, once `scan` returned -1. */
   error = '';
+  /**
+   * The trailer fields, when constructed with `collectTrailers` (a reply turned into HTTP/2 DATA and
+   * trailers, forward/http2/); null otherwise (relayed as they are).
+   */
+  readonly trailers: Field[] | null;
 
-  constructor(private readonly maxTrailerBytes = 16 * 1024) {}
+  constructor(
+    private readonly maxTrailerBytes = 16 * 1024,
+    collectTrailers = false,
+  ) {
+    this.trailers = collectTrailers ? [] : null;
+  }
 
   get done(): boolean {
     return this.state === S.Done;
@@ -69,6 +86,7 @@ export class ChunkedScanner {
     this.trailerBytes = 0;
     this.line = '';
     this.error = '';
+    if (this.trailers !== null) this.trailers.length = 0;
   }
 
   /** Where the message stands, for a proxy that must finish a chunked stream it started. */
@@ -182,6 +200,7 @@ export class ChunkedScanner {
             if (!TRAILER_LINE.test(this.line)) return this.fail('malformed trailer field');
             // Framing fields have no meaning in a trailer (RFC 9110 §6.5.1); llhttp checks them there.
             if (FRAMING_TRAILER.test(this.line)) return this.fail('framing field in trailer');
+            if (this.trailers !== null) this.trailers.push(trailerField(this.line));
             this.line = '';
             this.state = S.TrailerLf;
           } else if (c === LF) return this.fail('bare LF in trailer');

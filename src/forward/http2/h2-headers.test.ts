@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseResponseHead } from '../http/http-head.js';
 import { chunkedTrailer, responseHeaders, translateRequest, trailerHeaders } from './h2-headers.js';
-import { Dechunker } from './h2-dechunk.js';
+import { ChunkedScanner } from '../http/http-chunked.js';
 
 const headOf = (raw: string[], endStream = true): string => {
   const r = translateRequest(raw, endStream);
@@ -52,19 +52,19 @@ test('request trailers become the chunked trailer section; reply trailers become
   assert.deepEqual({ ...trailerHeaders([{ name: 'x-sum', value: '1', line: 'X-Sum: 1' }, { name: 'te', value: 'x', line: 'TE: x' }]) }, { 'x-sum': '1' });
 });
 
-test('dechunker: data across reads, extensions skipped, trailers collected, the end found', () => {
+test('chunked scanner as the HTTP/2 dechunker: data across reads, extensions skipped, trailers collected, the end found', () => {
   const body = Buffer.from('5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Sum: 42 \r\nX-B:b\r\n\r\n', 'latin1');
   for (let cut = 1; cut < body.length; cut++) {
-    const d = new Dechunker();
+    const d = new ChunkedScanner(undefined, true);
     const out: Buffer[] = [];
-    const on = (b: Buffer, s: number, e: number): void => {
+    const on = (b: Uint8Array, s: number, e: number): void => {
       out.push(Buffer.from(b.subarray(s, e)));
     };
-    assert.equal(d.feed(body, 0, cut, on), cut);
-    assert.equal(d.feed(body, cut, body.length, on), body.length - cut);
+    assert.equal(d.scan(body, 0, cut, on), cut);
+    assert.equal(d.scan(body, cut, body.length, on), body.length - cut);
     assert.ok(d.done);
     assert.equal(Buffer.concat(out).toString(), 'hello world');
-    assert.deepEqual(d.trailers.map((f) => [f.name, f.value]), [['x-sum', '42'], ['x-b', 'b']]);
+    assert.deepEqual(d.trailers!.map((f) => [f.name, f.value]), [['x-sum', '42'], ['x-b', 'b']]);
   }
-  assert.equal(new Dechunker().feed(Buffer.from('1\r\nab\r\n'), 0, 7, () => {}), -1);
+  assert.equal(new ChunkedScanner(undefined, true).scan(Buffer.from('1\r\nab\r\n'), 0, 7, () => {}), -1);
 });

@@ -13,7 +13,7 @@ import { Duplex } from 'node:stream';
 import http2, { type ServerHttp2Stream } from 'node:http2';
 import type { TimerHandle } from '../../core/clock.js';
 import { CRLFCRLF, parseResponseHead, type ResponseHead } from '../http/http-head.js';
-import { Dechunker } from './h2-dechunk.js';
+import { ChunkedScanner } from '../http/http-chunked.js';
 import { chunkedTrailer, responseHeaders, trailerHeaders } from './h2-headers.js';
 
 const { NGHTTP2_NO_ERROR } = http2.constants;
@@ -42,7 +42,7 @@ export class H2StreamSocket extends Duplex {
   private headBuf: Buffer | null = null;
   private res: ResponseHead | null = null;
   private left = 0;
-  private dechunk: Dechunker | null = null;
+  private dechunk: ChunkedScanner | null = null;
   private trailers: Record<string, string | string[] | undefined> | null = null;
   private stall: TimerHandle | null = null;
   private wantDrain = false;
@@ -202,9 +202,9 @@ export class H2StreamSocket extends Duplex {
       return -1;
     }
     if (res.chunked) {
-      this.dechunk = new Dechunker();
+      this.dechunk = new ChunkedScanner(undefined, true);
       this.stream.once('wantTrailers', () => {
-        const t = this.dechunk!.trailers;
+        const t = this.dechunk!.trailers!;
         this.stream.sendTrailers(t.length > 0 ? trailerHeaders(t) : {});
       });
     }
@@ -216,7 +216,7 @@ export class H2StreamSocket extends Duplex {
 
   private onBody(buf: Buffer, start: number): number {
     if (this.dechunk !== null) {
-      const n = this.dechunk.feed(buf, start, buf.length, this.sendData);
+      const n = this.dechunk.scan(buf, start, buf.length, this.sendData);
       if (n < 0) {
         this.abortStream();
         return buf.length;
@@ -232,7 +232,7 @@ export class H2StreamSocket extends Duplex {
   }
 
   /** Body bytes out as DATA. Copied: the forwarder's reads land in a buffer it reuses. */
-  private readonly sendData = (buf: Buffer, start: number, end: number): void => {
+  private readonly sendData = (buf: Uint8Array, start: number, end: number): void => {
     if (end <= start || this.method === 'HEAD') return;
     if (!this.stream.write(Buffer.from(buf.subarray(start, end)))) this.wantDrain = true;
   };

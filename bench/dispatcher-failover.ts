@@ -195,9 +195,8 @@ async function runInterval(intervalMs: number, trials: number): Promise<Row> {
     await nodes[0]!.waitFor('taken', 0, 5_000);
     await start(1);
     for (let trial = 0; trial < trials; trial++) {
-      const master = nodes.findIndex((n) => n?.state() === 'master');
+      const { master } = await settledMaster(nodes as HaDispatcher[], `loopback ${intervalMs} ms adverts`);
       const backup = 1 - master;
-      await new Promise((r) => setTimeout(r, 200 + randomInt(100)));
       const from = nodes[backup]!.events.length;
       firstAfter = Infinity;
       killedAt = performance.now();
@@ -353,11 +352,15 @@ async function runSipCase(rate: number, kase: SipCase, o: SipOptions, log: (line
     const startedAt = Date.now();
     const killAt = Math.max((o.seconds * 1000) / 2, o.callMs + 1000);
     await sleep(startedAt + killAt - Date.now());
-    const from = nodes[1]?.events.length ?? 0;
+    // The master now (a standby that missed adverts at its start may have taken over then: see
+    // settledMaster), and the standby that must take over from it.
+    const master = nodes.length > 1 ? (await settledMaster(nodes, `sip ${kase}`)).master : 0;
+    const standby = nodes.length > 1 ? nodes[1 - master]! : null;
+    const from = standby?.events.length ?? 0;
     const killMs = Date.now();
-    await nodes[0]!.kill('SIGKILL');
+    await nodes[master]!.kill('SIGKILL');
     let takeoverMs: number | null = null;
-    if (nodes[1]) takeoverMs = (await nodes[1].waitFor('taken', from, HA_WAIT_MS)).time - killMs;
+    if (standby) takeoverMs = (await standby.waitFor('taken', from, HA_WAIT_MS)).time - killMs;
     const r: SippResult = await uac.done;
     const k = countAtKill(r.rows, killMs, r.failedCallIds);
     const failed = r.failed + r.unfinished;
@@ -389,6 +392,26 @@ async function runSipCase(rate: number, kase: SipCase, o: SipOptions, log: (line
     await Promise.all(nodes.map((n) => n.proc.stop()));
     await Promise.all(uas.map((u) => u.kill('SIGKILL')));
     removeTempDir(dir);
+  }
+}
+
+/**
+ * Waits for one master and one backup among two dispatchers, still so after a pause of 200-300 ms (a
+ * backup started or restarted on a busy machine may miss adverts and take over once; the epoch rule
+ * then leaves one master). The master's index, and how many times the roles moved meanwhile.
+ */
+async function settledMaster(nodes: readonly HaDispatcher[], what: string): Promise<{ master: number; flaps: number }> {
+  let flaps = 0;
+  for (const deadline = Date.now() + HA_WAIT_MS; ; ) {
+    const states = nodes.map((n) => n.state());
+    const m = states.indexOf('master');
+    if (m >= 0 && states[1 - m] === 'backup') {
+      const seen = nodes.map((n) => n.events.length);
+      await sleep(200 + randomInt(100));
+      if (nodes.every((n, i) => n.events.slice(seen[i]).every((e) => e.what !== 'master' && e.what !== 'backup'))) return { master: m, flaps };
+      flaps++;
+    } else if (Date.now() > deadline) throw new Error(`${what}: no single master (${states.join(', ')})`);
+    else await sleep(10);
   }
 }
 
@@ -579,20 +602,9 @@ async function runLinuxInterval(intervalMs: number, trials: number, garp: Garp):
     if ((await nextLine('echo', 0, HA_WAIT_MS)) === null) throw new Error(`linux mode: the client never reached ${vip}:${LINUX_SERVICE_PORT}`);
 
     for (let trial = 0; trial < trials; trial++) {
-      // One master, one backup, still so after the pause (a backup restarted on a busy machine may
-      // miss adverts and take over once; the epoch rule then leaves one master).
-      let master = -1;
-      for (const deadline = Date.now() + HA_WAIT_MS; master < 0; ) {
-        const states = nodes.map((n) => n?.state());
-        const m = states.indexOf('master');
-        if (m >= 0 && states[1 - m] === 'backup') {
-          const seen = nodes.map((n) => n!.events.length);
-          await sleep(200 + randomInt(100));
-          if (nodes.every((n, i) => n!.events.slice(seen[i]).every((e) => e.what !== 'master' && e.what !== 'backup'))) master = m;
-          else flaps++;
-        } else if (Date.now() > deadline) throw new Error(`linux mode: no single master (${states.join(', ')})`);
-        else await sleep(10);
-      }
+      const settled = await settledMaster(nodes as HaDispatcher[], 'linux mode');
+      const master = settled.master;
+      flaps += settled.flaps;
       const backup = 1 - master;
       const from = nodes[backup]!.events.length;
       const at = lines.length;

@@ -32,6 +32,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import { envInt } from './lib/env.js';
 import { haConfig, startHaDispatcher, type HaDispatcher } from './lib/ha-cluster.js';
+import { makeLan, type Lan, type LanNode } from './lib/netns-lan.js';
 import { runIfMain } from './lib/main.js';
 import { makeTempDir, removeTempDir, startProcess, which, type Proc } from './lib/procs.js';
 import { fixture, freeSipPorts, startUac, startUas, type SippResult, type SippStats, type SippUac, type SippUas } from '../test/helpers/sipp.js';
@@ -440,12 +441,6 @@ async function must(command: string, ...args: string[]): Promise<string> {
   return r.stdout;
 }
 
-interface NsNode {
-  ns: string;
-  iface: string;
-  ip: string;
-}
-
 /**
  * Sends `String(performance.now())` to VIP:port every 1 ms from inside the client namespace. On a
  * stdin line `kill <pid>` it notes the time and SIGKILLs the master itself (same pid namespace), so
@@ -487,11 +482,9 @@ process.stdin.on('end', () => process.exit(0));`;
  * included.
  */
 async function runLinuxInterval(intervalMs: number, trials: number, garp: Garp): Promise<Row> {
-  const tag = randomBytes(3).toString('hex');
-  const made: string[] = [];
+  let lan: Lan | null = null;
   const dropAll = (): void => {
-    for (const ns of made) spawnSync('ip', ['netns', 'del', ns]);
-    made.length = 0;
+    for (const ns of lan?.namespaces ?? []) spawnSync('ip', ['netns', 'del', ns]);
   };
   process.on('exit', dropAll);
   const dir = makeTempDir('holdfast-bench-ha-linux');
@@ -503,32 +496,11 @@ async function runLinuxInterval(intervalMs: number, trials: number, garp: Garp):
   /** Times the group changed master between a restart and the next kill. */
   let flaps = 0;
   try {
-    const sw = `hf-hb-sw-${tag}`;
-    await must('ip', 'netns', 'add', sw);
-    made.push(sw);
-    const br = `hfbb${tag}`;
-    await must('ip', '-n', sw, 'link', 'add', br, 'type', 'bridge');
-    await must('ip', '-n', sw, 'link', 'set', br, 'up');
-    const subnet = `10.${64 + (parseInt(tag.slice(0, 2), 16) % 64)}.${parseInt(tag.slice(2, 4), 16)}`;
-    const node = async (role: string, host: number): Promise<NsNode> => {
-      const ns = `hf-hb-${role}-${tag}`;
-      await must('ip', 'netns', 'add', ns);
-      made.push(ns);
-      const iface = `hb${role}${tag}`;
-      const port = `hp${role}${tag}`;
-      await must('ip', 'link', 'add', port, 'netns', sw, 'type', 'veth', 'peer', 'name', iface, 'netns', ns);
-      await must('ip', '-n', sw, 'link', 'set', port, 'master', br);
-      await must('ip', '-n', sw, 'link', 'set', port, 'up');
-      const ip = `${subnet}.${host}`;
-      await must('ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', iface);
-      await must('ip', '-n', ns, 'link', 'set', iface, 'up');
-      await must('ip', '-n', ns, 'link', 'set', 'lo', 'up');
-      return { ns, iface, ip };
-    };
-    const c = await node('c', 10);
+    lan = await makeLan({ c: 10, d1: 1, d2: 2, b: 20 });
+    const subnet = lan.subnet;
+    const { c, d1, d2, b } = lan.nodes as Record<'c' | 'd1' | 'd2' | 'b', LanNode>;
     await must('ip', 'netns', 'exec', c.ns, 'sysctl', '-qw', `net.ipv4.conf.${c.iface}.arp_accept=1`);
-    const d = [await node('d1', 1), await node('d2', 2)];
-    const b = await node('b', 20);
+    const d = [d1, d2];
     const vip = `${subnet}.100`;
 
     echo = await startProcess({
@@ -631,8 +603,7 @@ async function runLinuxInterval(intervalMs: number, trials: number, garp: Garp):
     }
     await Promise.all(nodes.map((n) => n?.proc.stop()));
     await echo?.stop();
-    for (const ns of made.reverse()) await runCommand('ip', ['netns', 'del', ns]);
-    made.length = 0;
+    await lan?.close();
     process.off('exit', dropAll);
     removeTempDir(dir);
   }

@@ -18,6 +18,8 @@ export interface Lan {
   readonly tag: string;
   readonly subnet: string;
   readonly nodes: Record<string, LanNode>;
+  /** Every namespace made, the switch first (for a synchronous `ip netns del` in an exit hook). */
+  readonly namespaces: readonly string[];
   /** Processes to stop before the namespaces go (a namespace lives on while a process runs in it). */
   readonly procs: Proc[];
   close(): Promise<void>;
@@ -43,7 +45,8 @@ export async function makeLan(roles: Record<string, number>): Promise<Lan> {
   const procs: Proc[] = [];
   const close = async (): Promise<void> => {
     await Promise.allSettled(procs.map((p) => p.stop()));
-    for (const ns of made.reverse()) await runProcess('ip', ['netns', 'del', ns], 10_000);
+    for (const ns of [...made].reverse()) await runProcess('ip', ['netns', 'del', ns], 10_000);
+    made.length = 0;
   };
   try {
     const sw = `hf-lan-sw-${tag}`;
@@ -69,7 +72,7 @@ export async function makeLan(roles: Record<string, number>): Promise<Lan> {
       await sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
       nodes[role] = { ns, iface, ip };
     }
-    return { tag, subnet, nodes, procs, close };
+    return { tag, subnet, nodes, namespaces: made, procs, close };
   } catch (err) {
     await close();
     throw err;

@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { haConfig, startHaDispatcher, type GroupEvent, type HaDispatcher } from '../../bench/lib/ha-cluster.js';
 import { makeTempDir, removeTempDir, startProcess, which, type Proc } from '../../bench/lib/procs.js';
+import { makeLan, type Lan as NetnsLan } from '../../bench/lib/netns-lan.js';
 import { run } from '../helpers/cluster-procs.js';
 
 /** 50 ms adverts: master down after ~170 ms; calm enough not to flap on two shared cores. */
@@ -65,42 +66,27 @@ function tools(): string | null {
 async function lan(t: TestContext, procs: Proc[]): Promise<Lan | { skip: string }> {
   const missing = tools();
   if (missing) return { skip: missing };
-  const tag = randomBytes(3).toString('hex');
-  const sw = `hf-ha-sw-${tag}`;
-  const made: string[] = [];
+  let made: NetnsLan;
+  try {
+    made = await makeLan({ c: 10, d1: 1, d2: 2, b: 20 });
+  } catch (err) {
+    return { skip: `cannot make network namespaces: ${(err as Error).message}` };
+  }
   t.after(async () => {
     // The processes inside first: a deleted namespace lives on (with its interfaces) while one runs in it.
     await Promise.allSettled(procs.map((p) => p.stop()));
-    for (const ns of made.reverse()) await run('ip', ['netns', 'del', ns]);
+    await made.close();
   });
-  const added = await run('ip', ['netns', 'add', sw]);
-  if (added.code !== 0) return { skip: `ip netns add failed: ${added.stderr.trim()}` };
-  made.push(sw);
-  const br = `hfbr${tag}`;
-  await must('ip', '-n', sw, 'link', 'add', br, 'type', 'bridge');
-  await must('ip', '-n', sw, 'link', 'set', br, 'up');
-  const subnet = `10.${64 + (parseInt(tag.slice(0, 2), 16) % 64)}.${parseInt(tag.slice(2, 4), 16)}`;
-  const node = async (role: string, host: number): Promise<Node> => {
-    const ns = `hf-ha-${role}-${tag}`;
-    await must('ip', 'netns', 'add', ns);
-    made.push(ns);
-    const iface = `hf${role}${tag}`;
-    const port = `hs${role}${tag}`;
-    await must('ip', 'link', 'add', port, 'netns', sw, 'type', 'veth', 'peer', 'name', iface, 'netns', ns);
-    await must('ip', '-n', sw, 'link', 'set', port, 'master', br);
-    await must('ip', '-n', sw, 'link', 'set', port, 'up');
-    const ip = `${subnet}.${host}`;
-    await must('ip', '-n', ns, 'addr', 'add', `${ip}/24`, 'dev', iface);
-    await must('ip', '-n', ns, 'link', 'set', iface, 'up');
-    await must('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+  const node = async (role: string): Promise<Node> => {
+    const { ns, iface, ip } = made.nodes[role]!;
     const mac = /link\/ether ([0-9a-f:]{17})/.exec(await must('ip', '-n', ns, '-o', 'link', 'show', iface))?.[1];
     assert.ok(mac, `MAC of ${iface}`);
     return { ns, iface, ip, mac };
   };
-  const client = await node('c', 10);
+  const client = await node('c');
   // The client creates neighbour entries from gratuitous ARPs (by default it only updates existing ones).
   await must('ip', 'netns', 'exec', client.ns, 'sysctl', '-qw', `net.ipv4.conf.${client.iface}.arp_accept=1`);
-  return { subnet, vip: `${subnet}.100`, client, d1: await node('d1', 1), d2: await node('d2', 2), backend: await node('b', 20) };
+  return { subnet: made.subnet, vip: `${made.subnet}.100`, client, d1: await node('d1'), d2: await node('d2'), backend: await node('b') };
 }
 
 /** Whether `node`'s interface carries the VIP now. */

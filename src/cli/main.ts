@@ -51,7 +51,8 @@ const COMMANDS: Record<string, Command> = {
 
 Runs the dispatcher: listens on every service address of the configuration, spreads new work over
 the backends, and serves the admin API. Stops cleanly on SIGINT or SIGTERM: new connections are
-refused, requests in flight finish (at most 5 s), exit 0; a second signal stops at once.
+refused, requests in flight finish (dispatcher.drainTimeoutMs, 5 s by default), exit 0; a second
+signal stops at once.
 SIGHUP reloads FILE live (as "holdfast reload"): an invalid file changes nothing; what cannot
 change live is logged. SIGUSR1 reopens logging.file (after logrotate renamed it).
 

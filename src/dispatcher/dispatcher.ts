@@ -467,7 +467,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
         // A master resigns (priority-0 advert) so that a backup takes over after Skew_Time.
         await groups?.close();
         await Promise.all(services.map(async (s) => s.listener?.close()));
-        const graceMs = options.closeGraceMs ?? CLOSE_GRACE_MS;
+        const graceMs = options.closeGraceMs ?? config.dispatcher?.drainTimeoutMs ?? CLOSE_GRACE_MS;
         const grace = clock.setTimeout(() => {
           for (const s of services) s.forwarder.destroy();
         }, graceMs);

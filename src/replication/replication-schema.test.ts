@@ -31,7 +31,7 @@ groups:
 test('a minimal group gets every default', () => {
   const c = parse(MINIMAL);
   assert.deepEqual(c, {
-    dispatcher: { id: 1, workers: 1 },
+    dispatcher: { id: 1, workers: 1, drainTimeoutMs: 5000 },
     groups: [
       {
         name: 'front',

@@ -61,6 +61,11 @@ export const dispatcherIdentitySchema = z
      * the services that can be spread (dispatcher/workers.ts says which); `auto`: one per core.
      */
     workers: z.union([z.number().int().min(1).max(256), z.literal('auto')]).default(1),
+    /**
+     * On SIGINT/SIGTERM (close()): listeners close at once, exchanges in flight get this long to
+     * finish, then what is left is cut and the process exits.
+     */
+    drainTimeoutMs: z.number().int().min(0).max(3_600_000).default(5000),
   })
   .strict();
 

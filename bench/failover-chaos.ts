@@ -495,22 +495,34 @@ async function chaosRound(
   const kills: KillEvent[] = [];
   const restarts: Promise<void>[] = [];
   try {
+    const pending = new Set<Promise<void>>();
     for (const [k, at] of killSchedule(settings.seconds, settings.killEveryMs).entries()) {
       await sleep(at - now());
       const i = k % ORIGINS;
+      if (pending.size > 0) {
+        // On a loaded machine a restart can take longer than killEveryMs: killing now could leave
+        // no origin up, and the proxy would rightly answer 503 (no backend). Wait for the restarts,
+        // then for the proxies' health checks to see them.
+        const waitFrom = now();
+        await Promise.allSettled([...pending]);
+        await sleep(3 * HEALTH_INTERVAL_MS);
+        log(`${target}: kill ${k + 1} delayed ${Math.round(now() - waitFrom)} ms: an origin was still restarting`);
+      }
+      if (now() >= settings.seconds * 1000) break;
       const inFlightAtKill = client.inFlight;
       const killAtMs = now();
       await origins.kill(i);
       const event: { -readonly [K in keyof KillEvent]: KillEvent[K] } = { origin: i, port: origins.ports[i]!, killAtMs, inFlightAtKill, backAtMs: null };
       kills.push(event);
       log(`${target}: t=${(killAtMs / 1000).toFixed(1)} s ${settings.fault === 'stop' ? 'SIGSTOP' : 'SIGKILL'} origin-${i} (${inFlightAtKill} requests in flight)`);
-      restarts.push(
-        (async () => {
-          await sleep(killAtMs + settings.restartAfterMs - now());
-          await origins.restart(i);
-          event.backAtMs = now();
-        })(),
-      );
+      const back = (async () => {
+        await sleep(killAtMs + settings.restartAfterMs - now());
+        await origins.restart(i);
+        event.backAtMs = now();
+      })();
+      pending.add(back);
+      void back.finally(() => pending.delete(back)).catch(() => {});
+      restarts.push(back);
     }
     await sleep(settings.seconds * 1000 - now());
   } finally {

@@ -130,6 +130,8 @@ test('optionsFromEnv: BENCH_CHAOS_* knobs, checked', () => {
   assert.throws(() => optionsFromEnv({ BENCH_CHAOS_TARGETS: 'nginx' }), /BENCH_CHAOS_TARGETS: expected haproxy, holdfast, received "nginx"/);
   assert.deepEqual(optionsFromEnv({ BENCH_CHAOS_FAULT: 'stop' }), { fault: 'stop' });
   assert.throws(() => optionsFromEnv({ BENCH_CHAOS_FAULT: 'freeze' }), /BENCH_CHAOS_FAULT: expected kill or stop, received "freeze"/);
+  assert.deepEqual(optionsFromEnv({ BENCH_CHAOS_H2_STREAMS: '8', BENCH_CHAOS_PROXY_LOG: '/tmp/hf.log' }), { http2Streams: 8, proxyLog: '/tmp/hf.log' });
+  assert.throws(() => optionsFromEnv({ BENCH_CHAOS_H2_STREAMS: '0' }), /BENCH_CHAOS_H2_STREAMS: expected an integer >= 1, received "0"/);
 });
 
 test('holdfastConfig for SIGSTOP (fault stop): the pull detector with HTTP hellos finds a hung origin', () => {

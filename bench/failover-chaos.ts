@@ -16,10 +16,12 @@
  *   node dist/bench/failover-chaos.js      (or: node dist/bench/run.js failover-chaos)
  *   BENCH_CHAOS_SECONDS=9 BENCH_CHAOS_TARGETS=holdfast node dist/bench/failover-chaos.js
  *   BENCH_CHAOS_FAULT=stop node dist/bench/failover-chaos.js     (SIGSTOP / SIGCONT instead of SIGKILL / restart)
+ *   BENCH_CHAOS_TARGETS=holdfast BENCH_CHAOS_H2_STREAMS=8 BENCH_CHAOS_PROXY_LOG=/tmp/hf.log node dist/bench/failover-chaos.js
+ *     (HTTP/2 clients, 8 streams per connection; holdfast's info-level log kept in the file)
  */
 import { runIfMain } from './lib/main.js';
 import { envInt } from './lib/env.js';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -120,6 +122,8 @@ export interface ChaosOptions {
    * (holdfast only, with http.http2 on; issue 19's chaos-over-h2).
    */
   readonly http2Streams?: number;
+  /** holdfast's log (level info: backend states, failovers) is written to this file (BENCH_CHAOS_PROXY_LOG). */
+  readonly proxyLog?: string;
 }
 
 export type Fault = 'kill' | 'stop';
@@ -281,7 +285,7 @@ export function formatTable(report: ChaosReport): string {
   return lines.join('\n\n');
 }
 
-/** BENCH_CHAOS_FAULT (kill | stop), BENCH_CHAOS_SECONDS, BENCH_CHAOS_TARGETS (comma list), BENCH_CHAOS_CONNECTIONS, BENCH_CHAOS_KILL_EVERY_MS, BENCH_CHAOS_RESTART_AFTER_MS, BENCH_CHAOS_SEED. */
+/** BENCH_CHAOS_FAULT (kill | stop), BENCH_CHAOS_SECONDS, BENCH_CHAOS_TARGETS (comma list), BENCH_CHAOS_CONNECTIONS, BENCH_CHAOS_KILL_EVERY_MS, BENCH_CHAOS_RESTART_AFTER_MS, BENCH_CHAOS_SEED, BENCH_CHAOS_H2_STREAMS, BENCH_CHAOS_PROXY_LOG. */
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptions {
   const int = (name: string, min: number): number | undefined => envInt(env, name, min);
   const opts: { -readonly [K in keyof ChaosOptions]: ChaosOptions[K] } = {};
@@ -300,6 +304,10 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
     if (fault !== 'kill' && fault !== 'stop') throw new Error(`BENCH_CHAOS_FAULT: expected kill or stop, received "${fault}"`);
     opts.fault = fault;
   }
+  const proxyLog = env['BENCH_CHAOS_PROXY_LOG'];
+  if (proxyLog !== undefined && proxyLog !== '') opts.proxyLog = proxyLog;
+  const h2 = int('BENCH_CHAOS_H2_STREAMS', 1);
+  if (h2 !== undefined) opts.http2Streams = h2;
   const targets = env.BENCH_CHAOS_TARGETS;
   if (targets) {
     opts.targets = targets
@@ -315,12 +323,12 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): ChaosOptio
 }
 
 /** One http service over the origins; health probes every HEALTH_INTERVAL_MS; failover at its defaults. */
-export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null, fault: Fault = 'kill', http2 = false): string {
+export function holdfastConfig(listenPort: number, adminPort: number, originPorts: readonly number[], tls: PemPair | null = null, fault: Fault = 'kill', http2 = false, logLevel = 'warn'): string {
   return [
     '# Written by bench/failover-chaos.ts: failover at its defaults (holdReplyBytes 65536).',
     'version: 1',
     'logging:',
-    '  level: warn',
+    `  level: ${logLevel}`,
     'admin:',
     '  enabled: true',
     `  listen: '127.0.0.1:${adminPort}'`,
@@ -487,22 +495,34 @@ async function chaosRound(
   const kills: KillEvent[] = [];
   const restarts: Promise<void>[] = [];
   try {
+    const pending = new Set<Promise<void>>();
     for (const [k, at] of killSchedule(settings.seconds, settings.killEveryMs).entries()) {
       await sleep(at - now());
       const i = k % ORIGINS;
+      if (pending.size > 0) {
+        // On a loaded machine a restart can take longer than killEveryMs: killing now could leave
+        // no origin up, and the proxy would rightly answer 503 (no backend). Wait for the restarts,
+        // then for the proxies' health checks to see them.
+        const waitFrom = now();
+        await Promise.allSettled([...pending]);
+        await sleep(3 * HEALTH_INTERVAL_MS);
+        log(`${target}: kill ${k + 1} delayed ${Math.round(now() - waitFrom)} ms: an origin was still restarting`);
+      }
+      if (now() >= settings.seconds * 1000) break;
       const inFlightAtKill = client.inFlight;
       const killAtMs = now();
       await origins.kill(i);
       const event: { -readonly [K in keyof KillEvent]: KillEvent[K] } = { origin: i, port: origins.ports[i]!, killAtMs, inFlightAtKill, backAtMs: null };
       kills.push(event);
       log(`${target}: t=${(killAtMs / 1000).toFixed(1)} s ${settings.fault === 'stop' ? 'SIGSTOP' : 'SIGKILL'} origin-${i} (${inFlightAtKill} requests in flight)`);
-      restarts.push(
-        (async () => {
-          await sleep(killAtMs + settings.restartAfterMs - now());
-          await origins.restart(i);
-          event.backAtMs = now();
-        })(),
-      );
+      const back = (async () => {
+        await sleep(killAtMs + settings.restartAfterMs - now());
+        await origins.restart(i);
+        event.backAtMs = now();
+      })();
+      pending.add(back);
+      void back.finally(() => pending.delete(back)).catch(() => {});
+      restarts.push(back);
     }
     await sleep(settings.seconds * 1000 - now());
   } finally {
@@ -584,7 +604,7 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
       } else {
         adminPort = await freePort();
         const cfg = path.join(dir, 'holdfast.yaml');
-        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair, fault, http2Streams > 0));
+        writeFileSync(cfg, holdfastConfig(listenPort, adminPort, origins.ports, pair, fault, http2Streams > 0, opts.proxyLog ? 'info' : 'warn'));
         proxy = await startProcess({
           name: 'holdfast',
           command: process.execPath,
@@ -594,6 +614,13 @@ export async function run(opts: ChaosOptions = {}): Promise<ChaosReport> {
           readyTimeoutMs: HOLDFAST_READY_TIMEOUT_MS,
         });
         await waitForPort('127.0.0.1', adminPort);
+        if (opts.proxyLog) {
+          const file = opts.proxyLog;
+          writeFileSync(file, '');
+          const save = (b: Buffer): void => appendFileSync(file, b);
+          proxy.child.stdout?.on('data', save);
+          proxy.child.stderr?.on('data', save);
+        }
       }
       try {
         const preflightProblems = await preflight(listenPort, settings.seed, settings.requestTimeoutMs, tls);

@@ -113,7 +113,10 @@ export const failoverSchema = z
     holdReplyBytes: z.number().int().min(0).max(64 * 1024 * 1024).default(64 * 1024),
     /** Replay POST, PATCH and other non-idempotent requests that carry no Idempotency-Key. */
     replayUnsafe: z.boolean().default(false),
-    /** Backends tried for one request, the first one included. */
+    /**
+     * Backends tried for one request, the first one included, in a row without progress: a backend
+     * that gave the client new reply bytes before failing starts the count again.
+     */
     maxAttempts: z.number().int().min(1).max(16).default(3),
     /** Finish a partly sent reply with Range + If-Range from another backend. */
     rangeResume: z.boolean().default(true),

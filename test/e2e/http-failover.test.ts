@@ -712,16 +712,53 @@ test('dies twice mid-body: the third backend completes the reply byte-exact', as
   assert.ok(ok[1]!.bytesSent > ok[0]!.bytesSent, `the second recovery started later in the body: ${JSON.stringify(ok)}`);
 });
 
-test('dies twice mid-body with maxAttempts: 2 → the client connection is aborted', async (t) => {
-  const fleet = await startFleet(t, 3, (_h, nth) =>
-    serve({ seed: 21, size: OBJ_SIZE, ...(nth === 0 ? { dieAfter: 200 * KB } : nth === 1 ? { dieAfter: 600 * KB } : {}) }),
-  );
+test('dies mid-body, then the next backend dies before sending a byte, with maxAttempts: 2 → the client connection is aborted', async (t) => {
+  const fleet = await startFleet(t, 3, (_h, nth) => (nth === 0 ? serve({ seed: 21, size: OBJ_SIZE, dieAfter: 200 * KB }) : nth === 1 ? { do: 'die' } : serve({ seed: 21, size: OBJ_SIZE })));
   const d = await startTestDispatcher(t, { backends: fleet.hostPorts, health: SLOW_PROBE, failover: { maxAttempts: 2 } });
   const c = await open(t, d.address);
   c.write(get('/twice-mid-body'));
   const err = await assertAborted(c, objectBytes(21, 0, OBJ_SIZE));
   assert.equal(err.status, 200);
   assert.equal(fleet.heads().length, 2, fleet.summary());
+});
+
+// Found by bench/http2's chaos arm at 8–16 streams per connection: 4 MiB replies that took 5–10 s
+// on a loaded machine outlived three kills, each resumed and making progress, and were cut because
+// the budget counted every failover of the exchange. maxAttempts bounds the backends that fail in a
+// row without giving the client a new byte (a request that kills backends), not unrelated deaths.
+test('dies three times mid-body, each backend adding bytes before it dies: the fourth completes it within maxAttempts: 3', async (t) => {
+  const obj = objectBytes(22, 0, OBJ_SIZE);
+  const fleet = await startFleet(t, 4, (_h, nth) => serve({ seed: 22, size: OBJ_SIZE, ...(nth < 3 ? { dieAfter: (nth + 1) * 200 * KB } : {}) }));
+  const events = failoverEvents(t);
+  const d = await startTestDispatcher(t, { backends: fleet.hostPorts, health: SLOW_PROBE, admin: true, failover: { maxAttempts: 3 } });
+  const c = await open(t, d.address);
+  c.write(get('/thrice-mid-body'));
+  const r = await c.readResponse({ timeoutMs: 10_000 });
+  assert.equal(r.status, 200);
+  assertBody(r, obj, 'after three failures');
+  await assertNothingMore(c);
+  assert.equal(fleet.heads().length, 4, fleet.summary());
+  assert.equal(events.filter((e) => e.result === 'ok').length, 3, JSON.stringify(events));
+});
+
+test('dies mid-body, then twice more at the same byte (verified replays that add nothing), with maxAttempts: 3 → aborted', async (t) => {
+  const fleet = await startFleet(t, 4, (_h, nth) => serve({ seed: 23, size: OBJ_SIZE, ...(nth < 3 ? { dieAfter: 200 * KB } : {}) }));
+  const d = await startTestDispatcher(t, { backends: fleet.hostPorts, health: SLOW_PROBE, failover: { maxAttempts: 3 } });
+  const c = await open(t, d.address);
+  c.write(get('/same-byte'));
+  const err = await assertAborted(c, objectBytes(23, 0, OBJ_SIZE));
+  assert.equal(err.status, 200);
+  assert.equal(fleet.heads().length, 3, fleet.summary());
+});
+
+test('dies three times before any reply byte with maxAttempts: 3 → 502, the fourth backend never sees it', async (t) => {
+  const fleet = await startFleet(t, 4, (_h, nth) => (nth < 3 ? { do: 'die' } : ECHO));
+  const d = await startTestDispatcher(t, { backends: fleet.hostPorts, health: SLOW_PROBE, failover: { maxAttempts: 3 } });
+  const c = await open(t, d.address);
+  c.write(get('/thrice'));
+  const r = await c.readResponse({ timeoutMs: 8_000 });
+  assert.equal(r.status, 502, `${r.status}; ${fleet.summary()}`);
+  assert.equal(fleet.heads().length, 3, fleet.summary());
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -128,12 +128,17 @@ export class ClientConn extends HttpReplyRelay implements BackendConnOwner {
   protected failOver(failed: Backend): boolean {
     const fo = this.fwd.rt.config.http.failover;
     if (!fo.enabled || this.phase !== 'exchange') return false;
-    if (this.failStrategy === null) this.failBytes = this.resSent && this.record !== null ? this.record.sent : 0;
+    const sent = this.resSent && this.record !== null ? this.record.sent : 0;
+    if (this.failStrategy === null) this.failBytes = sent;
     if (this.log === null || this.log.overflow) {
       this.publishFailover(failed, null, 'none', this.log === null ? 'refused' : 'not-logged');
       return false;
     }
-    if (this.failovers + 1 >= fo.maxAttempts) {
+    // maxAttempts bounds the backends that fail one after the other without giving the client a
+    // new reply byte (a request that kills its backends). A backend that took the reply further
+    // before it failed resets the count: long replies may outlive any number of unrelated deaths.
+    if (this.failStrategy !== null && sent > this.failBytes) this.fruitlessFailovers = 0;
+    if (this.fruitlessFailovers + 1 >= fo.maxAttempts) {
       this.publishFailover(failed, null, this.failStrategy ?? 'replay', 'failed');
       return false;
     }
@@ -168,7 +173,7 @@ export class ClientConn extends HttpReplyRelay implements BackendConnOwner {
     if (this.failStrategy !== null) {
       this.publishFailover(this.failedBackend, failed, this.failStrategy, this.recoveryMs >= 0 ? 'ok' : 'failed');
     }
-    this.failovers++;
+    this.fruitlessFailovers++;
     this.failStrategy = strategy;
     this.failBytes = this.resSent && this.record !== null ? this.record.sent : 0;
     this.failedBackend = failed;

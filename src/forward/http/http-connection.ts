@@ -101,7 +101,8 @@ export abstract class HttpConnection {
   protected learnFrom: Backend | null = null;
   // Failover (issue 4).
   protected log: RequestLog | null = null;
-  protected failovers = 0;
+  /** Failovers since the client last got a new reply byte: what failover.maxAttempts bounds. */
+  protected fruitlessFailovers = 0;
   protected failedAt = 0;
   protected failedBackend: Backend | null = null;
   protected failStrategy: FailoverEvent['strategy'] | null = null;

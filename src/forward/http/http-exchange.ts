@@ -52,7 +52,7 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
     const fo = rt.config.http.failover;
     this.log = fo.enabled && isReplayable(req, fo) ? new RequestLog(this.reqHead, fo.maxRequestLogBytes, this.fwd.logBudget) : null;
     if (this.log?.overflow) this.publishLogOverflow();
-    this.failovers = 0;
+    this.fruitlessFailovers = 0;
     this.failBytes = 0;
     this.failedAt = 0;
     this.failedBackend = null;

@@ -12,7 +12,7 @@ import type { HealthMonitor } from '../monitor/index.js';
 import type { LoadManager } from '../load/index.js';
 import type { Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { delayLoad, EventLoopLoad, littleDelay, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { delayLoad, EventLoopLoad, QueueDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import { channels, type HttpExchangeEvent, type SipInviteEvent } from '../core/diagnostics.js';
 import type { Forwarder } from '../pipeline/index.js';
 import type { Edge } from '../edge/edge.js';
@@ -71,41 +71,28 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
   const protocol = s.config.protocol;
   const timed = (protocol === 'http' || protocol === 'sip') && a.delayCapacityMs > 0;
   const channel = protocol === 'sip' ? channels.sipInvite : channels.httpExchange;
-  const standing = new StandingDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)));
-  let completed = 0;
+  const queue = new QueueDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)), s.config.load.intervalMs);
   /** SIP: the forwarder's INVITEs awaiting their first answer, as of its latest event. */
   let invitesPending = 0;
   // A backend's 5xx (its own 503 when overloaded) is quick and says nothing of its queue.
   const onExchange = (m: unknown): void => {
     const e = m as HttpExchangeEvent;
-    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) {
-      standing.record(e.durationMs);
-      completed++;
-    }
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) queue.record(e.durationMs);
   };
   const onInvite = (m: unknown): void => {
     const e = m as SipInviteEvent;
     if (e.service !== name) return;
     invitesPending = e.pending;
-    if (e.kind === 'answered' && e.status < 500) {
-      standing.record(e.durationMs);
-      completed++;
-    }
+    if (e.kind === 'answered' && e.status < 500) queue.record(e.durationMs);
   };
   const listener = protocol === 'sip' ? onInvite : onExchange;
-  // The queue ahead of a request sent now: the larger of what the fastest completed request waited
-  // and what Little's law says of the requests in flight (admission-delay.ts: the first lags). In
-  // flight: HTTP requests at the backends; SIP INVITEs unanswered (a backend's `active` counts calls,
-  // which last long after their INVITE was served).
-  const queueDelay = (): number => {
-    const waited = standing.sample();
-    let inflight = 0;
-    if (protocol === 'sip') inflight = invitesPending;
-    else for (const b of s.backends) inflight += b.active;
-    const little = littleDelay(inflight, completed, s.config.load.intervalMs) - standing.baseline;
-    completed = 0;
-    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
-    return little > waited ? little : waited;
+  // In flight: HTTP requests at the backends; SIP INVITEs unanswered (a backend's `active` counts
+  // calls, which last long after their INVITE was served).
+  const inflight = (): number => {
+    if (protocol === 'sip') return invitesPending;
+    let n = 0;
+    for (const b of s.backends) n += b.active;
+    return n;
   };
   if (timed) channel.subscribe(listener);
   const feed = startAdmissionFeed(
@@ -113,7 +100,7 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
-      ...(timed ? { delay: () => delayLoad(queueDelay(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
+      ...(timed ? { delay: () => delayLoad(queue.sample(inflight()), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
     },
     clock,
     s.config.load.intervalMs,

@@ -9,7 +9,9 @@
  * overload is real; each backend reports its busy share plus queue pressure scaled by 0.6, which puts
  * a saturated cluster at 0.6: between T2 (0.4) and T3 (0.9), the band where only established
  * sessions are admitted. SIP: a UDP user agent server in this process whose load reporter declares
- * 0.6, an INVITE refused, an in-dialog request and a BYE of an earlier call forwarded.
+ * 0.6, an INVITE refused, an in-dialog request and a BYE of an earlier call forwarded. SIP with the
+ * defaults (issue 17): a backend reporting full load whose INVITEs are answered at once is not
+ * refused; INVITEs it leaves unanswered (100 Trying only) are a queue that gets new calls refused.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';

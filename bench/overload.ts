@@ -76,7 +76,7 @@ export interface OverloadOptions {
    * Diagnosis (env BENCH_OVERLOAD_TRACE=<dir>): each holdfast process is started with TRACE_HOOK
    * preloaded, which appends every `holdfast:admission:sample` (l, l_c, band, T2, T3) and
    * `holdfast:load:sample` (each backend's load and shell forecast) as JSON lines to
-   * <dir>/trace-<factor>x-<arm>.jsonl. Off by default; nothing of it is in the product.
+   * <dir>/trace-<factor>x-<arm>.jsonl (SIP: trace-sip-<factor>x-<arm>.jsonl). Off by default; nothing of it is in the product.
    */
   readonly traceDir?: string;
 }
@@ -452,7 +452,7 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
   }
   const sip: SipResult[] = [];
   try {
-    if (s.sip) sip.push(...(await runSip(s, dir, keyFile, key, monitorPort, capacityRps, log)));
+    if (s.sip) sip.push(...(await runSip(s, dir, keyFile, key, monitorPort, capacityRps, log, traceDir)));
   } finally {
     removeTempDir(dir);
   }
@@ -467,7 +467,16 @@ const SIP_UAS_JS = fileURLToPath(new URL('./lib/capacity-sip-uas.js', import.met
  * warmupS + seconds, calls of thinkMs, every message answered within deadlineMs (-recv_timeout) or
  * the call fails. Arms sa2c (product defaults) and plain.
  */
-async function runSip(s: Settings, dir: string, keyFile: string, key: Buffer, monitorPort: number, capacity: number, log: (line: string) => void): Promise<SipResult[]> {
+async function runSip(
+  s: Settings,
+  dir: string,
+  keyFile: string,
+  key: Buffer,
+  monitorPort: number,
+  capacity: number,
+  log: (line: string) => void,
+  traceDir: string | null,
+): Promise<SipResult[]> {
   const servers: Backend[] = [];
   const out: SipResult[] = [];
   try {
@@ -488,10 +497,12 @@ async function runSip(s: Settings, dir: string, keyFile: string, key: Buffer, mo
         const adminPort = await freePort();
         const cfg = path.join(dir, `holdfast-sip-${arm}-${factor}.yaml`);
         writeFileSync(cfg, JSON.stringify(holdfastConfig(arm, listenPort, adminPort, monitorPort, keyFile, servers.map((b) => b.port), s.sa2c, 'sip')));
+        const trace = traceDir === null ? null : path.join(traceDir, `trace-sip-${factor}x-${arm}.jsonl`);
         const holdfast = await startProcess({
           name: `holdfast-sip-${arm}`,
           command: process.execPath,
-          args: [HOLDFAST_BIN, 'dispatcher', '--config', cfg],
+          args: [...(trace === null ? [] : ['--import', TRACE_HOOK]), HOLDFAST_BIN, 'dispatcher', '--config', cfg],
+          env: trace === null ? process.env : { ...process.env, HF_OVERLOAD_TRACE: trace },
           cwd: REPO_ROOT,
           readyPort: { host: '127.0.0.1', port: adminPort },
         });

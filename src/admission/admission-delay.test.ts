@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+import { QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -49,4 +49,23 @@ test("littleDelay: in flight over the completion rate, in ms; nothing in flight 
   assert.equal(littleDelay(6, 24, 100), 25); // six workers busy, no queue: the service time
   assert.equal(littleDelay(0, 24, 100), 0);
   assert.equal(littleDelay(12, 0, 100), 1200);
+});
+
+test('QueueDelay: the larger of the standing delay and Little\'s law, less the baseline; NaN only with no evidence at all', () => {
+  const q = new QueueDelay(3, 100);
+  assert.ok(Number.isNaN(q.sample(0)), 'no completion, no baseline');
+  q.record(20);
+  q.record(30);
+  assert.equal(q.sample(0), 0); // baseline 20: 20 - 20; Little 0 - 20 < 0
+  // SIP at twice capacity: 12 INVITEs unanswered, 2 answered in 100 ms (20 per s): 600 ms of queue,
+  // where the fastest answer says only 30 ms so far.
+  q.record(50);
+  q.record(60);
+  assert.equal(q.sample(12), 580); // max(50 - 20, 12 x 100 / 2 - 20)
+  // Nothing answered, 3 outstanding: Little's law alone, no completion counting as one.
+  assert.equal(q.sample(3), 280); // 3 x 100 / 1 - 20
+  assert.equal(q.sample(0), 0);
+  // Below capacity: one in service, 4 answered in 100 ms (40 per s): Little says 25 ms, the fastest 21.
+  for (const ms of [22, 21, 25, 30]) q.record(ms);
+  assert.equal(q.sample(1), 5); // max(21 - 20, 1 x 100 / 4 - 20)
 });

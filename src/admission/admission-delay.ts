@@ -68,6 +68,37 @@ export function littleDelay(inflight: number, completed: number, intervalMs: num
 }
 
 /**
+ * The queue ahead of a request (HTTP) or an initial INVITE (SIP) sent now, in ms: the larger of what
+ * the fastest one completed in the interval waited (StandingDelay) and what Little's law says of
+ * those in flight (the first lags by the delay itself), both less the no-queue baseline.
+ * `record` takes each completion's latency; `sample(inflight)` closes the interval of `intervalMs`.
+ * NaN when nothing completed and no baseline is known yet. Constant memory.
+ *   record(20), record(30), sample(0) = 0 (baseline 20);
+ *   record(50), record(60), sample(12) = max(50 - 20, 12 x 100 / 2 - 20) = 580
+ */
+export class QueueDelay {
+  private readonly standing: StandingDelay;
+  private completed = 0;
+
+  constructor(windowIntervals: number, private readonly intervalMs: number) {
+    this.standing = new StandingDelay(windowIntervals);
+  }
+
+  record(latencyMs: number): void {
+    this.standing.record(latencyMs);
+    this.completed++;
+  }
+
+  sample(inflight: number): number {
+    const waited = this.standing.sample();
+    const little = littleDelay(inflight, this.completed, this.intervalMs) - this.standing.baseline;
+    this.completed = 0;
+    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
+    return little > waited ? little : waited;
+  }
+}
+
+/**
  * The delay as a fraction of capacity, comparable with SA2C's thresholds, piecewise linear: 0 at no
  * standing delay, T1 at `targetMs` (the delay a service tolerates before it sheds new sessions),
  * C at `capacityMs` (the delay at which it refuses everything), clamped to [0, 1]. NaN stays NaN.

@@ -49,7 +49,8 @@ export const admissionSchema = z
      */
     riseMs: z.number().int().min(0).max(600_000).default(100),
     /**
-     * For services whose exchanges the dispatcher times (HTTP), the standing queueing delay (ms) that
+     * For services whose exchanges the dispatcher times (HTTP; SIP: initial INVITEs to their first answer
+     * above 100), the standing queueing delay (ms) that
      * reads as T1: new sessions start being refused there (admission-delay.ts).
      */
     delayTargetMs: z.number().int().min(1).max(600_000).default(100),

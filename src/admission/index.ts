@@ -18,7 +18,7 @@ export {
 } from './admission-controller.js';
 export { admissionSchema, type AdmissionConfig } from './admission-schema.js';
 export { EventLoopLoad, LoadSmoother, startAdmissionFeed, type FeedSmoothing, type LoadSources } from './admission-feed.js';
-export { StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+export { QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
 export {
   BANDS,
   bandOf,

@@ -39,6 +39,12 @@ export const channels = {
   connectionClose: diagnostics_channel.channel('holdfast:connection:close'),
   /** An HTTP exchange completed (or failed). Message: HttpExchangeEvent. */
   httpExchange: diagnostics_channel.channel('holdfast:http:exchange'),
+  /**
+   * A SIP service's initial INVITE was forwarded to a backend, first answered (a response above 100),
+   * or abandoned unanswered (its session closed). Message: SipInviteEvent, one object per forwarder
+   * rewritten before each publish: read it during the call, do not keep it.
+   */
+  sipInvite: diagnostics_channel.channel('holdfast:sip:invite'),
   /** A client request was refused by the forwarder (400, 408, 431...). Message: HttpRefuseEvent. */
   httpRefuse: diagnostics_channel.channel('holdfast:http:refuse'),
   /** Bytes relayed on a TCP splice, published at close. Message: TcpSpliceEvent. */
@@ -254,6 +260,27 @@ export interface HttpExchangeEvent {
   durationMs: number;
   bytesIn: number;
   bytesOut: number;
+}
+
+/**
+ * An initial INVITE's transaction at a backend (issue 17: SA2C's queueing-delay input for SIP). Timed
+ * from the first time holdfast forwards it to the first response above 100 Trying: a 100 is sent on
+ * receipt, ahead of any queue (RFC 3261 §8.2.6.1); a 180/183 or a final response is sent once the
+ * server has processed the INVITE; from 180 to 200 a human is deciding, which tells nothing of the
+ * server's queue.
+ */
+export interface SipInviteEvent {
+  readonly service: string;
+  /** sent: forwarded (retransmissions are not events); answered; abandoned: its session closed unanswered. */
+  kind: 'sent' | 'answered' | 'abandoned';
+  /** The backend the INVITE's session is pinned to (null: none any more). */
+  backend: string | null;
+  /** The first response's status (answered), else 0. */
+  status: number;
+  /** Milliseconds from forwarding to that response (answered), else 0. */
+  durationMs: number;
+  /** INVITEs of this forwarder awaiting their first answer, after this event. */
+  pending: number;
 }
 
 export interface HttpRefuseEvent {

@@ -12,8 +12,8 @@ import type { HealthMonitor } from '../monitor/index.js';
 import type { LoadManager } from '../load/index.js';
 import type { Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { delayLoad, EventLoopLoad, littleDelay, StandingDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
-import { channels, type HttpExchangeEvent } from '../core/diagnostics.js';
+import { delayLoad, EventLoopLoad, QueueDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { channels, type HttpExchangeEvent, type SipInviteEvent } from '../core/diagnostics.js';
 import type { Forwarder } from '../pipeline/index.js';
 import type { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
@@ -56,44 +56,51 @@ export function newBackend(service: string, b: ServiceConfig['backends'][number]
  * short-term cluster estimate (eq. 1 over the shell forecasts) divided by alpha — eq. 1 is at most
  * alpha (every backend fully loaded, no variance), so without it the default alpha of 0.5 would never
  * let the cluster load reach T1 = 0.6; divided, it is the mean load plus (1-alpha)/alpha x variance.
- * For an HTTP service with `admission.delayCapacityMs` > 0, the standing queueing delay of its
- * exchanges (timed by the forwarder, `holdfast:http:exchange`, answered by a backend) is the third
- * input (admission-delay.ts). All are smoothed by the feed, which also discards the first
- * event-loop sample (the dispatcher's start-up): see admission-feed.ts. cancel() also unsubscribes.
+ * For an HTTP or SIP service with `admission.delayCapacityMs` > 0, the standing queueing delay at its
+ * backends is the third input (admission-delay.ts): HTTP times its exchanges (`holdfast:http:exchange`,
+ * request head to end of reply), SIP its initial INVITEs (`holdfast:sip:invite`, forwarding to the
+ * first answer above 100 Trying: the server's queue, not the callee's ringing). All are smoothed by the
+ * feed, which also discards the first event-loop sample (the dispatcher's start-up): see
+ * admission-feed.ts. cancel() also unsubscribes.
  */
 export function startAdmission(s: Service, clock: Clock): TimerHandle {
   const elu = new EventLoopLoad();
   const alpha = s.config.load.alpha;
   const a = s.config.admission;
   const name = s.config.name;
-  const timed = s.config.protocol === 'http' && a.delayCapacityMs > 0;
-  const standing = new StandingDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)));
-  let completed = 0;
+  const protocol = s.config.protocol;
+  const timed = (protocol === 'http' || protocol === 'sip') && a.delayCapacityMs > 0;
+  const channel = protocol === 'sip' ? channels.sipInvite : channels.httpExchange;
+  const queue = new QueueDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)), s.config.load.intervalMs);
+  /** SIP: the forwarder's INVITEs awaiting their first answer, as of its latest event. */
+  let invitesPending = 0;
+  // A backend's 5xx (its own 503 when overloaded) is quick and says nothing of its queue.
   const onExchange = (m: unknown): void => {
     const e = m as HttpExchangeEvent;
-    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) {
-      standing.record(e.durationMs);
-      completed++;
-    }
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) queue.record(e.durationMs);
   };
-  // The queue ahead of a request sent now: the larger of what the fastest completed request waited
-  // and what Little's law says of the requests in flight (admission-delay.ts: the first lags).
-  const queueDelay = (): number => {
-    const waited = standing.sample();
-    let inflight = 0;
-    for (const b of s.backends) inflight += b.active;
-    const little = littleDelay(inflight, completed, s.config.load.intervalMs) - standing.baseline;
-    completed = 0;
-    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
-    return little > waited ? little : waited;
+  const onInvite = (m: unknown): void => {
+    const e = m as SipInviteEvent;
+    if (e.service !== name) return;
+    invitesPending = e.pending;
+    if (e.kind === 'answered' && e.status < 500) queue.record(e.durationMs);
   };
-  if (timed) channels.httpExchange.subscribe(onExchange);
+  const listener = protocol === 'sip' ? onInvite : onExchange;
+  // In flight: HTTP requests at the backends; SIP INVITEs unanswered (a backend's `active` counts
+  // calls, which last long after their INVITE was served).
+  const inflight = (): number => {
+    if (protocol === 'sip') return invitesPending;
+    let n = 0;
+    for (const b of s.backends) n += b.active;
+    return n;
+  };
+  if (timed) channel.subscribe(listener);
   const feed = startAdmissionFeed(
     s.admission,
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
-      ...(timed ? { delay: () => delayLoad(queueDelay(), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
+      ...(timed ? { delay: () => delayLoad(queue.sample(inflight()), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
     },
     clock,
     s.config.load.intervalMs,
@@ -102,7 +109,7 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
   return {
     cancel: () => {
       feed.cancel();
-      if (timed) channels.httpExchange.unsubscribe(onExchange);
+      if (timed) channel.unsubscribe(listener);
     },
     refresh: () => feed.refresh(),
   };

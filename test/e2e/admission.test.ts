@@ -9,7 +9,9 @@
  * overload is real; each backend reports its busy share plus queue pressure scaled by 0.6, which puts
  * a saturated cluster at 0.6: between T2 (0.4) and T3 (0.9), the band where only established
  * sessions are admitted. SIP: a UDP user agent server in this process whose load reporter declares
- * 0.6, an INVITE refused, an in-dialog request and a BYE of an earlier call forwarded.
+ * 0.6, an INVITE refused, an in-dialog request and a BYE of an earlier call forwarded. SIP with the
+ * defaults (issue 17): a backend reporting full load whose INVITEs are answered at once is not
+ * refused; INVITEs it leaves unanswered (100 Trying only) are a queue that gets new calls refused.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -25,6 +27,7 @@ import type { HostPort } from '../../src/core/address.js';
 import { freePort, makeTempDir, removeTempDir, startProcess, waitForPort } from '../../bench/lib/procs.js';
 import { startLoadReporter } from '../../bench/lib/load-reporter.js';
 import { rawUdpPeer } from '../helpers/sip-backends.js';
+import { channels, type LoadSampleEvent } from '../../src/core/diagnostics.js';
 
 const BACKEND_JS = fileURLToPath(new URL('../../bench/lib/capacity-backend.js', import.meta.url));
 const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
@@ -233,24 +236,50 @@ test('HTTP under real overload: new sessions get 503 + Retry-After, established 
   sessionCookie(r);
 });
 
-/** A SIP UAS on UDP that answers every request 200 OK (To tag added), keeping what it received. */
-async function sipUas(t: TestContext): Promise<{ port: number; requests: string[] }> {
+/** A response `status` to the SIP request `text` (Via, From, Call-ID, CSeq copied; To tag added). */
+function sipReply(text: string, status: string): string {
+  const lines = text.split('\r\n');
+  const keep = lines.filter((l) => /^(Via|From|Call-ID|CSeq):/i.test(l));
+  const to = lines.find((l) => /^To:/i.test(l))!;
+  return [`SIP/2.0 ${status}`, ...keep, /;tag=/.test(to) || status.startsWith('100 ') ? to : `${to};tag=uas1`, 'Content-Length: 0', '', ''].join('\r\n');
+}
+
+/**
+ * A SIP UAS on UDP that answers every request 200 OK (To tag added), keeping what it received. With
+ * `hold` set, an INVITE gets only a 100 Trying and waits (a server whose queue does not drain) until
+ * release() answers every held one 200.
+ */
+async function sipUas(t: TestContext): Promise<{ port: number; requests: string[]; hold: boolean; readonly held: number; release(): void }> {
   const socket = dgram.createSocket('udp4');
   const requests: string[] = [];
+  const held: { text: string; port: number }[] = [];
   socket.on('error', () => {});
+  const uas = {
+    port: 0,
+    requests,
+    hold: false,
+    get held(): number {
+      return held.length;
+    },
+    release(): void {
+      for (const h of held.splice(0)) socket.send(sipReply(h.text, '200 OK'), h.port, '127.0.0.1');
+    },
+  };
   socket.on('message', (buf, rinfo) => {
     const text = buf.toString('latin1');
     if (!/^[A-Z]+ sip:/.test(text)) return; // the health probe's empty datagram
     requests.push(text);
-    const lines = text.split('\r\n');
-    const keep = lines.filter((l) => /^(Via|From|Call-ID|CSeq):/i.test(l));
-    const to = lines.find((l) => /^To:/i.test(l))!;
-    const reply = ['SIP/2.0 200 OK', ...keep, /;tag=/.test(to) ? to : `${to};tag=uas1`, 'Content-Length: 0', '', ''].join('\r\n');
-    socket.send(reply, rinfo.port, rinfo.address);
+    if (uas.hold && text.startsWith('INVITE ')) {
+      held.push({ text, port: rinfo.port });
+      socket.send(sipReply(text, '100 Trying'), rinfo.port, rinfo.address);
+      return;
+    }
+    socket.send(sipReply(text, '200 OK'), rinfo.port, rinfo.address);
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
   t.after(() => socket.close());
-  return { port: socket.address().port, requests };
+  uas.port = socket.address().port;
+  return uas;
 }
 
 test('SIP under overload: an INVITE is refused with 503 + Retry-After, in-dialog requests of an open call go through', { timeout: 30_000 }, async (t) => {
@@ -323,4 +352,91 @@ test('SIP under overload: an INVITE is refused with 503 + Retry-After, in-dialog
   load = 0;
   await waitForBand(admin, 'sip', 'below-t1', 10_000);
   assert.match(await exchange(request('INVITE', 'call-d', 1, null)), /^SIP\/2\.0 200 OK/);
+});
+
+test('SIP with the default delay input (issue 17): a backend reporting full load whose INVITEs are answered at once is not refused; INVITEs left unanswered are a queue, and new calls are refused until it drains', { timeout: 60_000 }, async (t) => {
+  const { file, key } = keyFile(t);
+  const monitorPort = await freePort();
+  const uas = await sipUas(t);
+  const config = configSchema.parse({
+    version: 1,
+    logging: { level: 'silent' },
+    admin: { enabled: true, listen: '127.0.0.1:0' },
+    cluster: { keyFile: file },
+    monitor: { listen: `127.0.0.1:${monitorPort}` },
+    services: [
+      {
+        name: 'sipq',
+        protocol: 'sip',
+        listen: '127.0.0.1:0',
+        sip: { transports: ['udp'] },
+        backends: [{ id: 'b0', address: `127.0.0.1:${uas.port}`, agent: 1 }],
+        load: { intervalMs: LOAD_INTERVAL_MS },
+        // The product's defaults (T1 0.6, delay target 100 ms, capacity 1000 ms), a short Retry-After.
+        admission: { enabled: true, retryAfterS: RETRY_AFTER_S },
+      },
+    ],
+  });
+  const d = await startDispatcher(config);
+  t.after(() => d.close());
+  const at = d.serviceAddress('sipq');
+  const admin = d.adminAddress!;
+  // Once a call has been answered (the delay input has its baseline), the backend says it is fully
+  // loaded throughout: utilisation alone would refuse every new call.
+  let load = 0;
+  const reporter = startLoadReporter({ host: 1, monitorHost: '127.0.0.1', monitorPort, key, intervalMs: LOAD_INTERVAL_MS, load: () => load });
+  t.after(() => reporter.close());
+  let fullLoadSeen = 0;
+  const onLoad = (m: unknown): void => {
+    const e = m as LoadSampleEvent;
+    if (e.service === 'sipq' && e.load === 1) fullLoadSeen++;
+  };
+  channels.loadSample.subscribe(onLoad);
+  t.after(() => channels.loadSample.unsubscribe(onLoad));
+  const client = await rawUdpPeer(t);
+  await settle(admin, 'sipq');
+  let seq = 0;
+  const invite = (callId: string): string =>
+    `INVITE sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:${client.port};branch=z9hG4bK-${callId}-${++seq};rport\r\n` +
+    `From: <sip:a@127.0.0.1>;tag=ua1\r\nTo: <sip:x@127.0.0.1>\r\nCall-ID: ${callId}\r\n` +
+    `CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContact: <sip:a@127.0.0.1:${client.port}>\r\nContent-Length: 0\r\n\r\n`;
+  const exchange = async (msg: string): Promise<string> => {
+    const from = client.received.length;
+    await client.send(msg, at.port);
+    return (await client.next(from, 3_000)).data.toString('latin1');
+  };
+  const pause = (): Promise<void> => new Promise((r) => setTimeout(r, LOAD_INTERVAL_MS));
+
+  assert.match(await exchange(invite('first')), /^SIP\/2\.0 200 OK/);
+  load = 1;
+  // Answered at once while the backend reports full load (20 reports taken): no queue, admitted.
+  let calls = 0;
+  for (const until = Date.now() + 10_000; fullLoadSeen < 20; ) {
+    if (Date.now() > until) assert.fail("the backend's load reports never arrived");
+    assert.match(await exchange(invite(`ok-${++calls}`)), /^SIP\/2\.0 200 OK/, `call ${calls} admitted at full utilisation`);
+    await pause();
+  }
+  assert.equal(sample(await metrics(admin), 'holdfast_admission_rejected_total', { service: 'sipq', verdict: 'refuse' }), 0);
+
+  // INVITEs the backend does not answer (100 Trying only) pile up: by Little's law n of them read
+  // n x 50 ms of queue, over the 100 ms target (T1) only from n = 3 on; new calls are then refused.
+  uas.hold = true;
+  let refused = '';
+  for (let i = 0; i < 200; i++) {
+    refused = await exchange(invite(`held-${i}`));
+    if (!refused.startsWith('SIP/2.0 100')) break;
+    if (i >= 20) await pause();
+  }
+  assert.ok(uas.held >= 3, `${uas.held} INVITEs held before the first refusal`);
+  assert.match(refused, /^SIP\/2\.0 503 Service Unavailable/);
+  assert.match(refused, new RegExp(`^Retry-After: ${RETRY_AFTER_S}\\r$`, 'm'));
+
+  // The queue drains (every held INVITE answered): admitted again, the backend still reporting full load.
+  uas.hold = false;
+  uas.release();
+  await waitForBand(admin, 'sipq', 'below-t1', 10_000);
+  const reportsBefore = fullLoadSeen;
+  assert.match(await exchange(invite(`after-${++calls}`)), /^SIP\/2\.0 200 OK/);
+  for (const until = Date.now() + 5_000; fullLoadSeen <= reportsBefore && Date.now() < until; ) await pause();
+  assert.ok(fullLoadSeen > reportsBefore, 'the backend still reports full load');
 });

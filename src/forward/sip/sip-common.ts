@@ -69,6 +69,8 @@ export interface SipSession {
   lingerSeq: number;
   /** The backend whose `active` count holds this session. */
   counted: Backend | null;
+  /** Clock time (ms) the initial INVITE was first forwarded while it awaits its first answer, else -1. */
+  inviteAt: number;
 }
 
 /** One per backend: the connected UDP socket holdfast talks to it through. */

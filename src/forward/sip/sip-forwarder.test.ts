@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import '../../balance/index.js';
 import { createBalancer } from '../../balance/balancer.js';
 import { FakeClock } from '../../core/clock.js';
-import { channels, type MessageDropEvent, type SessionCloseEvent, type SessionRefuseEvent } from '../../core/diagnostics.js';
+import { channels, type MessageDropEvent, type SessionCloseEvent, type SessionRefuseEvent, type SipInviteEvent } from '../../core/diagnostics.js';
 import type { BackendFailureKind } from '../../core/errors.js';
 import { serviceSchema } from '../../config/schema.js';
 import { Backend } from '../../core/backend.js';
@@ -324,6 +324,54 @@ test('lifecycle: BYE ends the session after Timer J (64 x T1); a final failure t
   assert.deepEqual(rig.closes.map((e) => e.reason), ['ended', 'ended']);
   assert.equal(rig.forwarder.stats.ended, 2);
   assert.equal(rig.backends[0]!.active, 1, 'one session still counted on the backend');
+});
+
+test('INVITE timing (issue 17): from the first forwarding to the first answer above 100, retransmissions not re-timed; an unanswered INVITE whose session closes is abandoned', async (t) => {
+  const backend = await udpPeer(t);
+  const rig = await makeRig(t, [backend.port]);
+  const events: SipInviteEvent[] = [];
+  // The forwarder rewrites one event object: copy it during the call.
+  const fn = (m: unknown): void => {
+    if ((m as SipInviteEvent).service === rig.service) events.push({ ...(m as SipInviteEvent) });
+  };
+  channels.sipInvite.subscribe(fn);
+  t.after(() => channels.sipInvite.unsubscribe(fn));
+  const client = await udpPeer(t);
+  const invite = request(client.port, { callId: 't-1', branch: 'z9hG4bKt1' });
+  client.send(invite, rig.port); // clock 1000
+  const first = parse((await backend.next(0)).data);
+  rig.clock.advance(40);
+  client.send(invite, rig.port); // a retransmission at 1040: not a new timing
+  await backend.next(1);
+  backend.send(responseTo(first, 100, 'Trying'), backend.got[0]!.port);
+  await waitFor(() => client.got.length >= 1, 'the 100');
+  rig.clock.advance(35);
+  backend.send(responseTo(first, 180, 'Ringing'), backend.got[0]!.port);
+  await waitFor(() => client.got.length >= 2, 'the 180');
+  rig.clock.advance(2000); // the callee takes 2 s to pick up: not the server's queue
+  backend.send(responseTo(first, 200, 'OK'), backend.got[0]!.port);
+  await waitFor(() => client.got.length >= 3, 'the 200');
+  assert.deepEqual(events, [
+    { service: rig.service, kind: 'sent', backend: 'b0', status: 0, durationMs: 0, pending: 1 },
+    { service: rig.service, kind: 'answered', backend: 'b0', status: 180, durationMs: 75, pending: 0 },
+  ]);
+  // A re-INVITE in the dialog is not timed.
+  client.send(request(client.port, { callId: 't-1', toTag: 'uas1', cseq: 2 }), rig.port);
+  await backend.next(2);
+
+  // Two INVITEs outstanding, one never answered: its session closes (timeout), it is abandoned.
+  client.send(request(client.port, { callId: 't-2' }), rig.port);
+  client.send(request(client.port, { callId: 't-3' }), rig.port);
+  await backend.next(4);
+  assert.deepEqual(events.slice(2).map((e) => [e.kind, e.pending]), [['sent', 1], ['sent', 2]]);
+  const t3 = parse(backend.got.find((g) => parse(g.data).callId === 't-3')!.data);
+  rig.clock.advance(10);
+  backend.send(responseTo(t3, 486, 'Busy Here'), backend.got[0]!.port);
+  await waitFor(() => events.length >= 5, 'the 486');
+  assert.deepEqual(events[4], { service: rig.service, kind: 'answered', backend: 'b0', status: 486, durationMs: 10, pending: 1 });
+  rig.layer.sessions.close(rig.runtime.sessions.table.find('t-2'), 'timeout');
+  assert.deepEqual(events[5], { service: rig.service, kind: 'abandoned', backend: 'b0', status: 0, durationMs: 0, pending: 0 });
+  assert.equal(events.length, 6);
 });
 
 test('requests from a backend (to the service socket, Record-Route style) reach the client and its answer goes back', async (t) => {

@@ -110,6 +110,7 @@ export abstract class SipRouting extends SipSessions {
         confirmed: false,
         lingerSeq: 0,
         counted: null,
+        inviteAt: -1,
       };
       this.records.set(h, rec);
     } else {
@@ -131,11 +132,16 @@ export abstract class SipRouting extends SipSessions {
       if (DIALOG_CREATING.has(m.method)) rec.dialog = true;
     }
     const backend = route.backend;
+    const session = rec;
+    const initialInvite = m.method === 'INVITE' && m.toTag === null;
     this.media.handle(
       m,
       'client',
       transport,
-      (out) => this.forwardRequest(out, backend, host, port, ingress, original, attempt),
+      (out) => {
+        if (initialInvite) this.inviteSent(session);
+        this.forwardRequest(out, backend, host, port, ingress, original, attempt);
+      },
       (status, reason, extra) => {
         if (status === 503) this.stats.refused++;
         else this.stats.answered++;
@@ -327,6 +333,7 @@ export abstract class SipRouting extends SipSessions {
       confirmed: true,
       lingerSeq: 0,
       counted: null,
+      inviteAt: -1,
     };
     this.records.set(h, rec);
     return rec;

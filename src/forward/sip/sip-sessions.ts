@@ -7,7 +7,7 @@
 import dgram from 'node:dgram';
 import type { HostPort } from '../../core/address.js';
 import type { TimerHandle } from '../../core/clock.js';
-import { channels, type MessageDropEvent } from '../../core/diagnostics.js';
+import { channels, type MessageDropEvent, type SipInviteEvent } from '../../core/diagnostics.js';
 import type { Backend } from '../../core/backend.js';
 import { addressKey, NO_FLOW, PROTO_TCP, PROTO_UDP, type FlowHandle } from '../../sessions/flow-table.js';
 import { NO_SESSION, type SessionHandle } from '../../sessions/session-table.js';
@@ -150,19 +150,62 @@ export abstract class SipSessions {
 
   // ------------------------------------------------------------------ session lifecycle
 
-  /** What a response passing through says about its session (either direction). */
-  protected responseLifecycle(m: SipMessage): void {
+  /**
+   * What a response passing through says about its session (either direction). `fromBackend`: it
+   * came from a backend, so a first answer above 100 to the session's initial INVITE ends its timing.
+   */
+  protected responseLifecycle(m: SipMessage, fromBackend = false): void {
     const h = this.router.find(m.callId);
     if (h === NO_SESSION) return;
     this.router.touch(h);
     const rec = this.records.get(h);
-    if (!rec || m.status < 200) return;
+    if (!rec) return;
+    if (fromBackend && rec.inviteAt >= 0 && m.status > 100 && m.method === 'INVITE') this.inviteDone(rec, 'answered', m.status);
+    if (m.status < 200) return;
     if (m.method === 'INVITE') {
       if (m.status < 300) rec.confirmed = true;
       else if (!rec.confirmed) this.startLinger(rec);
     }
     if (rec.confirmed && (m.status === 481 || m.status === 408)) this.startLinger(rec);
     else if (!rec.dialog && m.method !== 'CANCEL') this.startLinger(rec);
+  }
+
+  // ------------------------------------------------------------------ INVITE timing (issue 17)
+
+  /**
+   * The initial INVITE of `rec` goes to its backend: timed from its first sending (a retransmission,
+   * or a re-send to a new pin after a failure, keeps the first time: the caller waits from then).
+   */
+  protected inviteSent(rec: SipSession): void {
+    if (rec.inviteAt >= 0 || rec.confirmed) return;
+    rec.inviteAt = this.rt.clock.now();
+    this.pendingInvites++;
+    this.publishInvite(rec, 'sent', 0, 0);
+  }
+
+  /** The initial INVITE of `rec` was first answered (`status` > 100) or its session closed first. */
+  protected inviteDone(rec: SipSession, kind: 'answered' | 'abandoned', status: number): void {
+    const durationMs = kind === 'answered' ? this.rt.clock.now() - rec.inviteAt : 0;
+    rec.inviteAt = -1;
+    this.pendingInvites--;
+    this.publishInvite(rec, kind, status, durationMs);
+  }
+
+  /** INVITEs forwarded and not yet answered above 100 (bounded by the session table). */
+  protected pendingInvites = 0;
+  /** The one event object of this forwarder's sipInvite channel: publishing allocates nothing. */
+  private readonly inviteEvent: SipInviteEvent = { service: '', kind: 'sent', backend: null, status: 0, durationMs: 0, pending: 0 };
+
+  private publishInvite(rec: SipSession, kind: SipInviteEvent['kind'], status: number, durationMs: number): void {
+    if (!channels.sipInvite.hasSubscribers) return;
+    const e = this.inviteEvent as { -readonly [K in keyof SipInviteEvent]: SipInviteEvent[K] };
+    e.service = this.service;
+    e.kind = kind;
+    e.backend = rec.counted ? rec.counted.id : null;
+    e.status = status;
+    e.durationMs = durationMs;
+    e.pending = this.pendingInvites;
+    channels.sipInvite.publish(e);
   }
 
   protected account(rec: SipSession, backend: Backend): void {
@@ -176,6 +219,7 @@ export abstract class SipSessions {
     const rec = this.records.get(h);
     if (!rec) return;
     this.records.delete(h);
+    if (rec.inviteAt >= 0) this.inviteDone(rec, 'abandoned', 0);
     if (rec.counted) rec.counted.active--;
     rec.counted = null;
   }

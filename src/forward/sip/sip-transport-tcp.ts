@@ -257,7 +257,7 @@ export abstract class SipTcpTransport extends SipUdpTransport {
       return this.requestFromBackend(m, up.backend, up.socket.remoteAddress ?? up.backend.host, up.socket.remotePort ?? up.backend.port, up);
     }
     if (!isOurs(m.vias[0], conn.viaHost, conn.viaPort)) return this.drop('unknown-via', 'tcp');
-    this.responseLifecycle(m);
+    this.responseLifecycle(m, true);
     this.media.handle(m, 'backend', 'tcp', (out) => this.writeToClient(conn, applyEdits(out, [removeTopVia(out)])), null);
   }
 

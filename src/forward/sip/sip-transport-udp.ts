@@ -133,7 +133,7 @@ export abstract class SipUdpTransport extends SipRouting {
     if (!isOurs(m.vias[0], up.localHost, up.localPort)) return this.drop('unknown-via', 'udp');
     const next = m.vias[1];
     if (!next) return this.drop('unroutable', 'udp');
-    this.responseLifecycle(m);
+    this.responseLifecycle(m, true);
     if (next.transport !== 'UDP') return this.drop('unroutable', 'udp');
     const target = responseTarget(next);
     this.media.handle(m, 'backend', 'udp', (out) => this.sendUdp(applyEdits(out, [removeTopVia(out)]), target.host, target.port), null);

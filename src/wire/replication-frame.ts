@@ -159,16 +159,14 @@ export class OpWriter {
   }
 
   sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
-    const keyBytes = key === null ? 0 : Buffer.byteLength(key, 'utf8');
-    if (keyBytes > MAX_STRING_BYTES) throw new RangeError(`session key of ${keyBytes} bytes exceeds ${MAX_STRING_BYTES}`);
-    this.ensure(15 + keyBytes);
+    // The key goes in first, at its place after the fixed fields: a key too long throws before
+    // anything of the op is written.
+    this.ensure(15 + (key === null ? 0 : 3 * key.length));
+    const keyBytes = key === null ? 0 : this.text(key, this.length + 15, 'session key');
     this.head(Op.SessionOpen, service, sid);
     this.u16(backend);
-    if (key === null) this.u16(0xffff);
-    else {
-      this.u16(keyBytes);
-      this.length += this.buf.write(key, this.length, 'utf8');
-    }
+    this.u16(key === null ? 0xffff : keyBytes);
+    this.length += keyBytes;
     this.count++;
   }
 
@@ -187,12 +185,11 @@ export class OpWriter {
   }
 
   sessionData(service: number, sid: number, data: string): void {
-    const n = Buffer.byteLength(data, 'utf8');
-    if (n > MAX_STRING_BYTES) throw new RangeError(`session data of ${n} bytes exceeds ${MAX_STRING_BYTES}`);
-    this.ensure(13 + n);
+    this.ensure(13 + 3 * data.length);
+    const n = this.text(data, this.length + 13, 'session data');
     this.head(Op.SessionData, service, sid);
     this.u16(n);
-    this.length += this.buf.write(data, this.length, 'utf8');
+    this.length += n;
     this.count++;
   }
 
@@ -271,6 +268,29 @@ export class OpWriter {
     this.count++;
   }
 
+  /**
+   * Writes `s` as UTF-8 at `at` (room for 3 bytes per UTF-16 unit ensured by the caller) and returns
+   * its byte length; throws RangeError past MAX_STRING_BYTES. An ASCII string — the usual cookie,
+   * header value or Call-ID — is copied here byte by byte: no call into the runtime to measure it
+   * and another to write it, which cost more than the rest of the op (issue 17).
+   */
+  private text(s: string, at: number, what: string): number {
+    const n = s.length;
+    const buf = this.buf;
+    if (n <= MAX_STRING_BYTES) {
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[at + i] = c;
+      }
+      if (i === n) return n;
+    }
+    const bytes = Buffer.byteLength(s, 'utf8');
+    if (bytes > MAX_STRING_BYTES) throw new RangeError(`${what} of ${bytes} bytes exceeds ${MAX_STRING_BYTES}`);
+    return buf.write(s, at, bytes, 'utf8');
+  }
+
   private head(op: number, service: number, sid: number): void {
     this.buf[this.length++] = op;
     this.u16(service);
@@ -325,13 +345,23 @@ export class OpWriter {
 export function encodeFrame(h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): Buffer {
   if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   const body = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ops.length);
-  body.writeUInt16BE(h.sender, 0);
-  body.writeUInt16BE(count, 2);
-  body.writeUInt32BE(h.seq >>> 0, 4);
-  h.nonce.copy(body, 8);
-  body.writeUInt32BE((h.epoch ?? 0) >>> 0, 16);
-  body.set(ops, FRAME_HEADER_BYTES);
+  encodeFrameAt(body, 0, h, count, ops);
   return body;
+}
+
+/**
+ * encodeFrame() into `buf` at `at` (FRAME_HEADER_BYTES + ops.length bytes of room): the sender
+ * builds `u32 length ‖ body ‖ envelope` in one buffer (envelope.ts sealAt). Returns the body's length.
+ */
+export function encodeFrameAt(buf: Buffer, at: number, h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): number {
+  if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
+  buf.writeUInt16BE(h.sender, at);
+  buf.writeUInt16BE(count, at + 2);
+  buf.writeUInt32BE(h.seq >>> 0, at + 4);
+  h.nonce.copy(buf, at + 8);
+  buf.writeUInt32BE((h.epoch ?? 0) >>> 0, at + 16);
+  buf.set(ops, at + FRAME_HEADER_BYTES);
+  return FRAME_HEADER_BYTES + ops.length;
 }
 
 /** Only the header (null when the body is shorter than one): lets a receiver check seq and nonce before decoding ops. */

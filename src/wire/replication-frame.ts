@@ -159,14 +159,16 @@ export class OpWriter {
   }
 
   sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
-    // The key goes in first, at its place after the fixed fields: a key too long throws before
-    // anything of the op is written.
-    this.ensure(15 + (key === null ? 0 : 3 * key.length));
-    const keyBytes = key === null ? 0 : this.text(key, this.length + 15, 'session key');
+    const keyBytes = key === null ? 0 : Buffer.byteLength(key, 'utf8');
+    if (keyBytes > MAX_STRING_BYTES) throw new RangeError(`session key of ${keyBytes} bytes exceeds ${MAX_STRING_BYTES}`);
+    this.ensure(15 + keyBytes);
     this.head(Op.SessionOpen, service, sid);
     this.u16(backend);
-    this.u16(key === null ? 0xffff : keyBytes);
-    this.length += keyBytes;
+    if (key === null) this.u16(0xffff);
+    else {
+      this.u16(keyBytes);
+      this.length += this.buf.write(key, this.length, 'utf8');
+    }
     this.count++;
   }
 
@@ -185,11 +187,12 @@ export class OpWriter {
   }
 
   sessionData(service: number, sid: number, data: string): void {
-    this.ensure(13 + 3 * data.length);
-    const n = this.text(data, this.length + 13, 'session data');
+    const n = Buffer.byteLength(data, 'utf8');
+    if (n > MAX_STRING_BYTES) throw new RangeError(`session data of ${n} bytes exceeds ${MAX_STRING_BYTES}`);
+    this.ensure(13 + n);
     this.head(Op.SessionData, service, sid);
     this.u16(n);
-    this.length += n;
+    this.length += this.buf.write(data, this.length, 'utf8');
     this.count++;
   }
 
@@ -266,29 +269,6 @@ export class OpWriter {
     this.buf.writeUInt32BE(flows >>> 0, this.length + 4);
     this.length += 8;
     this.count++;
-  }
-
-  /**
-   * Writes `s` as UTF-8 at `at` (room for 3 bytes per UTF-16 unit ensured by the caller) and returns
-   * its byte length; throws RangeError past MAX_STRING_BYTES. An ASCII string — the usual cookie,
-   * header value or Call-ID — is copied here byte by byte: no call into the runtime to measure it
-   * and another to write it, which cost more than the rest of the op (issue 17).
-   */
-  private text(s: string, at: number, what: string): number {
-    const n = s.length;
-    const buf = this.buf;
-    if (n <= MAX_STRING_BYTES) {
-      let i = 0;
-      for (; i < n; i++) {
-        const c = s.charCodeAt(i);
-        if (c > 0x7f) break;
-        buf[at + i] = c;
-      }
-      if (i === n) return n;
-    }
-    const bytes = Buffer.byteLength(s, 'utf8');
-    if (bytes > MAX_STRING_BYTES) throw new RangeError(`${what} of ${bytes} bytes exceeds ${MAX_STRING_BYTES}`);
-    return buf.write(s, at, bytes, 'utf8');
   }
 
   private head(op: number, service: number, sid: number): void {

@@ -30,6 +30,7 @@
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
  *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
+ *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's 2 ms)
  *   BENCH_QUICK=1: 2 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
  * Ends with `TARGET replication-cost: met|not met — <figure>`: the master's added CPU per HTTP
  * session request and per SIP call, each against the plain-HTTP arm pair's own difference (nothing
@@ -89,6 +90,8 @@ export interface Options {
   sipTries: number;
   /** Masters pinned to CPU 0 and backups to CPU 1 (taskset): the backup's work off the master's core. */
   pin: boolean;
+  /** `groups[].replicationFlushMs` of the replicating arm; null: the product's default (2 ms). */
+  flushMs: number | null;
 }
 
 export const DEFAULTS: Options = {
@@ -106,6 +109,7 @@ export const DEFAULTS: Options = {
   advertIntervalMs: 100,
   sipTries: 2,
   pin: false,
+  flushMs: null,
 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
@@ -138,6 +142,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.advertIntervalMs = envInt(env, 'BENCH_REPLCOST_ADVERT_MS', 5) ?? o.advertIntervalMs;
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
   o.pin = env['BENCH_REPLCOST_PIN'] === '1';
+  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 1) ?? o.flushMs;
   if (env['BENCH_QUICK'] === '1') {
     if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 2;
     if (env['BENCH_REPLCOST_SIP_CPU_SECONDS'] === undefined) o.sipCpuSeconds = 2;
@@ -255,6 +260,7 @@ export function clusterConfig(o: {
   uas: readonly number[];
   sessionTimeoutMs: number;
   advertIntervalMs: number;
+  flushMs?: number | null;
 }): string {
   const c = JSON.parse(
     haConfig({
@@ -286,6 +292,7 @@ export function clusterConfig(o: {
     }),
   ) as { groups: Record<string, unknown>[] };
   c.groups[0]!['replicateState'] = o.arm === 'backup';
+  if (o.arm === 'backup' && o.flushMs != null) c.groups[0]!['replicationFlushMs'] = o.flushMs;
   return JSON.stringify(c);
 }
 
@@ -297,7 +304,7 @@ async function startCluster(arm: Arm, dir: string, origins: readonly Origin[], u
   const election = [await freePort('127.0.0.1'), await freePort('127.0.0.1')] as const;
   const key = randomBytes(32);
   const config = (id: 1 | 2): string =>
-    clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs });
+    clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs, flushMs: o.flushMs });
   const pin = (cpu: string): { cpus?: string } => (o.pin ? { cpus: cpu } : {});
   const master = await startHaDispatcher({ name: `${arm}-master`, id: 1, dir, key, config: config(1), ...pin('0') });
   let backup: HaDispatcher | null = null;
@@ -628,7 +635,7 @@ export function formatTable(r: Report): string {
   const worst = costs.length > 0 ? Math.max(...costs) : null;
   notes.push(
     `Worst cost ${worst === null ? '–' : `${(worst * 100).toFixed(1)} %`} (target < ${TARGET_COST * 100} %: ${worst === null ? '–' : worst < TARGET_COST ? 'met' : 'not met'}). ` +
-      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; ` +
+      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush window ${r.settings.flushMs ?? 'the default 2'} ms; ` +
       `load average ${r.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${r.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
       `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median), ${Math.max(...others).toFixed(2)} max` : '?'} during the runs.`,
   );

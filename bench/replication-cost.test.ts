@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { which } from './lib/procs.js';
-import { DEFAULTS, clusterConfig, costRow, costTarget, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
+import { DEFAULTS, PACED_SCRIPT, SESSION_SCRIPT, clusterConfig, costRow, costTarget, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
 
 test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', () => {
   assert.deepEqual(optionsFromEnv({}), DEFAULTS);
@@ -104,4 +104,14 @@ test('a tiny real run: the replicating backup holds the sessions, the other none
   const table = formatTable(r);
   assert.match(table, /\| SIP: highest zero-failure calls\/s \| 50 \| 50 \| 1\.000 \| 0\.0 % \|/);
   assert.match(table, /HTTP, plain: req\/s/);
+});
+
+test('PACED_SCRIPT: the sessions script plus a per-request pause (wrk delay()) and a plain mode; BENCH_REPLCOST_PACE_MS sets it', () => {
+  assert.match(PACED_SCRIPT, /function delay\(\)\n  return pace\nend/);
+  assert.match(PACED_SCRIPT, /pace = tonumber\(args\[3\]\) or pace/);
+  assert.match(PACED_SCRIPT, /plain = args\[4\] == "plain"/);
+  assert.match(PACED_SCRIPT, /if plain then return wrk\.format\("GET", "\/"\) end/);
+  assert.ok(!SESSION_SCRIPT.includes('delay'), 'the unpaced script keeps wrk closed-loop');
+  assert.equal(optionsFromEnv({}).paceMs, 0);
+  assert.equal(optionsFromEnv({ BENCH_REPLCOST_PACE_MS: '3' }).paceMs, 3);
 });

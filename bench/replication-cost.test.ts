@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { which } from './lib/procs.js';
-import { DEFAULTS, clusterConfig, costRow, costTarget, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
+import { DEFAULTS, PACED_SCRIPT, SESSION_SCRIPT, clusterConfig, costRow, costTarget, formatTable, maxZeroFailure, median, optionsFromEnv, run, type SipStep } from './replication-cost.js';
 
 test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', () => {
   assert.deepEqual(optionsFromEnv({}), DEFAULTS);
@@ -20,6 +20,17 @@ test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', (
   const q = optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_PIN: '1' });
   assert.deepEqual([q.seconds, q.rounds, q.sipRates, q.warmupSeconds, q.sipCpuSeconds, q.pin], [2, 2, [], 1, 2, true]);
   assert.equal(optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_ROUNDS: '4' }).rounds, 4);
+  assert.equal(optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '10' }).flushMs, 10);
+  assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '0' }), /BENCH_REPLCOST_FLUSH_MS/);
+});
+
+test('clusterConfig: BENCH_REPLCOST_FLUSH_MS sets the replicating arm\'s replicationFlushMs only', () => {
+  const base = { id: 1 as const, vip: '127.1.2.3', httpPort: 8080, sipPort: 5060, election: [7701, 7702] as const, origins: [9001], uas: [9101], sessionTimeoutMs: 1000, advertIntervalMs: 100 };
+  const group = (arm: 'backup' | 'off', flushMs: number | null) => (JSON.parse(clusterConfig({ ...base, arm, flushMs })) as { groups: Record<string, unknown>[] }).groups[0]!;
+  assert.equal(group('backup', 10)['replicationFlushMs'], 10);
+  assert.equal(group('backup', null)['replicationFlushMs'], undefined);
+  assert.equal(group('off', 10)['replicationFlushMs'], undefined);
+  assert.equal(group('off', 10)['replicateState'], false);
 });
 
 test('costTarget: met only when both replicated CPU costs are under 5 %, with the noise beside them', () => {
@@ -93,4 +104,14 @@ test('a tiny real run: the replicating backup holds the sessions, the other none
   const table = formatTable(r);
   assert.match(table, /\| SIP: highest zero-failure calls\/s \| 50 \| 50 \| 1\.000 \| 0\.0 % \|/);
   assert.match(table, /HTTP, plain: req\/s/);
+});
+
+test('PACED_SCRIPT: the sessions script plus a per-request pause (wrk delay()) and a plain mode; BENCH_REPLCOST_PACE_MS sets it', () => {
+  assert.match(PACED_SCRIPT, /function delay\(\)\n  return pace\nend/);
+  assert.match(PACED_SCRIPT, /pace = tonumber\(args\[3\]\) or pace/);
+  assert.match(PACED_SCRIPT, /plain = args\[4\] == "plain"/);
+  assert.match(PACED_SCRIPT, /if plain then return wrk\.format\("GET", "\/"\) end/);
+  assert.ok(!SESSION_SCRIPT.includes('delay'), 'the unpaced script keeps wrk closed-loop');
+  assert.equal(optionsFromEnv({}).paceMs, 0);
+  assert.equal(optionsFromEnv({ BENCH_REPLCOST_PACE_MS: '3' }).paceMs, 3);
 });

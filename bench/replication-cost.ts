@@ -30,6 +30,8 @@
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
  *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
+ *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's 2 ms)
+ *     BENCH_REPLCOST_PACE_MS=0 (> 0: each wrk connection pauses that long before each request: equal rates)
  *   BENCH_QUICK=1: 2 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
  * Ends with `TARGET replication-cost: met|not met — <figure>`: the master's added CPU per HTTP
  * session request and per SIP call, each against the plain-HTTP arm pair's own difference (nothing
@@ -89,6 +91,10 @@ export interface Options {
   sipTries: number;
   /** Masters pinned to CPU 0 and backups to CPU 1 (taskset): the backup's work off the master's core. */
   pin: boolean;
+  /** `groups[].replicationFlushMs` of the replicating arm; null: the product's default (2 ms). */
+  flushMs: number | null;
+  /** > 0: every wrk connection pauses this long before each request (both arms at about one rate). */
+  paceMs: number;
 }
 
 export const DEFAULTS: Options = {
@@ -106,6 +112,8 @@ export const DEFAULTS: Options = {
   advertIntervalMs: 100,
   sipTries: 2,
   pin: false,
+  flushMs: null,
+  paceMs: 0,
 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
@@ -138,6 +146,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.advertIntervalMs = envInt(env, 'BENCH_REPLCOST_ADVERT_MS', 5) ?? o.advertIntervalMs;
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
   o.pin = env['BENCH_REPLCOST_PIN'] === '1';
+  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 1) ?? o.flushMs;
+  o.paceMs = envInt(env, 'BENCH_REPLCOST_PACE_MS', 0) ?? o.paceMs;
   if (env['BENCH_QUICK'] === '1') {
     if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 2;
     if (env['BENCH_REPLCOST_SIP_CPU_SECONDS'] === undefined) o.sipCpuSeconds = 2;
@@ -164,6 +174,18 @@ function request()
   return wrk.format("GET", "/", { ["${SESSION_HEADER}"] = v })
 end
 `;
+
+/**
+ * BENCH_REPLCOST_PACE_MS > 0: the same requests, each connection pausing that long before each of
+ * its requests (wrk's `delay()`; args: prefix, per, "plain" for no header), so that both arms carry
+ * about the same request rate — CPU per request depends on the rate (fewer requests per event-loop
+ * turn cost more each), and a closed-loop wrk gives the slower arm a lower rate.
+ */
+export const PACED_SCRIPT = `${SESSION_SCRIPT.replace('function request()', 'function request()\n  if plain then return wrk.format("GET", "/") end')}
+function delay()
+  return pace
+end
+`.replace('local prefix, per, n = "s", 1, 0', 'local prefix, per, n, pace, plain = "s", 1, 0, 0, false').replace('  per = tonumber(args[2]) or per\n', '  per = tonumber(args[2]) or per\n  pace = tonumber(args[3]) or pace\n  plain = args[4] == "plain"\n');
 
 export interface HttpSample {
   arm: Arm;
@@ -255,6 +277,7 @@ export function clusterConfig(o: {
   uas: readonly number[];
   sessionTimeoutMs: number;
   advertIntervalMs: number;
+  flushMs?: number | null;
 }): string {
   const c = JSON.parse(
     haConfig({
@@ -286,6 +309,7 @@ export function clusterConfig(o: {
     }),
   ) as { groups: Record<string, unknown>[] };
   c.groups[0]!['replicateState'] = o.arm === 'backup';
+  if (o.arm === 'backup' && o.flushMs != null) c.groups[0]!['replicationFlushMs'] = o.flushMs;
   return JSON.stringify(c);
 }
 
@@ -297,7 +321,7 @@ async function startCluster(arm: Arm, dir: string, origins: readonly Origin[], u
   const election = [await freePort('127.0.0.1'), await freePort('127.0.0.1')] as const;
   const key = randomBytes(32);
   const config = (id: 1 | 2): string =>
-    clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs });
+    clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs, flushMs: o.flushMs });
   const pin = (cpu: string): { cpus?: string } => (o.pin ? { cpus: cpu } : {});
   const master = await startHaDispatcher({ name: `${arm}-master`, id: 1, dir, key, config: config(1), ...pin('0') });
   let backup: HaDispatcher | null = null;
@@ -352,7 +376,8 @@ function cpuWindow(c: Cluster): CpuWindow {
 async function wrk(c: Cluster, mode: HttpMode, seconds: number, o: Options, script: string): Promise<{ rps: number; requests: number; errors: number }> {
   const url = `http://${c.vip}:${c.httpPort}/`;
   const args = [`-t1`, `-c${o.connections}`, `-d${seconds}s`, '--latency'];
-  if (mode === 'sessions') args.push('-s', script, url, '--', `${c.arm}${randomBytes(4).toString('hex')}`, String(o.reqsPerSession));
+  if (o.paceMs > 0) args.push('-s', `${script}.paced`, url, '--', `${c.arm}${randomBytes(4).toString('hex')}`, String(o.reqsPerSession), String(o.paceMs), mode);
+  else if (mode === 'sessions') args.push('-s', script, url, '--', `${c.arm}${randomBytes(4).toString('hex')}`, String(o.reqsPerSession));
   else args.push(url);
   const run = await runProcess('wrk', args, seconds * 1000 + WRK_SLACK_MS);
   if (run.code !== 0) throw new Error(`wrk ${args.join(' ')}: exit code ${run.code}\n${run.stdout}${run.stderr}`);
@@ -370,6 +395,7 @@ function armOrder(round: number): Arm[] {
 async function runHttp(clusters: Record<Arm, Cluster>, o: Options, dir: string, log: (l: string) => void): Promise<HttpSample[]> {
   const script = path.join(dir, 'sessions.lua');
   writeFileSync(script, SESSION_SCRIPT);
+  writeFileSync(`${script}.paced`, PACED_SCRIPT);
   if (o.warmupSeconds > 0) for (const arm of ARMS) for (const mode of HTTP_MODES) await wrk(clusters[arm], mode, o.warmupSeconds, o, script);
   const samples: HttpSample[] = [];
   for (let round = 0; round < o.rounds; round++) {
@@ -628,7 +654,7 @@ export function formatTable(r: Report): string {
   const worst = costs.length > 0 ? Math.max(...costs) : null;
   notes.push(
     `Worst cost ${worst === null ? '–' : `${(worst * 100).toFixed(1)} %`} (target < ${TARGET_COST * 100} %: ${worst === null ? '–' : worst < TARGET_COST ? 'met' : 'not met'}). ` +
-      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; ` +
+      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush window ${r.settings.flushMs ?? 'the default 2'} ms; ${r.settings.paceMs > 0 ? `paced: ${r.settings.paceMs} ms before each request per connection; ` : ''}` +
       `load average ${r.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${r.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
       `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median), ${Math.max(...others).toFixed(2)} max` : '?'} during the runs.`,
   );

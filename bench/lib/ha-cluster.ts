@@ -117,7 +117,10 @@ export async function startHaDispatcher(o: { name: string; id: number; dir: stri
   const file = join(o.dir, `${o.name}.yaml`);
   writeFileSync(file, o.config);
   // `cpus`: pinned with taskset (a CPU list such as "1"), e.g. a backup kept off the master's core.
-  const argv = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), process.execPath, HOLDFAST_BIN, 'dispatcher', '--config', file];
+  // BENCH_DISPATCHER_NODE_ARGS: extra node flags for every dispatcher (e.g. `--cpu-prof --cpu-prof-dir=/tmp/p`,
+  // which NODE_OPTIONS refuses), split on spaces.
+  const nodeArgs = (process.env['BENCH_DISPATCHER_NODE_ARGS'] ?? '').split(' ').filter((x) => x !== '');
+  const argv = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), process.execPath, ...nodeArgs, HOLDFAST_BIN, 'dispatcher', '--config', file];
   const proc = await startProcess({
     name: o.name,
     command: o.netns ? 'ip' : argv[0]!,

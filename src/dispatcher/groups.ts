@@ -166,7 +166,7 @@ export async function startGroups(
     const epoch = (): number => running.reduce((m, r) => (r.config.listen === g.listen && r.election.epoch > m ? r.election.epoch : m), 0);
     replicators.set(
       g.listen,
-      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock, epoch }),
+      createStateReplicator({ id: node, listen: parseHostPort(g.listen)!, peers, key, services: same.flatMap((x) => x.services.map((n) => lookup(n).state)), clock, epoch, flushMs: Math.min(...same.map((x) => x.replicationFlushMs)) }),
     );
   }
   try {

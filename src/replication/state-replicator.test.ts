@@ -4,7 +4,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
-import { realClock, type Clock } from '../core/clock.js';
+import { FakeClock, realClock, type Clock } from '../core/clock.js';
 import { Backend } from '../core/backend.js';
 import { addressKey, FlowTable, NO_FLOW, PROTO_UDP } from '../sessions/flow-table.js';
 import { SessionRouter } from '../sessions/session-router.js';
@@ -751,4 +751,35 @@ test('replication lag: back to 0 when the standby acknowledges', async (t) => {
   a.sessions.route('call-lag-2@client');
   await until('B acked everything', () => ra.stats().peers[0]!.unackedBytes === 0 && ra.stats().framesSent > 1);
   assert.equal(ra.stats().lagMs, 0);
+});
+
+test('replication flushMs: changes wait in one batch until flushMs after the first, then go as one frame (one seal, one write)', async (t) => {
+  const clock = new FakeClock(1_000);
+  const a = layer(clock);
+  const b = layer();
+  const pb = await freePort();
+  const rb = await replicator(t, 2, b, [], { port: pb });
+  const ra = createStateReplicator({ id: 1, listen: { host: LOOPBACK, port: 0 }, peers: [{ host: LOOPBACK, port: pb }], key: KEY, services: [a.service], clock, flushMs: 50, ackIntervalMs: 10 });
+  t.after(() => ra.close());
+  await ra.start();
+  await until('A streams to B', () => ra.stats().peersStreaming === 1 && rb.stats().snapshotsApplied === 1);
+  const frames = ra.stats().framesSent;
+  const ops = ra.stats().opsSent;
+
+  assert.equal(a.sessions.route('flush-1').type, 'opened');
+  clock.advance(49);
+  assert.equal(a.sessions.route('flush-2').type, 'opened');
+  assert.equal(ra.stats().framesSent, frames, 'nothing written before flushMs has passed since the first change');
+  clock.advance(1);
+  assert.equal(ra.stats().framesSent, frames + 1, 'both changes in one frame');
+  assert.equal(ra.stats().opsSent, ops + 2);
+  await until('B has both sessions', () => b.table.find('flush-1') !== NO_SESSION && b.table.find('flush-2') !== NO_SESSION);
+
+  // The next change starts a new window.
+  assert.equal(a.sessions.route('flush-3').type, 'opened');
+  clock.advance(49);
+  assert.equal(ra.stats().framesSent, frames + 1);
+  clock.advance(1);
+  assert.equal(ra.stats().framesSent, frames + 2);
+  await until('B has the third', () => b.table.find('flush-3') !== NO_SESSION);
 });

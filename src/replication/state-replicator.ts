@@ -48,7 +48,7 @@
  *
  * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no
  * allocation beyond the batch's growth). The batch is framed, sealed (one HMAC) and written (one
- * corked socket write per peer) at most every flushMs (REPLICATION_FLUSH_MS, on the clock), or at once
+ * buffer, one socket write per peer) at most every flushMs (REPLICATION_FLUSH_MS, on the clock), or at once
  * when it passes REPLICATION_FLUSH_BYTES — whichever comes first: at any rate, many changes share one
  * seal and one write, and the backup acknowledges at most every ackIntervalMs, not per frame. The
  * price is lag: a change reaches the backups up to flushMs (plus the loopback/network hop) after it
@@ -381,9 +381,13 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       const socket = link.socket;
       // A paused peer gets these changes from its catch-up (the data path marked them).
       if (!link.streaming || socket === null || socket.destroyed || link.dirty !== null) continue;
-      socket.cork();
-      for (const b of batches) this.send(link, b, true);
-      socket.uncork();
+      // One batch (the usual flush) is one write; several share one corked writev.
+      if (batches.length === 1) this.send(link, batches[0]!, true);
+      else {
+        socket.cork();
+        for (const b of batches) this.send(link, b, true);
+        socket.uncork();
+      }
       // Over the cap (by at most this flush): pause the peer rather than cut it — a new snapshot
       // per overflow would never finish for a peer that cannot keep up with a large one.
       if (link.sentBytes - link.ackedBytes > this.maxBufferBytes) this.lag(link);

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ENVELOPE_OVERHEAD_BYTES, MessageType, TAG_BYTES, WIRE_VERSION, open, seal } from './envelope.js';
+import { ENVELOPE_OVERHEAD_BYTES, MessageType, TAG_BYTES, WIRE_VERSION, open, seal, sealAt } from './envelope.js';
 import {
   AVAILABILITY_BODY_HEX,
   AVAILABILITY_MSG_HEX,
@@ -122,4 +122,26 @@ test('open: an empty body is enveloped and opened (length checks belong to the d
   const r = open(msg, KEY);
   assert.ok(r.ok);
   assert.equal(r.body.length, 0);
+});
+
+test('sealAt: in place after a prefix, the bytes from start are exactly seal()\'s; the prefix is untouched', () => {
+  const key = Buffer.alloc(32, 7);
+  for (const n of [0, 1, 20, 2048]) {
+    const body = Buffer.alloc(n);
+    for (let i = 0; i < n; i++) body[i] = (i * 31 + 5) & 0xff;
+    const buf = Buffer.alloc(4 + n + ENVELOPE_OVERHEAD_BYTES, 0xaa);
+    body.copy(buf, 4);
+    sealAt(MessageType.Replication, buf, 4, n, key);
+    assert.deepEqual(buf.subarray(4), seal(MessageType.Replication, body, key));
+    assert.deepEqual(buf.subarray(0, 4), Buffer.alloc(4, 0xaa));
+    const r = open(buf.subarray(4), key);
+    assert.equal(r.ok, true);
+  }
+});
+
+test('sealAt refuses an unknown type and a buffer without room for the envelope', () => {
+  const key = Buffer.alloc(32, 7);
+  assert.throws(() => sealAt(99 as MessageType, Buffer.alloc(64), 0, 4, key), RangeError);
+  assert.throws(() => sealAt(MessageType.Replication, Buffer.alloc(10 + ENVELOPE_OVERHEAD_BYTES - 1), 0, 10, key), RangeError);
+  assert.throws(() => sealAt(MessageType.Replication, Buffer.alloc(64), -1, 4, key), RangeError);
 });

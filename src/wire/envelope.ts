@@ -146,6 +146,23 @@ export function seal(type: MessageType, body: Uint8Array, key: Buffer): Buffer {
 }
 
 /**
+ * seal() in place, for a sender that builds its record in one buffer (replication: `u32 length ‖
+ * body ‖ version byte ‖ tag`, one allocation and one socket write per frame): the body is
+ * `buf[start, start + bodyBytes)`; the version byte and the tag are written after it, so `buf` needs
+ * ENVELOPE_OVERHEAD_BYTES of room there. The bytes from `start` on are then exactly what seal()
+ * returns for that body. Throws RangeError for an unknown type or a buffer without that room.
+ */
+export function sealAt(type: MessageType, buf: Buffer, start: number, bodyBytes: number, key: Buffer): void {
+  if (!isMessageType(type)) throw new RangeError(`unknown wire message type ${String(type)}`);
+  const end = start + bodyBytes;
+  if (!(start >= 0 && bodyBytes >= 0 && end + ENVELOPE_OVERHEAD_BYTES <= buf.length)) {
+    throw new RangeError(`sealAt: no room for the envelope after ${bodyBytes} body bytes at ${start} in ${buf.length}`);
+  }
+  buf[end] = (versionOf(type) << 4) | type;
+  createHmac(HMAC_ALGORITHM, key).update(buf.subarray(start, end + 1)).digest().copy(buf, end + 1, 0, TAG_BYTES);
+}
+
+/**
  * Authenticates a received message and returns its type and body (a view into `msg`, not a copy).
  * Never throws on any input: every datagram an attacker can send ends in a reject reason. The body's
  * length is not checked here; the type's decoder returns null when it is wrong ('malformed').

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageType, open, seal } from './envelope.js';
-import { checkFrame, decodeFrame, encodeFrame, MAX_STRING_BYTES, NO_SID, Op, OpWriter, visitFrame, type OpVisitor, type ReplicationOp } from './replication-frame.js';
+import { MessageType, open, seal, sealAt, ENVELOPE_OVERHEAD_BYTES } from './envelope.js';
+import { checkFrame, decodeFrame, encodeFrame, encodeFrameAt, MAX_STRING_BYTES, NO_SID, Op, OpWriter, visitFrame, type OpVisitor, type ReplicationOp } from './replication-frame.js';
 import { KEY } from './wire.fixtures.js';
 
 /**
@@ -141,4 +141,50 @@ test('replication frame: visitFrame applies nothing of a malformed frame (checke
     assert.deepEqual(calls, []);
   }
   assert.equal(checkFrame(body), true);
+});
+
+test('replication frame: keys and data are the same UTF-8 bytes on the ASCII fast path and off it', () => {
+  const strings = ['', 'a', 'sess-0123456789abcdef', 'x'.repeat(MAX_STRING_BYTES), 'café', 'a\u0000b', '\u{1f600}key', 'ascii-then-ü'.repeat(20), '\x7f\x80'];
+  for (const s of strings) {
+    const w = new OpWriter(4);
+    w.sessionOpen(0, 0x01000001, 1, s);
+    w.sessionData(0, 0x01000001, s);
+    const expect = Buffer.from(s, 'utf8');
+    // SESSION_OPEN: 15 bytes of fields, then the key; SESSION_DATA: 13 bytes of fields, then the data.
+    assert.equal(w.bytes().readUInt16BE(13), expect.length, JSON.stringify(s));
+    assert.deepEqual(w.bytes().subarray(15, 15 + expect.length), expect);
+    const f = decodeFrame(encodeFrame({ sender: 1, seq: 1, nonce: NONCE }, w.count, w.bytes()));
+    assert.deepEqual(f?.ops, [
+      { op: Op.SessionOpen, service: 0, sid: 0x01000001, backend: 1, key: s },
+      { op: Op.SessionData, service: 0, sid: 0x01000001, data: s },
+    ]);
+  }
+});
+
+test('replication frame: a key or data string over MAX_STRING_BYTES throws and leaves the writer as it was', () => {
+  const w = new OpWriter(16);
+  w.sessionClose(0, 0x01000001, 'ended');
+  const before = Buffer.from(w.bytes());
+  for (const s of ['k'.repeat(MAX_STRING_BYTES + 1), 'é'.repeat(MAX_STRING_BYTES / 2 + 1), '\u{1f600}'.repeat(MAX_STRING_BYTES / 4 + 1)]) {
+    assert.throws(() => w.sessionOpen(0, 0x01000002, 0, s), /session key of \d+ bytes exceeds 1024/);
+    assert.throws(() => w.sessionData(0, 0x01000002, s), /session data of \d+ bytes exceeds 1024/);
+    assert.equal(w.count, 1);
+    assert.deepEqual(w.bytes(), before);
+  }
+  w.sessionOpen(0, 0x01000002, 0, null);
+  const f = decodeFrame(encodeFrame({ sender: 1, seq: 1, nonce: NONCE }, w.count, w.bytes()));
+  assert.deepEqual(f?.ops.map((o) => o.op), [Op.SessionClose, Op.SessionOpen]);
+});
+
+test('replication frame: encodeFrameAt + sealAt build `u32 length ‖ sealed frame` in one buffer, as encodeFrame + seal', () => {
+  const w = new OpWriter(8);
+  w.sessionOpen(1, 0x01000005, 2, 'ab');
+  w.flowInsert(0, NO_SID, { src: 0x0a000001, srcPort: 5060, dst: '::1', dstPort: 5060, proto: 17 }, 'announced', 30000);
+  const n = 20 + w.length;
+  const record = Buffer.alloc(4 + n + ENVELOPE_OVERHEAD_BYTES);
+  assert.equal(encodeFrameAt(record, 4, { sender: 0x0102, seq: 5, nonce: NONCE, epoch: 7 }, w.count, w.bytes()), n);
+  sealAt(MessageType.Replication, record, 4, n, KEY);
+  record.writeUInt32BE(n + ENVELOPE_OVERHEAD_BYTES, 0);
+  assert.equal(record.subarray(4).toString('hex'), MSG_HEX);
+  assert.equal(record.readUInt32BE(0), MSG_HEX.length / 2);
 });

@@ -325,13 +325,23 @@ export class OpWriter {
 export function encodeFrame(h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): Buffer {
   if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
   const body = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ops.length);
-  body.writeUInt16BE(h.sender, 0);
-  body.writeUInt16BE(count, 2);
-  body.writeUInt32BE(h.seq >>> 0, 4);
-  h.nonce.copy(body, 8);
-  body.writeUInt32BE((h.epoch ?? 0) >>> 0, 16);
-  body.set(ops, FRAME_HEADER_BYTES);
+  encodeFrameAt(body, 0, h, count, ops);
   return body;
+}
+
+/**
+ * encodeFrame() into `buf` at `at` (FRAME_HEADER_BYTES + ops.length bytes of room): the sender
+ * builds `u32 length ‖ body ‖ envelope` in one buffer (envelope.ts sealAt). Returns the body's length.
+ */
+export function encodeFrameAt(buf: Buffer, at: number, h: Omit<FrameHeader, 'epoch'> & { epoch?: number }, count: number, ops: Uint8Array): number {
+  if (h.nonce.length !== NONCE_BYTES) throw new RangeError(`nonce must be ${NONCE_BYTES} bytes`);
+  buf.writeUInt16BE(h.sender, at);
+  buf.writeUInt16BE(count, at + 2);
+  buf.writeUInt32BE(h.seq >>> 0, at + 4);
+  h.nonce.copy(buf, at + 8);
+  buf.writeUInt32BE((h.epoch ?? 0) >>> 0, at + 16);
+  buf.set(ops, at + FRAME_HEADER_BYTES);
+  return FRAME_HEADER_BYTES + ops.length;
 }
 
 /** Only the header (null when the body is shorter than one): lets a receiver check seq and nonce before decoding ops. */

@@ -168,9 +168,18 @@ export async function runDemo(options: DemoOptions = {}): Promise<void> {
             const i = dispatchers.findIndex((d, n) => !down.has(n) && groupOf(d)?.state === 'master');
             if (i < 0) throw new ApiError(409, 'no master dispatcher right now');
             down.add(i);
-            await dispatchers[i]!.close();
-            out(`killed dispatcher ${i + 1}`);
+            // Stopped once this answer is written: the call may have come to the master's own admin
+            // listener (its dashboard's button), which the stop closes.
+            const stopped = new Promise<void>((resolve) => {
+              setImmediate(() => {
+                void dispatchers[i]!.close().then(() => {
+                  out(`killed dispatcher ${i + 1}`);
+                  resolve();
+                });
+              });
+            });
             later(async () => {
+              await stopped;
               dispatchers[i] = await startDispatcher(configs[i]!, { adminActions: actions, ...(i === 0 ? { logger } : {}) });
               down.delete(i);
               out(`dispatcher ${i + 1} started again`);

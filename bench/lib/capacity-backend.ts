@@ -31,12 +31,15 @@ export interface CapacityBackendOptions {
   readonly queueMax?: number;
   readonly cookie?: string;
   readonly loadScale?: number;
-  readonly report?: {
-    readonly host: number;
-    readonly monitor: string;
-    readonly keyHex: string;
-    readonly intervalMs: number;
-  };
+  readonly report?: LoadReportTarget;
+}
+
+/** Where a capacity server sends its load vectors: its agent host id, the monitor, the cluster key. */
+export interface LoadReportTarget {
+  readonly host: number;
+  readonly monitor: string;
+  readonly keyHex: string;
+  readonly intervalMs: number;
 }
 
 interface Job {
@@ -54,6 +57,52 @@ export function reportedLoad(busyMs: number, elapsedMs: number, workers: number,
   return (load >= 1 ? 1 : load > 0 ? load : 0) * scale;
 }
 
+/**
+ * Busy worker-time and queue-length integrals of a capacity server (HTTP here, SIP in
+ * capacity-sip-uas.ts), read by the load vectors it reports. `account()` before every change of the
+ * busy or queued count.
+ */
+export class WorkMeter {
+  private busyMs = 0;
+  private queuedMs = 0;
+  private markAt = performance.now();
+  private lastReportAt = this.markAt;
+
+  constructor(
+    private readonly busy: () => number,
+    private readonly queued: () => number,
+  ) {}
+
+  readonly account = (): void => {
+    const now = performance.now();
+    this.busyMs += this.busy() * (now - this.markAt);
+    this.queuedMs += this.queued() * (now - this.markAt);
+    this.markAt = now;
+  };
+
+  /** Reports reportedLoad() over each interval to `target`. */
+  report(target: LoadReportTarget, workers: number, serviceMs: number, scale: number): LoadReporter {
+    const at = target.monitor.lastIndexOf(':');
+    return startLoadReporter({
+      host: target.host,
+      monitorHost: target.monitor.slice(0, at),
+      monitorPort: Number(target.monitor.slice(at + 1)),
+      key: Buffer.from(target.keyHex, 'hex'),
+      intervalMs: target.intervalMs,
+      load: () => {
+        this.account();
+        const now = performance.now();
+        const elapsed = now - this.lastReportAt;
+        const load = reportedLoad(this.busyMs, elapsed, workers, elapsed > 0 ? this.queuedMs / elapsed : 0, serviceMs, scale);
+        this.busyMs = 0;
+        this.queuedMs = 0;
+        this.lastReportAt = now;
+        return load;
+      },
+    });
+  }
+}
+
 export function startCapacityBackend(opts: CapacityBackendOptions): Promise<{ port: number; close(): void }> {
   const queueMax = opts.queueMax ?? 10_000;
   const cookie = opts.cookie ?? 'SID';
@@ -65,17 +114,11 @@ export function startCapacityBackend(opts: CapacityBackendOptions): Promise<{ po
   let skipped = 0;
   let overflow = 0;
   let nextId = 0;
-  // Busy worker-time and queue-length integrals for the load report.
-  let busyMs = 0;
-  let queuedMs = 0;
-  let markAt = performance.now();
-  let lastReportAt = markAt;
-  const account = (): void => {
-    const now = performance.now();
-    busyMs += busy * (now - markAt);
-    queuedMs += (queue.length - head) * (now - markAt);
-    markAt = now;
-  };
+  const meter = new WorkMeter(
+    () => busy,
+    () => queue.length - head,
+  );
+  const account = meter.account;
 
   const run = (): void => {
     while (busy < opts.workers && head < queue.length) {
@@ -126,28 +169,7 @@ export function startCapacityBackend(opts: CapacityBackendOptions): Promise<{ po
   });
   server.keepAliveTimeout = 60_000;
 
-  let reporter: LoadReporter | null = null;
-  if (opts.report) {
-    const r = opts.report;
-    const at = r.monitor.lastIndexOf(':');
-    reporter = startLoadReporter({
-      host: r.host,
-      monitorHost: r.monitor.slice(0, at),
-      monitorPort: Number(r.monitor.slice(at + 1)),
-      key: Buffer.from(r.keyHex, 'hex'),
-      intervalMs: r.intervalMs,
-      load: () => {
-        account();
-        const now = performance.now();
-        const elapsed = now - lastReportAt;
-        const load = reportedLoad(busyMs, elapsed, opts.workers, elapsed > 0 ? queuedMs / elapsed : 0, opts.serviceMs, opts.loadScale ?? 1);
-        busyMs = 0;
-        queuedMs = 0;
-        lastReportAt = now;
-        return load;
-      },
-    });
-  }
+  const reporter: LoadReporter | null = opts.report ? meter.report(opts.report, opts.workers, opts.serviceMs, opts.loadScale ?? 1) : null;
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, '127.0.0.1', () => {

@@ -8,14 +8,14 @@
  */
 import dgram from 'node:dgram';
 import { runIfMain } from './main.js';
-import { reportedLoad } from './capacity-backend.js';
-import { startLoadReporter, type LoadReporter } from './load-reporter.js';
+import { WorkMeter, type LoadReportTarget } from './capacity-backend.js';
+import type { LoadReporter } from './load-reporter.js';
 
 export interface CapacitySipUasOptions {
   readonly port: number;
   readonly workers: number;
   readonly serviceMs: number;
-  readonly report?: { readonly host: number; readonly monitor: string; readonly keyHex: string; readonly intervalMs: number };
+  readonly report?: LoadReportTarget;
 }
 
 interface Job {
@@ -60,17 +60,12 @@ export function startCapacitySipUas(opts: CapacitySipUasOptions): Promise<{ port
   /** INVITEs answered (Call-ID + CSeq → the 200 sent), for retransmissions; bounded. */
   const answered = new Map<string, string>();
   const waiting = new Set<string>();
-  let busyMs = 0;
-  let queuedMs = 0;
-  let markAt = performance.now();
-  let lastReportAt = markAt;
   let port = opts.port;
-  const account = (): void => {
-    const now = performance.now();
-    busyMs += busy * (now - markAt);
-    queuedMs += (queue.length - head) * (now - markAt);
-    markAt = now;
-  };
+  const meter = new WorkMeter(
+    () => busy,
+    () => queue.length - head,
+  );
+  const account = meter.account;
   const send = (text: string, p: number, a: string): void => socket.send(text, p, a);
   const run = (): void => {
     while (busy < opts.workers && head < queue.length) {
@@ -112,28 +107,7 @@ export function startCapacitySipUas(opts: CapacitySipUasOptions): Promise<{ port
     }
     send(response(text, '200 OK', `uas${process.pid}`, null), rinfo.port, rinfo.address);
   });
-  let reporter: LoadReporter | null = null;
-  if (opts.report) {
-    const r = opts.report;
-    const at = r.monitor.lastIndexOf(':');
-    reporter = startLoadReporter({
-      host: r.host,
-      monitorHost: r.monitor.slice(0, at),
-      monitorPort: Number(r.monitor.slice(at + 1)),
-      key: Buffer.from(r.keyHex, 'hex'),
-      intervalMs: r.intervalMs,
-      load: () => {
-        account();
-        const now = performance.now();
-        const elapsed = now - lastReportAt;
-        const load = reportedLoad(busyMs, elapsed, opts.workers, elapsed > 0 ? queuedMs / elapsed : 0, opts.serviceMs, 1);
-        busyMs = 0;
-        queuedMs = 0;
-        lastReportAt = now;
-        return load;
-      },
-    });
-  }
+  const reporter: LoadReporter | null = opts.report ? meter.report(opts.report, opts.workers, opts.serviceMs, 1) : null;
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
     socket.bind(opts.port, '127.0.0.1', () => {

@@ -217,26 +217,7 @@ export function holdfastConfig(
   sa2c: object = SA2C_SETTINGS,
   protocol: 'http' | 'sip' = 'http',
 ): object {
-  if (protocol === 'sip') {
-    return {
-      version: 1,
-      logging: { level: 'warn' },
-      admin: { enabled: true, listen: `127.0.0.1:${adminPort}` },
-      cluster: { keyFile },
-      monitor: { listen: `127.0.0.1:${monitorPort}` },
-      services: [
-        {
-          name: 'sip',
-          protocol: 'sip',
-          listen: `127.0.0.1:${listenPort}`,
-          balancer: 'shell',
-          backends: backendPorts.map((port, i) => ({ id: `s${i}`, address: `127.0.0.1:${port}`, agent: i + 1 })),
-          load: { intervalMs: LOAD_INTERVAL_MS },
-          admission: arm === 'sa2c' ? { enabled: true } : arm === 'tuned' ? { enabled: true, ...sa2c } : { enabled: false },
-        },
-      ],
-    };
-  }
+  const sip = protocol === 'sip';
   return {
     version: 1,
     logging: { level: 'warn' },
@@ -245,14 +226,13 @@ export function holdfastConfig(
     monitor: { listen: `127.0.0.1:${monitorPort}` },
     services: [
       {
-        name: 'web',
-        protocol: 'http',
+        name: sip ? 'sip' : 'web',
+        protocol,
         listen: `127.0.0.1:${listenPort}`,
         balancer: 'shell',
-        backends: backendPorts.map((port, i) => ({ id: `b${i}`, address: `127.0.0.1:${port}`, agent: i + 1 })),
+        backends: backendPorts.map((port, i) => ({ id: `${sip ? 's' : 'b'}${i}`, address: `127.0.0.1:${port}`, agent: i + 1 })),
         load: { intervalMs: LOAD_INTERVAL_MS },
-        sessions: { cookie: COOKIE },
-        http: { failover: { enabled: false } },
+        ...(sip ? {} : { sessions: { cookie: COOKIE }, http: { failover: { enabled: false } } }),
         admission: arm === 'sa2c' ? { enabled: true } : arm === 'tuned' ? { enabled: true, ...sa2c } : { enabled: false },
       },
     ],

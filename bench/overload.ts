@@ -244,6 +244,33 @@ interface Backend {
   readonly port: number;
 }
 
+/**
+ * `s.backends` capacity servers (lib/capacity-backend.js for HTTP, lib/capacity-sip-uas.js for SIP),
+ * each a process reporting its load as agent host i + 1 to the dispatcher's monitor port, pushed
+ * onto `into` as it starts (so the caller's cleanup stops those started before a failure).
+ */
+async function startCapacityServers(
+  into: Backend[],
+  name: string,
+  script: string,
+  s: { readonly backends: number; readonly workers: number; readonly serviceMs: number },
+  monitorPort: number,
+  key: Buffer,
+  extra: object,
+): Promise<void> {
+  for (let i = 0; i < s.backends; i++) {
+    const o: CapacitySipUasOptions & Partial<CapacityBackendOptions> = {
+      port: 0,
+      workers: s.workers,
+      serviceMs: s.serviceMs,
+      report: { host: i + 1, monitor: `127.0.0.1:${monitorPort}`, keyHex: key.toString('hex'), intervalMs: LOAD_INTERVAL_MS },
+      ...extra,
+    };
+    const proc = await startProcess({ name: `${name}-${i}`, command: process.execPath, args: [script, JSON.stringify(o)], readyLine: /listening (\d+)/ });
+    into.push({ proc, port: Number(proc.readyMatch![1]) });
+  }
+}
+
 function get(port: number, pathname: string, cookie: string | null, agent: http.Agent, deadlineMs: number): Promise<{ status: number; body: string; setCookie: string | null }> {
   return new Promise((resolve) => {
     let done = false;
@@ -361,17 +388,7 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
   const backends: Backend[] = [];
   const results: ArmResult[] = [];
   try {
-    for (let i = 0; i < s.backends; i++) {
-      const o: CapacityBackendOptions = {
-        port: 0,
-        workers: s.workers,
-        serviceMs: s.serviceMs,
-        cookie: COOKIE,
-        report: { host: i + 1, monitor: `127.0.0.1:${monitorPort}`, keyHex: key.toString('hex'), intervalMs: LOAD_INTERVAL_MS },
-      };
-      const proc = await startProcess({ name: `backend-${i}`, command: process.execPath, args: [BACKEND_JS, JSON.stringify(o)], readyLine: /listening (\d+)/ });
-      backends.push({ proc, port: Number(proc.readyMatch![1]) });
-    }
+    await startCapacityServers(backends, 'backend', BACKEND_JS, s, monitorPort, key, { cookie: COOKIE } satisfies Partial<CapacityBackendOptions>);
     for (const factor of s.factors) {
       let sa2cDrop = 0;
       for (const arm of s.arms) {
@@ -460,16 +477,7 @@ async function runSip(
   const servers: Backend[] = [];
   const out: SipResult[] = [];
   try {
-    for (let i = 0; i < s.backends; i++) {
-      const o: CapacitySipUasOptions = {
-        port: 0,
-        workers: s.workers,
-        serviceMs: s.serviceMs,
-        report: { host: i + 1, monitor: `127.0.0.1:${monitorPort}`, keyHex: key.toString('hex'), intervalMs: LOAD_INTERVAL_MS },
-      };
-      const proc = await startProcess({ name: `sip-uas-${i}`, command: process.execPath, args: [SIP_UAS_JS, JSON.stringify(o)], readyLine: /listening (\d+)/ });
-      servers.push({ proc, port: Number(proc.readyMatch![1]) });
-    }
+    await startCapacityServers(servers, 'sip-uas', SIP_UAS_JS, s, monitorPort, key, {} satisfies Partial<CapacitySipUasOptions>);
     for (const factor of s.factors) {
       for (const arm of ['sa2c', 'plain'] as const) {
         if (!s.arms.includes(arm)) continue;

@@ -267,6 +267,13 @@ export const sipSchema = z
     maxDatagramBytes: z.number().int().min(1024).max(65_507).default(16_384),
     /** Add a Record-Route so that in-dialog requests of standard user agents come back through holdfast. */
     recordRoute: z.boolean().default(true),
+    /**
+     * Answers of holdfast's own (503, 483, 400) sent over UDP per second at most, burst one second's
+     * worth; past it they are dropped and counted (drop reason 'answer-throttled'). A UDP source is
+     * not verified: this bounds what a flood with spoofed sources can make holdfast send to a victim.
+     * The refusal itself still happens (the request is not forwarded); a real client retransmits.
+     */
+    udpAnswersPerSecond: z.number().int().min(1).max(1_000_000).default(1000),
     /** A client TCP connection with no message for this long is closed. */
     tcpIdleTimeoutMs: z.number().int().min(1000).max(24 * 3_600_000).default(600_000),
   })

@@ -51,7 +51,7 @@ export function opensLastingSession(m: SipMessage): boolean {
 
 export { noop } from '../lifecycle.js';
 
-export type DropReason = 'malformed' | 'too-large' | 'unknown-via' | 'no-session' | 'no-backend' | 'max-forwards' | 'unroutable' | 'bad-sdp' | 'media-pending';
+export type DropReason = 'malformed' | 'too-large' | 'unknown-via' | 'no-session' | 'no-backend' | 'max-forwards' | 'unroutable' | 'bad-sdp' | 'media-pending' | 'answer-throttled';
 
 /** What the forwarder keeps per open session beside the session table (its "side record"). */
 export interface SipSession {
@@ -126,7 +126,7 @@ export interface SipForwarderStats {
   orphanInDialog: number;
   /** Malformed client messages forwarded unparsed (sip.malformed: forward). */
   forwardedUnparsed: number;
-  /** 503 answered (no backend, table full). */
+  /** 503 answered (no backend, table full); one dropped by sip.udpAnswersPerSecond is a drop ('answer-throttled'). */
   refused: number;
   /** 483 answered (Max-Forwards reached 0). */
   tooManyHops: number;

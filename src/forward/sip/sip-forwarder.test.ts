@@ -475,6 +475,35 @@ test('a full flow table refuses new sessions (flows-full, 503) and still serves 
   assert.equal(rig.runtime.flows.size, 16);
 });
 
+test('our own UDP answers are bounded by sip.udpAnswersPerSecond: past the burst a refusal is dropped and counted, and the budget refills with time', async (t) => {
+  const backend = await udpPeer(t, uas());
+  const rig = await makeRig(t, [backend.port], { sip: { udpAnswersPerSecond: 3 }, sessions: { maxFlows: 16 } });
+  const held = await Promise.all(Array.from({ length: 16 }, () => udpPeer(t)));
+  for (const [i, c] of held.entries()) {
+    c.send(request(c.port, { callId: `held-${i}` }), rig.port);
+    assert.equal(parse((await c.next(0)).data).status, 200);
+  }
+  const first = held[0]!;
+  // A second source finds the flow table full: each of its 8 INVITEs is refused.
+  const flood = await udpPeer(t);
+  for (let i = 0; i < 8; i++) flood.send(request(flood.port, { callId: `refused-${i}` }), rig.port);
+  await waitFor(() => rig.refusals.length === 8, 'eight refusals');
+  await new Promise((r) => setTimeout(r, SILENCE_MS));
+  assert.deepEqual(flood.got.map((g) => parse(g.data).status), [503, 503, 503], 'the burst: one second of budget');
+  assert.deepEqual(rig.drops.map((d) => d.reason), Array(5).fill('answer-throttled'));
+  assert.equal(rig.forwarder.stats.refused, 3, 'only the answers sent count as refused (a throttled one is a drop)');
+  // 500 ms later half the budget is back: 1.5 tokens, one answer.
+  rig.clock.advance(500);
+  for (let i = 0; i < 2; i++) flood.send(request(flood.port, { callId: `later-${i}` }), rig.port);
+  await waitFor(() => rig.refusals.length === 10, 'two more refusals');
+  await new Promise((r) => setTimeout(r, SILENCE_MS));
+  assert.equal(flood.got.length, 4);
+  assert.equal(rig.drops.length, 6);
+  // The held session's client is served all along: forwarding is not an answer of ours.
+  first.send(request(first.port, { method: 'BYE', callId: 'held-0', toTag: 'uas1' }), rig.port);
+  assert.equal(parse((await first.next(1)).data).status, 200);
+});
+
 test('a backend answering ICMP port unreachable is reported down at once; the retransmission goes to the new pin', async (t) => {
   const dead = await udpPeer(t);
   const live = await udpPeer(t, uas());

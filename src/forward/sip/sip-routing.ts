@@ -59,8 +59,8 @@ export abstract class SipRouting extends SipSessions {
     }
     if (m.maxForwards === 0) {
       if (m.method === 'ACK') return this.drop('max-forwards', transport);
-      this.stats.tooManyHops++;
-      return this.answer(m, 483, 'Too Many Hops', host, port, ingress, []);
+      if (this.answer(m, 483, 'Too Many Hops', host, port, ingress, [])) this.stats.tooManyHops++;
+      return;
     }
     // Issue 8 (SA2C, SARA III.B): a request of an unknown Call-ID opens a session ('new'), even with
     // a To tag (a forged or stale one opens a session all the same); any request of an open session
@@ -143,9 +143,9 @@ export abstract class SipRouting extends SipSessions {
         this.forwardRequest(out, backend, host, port, ingress, original, attempt);
       },
       (status, reason, extra) => {
+        if (!this.answer(m, status, reason, host, port, ingress, extra)) return;
         if (status === 503) this.stats.refused++;
         else this.stats.answered++;
-        this.answer(m, status, reason, host, port, ingress, extra);
       },
     );
   }

@@ -42,6 +42,13 @@ export abstract class SipSessions {
   /** The UDP bound: the smaller of sip.maxMessageBytes and sip.maxDatagramBytes. */
   protected readonly maxDatagramBytes: number;
   protected readonly highWaterMark: number;
+  /**
+   * The budget of our own answers over UDP (sip.udpAnswersPerSecond, burst: one second's worth):
+   * tokens left and clock.now() of the last refill. A UDP source address is not verified, so an
+   * unbounded answer to every refused request would let a spoofed flood reflect them at its victim.
+   */
+  protected answerTokens: number;
+  protected answerRefillAt: number;
   /** The client-facing UDP socket and its bound address. */
   protected udp: dgram.Socket | null = null;
   protected udpAddress: HostPort | null = null;
@@ -91,6 +98,8 @@ export abstract class SipSessions {
     this.maxMessageBytes = rt.config.sip.maxMessageBytes;
     this.maxDatagramBytes = Math.min(rt.config.sip.maxMessageBytes, rt.config.sip.maxDatagramBytes);
     this.highWaterMark = rt.config.http.highWaterMarkBytes;
+    this.answerTokens = rt.config.sip.udpAnswersPerSecond;
+    this.answerRefillAt = rt.clock.now();
     this.unsubscribeClose = this.router.onClose((h) => this.sessionClosed(h));
     this.unsubscribeFlowRemove = rt.flows.onRemove((h) => this.flowRemoved(h));
     this.media = new SipMediaGateway(rt, (reason, transport) => this.drop(reason, transport));
@@ -260,8 +269,7 @@ export abstract class SipSessions {
   /** 503 Service Unavailable with Retry-After (never to an ACK). */
   protected refuse(m: SipMessage, host: string, port: number, ingress: Ingress, retryAfterS: number | null = RETRY_AFTER_S): void {
     if (m.method === 'ACK') return this.drop('no-session', ingress.transport); // an ACK is never answered
-    this.stats.refused++;
-    this.answer(m, 503, 'Service Unavailable', host, port, ingress, retryAfterS === null ? [] : [`Retry-After: ${retryAfterS}`]);
+    if (this.answer(m, 503, 'Service Unavailable', host, port, ingress, retryAfterS === null ? [] : [`Retry-After: ${retryAfterS}`])) this.stats.refused++;
   }
 
   /**
@@ -284,17 +292,40 @@ export abstract class SipSessions {
     return this.refuse(m, host, port, ingress);
   }
 
-  /** A response of ours to a client's request, sent where the response would go (§18.2.2). */
-  protected answer(m: SipMessage, status: number, reason: string, host: string, port: number, ingress: Ingress, extra: string[]): void {
-    const out = buildSipResponse(m, status, reason, { srcHost: host, srcPort: port, toTag: HOLDFAST_TO_TAG, extra });
+  /**
+   * A response of ours to a client's request, sent where the response would go (§18.2.2). Over UDP
+   * only within sip.udpAnswersPerSecond: past it the answer is dropped ('answer-throttled') and false
+   * returned, so that the caller counts a drop instead of an answer. Over TCP the handshake verified
+   * the address: always answered.
+   */
+  protected answer(m: SipMessage, status: number, reason: string, host: string, port: number, ingress: Ingress, extra: string[]): boolean {
     if (ingress.transport === 'tcp') {
-      this.writeToClient(ingress.conn, out);
-      return;
+      this.writeToClient(ingress.conn, buildSipResponse(m, status, reason, { srcHost: host, srcPort: port, toTag: HOLDFAST_TO_TAG, extra }));
+      return true;
     }
+    if (!this.takeAnswerToken()) {
+      this.drop('answer-throttled', 'udp');
+      return false;
+    }
+    const out = buildSipResponse(m, status, reason, { srcHost: host, srcPort: port, toTag: HOLDFAST_TO_TAG, extra });
     // received is the source host (added whenever sent-by differs); the port is rport's or sent-by's.
     const top = m.vias[0]!;
     const target = top.rport !== null ? port : (top.port ?? SIP_DEFAULT_PORT);
     this.sendUdp(out, host, target);
+    return true;
+  }
+
+  /** One token of the UDP answer budget, refilled at sip.udpAnswersPerSecond up to one second's worth. */
+  private takeAnswerToken(): boolean {
+    const rate = this.rt.config.sip.udpAnswersPerSecond;
+    const now = this.rt.clock.now();
+    if (now > this.answerRefillAt) {
+      this.answerTokens = Math.min(rate, this.answerTokens + ((now - this.answerRefillAt) / 1000) * rate);
+      this.answerRefillAt = now;
+    }
+    if (this.answerTokens < 1) return false;
+    this.answerTokens--;
+    return true;
   }
 
   protected drop(reason: DropReason, transport: SipTransport): void {

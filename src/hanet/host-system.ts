@@ -6,7 +6,8 @@
  * Commands run through execFile (no shell). Each failure rejects with HanetCommandError naming the
  * command and what it printed.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import readline from 'node:readline';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { HanetCommandError } from '../core/errors.js';
@@ -14,6 +15,30 @@ import { detectArping, type ArpingFlavour } from '../takeover/linux.js';
 
 /** `ip` answers in milliseconds; beyond this it is hung. */
 const IP_TIMEOUT_MS = 5000;
+/**
+ * setpriv (util-linux, Essential on Debian) with --pdeathsig: the kernel sends the child SIGKILL
+ * when this process dies, however it dies. Found once; without it the command runs untied.
+ */
+let setprivPath: string | null | undefined;
+function findSetpriv(): string | null {
+  if (setprivPath !== undefined) return setprivPath;
+  setprivPath = null;
+  for (const dir of (process.env['PATH'] ?? '/usr/bin:/bin').split(':')) {
+    if (dir !== '' && existsSync(`${dir}/setpriv`)) {
+      setprivPath = `${dir}/setpriv`;
+      break;
+    }
+  }
+  return setprivPath;
+}
+
+/** A long-lived child reading nothing, its stdout piped, killed by the kernel when this process dies. */
+export function spawnTied(command: string, args: readonly string[]): ChildProcessByStdio<null, Readable, null> {
+  const setpriv = findSetpriv();
+  const argv = setpriv === null ? [command, ...args] : [setpriv, '--pdeathsig', 'KILL', '--', command, ...args];
+  return spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'ignore'] });
+}
+
 /** Between the gratuitous ARPs of one announcement (Habets arping; iputils has a fixed 1 s). */
 const GARP_INTERVAL_MS = 10;
 
@@ -159,7 +184,9 @@ export class LinuxHostSystem implements HostSystem {
   }
 
   watchLinks(onEvent: (iface: string) => void): () => void {
-    const child = spawn('ip', ['-o', 'monitor', 'link'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // Tied to this process's life: a SIGKILLed agent cannot kill its child, and `ip monitor` would
+    // live on until it next wrote to the closed pipe (the next link event on the host).
+    const child = spawnTied('ip', ['-o', 'monitor', 'link']);
     child.on('error', () => {}); // no ip: polling alone
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
       // "5: eth0: <BROADCAST,...> ..." or "Deleted 5: eth0@if4: ..."

@@ -74,9 +74,11 @@ export interface DispatcherHandle {
    * Live reload (SIGHUP, `holdfast reload`, POST /api/v1/actions/reload): `next`, or the
    * configuration source's file read again, is compared with the configuration in force and what can
    * change live is applied (config/reload-plan.ts, dispatcher/reload.ts); TLS certificates are
-   * re-read. An invalid configuration changes nothing. Reloads run one at a time.
+   * re-read. An invalid configuration changes nothing. Reloads run one at a time. With
+   * `cluster.membership: etcd` the services are etcd's shared ones; `shared`: that shared
+   * configuration changed, the local configuration in force is kept (the file is not read).
    */
-  reload(next?: Config): Promise<ReloadOutcome>;
+  reload(next?: Config, shared?: boolean): Promise<ReloadOutcome>;
   /** Stop listening, let exchanges in flight finish, then stop everything. */
   close(): Promise<void>;
 }
@@ -216,7 +218,8 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
   const adminToken = config.admin.enabled ? resolveAdminToken(config.admin) : null;
   const startedAt = clock.wallNow();
   const services = config.services.map((s) => buildService(s, clock, options.logger));
-  membership?.bind(services);
+  // A change of etcd's shared configuration reloads (queued behind any reload running).
+  membership?.bind(services, () => void handle.reload(undefined, true));
   const agents = new AgentRoutes();
   const receiver = buildAgentReceiver(config, services, clock, agents);
   const live: LiveContext = { clock, agents, receiverRunning: receiver !== null };
@@ -425,22 +428,32 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
     }
     return refused;
   };
-  const reload = async (given: Config | undefined): Promise<ReloadOutcome> => {
+  /** The local configuration last applied (the file's; with etcd, before the shared services). */
+  let local = localConfig;
+  /**
+   * `given`, else the configuration file read again, else (`shared`: etcd's shared configuration
+   * changed) the local configuration in force; with etcd, its services replaced by the shared ones.
+   */
+  const reload = async (given: Config | undefined, shared = false): Promise<ReloadOutcome> => {
     let next: Config;
+    let file: Config;
     try {
-      if (given === undefined && !options.configSource) throw new ConfigInvalidError(['no configuration file to reload from']);
-      next = given ?? options.configSource!();
+      if (given === undefined && !shared && !options.configSource) throw new ConfigInvalidError(['no configuration file to reload from']);
+      file = given ?? (shared ? local : options.configSource!());
+      next = membership ? membership.resolve(file) : file;
     } catch (err) {
       if (err instanceof ConfigInvalidError) {
-        options.logger?.warn({ issues: err.issues }, 'reload refused: the new configuration is invalid; nothing changed');
+        options.logger?.warn({ issues: err.issues, trigger: shared ? 'etcd' : 'reload' }, 'reload refused: the new configuration is invalid; nothing changed');
         return { type: 'invalid', issues: err.issues };
       }
       throw err;
     }
     const plan = planReload(running(), next);
     const report = await applyReload(services, next, plan, live);
+    local = file;
+    membership?.refresh();
     const certificates = reloadCertificates().map((r) => ({ service: r.service, error: r.error.message }));
-    options.logger?.info({ applied: report.applied, restartRequired: report.restartRequired, errors: report.errors, certificates }, 'configuration reloaded');
+    options.logger?.info({ trigger: shared ? 'etcd' : 'reload', applied: report.applied, restartRequired: report.restartRequired, errors: report.errors, certificates }, 'configuration reloaded');
     return { type: 'applied', ...report, certificates };
   };
   const handle: DispatcherHandle = {
@@ -456,9 +469,9 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
     agentStats: () => (receiver ? receiver.stats() : null),
     status,
     reloadCertificates,
-    reload(next) {
+    reload(next, shared) {
       if (closed) return Promise.reject(new ClosedError('dispatcher'));
-      const run = reloading.then(() => reload(next));
+      const run = reloading.then(() => reload(next, shared));
       reloading = run.catch(() => {});
       return run;
     },

@@ -4,8 +4,9 @@
  * `services`), then keeps each service's backends in step with `<prefix>backends/<service>/`: a
  * configured backend whose key is absent is drained (no new sessions, its sessions stay), one whose
  * key appears is undrained. A service with no backend key at all keeps every configured backend.
- * Backends named in etcd but not in the configuration are not created (configuration is read at
- * start): they are reported once in the membership event's detail.
+ * Backends named in etcd but not in the configuration are not created (a backend's address is in
+ * the configuration): they are reported in the membership event's detail. A change of the shared
+ * configuration is handed to the dispatcher, which reloads with it (the same plan as a SIGHUP).
  */
 import { readFileSync } from 'node:fs';
 import type { Backend } from '../core/backend.js';
@@ -28,8 +29,18 @@ export interface MembershipWiring {
   readonly membership: EtcdMembership;
   /** The configuration to build the services from (shared services applied). */
   readonly config: Config;
-  /** Applies the view now and on every change. */
-  bind(services: readonly MembershipService[]): void;
+  /**
+   * Applies the view now and on every change; `onSharedConfig` is called when the shared
+   * configuration's text changes (not when it is deleted: the services in force stay).
+   */
+  bind(services: readonly MembershipService[], onSharedConfig?: () => void): void;
+  /** Applies the view again (after a reload added backends, so that they are drained if not members). */
+  refresh(): void;
+  /**
+   * `local` with its services taken from the current shared configuration (unchanged when there is
+   * none); throws ConfigInvalidError naming `etcd:<prefix>config` for a bad shared configuration.
+   */
+  resolve(local: Config): Config;
   close(): Promise<void>;
 }
 
@@ -75,17 +86,22 @@ export async function startMembership(config: Config): Promise<MembershipWiring>
     dialTimeoutMs: etcd.dialTimeoutMs,
     lastKnownFile: etcd.lastKnownFile,
   });
-  let resolved = config;
-  const shared = membership.view.sharedConfig;
-  if (shared !== null) {
-    try {
-      resolved = withSharedServices(config, shared, `etcd:${etcd.prefix}config`);
-    } catch (err) {
-      await membership.close();
-      throw err;
-    }
+  const source = `etcd:${etcd.prefix}config`;
+  const resolve = (local: Config): Config => {
+    const shared = membership.view.sharedConfig;
+    return shared === null ? local : withSharedServices(local, shared, source);
+  };
+  let resolved: Config;
+  try {
+    resolved = resolve(config);
+  } catch (err) {
+    await membership.close();
+    throw err;
   }
-  const startedWith = shared;
+  /** The shared configuration's text last handed on (or started with). */
+  let lastShared = membership.view.sharedConfig;
+  let bound: readonly MembershipService[] = [];
+  let onShared: (() => void) | undefined;
   /** Backends this wiring drained (an operator's drain is left alone). */
   const drained = new Set<Backend>();
   let unsubscribe = (): void => {};
@@ -104,8 +120,8 @@ export async function startMembership(config: Config): Promise<MembershipWiring>
       for (const id of members ?? []) if (!s.backends.some((b) => b.id === id)) unknown.push(`${s.config.name}/${id}`);
     }
     const notes: string[] = [];
-    if (unknown.length > 0) notes.push(`backends in etcd but not in the configuration (need a restart): ${unknown.join(', ')}`);
-    if (view.sharedConfig !== startedWith) notes.push('the shared configuration changed: not reloaded (restart to apply)');
+    if (unknown.length > 0) notes.push(`backends in etcd but not in the configuration (add them to it): ${unknown.join(', ')}`);
+    if (view.sharedConfig === null && lastShared !== null) notes.push('the shared configuration was deleted: the services in force stay');
     if (notes.length > 0 && channels.membership.hasSubscribers) {
       channels.membership.publish({ type: 'view', dispatchers: view.dispatchers.length, detail: notes.join('; ') } satisfies MembershipEvent);
     }
@@ -113,10 +129,22 @@ export async function startMembership(config: Config): Promise<MembershipWiring>
   return {
     membership,
     config: resolved,
-    bind(services) {
+    bind(services, onSharedConfig) {
+      bound = services;
+      onShared = onSharedConfig;
       apply(services, membership.view);
-      unsubscribe = membership.onChange((view) => apply(services, view));
+      unsubscribe = membership.onChange((view) => {
+        apply(services, view);
+        if (view.sharedConfig !== null && view.sharedConfig !== lastShared) {
+          lastShared = view.sharedConfig;
+          onShared?.();
+        }
+      });
     },
+    refresh() {
+      apply(bound, membership.view);
+    },
+    resolve,
     async close() {
       unsubscribe();
       await membership.close();

@@ -67,11 +67,9 @@ async function clientSocket(t: TestContext): Promise<dgram.Socket> {
   return s;
 }
 
-async function cluster(t: TestContext, etcd: EtcdServer, ids: string[], backends: UdpEcho[]): Promise<HaDispatcher[]> {
-  const admin = new Etcd3({ hosts: `http://${etcd.endpoint}` });
-  t.after(() => admin.close());
-  // The shared configuration: the services every dispatcher serves (listen port 0: each its own).
-  const shared = {
+/** The shared configuration: the services every dispatcher serves (listen port 0: each its own). */
+function sharedConfig(backends: UdpEcho[]): string {
+  return JSON.stringify({
     services: [
       {
         name: 'udp',
@@ -82,8 +80,13 @@ async function cluster(t: TestContext, etcd: EtcdServer, ids: string[], backends
         backends: backends.map((b) => ({ id: b.id, address: `127.0.0.1:${b.port}` })),
       },
     ],
-  };
-  await admin.put(`${PREFIX}config`).value(JSON.stringify(shared));
+  });
+}
+
+async function cluster(t: TestContext, etcd: EtcdServer, ids: string[], backends: UdpEcho[]): Promise<HaDispatcher[]> {
+  const admin = new Etcd3({ hosts: `http://${etcd.endpoint}` });
+  t.after(() => admin.close());
+  await admin.put(`${PREFIX}config`).value(sharedConfig(backends));
   for (const b of backends) await admin.put(`${PREFIX}backends/udp/${b.id}`).value('{}');
   const dir = makeTempDir('holdfast-scaleout-e2e');
   const key = randomBytes(32);
@@ -173,4 +176,41 @@ test('scale-out on etcd: etcd lost while running keeps the dispatcher serving, c
   assert.match(await ask(fresh, d1!, 'z'), /^b[01]$/, 'new flows are served with the last view');
   await etcd.resume();
   await waitFor('d1 registered again', async () => (await registered(etcd)).join() === 'd1', 30_000);
+});
+
+test('scale-out on etcd: a change of the shared configuration is applied live (a backend added serves new flows), a bad one changes nothing, a SIGHUP keeps the shared services', { skip }, async (t) => {
+  const etcd = await EtcdServer.start();
+  t.after(() => etcd.stop());
+  const backends: UdpEcho[] = [];
+  for (const id of ['b0', 'b1', 'b2']) backends.push(await startUdpEcho(t, id));
+  const [d1] = await cluster(t, etcd, ['d1'], backends.slice(0, 2));
+  const admin = new Etcd3({ hosts: `http://${etcd.endpoint}` });
+  t.after(() => admin.close());
+  const ids = async (): Promise<string[]> => (await d1!.status()).services[0]!.backends.map((b) => `${b.id}:${b.state}`).sort();
+  const old = await clientSocket(t);
+  const pinned = await ask(old, d1!, 'before');
+
+  // b2 joins the shared configuration and etcd's member list: added live, no restart.
+  await admin.put(`${PREFIX}backends/udp/b2`).value('{}');
+  await admin.put(`${PREFIX}config`).value(sharedConfig(backends));
+  await waitFor('b2 added and up', async () => (await ids()).includes('b2:up'));
+  const reached = new Set<string>();
+  for (let i = 0; i < 24 && !reached.has('b2'); i++) reached.add(await ask(await clientSocket(t), d1!, 'new'));
+  assert.ok(reached.has('b2'), `new flows reached only ${[...reached].join(',')}`);
+  assert.equal(await ask(old, d1!, 'after'), pinned, 'an established flow keeps its backend across the reload');
+  assert.match(d1!.proc.output(), /"trigger":"etcd"[^\n]*configuration reloaded/);
+
+  // SIGHUP reads the local file again (its placeholder service): the services stay etcd's.
+  d1!.proc.child.kill('SIGHUP');
+  await waitFor('the SIGHUP reload', () => /"trigger":"reload"[^\n]*configuration reloaded/.test(d1!.proc.output()));
+  const line = d1!.proc.output().split('\n').find((l) => /"trigger":"reload"[^\n]*configuration reloaded/.test(l))!;
+  assert.deepEqual((JSON.parse(line) as { restartRequired: unknown[] }).restartRequired, [], line);
+  assert.deepEqual(await ids(), ['b0:up', 'b1:up', 'b2:up']);
+
+  // A bad shared configuration: refused, named, nothing changed.
+  await admin.put(`${PREFIX}config`).value('services: 5');
+  await waitFor('the refusal', () => /"trigger":"etcd"[^\n]*reload refused/.test(d1!.proc.output()));
+  assert.match(d1!.proc.output(), /"issues":\["services: expected an array, received 5"\]/);
+  assert.deepEqual(await ids(), ['b0:up', 'b1:up', 'b2:up']);
+  assert.equal(await ask(old, d1!, 'still'), pinned);
 });

@@ -2,7 +2,8 @@
  * The dashboard in a real browser (issue 14): Debian's chromium, headless, driven by playwright-core,
  * against a real demo cluster (three origins, two dispatchers on a loopback VIP). The page loads with
  * no console error and shows every backend; the Kill button of a backend makes it show as down within
- * one second, with its transition in the timeline; killing the master dispatcher shows the takeover
+ * one second, with its transition in the timeline; a backend removed with its button and another
+ * added with the service's form; killing the master dispatcher shows the takeover
  * on the backup's dashboard. Screenshots go to test-results/dashboard/ (gitignored). Skipped, with
  * the reason, when chromium is not installed (scripts/ensure-peers.mjs installs it).
  *
@@ -85,6 +86,28 @@ test('dashboard: every backend shown, a killed backend down within 1 s and in th
   t.diagnostic(`beta shown down ${shownMs} ms after the click`);
   assert.ok(shownMs <= 1000, `${shownMs} ms`);
   await page.screenshot({ path: join(ARTIFACTS, '2-backend-killed.png'), fullPage: true });
+
+  // Remove gamma with its button, then add its origin back under another id with the form
+  // (issue 14's runtime add/remove): gone from the page, then shown and up; a duplicate id is refused
+  // with the API's reason on the page.
+  const gammaCard = page.locator('[data-backend="gamma"]');
+  const gammaAddress = (await gammaCard.locator('.muted').first().textContent())!.trim();
+  const serviceName = (await page.locator('.service:has([data-backend="gamma"])').getAttribute('data-service'))!;
+  await gammaCard.locator('[data-action="remove-backend"]').click();
+  await page.waitForSelector('[data-backend="gamma"]', { state: 'detached', timeout: 5000 });
+  const form = page.locator(`[data-add-backend="${serviceName}"]`);
+  await form.locator('[name="id"]').fill('delta');
+  await form.locator('[name="address"]').fill(gammaAddress);
+  await form.locator('button').click();
+  await page.waitForSelector('[data-backend="delta"][data-state="up"]', { timeout: 10_000 });
+  await form.locator('[name="id"]').fill('alpha');
+  await form.locator('button').click();
+  await page.waitForSelector('[data-testid="notice"]:has-text("already exists")', { timeout: 5000 });
+  // The browser logs every 4xx answer as a console error: this one was asked for.
+  const conflict = consoleErrors.findIndex((e) => e.includes('409 (Conflict)'));
+  assert.ok(conflict >= 0, consoleErrors.join('\n'));
+  consoleErrors.splice(conflict, 1);
+  await page.screenshot({ path: join(ARTIFACTS, '2b-backend-replaced.png'), fullPage: true });
 
   // The demo's actions validate their input like every API route.
   const bad = await fetch(`http://127.0.0.1:${base + 2}/api/v1/actions/kill-backend`, { method: 'POST', body: JSON.stringify({ backend: 'nope' }) });

@@ -99,8 +99,11 @@ async function api<T>(path: string, init: RequestInit = {}): Promise<T> {
   if (token) headers.set('authorization', `Bearer ${token}`);
   const res = await fetch(path, { ...init, headers });
   if (res.status === 401 || res.status === 403) throw new AuthError(res.status === 401 ? 'a token is needed' : 'wrong token');
-  const body = (await res.json()) as T & { error?: string };
-  if (!res.ok) throw new Error(body.error ?? `HTTP ${res.status}`);
+  const body = (await res.json()) as T & { error?: string; issues?: { path: string; message: string }[] };
+  if (!res.ok) {
+    const issues = (body.issues ?? []).map((i) => `${i.path}: ${i.message}`).join('; ');
+    throw new Error(`${body.error ?? `HTTP ${res.status}`}${issues ? ` (${issues})` : ''}`);
+  }
   return body;
 }
 
@@ -291,9 +294,9 @@ function App() {
     };
   }, []);
 
-  const act = (path: string, body: unknown, label: string) => {
+  const act = (path: string, body: unknown, label: string, method = 'POST') => {
     setNotice(`${label}…`);
-    api(path, { method: 'POST', body: JSON.stringify(body ?? {}), headers: { 'content-type': 'application/json' } })
+    api(path, method === 'DELETE' ? { method } : { method, body: JSON.stringify(body ?? {}), headers: { 'content-type': 'application/json' } })
       .then(() => setNotice(`${label}: done`), (err: Error) => setNotice(`${label}: ${err.message}`))
       .finally(() => refreshRef.current());
   };
@@ -361,11 +364,24 @@ function App() {
                       ${b.state === 'draining'
                         ? html`<button onClick=${() => act(`/api/v1/services/${encodeURIComponent(s.name)}/backends/${encodeURIComponent(b.id)}/undrain`, {}, `undrain ${b.id}`)}>Undrain</button>`
                         : html`<button onClick=${() => act(`/api/v1/services/${encodeURIComponent(s.name)}/backends/${encodeURIComponent(b.id)}/drain`, {}, `drain ${b.id}`)}>Drain</button>`}
+                      <button data-action="remove-backend" title="drained for good and removed (runtime only: the next reload resets to the file)" onClick=${() => act(`/api/v1/services/${encodeURIComponent(s.name)}/backends/${encodeURIComponent(b.id)}`, null, `remove ${b.id}`, 'DELETE')}>Remove</button>
                       ${has('kill-backend') ? html`<button class="danger" data-action="kill-backend" onClick=${() => act('/api/v1/actions/kill-backend', { backend: b.id }, `kill ${b.id}`)}>Kill</button>` : null}
                     </div>
                   </div>`;
                 })}
               </div>
+              <form class="add-backend" data-add-backend=${s.name} title="runtime only: the next reload resets to the file" onSubmit=${(ev: Event) => {
+                ev.preventDefault();
+                const form = ev.target as HTMLFormElement;
+                const field = (n: string) => (form.elements.namedItem(n) as HTMLInputElement).value.trim();
+                const weight = field('weight');
+                act(`/api/v1/services/${encodeURIComponent(s.name)}/backends`, { id: field('id'), address: field('address'), ...(weight ? { weight: Number(weight) } : {}) }, `add ${field('id')}`);
+              }}>
+                <input name="id" placeholder="id" size="10" required />
+                <input name="address" placeholder="host:port" size="18" required />
+                <input name="weight" placeholder="weight" size="5" inputmode="numeric" />
+                <button>Add backend</button>
+              </form>
             </div>`,
           )}
         </section>

@@ -43,7 +43,7 @@ async function until(what: string, cond: () => boolean, limitMs = 10_000): Promi
   }
 }
 
-async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; snapshotSliceMs?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
   const r = createStateReplicator({
     id,
     listen: { host: LOOPBACK, port: extra.port ?? 0 },
@@ -57,6 +57,7 @@ async function replicator(t: TestContext, id: number, l: Layer, peers: { host: s
     ...(extra.lagTimeoutMs !== undefined ? { lagTimeoutMs: extra.lagTimeoutMs } : {}),
     ...(extra.maxBufferBytes !== undefined ? { maxBufferBytes: extra.maxBufferBytes } : {}),
     ...(extra.snapshotSliceEntries !== undefined ? { snapshotSliceEntries: extra.snapshotSliceEntries } : {}),
+    ...(extra.snapshotSliceMs !== undefined ? { snapshotSliceMs: extra.snapshotSliceMs } : {}),
   });
   t.after(() => r.close());
   await r.start();
@@ -663,7 +664,7 @@ test('replication: a snapshot goes in slices over event-loop turns; changes made
   let applied = false;
   const synced = new Promise<void>((resolve) => rb.onSynced(1, () => resolve()));
   rb.onSynced(1, () => (applied = true));
-  const ra = await replicator(t, 1, a, [rb.address()!], { snapshotSliceEntries: 4 });
+  const ra = await replicator(t, 1, a, [rb.address()!], { snapshotSliceEntries: 4, snapshotSliceMs: 0 });
   while (ra.stats().snapshotsSent === 0) await new Promise((r) => setImmediate(r));
   assert.ok(ra.stats().framesSent < 20 && !applied, 'still in the snapshot');
   // Mid-snapshot (80 entries in slices of 4: 20 turns): a close, an open with its flow, a re-pin.

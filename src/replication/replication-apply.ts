@@ -105,6 +105,20 @@ export class ForeignIndex {
     if (slot >= this.sUsed) this.sUsed = slot + 1;
   }
 
+  /** Room for marks of `sessions` session slots and `flows` flow handles, allocated at once. */
+  reserve(sessions: number, flows: number): void {
+    if (sessions > this.sOwner.length) {
+      this.sOwner = grownI32(this.sOwner, sessions - 1);
+      this.sHandle = grownF64(this.sHandle, sessions - 1, -1);
+      this.sSid = grownF64(this.sSid, sessions - 1, -1);
+      this.sGen = grownI32(this.sGen, sessions - 1);
+    }
+    if (flows > this.fOwner.length) {
+      this.fOwner = grownI32(this.fOwner, flows - 1);
+      this.fGen = grownI32(this.fGen, flows - 1);
+    }
+  }
+
   /** Sets a replica session's generation (it was sent again). */
   touchSession(h: SessionHandle, gen: number): void {
     this.sGen[sessionSlot(h)] = gen;
@@ -196,6 +210,14 @@ export class PeerService {
     }
     this.sid[slot] = sid;
     this.local[slot] = local;
+  }
+
+  /** Room for sids in `slots` slots, allocated at once. */
+  reserve(slots: number): void {
+    if (slots > this.sid.length) {
+      this.sid = grownF64(this.sid, slots - 1, -1);
+      this.local = grownF64(this.local, slots - 1, -1);
+    }
   }
 
   forget(sid: number): void {
@@ -457,8 +479,13 @@ export class ReplicaApplier implements OpVisitor {
   tableSizes(service: number, sessions: number, flows: number): void {
     const ix = this.index[service];
     if (ix === undefined) return;
-    ix.svc.sessions.table.reserve(ix.svc.sessions.table.size + sessions);
+    const table = ix.svc.sessions.table;
+    table.reserve(table.size + sessions);
     ix.svc.flows.reserve(ix.svc.flows.size + flows);
+    // The replica marks, by local slot, and the peer's sids, by the sender's slot (at least as many
+    // as it holds), grow once too: bounded by the table (the sender's count is only a hint).
+    ix.foreign.reserve(Math.min(table.size + sessions, table.capacity), Math.min(ix.svc.flows.size + flows, ix.svc.flows.capacity));
+    peerService(this.peer, service).reserve(Math.min(sessions, 2 * table.capacity));
   }
 
   /**

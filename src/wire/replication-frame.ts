@@ -755,6 +755,36 @@ function u32At(b: Buffer, p: number): number {
   return b[p]! * 0x1000000 + ((b[p + 1]! << 16) | (b[p + 2]! << 8) | b[p + 3]!);
 }
 
+/** Entries of the data-string cache (a power of two). */
+const DATA_CACHE_ENTRIES = 1024;
+/** The longest data string the cache holds. */
+const DATA_CACHE_MAX_BYTES = 64;
+/** Recently decoded ASCII data strings, by a hash of their bytes (see cachedText). */
+const dataCache: (string | undefined)[] = new Array<string | undefined>(DATA_CACHE_ENTRIES).fill(undefined);
+
+/**
+ * The text of `n` bytes at `p`, the string decoded last time for the same bytes when the cache has
+ * it: a session's data is its client's transport and address (SIP), shared by every call of that
+ * client, so a million replicas need not hold (nor the decoder make, nor the collector sweep) a
+ * million copies. The cache holds short ASCII strings only, compared byte for char before reuse.
+ */
+function cachedText(b: Buffer, p: number, n: number): string {
+  if (n > DATA_CACHE_MAX_BYTES) return (b as unknown as BufferSlices).utf8Slice(p, p + n);
+  let h = n;
+  for (let i = 0; i < n; i++) h = Math.imul(h ^ b[p + i]!, 0x01000193);
+  const at = (h ^ (h >>> 15)) & (DATA_CACHE_ENTRIES - 1);
+  const cached = dataCache[at];
+  if (cached !== undefined && cached.length === n) {
+    let i = 0;
+    while (i < n && cached.charCodeAt(i) === b[p + i]) i++;
+    if (i === n) return cached;
+  }
+  const s = (b as unknown as BufferSlices).utf8Slice(p, p + n);
+  // One char per byte: ASCII (a byte-for-char comparison finds it again).
+  if (s.length === n) dataCache[at] = s;
+  return s;
+}
+
 /** A SESSION_BLOCK after its opcode: every entry checked, handed to `v` when there is one. */
 function sessionBlock(c: Cursor, v: OpVisitor | null): void {
   const service = c.u16();
@@ -777,7 +807,7 @@ function sessionBlock(c: Cursor, v: OpVisitor | null): void {
     if (p + keyBytes + dataBytes > end) throw TRUNCATED;
     if (v !== null) {
       const key = keyLen === 0xffff ? null : slices.utf8Slice(p, p + keyBytes);
-      const data = dataLen === 0xffff ? null : slices.utf8Slice(p + keyBytes, p + keyBytes + dataBytes);
+      const data = dataLen === 0xffff ? null : cachedText(b, p + keyBytes, dataBytes);
       v.sessionEntry(service, sid, backend, key, data);
     }
     p += keyBytes + dataBytes;

@@ -533,13 +533,17 @@ export class ReplicaApplier implements OpVisitor {
     });
   }
 
-  /** Keeps replicas alive: their traffic goes to their owner, which says when they end. */
-  refresh(): void {
+  /**
+   * Keeps replicas alive: their traffic goes to their owner, which says when they end. `now`: one
+   * clock reading for them all (a million replicas are touched every second: a clock call each cost
+   * a backup about a tenth of its CPU while it applied a snapshot, issue 17 item 3).
+   */
+  refresh(now?: number): void {
     for (const ix of this.index) {
       const table = ix.svc.sessions.table;
-      ix.foreign.forEachSession((h) => table.touch(h));
+      ix.foreign.forEachSession((h) => table.touch(h, now));
       const flows = ix.svc.flows;
-      ix.foreign.forEachFlow((h) => flows.touch(h));
+      ix.foreign.forEachFlow((h) => flows.touch(h, now));
     }
   }
 }

@@ -132,7 +132,7 @@ export function encodeFlow(w: OpWriter, f: FlowTable, service: number, h: FlowHa
  * until its slice's time budget is spent (SNAPSHOT_SLICE_MS), so a step is the granularity at which
  * it looks at the clock.
  */
-export const SNAPSHOT_SLICE_ENTRIES = 1024;
+export const SNAPSHOT_SLICE_ENTRIES = 256;
 
 /** Op bytes a frame holds (its body less the header). */
 const FRAME_OPS_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES;

@@ -53,7 +53,7 @@ export const SNAPSHOT_HIGH_WATER_BYTES = 1024 * 1024;
  * snapshotSliceEntries until this much time has passed (issue 17 item 3: measured, not counted, so
  * that a slice stays short whatever an entry costs on this machine, and GC of its garbage with it).
  */
-export const SNAPSHOT_SLICE_MS = 2;
+export const SNAPSHOT_SLICE_MS = 1;
 export interface StateReplicatorOptions {
   /** This dispatcher's id (u16), config.dispatcher.id. */
   id: number;

@@ -493,9 +493,12 @@ export class FlowTable {
     return -1;
   }
 
-  /** Marks the flow as not idle without changing its status or role (a replica kept alive by its owner). */
-  touch(h: FlowHandle): void {
-    if (this.live(h)) this.lastSeens[h] = this.options.clock.now();
+  /**
+   * Marks the flow as not idle without changing its status or role (a replica kept alive by its
+   * owner). `now`: the caller's clock reading, when it touches many flows at once.
+   */
+  touch(h: FlowHandle, now?: number): void {
+    if (this.live(h)) this.lastSeens[h] = now ?? this.options.clock.now();
   }
 
   /**

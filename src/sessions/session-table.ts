@@ -137,10 +137,10 @@ export class SessionTable {
     return slot >= 0 ? this.lastSeens[slot]! : -1;
   }
 
-  /** Traffic on the session: it is not idle. */
-  touch(h: SessionHandle): void {
+  /** Traffic on the session: it is not idle. `now`: the caller's clock reading, when it touches many sessions at once. */
+  touch(h: SessionHandle, now?: number): void {
     const slot = this.slotOf(h);
-    if (slot >= 0) this.lastSeens[slot] = this.options.clock.now();
+    if (slot >= 0) this.lastSeens[slot] = now ?? this.options.clock.now();
   }
 
   /** Moves the pin (the old backend failed). */

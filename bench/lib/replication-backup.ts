@@ -37,8 +37,9 @@ export function benchLayer(max: number) {
 
 /**
  * This thread's scheduler times, ms (Linux /proc/thread-self/schedstat): `cpu` on a CPU, `wait`
- * runnable but waiting for one (what other processes on a shared machine take from it). Null when
- * the file is missing (not Linux).
+ * runnable but waiting for one (what other processes on a shared machine take from it). The kernel
+ * brings them up to date at each context switch and tick: good over a snapshot (the thread sleeps
+ * between frames), within a tick or so. Null when the file is missing (not Linux).
  */
 export function threadTimes(): { cpu: number; wait: number } | null {
   try {

@@ -249,7 +249,7 @@ export class SnapshotWriter {
   /** Room for a block entry of at most `bytes` in a block of `op` (opened, or a new frame begun, as needed). */
   private entry(op: number, service: number, bytes: number): OpWriter {
     const w = this.w;
-    const open = w.block === op;
+    const open = w.block === op && w.blockService === service;
     if (w.length + bytes + (open ? 0 : BLOCK_HEAD_BYTES) > FRAME_OPS_BYTES || w.blockEntries === MAX_BLOCK_ENTRIES || w.count === 0xffff) {
       this.frame();
     } else if (open) return w;

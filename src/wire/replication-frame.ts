@@ -185,6 +185,11 @@ export class OpWriter {
     return this.blockAt < 0 ? 0 : this.buf[this.blockAt - 3]!;
   }
 
+  /** The service of the block open now (see block). */
+  get blockService(): number {
+    return this.blockAt < 0 ? -1 : (this.buf[this.blockAt - 2]! << 8) | this.buf[this.blockAt - 1]!;
+  }
+
   /**
    * Opens a SESSION_BLOCK of `service` (closing any block open): sessionEntry() adds to it until
    * endBlock() or the next block. Other ops must not be written while a block is open.

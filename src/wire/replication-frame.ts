@@ -557,6 +557,14 @@ interface BufferSlices {
   utf8Slice(start: number, end: number): string;
 }
 
+/** Whether this Node has Buffer.prototype.utf8Slice (undocumented; Node 20 has it). */
+const HAS_UTF8_SLICE = typeof (Buffer.prototype as unknown as Partial<BufferSlices>).utf8Slice === 'function';
+
+/** The UTF-8 text of `b[start, end)`. */
+function utf8(b: Buffer, start: number, end: number): string {
+  return HAS_UTF8_SLICE ? (b as unknown as BufferSlices).utf8Slice(start, end) : b.toString('utf8', start, end);
+}
+
 /** A read position in a body; every read checks its bounds (TRUNCATED past the end). */
 class Cursor {
   p = FRAME_HEADER_BYTES;
@@ -774,7 +782,7 @@ const dataCache: (string | undefined)[] = new Array<string | undefined>(DATA_CAC
  * million copies. The cache holds short ASCII strings only, compared byte for char before reuse.
  */
 function cachedText(b: Buffer, p: number, n: number): string {
-  if (n > DATA_CACHE_MAX_BYTES) return (b as unknown as BufferSlices).utf8Slice(p, p + n);
+  if (n > DATA_CACHE_MAX_BYTES) return utf8(b, p, p + n);
   let h = n;
   for (let i = 0; i < n; i++) h = Math.imul(h ^ b[p + i]!, 0x01000193);
   const at = (h ^ (h >>> 15)) & (DATA_CACHE_ENTRIES - 1);
@@ -784,7 +792,7 @@ function cachedText(b: Buffer, p: number, n: number): string {
     while (i < n && cached.charCodeAt(i) === b[p + i]) i++;
     if (i === n) return cached;
   }
-  const s = (b as unknown as BufferSlices).utf8Slice(p, p + n);
+  const s = utf8(b, p, p + n);
   // One char per byte: ASCII (a byte-for-char comparison finds it again).
   if (s.length === n) dataCache[at] = s;
   return s;
@@ -796,7 +804,6 @@ function sessionBlock(c: Cursor, v: OpVisitor | null): void {
   const n = c.u16();
   if (n === 0) throw TRUNCATED;
   const b = c.body;
-  const slices = b as unknown as BufferSlices;
   const end = c.end;
   let p = c.p;
   for (let i = 0; i < n; i++) {
@@ -811,7 +818,7 @@ function sessionBlock(c: Cursor, v: OpVisitor | null): void {
     p += SESSION_ENTRY_BYTES;
     if (p + keyBytes + dataBytes > end) throw TRUNCATED;
     if (v !== null) {
-      const key = keyLen === 0xffff ? null : slices.utf8Slice(p, p + keyBytes);
+      const key = keyLen === 0xffff ? null : utf8(b, p, p + keyBytes);
       const data = dataLen === 0xffff ? null : cachedText(b, p + keyBytes, dataBytes);
       v.sessionEntry(service, sid, backend, key, data);
     }

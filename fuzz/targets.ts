@@ -106,6 +106,10 @@ export const TARGETS: readonly FuzzTarget[] = [
       encodeFrame({ sender: 2, seq: 7, nonce: Buffer.alloc(8, 2) }, 1, Buffer.from([0x0b, 0, 0, 0, 5])),
       encodeFrame({ sender: 3, seq: 9, nonce: Buffer.alloc(8, 3) }, 1, Buffer.from([0x0c])),
       encodeFrame({ sender: 4, seq: 2, nonce: Buffer.alloc(8, 4), epoch: 3 }, 1, Buffer.from([0x0d, 0, 1, 0, 0, 0, 5, 0, 0, 0, 7])),
+      // SESSION_BLOCK of one keyed session with data, FLOW_BLOCK of one flow (format version 3).
+      encodeFrame({ sender: 5, seq: 3, nonce: Buffer.alloc(8, 5), epoch: 3 }, 2, Buffer.from(
+        '0e00000001' + '0000000001000005' + '0001' + '0002' + '0003' + '6162' + '756470' +
+        '0f00000001' + '0000000001000005' + '0a000001' + '13c4' + '0a000064' + '13c4' + '11' + '00' + '00007530', 'hex')),
     ],
     check(input) {
       decodeFrame(input);

@@ -4,6 +4,7 @@
  * port, and posts each snapshot applied ({ ms, sessions, flows } as the replicator reports them, plus
  * its tables' sizes).
  */
+import { readFileSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import '../../src/balance/index.js';
 import { createBalancer } from '../../src/balance/balancer.js';
@@ -34,6 +35,21 @@ export function benchLayer(max: number) {
   return { table, sessions, flows, service: { name: 'sip', sessions, flows, backends } };
 }
 
+/**
+ * This thread's scheduler times, ms (Linux /proc/thread-self/schedstat): `cpu` on a CPU, `wait`
+ * runnable but waiting for one (what other processes on a shared machine take from it). The kernel
+ * brings them up to date at each context switch and tick: good over a snapshot (the thread sleeps
+ * between frames), within a tick or so. Null when the file is missing (not Linux).
+ */
+export function threadTimes(): { cpu: number; wait: number } | null {
+  try {
+    const [cpu, wait] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ');
+    return { cpu: Number(cpu) / 1e6, wait: Number(wait) / 1e6 };
+  } catch {
+    return null;
+  }
+}
+
 if (parentPort !== null && (workerData as { replicationBackup?: BackupData } | null)?.replicationBackup !== undefined) {
   const port = parentPort;
   const d = (workerData as { replicationBackup: BackupData }).replicationBackup;
@@ -44,9 +60,19 @@ if (parentPort !== null && (workerData as { replicationBackup?: BackupData } | n
     if (m === 'start') {
       const l = benchLayer(d.maxSessions);
       const r = createStateReplicator({ id: 2, listen: { host: '127.0.0.1', port: 0 }, peers: [], key: Buffer.from(d.key), services: [l.service], clock: realClock });
-      r.onSynced(1, (e) => port.postMessage({ type: 'synced', ms: e.ms, sessions: e.sessions, flows: e.flows, tableSize: l.table.size, flowSize: l.flows.size }));
+      // The backup thread's CPU and run-queue wait from listening to the snapshot applied (it is idle before the accept).
+      let t0 = threadTimes();
+      r.onSynced(1, (e) => {
+        const t1 = threadTimes();
+        const cpuMs = t0 !== null && t1 !== null ? t1.cpu - t0.cpu : -1;
+        const waitMs = t0 !== null && t1 !== null ? t1.wait - t0.wait : -1;
+        port.postMessage({ type: 'synced', ms: e.ms, sessions: e.sessions, flows: e.flows, tableSize: l.table.size, flowSize: l.flows.size, cpuMs, waitMs });
+      });
       close = () => r.close();
-      void r.start().then(() => port.postMessage({ type: 'listening', port: r.address()!.port }));
+      void r.start().then(() => {
+        t0 = threadTimes();
+        port.postMessage({ type: 'listening', port: r.address()!.port });
+      });
     } else if (m === 'stop') void close().then(() => port.postMessage({ type: 'stopped' }));
     else if (m === 'exit') port.close();
   });

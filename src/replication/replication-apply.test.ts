@@ -4,7 +4,9 @@ import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
 import { FakeClock } from '../core/clock.js';
 import { Backend } from '../core/backend.js';
-import { FlowTable } from '../sessions/flow-table.js';
+import { addressKey, FlowTable, NO_FLOW, PROTO_TCP, PROTO_UDP } from '../sessions/flow-table.js';
+import { checkFrame, encodeFrame, FLOW_ROLES, MAX_FRAME_BODY_BYTES, visitFrame } from '../wire/replication-frame.js';
+import { writeSnapshot } from './replication-batch.js';
 import { SessionRouter } from '../sessions/session-router.js';
 import { NO_SESSION, SessionTable } from '../sessions/session-table.js';
 import { ForeignIndex, newPeer, PeerService, ReplicaApplier, serviceIndex } from './replication-apply.js';
@@ -93,4 +95,72 @@ test('ReplicaApplier: two services\' equal session handles are two replicas (the
   bounded.sessionOpen(0, 1 * SLOT + 0xfffff0, 0, 'far');
   assert.equal(stats.applyRefused, 1);
   assert.equal(a.table.find('far'), NO_SESSION);
+});
+
+test('a snapshot in blocks, across many frames, rebuilds the same tables: keyed and anonymous sessions, UTF-8 keys, repeated and long data, IPv4 and IPv6 flows', () => {
+  const N = 3000;
+  const make = (max: number) => {
+    const clock = new FakeClock();
+    const backends = ['b0', 'b1', 'b2'].map((id, i) => {
+      const b = new Backend('sip', id, '127.0.0.1', 5070 + i, 1, i);
+      b.state = 'up';
+      return b;
+    });
+    const balancer = createBalancer<Backend>('round-robin');
+    balancer.update(backends);
+    const table = new SessionTable({ service: 'sip', maxSessions: max, timeoutMs: 60_000, clock });
+    const sessions = new SessionRouter('sip', table, backends, balancer);
+    const flows = new FlowTable({ service: 'sip', maxFlows: 2 * max, timeoutMs: 60_000, clock });
+    return { table, flows, svc: { name: 'sip', sessions, flows, backends } };
+  };
+  const a = make(N);
+  const expected = new Map<string, { backend: number; data: string | null; flows: string[] }>();
+  for (let i = 0; i < N; i++) {
+    const key = i % 3 === 0 ? null : i % 3 === 1 ? `call-${i}@example` : `appel-é-${i}-${'ü'.repeat(i % 40)}`;
+    const h = a.table.open(key, i % 3);
+    // Data: repeated short strings (the decoder's cache), non-ASCII ones, and ones longer than the cache holds.
+    const data = i % 5 === 0 ? null : i % 5 === 1 ? `udp 5060 192.0.2.${i % 7}` : i % 5 === 2 ? `tcp 5061 2001:db8::${i % 3}` : i % 5 === 3 ? `udp 5060 ü${i % 2}` : 'x'.repeat(100 + (i % 50));
+    if (data !== null) a.table.setData(h, data);
+    const src = i % 4 === 0 ? addressKey(`2001:db8::${i.toString(16)}`) : 0x0a000000 + i;
+    a.flows.insert(src, 5060 + (i % 100), addressKey('10.0.0.100'), 5060, PROTO_UDP, FLOW_ROLES[i % 3]!, h, 1000 + i);
+    if (i % 10 === 0) a.flows.insert(0x0b000000 + i, 4000, addressKey('10.0.0.100'), 4000, PROTO_TCP, 'secondary', NO_SESSION, 5000);
+    if (key !== null) expected.set(key, { backend: i % 3, data, flows: [] });
+  }
+  const frames = writeSnapshot([serviceIndex(a.svc)], false).map((b, i) => encodeFrame({ sender: 1, seq: i + 1, nonce: Buffer.alloc(8) }, b.count, b.bytes));
+  assert.ok(frames.length > 3, `several frames: ${frames.length}`);
+  for (const f of frames) {
+    assert.ok(f.length <= MAX_FRAME_BODY_BYTES, `a frame of ${f.length} bytes`);
+    assert.ok(checkFrame(f));
+  }
+  const b = make(N);
+  const ix = serviceIndex(b.svc);
+  const synced: number[][] = [];
+  const applier = new ReplicaApplier([ix], () => false, { applyRefused: 0 }, (_l, _p, sessions, flows) => synced.push([sessions, flows]));
+  applier.begin({ snapshotSessions: 0, snapshotFlows: 0 }, newPeer(1), 123);
+  for (const f of frames) assert.ok(visitFrame(f, applier));
+  assert.deepEqual(synced, [[N, a.flows.size]]);
+  assert.equal(b.table.size, N);
+  assert.equal(b.flows.size, a.flows.size);
+  assert.equal(ix.foreign.sessions, N);
+  assert.equal(ix.foreign.flows, a.flows.size);
+  for (const [key, e] of expected) {
+    const h = b.table.find(key);
+    assert.notEqual(h, NO_SESSION, key);
+    assert.equal(b.table.backend(h), e.backend, key);
+    assert.equal(b.table.data(h), e.data, key);
+    assert.equal(b.table.lastSeen(h), 123, 'opened at the clock reading of begin()');
+  }
+  // Every flow is there with its fields, and on the replica of its session.
+  a.flows.forEach((fh) => {
+    const src = a.flows.srcIp(fh);
+    const h = b.flows.lookup(src, a.flows.srcPort(fh), a.flows.dstIp(fh), a.flows.dstPort(fh), a.flows.proto(fh) as 6 | 17);
+    assert.notEqual(h, NO_FLOW);
+    assert.equal(b.flows.role(h), a.flows.role(fh));
+    assert.equal(b.flows.timeoutMs(h), a.flows.timeoutMs(fh));
+    const owner = a.flows.session(fh);
+    const key = owner === NO_SESSION ? null : a.table.key(owner);
+    if (owner === NO_SESSION) assert.equal(b.flows.session(h), NO_SESSION);
+    else if (key !== null) assert.equal(b.flows.session(h), b.table.find(key));
+    else assert.notEqual(b.flows.session(h), NO_SESSION);
+  });
 });

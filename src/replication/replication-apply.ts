@@ -105,6 +105,20 @@ export class ForeignIndex {
     if (slot >= this.sUsed) this.sUsed = slot + 1;
   }
 
+  /** Room for marks of `sessions` session slots and `flows` flow handles, allocated at once. */
+  reserve(sessions: number, flows: number): void {
+    if (sessions > this.sOwner.length) {
+      this.sOwner = grownI32(this.sOwner, sessions - 1);
+      this.sHandle = grownF64(this.sHandle, sessions - 1, -1);
+      this.sSid = grownF64(this.sSid, sessions - 1, -1);
+      this.sGen = grownI32(this.sGen, sessions - 1);
+    }
+    if (flows > this.fOwner.length) {
+      this.fOwner = grownI32(this.fOwner, flows - 1);
+      this.fGen = grownI32(this.fGen, flows - 1);
+    }
+  }
+
   /** Sets a replica session's generation (it was sent again). */
   touchSession(h: SessionHandle, gen: number): void {
     this.sGen[sessionSlot(h)] = gen;
@@ -198,6 +212,14 @@ export class PeerService {
     this.local[slot] = local;
   }
 
+  /** Room for sids in `slots` slots, allocated at once. */
+  reserve(slots: number): void {
+    if (slots > this.sid.length) {
+      this.sid = grownF64(this.sid, slots - 1, -1);
+      this.local = grownF64(this.local, slots - 1, -1);
+    }
+  }
+
   forget(sid: number): void {
     const slot = sessionSlot(sid);
     if (slot < this.sid.length && this.sid[slot] === sid) this.sid[slot] = -1;
@@ -259,6 +281,8 @@ export interface SnapshotCounts {
 export class ReplicaApplier implements OpVisitor {
   private link: SnapshotCounts = { snapshotSessions: 0, snapshotFlows: 0 };
   private peer: PeerState = newPeer(-1);
+  /** The clock reading the ops that follow are applied at (undefined: each table reads its clock). */
+  private now: number | undefined = undefined;
 
   constructor(
     private readonly index: readonly ServiceIndex[],
@@ -274,10 +298,14 @@ export class ReplicaApplier implements OpVisitor {
     private readonly peers: ReadonlyMap<number, PeerState> = new Map(),
   ) {}
 
-  /** The ops that follow are `peer`'s, received on `link`. */
-  begin(link: SnapshotCounts, peer: PeerState): void {
+  /**
+   * The ops that follow are `peer`'s, received on `link`, applied at clock time `now` (a frame is
+   * applied in one synchronous go: one clock reading serves its thousands of sessions and flows).
+   */
+  begin(link: SnapshotCounts, peer: PeerState, now?: number): void {
     this.link = link;
     this.peer = peer;
+    this.now = now;
   }
 
   snapshotBegin(): void {
@@ -292,43 +320,56 @@ export class ReplicaApplier implements OpVisitor {
   }
 
   sessionOpen(service: number, sid: number, backend: number, key: string | null): void {
+    this.open(service, sid, backend, key);
+  }
+
+  /** A snapshot's session and its data (SESSION_BLOCK): one replica lookup for both. */
+  sessionEntry(service: number, sid: number, backend: number, key: string | null, data: string | null): void {
+    const h = this.open(service, sid, backend, key);
+    if (data !== null && h !== NO_SESSION) this.index[service]!.svc.sessions.table.setData(h, data);
+  }
+
+  /** SESSION_OPEN: the replica's local handle (NO_SESSION when refused, or when the session is ours while master). */
+  private open(service: number, sid: number, backend: number, key: string | null): SessionHandle {
     this.link.snapshotSessions++;
     const ix = this.index[service];
-    if (ix === undefined) return;
+    if (ix === undefined) return NO_SESSION;
     const peer = this.peer;
     const table = ix.svc.sessions.table;
     const foreign = ix.foreign;
     // A sid whose slot is beyond what our table could hold twice over is refused (bounds the index).
     if (sessionSlot(sid) >= 2 * table.capacity + INITIAL_SLOTS) {
       this.stats.applyRefused++;
-      return;
+      return NO_SESSION;
     }
     const ps = peerService(peer, service);
     const known = this.replica(ix, ps, sid);
     if (known !== NO_SESSION && table.isOpen(known)) {
       if (table.backend(known) !== backend) table.repin(known, backend);
       foreign.touchSession(known, peer.gen);
-      return;
+      return known;
     }
     // Open first: a key not known here (the common case: a snapshot into an empty table) costs one
-    // lookup; open() refuses a key already open (or a full table), and find() tells which.
-    let h = table.open(key, backend);
+    // lookup; open() refuses a key already open (or a full table), and find() tells which. The key
+    // was decoded from the frame: a string of its own, kept without a copy.
+    let h = table.openOwned(key, backend, this.now);
     if (h === NO_SESSION) {
       if (key !== null) h = table.find(key);
       if (h === NO_SESSION) {
         this.stats.applyRefused++;
-        return;
+        return NO_SESSION;
       }
       // Known here already (our own, or another peer's): the sender is master, its pin is the truth.
       const other = foreign.sessionOwner(h);
       // Our own while master: our pin is the truth, the sender's copy is stale.
-      if (other === 0 && this.isMaster()) return;
+      if (other === 0 && this.isMaster()) return NO_SESSION;
       if (other !== 0 && other !== peer.tag) this.peers.get(other - 1)?.services[service]?.forget(foreign.sid(h));
       else if (other === peer.tag) ps.forget(foreign.sid(h));
       if (table.backend(h) !== backend) table.repin(h, backend);
     }
     ps.set(sid, h);
     foreign.markSession(h, peer.tag, sid, peer.gen);
+    return h;
   }
 
   sessionRepin(service: number, sid: number, backend: number): void {
@@ -377,7 +418,7 @@ export class ReplicaApplier implements OpVisitor {
     const session = sid === NO_SID ? NO_SESSION : this.replica(ix, peerService(peer, service), sid);
     // One probe: insert() answers the handle of a flow already there (the size tells which).
     const before = flows.size;
-    const h = flows.insert(localAddress(src), srcPort, localAddress(dst), dstPort, proto as FlowProto, role, session, timeoutMs);
+    const h = flows.insert(localAddress(src), srcPort, localAddress(dst), dstPort, proto as FlowProto, role, session, timeoutMs, this.now);
     if (h === NO_FLOW) {
       this.stats.applyRefused++;
       return;
@@ -438,8 +479,13 @@ export class ReplicaApplier implements OpVisitor {
   tableSizes(service: number, sessions: number, flows: number): void {
     const ix = this.index[service];
     if (ix === undefined) return;
-    ix.svc.sessions.table.reserve(ix.svc.sessions.table.size + sessions);
+    const table = ix.svc.sessions.table;
+    table.reserve(table.size + sessions);
     ix.svc.flows.reserve(ix.svc.flows.size + flows);
+    // The replica marks, by local slot, and the peer's sids, by the sender's slot (at least as many
+    // as it holds), grow once too: bounded by the table (the sender's count is only a hint).
+    ix.foreign.reserve(Math.min(table.size + sessions, table.capacity), Math.min(ix.svc.flows.size + flows, ix.svc.flows.capacity));
+    peerService(this.peer, service).reserve(Math.min(sessions, 2 * table.capacity));
   }
 
   /**
@@ -487,13 +533,17 @@ export class ReplicaApplier implements OpVisitor {
     });
   }
 
-  /** Keeps replicas alive: their traffic goes to their owner, which says when they end. */
-  refresh(): void {
+  /**
+   * Keeps replicas alive: their traffic goes to their owner, which says when they end. `now`: one
+   * clock reading for them all (a million replicas are touched every second: a clock call each cost
+   * a backup about a tenth of its CPU while it applied a snapshot, issue 17 item 3).
+   */
+  refresh(now?: number): void {
     for (const ix of this.index) {
       const table = ix.svc.sessions.table;
-      ix.foreign.forEachSession((h) => table.touch(h));
+      ix.foreign.forEachSession((h) => table.touch(h, now));
       const flows = ix.svc.flows;
-      ix.foreign.forEachFlow((h) => flows.touch(h));
+      ix.foreign.forEachFlow((h) => flows.touch(h, now));
     }
   }
 }

@@ -83,3 +83,12 @@ test('snapshot writer: an empty snapshot is only its brackets', () => {
   assert.deepEqual(ops(w.next(1)), [{ op: Op.SnapshotBegin }, { op: Op.SnapshotEnd, sessions: 0, flows: 0 }]);
   assert.equal(w.done, true);
 });
+
+test('snapshot writer: each service has its own blocks (no block runs on into the next service)', () => {
+  const s0 = service(5);
+  const s1 = service(7);
+  const all = ops(writeSnapshot([s0.ix, s1.ix], false));
+  const per = (svc: number, op: number) => all.filter((o) => o.op === op && (o as { service: number }).service === svc).length;
+  assert.deepEqual([per(0, Op.SessionOpen), per(0, Op.FlowInsert), per(1, Op.SessionOpen), per(1, Op.FlowInsert)], [5, 5, 7, 7]);
+  assert.deepEqual(all.at(-1), { op: Op.SnapshotEnd, sessions: 12, flows: 12 });
+});

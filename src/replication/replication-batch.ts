@@ -15,7 +15,11 @@ import {
   MAX_OP_BYTES,
   MAX_STRING_BYTES,
   NO_SID,
+  FLOW_ENTRY_BYTES,
+  MAX_BLOCK_ENTRIES,
+  Op,
   OpWriter,
+  SESSION_ENTRY_BYTES,
   type FlowTuple,
   type WireAddress,
 } from '../wire/replication-frame.js';
@@ -123,28 +127,44 @@ export function encodeFlow(w: OpWriter, f: FlowTable, service: number, h: FlowHa
   );
 }
 
-/** Sessions and flows a snapshot slice writes at most: one slice is one synchronous turn of the master's event loop. */
-export const SNAPSHOT_SLICE_ENTRIES = 1024;
+/**
+ * Sessions and flows a snapshot writes per step (SnapshotWriter.write): the replicator writes steps
+ * until its slice's time budget is spent (SNAPSHOT_SLICE_MS), so a step is the granularity at which
+ * it looks at the clock.
+ */
+export const SNAPSHOT_SLICE_ENTRIES = 256;
+
+/** Op bytes a frame holds (its body less the header). */
+const FRAME_OPS_BYTES = MAX_FRAME_BODY_BYTES - FRAME_HEADER_BYTES;
+/** A block's own bytes: opcode, service, count. */
+const BLOCK_HEAD_BYTES = 5;
+const ROLE_CODES: Record<string, number> = { signalling: 0, announced: 1, secondary: 2 };
 
 /**
- * A snapshot of what this node owns (not what peers replicated here), written in slices so that the
- * master's event loop is never held for long: SNAPSHOT_BEGIN, then per service every session with
- * its data, every flow, every relay port, then SNAPSHOT_END. Each next() writes at most `max`
- * sessions and flows (relay ports, one per media port, go in one slice). `empty`: only the brackets
- * (a demoted node: peers drop what it streamed before).
+ * A snapshot of what this node owns (not what peers replicated here), written in steps so that the
+ * master's event loop is never held for long: SNAPSHOT_BEGIN, then per service TABLE_SIZES, its
+ * sessions with their data (SESSION_BLOCKs), its flows (FLOW_BLOCKs; an IPv6 flow as a FLOW_INSERT),
+ * its relay ports, then SNAPSHOT_END. Each write() writes at most `max` sessions and flows (relay
+ * ports, one per media port, go in one step). `empty`: only the brackets (a demoted node: peers drop
+ * what it streamed before).
  *
- * The tables may change between slices: a session or flow opened in a slot already passed is not
+ * Frames are filled to MAX_FRAME_BODY_BYTES in one reused buffer and handed to `emit` as views, valid
+ * only until emit returns (the replicator copies each into its sealed record at once): a snapshot
+ * allocates one buffer, not one per frame (issue 17 item 3: less garbage, shorter GC pauses).
+ *
+ * The tables may change between steps: a session or flow opened in a slot already passed is not
  * in the snapshot, one closed in a slot not reached yet is not either. The live stream, which flows
  * on the same connection from the snapshot's start, carries those changes; the receiver applies
  * both in order and idempotently (a re-sent open or insert only refreshes its replica).
  */
 export class SnapshotWriter {
-  private readonly w = new BatchWriter();
+  private readonly w = new OpWriter(MAX_FRAME_BODY_BYTES);
   private service = 0;
   private phase: 'begin' | 'sessions' | 'flows' | 'relays' | 'end' | 'done' = 'begin';
   private slot = 0;
   private sessions = 0;
   private flows = 0;
+  private emit: (b: Batch) => void = () => {};
 
   constructor(
     private readonly index: readonly ServiceIndex[],
@@ -155,74 +175,149 @@ export class SnapshotWriter {
     return this.phase === 'done';
   }
 
-  /** The next slice's batches (the last one ends with SNAPSHOT_END; then done is true). */
-  next(max: number = SNAPSHOT_SLICE_ENTRIES): Batch[] {
+  /**
+   * Writes the next step: at most `max` sessions and flows. Every frame filled meanwhile goes to
+   * `emit`; with `flush`, so does the frame begun (the end of a slice: nothing is held back).
+   */
+  write(max: number, emit: (b: Batch) => void, flush: boolean): void {
+    this.emit = emit;
     let budget = max;
-    // Relay ports and the end take no budget: the slice that lists the last flow also closes the snapshot.
+    // Relay ports and the end take no budget: the step that lists the last flow also closes the snapshot.
     while (this.phase !== 'done' && (budget > 0 || this.phase === 'relays' || this.phase === 'end')) {
       switch (this.phase) {
         case 'begin':
-          this.w.room().snapshotBegin();
+          this.op(1).snapshotBegin();
           this.phase = this.empty || this.index.length === 0 ? 'end' : 'sessions';
           break;
-        case 'sessions': {
-          const ix = this.index[this.service]!;
-          const service = this.service;
-          const table = ix.svc.sessions.table;
-          const w = this.w;
-          if (this.slot === 0) w.room().tableSizes(service, table.size - ix.foreign.sessions, ix.svc.flows.size - ix.foreign.flows);
-          let visited = 0;
-          this.slot = table.forEachFrom(this.slot, budget, (h) => {
-            visited++;
-            if (ix.foreign.isSession(h)) return;
-            w.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
-            const data = table.data(h);
-            if (data !== null && fits(data)) w.room().sessionData(service, h, data);
-            this.sessions++;
-          });
-          budget -= visited;
-          if (this.slot < 0) {
-            this.slot = 0;
-            this.phase = 'flows';
-          }
+        case 'sessions':
+          budget -= this.writeSessions(budget);
           break;
-        }
-        case 'flows': {
-          const ix = this.index[this.service]!;
-          const service = this.service;
-          const flows = ix.svc.flows;
-          const w = this.w;
-          let visited = 0;
-          this.slot = flows.forEachFrom(this.slot, budget, (h) => {
-            visited++;
-            if (ix.foreign.isFlow(h)) return;
-            encodeFlow(w.room(), flows, service, h);
-            this.flows++;
-          });
-          budget -= visited;
-          if (this.slot < 0) {
-            this.slot = 0;
-            this.phase = 'relays';
-          }
+        case 'flows':
+          budget -= this.writeFlows(budget);
           break;
-        }
         case 'relays': {
           const ix = this.index[this.service]!;
           const service = this.service;
           ix.svc.relay?.forEachPort((p) => {
-            if (!ix.foreign.isSession(p.session)) encodeRelay(this.w.room(), service, p);
+            if (!ix.foreign.isSession(p.session)) encodeRelay(this.op(MAX_OP_BYTES), service, p);
           });
           this.service++;
           this.phase = this.service < this.index.length ? 'sessions' : 'end';
           break;
         }
         case 'end':
-          this.w.room().snapshotEnd(this.sessions, this.flows);
+          this.op(9).snapshotEnd(this.sessions, this.flows);
           this.phase = 'done';
           break;
       }
     }
-    return this.w.take();
+    if (flush || this.phase === 'done') this.frame();
+    this.emit = () => {};
+  }
+
+  /** Hands the frame begun to `emit` (the end of a slice). */
+  flush(emit: (b: Batch) => void): void {
+    this.emit = emit;
+    this.frame();
+    this.emit = () => {};
+  }
+
+  /** The next step's frames, copied (tests and benchmarks; the replicator uses write()). */
+  next(max: number = SNAPSHOT_SLICE_ENTRIES): Batch[] {
+    const out: Batch[] = [];
+    this.write(max, (b) => out.push({ count: b.count, bytes: Buffer.from(b.bytes) }), true);
+    return out;
+  }
+
+  /** Hands the frame begun to emit (if it holds any op) and starts the next one in the same buffer. */
+  private frame(): void {
+    const w = this.w;
+    w.endBlock();
+    if (w.count === 0) return;
+    this.emit({ count: w.count, bytes: w.bytes() });
+    w.reset();
+  }
+
+  /** Room for a plain op of at most `bytes` (any block closed first). */
+  private op(bytes: number): OpWriter {
+    const w = this.w;
+    w.endBlock();
+    if (w.length + bytes > FRAME_OPS_BYTES || w.count === 0xffff) this.frame();
+    return w;
+  }
+
+  /** Room for a block entry of at most `bytes` in a block of `op` (opened, or a new frame begun, as needed). */
+  private entry(op: number, service: number, bytes: number): OpWriter {
+    const w = this.w;
+    const open = w.block === op && w.blockService === service;
+    if (w.length + bytes + (open ? 0 : BLOCK_HEAD_BYTES) > FRAME_OPS_BYTES || w.blockEntries === MAX_BLOCK_ENTRIES || w.count === 0xffff) {
+      this.frame();
+    } else if (open) return w;
+    if (op === Op.SessionBlock) w.sessionBlock(service);
+    else w.flowBlock(service);
+    return w;
+  }
+
+  /** Sessions from this.slot on, at most `budget` visited; returns how many were visited. */
+  private writeSessions(budget: number): number {
+    const ix = this.index[this.service]!;
+    const service = this.service;
+    const table = ix.svc.sessions.table;
+    const foreign = ix.foreign;
+    if (this.slot === 0) this.op(11).tableSizes(service, table.size - foreign.sessions, ix.svc.flows.size - foreign.flows);
+    let visited = 0;
+    this.slot = table.forEachFrom(this.slot, budget, (h) => {
+      visited++;
+      if (foreign.isSession(h)) return;
+      const key = fitKey(table.key(h));
+      const d = table.data(h);
+      const data = d !== null && fits(d) ? d : null;
+      const chars = (key === null ? 0 : key.length) + (data === null ? 0 : data.length);
+      this.entry(Op.SessionBlock, service, SESSION_ENTRY_BYTES + 3 * chars).sessionEntry(h, table.backend(h), key, data);
+      this.sessions++;
+    });
+    if (this.slot < 0) {
+      this.slot = 0;
+      this.phase = 'flows';
+    }
+    return visited;
+  }
+
+  /** Flows from this.slot on, at most `budget` visited; returns how many were visited. */
+  private writeFlows(budget: number): number {
+    const ix = this.index[this.service]!;
+    const service = this.service;
+    const flows = ix.svc.flows;
+    const foreign = ix.foreign;
+    let visited = 0;
+    this.slot = flows.forEachFrom(this.slot, budget, (h) => {
+      visited++;
+      if (foreign.isFlow(h)) return;
+      this.flows++;
+      const src = flows.srcIp(h);
+      const dst = flows.dstIp(h);
+      if (src >= INTERNED_BASE || dst >= INTERNED_BASE) {
+        // Not IPv4: its address travels as text, in a FLOW_INSERT of its own.
+        encodeFlow(this.op(MAX_OP_BYTES), flows, service, h);
+        return;
+      }
+      const session = flows.session(h);
+      this.entry(Op.FlowBlock, service, FLOW_ENTRY_BYTES).flowEntry(
+        session === NO_SESSION ? NO_SID : session,
+        src,
+        flows.srcPort(h),
+        dst,
+        flows.dstPort(h),
+        flows.proto(h),
+        ROLE_CODES[flows.role(h)]!,
+        flows.timeoutMs(h),
+      );
+    });
+    if (this.slot < 0) {
+      this.slot = 0;
+      this.phase = 'relays';
+    }
+    return visited;
   }
 }
 

@@ -1,6 +1,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { createHmac } from 'node:crypto';
 import { once } from 'node:events';
 import '../balance/index.js';
 import { createBalancer } from '../balance/balancer.js';
@@ -43,7 +44,7 @@ async function until(what: string, cond: () => boolean, limitMs = 10_000): Promi
   }
 }
 
-async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; snapshotSliceMs?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
   const r = createStateReplicator({
     id,
     listen: { host: LOOPBACK, port: extra.port ?? 0 },
@@ -57,6 +58,7 @@ async function replicator(t: TestContext, id: number, l: Layer, peers: { host: s
     ...(extra.lagTimeoutMs !== undefined ? { lagTimeoutMs: extra.lagTimeoutMs } : {}),
     ...(extra.maxBufferBytes !== undefined ? { maxBufferBytes: extra.maxBufferBytes } : {}),
     ...(extra.snapshotSliceEntries !== undefined ? { snapshotSliceEntries: extra.snapshotSliceEntries } : {}),
+    ...(extra.snapshotSliceMs !== undefined ? { snapshotSliceMs: extra.snapshotSliceMs } : {}),
   });
   t.after(() => r.close());
   await r.start();
@@ -663,7 +665,7 @@ test('replication: a snapshot goes in slices over event-loop turns; changes made
   let applied = false;
   const synced = new Promise<void>((resolve) => rb.onSynced(1, () => resolve()));
   rb.onSynced(1, () => (applied = true));
-  const ra = await replicator(t, 1, a, [rb.address()!], { snapshotSliceEntries: 4 });
+  const ra = await replicator(t, 1, a, [rb.address()!], { snapshotSliceEntries: 4, snapshotSliceMs: 0 });
   while (ra.stats().snapshotsSent === 0) await new Promise((r) => setImmediate(r));
   assert.ok(ra.stats().framesSent < 20 && !applied, 'still in the snapshot');
   // Mid-snapshot (80 entries in slices of 4: 20 turns): a close, an open with its flow, a re-pin.
@@ -782,4 +784,35 @@ test('replication flushMs: changes wait in one batch until flushMs after the fir
   clock.advance(1);
   assert.equal(ra.stats().framesSent, frames + 2);
   await until('B has the third', () => b.table.find('flush-3') !== NO_SESSION);
+});
+
+test('replication: a peer speaking frame format version 2 (an older build, holding the key) is refused as version, counted, and nothing it sends is applied', async (t) => {
+  const b = layer();
+  const rb = await replicator(t, 2, b, []);
+  const s = net.connect({ host: LOOPBACK, port: rb.address()!.port });
+  t.after(() => s.destroy());
+  s.on('error', () => {});
+  await once(s, 'connect');
+  // The acceptor's CHALLENGE, in this build's format (version 3): its nonce is what a peer echoes.
+  const [first] = (await once(s, 'data')) as [Buffer];
+  const challenge = open(first.subarray(4, 4 + first.readUInt32BE(0)), KEY);
+  assert.ok(challenge.ok, 'the CHALLENGE opens with the key');
+  const nonce = decodeFrame(challenge.body)!.nonce;
+  // A snapshot as a version-2 build frames it: SESSION_OPEN ops, sealed with version byte 0x24 and a valid tag.
+  const w = new OpWriter();
+  w.snapshotBegin();
+  w.sessionOpen(0, 0x01000001, 0, 'call-from-v2');
+  w.snapshotEnd(1, 0);
+  const body = encodeFrame({ sender: 1, seq: 1, nonce, epoch: 0 }, w.count, w.bytes());
+  const signed = Buffer.concat([body, Buffer.from([0x24])]);
+  const tag = createHmac('sha256', KEY).update(signed).digest().subarray(0, 16);
+  const msg = Buffer.concat([signed, tag]);
+  const prefix = Buffer.alloc(4);
+  prefix.writeUInt32BE(msg.length, 0);
+  s.write(Buffer.concat([prefix, msg]));
+  await once(s, 'close');
+  assert.equal(rb.stats().rejected.version, 1, 'counted as version');
+  assert.equal(rb.stats().rejected['bad-mac'], 0, 'authentic: not a MAC failure');
+  assert.equal(b.table.find('call-from-v2'), NO_SESSION, 'nothing applied');
+  assert.equal(rb.stats().snapshotsApplied, 0);
 });

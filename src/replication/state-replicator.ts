@@ -147,7 +147,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         resolve();
       });
     });
-    this.refreshTimer = this.clock.setInterval(() => this.applier.refresh(), this.refreshIntervalMs);
+    this.refreshTimer = this.clock.setInterval(() => this.applier.refresh(this.clock.now()), this.refreshIntervalMs);
     for (const link of this.outLinks) this.dial(link);
   }
 

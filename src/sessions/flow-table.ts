@@ -272,7 +272,8 @@ export class FlowTable {
 
   /**
    * Tracks a new flow (status new, timestamp now). Returns the existing handle if the flow is already
-   * tracked, -1 when the table is full.
+   * tracked, -1 when the table is full. `now`: the caller's clock reading, when it inserts many flows
+   * at once (a replication snapshot reads the clock once per frame, not per flow).
    */
   insert(
     srcIp: number,
@@ -283,6 +284,7 @@ export class FlowTable {
     role: FlowRole,
     session: SessionHandle = NO_SESSION,
     timeoutMs: number = this.options.timeoutMs,
+    now?: number,
   ): FlowHandle {
     if ((proto & 0xff) === 0 || proto > 0xff) throw new RangeError(`flow table: protocol ${proto} is not an IP protocol number`);
     const a = srcIp | 0;
@@ -312,7 +314,7 @@ export class FlowTable {
     this.keys[k + 1] = b;
     this.keys[k + 2] = p;
     this.keys[k + 3] = (proto & 0xff) | (STATUS_NEW << STATUS_SHIFT) | ((ROLE_CODES[role] ?? ROLE_SIGNALLING) << ROLE_SHIFT);
-    this.lastSeens[slot] = this.options.clock.now();
+    this.lastSeens[slot] = now ?? this.options.clock.now();
     this.timeouts[slot] = Math.max(0, Math.min(0x7fffffff, Math.round(timeoutMs)));
     this.sessions[slot] = session;
     this.link(slot);
@@ -491,9 +493,12 @@ export class FlowTable {
     return -1;
   }
 
-  /** Marks the flow as not idle without changing its status or role (a replica kept alive by its owner). */
-  touch(h: FlowHandle): void {
-    if (this.live(h)) this.lastSeens[h] = this.options.clock.now();
+  /**
+   * Marks the flow as not idle without changing its status or role (a replica kept alive by its
+   * owner). `now`: the caller's clock reading, when it touches many flows at once.
+   */
+  touch(h: FlowHandle, now?: number): void {
+    if (this.live(h)) this.lastSeens[h] = now ?? this.options.clock.now();
   }
 
   /**

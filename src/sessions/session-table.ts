@@ -87,18 +87,32 @@ export class SessionTable {
 
   /** Opens a session pinned to backend index `backend`; -1 when the table is full (or `key` is already open). */
   open(key: string | null, backend: number): SessionHandle {
+    // A key cut from a parsed message (a Call-ID, a cookie) would keep the whole message alive.
+    return this.place(key, backend, this.options.clock.now(), true);
+  }
+
+  /**
+   * open() for a bulk load (a replication snapshot, issue 17 item 3): `key` must be a string of its
+   * own — decoded from bytes, not cut from a larger string — so it is kept as is, not copied; `now`
+   * is the caller's clock reading, taken once for many sessions (default: the clock's now).
+   */
+  openOwned(key: string | null, backend: number, now?: number): SessionHandle {
+    return this.place(key, backend, now ?? this.options.clock.now(), false);
+  }
+
+  private place(key: string | null, backend: number, now: number, copyKey: boolean): SessionHandle {
     if (this.count >= this.capacity) return NO_SESSION;
     if (key !== null && this.byKey.has(key)) return NO_SESSION;
     const slot = this.allocate();
     const gen = (this.gens[slot]! + 1) & GEN_MASK;
     this.gens[slot] = gen;
     this.backends[slot] = backend;
-    this.lastSeens[slot] = this.options.clock.now();
-    // A key cut from a parsed message (a Call-ID, a cookie) would keep the whole message alive.
-    this.keys[slot] = key === null ? null : unsliced(key);
+    this.lastSeens[slot] = now;
+    const kept = key === null || !copyKey ? key : unsliced(key);
+    this.keys[slot] = kept;
     this.count++;
     const h = gen * SLOT_SPAN + slot;
-    if (key !== null) this.byKey.set(this.keys[slot]!, h);
+    if (kept !== null) this.byKey.set(kept, h);
     return h;
   }
 
@@ -123,10 +137,10 @@ export class SessionTable {
     return slot >= 0 ? this.lastSeens[slot]! : -1;
   }
 
-  /** Traffic on the session: it is not idle. */
-  touch(h: SessionHandle): void {
+  /** Traffic on the session: it is not idle. `now`: the caller's clock reading, when it touches many sessions at once. */
+  touch(h: SessionHandle, now?: number): void {
     const slot = this.slotOf(h);
-    if (slot >= 0) this.lastSeens[slot] = this.options.clock.now();
+    if (slot >= 0) this.lastSeens[slot] = now ?? this.options.clock.now();
   }
 
   /** Moves the pin (the old backend failed). */

@@ -15,8 +15,9 @@
  * | n + 1    | 16   | tag = first 16 bytes of HMAC-SHA256(clusterKey, body ‖ version byte)      |
  *
  * Types: 1 = availability (version byte 0x11), 2 = load vector (version byte 0x12), 3 = election
- * advert (version byte 0x13), 4 = state replication frame (version byte 0x24, format version 2 since
- * the frame carries the sender's election epoch; 0x14, version 1, is refused as 'version'; layout in
+ * advert (version byte 0x13), 4 = state replication frame (version byte 0x34, format version 3 since
+ * snapshots travel in SESSION_BLOCK and FLOW_BLOCK ops; version 2, 0x24, carried the sender's
+ * election epoch without them; 0x14 and 0x24 are refused as 'version'; layout in
  * replication-frame.ts: a 16-byte header and a batch of session/flow operations, over TCP),
  * 5 = transmission agent (version byte 0x15; HANet's takeover request between siblings, below).
  *
@@ -87,8 +88,8 @@ import type { WireReject } from '../core/diagnostics.js';
 
 /** The envelope format version, the high nibble of the version byte (of every type but Replication). */
 export const WIRE_VERSION = 1;
-/** The replication frame's format version (2: the header carries the sender's election epoch). */
-export const REPLICATION_WIRE_VERSION = 2;
+/** The replication frame's format version (2: the header carries the sender's election epoch; 3: snapshot blocks). */
+export const REPLICATION_WIRE_VERSION = 3;
 /** HMAC-SHA256 truncated to 128 bits (RFC 2104 §5 allows truncation to at least half the output). */
 export const TAG_BYTES = 16;
 

@@ -15,8 +15,10 @@ const BODY_HEX =
   '0102' + '0002' + '00000005' + '0001020304050607' + '00000007' +
   '01' + '0001' + '0000000001000005' + '0002' + '0002' + '6162' +
   '05' + '0000' + 'ffffffffffffffff' + '00' + '0a000001' + '13c4' + '03' + '3a3a31' + '13c4' + '11' + '01' + '00007530';
-/** body ‖ 0x24 (format version 2, type 4) ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x24), computed with openssl dgst -mac HMAC. */
-const MSG_HEX = BODY_HEX + '24' + '3b15b1b1655e8793d92f5325dc0f5b14';
+/** body ‖ 0x34 (format version 3, type 4) ‖ first 16 bytes of HMAC-SHA256(KEY, body ‖ 0x34), computed with openssl dgst -mac HMAC. */
+const MSG_HEX = BODY_HEX + '34' + 'b5e5388a0d4bd1708b4403808c63c9ef';
+/** The same body sealed as format version 2 (0x24, before the snapshot blocks), as an older build would: refused as 'version'. */
+const MSG_V2_HEX = BODY_HEX + '24' + '3b15b1b1655e8793d92f5325dc0f5b14';
 /** The same body sealed as format version 1 (0x14), as an older build would: refused as 'version'. */
 const MSG_V1_HEX = BODY_HEX + '14' + '7fd6e8fbae673416499bf43baec51bb8';
 const NONCE = Buffer.from('0001020304050607', 'hex');
@@ -46,11 +48,101 @@ test('replication frame: decodes the hand-written message', () => {
   ]);
 });
 
-test('replication frame: format version 1 (no epoch, version byte 0x14) is refused as version, authentic or not', () => {
-  assert.deepEqual(open(Buffer.from(MSG_V1_HEX, 'hex'), KEY), { ok: false, reason: 'version' });
-  const forged = Buffer.from(MSG_V1_HEX, 'hex');
-  forged[forged.length - 1]! ^= 1;
-  assert.deepEqual(open(forged, KEY), { ok: false, reason: 'bad-mac' });
+test('replication frame: format versions 1 (0x14, no epoch) and 2 (0x24, no snapshot blocks) are refused as version, authentic or not', () => {
+  for (const hex of [MSG_V1_HEX, MSG_V2_HEX]) {
+    assert.deepEqual(open(Buffer.from(hex, 'hex'), KEY), { ok: false, reason: 'version' });
+    const forged = Buffer.from(hex, 'hex');
+    forged[forged.length - 1]! ^= 1;
+    assert.deepEqual(open(forged, KEY), { ok: false, reason: 'bad-mac' });
+  }
+});
+
+/**
+ * A tiny snapshot in format version 3, written by hand from the layout in replication-frame.ts:
+ * header: sender 0102, count 0003 (three ops: two blocks and one plain insert), seq 00000005, nonce
+ * 0001020304050607, epoch 00000007;
+ * SESSION_BLOCK: 0e, service 0001, n 0002;
+ *   sid 0000000001000005 (generation 1, slot 5), backend 0002, key length 0002, data length 0004, "ab", "udp ";
+ *   sid 000000000200000a (generation 2, slot 10), backend 0000, key ffff (anonymous), data ffff (none);
+ * FLOW_BLOCK: 0f, service 0000, n 0001;
+ *   sid 0000000001000005, src 0a000001 (10.0.0.1), port 13c4 (5060), dst 0a000064 (10.0.0.100), port 13c4,
+ *   proto 11 (udp), role 00 (signalling), timeout 00007530 (30000 ms): 26 bytes;
+ * FLOW_INSERT (an IPv6 flow has no place in a FLOW_BLOCK): 05, service 0000, sid ffffffffffffffff, src 03
+ *   3a3a31 ("::1"), port 13c4, dst 00 0a000064, port 13c4, proto 11, role 02 (secondary), timeout 00007530.
+ * Sealed: ‖ 34 ‖ the first 16 bytes of HMAC-SHA256(KEY, body ‖ 34) (openssl dgst -mac HMAC).
+ */
+const SNAPSHOT_BODY_HEX =
+  '0102' + '0003' + '00000005' + '0001020304050607' + '00000007' +
+  '0e' + '0001' + '0002' +
+  '0000000001000005' + '0002' + '0002' + '0004' + '6162' + '75647020' +
+  '000000000200000a' + '0000' + 'ffff' + 'ffff' +
+  '0f' + '0000' + '0001' +
+  '0000000001000005' + '0a000001' + '13c4' + '0a000064' + '13c4' + '11' + '00' + '00007530' +
+  '05' + '0000' + 'ffffffffffffffff' + '03' + '3a3a31' + '13c4' + '00' + '0a000064' + '13c4' + '11' + '02' + '00007530';
+const SNAPSHOT_MSG_HEX = SNAPSHOT_BODY_HEX + '34' + 'f423550b26b132b977c116442abd3c23';
+
+test('replication frame v3: a snapshot block encodes to the hand-written bytes', () => {
+  const w = new OpWriter(8);
+  w.sessionBlock(1);
+  w.sessionEntry(0x01000005, 2, 'ab', 'udp ');
+  w.sessionEntry(0x0200000a, 0, null, null);
+  w.flowBlock(0);
+  w.flowEntry(0x01000005, 0x0a000001, 5060, 0x0a000064, 5060, 17, 0, 30000);
+  w.endBlock();
+  w.flowInsert(0, NO_SID, { src: '::1', srcPort: 5060, dst: 0x0a000064, dstPort: 5060, proto: 17 }, 'secondary', 30000);
+  const body = encodeFrame({ sender: 0x0102, seq: 5, nonce: NONCE, epoch: 7 }, w.count, w.bytes());
+  assert.equal(body.toString('hex'), SNAPSHOT_BODY_HEX);
+  assert.equal(seal(MessageType.Replication, body, KEY).toString('hex'), SNAPSHOT_MSG_HEX);
+});
+
+test('replication frame v3: a snapshot block decodes, entry by entry, into the ops it stands for', () => {
+  const opened = open(Buffer.from(SNAPSHOT_MSG_HEX, 'hex'), KEY);
+  assert.ok(opened.ok);
+  const f = decodeFrame(opened.body);
+  assert.ok(f);
+  assert.deepEqual(f.ops, [
+    { op: Op.SessionOpen, service: 1, sid: 0x01000005, backend: 2, key: 'ab' },
+    { op: Op.SessionData, service: 1, sid: 0x01000005, data: 'udp ' },
+    { op: Op.SessionOpen, service: 1, sid: 0x0200000a, backend: 0, key: null },
+    { op: Op.FlowInsert, service: 0, sid: 0x01000005, src: 0x0a000001, srcPort: 5060, dst: 0x0a000064, dstPort: 5060, proto: 17, role: 'signalling', timeoutMs: 30000 },
+    { op: Op.FlowInsert, service: 0, sid: -1, src: '::1', srcPort: 5060, dst: 0x0a000064, dstPort: 5060, proto: 17, role: 'secondary', timeoutMs: 30000 },
+  ]);
+  const { calls, v } = recorder();
+  assert.ok(visitFrame(opened.body, v));
+  assert.deepEqual(calls[0], ['sessionEntry', 1, 0x01000005, 2, 'ab', 'udp ']);
+  assert.deepEqual(calls[1], ['sessionEntry', 1, 0x0200000a, 0, null, null]);
+});
+
+test('replication frame v3: malformed snapshot blocks decode to null', () => {
+  const body = Buffer.from(SNAPSHOT_BODY_HEX, 'hex');
+  const at = 20; // the SESSION_BLOCK's opcode
+  const flowAt = at + 5 + 20 + 14; // the FLOW_BLOCK's opcode
+  const cases: [string, (b: Buffer) => void][] = [
+    ['an empty session block', (b) => b.writeUInt16BE(0, at + 3)],
+    ['a session block claiming more entries than present', (b) => b.writeUInt16BE(3, at + 3)],
+    ['a key over the cap', (b) => b.writeUInt16BE(MAX_STRING_BYTES + 1, at + 5 + 10)],
+    ['data over the cap', (b) => b.writeUInt16BE(0xfffe, at + 5 + 12)],
+    ['a sid beyond 2^53', (b) => b.writeUInt32BE(0x00200000, at + 5)],
+    ['an empty flow block', (b) => b.writeUInt16BE(0, flowAt + 3)],
+    ['a flow block claiming two flows', (b) => b.writeUInt16BE(2, flowAt + 3)],
+    ['a flow with protocol 0', (b) => (b[flowAt + 5 + 20] = 0)],
+    ['a flow with role 3', (b) => (b[flowAt + 5 + 21] = 3)],
+    ['a flow with a timeout above 2^31 - 1', (b) => b.writeUInt32BE(0x80000000, flowAt + 5 + 22)],
+    ['a flow source in 240.0.0.0/4 (not an IPv4 address on the wire)', (b) => b.writeUInt32BE(0xf0000001, flowAt + 5 + 8)],
+  ];
+  for (const [name, spoil] of cases) {
+    const b = Buffer.from(body);
+    spoil(b);
+    assert.equal(decodeFrame(b), null, name);
+    assert.equal(checkFrame(b), false, name);
+  }
+  assert.ok(decodeFrame(body), 'the unspoilt body decodes');
+  assert.throws(() => {
+    const w = new OpWriter();
+    w.sessionBlock(0);
+    w.sessionEntry(1, 0, 'x'.repeat(MAX_STRING_BYTES + 1), null);
+  }, RangeError);
+  assert.throws(() => new OpWriter().sessionEntry(1, 0, null, null), RangeError, 'an entry outside a block');
 });
 
 test('replication frame: every op round-trips, with a 52-bit session handle and an anonymous session', () => {

@@ -163,14 +163,14 @@ test(`fuzz (seed ${SEED}): mutations of valid messages never open and never thro
   assert.equal(kinds.size, 4);
 });
 
-/** A valid replication frame body with a few random ops (every op kind with fields). */
+/** A valid replication frame body with a few random ops (every op kind with fields, the snapshot blocks included). */
 function validFrameBody(rand: () => number): Buffer {
   const w = new OpWriter(64);
   const n = 1 + int(rand, 6);
   for (let i = 0; i < n; i++) {
     const sid = rand() < 0.2 ? NO_SID : int(rand, 2 ** 52);
     const addr = (): number | string => (rand() < 0.7 ? int(rand, 0xf0000000) : 'fe80::' + int(rand, 65536).toString(16));
-    switch (int(rand, 9)) {
+    switch (int(rand, 11)) {
       case 0: w.sessionOpen(int(rand, 4), sid === NO_SID ? 1 : sid, int(rand, 8), rand() < 0.5 ? null : 'call-' + int(rand, 1e9)); break;
       case 1: w.sessionRepin(int(rand, 4), int(rand, 2 ** 40), int(rand, 8)); break;
       case 2: w.sessionClose(int(rand, 4), int(rand, 2 ** 40), 'ended'); break;
@@ -179,6 +179,18 @@ function validFrameBody(rand: () => number): Buffer {
       case 5: w.flowRemove(int(rand, 4), { src: addr(), srcPort: int(rand, 65536), dst: addr(), dstPort: int(rand, 65536), proto: 6 }); break;
       case 6: w.relayOpen(int(rand, 4), int(rand, 2 ** 40), int(rand, 65536), addr(), int(rand, 65536), addr(), int(rand, 65536)); break;
       case 7: w.snapshotEnd(int(rand, 2 ** 32), int(rand, 2 ** 32)); break;
+      case 8: {
+        w.sessionBlock(int(rand, 4));
+        for (let k = 1 + int(rand, 3); k > 0; k--) w.sessionEntry(int(rand, 2 ** 52), int(rand, 8), rand() < 0.5 ? null : 'call-' + int(rand, 1e9), rand() < 0.3 ? null : 'udp 5060 10.0.0.' + int(rand, 256));
+        w.endBlock();
+        break;
+      }
+      case 9: {
+        w.flowBlock(int(rand, 4));
+        for (let k = 1 + int(rand, 3); k > 0; k--) w.flowEntry(sid, int(rand, 0xf0000000), int(rand, 65536), int(rand, 0xf0000000), int(rand, 65536), 17, int(rand, 3), int(rand, 2 ** 31));
+        w.endBlock();
+        break;
+      }
       default: w.ack(int(rand, 2 ** 32));
     }
   }

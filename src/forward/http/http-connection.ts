@@ -23,6 +23,7 @@ import {
   type ResponseHead,
 } from './http-head.js';
 import { BackendConn, BackendPool } from './http-backend-conn.js';
+import { adoptReads } from './http-client-reads.js';
 import { HoldBufferPool, LogBudget, ReplyRecord, RequestLog, type Resume } from './http-failover.js';
 import type { FailoverEvent } from '../../core/diagnostics.js';
 import type { Router, ServiceRuntime } from '../../pipeline/index.js';
@@ -49,6 +50,8 @@ export interface HttpService {
   readonly sessionCookie: string | null;
   readonly wallNow: () => number;
   readonly isClosing: boolean;
+  /** The buffer plain client sockets read into (http-client-reads.ts), or null: they read 'data'. */
+  readonly clientReads: Buffer | null;
   clientGone(c: HttpConnection): void;
 }
 
@@ -126,6 +129,8 @@ export abstract class HttpConnection {
   protected requests = 0;
   protected bytesIn = 0;
   protected bytesOut = 0;
+  /** The shared buffer this socket reads into, or null when it reads 'data' (see ownBytes). */
+  protected readonly readBuf: Buffer | null;
 
   constructor(
     protected readonly fwd: HttpService,
@@ -138,7 +143,9 @@ export abstract class HttpConnection {
     this.owned = side?.subjectHeader ? { name: side.subjectHeader, value: side.clientSubject } : null;
     socket.setNoDelay(true);
     socket.setTimeout(rt.config.http.idleTimeoutMs);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    const reads = fwd.clientReads;
+    this.readBuf = reads !== null && adoptReads(socket, reads, this.onRead) ? reads : null;
+    if (this.readBuf === null) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       if (this.conn && this.conn.socket.isPaused()) this.conn.socket.resume();
     });
@@ -153,6 +160,21 @@ export abstract class HttpConnection {
 
 
   // ---- client side ---------------------------------------------------------------------------
+
+  /** Bytes read into the shared buffer: handled now; what stays in `buf` is copied out of it. */
+  private readonly onRead = (n: number, shared: Buffer): void => {
+    this.onData(shared.subarray(0, n));
+    const buf = this.buf;
+    if (buf !== null && buf.buffer === shared.buffer) this.buf = Buffer.from(buf);
+  };
+
+  /**
+   * `bytes`, or a copy when they are a view of the shared read buffer: for what outlives the read
+   * callback (a write that may stay queued, the request log).
+   */
+  protected ownBytes(bytes: Buffer): Buffer {
+    return this.readBuf !== null && bytes.buffer === this.readBuf.buffer ? Buffer.from(bytes) : bytes;
+  }
 
   protected onData(chunk: Buffer): void {
     switch (this.phase) {
@@ -172,7 +194,7 @@ export abstract class HttpConnection {
         }
         return;
       case 'tunnel':
-        if (this.conn && !this.conn.socket.write(chunk)) this.pauseClient();
+        if (this.conn && !this.conn.socket.write(this.ownBytes(chunk))) this.pauseClient();
         return;
       case 'closed':
         return; // lingering: discard

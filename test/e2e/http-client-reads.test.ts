@@ -119,3 +119,49 @@ test('the same with client reads through data events (the fallback)', async (t) 
   t.after(() => setClientReadsEnabled(was));
   await run(t);
 });
+
+/** One GET on `socket`; resolves with the status line of its reply. */
+function statusOf(socket: net.Socket, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let got = '';
+    const onData = (b: Buffer): void => {
+      got += b.toString('latin1');
+      const end = got.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(got.slice(0, end))?.[1] ?? 0);
+      if (got.length < end + 4 + length) return;
+      socket.off('data', onData);
+      resolve(got.slice(0, got.indexOf('\r\n')));
+    };
+    socket.on('data', onData);
+    socket.once('error', reject);
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: test\r\n\r\n`);
+  });
+}
+
+test('http.idleTimeoutMs (an IdleTimer, not a socket timeout): an idle keep-alive client is closed, an exchange longer than it is not cut', async (t) => {
+  const backend = await startHttpBackend((req, res) => {
+    const reply = (): void => {
+      res.setHeader('content-length', 2);
+      res.end('ok');
+    };
+    if (req.url === '/slow') setTimeout(reply, 900);
+    else reply();
+  });
+  t.after(() => backend.close());
+  const d = await startTestDispatcher(t, { backends: [backend.address], http: { idleTimeoutMs: 300 } });
+  const connect = async (): Promise<net.Socket> => {
+    const s = net.connect(d.address.port, d.address.host);
+    t.after(() => s.destroy());
+    await new Promise((r) => s.once('connect', r));
+    return s;
+  };
+  // The slow exchange spans three idle periods without a client byte: the timer keeps watching.
+  const slow = await connect();
+  assert.equal(await statusOf(slow, '/slow'), 'HTTP/1.1 200 OK');
+  // Then idle on a kept-alive connection: closed by us.
+  const idle = await connect();
+  assert.equal(await statusOf(idle, '/fast'), 'HTTP/1.1 200 OK');
+  await new Promise<void>((resolve) => idle.once('close', () => resolve()));
+  await new Promise<void>((resolve) => (slow.destroyed ? resolve() : slow.once('close', () => resolve())));
+});

@@ -5,7 +5,7 @@
  * The exchange, the reply relay and failover/resume are the layers above (http-exchange.ts,
  * http-reply-relay.ts, http-client-conn.ts), one class each over the same connection state.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { HttpRequestError } from '../../core/errors.js';
 import { channels } from '../../core/diagnostics.js';
 import type { TimerHandle } from '../../core/clock.js';
@@ -24,11 +24,17 @@ import {
 } from './http-head.js';
 import { BackendConn, BackendPool } from './http-backend-conn.js';
 import { adoptReads } from './http-client-reads.js';
+import { IdleTimer } from '../lifecycle.js';
 import { HoldBufferPool, LogBudget, ReplyRecord, RequestLog, type Resume } from './http-failover.js';
 import type { FailoverEvent } from '../../core/diagnostics.js';
 import type { Router, ServiceRuntime } from '../../pipeline/index.js';
 import type { SessionKeyOf } from './http-session-key.js';
 import type { ClientSide } from '../../edge/edge.js';
+
+/** A TCP or TLS socket (not an HTTP/2 stream standing in for one). */
+function isKernelSocket(socket: net.Socket): boolean {
+  return socket instanceof net.Socket;
+}
 
 /** After a refusal, how long the client may keep sending before we cut it (lingering close). */
 export const LINGER_MS = 2000;
@@ -73,6 +79,8 @@ export abstract class HttpConnection {
   /** The verified client-certificate subject field, written into every request (mTLS). */
   protected readonly owned: OwnedField | null;
   protected headerTimer: TimerHandle | null = null;
+  /** http.idleTimeoutMs without a byte from the client (see onIdleTimeout); null: the socket's own timeout. */
+  protected readonly idle: IdleTimer | null;
   protected lingerTimer: TimerHandle | null = null;
   protected paused = false;
   /** The client half-closed: answer what it already sent, then close. */
@@ -142,14 +150,21 @@ export abstract class HttpConnection {
     this.client = rt.config.http.forwardedHeaders ? forwardedFor(socket.remoteAddress, side?.encrypted ? 'https' : 'http') : null;
     this.owned = side?.subjectHeader ? { name: side.subjectHeader, value: side.clientSubject } : null;
     socket.setNoDelay(true);
-    socket.setTimeout(rt.config.http.idleTimeoutMs);
+    // A socket of the kernel's gets an IdleTimer (touched per read: no timer refresh per read and
+    // per write, as a socket timeout costs); an HTTP/2 stream's socket keeps its own setTimeout.
+    if (isKernelSocket(socket)) {
+      this.idle = new IdleTimer(rt.clock, rt.config.http.idleTimeoutMs, () => this.onIdleTimeout());
+    } else {
+      this.idle = null;
+      socket.setTimeout(rt.config.http.idleTimeoutMs);
+      socket.on('timeout', () => this.onIdleTimeout());
+    }
     const reads = fwd.clientReads;
     this.readBuf = reads !== null && adoptReads(socket, reads, this.onRead) ? reads : null;
     if (this.readBuf === null) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       if (this.conn && this.conn.socket.isPaused()) this.conn.socket.resume();
     });
-    socket.on('timeout', () => this.onIdleTimeout());
     socket.on('end', () => this.onClientEnd());
     socket.on('error', () => {});
     socket.on('close', () => this.onClientClose());
@@ -177,6 +192,7 @@ export abstract class HttpConnection {
   }
 
   protected onData(chunk: Buffer): void {
+    this.idle?.touch();
     switch (this.phase) {
       case 'head':
         this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
@@ -260,14 +276,19 @@ export abstract class HttpConnection {
     this.startExchange(req, end + 4);
   }
 
-  protected onIdleTimeout(): void {
+  /** No byte from the client for idleTimeoutMs. Returns true to keep watching (an exchange is in progress). */
+  protected onIdleTimeout(): boolean {
     if (this.phase === 'head') {
       if (this.buf === null) this.socket.destroy();
       else this.refuse(408, 'request head not received in time');
-    } else if (this.phase === 'closed') {
+      return false;
+    }
+    if (this.phase === 'closed') {
       this.socket.destroy();
+      return false;
     }
     // During an exchange the backend's response timeout governs.
+    return true;
   }
 
   /**
@@ -293,6 +314,7 @@ export abstract class HttpConnection {
 
   protected onClientClose(): void {
     this.cancelHeaderTimer();
+    this.idle?.cancel();
     this.lingerTimer?.cancel();
     if (this.phase === 'exchange' || this.phase === 'tunnel') this.abandonBackend();
     this.endLog();
@@ -434,6 +456,7 @@ export abstract class HttpConnection {
       return;
     }
     this.phase = 'head';
+    this.idle?.touch(); // idle from the end of its last exchange
     this.resumeClient();
     if (this.buf !== null) this.parseNext();
     // A half-closed client gets replies to every request it sent, then the connection ends.

@@ -72,8 +72,25 @@ function isDigits(s: string): boolean {
 }
 const EMPTY_LIST_ELEMENT = /(?:^|,)[ \t]*(?:,|$)/;
 
-/** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+/**
+ * Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1): connection,
+ * keep-alive, proxy-connection, te, trailer, upgrade. By length, then content: a name fresh from a
+ * head is not hashed for a Set lookup (issue 16).
+ */
+function isHopByHopName(name: string): boolean {
+  switch (name.length) {
+    case 2:
+      return name === 'te';
+    case 7:
+      return name === 'trailer' || name === 'upgrade';
+    case 10:
+      return name === 'connection' || name === 'keep-alive';
+    case 16:
+      return name === 'proxy-connection';
+    default:
+      return false;
+  }
+}
 
 /**
  * Fields that frame the message or name its target. Naming them in `Connection` does not remove
@@ -420,7 +437,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
 
 /** True when a field must not be forwarded: hop-by-hop, or named by the Connection field. */
 function isHopByHop(name: string, connection: readonly string[], keepUpgrade: boolean): boolean {
-  if (HOP_BY_HOP.has(name)) return !(keepUpgrade && name === 'upgrade');
+  if (isHopByHopName(name)) return !(keepUpgrade && name === 'upgrade');
   return connection.length > 0 && !NEVER_NOMINATED.has(name) && connection.includes(name);
 }
 

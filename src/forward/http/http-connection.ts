@@ -154,6 +154,7 @@ export abstract class HttpConnection {
     // per write, as a socket timeout costs); an HTTP/2 stream's socket keeps its own setTimeout.
     if (isKernelSocket(socket)) {
       this.idle = new IdleTimer(rt.clock, rt.config.http.idleTimeoutMs, () => this.onIdleTimeout());
+      if (socket.timeout) socket.setTimeout(0); // a sniffer's (HTTP/2 preface) timeout ends here
     } else {
       this.idle = null;
       socket.setTimeout(rt.config.http.idleTimeoutMs);

@@ -56,7 +56,8 @@ export function closePeer(closed: Socket, peer: Socket, failed: boolean): void {
 /**
  * Activity is recorded as a timestamp (`touch()`, per chunk or message), not a timer reset per chunk:
  * the timer wakes once per period and re-arms for the remainder. `onIdle` runs once when a whole
- * period passed without activity.
+ * period passed without activity; when it returns true (idle did not matter then: an HTTP exchange
+ * in progress), the watch starts again for a whole period.
  */
 export class IdleTimer {
   private timer: TimerHandle | null = null;
@@ -66,7 +67,7 @@ export class IdleTimer {
   constructor(
     private readonly clock: Clock,
     private readonly idleMs: number,
-    private readonly onIdle: () => void,
+    private readonly onIdle: () => unknown,
   ) {
     this.last = clock.now();
     this.timer = clock.setTimeout(() => this.check(), idleMs);
@@ -87,7 +88,9 @@ export class IdleTimer {
     if (this.stopped) return;
     const idleFor = this.clock.now() - this.last;
     if (idleFor >= this.idleMs) {
-      this.onIdle();
+      if (this.onIdle() !== true || this.stopped) return;
+      this.last = this.clock.now();
+      this.timer = this.clock.setTimeout(() => this.check(), this.idleMs);
       return;
     }
     this.timer = this.clock.setTimeout(() => this.check(), this.idleMs - idleFor);

@@ -10,6 +10,7 @@ import type { TimerHandle } from '../../core/clock.js';
 import type { Backend } from '../../core/backend.js';
 import type { ServiceRuntime } from '../../pipeline/service-runtime.js';
 import { connectBackend } from '../../edge/backend-tls.js';
+import { IdleTimer } from '../lifecycle.js';
 
 /** What a backend connection reports to the exchange that owns it. */
 export interface BackendConnOwner {
@@ -91,6 +92,8 @@ export class BackendConn {
   idleSince = 0;
   /** Where this socket's reads land (see ReadBuffer). */
   readonly reads = new ReadBuffer();
+  /** http.responseTimeoutMs without a byte either way: the owner's onBackendTimeout, or closed when idle. */
+  private readonly idle: IdleTimer;
   private failure: BackendFailureKind | null = null;
   private connectTimer: TimerHandle | null = null;
   private ended = false;
@@ -101,6 +104,7 @@ export class BackendConn {
     rt: ServiceRuntime,
   ) {
     const onBytes = (buf: Buffer): void => {
+      this.idle.touch();
       if (this.owner) this.owner.onBackendData(this, buf);
       else socket.destroy(); // bytes on an idle connection: the backend is confused, drop it
     };
@@ -118,10 +122,13 @@ export class BackendConn {
     // TLS to the backend (backends[].tls): decrypted bytes come as 'data', not through onread.
     if (readyEvent === 'secureConnect') socket.on('data', onBytes);
     this.socket = socket;
-    // One inactivity timeout for the socket's whole life: re-arming it per request costs two timer
-    // re-insertions per exchange. Idle connections are reaped by the pool's sweep after
-    // backendIdleTimeoutMs, or by this timer if responseTimeoutMs is shorter.
-    socket.setTimeout(rt.config.http.responseTimeoutMs);
+    // One inactivity timeout for the socket's whole life, touched per read and per write (a socket
+    // timeout would re-insert its timer at every read and write). Idle connections are reaped by
+    // the pool's sweep after backendIdleTimeoutMs, or by this timer if responseTimeoutMs is shorter.
+    this.idle = new IdleTimer(rt.clock, rt.config.http.responseTimeoutMs, () => {
+      if (this.owner) this.owner.onBackendTimeout(this);
+      else socket.destroy();
+    });
     this.connectTimer = rt.clock.setTimeout(() => {
       this.connectTimer = null;
       this.failure = 'timeout';
@@ -148,14 +155,11 @@ export class BackendConn {
       this.ended = true;
       if (this.owner) this.owner.onBackendEnd(this);
     });
-    socket.on('timeout', () => {
-      if (this.owner) this.owner.onBackendTimeout(this);
-      else socket.destroy();
-    });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.failure ??= failureKind(err.code);
     });
     socket.on('close', () => {
+      this.idle.cancel();
       this.connectTimer?.cancel();
       this.connectTimer = null;
       this.pool.forget(this);
@@ -171,10 +175,16 @@ export class BackendConn {
    * Heads are strings parsed as latin1 and go out as latin1 (bytes 0x80-0xFF unchanged).
    */
   write(chunk: Chunk, highWaterMark: number): boolean {
+    this.idle.touch();
     if (this.connected) return typeof chunk === 'string' ? this.socket.write(chunk, 'latin1') : this.socket.write(chunk);
     this.pending.push(chunk);
     this.pendingBytes += typeof chunk === 'string' ? chunk.length : chunk.byteLength;
     return this.pendingBytes < highWaterMark;
+  }
+
+  /** No response timeout from now on (the connection became a tunnel). */
+  stopTimeout(): void {
+    this.idle.cancel();
   }
 
   /** Drop the connection without telling the owner (the owner is abandoning it). */

@@ -5,7 +5,7 @@
  * The exchange, the reply relay and failover/resume are the layers above (http-exchange.ts,
  * http-reply-relay.ts, http-client-conn.ts), one class each over the same connection state.
  */
-import type net from 'node:net';
+import net from 'node:net';
 import { HttpRequestError } from '../../core/errors.js';
 import { channels } from '../../core/diagnostics.js';
 import type { TimerHandle } from '../../core/clock.js';
@@ -23,11 +23,18 @@ import {
   type ResponseHead,
 } from './http-head.js';
 import { BackendConn, BackendPool } from './http-backend-conn.js';
+import { adoptReads } from './http-client-reads.js';
+import { IdleTimer } from '../lifecycle.js';
 import { HoldBufferPool, LogBudget, ReplyRecord, RequestLog, type Resume } from './http-failover.js';
 import type { FailoverEvent } from '../../core/diagnostics.js';
 import type { Router, ServiceRuntime } from '../../pipeline/index.js';
 import type { SessionKeyOf } from './http-session-key.js';
 import type { ClientSide } from '../../edge/edge.js';
+
+/** A TCP or TLS socket (not an HTTP/2 stream standing in for one). */
+function isKernelSocket(socket: net.Socket): boolean {
+  return socket instanceof net.Socket;
+}
 
 /** After a refusal, how long the client may keep sending before we cut it (lingering close). */
 export const LINGER_MS = 2000;
@@ -49,6 +56,8 @@ export interface HttpService {
   readonly sessionCookie: string | null;
   readonly wallNow: () => number;
   readonly isClosing: boolean;
+  /** The buffer plain client sockets read into (http-client-reads.ts), or null: they read 'data'. */
+  readonly clientReads: Buffer | null;
   clientGone(c: HttpConnection): void;
 }
 
@@ -70,6 +79,8 @@ export abstract class HttpConnection {
   /** The verified client-certificate subject field, written into every request (mTLS). */
   protected readonly owned: OwnedField | null;
   protected headerTimer: TimerHandle | null = null;
+  /** http.idleTimeoutMs without a byte from the client (see onIdleTimeout); null: the socket's own timeout. */
+  protected readonly idle: IdleTimer | null;
   protected lingerTimer: TimerHandle | null = null;
   protected paused = false;
   /** The client half-closed: answer what it already sent, then close. */
@@ -126,6 +137,8 @@ export abstract class HttpConnection {
   protected requests = 0;
   protected bytesIn = 0;
   protected bytesOut = 0;
+  /** The shared buffer this socket reads into, or null when it reads 'data' (see ownBytes). */
+  protected readonly readBuf: Buffer | null;
 
   constructor(
     protected readonly fwd: HttpService,
@@ -137,12 +150,22 @@ export abstract class HttpConnection {
     this.client = rt.config.http.forwardedHeaders ? forwardedFor(socket.remoteAddress, side?.encrypted ? 'https' : 'http') : null;
     this.owned = side?.subjectHeader ? { name: side.subjectHeader, value: side.clientSubject } : null;
     socket.setNoDelay(true);
-    socket.setTimeout(rt.config.http.idleTimeoutMs);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    // A socket of the kernel's gets an IdleTimer (touched per read: no timer refresh per read and
+    // per write, as a socket timeout costs); an HTTP/2 stream's socket keeps its own setTimeout.
+    if (isKernelSocket(socket)) {
+      this.idle = new IdleTimer(rt.clock, rt.config.http.idleTimeoutMs, () => this.onIdleTimeout());
+      if (socket.timeout) socket.setTimeout(0); // a sniffer's (HTTP/2 preface) timeout ends here
+    } else {
+      this.idle = null;
+      socket.setTimeout(rt.config.http.idleTimeoutMs);
+      socket.on('timeout', () => this.onIdleTimeout());
+    }
+    const reads = fwd.clientReads;
+    this.readBuf = reads !== null && adoptReads(socket, reads, this.onRead) ? reads : null;
+    if (this.readBuf === null) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
       if (this.conn && this.conn.socket.isPaused()) this.conn.socket.resume();
     });
-    socket.on('timeout', () => this.onIdleTimeout());
     socket.on('end', () => this.onClientEnd());
     socket.on('error', () => {});
     socket.on('close', () => this.onClientClose());
@@ -154,7 +177,23 @@ export abstract class HttpConnection {
 
   // ---- client side ---------------------------------------------------------------------------
 
+  /** Bytes read into the shared buffer: handled now; what stays in `buf` is copied out of it. */
+  private readonly onRead = (n: number, shared: Buffer): void => {
+    this.onData(shared.subarray(0, n));
+    const buf = this.buf;
+    if (buf !== null && buf.buffer === shared.buffer) this.buf = Buffer.from(buf);
+  };
+
+  /**
+   * `bytes`, or a copy when they are a view of the shared read buffer: for what outlives the read
+   * callback (a write that may stay queued, the request log).
+   */
+  protected ownBytes(bytes: Buffer): Buffer {
+    return this.readBuf !== null && bytes.buffer === this.readBuf.buffer ? Buffer.from(bytes) : bytes;
+  }
+
   protected onData(chunk: Buffer): void {
+    this.idle?.touch();
     switch (this.phase) {
       case 'head':
         this.buf = this.buf === null ? chunk : Buffer.concat([this.buf, chunk]);
@@ -172,7 +211,7 @@ export abstract class HttpConnection {
         }
         return;
       case 'tunnel':
-        if (this.conn && !this.conn.socket.write(chunk)) this.pauseClient();
+        if (this.conn && !this.conn.socket.write(this.ownBytes(chunk))) this.pauseClient();
         return;
       case 'closed':
         return; // lingering: discard
@@ -238,14 +277,19 @@ export abstract class HttpConnection {
     this.startExchange(req, end + 4);
   }
 
-  protected onIdleTimeout(): void {
+  /** No byte from the client for idleTimeoutMs. Returns true to keep watching (an exchange is in progress). */
+  protected onIdleTimeout(): boolean {
     if (this.phase === 'head') {
       if (this.buf === null) this.socket.destroy();
       else this.refuse(408, 'request head not received in time');
-    } else if (this.phase === 'closed') {
+      return false;
+    }
+    if (this.phase === 'closed') {
       this.socket.destroy();
+      return false;
     }
     // During an exchange the backend's response timeout governs.
+    return true;
   }
 
   /**
@@ -271,6 +315,7 @@ export abstract class HttpConnection {
 
   protected onClientClose(): void {
     this.cancelHeaderTimer();
+    this.idle?.cancel();
     this.lingerTimer?.cancel();
     if (this.phase === 'exchange' || this.phase === 'tunnel') this.abandonBackend();
     this.endLog();
@@ -412,6 +457,7 @@ export abstract class HttpConnection {
       return;
     }
     this.phase = 'head';
+    this.idle?.touch(); // idle from the end of its last exchange
     this.resumeClient();
     if (this.buf !== null) this.parseNext();
     // A half-closed client gets replies to every request it sent, then the connection ends.

@@ -182,7 +182,8 @@ export abstract class HttpExchange extends HttpConnection implements BackendConn
     }
     if (n < chunk.length) this.buf = chunk.subarray(n);
     this.bytesIn += n;
-    const body = n === chunk.length ? chunk : chunk.subarray(0, n);
+    // Kept by the log and by a write that may stay queued: never a view of the shared read buffer.
+    const body = n === 0 ? chunk : this.ownBytes(n === chunk.length ? chunk : chunk.subarray(0, n));
     if (this.log !== null && n > 0 && !this.log.append(body)) this.publishLogOverflow();
     const ok = n === 0 || this.conn === null || this.conn.write(body, this.fwd.rt.config.http.highWaterMarkBytes);
     if (!ok) this.pauseClient();

@@ -15,6 +15,7 @@ import { HoldBufferPool, LogBudget } from './http-failover.js';
 import { routerOf, type Forwarder, type Router, type ServiceRuntime } from '../../pipeline/index.js';
 import { sessionKeyOf, type SessionKeyOf } from './http-session-key.js';
 import { ClientConn } from './http-client-conn.js';
+import { CLIENT_READ_BUFFER_BYTES } from './http-client-reads.js';
 import type { HttpService } from './http-connection.js';
 
 export class HttpForwarder implements Forwarder, HttpService {
@@ -31,6 +32,8 @@ export class HttpForwarder implements Forwarder, HttpService {
   readonly wallNow = (): number => this.rt.clock.wallNow();
   /** The service's pipeline stage: every routing decision and failure report goes through it. */
   readonly router: Router;
+  /** The buffer every plain client socket of this service reads into (http-client-reads.ts). */
+  readonly clientReads = Buffer.allocUnsafe(CLIENT_READ_BUFFER_BYTES);
   private readonly clients = new Set<ClientConn>();
   private closing = false;
   private idleWaiters: (() => void)[] = [];

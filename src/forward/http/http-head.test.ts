@@ -3,6 +3,10 @@ import assert from 'node:assert/strict';
 import { HttpRequestError } from '../../core/errors.js';
 import {
   errorResponse,
+  hasBadValueChar,
+  isAuthority,
+  isTarget,
+  isToken,
   forwardedFor,
   parseRequestHead,
   parseResponseHead,
@@ -194,4 +198,67 @@ test('over TLS: proto=https in both fields (a client X-Forwarded-Proto is not pa
     head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-For: 10.0.0.9', 'X-Forwarded-Proto: https', 'Forwarded: for=10.0.0.9;proto=https', 'X-Client-Subject: CN=alice??X: y', '', ''),
   );
   assert.equal(writeRequestHead(r, null, { name: 'X-Client-Subject', value: null }), head('GET / HTTP/1.1', 'Host: x', 'X-Forwarded-Proto: http', '', ''));
+});
+
+// ---- the loops that replaced regular expressions (issue 16) agree with the grammar as regexes ----
+
+const TOKEN_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE_CHAR_RE = /[\x00-\x08\x0a-\x1f\x7f]/;
+const TARGET_RE = /^[\x21\x22\x24-\x7e\x80-\xff]+$/;
+const AUTHORITY_RE = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?$/;
+const STATUS_RE = /^HTTP\/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?$/;
+
+/** Deterministic strings over `alphabet` (xorshift), lengths 0..12. */
+function* samples(alphabet: string, count: number): Generator<string> {
+  let x = 0x9e3779b9;
+  const next = (): number => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return x >>> 0;
+  };
+  for (let i = 0; i < count; i++) {
+    let s = '';
+    const n = next() % 13;
+    for (let j = 0; j < n; j++) s += alphabet[next() % alphabet.length];
+    yield s;
+  }
+}
+
+test('isToken, isTarget, hasBadValueChar: the same answer as the grammar for every latin1 byte, alone and in strings', () => {
+  for (let c = 0; c < 256; c++) {
+    for (const s of [String.fromCharCode(c), `a${String.fromCharCode(c)}b`, `${String.fromCharCode(c)}${String.fromCharCode(c)}`]) {
+      assert.equal(isToken(s), TOKEN_RE.test(s), `token ${c}`);
+      assert.equal(isTarget(s), TARGET_RE.test(s), `target ${c}`);
+      assert.equal(hasBadValueChar(s), BAD_VALUE_CHAR_RE.test(s), `value ${c}`);
+    }
+  }
+  assert.equal(isToken(''), false);
+  assert.equal(isTarget(''), false);
+});
+
+test('isAuthority: the same answer as the authority grammar', () => {
+  const fixed = ['', 'example.com', 'example.com:', 'example.com:8080', 'example.com:123456', 'a:b', '[::1]:80', '[::1', 'x@evil', 'a%41b', 'a%4', 'h:1:2', ' a', 'a b', 'é.example', ':80'];
+  for (const s of [...fixed, ...samples("aZ09-._~!$&'()*+,;=:%[]@ /é4F", 20_000)]) {
+    assert.equal(isAuthority(s), AUTHORITY_RE.test(s), JSON.stringify(s));
+  }
+});
+
+test('status lines: parseResponseHead accepts exactly what the status-line grammar does', () => {
+  const prefixes = ['HTTP/1.1 200', 'HTTP/1.0 404', 'HTTP/1.1 20', 'HTTP/1.2 200', 'HTTP/2.0 200', 'HTTP/1.1 2x0', 'http/1.1 200', 'HTTP/1.1  200'];
+  const tails = ['', ' OK', ' ', 'X', ' OK\r', ' O\nK', '0', ' Not Found', '\t'];
+  for (const p of prefixes) {
+    for (const tail of tails) {
+      const line = p + tail;
+      const m = STATUS_RE.exec(line);
+      let got: { status: number; minor: number } | null = null;
+      try {
+        const r = parseResponseHead(`${line}\r\nContent-Length: 0`, 'GET');
+        got = { status: r.status, minor: r.minor };
+      } catch {
+        got = null;
+      }
+      assert.deepEqual(got, m ? { status: Number(m[2]), minor: Number(m[1]) } : null, JSON.stringify(line));
+    }
+  }
 });

@@ -7,19 +7,90 @@
 import { METHODS } from 'node:http';
 import { HttpRequestError } from '../../core/errors.js';
 
-const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/**
+ * Character classes of the head grammar, one bit each in a table indexed by latin1 code: a loop over
+ * a field name costs less than a regular expression call per field (issue 16), with the same
+ * grammar (http-head.test.ts checks every byte against the RFC's classes written as regexes).
+ */
+const TCHAR = 1; // RFC 9110 §5.6.2: ! # $ % & ' * + - . ^ _ ` | ~ DIGIT ALPHA
+const TARGET_CHAR = 2; // visible ASCII and 0x80-0xFF, no '#' (see isTarget)
+const REG_NAME_CHAR = 4; // RFC 3986 unreserved and sub-delims (no '%': see isAuthority)
+const CHAR_CLASS = new Uint8Array(256);
+for (let c = 0; c < 256; c++) {
+  const ch = String.fromCharCode(c);
+  const alnum = (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+  let bits = 0;
+  if (alnum || "!#$%&'*+-.^_`|~".includes(ch)) bits |= TCHAR;
+  if ((c >= 0x21 && c <= 0x7e && c !== 0x23) || c >= 0x80) bits |= TARGET_CHAR;
+  if (alnum || "-._~!$&'()*+,;=".includes(ch)) bits |= REG_NAME_CHAR;
+  CHAR_CLASS[c] = bits;
+}
+
+/** A non-empty token (RFC 9110 §5.6.2): methods and field names. */
+export function isToken(s: string): boolean {
+  const n = s.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 255 || (CHAR_CLASS[c]! & TCHAR) === 0) return false;
+  }
+  return true;
+}
+
 /** Control characters other than HTAB are not allowed in field values (RFC 9110 §5.5). */
-const BAD_VALUE_CHAR = /[\x00-\x08\x0a-\x1f\x7f]/;
+export function hasBadValueChar(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if ((c < 32 && c !== 9) || c === 127) return true;
+  }
+  return false;
+}
+
 /**
  * Visible ASCII and bytes 0x80-0xFF (raw UTF-8 paths, which origins such as nginx accept; they are
- * forwarded byte for byte), no '#' (a request target carries no fragment, RFC 9112 §3.2).
+ * forwarded byte for byte), no '#' (a request target carries no fragment, RFC 9112 §3.2). Non-empty.
  */
-const TARGET = /^[\x21\x22\x24-\x7e\x80-\xff]+$/;
-const DIGITS = /^\d+$/;
+export function isTarget(s: string): boolean {
+  const n = s.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 255 || (CHAR_CLASS[c]! & TARGET_CHAR) === 0) return false;
+  }
+  return true;
+}
+
+/** One or more ASCII digits. */
+function isDigits(s: string): boolean {
+  const n = s.length;
+  if (n === 0) return false;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 48 || c > 57) return false;
+  }
+  return true;
+}
 const EMPTY_LIST_ELEMENT = /(?:^|,)[ \t]*(?:,|$)/;
 
-/** Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1). */
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade']);
+/**
+ * Fields that describe one connection and never cross a proxy (RFC 9110 §7.6.1): connection,
+ * keep-alive, proxy-connection, te, trailer, upgrade. By length, then content: a name fresh from a
+ * head is not hashed for a Set lookup (issue 16).
+ */
+function isHopByHopName(name: string): boolean {
+  switch (name.length) {
+    case 2:
+      return name === 'te';
+    case 7:
+      return name === 'trailer' || name === 'upgrade';
+    case 10:
+      return name === 'connection' || name === 'keep-alive';
+    case 16:
+      return name === 'proxy-connection';
+    default:
+      return false;
+  }
+}
 
 /**
  * Fields that frame the message or name its target. Naming them in `Connection` does not remove
@@ -33,6 +104,30 @@ const NEVER_NOMINATED = new Set(['content-length', 'transfer-encoding', 'host'])
  * percent-encoded and sub-delim characters. No userinfo (`x@evil.example` is refused), no spaces.
  */
 const AUTHORITY = /^(?:\[[0-9A-Fa-f:.]+\]|(?:[A-Za-z0-9\-._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]{0,5})?$/;
+
+/**
+ * AUTHORITY, with a loop for the common case (a reg-name of plain characters, an optional port):
+ * what the loop accepts the expression accepts; anything else (IP literals, percent-encoding, a
+ * refusal) is decided by the expression.
+ */
+export function isAuthority(s: string): boolean {
+  const n = s.length;
+  let i = 0;
+  for (; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 58 /* : */) break;
+    if (c > 255 || (CHAR_CLASS[c]! & REG_NAME_CHAR) === 0) return AUTHORITY.test(s);
+  }
+  if (i < n) {
+    const digits = n - i - 1;
+    if (digits > 5) return AUTHORITY.test(s);
+    for (let j = i + 1; j < n; j++) {
+      const c = s.charCodeAt(j);
+      if (c < 48 || c > 57) return AUTHORITY.test(s);
+    }
+  }
+  return true;
+}
 /** The scheme and authority of an absolute-form target (RFC 9112 §3.2.2). */
 const ABSOLUTE_FORM = /^([A-Za-z][A-Za-z0-9+.-]*):\/\/([^/?#]*)/;
 
@@ -154,7 +249,7 @@ function parseFields(head: string, from: number, bad: (why: string) => Error, ma
     const colon = line.indexOf(':');
     if (colon <= 0) throw bad('header line without ":"');
     const rawName = line.slice(0, colon);
-    if (!TOKEN.test(rawName)) {
+    if (!isToken(rawName)) {
       throw bad(/[ \t]$/.test(rawName) ? 'whitespace before ":" in header' : 'invalid header name');
     }
     // Optional whitespace around the value (RFC 9110 §5.5), trimmed by index: no regex per field.
@@ -163,7 +258,7 @@ function parseFields(head: string, from: number, bad: (why: string) => Error, ma
     while (vs < ve && isOws(line.charCodeAt(vs))) vs++;
     while (ve > vs && isOws(line.charCodeAt(ve - 1))) ve--;
     const value = line.slice(vs, ve);
-    if (BAD_VALUE_CHAR.test(value)) throw bad('control character in header value');
+    if (hasBadValueChar(value)) throw bad('control character in header value');
     const name = rawName.toLowerCase();
     if (fields.length >= maxFields) throw tooMany(`more than ${maxFields} header fields`);
     fields.push({ name, value, line });
@@ -171,7 +266,7 @@ function parseFields(head: string, from: number, bad: (why: string) => Error, ma
       case 'content-length':
         if (contentLength !== -1) throw bad('more than one Content-Length');
         // Digits only, and nothing after them: llhttp refuses trailing whitespace here.
-        if (!DIGITS.test(value) || ve !== line.length) throw bad('invalid Content-Length');
+        if (!isDigits(value) || ve !== line.length) throw bad('invalid Content-Length');
         contentLength = Number(value);
         if (contentLength > Number.MAX_SAFE_INTEGER) throw bad('Content-Length too large');
         break;
@@ -205,15 +300,15 @@ export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEAD
   let eol = head.indexOf('\r\n');
   if (eol < 0) eol = head.length;
   const requestLine = head.slice(0, eol);
-  if (/[\r\n]/.test(requestLine)) throw bad('bare CR or LF in request line');
+  if (requestLine.indexOf('\r') >= 0 || requestLine.indexOf('\n') >= 0) throw bad('bare CR or LF in request line');
   const sp1 = requestLine.indexOf(' ');
   const sp2 = requestLine.indexOf(' ', sp1 + 1);
   if (sp1 <= 0 || sp2 < 0 || requestLine.indexOf(' ', sp2 + 1) >= 0) throw bad('malformed request line');
   const method = requestLine.slice(0, sp1);
   const target = requestLine.slice(sp1 + 1, sp2);
   const version = requestLine.slice(sp2 + 1);
-  if (!TOKEN.test(method)) throw bad('invalid method');
-  if (!TARGET.test(target)) throw bad('invalid request target');
+  if (!isToken(method)) throw bad('invalid method');
+  if (!isTarget(target)) throw bad('invalid request target');
   // RFC 9112 §3.2: origin-form starts with "/"; "*" is for OPTIONS; authority-form for CONNECT;
   // absolute-form is checked below.
   const c0 = target.charCodeAt(0);
@@ -241,14 +336,14 @@ export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEAD
   if (!KNOWN_METHODS.has(method)) throw new HttpRequestError(501, `unknown method ${method}`);
   if (f.hosts > 1) throw bad('more than one Host');
   if (minor === 1 && f.hosts === 0) throw bad('missing Host');
-  if (f.host !== null && !AUTHORITY.test(f.host)) throw bad('invalid Host');
+  if (f.host !== null && !isAuthority(f.host)) throw bad('invalid Host');
   let authority: string | null = null;
   const abs = target.charCodeAt(0) === 47 /* '/' */ ? null : ABSOLUTE_FORM.exec(target);
   if (abs) {
     const scheme = abs[1]!.toLowerCase();
     if (scheme !== 'http' && scheme !== 'https') throw bad(`unsupported scheme ${scheme} in request target`);
     authority = abs[2]!;
-    if (authority === '' || !AUTHORITY.test(authority)) throw bad('invalid authority in request target');
+    if (authority === '' || !isAuthority(authority)) throw bad('invalid authority in request target');
   }
   const conn = f.connection;
   const keepAlive = minor === 1 ? !conn.includes('close') : conn.includes('keep-alive') && !conn.includes('close');
@@ -270,16 +365,35 @@ export function parseRequestHead(head: string, maxHeaderCount = DEFAULT_MAX_HEAD
 
 export class ResponseHeadError extends Error {}
 
+const STATUS_PREFIX = 'HTTP/1.';
+
+/**
+ * The minor version of a well-formed status line, `HTTP/1.[01] 3DIGIT` then nothing or SP and a
+ * reason without CR or LF; -1 when it is not one.
+ */
+function statusLineMinor(line: string): 0 | 1 | -1 {
+  if (line.length < 12 || !line.startsWith(STATUS_PREFIX) || line.charCodeAt(8) !== 32) return -1;
+  const v = line.charCodeAt(7);
+  if (v !== 48 && v !== 49) return -1;
+  for (let i = 9; i < 12; i++) {
+    const c = line.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+  }
+  if (line.length > 12 && (line.charCodeAt(12) !== 32 || line.indexOf('\r', 13) >= 0 || line.indexOf('\n', 13) >= 0)) return -1;
+  return v === 49 ? 1 : 0;
+}
+
 /** Parses a response head: `head` is the latin1 text before the empty line that ends it. */
 export function parseResponseHead(head: string, requestMethod: string): ResponseHead {
   const bad = (why: string) => new ResponseHeadError(why);
   let eol = head.indexOf('\r\n');
   if (eol < 0) eol = head.length;
   const statusLine = head.slice(0, eol);
-  const m = /^HTTP\/1\.([01]) ([0-9]{3})(?: ([^\r\n]*))?$/.exec(statusLine);
-  if (!m) throw bad('malformed status line');
-  const minor = m[1] === '1' ? 1 : 0;
-  const status = Number(m[2]);
+  // HTTP/1.x SP 3DIGIT [SP reason], no CR or LF (by index: no regular expression per response).
+  const version = statusLineMinor(statusLine);
+  if (version < 0) throw bad('malformed status line');
+  const minor = version === 1 ? 1 : 0;
+  const status = (statusLine.charCodeAt(9) - 48) * 100 + (statusLine.charCodeAt(10) - 48) * 10 + (statusLine.charCodeAt(11) - 48);
   const f = parseFields(head, eol + 2, bad);
   let chunked = false;
   let closeDelimited = false;
@@ -323,7 +437,7 @@ export function parseResponseHead(head: string, requestMethod: string): Response
 
 /** True when a field must not be forwarded: hop-by-hop, or named by the Connection field. */
 function isHopByHop(name: string, connection: readonly string[], keepUpgrade: boolean): boolean {
-  if (HOP_BY_HOP.has(name)) return !(keepUpgrade && name === 'upgrade');
+  if (isHopByHopName(name)) return !(keepUpgrade && name === 'upgrade');
   return connection.length > 0 && !NEVER_NOMINATED.has(name) && connection.includes(name);
 }
 

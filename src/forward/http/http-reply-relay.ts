@@ -258,7 +258,9 @@ export abstract class HttpReplyRelay extends HttpExchange {
       conn.socket.write(this.buf);
       this.buf = null;
     }
-    this.socket.setTimeout(0);
-    conn.socket.setTimeout(0);
+    // A tunnel has no idle bound (as a TCP splice without tcp.idleTimeoutMs).
+    if (this.idle !== null) this.idle.cancel();
+    else this.socket.setTimeout(0);
+    conn.stopTimeout();
   }
 }

@@ -152,7 +152,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.advertIntervalMs = envInt(env, 'BENCH_REPLCOST_ADVERT_MS', 5) ?? o.advertIntervalMs;
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
   o.pin = env['BENCH_REPLCOST_PIN'] === '1';
-  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 1) ?? o.flushMs;
+  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 0) ?? o.flushMs;
   o.paceMs = envInt(env, 'BENCH_REPLCOST_PACE_MS', 0) ?? o.paceMs;
   o.netns = env['BENCH_REPLCOST_NETNS'] === '1';
   if (env['BENCH_QUICK'] === '1') {
@@ -320,7 +320,9 @@ export function clusterConfig(o: {
         },
       ],
     }),
-  ) as { groups: Record<string, unknown>[] };
+  ) as { groups: Record<string, unknown>[]; admin: unknown };
+  // haConfig turns the admin API off away from 127/8; the bench reads the master's status through it.
+  if (!hosts[o.id - 1]!.startsWith('127.')) c.admin = o.id === 1 ? { enabled: true, listen: '127.0.0.1:0' } : { enabled: false };
   c.groups[0]!['replicateState'] = o.arm === 'backup';
   if (o.arm === 'backup' && o.flushMs != null) c.groups[0]!['replicationFlushMs'] = o.flushMs;
   return JSON.stringify(c);
@@ -655,6 +657,20 @@ export function formatTable(r: Report): string {
     );
   }
   if (r.http.length > 0) {
+    // Per round, the two arms ran back to back (ABBA): the ratio of each round's pair cancels the
+    // machine's drift between rounds better than the ratio of the medians.
+    const paired = (mode: HttpMode): string => {
+      const ratios: number[] = [];
+      for (let round = 0; round < r.settings.rounds; round++) {
+        const one = (arm: Arm) => r.http.find((s) => s.mode === mode && s.arm === arm && s.round === round && s.takeovers === 0);
+        const b = one('backup');
+        const f = one('off');
+        if (b && f && f.masterCpuUs > 0) ratios.push(b.masterCpuUs / f.masterCpuUs);
+      }
+      const m = median(ratios);
+      return Number.isFinite(m) ? `${m >= 1 ? '+' : ''}${((m - 1) * 100).toFixed(1)} % (${ratios.map((x) => x.toFixed(2)).join(', ')})` : '–';
+    };
+    notes.push(`Master CPU per request with/without replication, median of the per-round pairs: sessions ${paired('sessions')}; plain ${paired('plain')}.`);
     const sys = (mode: HttpMode, arm: Arm) => num(median(steady(r.http.filter((s) => s.mode === mode && s.arm === arm)).map((s) => s.masterSysUs)), 1);
     notes.push(
       `Master's kernel-mode (system) CPU µs/req, medians: sessions ${sys('sessions', 'backup')} with replication vs ${sys('sessions', 'off')} off; ` +

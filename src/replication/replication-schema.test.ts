@@ -153,9 +153,10 @@ test('parseCidr', () => {
   assert.equal(parseCidr('fd00::1/64'), null);
 });
 
-test('replicationFlushMs: an integer in [1, 1000] ms, default 2', () => {
+test('replicationFlushMs: an integer in [0, 1000] ms (0: end of the event-loop turn), default 2', () => {
   assert.equal(parse(MINIMAL.replace('services: [sip]', 'services: [sip]\n    replicationFlushMs: 10')).groups[0]!.replicationFlushMs, 10);
-  for (const bad of ['0', '1001', '2.5', '"2"']) {
+  assert.equal(parse(MINIMAL.replace('services: [sip]', 'services: [sip]\n    replicationFlushMs: 0')).groups[0]!.replicationFlushMs, 0);
+  for (const bad of ['-1', '1001', '2.5', '"2"']) {
     const issues = issuesOf(MINIMAL.replace('services: [sip]', `services: [sip]\n    replicationFlushMs: ${bad}`));
     assert.ok(issues.some((x) => x.includes('replicationFlushMs')), issues.join('\n'));
   }

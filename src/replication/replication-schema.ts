@@ -117,9 +117,11 @@ export const groupSchema = z
      * (state-replicator.ts; default REPLICATION_FLUSH_MS, 2). Each flush has a fixed cost on the
      * master (a timer, an HMAC, a socket write that wakes the backup: issue 17), paid up to
      * 1000 / replicationFlushMs times a second; a change made within this window before the master
-     * dies is lost. Groups sharing a `listen` use the smallest of theirs.
+     * dies is lost. 0: at the end of the event-loop turn that made the changes (coalesced per turn,
+     * no timer; the changes leave before the replies that depend on them). Groups sharing a `listen`
+     * use the smallest of theirs.
      */
-    replicationFlushMs: z.number().int().min(1).max(1000).default(2),
+    replicationFlushMs: z.number().int().min(0).max(1000).default(2),
     /** linux: gratuitous ARPs per announcement burst (keepalived vrrp_garp_master_repeat). */
     garpCount: z.number().int().min(1).max(100).default(5),
     /** linux: the second burst this long after taking over; 0: none (keepalived vrrp_garp_master_delay). */

@@ -5,7 +5,7 @@
  * sequence, sender), hand its ops to the applier, acknowledge. The public API and the data path from
  * the local tables are in state-replicator.ts.
  */
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import net from 'node:net';
 import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
@@ -205,7 +205,8 @@ export function emptyRejects(): Record<WireReject, number> {
 /** The links to the peers; the subclass feeds them and is the public face. */
 export abstract class ReplicationLinks {
   protected readonly id: number;
-  protected readonly key: Buffer;
+  /** The cluster key, imported once: every frame's seal and open uses it. */
+  protected readonly key: KeyObject;
   protected readonly clock: Clock;
   protected readonly maxBufferBytes: number;
   protected readonly ackIntervalMs: number;
@@ -266,7 +267,7 @@ export abstract class ReplicationLinks {
     if (!(Number.isInteger(options.id) && options.id >= 0 && options.id <= 0xffff)) throw new RangeError(`replicator id ${options.id} is not a u16`);
     if (options.services.length > 0xffff) throw new RangeError('replicator: more than 65535 services');
     this.id = options.id;
-    this.key = options.key;
+    this.key = createSecretKey(options.key);
     this.clock = options.clock;
     this.maxBufferBytes = options.maxBufferBytes ?? REPLICATION_BUFFER_BYTES;
     this.ackIntervalMs = options.ackIntervalMs ?? ACK_INTERVAL_MS;

@@ -358,36 +358,50 @@ class Replicator extends ReplicationLinks implements StateReplicator {
   }
 
   /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */
-  /** After an op went into the pending batch: flush now when it is large, else within flushMs. */
+  /**
+   * After an op went into the pending batch: flush now when it is large, else within flushMs — or,
+   * with flushMs 0, at the end of this event-loop turn (one setImmediate per turn that made changes,
+   * however many it made): the frame then leaves in the turn that made its changes, before any
+   * reply that the backend has yet to send for them.
+   */
   protected scheduleFlush(): void {
     this.pendingSince ??= this.clock.now();
     if (this.pending.bytes >= REPLICATION_FLUSH_BYTES) return this.flush();
+    if (this.flushMs === 0) {
+      if (this.turnFlushQueued) return;
+      this.turnFlushQueued = true;
+      this.clock.immediate(this.turnFlush);
+      return;
+    }
     this.flushTimer ??= this.clock.setTimeout(() => {
       this.flushTimer = null;
       this.flush();
     }, this.flushMs);
   }
 
+  private turnFlushQueued = false;
+  private readonly turnFlush = (): void => {
+    this.turnFlushQueued = false;
+    if (!this.closed) this.flush();
+  };
+
   /** Frames the pending ops once per peer; pauses a peer whose unacknowledged bytes pass the cap. */
   protected flush(): void {
     this.flushTimer?.cancel();
     this.flushTimer = null;
     this.pendingSince = null;
-    const batches = this.pending.take();
-    if (batches.length === 0) return;
-    let bytes = 0;
-    for (const b of batches) bytes += b.bytes.length;
-    for (const link of this.outLinks) {
-      const socket = link.socket;
-      // A paused peer gets these changes from its catch-up (the data path marked them).
-      if (!link.streaming || socket === null || socket.destroyed || link.dirty !== null) continue;
-      // One batch (the usual flush) is one write; several share one corked writev.
-      if (batches.length === 1) this.send(link, batches[0]!, true);
-      else {
-        socket.cork();
-        for (const b of batches) this.send(link, b, true);
-        socket.uncork();
-      }
+    const n = this.pending.batchCount;
+    if (n === 0) return;
+    const live = this.outLinks.filter((link) => link.streaming && link.socket !== null && !link.socket.destroyed && link.dirty === null);
+    // A paused peer gets these changes from its catch-up (the data path marked them).
+    if (live.length === 0) return this.pending.drain(() => {});
+    // One batch (the usual flush) is one write; several share one corked writev.
+    if (n > 1) for (const link of live) link.socket!.cork();
+    this.pending.drain((b) => {
+      for (const link of live) this.send(link, b, true);
+    });
+    for (const link of live) {
+      if (n > 1) link.socket!.uncork();
       // Over the cap (by at most this flush): pause the peer rather than cut it — a new snapshot
       // per overflow would never finish for a peer that cannot keep up with a large one.
       if (link.sentBytes - link.ackedBytes > this.maxBufferBytes) this.lag(link);

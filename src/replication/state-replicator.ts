@@ -98,10 +98,11 @@ import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { SessionChange } from '../sessions/session-router.js';
-import { NO_SESSION } from '../sessions/session-table.js';
+import { NO_SESSION, sessionSlot, type SessionHandle } from '../sessions/session-table.js';
+import type { TimerHandle } from '../core/clock.js';
 import type { RelayPortState } from '../media/index.js';
 import { open, seal } from '../wire/envelope.js';
-import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
+import { SESSION_KEEPALIVE_PASSES, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
 import { encodeFlow, encodeRelay, fitKey, fits, wireAddress } from './replication-batch.js';
 
 import { HANDSHAKE_TIMEOUT_MS, lagStats, MAX_INBOUND_PER_PEER, REPLICATION_BUFFER_BYTES, REPLICATION_FLUSH_BYTES, REPLICATION_FLUSH_MS, ReplicationLinks } from './replication-transport.js';
@@ -123,6 +124,11 @@ export {
   type ReplicatorStats,
   type StateReplicator,
 } from './replication-transport.js';
+
+/** Own sessions a keep-alive pass visits per event-loop turn. */
+export const KEEPALIVE_SLICE_SESSIONS = 4096;
+/** The keep-alive pass runs at most this often, whatever the session timeout. */
+export const KEEPALIVE_MIN_INTERVAL_MS = 10;
 
 export function createStateReplicator(options: StateReplicatorOptions): StateReplicator {
   return new Replicator(options);
@@ -148,6 +154,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       });
     });
     this.refreshTimer = this.clock.setInterval(() => this.applier.refresh(), this.refreshIntervalMs);
+    this.startKeepAlive();
     for (const link of this.outLinks) this.dial(link);
   }
 
@@ -156,6 +163,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     this.closed = true;
     for (const u of this.unsubscribes) u();
     this.refreshTimer?.cancel();
+    this.keepAliveTimer?.cancel();
     this.flushTimer?.cancel();
     this.flushTimer = null;
     for (const link of this.outLinks) {
@@ -338,10 +346,18 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       return;
     }
     if (this.demoted || this.streamingLinks === 0) return;
+    if (this.laggingLinks > 0) {
+      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
+      else this.markDirty((d) => d.session(service, c.session));
+    }
+    // An idle timeout is not sent: the peers expire their replica on the same timeout (replication-
+    // apply.ts REPLICA_IDLE_GRACE), so a session that ends idle costs its open alone.
+    if (c.type === 'close' && c.reason === 'timeout') return;
     const w = this.pending.room();
     switch (c.type) {
       case 'open':
         w.sessionOpen(service, c.session, c.backend.index, fitKey(c.key));
+        this.markSent(service, c.session);
         break;
       case 'repin':
         w.sessionRepin(service, c.session, c.to.index);
@@ -350,11 +366,75 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         w.sessionClose(service, c.session, c.reason);
         break;
     }
-    if (this.laggingLinks > 0) {
-      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
-      else this.markDirty((d) => d.session(service, c.session));
-    }
     this.scheduleFlush();
+  }
+
+  // --- Keep-alive of replicas: re-sent opens of the sessions touched since they were last sent ----
+
+  /** Per service, by session slot: clock time its open was last written to the batch. */
+  private sentAt: Float64Array[] = [];
+  private keepAliveTimer: TimerHandle | null = null;
+  private keepAliveRunning = false;
+
+  /** `at`: the session's traffic up to then is on its way to the peers (now; or a replica's lastSeen ahead of now after adopt()). */
+  private markSent(service: number, h: SessionHandle, at: number = this.clock.now()): void {
+    const slot = sessionSlot(h);
+    let a = this.sentAt[service] ?? new Float64Array(0);
+    if (slot >= a.length) {
+      const b = new Float64Array(Math.max(1024, 2 ** Math.ceil(Math.log2(slot + 1))));
+      b.set(a);
+      a = this.sentAt[service] = b;
+    }
+    a[slot] = at;
+  }
+
+  /** Every T / SESSION_KEEPALIVE_PASSES (the smallest session timeout of the services). */
+  protected startKeepAlive(): void {
+    const timeouts = this.index.map((ix) => ix.svc.sessions.table.timeoutMs);
+    if (timeouts.length === 0) return;
+    const every = Math.max(KEEPALIVE_MIN_INTERVAL_MS, Math.floor(Math.min(...timeouts) / SESSION_KEEPALIVE_PASSES));
+    this.keepAliveTimer = this.clock.setInterval(() => this.keepAlivePass(), every);
+  }
+
+  /**
+   * One pass over every service's own open sessions, KEEPALIVE_SLICE_SESSIONS per event-loop turn:
+   * a session touched since its open was last sent gets SESSION_OPEN again (same sid, pin and key),
+   * which the peers apply as "seen now" (replication-apply.ts). A session opened and never used
+   * again — most HTTP sessions — costs nothing here.
+   */
+  protected keepAlivePass(): void {
+    if (this.keepAliveRunning || this.closed || this.demoted || this.streamingLinks === 0) return;
+    this.keepAliveRunning = true;
+    let service = 0;
+    let from = 0;
+    const slice = (): void => {
+      if (this.closed || this.demoted || this.streamingLinks === 0) {
+        this.keepAliveRunning = false;
+        return;
+      }
+      const ix = this.index[service]!;
+      const table = ix.svc.sessions.table;
+      const sent = this.sentAt[service];
+      from = table.forEachFrom(from, KEEPALIVE_SLICE_SESSIONS, (h) => {
+        if (ix.foreign.isSession(h)) return;
+        const slot = sessionSlot(h);
+        if (sent !== undefined && slot < sent.length && table.lastSeen(h) <= sent[slot]!) return;
+        this.pending.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
+        this.markSent(service, h, Math.max(this.clock.now(), table.lastSeen(h)));
+        if (this.laggingLinks > 0) this.markDirty((d) => d.session(service, h));
+        this.scheduleFlush();
+      });
+      if (from < 0) {
+        from = 0;
+        service++;
+      }
+      if (service >= this.index.length) {
+        this.keepAliveRunning = false;
+        return;
+      }
+      this.clock.immediate(slice);
+    };
+    slice();
   }
 
   /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */

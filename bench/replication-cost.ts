@@ -30,7 +30,7 @@
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
  *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
- *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's 2 ms)
+ *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's, 0 = end of turn)
  *     BENCH_REPLCOST_PACE_MS=0 (> 0: each wrk connection pauses that long before each request: equal rates)
  *     BENCH_REPLCOST_NETNS=1 (both backups in a network namespace, reached over a veth pair instead of the
  *       host's loopback: root and `ip`; the backups' admin API is then off, so "backup holds" reads -1)
@@ -699,7 +699,7 @@ export function formatTable(r: Report): string {
   const worst = costs.length > 0 ? Math.max(...costs) : null;
   notes.push(
     `Worst cost ${worst === null ? '–' : `${(worst * 100).toFixed(1)} %`} (target < ${TARGET_COST * 100} %: ${worst === null ? '–' : worst < TARGET_COST ? 'met' : 'not met'}). ` +
-      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush window ${r.settings.flushMs ?? 'the default 2'} ms; ${r.settings.paceMs > 0 ? `paced: ${r.settings.paceMs} ms before each request per connection; ` : ''}` +
+      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush ${r.settings.flushMs === null ? 'the product default (end of the event-loop turn)' : r.settings.flushMs === 0 ? 'at the end of each event-loop turn' : `window ${r.settings.flushMs} ms`}; ${r.settings.paceMs > 0 ? `paced: ${r.settings.paceMs} ms before each request per connection; ` : ''}` +
       `load average ${r.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${r.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
       `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median), ${Math.max(...others).toFixed(2)} max` : '?'} during the runs.`,
   );

@@ -19,7 +19,7 @@ test('optionsFromEnv: defaults, BENCH_QUICK, arms, and a clear error for an unkn
 });
 
 test('a tiny real run: sessions ending idle cost one op each, sent ends two; every arm in the table', async () => {
-  const r = await run({ rate: 400, seconds: 1, rounds: 1, timeoutMs: 100, netns: false, arms: ['off', 'timer', 'timer+close', 'timer-20'], requestUs: 40 }, () => {});
+  const r = await run({ rate: 400, seconds: 1, rounds: 1, timeoutMs: 100, netns: false, sink: false, arms: ['off', 'timer', 'timer+close', 'timer-20'], requestUs: 40 }, () => {});
   const arm = (name: string) => r.samples.find((s) => s.arm === name)!;
   assert.equal(arm('off').opsSent, 0);
   for (const name of ['timer', 'timer+close', 'timer-20']) assert.ok(arm(name).sessions > 100, `${name}: ${arm(name).sessions} sessions`);

@@ -11,19 +11,22 @@
  * - `turn`: flushMs 0, one flush at the end of each event-loop turn that made changes;
  * - `timer-20`: a 20 ms window.
  *
- * With BENCH_REPLFLUSH_NETNS=1 every replicating arm runs twice, against a backup on the host's
- * loopback and against one in a network namespace over veth (root, `ip`): if the loopback receive
- * work done inside the master's write is what costs, the two differ.
+ * With BENCH_REPLFLUSH_SINK=1 every replicating arm also runs against a sink: a process that takes
+ * the handshake and then drops the stream unread (no MAC check, no apply): the master's own cost.
+ * With BENCH_REPLFLUSH_NETNS=1 every replicating arm also runs against a backup in a network
+ * namespace over veth (root, `ip`) beside the one on the host's loopback: if the loopback receive work
+ * done inside the master's write is what costs, the two differ.
  *
  *   node dist/bench/replication-flush.js
  *   knobs: BENCH_REPLFLUSH_RATE=6000 BENCH_REPLFLUSH_SECONDS=3 BENCH_REPLFLUSH_ROUNDS=4
- *     BENCH_REPLFLUSH_TIMEOUT_MS=1000 BENCH_REPLFLUSH_NETNS=1 BENCH_REPLFLUSH_ARMS=off,timer,...
+ *     BENCH_REPLFLUSH_TIMEOUT_MS=1000 BENCH_REPLFLUSH_NETNS=1 BENCH_REPLFLUSH_SINK=1 BENCH_REPLFLUSH_ARMS=off,timer,...
  *   BENCH_QUICK=1: 2 s × 2 rounds.
  * Prints µs of master CPU per session above `off`, per arm, and the share of a request's CPU that is
  * (BENCH_REPLFLUSH_REQUEST_US, default 40 µs: the unreplicated master's CPU per HTTP request measured
  * by bench/replication-cost on this machine).
  */
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import '../src/balance/index.js';
 import { createBalancer } from '../src/balance/balancer.js';
@@ -33,6 +36,8 @@ import { createStateReplicator, type StateReplicator } from '../src/replication/
 import { FlowTable } from '../src/sessions/flow-table.js';
 import { SessionRouter } from '../src/sessions/session-router.js';
 import { SessionTable, type SessionHandle } from '../src/sessions/session-table.js';
+import { MessageType, seal } from '../src/wire/envelope.js';
+import { encodeFrame, NONCE_BYTES, OpWriter } from '../src/wire/replication-frame.js';
 import { foreignCores, sampleCpu, treeCpuMs } from './lib/cpu.js';
 import { envInt } from './lib/env.js';
 import { runIfMain } from './lib/main.js';
@@ -50,6 +55,8 @@ export interface Options {
   rounds: number;
   timeoutMs: number;
   netns: boolean;
+  /** Also against a sink: a backup that reads and drops the stream (BENCH_REPLFLUSH_SINK=1). */
+  sink: boolean;
   arms: Arm[];
   requestUs: number;
 }
@@ -63,6 +70,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
     rounds: envInt(env, 'BENCH_REPLFLUSH_ROUNDS', 1) ?? (quick ? 2 : 4),
     timeoutMs: envInt(env, 'BENCH_REPLFLUSH_TIMEOUT_MS', 10) ?? 1000,
     netns: env['BENCH_REPLFLUSH_NETNS'] === '1',
+    sink: env['BENCH_REPLFLUSH_SINK'] === '1',
     arms:
       arms === ''
         ? [...ARMS]
@@ -88,6 +96,28 @@ function layer(timeoutMs: number) {
   return { table, sessions, flows, service: { name: 'web', sessions, flows, backends } };
 }
 
+/**
+ * A backup that does no work: it answers the handshake (a sealed CHALLENGE) and then reads and drops
+ * every byte — no MAC check, no apply, no acknowledgement. Against it the master pays its own side of
+ * the stream alone; the difference to a real backup is what the backup's work on the same two cores
+ * costs the master (shared caches and cores, preemption), not anything the master does.
+ */
+async function sinkMain(keyHex: string, host: string): Promise<void> {
+  const key = Buffer.from(keyHex, 'hex');
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    socket.on('data', () => {});
+    const w = new OpWriter(16);
+    w.challenge();
+    const msg = seal(MessageType.Replication, encodeFrame({ sender: 3, seq: 0, nonce: randomBytes(NONCE_BYTES), epoch: 0 }, w.count, w.bytes()), key);
+    const prefix = Buffer.allocUnsafe(4);
+    prefix.writeUInt32BE(msg.length, 0);
+    socket.write(Buffer.concat([prefix, msg]));
+  });
+  await new Promise<void>((r) => server.listen(0, host, () => r()));
+  process.stdout.write(`listening ${(server.address() as net.AddressInfo).port}\n`);
+}
+
 /** The backup: a replicator on its own session layer, in this file run as a child process. */
 async function backupMain(keyHex: string, host: string, timeoutMs: number): Promise<void> {
   const l = layer(timeoutMs);
@@ -100,23 +130,23 @@ async function backupMain(keyHex: string, host: string, timeoutMs: number): Prom
 }
 
 interface Where {
-  label: 'loopback' | 'veth';
+  label: 'loopback' | 'veth' | 'sink';
   host: string;
   port: number;
   proc: Proc;
 }
 
-async function startBackup(key: Buffer, o: Options, veth: VethNamespace | null): Promise<Where> {
+async function startBackup(key: Buffer, o: Options, veth: VethNamespace | null, sink = false): Promise<Where> {
   const host = veth === null ? '127.0.0.1' : veth.nsIp;
-  const argv = [process.execPath, SELF, '--backup', key.toString('hex'), host, String(o.timeoutMs)];
+  const argv = [process.execPath, SELF, sink ? '--sink' : '--backup', key.toString('hex'), host, String(o.timeoutMs)];
   const proc = await startProcess({
-    name: veth === null ? 'backup-loopback' : 'backup-veth',
+    name: sink ? 'sink' : veth === null ? 'backup-loopback' : 'backup-veth',
     command: veth === null ? argv[0]! : 'ip',
     args: veth === null ? argv.slice(1) : ['netns', 'exec', veth.ns, ...argv],
     readyLine: /^listening (\d+)$/m,
   });
   veth?.procs.push(proc);
-  return { label: veth === null ? 'loopback' : 'veth', host, port: Number(proc.readyMatch![1]), proc };
+  return { label: sink ? 'sink' : veth === null ? 'loopback' : 'veth', host, port: Number(proc.readyMatch![1]), proc };
 }
 
 export interface Sample {
@@ -213,6 +243,7 @@ export async function run(o: Options, log: (l: string) => void = (l) => process.
   const samples: Sample[] = [];
   try {
     backups.push(await startBackup(key, o, null));
+    if (o.sink) backups.push(await startBackup(key, o, null, true));
     if (o.netns) {
       const why = lanUnavailable();
       if (why !== null) throw new Error(`BENCH_REPLFLUSH_NETNS=1: ${why}`);
@@ -241,7 +272,7 @@ export async function run(o: Options, log: (l: string) => void = (l) => process.
     }
     return { settings: o, samples };
   } finally {
-    await Promise.allSettled(backups.filter((b) => b.label === 'loopback').map((b) => b.proc.stop()));
+    await Promise.allSettled(backups.filter((b) => b.label !== 'veth').map((b) => b.proc.stop()));
     await veth?.close();
   }
 }
@@ -282,6 +313,7 @@ export function formatTable(r: Report): string {
 }
 
 if (process.argv[2] === '--backup') void backupMain(process.argv[3]!, process.argv[4]!, Number(process.argv[5]));
+else if (process.argv[2] === '--sink') void sinkMain(process.argv[3]!, process.argv[4]!);
 else {
   runIfMain(import.meta.url, async () => {
     process.stdout.write(formatTable(await run(optionsFromEnv())));

@@ -48,11 +48,12 @@
  *
  * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no
  * allocation beyond the batch's growth). The batch is framed, sealed (one HMAC) and written (one
- * buffer, one socket write per peer) at most every flushMs (REPLICATION_FLUSH_MS, on the clock), or at once
- * when it passes REPLICATION_FLUSH_BYTES — whichever comes first: at any rate, many changes share one
- * seal and one write, and the backup acknowledges at most every ackIntervalMs, not per frame. The
- * price is lag: a change reaches the backups up to flushMs (plus the loopback/network hop) after it
- * was made; a failover within that window loses it, as it would lose a change still in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
+ * buffer, one socket write per peer) at the end of the event-loop turn that made the changes (flushMs
+ * 0, the default: one setImmediate per turn), or with flushMs > 0 at most every flushMs (on the clock),
+ * or at once when it passes REPLICATION_FLUSH_BYTES: all the changes of a turn share one seal and one
+ * write, and the backup acknowledges at most every ackIntervalMs, not per frame. With the turn flush a
+ * change leaves before any reply that depends on it (the backend's answer comes in a later turn); with
+ * a window, a failover within it loses the changes still waiting, as it would lose one in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
  * maxBufferBytes: over it (by at most one flush), nothing more is written to that peer — a slow or
  * dead backup never holds the master's memory or time — and each later change marks what it
  * touched (a session handle, a flow slot, a relay port: DirtySet, bounded by the tables) instead;
@@ -69,9 +70,13 @@
  * unauthenticated client never holds a connection, a buffer or a timer for long.
  *
  * Echo suppression: state applied from a peer is "foreign" — listed per service, never streamed on
- * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign sessions and
- * flows are kept alive locally (touched every refreshIntervalMs) because their traffic goes to the
- * owner: they end when the owner says so, or when the owner's next snapshot no longer has them.
+ * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign flows are
+ * kept alive locally (touched every refreshIntervalMs) because their traffic goes to the owner: they
+ * end when the owner says so, or when the owner's next snapshot no longer has them. Foreign sessions
+ * end the same ways, or idle on their own (issue 17): the owner sends no close for an idle timeout;
+ * it re-sends the open of each own session touched since it was last sent (a keep-alive pass every
+ * timeout / SESSION_KEEPALIVE_PASSES), and the receiver counts a replica as seen half a timeout past
+ * each open it applies (replication-apply.ts REPLICA_IDLE_GRACE), so it outlives the owner's copy.
  *
  * Ownership across a failover (who may change what): a session or flow here is either OWN (not
  * marked foreign) or a replica of exactly one peer. A peer's op only ever touches a session or flow

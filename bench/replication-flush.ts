@@ -12,7 +12,8 @@
  * - `timer-20`: a 20 ms window.
  *
  * With BENCH_REPLFLUSH_SINK=1 every replicating arm also runs against a sink: a process that takes
- * the handshake and then drops the stream unread (no MAC check, no apply): the master's own cost.
+ * the handshake and then drops the stream unread (no MAC check, no apply): the master's own cost;
+ * and a flush's parts (seal, write, the timer wake-up) are timed apart against the sink (sendPath).
  * With BENCH_REPLFLUSH_NETNS=1 every replicating arm also runs against a backup in a network
  * namespace over veth (root, `ip`) beside the one on the host's loopback: if the loopback receive work
  * done inside the master's write is what costs, the two differ.
@@ -25,7 +26,7 @@
  * (BENCH_REPLFLUSH_REQUEST_US, default 40 µs: the unreplicated master's CPU per HTTP request measured
  * by bench/replication-cost on this machine).
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, createSecretKey, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import '../src/balance/index.js';
@@ -234,7 +235,59 @@ async function runArm(arm: Arm, where: Where | null, round: number, key: Buffer,
 export interface Report {
   settings: Options;
   samples: Sample[];
+  sendPath: SendPathRow[];
 }
+
+export interface SendPathRow {
+  what: string;
+  /** This process's CPU per operation, µs, and the kernel-mode part of it. */
+  us: number;
+  systemUs: number;
+}
+
+/**
+ * The parts of one flush apart, against a sink process (`SEND_PATH_OPS` each): the HMAC seal of a
+ * 300-byte frame, its socket write, both, done back to back in a busy loop (a flush in a turn that is
+ * awake anyway) or each from its own 1 ms timer (a flush that wakes an idle event loop: the timer's
+ * own cost, then a seal and a write from cold).
+ */
+async function sendPath(sink: Where, key: Buffer): Promise<SendPathRow[]> {
+  const socket = net.connect({ host: sink.host, port: sink.port });
+  socket.setNoDelay(true);
+  socket.on('data', () => {});
+  socket.on('error', () => {});
+  await new Promise((r) => socket.once('connect', r));
+  const k = createSecretKey(key);
+  const frame = randomBytes(300);
+  const flush = (): void => {
+    const b = Buffer.from(frame);
+    createHmac('sha256', k).update(b).digest().copy(b, 0, 0, 16);
+    socket.write(b);
+  };
+  const measure = async (what: string, fn: () => void, timer: boolean): Promise<SendPathRow> => {
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < SEND_PATH_OPS; i++) {
+      if (timer) await new Promise<void>((r) => setTimeout(() => (fn(), r()), 1));
+      else {
+        fn();
+        if (i % 4 === 3) await new Promise((r) => setImmediate(r));
+      }
+    }
+    const c = process.cpuUsage(c0);
+    return { what, us: (c.user + c.system) / SEND_PATH_OPS, systemUs: c.system / SEND_PATH_OPS };
+  };
+  const rows = [
+    await measure('nothing (busy loop)', () => {}, false),
+    await measure('seal 300 B (busy loop)', () => createHmac('sha256', k).update(frame).digest(), false),
+    await measure('write 300 B (busy loop)', () => socket.write(Buffer.from(frame)), false),
+    await measure('seal + write (busy loop)', flush, false),
+    await measure('1 ms timer wake-up, nothing', () => {}, true),
+    await measure('1 ms timer wake-up, seal + write', flush, true),
+  ];
+  socket.destroy();
+  return rows;
+}
+const SEND_PATH_OPS = 2000;
 
 export async function run(o: Options, log: (l: string) => void = (l) => process.stderr.write(`${l}\n`)): Promise<Report> {
   const key = randomBytes(32);
@@ -270,7 +323,9 @@ export async function run(o: Options, log: (l: string) => void = (l) => process.
         );
       }
     }
-    return { settings: o, samples };
+    const sink = backups.find((b) => b.label === 'sink');
+    const sendPathRows = sink ? await sendPath(sink, key) : [];
+    return { settings: o, samples, sendPath: sendPathRows };
   } finally {
     await Promise.allSettled(backups.filter((b) => b.label !== 'veth').map((b) => b.proc.stop()));
     await veth?.close();
@@ -306,8 +361,12 @@ export function formatTable(r: Report): string {
     );
   }
   const others = r.samples.map((s) => s.othersCores).filter((x): x is number => x !== null);
+  const send =
+    r.sendPath.length === 0
+      ? ''
+      : `\n| one flush's parts, against the sink | µs of this process per op | of which system |\n|---|---:|---:|\n${r.sendPath.map((x) => `| ${x.what} | ${x.us.toFixed(2)} | ${x.systemUs.toFixed(2)} |`).join('\n')}\n`;
   return (
-    `${lines.join('\n')}\n\n${o.rate} sessions/s opened by a 1 ms timer, each ending after ${o.timeoutMs} ms; ${o.seconds} s × ${o.rounds} rounds per arm, medians; ` +
+    `${lines.join('\n')}\n${send}\n${o.rate} sessions/s opened by a 1 ms timer, each ending after ${o.timeoutMs} ms; ${o.seconds} s × ${o.rounds} rounds per arm, medians; ` +
     `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median)` : '?'} during the runs.\n`
   );
 }

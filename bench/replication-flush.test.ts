@@ -24,8 +24,8 @@ test('a tiny real run: sessions ending idle cost one op each, sent ends two; eve
   assert.equal(arm('off').opsSent, 0);
   for (const name of ['timer', 'timer+close', 'timer-20']) assert.ok(arm(name).sessions > 100, `${name}: ${arm(name).sessions} sessions`);
   const perSession = (name: string) => arm(name).opsSent / arm(name).sessions;
-  assert.ok(Math.abs(perSession('timer') - 1) < 0.1, `timer: ${perSession('timer')} ops per session`);
-  assert.ok(Math.abs(perSession('timer+close') - 2) < 0.1, `timer+close: ${perSession('timer+close')} ops per session`);
+  assert.ok(Math.abs(perSession('timer') - 1) < 0.2, `timer: ${perSession('timer')} ops per session`);
+  assert.ok(Math.abs(perSession('timer+close') - 2) < 0.2, `timer+close: ${perSession('timer+close')} ops per session`);
   assert.ok(arm('timer-20').framesSent <= arm('timer').framesSent, 'a longer window never flushes more often');
   const table = formatTable(r);
   for (const name of ['off (no replication)', '| timer |', '| timer+close |', '| timer-20 |']) assert.ok(table.includes(name), table);

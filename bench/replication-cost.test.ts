@@ -21,7 +21,9 @@ test('optionsFromEnv: defaults, knobs, and a clear error for an unknown part', (
   assert.deepEqual([q.seconds, q.rounds, q.sipRates, q.warmupSeconds, q.sipCpuSeconds, q.pin], [2, 2, [], 1, 2, true]);
   assert.equal(optionsFromEnv({ BENCH_QUICK: '1', BENCH_REPLCOST_ROUNDS: '4' }).rounds, 4);
   assert.equal(optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '10' }).flushMs, 10);
-  assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '0' }), /BENCH_REPLCOST_FLUSH_MS/);
+  assert.equal(optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '0' }).flushMs, 0, '0: the end-of-turn flush');
+  assert.throws(() => optionsFromEnv({ BENCH_REPLCOST_FLUSH_MS: '-1' }), /BENCH_REPLCOST_FLUSH_MS/);
+  assert.equal(optionsFromEnv({ BENCH_REPLCOST_NETNS: '1' }).netns, true);
 });
 
 test('clusterConfig: BENCH_REPLCOST_FLUSH_MS sets the replicating arm\'s replicationFlushMs only', () => {
@@ -31,6 +33,13 @@ test('clusterConfig: BENCH_REPLCOST_FLUSH_MS sets the replicating arm\'s replica
   assert.equal(group('backup', null)['replicationFlushMs'], undefined);
   assert.equal(group('off', 10)['replicationFlushMs'], undefined);
   assert.equal(group('off', 10)['replicateState'], false);
+  assert.equal(group('backup', 0)['replicationFlushMs'], 0);
+  // The backups in a namespace: each dispatcher on its side of the veth pair; the master keeps its admin API on loopback.
+  const veth = (id: 1 | 2) => JSON.parse(clusterConfig({ ...base, id, arm: 'backup', hosts: ['10.128.0.1', '10.128.0.2'] })) as { groups: { listen: string; peers: string[] }[]; admin: { enabled: boolean; listen?: string } };
+  assert.deepEqual([veth(1).groups[0]!.listen, veth(1).groups[0]!.peers], ['10.128.0.1:7701', ['10.128.0.2:7702']]);
+  assert.deepEqual([veth(2).groups[0]!.listen, veth(2).groups[0]!.peers], ['10.128.0.2:7702', ['10.128.0.1:7701']]);
+  assert.deepEqual(veth(1).admin, { enabled: true, listen: '127.0.0.1:0' });
+  assert.equal(veth(2).admin.enabled, false);
 });
 
 test('costTarget: met only when both replicated CPU costs are under 5 %, with the noise beside them', () => {

@@ -30,8 +30,10 @@
  *     BENCH_REPLCOST_WARMUP_SECONDS=2  BENCH_REPLCOST_SIP_RATES=1600,2400,2800,3200,3600
  *     BENCH_REPLCOST_SIP_STEP_SECONDS=2  BENCH_REPLCOST_SIP_TRIES=2  BENCH_REPLCOST_SIP_CPU_RATE=400  BENCH_REPLCOST_SIP_CPU_SECONDS=3
  *     BENCH_REPLCOST_ADVERT_MS=100  BENCH_REPLCOST_PIN=1 (masters on CPU 0, backups on CPU 1, with taskset)
- *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's 2 ms)
+ *     BENCH_REPLCOST_FLUSH_MS (the replicating arm's groups[].replicationFlushMs; default: the product's, 0 = end of turn)
  *     BENCH_REPLCOST_PACE_MS=0 (> 0: each wrk connection pauses that long before each request: equal rates)
+ *     BENCH_REPLCOST_NETNS=1 (both backups in a network namespace, reached over a veth pair instead of the
+ *       host's loopback: root and `ip`; the backups' admin API is then off, so "backup holds" reads -1)
  *   BENCH_QUICK=1: 2 s x 2 rounds, no SIP ladder (the CPU per call at the fixed rate stays), under 50 s.
  * Ends with `TARGET replication-cost: met|not met — <figure>`: the master's added CPU per HTTP
  * session request and per SIP call, each against the plain-HTTP arm pair's own difference (nothing
@@ -43,10 +45,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { freeSipPort, startUac, startUas, type SippUas } from '../test/helpers/sipp.js';
 import { startOrigin, type Origin } from './lib/backend.js';
-import { foreignCores, sampleCpu, treeCpuMs } from './lib/cpu.js';
+import { foreignCores, sampleCpu, treeCpuMs, treeSystemCpuMs } from './lib/cpu.js';
 import { envInt } from './lib/env.js';
 import { haConfig, startHaDispatcher, type HaDispatcher } from './lib/ha-cluster.js';
 import { runIfMain } from './lib/main.js';
+import { makeVethNamespace, type VethNamespace } from './lib/netns-lan.js';
 import { freePort, makeTempDir, removeTempDir, requirePeers, runProcess } from './lib/procs.js';
 import { ERROR_RATIO_MAX, parseWrkOutput } from './lib/wrk.js';
 import { KEEP_RATE_SHARE, UAS_SCENARIO, creationSpanMs } from './sip.js';
@@ -95,6 +98,8 @@ export interface Options {
   flushMs: number | null;
   /** > 0: every wrk connection pauses this long before each request (both arms at about one rate). */
   paceMs: number;
+  /** The backups in a network namespace over veth (the replication stream then leaves the host's loopback). */
+  netns: boolean;
 }
 
 export const DEFAULTS: Options = {
@@ -114,6 +119,7 @@ export const DEFAULTS: Options = {
   pin: false,
   flushMs: null,
   paceMs: 0,
+  netns: false,
 };
 
 export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
@@ -146,8 +152,9 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv = process.env): Options {
   o.advertIntervalMs = envInt(env, 'BENCH_REPLCOST_ADVERT_MS', 5) ?? o.advertIntervalMs;
   o.sipTries = envInt(env, 'BENCH_REPLCOST_SIP_TRIES', 1) ?? o.sipTries;
   o.pin = env['BENCH_REPLCOST_PIN'] === '1';
-  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 1) ?? o.flushMs;
+  o.flushMs = envInt(env, 'BENCH_REPLCOST_FLUSH_MS', 0) ?? o.flushMs;
   o.paceMs = envInt(env, 'BENCH_REPLCOST_PACE_MS', 0) ?? o.paceMs;
+  o.netns = env['BENCH_REPLCOST_NETNS'] === '1';
   if (env['BENCH_QUICK'] === '1') {
     if (env['BENCH_REPLCOST_SECONDS'] === undefined) o.seconds = 2;
     if (env['BENCH_REPLCOST_SIP_CPU_SECONDS'] === undefined) o.sipCpuSeconds = 2;
@@ -196,6 +203,8 @@ export interface HttpSample {
   errors: number;
   /** Master (backup) process tree CPU per completed request, µs. */
   masterCpuUs: number;
+  /** The kernel-mode part of masterCpuUs (syscalls, and the loopback receive work done in them). */
+  masterSysUs: number;
   backupCpuUs: number;
   /** `web` sessions the backup held right after the run (replicated ones; 0 with replication off). */
   backupSessions: number;
@@ -228,6 +237,7 @@ export interface SipCpuSample {
   created: number;
   successful: number;
   masterCpuUs: number;
+  masterSysUs: number;
   backupCpuUs: number;
   takeovers: number;
   othersCores: number | null;
@@ -278,15 +288,18 @@ export function clusterConfig(o: {
   sessionTimeoutMs: number;
   advertIntervalMs: number;
   flushMs?: number | null;
+  /** The two dispatchers' election (and replication) hosts; default both 127.0.0.1. */
+  hosts?: readonly [string, string];
 }): string {
+  const hosts = o.hosts ?? ['127.0.0.1', '127.0.0.1'];
   const c = JSON.parse(
     haConfig({
       id: o.id,
       priority: o.id === 1 ? 200 : 100,
       preempt: false,
       advertIntervalMs: o.advertIntervalMs,
-      listen: `127.0.0.1:${o.election[o.id - 1]}`,
-      peers: [`127.0.0.1:${o.election[2 - o.id]}`],
+      listen: `${hosts[o.id - 1]}:${o.election[o.id - 1]}`,
+      peers: [`${hosts[2 - o.id]}:${o.election[2 - o.id]}`],
       vip: o.vip,
       level: 'info',
       services: [
@@ -307,27 +320,31 @@ export function clusterConfig(o: {
         },
       ],
     }),
-  ) as { groups: Record<string, unknown>[] };
+  ) as { groups: Record<string, unknown>[]; admin: unknown };
+  // haConfig turns the admin API off away from 127/8; the bench reads the master's status through it.
+  if (!hosts[o.id - 1]!.startsWith('127.')) c.admin = o.id === 1 ? { enabled: true, listen: '127.0.0.1:0' } : { enabled: false };
   c.groups[0]!['replicateState'] = o.arm === 'backup';
   if (o.arm === 'backup' && o.flushMs != null) c.groups[0]!['replicationFlushMs'] = o.flushMs;
   return JSON.stringify(c);
 }
 
-async function startCluster(arm: Arm, dir: string, origins: readonly Origin[], uas: readonly SippUas[], o: Options): Promise<Cluster> {
+async function startCluster(arm: Arm, dir: string, origins: readonly Origin[], uas: readonly SippUas[], o: Options, veth: VethNamespace | null): Promise<Cluster> {
   const vip = randomVip();
   const httpPort = await freePort(vip);
   let sipPort = await freeSipPort(vip);
   while (sipPort === httpPort) sipPort = await freeSipPort(vip);
-  const election = [await freePort('127.0.0.1'), await freePort('127.0.0.1')] as const;
+  // With `veth`, the backup listens in its namespace (any port is free there) and the master on the pair's host side.
+  const hosts = veth === null ? (['127.0.0.1', '127.0.0.1'] as const) : ([veth.hostIp, veth.nsIp] as const);
+  const election = [await freePort(hosts[0]), await freePort('127.0.0.1')] as const;
   const key = randomBytes(32);
   const config = (id: 1 | 2): string =>
-    clusterConfig({ arm, id, vip, httpPort, sipPort, election, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs, flushMs: o.flushMs });
+    clusterConfig({ arm, id, vip, httpPort, sipPort, election, hosts, origins: origins.map((x) => x.port), uas: uas.map((u) => u.port), sessionTimeoutMs: o.sessionTimeoutMs, advertIntervalMs: o.advertIntervalMs, flushMs: o.flushMs });
   const pin = (cpu: string): { cpus?: string } => (o.pin ? { cpus: cpu } : {});
   const master = await startHaDispatcher({ name: `${arm}-master`, id: 1, dir, key, config: config(1), ...pin('0') });
   let backup: HaDispatcher | null = null;
   try {
     await master.waitFor('taken', 0, READY_WAIT_MS);
-    backup = await startHaDispatcher({ name: `${arm}-backup`, id: 2, dir, key, config: config(2), ...pin('1') });
+    backup = await startHaDispatcher({ name: `${arm}-backup`, id: 2, dir, key, config: config(2), ...pin('1'), ...(veth ? { netns: veth.ns } : {}) });
     await backup.waitFor('backup', 0, READY_WAIT_MS);
     const until = Date.now() + READY_WAIT_MS;
     for (;;) {
@@ -350,7 +367,7 @@ async function backupSessions(c: Cluster): Promise<number> {
 }
 
 interface CpuWindow {
-  end(): { masterMs: number; backupMs: number; takeovers: number; othersCores: number | null };
+  end(): { masterMs: number; masterSysMs: number; backupMs: number; takeovers: number; othersCores: number | null };
 }
 
 /** CPU of the master and the backup (by their roles at the end) and mastership changes over a run. */
@@ -361,10 +378,11 @@ function cpuWindow(c: Cluster): CpuWindow {
     end() {
       const after = sampleCpu();
       const takeovers = c.nodes.reduce((sum, n, i) => sum + n.events.slice(from[i]).filter((e) => e.what === 'master').length, 0);
-      if (!before || !after) return { masterMs: NaN, backupMs: NaN, takeovers, othersCores: null };
+      if (!before || !after) return { masterMs: NaN, masterSysMs: NaN, backupMs: NaN, takeovers, othersCores: null };
       const { master, backup } = roles(c);
       return {
         masterMs: treeCpuMs(after, master.proc.pid) - treeCpuMs(before, master.proc.pid),
+        masterSysMs: treeSystemCpuMs(after, master.proc.pid) - treeSystemCpuMs(before, master.proc.pid),
         backupMs: treeCpuMs(after, backup.proc.pid) - treeCpuMs(before, backup.proc.pid),
         takeovers,
         othersCores: foreignCores(before, after),
@@ -416,6 +434,7 @@ async function runHttp(clusters: Record<Arm, Cluster>, o: Options, dir: string, 
           requests: r.requests,
           errors: r.errors,
           masterCpuUs: (cpu.masterMs * 1000) / r.requests,
+          masterSysUs: (cpu.masterSysMs * 1000) / r.requests,
           backupCpuUs: (cpu.backupMs * 1000) / r.requests,
           backupSessions: held,
           takeovers: cpu.takeovers,
@@ -423,7 +442,7 @@ async function runHttp(clusters: Record<Arm, Cluster>, o: Options, dir: string, 
         };
         samples.push(sample);
         log(
-          `replication-cost http ${mode} ${arm} round ${round + 1}/${o.rounds}: ${r.rps.toFixed(0)} req/s, master ${sample.masterCpuUs.toFixed(1)} µs/req, ` +
+          `replication-cost http ${mode} ${arm} round ${round + 1}/${o.rounds}: ${r.rps.toFixed(0)} req/s, master ${sample.masterCpuUs.toFixed(1)} µs/req (system ${sample.masterSysUs.toFixed(1)}), ` +
             `backup ${sample.backupCpuUs.toFixed(1)} µs/req, backup holds ${held} sessions, ${cpu.takeovers} takeovers, others ${cpu.othersCores?.toFixed(2) ?? '?'} cores`,
         );
       }
@@ -508,6 +527,7 @@ async function runSipCpu(clusters: Record<Arm, Cluster>, o: Options, log: (l: st
         created: r.created,
         successful: r.successful,
         masterCpuUs: (cpu.masterMs * 1000) / Math.max(1, r.created),
+        masterSysUs: (cpu.masterSysMs * 1000) / Math.max(1, r.created),
         backupCpuUs: (cpu.backupMs * 1000) / Math.max(1, r.created),
         takeovers: cpu.takeovers,
         othersCores: cpu.othersCores,
@@ -515,7 +535,7 @@ async function runSipCpu(clusters: Record<Arm, Cluster>, o: Options, log: (l: st
       out.push(s);
       log(
         `replication-cost sip cpu ${o.sipCpuRate} calls/s ${arm} round ${round + 1}/${o.rounds}: ${r.successful}/${r.created} ok, ` +
-          `master ${s.masterCpuUs.toFixed(0)} µs/call, backup ${s.backupCpuUs.toFixed(0)} µs/call, ${cpu.takeovers} takeovers`,
+          `master ${s.masterCpuUs.toFixed(0)} µs/call (system ${s.masterSysUs.toFixed(0)}), backup ${s.backupCpuUs.toFixed(0)} µs/call, ${cpu.takeovers} takeovers`,
       );
     }
   }
@@ -530,10 +550,12 @@ export async function run(o: Options, log: (line: string) => void = (l) => proce
   const origins: Origin[] = [];
   const uas: SippUas[] = [];
   const clusters: Partial<Record<Arm, Cluster>> = {};
+  let veth: VethNamespace | null = null;
   try {
+    if (o.netns) veth = await makeVethNamespace();
     for (let i = 0; i < ORIGINS; i++) origins.push(await startOrigin({ size: BODY_BYTES }));
     for (let i = 0; i < UAS_COUNT; i++) uas.push(await startUas({ transport: 'udp', scenario: UAS_SCENARIO }));
-    const started = await Promise.all(ARMS.map((arm) => startCluster(arm, dir, origins, uas, o)));
+    const started = await Promise.all(ARMS.map((arm) => startCluster(arm, dir, origins, uas, o, veth)));
     for (const c of started) clusters[c.arm] = c;
     const all = clusters as Record<Arm, Cluster>;
     // The backup has connected and taken the snapshot (a few adverts in).
@@ -556,6 +578,7 @@ export async function run(o: Options, log: (line: string) => void = (l) => proce
     await Promise.all(Object.values(clusters).flatMap((c) => c.nodes.map((n) => n.proc.stop())));
     await Promise.all(uas.map((u) => u.kill('SIGKILL')));
     await Promise.all(origins.map((x) => x.close()));
+    await veth?.close();
     removeTempDir(dir);
   }
 }
@@ -633,6 +656,28 @@ export function formatTable(r: Report): string {
         `(backup CPU µs/req: ${num(bu('backup', (s) => s.backupCpuUs), 1)} vs ${num(bu('off', (s) => s.backupCpuUs), 1)}).`,
     );
   }
+  if (r.http.length > 0) {
+    // Per round, the two arms ran back to back (ABBA): the ratio of each round's pair cancels the
+    // machine's drift between rounds better than the ratio of the medians.
+    const paired = (mode: HttpMode): string => {
+      const ratios: number[] = [];
+      for (let round = 0; round < r.settings.rounds; round++) {
+        const one = (arm: Arm) => r.http.find((s) => s.mode === mode && s.arm === arm && s.round === round && s.takeovers === 0);
+        const b = one('backup');
+        const f = one('off');
+        if (b && f && f.masterCpuUs > 0) ratios.push(b.masterCpuUs / f.masterCpuUs);
+      }
+      const m = median(ratios);
+      return Number.isFinite(m) ? `${m >= 1 ? '+' : ''}${((m - 1) * 100).toFixed(1)} % (${ratios.map((x) => x.toFixed(2)).join(', ')})` : '–';
+    };
+    notes.push(`Master CPU per request with/without replication, median of the per-round pairs: sessions ${paired('sessions')}; plain ${paired('plain')}.`);
+    const sys = (mode: HttpMode, arm: Arm) => num(median(steady(r.http.filter((s) => s.mode === mode && s.arm === arm)).map((s) => s.masterSysUs)), 1);
+    notes.push(
+      `Master's kernel-mode (system) CPU µs/req, medians: sessions ${sys('sessions', 'backup')} with replication vs ${sys('sessions', 'off')} off; ` +
+        `plain ${sys('plain', 'backup')} vs ${sys('plain', 'off')}. Backups ${r.settings.netns ? 'in a network namespace, reached over veth' : 'on the host loopback'}` +
+        `${r.settings.pin ? '; masters on CPU 0, backups on CPU 1' : ''}.`,
+    );
+  }
   if (r.sipSteps.length > 0) {
     const desc = (arm: Arm) => {
       const m = r.sipMax[arm];
@@ -654,7 +699,7 @@ export function formatTable(r: Report): string {
   const worst = costs.length > 0 ? Math.max(...costs) : null;
   notes.push(
     `Worst cost ${worst === null ? '–' : `${(worst * 100).toFixed(1)} %`} (target < ${TARGET_COST * 100} %: ${worst === null ? '–' : worst < TARGET_COST ? 'met' : 'not met'}). ` +
-      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush window ${r.settings.flushMs ?? 'the default 2'} ms; ${r.settings.paceMs > 0 ? `paced: ${r.settings.paceMs} ms before each request per connection; ` : ''}` +
+      `wrk -t1 -c${r.settings.connections} keep-alive, ${r.settings.seconds} s × ${r.settings.rounds} rounds (medians, ABBA order), ${BODY_BYTES}-byte bodies; replicating arm's flush ${r.settings.flushMs === null ? 'the product default (end of the event-loop turn)' : r.settings.flushMs === 0 ? 'at the end of each event-loop turn' : `window ${r.settings.flushMs} ms`}; ${r.settings.paceMs > 0 ? `paced: ${r.settings.paceMs} ms before each request per connection; ` : ''}` +
       `load average ${r.loadBefore.map((x) => x.toFixed(2)).join(' ')} before, ${r.loadAfter.map((x) => x.toFixed(2)).join(' ')} after; ` +
       `other programs used ${others.length > 0 ? `${median(others).toFixed(2)} cores (median), ${Math.max(...others).toFixed(2)} max` : '?'} during the runs.`,
   );

@@ -23,6 +23,8 @@ export interface ProcStat {
   /** cutime + cstime: CPU of children this process has waited for. */
   readonly childTicks: number;
   readonly kernel: boolean;
+  /** stime + cstime: the kernel's share of ticks + childTicks (syscalls, and softirq work done in them). */
+  readonly systemTicks?: number;
 }
 
 export interface CpuSample {
@@ -48,7 +50,8 @@ function readStat(pid: number): ProcStat | null {
   const ticks = Number(f[11]) + Number(f[12]);
   const childTicks = Number(f[13]) + Number(f[14]);
   if (!Number.isFinite(ppid) || !Number.isFinite(ticks) || !Number.isFinite(childTicks)) return null;
-  return { ppid, ticks, childTicks, kernel: (flags & PF_KTHREAD) !== 0 };
+  const systemTicks = Number(f[12]) + Number(f[14]);
+  return { ppid, ticks, childTicks, kernel: (flags & PF_KTHREAD) !== 0, systemTicks };
 }
 
 /** Every process's CPU ticks now, or null where /proc is not available. */
@@ -111,6 +114,13 @@ function treeTicks(sample: CpuSample, root: number): number {
 /** CPU milliseconds used so far by the process `root` and its descendants (reaped ones too), in one sample. */
 export function treeCpuMs(sample: CpuSample, root: number): number {
   return (treeTicks(sample, root) * 1000) / CLOCK_TICKS_PER_S;
+}
+
+/** The kernel-mode part of treeCpuMs (stime + cstime), ms. */
+export function treeSystemCpuMs(sample: CpuSample, root: number): number {
+  let ticks = 0;
+  for (const [pid, s] of sample.procs) if (isOurs(pid, sample.procs, root)) ticks += s.systemTicks ?? 0;
+  return (ticks * 1000) / CLOCK_TICKS_PER_S;
 }
 
 /** Length of one look at the machine while waiting for it to be quiet. */

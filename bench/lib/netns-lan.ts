@@ -88,3 +88,54 @@ export async function nftLoad(ns: string, rules: string): Promise<void> {
 export async function nftDeleteTable(ns: string, table: string): Promise<void> {
   await runProcess('ip', ['netns', 'exec', ns, 'nft', 'delete', 'table', 'inet', table], 10_000);
 }
+
+/** One namespace joined to the host's own by a veth pair (see makeVethNamespace). */
+export interface VethNamespace {
+  readonly ns: string;
+  /** The host side's address (in the caller's namespace). */
+  readonly hostIp: string;
+  /** The namespace side's address. */
+  readonly nsIp: string;
+  /** Processes to stop before the namespace goes. */
+  readonly procs: Proc[];
+  close(): Promise<void>;
+}
+
+/**
+ * A namespace with its loopback up and a veth pair to the caller's namespace, on a /30 of
+ * 10.128-191.x.y picked from a random tag: a process in it reaches the host (and the host it) over
+ * veth rather than over the host's loopback (bench/replication-cost.ts's backups). Root, `ip` only.
+ */
+export async function makeVethNamespace(): Promise<VethNamespace> {
+  const tag = randomBytes(3).toString('hex');
+  const ns = `hf-veth-${tag}`;
+  const host = `hfv${tag}h`;
+  const peer = `hfv${tag}n`;
+  const procs: Proc[] = [];
+  let made = false;
+  const close = async (): Promise<void> => {
+    await Promise.allSettled(procs.map((p) => p.stop()));
+    if (made) await runProcess('ip', ['netns', 'del', ns], 10_000);
+    // Deleting the namespace deletes the pair; the host side is removed in case the namespace was not made.
+    await runProcess('ip', ['link', 'del', host], 10_000);
+    made = false;
+  };
+  try {
+    await sh('ip', 'netns', 'add', ns);
+    made = true;
+    const base = `10.${128 + (parseInt(tag.slice(0, 2), 16) % 64)}.${parseInt(tag.slice(2, 4), 16)}.${(parseInt(tag.slice(4, 6), 16) % 64) * 4}`;
+    const octets = base.split('.').map(Number);
+    const hostIp = `${octets[0]}.${octets[1]}.${octets[2]}.${octets[3]! + 1}`;
+    const nsIp = `${octets[0]}.${octets[1]}.${octets[2]}.${octets[3]! + 2}`;
+    await sh('ip', 'link', 'add', host, 'type', 'veth', 'peer', 'name', peer, 'netns', ns);
+    await sh('ip', 'addr', 'add', `${hostIp}/30`, 'dev', host);
+    await sh('ip', 'link', 'set', host, 'up');
+    await sh('ip', '-n', ns, 'addr', 'add', `${nsIp}/30`, 'dev', peer);
+    await sh('ip', '-n', ns, 'link', 'set', peer, 'up');
+    await sh('ip', '-n', ns, 'link', 'set', 'lo', 'up');
+    return { ns, hostIp, nsIp, procs, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

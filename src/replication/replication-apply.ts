@@ -29,6 +29,18 @@ export interface ReplicatedRelay {
   restore(ports: readonly RelayPortState[]): void;
 }
 
+/**
+ * Idle expiry of replicated sessions (issue 17 item 2): the owner does not send the close of a
+ * session that timed out; each node expires its replicas itself, on the service's own idle timeout
+ * T. The owner reports traffic on its sessions by re-sending SESSION_OPEN for those touched since
+ * they were last sent, in a pass every T / SESSION_KEEPALIVE_PASSES (state-replicator.ts); the
+ * receiver counts a replica as seen T × REPLICA_IDLE_GRACE after each open it applies, so a replica
+ * outlives its owner's copy (by up to half a timeout) and never expires before it: one pass period,
+ * plus room for a pass spread over turns, the stream's lag and the sweep's own step.
+ */
+export const SESSION_KEEPALIVE_PASSES = 4;
+export const REPLICA_IDLE_GRACE = 0.5;
+
 /** Slots an index array starts with; then doubled as needed, up to its bound. */
 const INITIAL_SLOTS = 1024;
 
@@ -347,6 +359,7 @@ export class ReplicaApplier implements OpVisitor {
     if (known !== NO_SESSION && table.isOpen(known)) {
       if (table.backend(known) !== backend) table.repin(known, backend);
       foreign.touchSession(known, peer.gen);
+      table.touchAhead(known, table.timeoutMs * REPLICA_IDLE_GRACE, this.now);
       return known;
     }
     // Open first: a key not known here (the common case: a snapshot into an empty table) costs one
@@ -369,6 +382,7 @@ export class ReplicaApplier implements OpVisitor {
     }
     ps.set(sid, h);
     foreign.markSession(h, peer.tag, sid, peer.gen);
+    table.touchAhead(h, table.timeoutMs * REPLICA_IDLE_GRACE, this.now);
     return h;
   }
 
@@ -534,14 +548,13 @@ export class ReplicaApplier implements OpVisitor {
   }
 
   /**
-   * Keeps replicas alive: their traffic goes to their owner, which says when they end. `now`: one
-   * clock reading for them all (a million replicas are touched every second: a clock call each cost
-   * a backup about a tenth of its CPU while it applied a snapshot, issue 17 item 3).
+   * Keeps replicated flows alive: their traffic goes to their owner, which says when they end.
+   * Replicated sessions are not touched here: they expire on their own idle timeout (see
+   * REPLICA_IDLE_GRACE), kept alive by the owner's re-sent opens. `now`: one clock reading for them
+   * all (a clock call each cost a backup about a tenth of its CPU while it applied a snapshot).
    */
   refresh(now?: number): void {
     for (const ix of this.index) {
-      const table = ix.svc.sessions.table;
-      ix.foreign.forEachSession((h) => table.touch(h, now));
       const flows = ix.svc.flows;
       ix.foreign.forEachFlow((h) => flows.touch(h, now));
     }

@@ -64,6 +64,24 @@ export class BatchWriter {
   get bytes(): number {
     return this.queuedBytes + this.w.length;
   }
+
+  /** Batches pending (0 when empty), without closing the current one. */
+  get batchCount(): number {
+    return this.batches.length + (this.w.count > 0 ? 1 : 0);
+  }
+
+  /**
+   * Hands every pending batch to `fn`, then empties the writer. The last batch is a view of the
+   * writer's own buffer, valid only during `fn` (the sender copies it into its record): the usual
+   * flush — one batch — allocates and copies nothing here.
+   */
+  drain(fn: (b: Batch) => void): void {
+    for (const b of this.batches) fn(b);
+    if (this.w.count > 0) fn({ count: this.w.count, bytes: this.w.bytes() });
+    this.batches = [];
+    this.queuedBytes = 0;
+    this.w.reset();
+  }
 }
 
 /** Splits a byte stream into `u32 length ‖ frame` records; bounded by one frame. */

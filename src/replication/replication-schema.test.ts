@@ -45,7 +45,7 @@ test('a minimal group gets every default', () => {
         peers: ['127.0.0.1:7702'],
         services: ['sip'],
         replicateState: true,
-        replicationFlushMs: 2,
+        replicationFlushMs: 0,
         garpCount: 5,
         garpDelayMs: 5000,
         garp: 'auto',
@@ -153,9 +153,10 @@ test('parseCidr', () => {
   assert.equal(parseCidr('fd00::1/64'), null);
 });
 
-test('replicationFlushMs: an integer in [1, 1000] ms, default 2', () => {
+test('replicationFlushMs: an integer in [0, 1000] ms (0, the default: end of the event-loop turn)', () => {
   assert.equal(parse(MINIMAL.replace('services: [sip]', 'services: [sip]\n    replicationFlushMs: 10')).groups[0]!.replicationFlushMs, 10);
-  for (const bad of ['0', '1001', '2.5', '"2"']) {
+  assert.equal(parse(MINIMAL.replace('services: [sip]', 'services: [sip]\n    replicationFlushMs: 0')).groups[0]!.replicationFlushMs, 0);
+  for (const bad of ['-1', '1001', '2.5', '"2"']) {
     const issues = issuesOf(MINIMAL.replace('services: [sip]', `services: [sip]\n    replicationFlushMs: ${bad}`));
     assert.ok(issues.some((x) => x.includes('replicationFlushMs')), issues.join('\n'));
   }

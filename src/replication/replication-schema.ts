@@ -114,12 +114,14 @@ export const groupSchema = z
     replicateState: z.boolean().default(true),
     /**
      * How long a state change may wait in the pending batch before it is framed, sealed and written
-     * (state-replicator.ts; default REPLICATION_FLUSH_MS, 2). Each flush has a fixed cost on the
-     * master (a timer, an HMAC, a socket write that wakes the backup: issue 17), paid up to
-     * 1000 / replicationFlushMs times a second; a change made within this window before the master
-     * dies is lost. Groups sharing a `listen` use the smallest of theirs.
+     * (state-replicator.ts). 0, the default (REPLICATION_FLUSH_MS): at the end of the event-loop
+     * turn that made the changes — every change of a turn in one frame, no timer, and on the wire
+     * before the replies that depend on them. 1-1000: at most every that many ms, one timer per
+     * window; each flush has a fixed cost on the master (an HMAC, a socket write that wakes the
+     * backup: issue 17), and a change made within the window before the master dies is lost.
+     * Groups sharing a `listen` use the smallest of theirs.
      */
-    replicationFlushMs: z.number().int().min(1).max(1000).default(2),
+    replicationFlushMs: z.number().int().min(0).max(1000).default(0),
     /** linux: gratuitous ARPs per announcement burst (keepalived vrrp_garp_master_repeat). */
     garpCount: z.number().int().min(1).max(100).default(5),
     /** linux: the second burst this long after taking over; 0: none (keepalived vrrp_garp_master_delay). */

@@ -5,7 +5,7 @@
  * sequence, sender), hand its ops to the applier, acknowledge. The public API and the data path from
  * the local tables are in state-replicator.ts.
  */
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import net from 'node:net';
 import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
@@ -24,11 +24,15 @@ export const REPLICATION_BUFFER_BYTES = 8 * 1024 * 1024;
 /** A peer paused at the cap that acknowledges nothing for this long is cut (it redials and gets a snapshot). */
 export const LAG_TIMEOUT_MS = 10_000;
 /**
- * The pending batch is flushed at most this often (the replication lag it adds): changes made within
- * it share one frame, one seal and one write per peer instead of paying one each (issue 7's < 5 %).
+ * How long a change may wait in the pending batch (groups[].replicationFlushMs). 0, the default since
+ * issue 17: no timer — the batch is flushed at the end of the event-loop turn that made its changes
+ * (setImmediate), so every change of a turn shares one frame, one seal and one write per peer, and
+ * leaves before the reply that depends on it (which needs the backend's answer, a later turn). On a
+ * busy master a turn carries many changes; measured (bench/replication-flush), a turn-end flush cost
+ * the master no more than the 2 ms timer it replaces, which also lost up to 2 ms of changes on death.
  */
-export const REPLICATION_FLUSH_MS = 2;
-/** A pending batch that passes this is flushed at once, without waiting for REPLICATION_FLUSH_MS. */
+export const REPLICATION_FLUSH_MS = 0;
+/** A pending batch that passes this is flushed at once, without waiting for the end of the turn (or flushMs). */
 export const REPLICATION_FLUSH_BYTES = 32 * 1024;
 /** The acceptor acknowledges at most this often (and at every SNAPSHOT_END). */
 export const ACK_INTERVAL_MS = 50;
@@ -213,7 +217,8 @@ export function emptyRejects(): Record<WireReject, number> {
 /** The links to the peers; the subclass feeds them and is the public face. */
 export abstract class ReplicationLinks {
   protected readonly id: number;
-  protected readonly key: Buffer;
+  /** The cluster key, imported once: every frame's seal and open uses it. */
+  protected readonly key: KeyObject;
   protected readonly clock: Clock;
   protected readonly maxBufferBytes: number;
   protected readonly ackIntervalMs: number;
@@ -275,7 +280,7 @@ export abstract class ReplicationLinks {
     if (!(Number.isInteger(options.id) && options.id >= 0 && options.id <= 0xffff)) throw new RangeError(`replicator id ${options.id} is not a u16`);
     if (options.services.length > 0xffff) throw new RangeError('replicator: more than 65535 services');
     this.id = options.id;
-    this.key = options.key;
+    this.key = createSecretKey(options.key);
     this.clock = options.clock;
     this.maxBufferBytes = options.maxBufferBytes ?? REPLICATION_BUFFER_BYTES;
     this.ackIntervalMs = options.ackIntervalMs ?? ACK_INTERVAL_MS;

@@ -20,7 +20,7 @@ const LOOPBACK = '127.0.0.1';
 const VIP = addressKey('10.0.0.100');
 
 /** One service's session layer: three backends up behind round-robin. */
-function layer(clock: Clock = realClock, maxSessions = 50_000) {
+function layer(clock: Clock = realClock, maxSessions = 50_000, sessionTimeoutMs = 60_000) {
   const backends = ['b0', 'b1', 'b2'].map((id, i) => {
     const b = new Backend('sip', id, LOOPBACK, 5070 + i, 1, i);
     b.state = 'up';
@@ -28,7 +28,7 @@ function layer(clock: Clock = realClock, maxSessions = 50_000) {
   });
   const balancer = createBalancer<Backend>('round-robin');
   balancer.update(backends);
-  const table = new SessionTable({ service: 'sip', maxSessions, timeoutMs: 60_000, clock });
+  const table = new SessionTable({ service: 'sip', maxSessions, timeoutMs: sessionTimeoutMs, clock });
   const sessions = new SessionRouter('sip', table, backends, balancer);
   const flows = new FlowTable({ service: 'sip', maxFlows: maxSessions * 2, timeoutMs: 30_000, clock });
   return { backends, table, sessions, flows, service: { name: 'sip', sessions, flows, backends } };
@@ -44,14 +44,15 @@ async function until(what: string, cond: () => boolean, limitMs = 10_000): Promi
   }
 }
 
-async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; snapshotSliceMs?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
+async function replicator(t: TestContext, id: number, l: Layer, peers: { host: string; port: number }[], extra: { clock?: Clock; maxBufferBytes?: number; port?: number; snapshotSliceEntries?: number; snapshotSliceMs?: number; epoch?: () => number; ackIntervalMs?: number; lagTimeoutMs?: number } = {}) {
   const r = createStateReplicator({
     id,
     listen: { host: LOOPBACK, port: extra.port ?? 0 },
     peers,
     key: KEY,
     services: [l.service],
-    clock: realClock,
+    // The table's clock: the applier stamps replicas with the transport's clock reading.
+    clock: extra.clock ?? realClock,
     ackIntervalMs: extra.ackIntervalMs ?? 10,
     reconnectMs: 20,
     ...(extra.epoch !== undefined ? { epoch: extra.epoch } : {}),
@@ -815,4 +816,84 @@ test('replication: a peer speaking frame format version 2 (an older build, holdi
   assert.equal(rb.stats().rejected['bad-mac'], 0, 'authentic: not a MAC failure');
   assert.equal(b.table.find('call-from-v2'), NO_SESSION, 'nothing applied');
   assert.equal(rb.stats().snapshotsApplied, 0);
+});
+
+test('replication flushMs 0: the changes of one event-loop turn go as one frame at the end of that turn, none before', async (t) => {
+  const a = layer();
+  const b = layer();
+  const pb = await freePort();
+  const rb = await replicator(t, 2, b, [], { port: pb });
+  const ra = createStateReplicator({ id: 1, listen: { host: LOOPBACK, port: 0 }, peers: [{ host: LOOPBACK, port: pb }], key: KEY, services: [a.service], clock: realClock, flushMs: 0, ackIntervalMs: 10 });
+  t.after(() => ra.close());
+  await ra.start();
+  await until('A streams to B', () => ra.stats().peersStreaming === 1 && rb.stats().snapshotsApplied === 1);
+  for (let round = 0; round < 3; round++) {
+    const frames = ra.stats().framesSent;
+    const ops = ra.stats().opsSent;
+    for (let i = 0; i < 5; i++) assert.equal(a.sessions.route(`turn-${round}-${i}`).type, 'opened');
+    assert.equal(ra.stats().framesSent, frames, 'nothing written within the turn');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(ra.stats().framesSent, frames + 1, 'the turn\'s five opens in one frame');
+    assert.equal(ra.stats().opsSent, ops + 5);
+  }
+  await until('B has every session', () => b.table.size === 15);
+});
+
+test('replication: an idle timeout is not sent; the backup expires its replica itself, never before the master, kept alive by re-sent opens of used sessions', async (t) => {
+  const TIMEOUT_MS = 1000;
+  const clockA = new FakeClock(1_000);
+  const clockB = new FakeClock(1_000);
+  const a = layer(clockA, 1000, TIMEOUT_MS);
+  const b = layer(clockB, 1000, TIMEOUT_MS);
+  const pb = await freePort();
+  const rb = await replicator(t, 2, b, [], { port: pb, clock: clockB });
+  const ra = createStateReplicator({ id: 1, listen: { host: LOOPBACK, port: 0 }, peers: [{ host: LOOPBACK, port: pb }], key: KEY, services: [a.service], clock: clockA, ackIntervalMs: 10 });
+  t.after(() => ra.close());
+  await ra.start();
+  await until('A streams to B', () => ra.stats().peersStreaming === 1 && rb.stats().snapshotsApplied === 1);
+  const both = (ms: number): void => {
+    clockA.advance(ms);
+    clockB.advance(ms);
+  };
+  const idle = a.sessions.route('idle');
+  const used = a.sessions.route('used');
+  assert.ok(idle.type === 'opened' && used.type === 'opened');
+  clockA.advance(2);
+  await until('B has both', () => b.table.find('idle') !== NO_SESSION && b.table.find('used') !== NO_SESSION);
+  clockB.advance(2);
+  const applied = rb.stats().opsApplied;
+  const sent = ra.stats().opsSent;
+
+  // 1 002: nothing touched yet, so the keep-alive passes (every 250 ms) send nothing.
+  both(600);
+  assert.equal(ra.stats().opsSent, sent, 'a session used once is not re-sent');
+  assert.equal(a.sessions.route('used').type, 'pinned'); // 1 602: traffic on "used"
+  both(200); // the pass at 1 750 re-sends its open
+  assert.equal(ra.stats().opsSent, sent + 1);
+  await until('B applied the re-sent open', () => rb.stats().opsApplied === applied + 1);
+
+  // 2 002: "idle" times out on A; no close goes out.
+  both(200);
+  assert.equal(a.table.sweep(), 1);
+  assert.equal(a.table.find('idle'), NO_SESSION);
+  both(10);
+  assert.equal(ra.stats().opsSent, sent + 1, 'no op for an idle timeout');
+  // B keeps its replica a while longer, then expires it on its own sweep.
+  assert.equal(b.table.sweep(), 0);
+  assert.notEqual(b.table.find('idle'), NO_SESSION, 'B never drops a replica before the master does');
+  both(500);
+  assert.equal(b.table.sweep(), 1);
+  assert.equal(b.table.find('idle'), NO_SESSION, 'B expired the idle replica itself');
+  assert.equal(rb.stats().foreignSessions, 1);
+  // "used" (last traffic at 1 602) expires on A at 2 602, on B only later.
+  both(100); // 2 612
+  assert.equal(a.table.sweep(), 1);
+  assert.equal(a.table.find('used'), NO_SESSION);
+  assert.equal(b.table.sweep(), 0);
+  assert.notEqual(b.table.find('used'), NO_SESSION);
+  both(1000);
+  assert.equal(b.table.sweep(), 1);
+  assert.equal(b.table.size, 0);
+  assert.equal(rb.stats().foreignSessions, 0);
+  assert.equal(ra.stats().opsSent, sent + 1, 'two sessions ended idle: one open each, one re-sent open, no close');
 });

@@ -48,11 +48,12 @@
  *
  * Bounds and the data path: a change only encodes a few bytes into the pending batch (no I/O, no
  * allocation beyond the batch's growth). The batch is framed, sealed (one HMAC) and written (one
- * buffer, one socket write per peer) at most every flushMs (REPLICATION_FLUSH_MS, on the clock), or at once
- * when it passes REPLICATION_FLUSH_BYTES — whichever comes first: at any rate, many changes share one
- * seal and one write, and the backup acknowledges at most every ackIntervalMs, not per frame. The
- * price is lag: a change reaches the backups up to flushMs (plus the loopback/network hop) after it
- * was made; a failover within that window loses it, as it would lose a change still in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
+ * buffer, one socket write per peer) at the end of the event-loop turn that made the changes (flushMs
+ * 0, the default: one setImmediate per turn), or with flushMs > 0 at most every flushMs (on the clock),
+ * or at once when it passes REPLICATION_FLUSH_BYTES: all the changes of a turn share one seal and one
+ * write, and the backup acknowledges at most every ackIntervalMs, not per frame. With the turn flush a
+ * change leaves before any reply that depends on it (the backend's answer comes in a later turn); with
+ * a window, a failover within it loses the changes still waiting, as it would lose one in flight. Per peer, the bytes written but not yet acknowledged (the snapshot excepted) are capped at
  * maxBufferBytes: over it (by at most one flush), nothing more is written to that peer — a slow or
  * dead backup never holds the master's memory or time — and each later change marks what it
  * touched (a session handle, a flow slot, a relay port: DirtySet, bounded by the tables) instead;
@@ -69,9 +70,13 @@
  * unauthenticated client never holds a connection, a buffer or a timer for long.
  *
  * Echo suppression: state applied from a peer is "foreign" — listed per service, never streamed on
- * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign sessions and
- * flows are kept alive locally (touched every refreshIntervalMs) because their traffic goes to the
- * owner: they end when the owner says so, or when the owner's next snapshot no longer has them.
+ * (snapshots skip it, changes made while applying are ignored) — until adopt(). Foreign flows are
+ * kept alive locally (touched every refreshIntervalMs) because their traffic goes to the owner: they
+ * end when the owner says so, or when the owner's next snapshot no longer has them. Foreign sessions
+ * end the same ways, or idle on their own (issue 17): the owner sends no close for an idle timeout;
+ * it re-sends the open of each own session touched since it was last sent (a keep-alive pass every
+ * timeout / SESSION_KEEPALIVE_PASSES), and the receiver counts a replica as seen half a timeout past
+ * each open it applies (replication-apply.ts REPLICA_IDLE_GRACE), so it outlives the owner's copy.
  *
  * Ownership across a failover (who may change what): a session or flow here is either OWN (not
  * marked foreign) or a replica of exactly one peer. A peer's op only ever touches a session or flow
@@ -98,10 +103,11 @@ import type { HostPort } from '../core/address.js';
 import { formatHostPort } from '../core/address.js';
 import { ListenError } from '../core/errors.js';
 import type { SessionChange } from '../sessions/session-router.js';
-import { NO_SESSION } from '../sessions/session-table.js';
+import { NO_SESSION, sessionSlot, type SessionHandle } from '../sessions/session-table.js';
+import type { TimerHandle } from '../core/clock.js';
 import type { RelayPortState } from '../media/index.js';
 import { open, seal } from '../wire/envelope.js';
-import type { ReplicatedService, ServiceIndex } from './replication-apply.js';
+import { SESSION_KEEPALIVE_PASSES, type ReplicatedService, type ServiceIndex } from './replication-apply.js';
 import { encodeFlow, encodeRelay, fitKey, fits, wireAddress } from './replication-batch.js';
 
 import { HANDSHAKE_TIMEOUT_MS, lagStats, MAX_INBOUND_PER_PEER, REPLICATION_BUFFER_BYTES, REPLICATION_FLUSH_BYTES, REPLICATION_FLUSH_MS, ReplicationLinks } from './replication-transport.js';
@@ -123,6 +129,11 @@ export {
   type ReplicatorStats,
   type StateReplicator,
 } from './replication-transport.js';
+
+/** Own sessions a keep-alive pass visits per event-loop turn. */
+export const KEEPALIVE_SLICE_SESSIONS = 4096;
+/** The keep-alive pass runs at most this often, whatever the session timeout. */
+export const KEEPALIVE_MIN_INTERVAL_MS = 10;
 
 export function createStateReplicator(options: StateReplicatorOptions): StateReplicator {
   return new Replicator(options);
@@ -148,6 +159,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       });
     });
     this.refreshTimer = this.clock.setInterval(() => this.applier.refresh(this.clock.now()), this.refreshIntervalMs);
+    this.startKeepAlive();
     for (const link of this.outLinks) this.dial(link);
   }
 
@@ -156,6 +168,7 @@ class Replicator extends ReplicationLinks implements StateReplicator {
     this.closed = true;
     for (const u of this.unsubscribes) u();
     this.refreshTimer?.cancel();
+    this.keepAliveTimer?.cancel();
     this.flushTimer?.cancel();
     this.flushTimer = null;
     for (const link of this.outLinks) {
@@ -338,10 +351,18 @@ class Replicator extends ReplicationLinks implements StateReplicator {
       return;
     }
     if (this.demoted || this.streamingLinks === 0) return;
+    if (this.laggingLinks > 0) {
+      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
+      else this.markDirty((d) => d.session(service, c.session));
+    }
+    // An idle timeout is not sent: the peers expire their replica on the same timeout (replication-
+    // apply.ts REPLICA_IDLE_GRACE), so a session that ends idle costs its open alone.
+    if (c.type === 'close' && c.reason === 'timeout') return;
     const w = this.pending.room();
     switch (c.type) {
       case 'open':
         w.sessionOpen(service, c.session, c.backend.index, fitKey(c.key));
+        this.markSent(service, c.session);
         break;
       case 'repin':
         w.sessionRepin(service, c.session, c.to.index);
@@ -350,44 +371,122 @@ class Replicator extends ReplicationLinks implements StateReplicator {
         w.sessionClose(service, c.session, c.reason);
         break;
     }
-    if (this.laggingLinks > 0) {
-      if (c.type === 'close') this.markDirty((d) => d.sessionClosed(service, c.session, c.reason));
-      else this.markDirty((d) => d.session(service, c.session));
-    }
     this.scheduleFlush();
   }
 
+  // --- Keep-alive of replicas: re-sent opens of the sessions touched since they were last sent ----
+
+  /** Per service, by session slot: clock time its open was last written to the batch. */
+  private sentAt: Float64Array[] = [];
+  private keepAliveTimer: TimerHandle | null = null;
+  private keepAliveRunning = false;
+
+  /** `at`: the session's traffic up to then is on its way to the peers (now; or a replica's lastSeen ahead of now after adopt()). */
+  private markSent(service: number, h: SessionHandle, at: number = this.clock.now()): void {
+    const slot = sessionSlot(h);
+    let a = this.sentAt[service] ?? new Float64Array(0);
+    if (slot >= a.length) {
+      const b = new Float64Array(Math.max(1024, 2 ** Math.ceil(Math.log2(slot + 1))));
+      b.set(a);
+      a = this.sentAt[service] = b;
+    }
+    a[slot] = at;
+  }
+
+  /** Every T / SESSION_KEEPALIVE_PASSES (the smallest session timeout of the services). */
+  protected startKeepAlive(): void {
+    const timeouts = this.index.map((ix) => ix.svc.sessions.table.timeoutMs);
+    if (timeouts.length === 0) return;
+    const every = Math.max(KEEPALIVE_MIN_INTERVAL_MS, Math.floor(Math.min(...timeouts) / SESSION_KEEPALIVE_PASSES));
+    this.keepAliveTimer = this.clock.setInterval(() => this.keepAlivePass(), every);
+  }
+
+  /**
+   * One pass over every service's own open sessions, KEEPALIVE_SLICE_SESSIONS per event-loop turn:
+   * a session touched since its open was last sent gets SESSION_OPEN again (same sid, pin and key),
+   * which the peers apply as "seen now" (replication-apply.ts). A session opened and never used
+   * again — most HTTP sessions — costs nothing here.
+   */
+  protected keepAlivePass(): void {
+    if (this.keepAliveRunning || this.closed || this.demoted || this.streamingLinks === 0) return;
+    this.keepAliveRunning = true;
+    let service = 0;
+    let from = 0;
+    const slice = (): void => {
+      if (this.closed || this.demoted || this.streamingLinks === 0) {
+        this.keepAliveRunning = false;
+        return;
+      }
+      const ix = this.index[service]!;
+      const table = ix.svc.sessions.table;
+      const sent = this.sentAt[service];
+      from = table.forEachFrom(from, KEEPALIVE_SLICE_SESSIONS, (h) => {
+        if (ix.foreign.isSession(h)) return;
+        const slot = sessionSlot(h);
+        if (sent !== undefined && slot < sent.length && table.lastSeen(h) <= sent[slot]!) return;
+        this.pending.room().sessionOpen(service, h, table.backend(h), fitKey(table.key(h)));
+        this.markSent(service, h, Math.max(this.clock.now(), table.lastSeen(h)));
+        if (this.laggingLinks > 0) this.markDirty((d) => d.session(service, h));
+        this.scheduleFlush();
+      });
+      if (from < 0) {
+        from = 0;
+        service++;
+      }
+      if (service >= this.index.length) {
+        this.keepAliveRunning = false;
+        return;
+      }
+      this.clock.immediate(slice);
+    };
+    slice();
+  }
+
   /** A key too long for the wire is replicated as an anonymous session (its flows still follow it). */
-  /** After an op went into the pending batch: flush now when it is large, else within flushMs. */
+  /**
+   * After an op went into the pending batch: flush now when it is large, else within flushMs — or,
+   * with flushMs 0, at the end of this event-loop turn (one setImmediate per turn that made changes,
+   * however many it made): the frame then leaves in the turn that made its changes, before any
+   * reply that the backend has yet to send for them.
+   */
   protected scheduleFlush(): void {
     this.pendingSince ??= this.clock.now();
     if (this.pending.bytes >= REPLICATION_FLUSH_BYTES) return this.flush();
+    if (this.flushMs === 0) {
+      if (this.turnFlushQueued) return;
+      this.turnFlushQueued = true;
+      this.clock.immediate(this.turnFlush);
+      return;
+    }
     this.flushTimer ??= this.clock.setTimeout(() => {
       this.flushTimer = null;
       this.flush();
     }, this.flushMs);
   }
 
+  private turnFlushQueued = false;
+  private readonly turnFlush = (): void => {
+    this.turnFlushQueued = false;
+    if (!this.closed) this.flush();
+  };
+
   /** Frames the pending ops once per peer; pauses a peer whose unacknowledged bytes pass the cap. */
   protected flush(): void {
     this.flushTimer?.cancel();
     this.flushTimer = null;
     this.pendingSince = null;
-    const batches = this.pending.take();
-    if (batches.length === 0) return;
-    let bytes = 0;
-    for (const b of batches) bytes += b.bytes.length;
-    for (const link of this.outLinks) {
-      const socket = link.socket;
-      // A paused peer gets these changes from its catch-up (the data path marked them).
-      if (!link.streaming || socket === null || socket.destroyed || link.dirty !== null) continue;
-      // One batch (the usual flush) is one write; several share one corked writev.
-      if (batches.length === 1) this.send(link, batches[0]!, true);
-      else {
-        socket.cork();
-        for (const b of batches) this.send(link, b, true);
-        socket.uncork();
-      }
+    const n = this.pending.batchCount;
+    if (n === 0) return;
+    const live = this.outLinks.filter((link) => link.streaming && link.socket !== null && !link.socket.destroyed && link.dirty === null);
+    // A paused peer gets these changes from its catch-up (the data path marked them).
+    if (live.length === 0) return this.pending.drain(() => {});
+    // One batch (the usual flush) is one write; several share one corked writev.
+    if (n > 1) for (const link of live) link.socket!.cork();
+    this.pending.drain((b) => {
+      for (const link of live) this.send(link, b, true);
+    });
+    for (const link of live) {
+      if (n > 1) link.socket!.uncork();
       // Over the cap (by at most this flush): pause the peer rather than cut it — a new snapshot
       // per overflow would never finish for a peer that cannot keep up with a large one.
       if (link.sentBytes - link.ackedBytes > this.maxBufferBytes) this.lag(link);

@@ -85,6 +85,22 @@ test('sweep closes sessions idle for exactly the timeout, not a millisecond befo
   assert.equal(sessions.size, 0);
 });
 
+test('touchAhead: the session counts as seen that much later, never earlier than it already did', () => {
+  const { sessions, clock } = table(64, 1000);
+  assert.equal(sessions.timeoutMs, 1000);
+  const a = sessions.open('a', 1);
+  sessions.touchAhead(a, 500); // seen at 600: closes at 1600, not 1100
+  assert.equal(sessions.lastSeen(a), 600);
+  clock.advance(100);
+  sessions.touchAhead(a, 100); // 300 < 600: kept
+  assert.equal(sessions.lastSeen(a), 600);
+  clock.advance(1399); // idle 999 from 600
+  assert.equal(sessions.sweep(), 0);
+  clock.advance(1);
+  assert.equal(sessions.sweep(), 1);
+  sessions.touchAhead(a, 100); // a stale handle: nothing
+});
+
 test('sweep visits at most `budget` slots per call, round robin', () => {
   const { sessions, clock } = table(64, 100);
   for (let i = 0; i < 10; i++) sessions.open(null, 0);

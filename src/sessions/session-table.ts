@@ -143,6 +143,23 @@ export class SessionTable {
     if (slot >= 0) this.lastSeens[slot] = now ?? this.options.clock.now();
   }
 
+  /**
+   * touch(), but the session counts as seen `aheadMs` from now (never earlier than it already did):
+   * a replica on a backup, whose owner reports its traffic only every so often, is kept that much
+   * longer than the owner's own idle timeout so that it never expires before the owner's copy.
+   */
+  touchAhead(h: SessionHandle, aheadMs: number, now = this.options.clock.now()): void {
+    const slot = this.slotOf(h);
+    if (slot < 0) return;
+    const at = now + aheadMs;
+    if (at > this.lastSeens[slot]!) this.lastSeens[slot] = at;
+  }
+
+  /** A session with no touch() for this long is closed by sweep(). */
+  get timeoutMs(): number {
+    return this.options.timeoutMs;
+  }
+
   /** Moves the pin (the old backend failed). */
   repin(h: SessionHandle, backend: number): void {
     const slot = this.slotOf(h);

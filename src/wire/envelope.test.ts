@@ -1,4 +1,5 @@
 import { test } from 'node:test';
+import { createSecretKey } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { ENVELOPE_OVERHEAD_BYTES, MessageType, TAG_BYTES, WIRE_VERSION, open, seal, sealAt } from './envelope.js';
 import {
@@ -144,4 +145,20 @@ test('sealAt refuses an unknown type and a buffer without room for the envelope'
   assert.throws(() => sealAt(99 as MessageType, Buffer.alloc(64), 0, 4, key), RangeError);
   assert.throws(() => sealAt(MessageType.Replication, Buffer.alloc(10 + ENVELOPE_OVERHEAD_BYTES - 1), 0, 10, key), RangeError);
   assert.throws(() => sealAt(MessageType.Replication, Buffer.alloc(64), -1, 4, key), RangeError);
+});
+
+test('a KeyObject made once from the cluster key seals and opens exactly as the raw key does', () => {
+  const key = KEY;
+  const ko = createSecretKey(key);
+  const body = Buffer.from('00010203040506070809', 'hex');
+  const sealed = seal(MessageType.Replication, body, key);
+  assert.deepEqual(seal(MessageType.Replication, body, ko), sealed);
+  const buf = Buffer.alloc(3 + body.length + ENVELOPE_OVERHEAD_BYTES, 0xee);
+  body.copy(buf, 3);
+  sealAt(MessageType.Replication, buf, 3, body.length, ko);
+  assert.deepEqual(buf.subarray(3), sealed);
+  const opened = open(sealed, ko);
+  assert.ok(opened.ok);
+  assert.deepEqual(opened.ok && opened.body, body);
+  assert.deepEqual(open(sealed, createSecretKey(Buffer.alloc(key.length, 1))), { ok: false, reason: 'bad-mac' });
 });

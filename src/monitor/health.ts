@@ -210,6 +210,12 @@ export class HealthMonitor implements FailureSink {
   /** Deadline timers that fired a stall late, and the milliseconds postponed for them in total. */
   stallsCompensated = 0;
   stallMsCompensated = 0;
+  /**
+   * Down verdicts held for one loop turn to read the heartbeats waiting in the socket (drain before
+   * deciding), and how many of them a heartbeat read in that turn cancelled.
+   */
+  downsDeferred = 0;
+  downsAverted = 0;
 
   /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
   get detectorType(): DetectorConfig['type'] {
@@ -501,6 +507,19 @@ export class HealthMonitor implements FailureSink {
     let now = this.clock.now();
     if (watch.deadlineAt - now < DEADLINE_ROUNDING_MS) now = Math.max(now, watch.deadlineAt);
     const verdict = watch.detector!.verdict(now);
+    if (verdict === 'down' && !deferred) {
+      // Drain before deciding (issue 17): a timer on time can still run before heartbeats that
+      // wait unread in the socket (libuv runs due timers before it polls; a dispatcher starved
+      // until just past the deadline reads them after). A deadline passed while datagrams wait is
+      // not a miss: the down is decided after one turn of the loop (its poll phase) has read them.
+      // On a quiet machine that turn costs microseconds.
+      this.downsDeferred++;
+      this.clock.immediate(() => {
+        if (watch.deadline === null) this.deadlineReached(backend, watch, true);
+        else this.downsAverted++; // a heartbeat read in that turn re-armed it
+      });
+      return;
+    }
     const state = backend.state;
     if (verdict === 'down') {
       if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && (watch.planned || watch.retired))) {

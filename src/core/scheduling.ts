@@ -9,7 +9,7 @@
  * keepalived raises its VRRP process the same way (`vrrp_rt_priority`).
  */
 import { execFileSync } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import os from 'node:os';
 import type { Clock, TimerHandle } from './clock.js';
 
@@ -161,4 +161,45 @@ export function startScheduling(cfg: SchedulingConfig, clock: Clock, report: Sch
     report({ stallMs: lateMs, result: raiseOwnPriority(cfg, ops) });
   });
   return { close: () => watch.close() };
+}
+
+/**
+ * The calling thread's cumulative run-queue wait (Linux schedstat: time runnable but not running,
+ * ns in /proc/thread-self/schedstat's second field), read through one descriptor opened on first
+ * use: one pread per reading, no allocation besides the parsed string. Create and read it on the
+ * event-loop thread (the descriptor names the thread that opened it). `read()` is null where the
+ * kernel does not expose it (no /proc, CONFIG_SCHED_INFO off), and from then on.
+ *
+ * Why (issue 17): a heartbeat that goes out late after the agent waited on the run queue proves a
+ * starved agent; one late without that wait (SIGSTOP, a debugger) proves nothing. The agent says
+ * which in flag bit 6, and the dispatcher tolerates the first kind only.
+ */
+export class RunQueueMeter {
+  private fd: number | null = null;
+  private failed = false;
+  private readonly buf = Buffer.alloc(96);
+
+  constructor(private readonly path = '/proc/thread-self/schedstat') {}
+
+  /** Milliseconds this thread has waited for a CPU since it started, or null. */
+  read(): number | null {
+    if (this.failed) return null;
+    try {
+      this.fd ??= openSync(this.path, 'r');
+      const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+      const fields = this.buf.toString('latin1', 0, n).split(' ');
+      const ns = Number(fields[1]);
+      if (fields.length < 3 || !Number.isFinite(ns)) throw new Error(`unexpected ${this.path}`);
+      return ns / 1e6;
+    } catch {
+      this.close();
+      this.failed = true;
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
 }

@@ -72,6 +72,14 @@ export const detectorSchema = z
      * a stall: bench/detection's SIGSTOP and cut trials taught it, and their p99 rose to 160-210 ms.
      */
     stallMemoryMs: z.number().int().min(0).max(3_600_000).default(0),
+    /**
+     * push / phi-accrual: how long a heartbeat its agent flags as starved (flag bit 6: sent one
+     * interval late or more after waiting for a CPU) widens the down timeout to 1.5 x the gap it
+     * ended (at most 1.5 x 100 intervals; detector-deadline.ts), counted from the latest such
+     * heartbeat. A stopped agent or a cut link never sends the flag, so it does not slow their
+     * detection. 0: off.
+     */
+    starvationMemoryMs: z.number().int().min(0).max(3_600_000).default(10_000),
   })
   .strict();
 

@@ -216,6 +216,8 @@ export class HealthMonitor implements FailureSink {
    */
   downsDeferred = 0;
   downsAverted = 0;
+  /** Announcements whose agent said it was starved of CPU before sending (flag bit 6). */
+  starvedHeartbeats = 0;
 
   /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
   get detectorType(): DetectorConfig['type'] {
@@ -286,7 +288,8 @@ export class HealthMonitor implements FailureSink {
     // A planned failure carries the failure time, not the send time: no use for ordering.
     const sentAt = a.flag === 'planned-failure' ? null : unwrapTimestamp(a.timestamp, this.clock.wallNow());
     this.countSequence(backend, watch, a.seq, sentAt);
-    this.heard(backend, watch, now);
+    if (a.starved === true) this.starvedHeartbeats++;
+    this.heard(backend, watch, now, a.starved === true);
     const state = backend.state;
     if (watch.retired) {
       if (a.flag === 'app-unavailable' && state !== 'down') this.transition(backend, 'down', 'application unavailable');
@@ -445,8 +448,8 @@ export class HealthMonitor implements FailureSink {
   }
 
   /** A proof of life at `now`: the detector hears it and the deadline timer moves. */
-  private heard(backend: Backend, watch: Watch, now: number): void {
-    watch.detector!.heartbeat(now);
+  private heard(backend: Backend, watch: Watch, now: number, starved = false): void {
+    watch.detector!.heartbeat(now, starved);
     watch.heard = true;
     watch.heardAt = now;
     this.arm(backend, watch, now);

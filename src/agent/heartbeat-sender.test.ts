@@ -148,11 +148,11 @@ test('HANet: while relayed through a sibling, announcements carry flag bit 7; th
   hb.close();
 });
 
-test('a tick one interval late or more after waiting for a CPU carries the starved bit; a stop (no run-queue wait) does not', () => {
+test('a tick one interval late or more after waiting for a CPU (run queue or steal) carries the starved bit; a stop does not', () => {
   const clock = new FakeClock(1_700_000_000_000);
   const sink = collector();
   let waitMs = 100;
-  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, runQueueWaitMs: () => waitMs });
+  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, starvationMs: () => waitMs });
   hb.setAppAvailable(true);
   hb.start(); // seq 0 at 0
   clock.advance(10); // seq 1 on time
@@ -183,7 +183,7 @@ test('a tick one interval late or more after waiting for a CPU carries the starv
 test('starved bit: never without a run-queue reading (no /proc), and not on an unscheduled send', () => {
   const clock = new FakeClock(1_700_000_000_000);
   const sink = collector();
-  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, runQueueWaitMs: () => null });
+  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, starvationMs: () => null });
   hb.setAppAvailable(true);
   hb.start();
   clock.advance(5);
@@ -209,4 +209,34 @@ test('RunQueueMeter: reads this thread\'s run-queue wait, never decreasing; null
   const missing = new RunQueueMeter('/nonexistent/schedstat');
   assert.equal(missing.read(), null);
   assert.equal(missing.read(), null);
+});
+
+test('StealMeter: the steal column of /proc/stat in ms, cached for 100 ms unless fresh; null for a missing file', async () => {
+  const { StealMeter, STEAL_REFRESH_MS } = await import('../core/scheduling.js');
+  const { existsSync, mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const dir = mkdtempSync(path.join(tmpdir(), 'hf-steal-'));
+  try {
+    const file = path.join(dir, 'stat');
+    let t = 0;
+    const write = (steal: number): void => writeFileSync(file, `cpu  10 0 20 300 4 0 5 ${steal} 0 0\ncpu0 10 0 20 300 4 0 5 ${steal} 0 0\n`);
+    write(7);
+    const meter = new StealMeter(() => t, file);
+    assert.equal(meter.read(), 70);
+    write(9);
+    t = STEAL_REFRESH_MS - 1;
+    assert.equal(meter.read(), 70, 'cached');
+    assert.equal(meter.read(true), 90, 'fresh when asked');
+    write(12);
+    t += STEAL_REFRESH_MS;
+    assert.equal(meter.read(), 120, 'refreshed after 100 ms');
+    meter.close();
+    writeFileSync(file, 'garbage\n');
+    assert.equal(new StealMeter(() => 0, file).read(), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(new StealMeter(() => 0, '/nonexistent/stat').read(), null);
+  if (existsSync('/proc/stat')) assert.equal(typeof new StealMeter().read(), 'number');
 });

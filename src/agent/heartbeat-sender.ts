@@ -8,7 +8,7 @@
  */
 import type { Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
-import { RunQueueMeter } from '../core/scheduling.js';
+import { RunQueueMeter, StealMeter } from '../core/scheduling.js';
 import { AVAILABILITY_BYTES, FLAG_STARVED, FLAG_VIA_SIBLING, type AvailabilityFlag } from '../wire/availability.js';
 import { MessageType } from '../wire/envelope.js';
 import { wireTimestamp } from '../wire/timestamp.js';
@@ -29,17 +29,21 @@ export interface HeartbeatSenderOptions {
   /** The first Seq_Nber; default 0. */
   firstSeq?: number;
   /**
-   * The event-loop thread's cumulative run-queue wait in ms, null when unknown (never starved);
-   * default: a RunQueueMeter on /proc/thread-self/schedstat.
+   * The time, cumulative in ms, the agent was runnable but not running: its event-loop thread's
+   * run-queue wait plus the machine's CPU steal; null when unknown (never starved). `fresh`: the
+   * tick is late and needs an exact reading (a cached steal reading serves otherwise). Default:
+   * RunQueueMeter (/proc/thread-self/schedstat) + StealMeter (/proc/stat).
    */
-  runQueueWaitMs?: () => number | null;
+  starvationMs?: (fresh: boolean) => number | null;
 }
 
 /**
  * A scheduled announcement is starved (flag bit 6) when it goes out at least STARVED_LATE_INTERVALS
  * intervals after it was due (the gap the dispatcher sees is at least twice the interval) and the
- * event-loop thread waited for a CPU for at least STARVED_WAIT_SHARE of that lateness since the
- * previous one. A SIGSTOP, a debugger or a blocking call is late without run-queue wait: not starved.
+ * agent was runnable but not running (its thread's run-queue wait plus the machine's CPU steal) for
+ * at least STARVED_WAIT_SHARE of that lateness since the previous one. A SIGSTOP, a debugger or a
+ * blocking call is late without either: not starved. (The steal reading may be up to
+ * STEAL_REFRESH_MS older than the previous tick: steal just before a stop would be counted.)
  */
 export const STARVED_LATE_INTERVALS = 1;
 export const STARVED_WAIT_SHARE = 0.5;
@@ -57,20 +61,24 @@ export class HeartbeatSender extends PeriodicSender {
   /** Clock time of the previous scheduled announcement and the run-queue wait then. */
   private lastTickAt: number | null = null;
   private lastWaitMs: number | null = null;
-  private readonly meter: RunQueueMeter | null;
-  private readonly runQueueWaitMs: () => number | null;
+  private readonly meters: { close(): void }[] = [];
+  private readonly starvationMs: (fresh: boolean) => number | null;
   private starvedCount = 0;
 
   constructor(private readonly opts: HeartbeatSenderOptions) {
     super(opts.sink, opts.key, opts.clock, opts.firstSeq ?? 0);
     this.body.writeUInt16BE(opts.host, 0);
-    if (opts.runQueueWaitMs) {
-      this.meter = null;
-      this.runQueueWaitMs = opts.runQueueWaitMs;
+    if (opts.starvationMs) {
+      this.starvationMs = opts.starvationMs;
     } else {
-      const meter = new RunQueueMeter();
-      this.meter = meter;
-      this.runQueueWaitMs = () => meter.read();
+      const runQueue = new RunQueueMeter();
+      const steal = new StealMeter();
+      this.meters.push(runQueue, steal);
+      this.starvationMs = (fresh) => {
+        const waited = runQueue.read();
+        if (waited === null) return null;
+        return waited + (steal.read(fresh) ?? 0);
+      };
     }
   }
 
@@ -81,7 +89,7 @@ export class HeartbeatSender extends PeriodicSender {
 
   override close(): void {
     super.close();
-    this.meter?.close();
+    for (const m of this.meters) m.close();
   }
 
   /**
@@ -124,7 +132,7 @@ export class HeartbeatSender extends PeriodicSender {
     if (this.scheduled) return;
     this.sendNow();
     this.lastTickAt = this.clock.now();
-    this.lastWaitMs = this.runQueueWaitMs();
+    this.lastWaitMs = this.starvationMs(false);
     this.schedule(this.opts.intervalMs);
   }
 
@@ -147,11 +155,12 @@ export class HeartbeatSender extends PeriodicSender {
 
   protected onTick(): void {
     const now = this.clock.now();
-    const waitMs = this.runQueueWaitMs();
     const interval = this.opts.intervalMs;
-    if (this.lastTickAt !== null && this.lastWaitMs !== null && waitMs !== null) {
-      const lateMs = now - this.lastTickAt - interval;
-      this.starvedNext = lateMs >= STARVED_LATE_INTERVALS * interval && waitMs - this.lastWaitMs >= STARVED_WAIT_SHARE * lateMs;
+    const lateMs = this.lastTickAt === null ? 0 : now - this.lastTickAt - interval;
+    const late = lateMs >= STARVED_LATE_INTERVALS * interval;
+    const waitMs = this.starvationMs(late);
+    if (late && this.lastWaitMs !== null && waitMs !== null) {
+      this.starvedNext = waitMs - this.lastWaitMs >= STARVED_WAIT_SHARE * lateMs;
     }
     this.lastTickAt = now;
     this.lastWaitMs = waitMs;

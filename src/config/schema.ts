@@ -405,8 +405,9 @@ export const etcdSchema = z
  * `scheduling` (dispatcher and agent): the process raises its own CPU priority — SCHED_RR at
  * `realtimePriority`, else nice `nice` — when allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO), at its
  * first event-loop stall of `stallMs` or more (`on-stall`), at start (`at-start`), or never.
- * A starved agent misses heartbeats that nothing can make up for: the agent's default is on-stall
- * (it uses little CPU, so real-time costs the machine nothing). A starved dispatcher only reads
+ * A starved agent misses heartbeats that nothing can make up for: the agent's default is at-start
+ * (it uses little CPU, so real-time costs the machine nothing; on-stall, the earlier default, cost
+ * one false down at the first stall, measured in bench/detection: issue 17). A starved dispatcher only reads
  * heartbeats late, which its detectors compensate (monitor/health.ts): its default is never, since
  * a real-time data path under a flood could starve everything else on the machine.
  * (core/scheduling.ts; bench/detection.)

@@ -203,3 +203,55 @@ export class RunQueueMeter {
     this.fd = null;
   }
 }
+
+/** /proc/stat counts in USER_HZ ticks, 100 per second on every Linux architecture. */
+export const PROC_STAT_TICK_MS = 10;
+/** The machine's steal time is read at most this often, unless a fresh reading is asked for. */
+export const STEAL_REFRESH_MS = 100;
+
+/**
+ * The machine's CPU steal time (the hypervisor running something else on our virtual CPUs; the
+ * `steal` column of /proc/stat's first line, summed over CPUs), in ms, null where unavailable.
+ * /proc/stat costs ~50 us to generate, so a reading is cached for STEAL_REFRESH_MS unless `fresh`.
+ *
+ * Why (issue 17, traced in bench/detection): with the agent real-time there is no run-queue wait
+ * left, yet it still went ~100 ms without running, its heartbeat stuck with it — and /proc/stat's
+ * steal grew by ~100 ms meanwhile: the VM's virtual CPU itself was taken away.
+ */
+export class StealMeter {
+  private fd: number | null = null;
+  private failed = false;
+  private readonly buf = Buffer.alloc(256);
+  private cached: number | null = null;
+  private cachedAt = -Infinity;
+
+  constructor(private readonly now: () => number = () => performance.now(), private readonly path = '/proc/stat') {}
+
+  read(fresh = false): number | null {
+    if (this.failed) return null;
+    const now = this.now();
+    if (!fresh && now - this.cachedAt < STEAL_REFRESH_MS) return this.cached;
+    try {
+      this.fd ??= openSync(this.path, 'r');
+      const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+      const text = this.buf.toString('latin1', 0, n);
+      const line = text.slice(0, text.indexOf('\n'));
+      // cpu  user nice system idle iowait irq softirq steal ...
+      const fields = line.split(/\s+/);
+      const ticks = Number(fields[8]);
+      if (fields[0] !== 'cpu' || !Number.isFinite(ticks)) throw new Error(`unexpected ${this.path}`);
+      this.cached = ticks * PROC_STAT_TICK_MS;
+      this.cachedAt = now;
+      return this.cached;
+    } catch {
+      this.close();
+      this.failed = true;
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}

@@ -678,7 +678,10 @@ export async function run(opts: DetectionOptions = {}): Promise<DetectionResult>
         for (const service of services) {
           const down = tlog.find(service, 'down', mark);
           // pino's time is the whole ms the transition fell in: its middle is the estimate.
-          if (down) samples.get(`${SERVICES[service]}/${fault}`)!.push(down.time + 0.5 - faultAt);
+          if (!down) continue;
+          const latency = down.time + 0.5 - faultAt;
+          samples.get(`${SERVICES[service]}/${fault}`)!.push(latency);
+          if (latency > TARGET_P99_MS) log(`${fault} trial ${trial + 1}: ${service} down after ${ms(latency)} ms (${down.reason})`);
         }
 
         if (fault === 'kill') {

@@ -40,6 +40,8 @@ export interface Detector {
    * A heartbeat afterwards sets the deadlines afresh, as always.
    */
   postpone(ms: number): void;
+  /** The starved silence the down timeout currently tolerates (starvation memory), ms; 0: none. */
+  starvationGapMs(): number;
 }
 
 /** The detectors that have a heartbeat stream; `passive` has none (HealthMonitor keeps its rules). */

@@ -484,6 +484,6 @@ test('starvation memory through the monitor: after a heartbeat flagged starved e
     [59, 'down', 'no heartbeat for 30 ms'],
     [89, 'up', 'heartbeat'],
     [114, 'suspect', 'heartbeat late'],
-    [189, 'down', 'no heartbeat for 90 ms'],
+    [189, 'down', 'no heartbeat for 90 ms (starved agent: silences of 60 ms tolerated)'],
   ]);
 });

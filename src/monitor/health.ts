@@ -527,7 +527,9 @@ export class HealthMonitor implements FailureSink {
     if (verdict === 'down') {
       if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && (watch.planned || watch.retired))) {
         const silentMs = Math.round((now - watch.heardAt) * 10) / 10;
-        this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms`);
+        const starvedMs = Math.round(watch.detector!.starvationGapMs() * 10) / 10;
+        const tolerated = starvedMs > 0 ? ` (starved agent: silences of ${starvedMs} ms tolerated)` : '';
+        this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms${tolerated}`);
       }
     } else if (verdict === 'suspect' && state === 'up') {
       this.transition(backend, 'suspect', watch.mode === 'pull' ? 'reply late' : 'heartbeat late');

@@ -65,7 +65,7 @@ test('the generated configurations pass the real schemas with the settings asked
   assert.equal(a.agent.heartbeatIntervalMs, 10);
   assert.deepEqual(a.agent.dispatchers, ['127.0.0.1:17600']);
   assert.equal(a.watchdog.address, '127.0.0.1:18000');
-  assert.equal(a.scheduling.raise, 'on-stall', "the agent's default");
+  assert.equal(a.scheduling.raise, 'at-start', "the agent's default");
 });
 
 test('optionsFromEnv: the knobs, and refusals', () => {
@@ -112,7 +112,7 @@ test('formatTable: a row per detector and fault, the target verdict, the anchors
   assert.match(formatTable(result(36.5, 0)), /NOT met/);
   assert.match(formatTable(result(30.5, 1)), /NOT met/);
   // phi-accrual had 1 false down in this fixture: issue 17's verdict counts both detectors.
-  assert.match(text, /^TARGET false-positives: not met — push 0, phi-accrual 1 false downs in 5 s on 2 saturated cores, started at normal priority, scheduling.raise as shipped \(agent on-stall, dispatcher never\); push p99 30\.5 ms$/m);
+  assert.match(text, /^TARGET false-positives: not met — push 0, phi-accrual 1 false downs in 5 s on 2 saturated cores, started at normal priority, scheduling.raise as shipped \(agent at-start, dispatcher never\); push p99 30\.5 ms$/m);
   for (const anchor of ['keepalived', 'BFD', 'CoRAL']) assert.match(text, new RegExp(anchor));
 });
 

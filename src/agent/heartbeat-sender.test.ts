@@ -147,3 +147,96 @@ test('HANet: while relayed through a sibling, announcements carry flag bit 7; th
   assert.equal(sink.raw[1]![6], 0x81);
   hb.close();
 });
+
+test('a tick one interval late or more after waiting for a CPU (run queue or steal) carries the starved bit; a stop does not', () => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const sink = collector();
+  let waitMs = 100;
+  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, starvationMs: () => waitMs });
+  hb.setAppAvailable(true);
+  hb.start(); // seq 0 at 0
+  clock.advance(10); // seq 1 on time
+  // Starved: the tick due at 20 runs at 45 (25 ms late), 20 of them spent waiting for a CPU.
+  clock.advance(5);
+  clock.stall(40);
+  waitMs += 20;
+  clock.advance(0); // seq 2 at 45 (starved), then the fake schedule catches up: seq 3 at 45 (not late)
+  clock.advance(5); // seq 4 at 50
+  // Stopped (SIGSTOP): 40 ms late, no run-queue wait.
+  clock.advance(5);
+  clock.stall(40);
+  clock.advance(0); // seq 5 at 95 (not starved), seq 6-8 catching up
+  // Late by less than one interval, all of it waiting: a scheduling hiccup, not a starvation.
+  clock.advance(1);
+  clock.stall(8);
+  waitMs += 8;
+  clock.advance(0);
+  const got = sink.decoded;
+  assert.deepEqual(
+    got.filter((a) => a.starved === true).map((a) => a.seq),
+    [2],
+  );
+  assert.equal(hb.starvedSent, 1);
+  hb.close();
+});
+
+test('starved bit: never without a run-queue reading (no /proc), and not on an unscheduled send', () => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const sink = collector();
+  const hb = new HeartbeatSender({ host: 1, intervalMs: 10, key: KEY, sink, clock, starvationMs: () => null });
+  hb.setAppAvailable(true);
+  hb.start();
+  clock.advance(5);
+  clock.stall(50);
+  clock.advance(0);
+  hb.announcePlannedFailure(1_700_000_001_000);
+  assert.ok(sink.decoded.every((a) => a.starved === undefined));
+  hb.close();
+});
+
+test('RunQueueMeter: reads this thread\'s run-queue wait, never decreasing; null for a missing file', async () => {
+  const { RunQueueMeter } = await import('../core/scheduling.js');
+  const { existsSync } = await import('node:fs');
+  const meter = new RunQueueMeter();
+  const a = meter.read();
+  if (!existsSync('/proc/thread-self/schedstat')) assert.equal(a, null);
+  else {
+    assert.equal(typeof a, 'number');
+    const b = meter.read()!;
+    assert.ok(b >= a!, `${b} >= ${a}`);
+  }
+  meter.close();
+  const missing = new RunQueueMeter('/nonexistent/schedstat');
+  assert.equal(missing.read(), null);
+  assert.equal(missing.read(), null);
+});
+
+test('StealMeter: the steal column of /proc/stat in ms, cached for 100 ms unless fresh; null for a missing file', async () => {
+  const { StealMeter, STEAL_REFRESH_MS } = await import('../core/scheduling.js');
+  const { existsSync, mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const path = await import('node:path');
+  const dir = mkdtempSync(path.join(tmpdir(), 'hf-steal-'));
+  try {
+    const file = path.join(dir, 'stat');
+    let t = 0;
+    const write = (steal: number): void => writeFileSync(file, `cpu  10 0 20 300 4 0 5 ${steal} 0 0\ncpu0 10 0 20 300 4 0 5 ${steal} 0 0\n`);
+    write(7);
+    const meter = new StealMeter(() => t, file);
+    assert.equal(meter.read(), 70);
+    write(9);
+    t = STEAL_REFRESH_MS - 1;
+    assert.equal(meter.read(), 70, 'cached');
+    assert.equal(meter.read(true), 90, 'fresh when asked');
+    write(12);
+    t += STEAL_REFRESH_MS;
+    assert.equal(meter.read(), 120, 'refreshed after 100 ms');
+    meter.close();
+    writeFileSync(file, 'garbage\n');
+    assert.equal(new StealMeter(() => 0, file).read(), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  assert.equal(new StealMeter(() => 0, '/nonexistent/stat').read(), null);
+  if (existsSync('/proc/stat')) assert.equal(typeof new StealMeter().read(), 'number');
+});

@@ -3,10 +3,13 @@
  * message to every dispatcher, Seq_Nber +1 per message so that the dispatcher counts lost ones, the
  * Flag from the watchdog's verdict or the drain state. The body lives in one buffer written in place,
  * so a heartbeat costs one seal (the HMAC and the message buffer) and one send per dispatcher.
+ * A scheduled announcement that goes out late because the agent was starved of CPU says so (flag
+ * bit 6, issue 17), so that the dispatcher can tell a starved agent from a stopped one.
  */
 import type { Clock } from '../core/clock.js';
 import { ClosedError } from '../core/errors.js';
-import { AVAILABILITY_BYTES, FLAG_VIA_SIBLING, type AvailabilityFlag } from '../wire/availability.js';
+import { RunQueueMeter, StealMeter } from '../core/scheduling.js';
+import { AVAILABILITY_BYTES, FLAG_STARVED, FLAG_VIA_SIBLING, type AvailabilityFlag } from '../wire/availability.js';
 import { MessageType } from '../wire/envelope.js';
 import { wireTimestamp } from '../wire/timestamp.js';
 import type { MessageSink } from './dispatcher-link.js';
@@ -25,7 +28,25 @@ export interface HeartbeatSenderOptions {
   clock?: Clock;
   /** The first Seq_Nber; default 0. */
   firstSeq?: number;
+  /**
+   * The time, cumulative in ms, the agent was runnable but not running: its event-loop thread's
+   * run-queue wait plus the machine's CPU steal; null when unknown (never starved). `fresh`: the
+   * tick is late and needs an exact reading (a cached steal reading serves otherwise). Default:
+   * RunQueueMeter (/proc/thread-self/schedstat) + StealMeter (/proc/stat).
+   */
+  starvationMs?: (fresh: boolean) => number | null;
 }
+
+/**
+ * A scheduled announcement is starved (flag bit 6) when it goes out at least STARVED_LATE_INTERVALS
+ * intervals after it was due (the gap the dispatcher sees is at least twice the interval) and the
+ * agent was runnable but not running (its thread's run-queue wait plus the machine's CPU steal) for
+ * at least STARVED_WAIT_SHARE of that lateness since the previous one. A SIGSTOP, a debugger or a
+ * blocking call is late without either: not starved. (The steal reading may be up to
+ * STEAL_REFRESH_MS older than the previous tick: steal just before a stop would be counted.)
+ */
+export const STARVED_LATE_INTERVALS = 1;
+export const STARVED_WAIT_SHARE = 0.5;
 
 export class HeartbeatSender extends PeriodicSender {
   /** Host_Identity @0 (written once), Seq_Nber @2, Flag @6, Timestamp @7. */
@@ -35,10 +56,40 @@ export class HeartbeatSender extends PeriodicSender {
   private plannedAt: number | null = null;
   /** Flag bit 7 (HANet): a sibling relays this node's packets. */
   private relayed = false;
+  /** Flag bit 6 for the next announcement (set by a starved tick, cleared once sent). */
+  private starvedNext = false;
+  /** Clock time of the previous scheduled announcement and the run-queue wait then. */
+  private lastTickAt: number | null = null;
+  private lastWaitMs: number | null = null;
+  private readonly meters: { close(): void }[] = [];
+  private readonly starvationMs: (fresh: boolean) => number | null;
+  private starvedCount = 0;
 
   constructor(private readonly opts: HeartbeatSenderOptions) {
     super(opts.sink, opts.key, opts.clock, opts.firstSeq ?? 0);
     this.body.writeUInt16BE(opts.host, 0);
+    if (opts.starvationMs) {
+      this.starvationMs = opts.starvationMs;
+    } else {
+      const runQueue = new RunQueueMeter();
+      const steal = new StealMeter();
+      this.meters.push(runQueue, steal);
+      this.starvationMs = (fresh) => {
+        const waited = runQueue.read();
+        if (waited === null) return null;
+        return waited + (steal.read(fresh) ?? 0);
+      };
+    }
+  }
+
+  /** Announcements sent with the starved bit. */
+  get starvedSent(): number {
+    return this.starvedCount;
+  }
+
+  override close(): void {
+    super.close();
+    for (const m of this.meters) m.close();
   }
 
   /**
@@ -80,6 +131,8 @@ export class HeartbeatSender extends PeriodicSender {
     if (this.closed) throw new ClosedError('heartbeat sender');
     if (this.scheduled) return;
     this.sendNow();
+    this.lastTickAt = this.clock.now();
+    this.lastWaitMs = this.starvationMs(false);
     this.schedule(this.opts.intervalMs);
   }
 
@@ -88,7 +141,9 @@ export class HeartbeatSender extends PeriodicSender {
     if (this.closed) throw new ClosedError('heartbeat sender');
     const body = this.body;
     body.writeUInt32BE(this.seq, 2);
-    body[6] = FLAG_CODE[this.flagValue] | (this.relayed ? FLAG_VIA_SIBLING : 0);
+    body[6] = FLAG_CODE[this.flagValue] | (this.relayed ? FLAG_VIA_SIBLING : 0) | (this.starvedNext ? FLAG_STARVED : 0);
+    if (this.starvedNext) this.starvedCount++;
+    this.starvedNext = false;
     body.writeUInt32BE(this.plannedAt ?? wireTimestamp(this.clock.wallNow()), 7);
     this.emit(MessageType.Availability, body);
   }
@@ -99,6 +154,16 @@ export class HeartbeatSender extends PeriodicSender {
   }
 
   protected onTick(): void {
+    const now = this.clock.now();
+    const interval = this.opts.intervalMs;
+    const lateMs = this.lastTickAt === null ? 0 : now - this.lastTickAt - interval;
+    const late = lateMs >= STARVED_LATE_INTERVALS * interval;
+    const waitMs = this.starvationMs(late);
+    if (late && this.lastWaitMs !== null && waitMs !== null) {
+      this.starvedNext = waitMs - this.lastWaitMs >= STARVED_WAIT_SHARE * lateMs;
+    }
+    this.lastTickAt = now;
+    this.lastWaitMs = waitMs;
     this.sendNow();
   }
 }

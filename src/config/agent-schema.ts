@@ -225,8 +225,8 @@ export const agentConfigSchema = z
   .object({
     version: z.literal(1).default(1),
     logging: configSchema.shape.logging,
-    /** The agent's own CPU priority under starvation (schema.ts's `scheduling`; raised on-stall by default). */
-    scheduling: schedulingSchema('on-stall'),
+    /** The agent's own CPU priority under starvation (schema.ts's `scheduling`; raised at start by default). */
+    scheduling: schedulingSchema('at-start'),
     /** The shared cluster key (HOLDFAST_CLUSTER_KEY, hex, overrides keyFile); the dispatchers hold the same. */
     cluster: z
       .object({ keyFile: z.string().min(1).optional() })

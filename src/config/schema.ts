@@ -72,6 +72,14 @@ export const detectorSchema = z
      * a stall: bench/detection's SIGSTOP and cut trials taught it, and their p99 rose to 160-210 ms.
      */
     stallMemoryMs: z.number().int().min(0).max(3_600_000).default(0),
+    /**
+     * push / phi-accrual: how long a heartbeat its agent flags as starved (flag bit 6: sent one
+     * interval late or more after waiting for a CPU) widens the down timeout to 1.5 x the gap it
+     * ended (at most 1.5 x 100 intervals; detector-deadline.ts), counted from the latest such
+     * heartbeat. A stopped agent or a cut link never sends the flag, so it does not slow their
+     * detection. 0: off.
+     */
+    starvationMemoryMs: z.number().int().min(0).max(3_600_000).default(10_000),
   })
   .strict();
 
@@ -404,8 +412,9 @@ export const etcdSchema = z
  * `scheduling` (dispatcher and agent): the process raises its own CPU priority — SCHED_RR at
  * `realtimePriority`, else nice `nice` — when allowed (root, CAP_SYS_NICE or RLIMIT_RTPRIO), at its
  * first event-loop stall of `stallMs` or more (`on-stall`), at start (`at-start`), or never.
- * A starved agent misses heartbeats that nothing can make up for: the agent's default is on-stall
- * (it uses little CPU, so real-time costs the machine nothing). A starved dispatcher only reads
+ * A starved agent misses heartbeats that nothing can make up for: the agent's default is at-start
+ * (it uses little CPU, so real-time costs the machine nothing; on-stall, the earlier default, cost
+ * one false down at the first stall, measured in bench/detection: issue 17). A starved dispatcher only reads
  * heartbeats late, which its detectors compensate (monitor/health.ts): its default is never, since
  * a real-time data path under a flood could starve everything else on the machine.
  * (core/scheduling.ts; bench/detection.)

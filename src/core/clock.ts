@@ -61,6 +61,13 @@ interface FakeTimer {
 export class FakeClock implements Clock {
   private t = 0;
   private readonly timers: FakeTimer[] = [];
+  private readonly immediates: Array<() => void> = [];
+  /**
+   * When true, immediate() queues its callbacks until runImmediates(), so that a test can deliver
+   * "I/O" (a datagram already waiting in a socket) between a timer and the loop turn after it, as
+   * libuv's poll phase does between the timers and the check phase. False (default): run at once.
+   */
+  holdImmediates = false;
 
   constructor(start = 0) {
     this.t = start;
@@ -82,9 +89,15 @@ export class FakeClock implements Clock {
     return this.add(fn, ms, ms);
   }
 
-  /** Fake time has no I/O waiting: runs `fn` at once. */
+  /** Fake time has no I/O waiting: runs `fn` at once (queued instead while holdImmediates). */
   immediate(fn: () => void): void {
-    fn();
+    if (this.holdImmediates) this.immediates.push(fn);
+    else fn();
+  }
+
+  /** Runs the queued immediates, and those they queue, in order (the check phase). */
+  runImmediates(): void {
+    while (this.immediates.length > 0) this.immediates.shift()!();
   }
 
   /** Move time forward by `ms`, firing every timer that falls due, in order. */

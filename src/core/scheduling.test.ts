@@ -63,3 +63,42 @@ test('startScheduling: at-start raises at once, on-stall on the first stall, nev
   assert.deepEqual(calls, ['rr 10', 'nice -10', 'rr 10']);
   s.close();
 });
+
+/**
+ * A real process raising itself (needs root or CAP_SYS_NICE; skipped otherwise): every thread
+ * moves, not only the main one — V8's GC helpers left behind made the real-time main thread wait
+ * for them behind the CPU burners (issue 17).
+ */
+const childScript = (level: 'realtime' | 'nice'): string => `
+  import { readFileSync } from 'node:fs';
+  import { systemScheduler, ownThreadIds } from ${JSON.stringify(new URL('./scheduling.js', import.meta.url).href)};
+  try {
+    ${level === 'realtime' ? 'systemScheduler.realtime(3)' : 'systemScheduler.nice(-3)'};
+  } catch (err) {
+    console.log(JSON.stringify({ refused: String(err.code ?? err.message) }));
+    process.exit(0);
+  }
+  const threads = ownThreadIds().map((tid) => {
+    const stat = readFileSync('/proc/self/task/' + tid + '/stat', 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // stat fields 19 (nice) and 41 (policy), counted from 1 with pid and comm as fields 1 and 2.
+    return { tid, nice: Number(f[16]), policy: Number(f[38]) };
+  });
+  console.log(JSON.stringify({ threads }));
+`;
+
+for (const level of ['realtime', 'nice'] as const) {
+  test(`systemScheduler.${level}: a real process raises every one of its threads`, async (t) => {
+    const { execFileSync } = await import('node:child_process');
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', childScript(level)], { encoding: 'utf8', timeout: 20_000 });
+    const r = JSON.parse(out.trim().split('\n').pop()!) as { refused?: string; threads?: { tid: number; nice: number; policy: number }[] };
+    if (r.refused !== undefined) return t.skip(`not allowed here: ${r.refused}`);
+    const threads = r.threads!;
+    assert.ok(threads.length > 1, `node runs helper threads (saw ${threads.length})`);
+    for (const th of threads) {
+      // SCHED_RR = 2; nice is per thread on Linux.
+      if (level === 'realtime') assert.equal(th.policy, 2, `thread ${th.tid} is SCHED_RR`);
+      else assert.equal(th.nice, -3, `thread ${th.tid} is at nice -3`);
+    }
+  });
+}

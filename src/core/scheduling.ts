@@ -9,6 +9,7 @@
  * keepalived raises its VRRP process the same way (`vrrp_rt_priority`).
  */
 import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import os from 'node:os';
 import type { Clock, TimerHandle } from './clock.js';
 
@@ -40,18 +41,46 @@ export interface SchedulerOps {
 }
 
 /**
- * The real operations. Node has no sched_setscheduler, so real-time goes through util-linux's
- * `chrt -p` on this process id (the main thread, where the event loop and the sockets run); nice
- * through os.setPriority. Both need root, CAP_SYS_NICE, or a matching RLIMIT_RTPRIO/RLIMIT_NICE.
+ * The real operations, applied to EVERY thread of the process, not only the main one. Node has no
+ * sched_setscheduler, so real-time goes through util-linux's `chrt --all-tasks -p` on this process
+ * id; nice through os.setPriority on each thread id in /proc/self/task (setpriority(2) on Linux
+ * sets one thread). Both need root, CAP_SYS_NICE, or a matching RLIMIT_RTPRIO/RLIMIT_NICE.
+ *
+ * Why every thread (issue 17, measured in bench/detection with a per-thread trace): V8's scavenger
+ * runs on helper threads and the main thread waits for them. With only the main thread raised,
+ * the helpers queued behind the CPU burners for ~40 ms while the real-time main thread slept in
+ * the join: a 44 ms scavenge, a 53 ms gap between two heartbeats and a false down, with the main
+ * thread's own run-queue wait at zero. Threads created later (libuv's pool) inherit the level of
+ * the thread that creates them, the main one.
  */
 export const systemScheduler: SchedulerOps = {
   realtime(priority) {
-    execFileSync('chrt', ['--rr', '-p', String(priority), String(process.pid)], { stdio: 'pipe', timeout: 2000 });
+    execFileSync('chrt', ['--rr', '--all-tasks', '-p', String(priority), String(process.pid)], { stdio: 'pipe', timeout: 2000 });
   },
   nice(value) {
-    os.setPriority(value);
+    const threads = ownThreadIds();
+    // The main thread first: if even that is refused, nothing was changed.
+    os.setPriority(process.pid, value);
+    for (const tid of threads) {
+      if (tid === process.pid) continue;
+      try {
+        os.setPriority(tid, value);
+      } catch (err) {
+        // A thread that exited meanwhile is not an error; a refusal would have come at the main one.
+        if ((err as { info?: { code?: string } }).info?.code !== 'ESRCH') throw err;
+      }
+    }
   },
 };
+
+/** The thread ids of this process (Linux: /proc/self/task); just the process id elsewhere. */
+export function ownThreadIds(): number[] {
+  try {
+    return readdirSync('/proc/self/task').map(Number).filter((n) => Number.isInteger(n) && n > 0);
+  } catch {
+    return [process.pid];
+  }
+}
 
 /** Tries real-time, then nice; never throws. */
 export function raiseOwnPriority(cfg: Pick<SchedulingConfig, 'realtimePriority' | 'nice'>, ops: SchedulerOps = systemScheduler): RaiseResult {
@@ -132,4 +161,97 @@ export function startScheduling(cfg: SchedulingConfig, clock: Clock, report: Sch
     report({ stallMs: lateMs, result: raiseOwnPriority(cfg, ops) });
   });
   return { close: () => watch.close() };
+}
+
+/**
+ * The calling thread's cumulative run-queue wait (Linux schedstat: time runnable but not running,
+ * ns in /proc/thread-self/schedstat's second field), read through one descriptor opened on first
+ * use: one pread per reading, no allocation besides the parsed string. Create and read it on the
+ * event-loop thread (the descriptor names the thread that opened it). `read()` is null where the
+ * kernel does not expose it (no /proc, CONFIG_SCHED_INFO off), and from then on.
+ *
+ * Why (issue 17): a heartbeat that goes out late after the agent waited on the run queue proves a
+ * starved agent; one late without that wait (SIGSTOP, a debugger) proves nothing. The agent says
+ * which in flag bit 6, and the dispatcher tolerates the first kind only.
+ */
+export class RunQueueMeter {
+  private fd: number | null = null;
+  private failed = false;
+  private readonly buf = Buffer.alloc(96);
+
+  constructor(private readonly path = '/proc/thread-self/schedstat') {}
+
+  /** Milliseconds this thread has waited for a CPU since it started, or null. */
+  read(): number | null {
+    if (this.failed) return null;
+    try {
+      this.fd ??= openSync(this.path, 'r');
+      const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+      const fields = this.buf.toString('latin1', 0, n).split(' ');
+      const ns = Number(fields[1]);
+      if (fields.length < 3 || !Number.isFinite(ns)) throw new Error(`unexpected ${this.path}`);
+      return ns / 1e6;
+    } catch {
+      this.close();
+      this.failed = true;
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
+}
+
+/** /proc/stat counts in USER_HZ ticks, 100 per second on every Linux architecture. */
+export const PROC_STAT_TICK_MS = 10;
+/** The machine's steal time is read at most this often, unless a fresh reading is asked for. */
+export const STEAL_REFRESH_MS = 100;
+
+/**
+ * The machine's CPU steal time (the hypervisor running something else on our virtual CPUs; the
+ * `steal` column of /proc/stat's first line, summed over CPUs), in ms, null where unavailable.
+ * /proc/stat costs ~50 us to generate, so a reading is cached for STEAL_REFRESH_MS unless `fresh`.
+ *
+ * Why (issue 17, traced in bench/detection): with the agent real-time there is no run-queue wait
+ * left, yet it still went ~100 ms without running, its heartbeat stuck with it — and /proc/stat's
+ * steal grew by ~100 ms meanwhile: the VM's virtual CPU itself was taken away.
+ */
+export class StealMeter {
+  private fd: number | null = null;
+  private failed = false;
+  private readonly buf = Buffer.alloc(256);
+  private cached: number | null = null;
+  private cachedAt = -Infinity;
+
+  constructor(private readonly now: () => number = () => performance.now(), private readonly path = '/proc/stat') {}
+
+  read(fresh = false): number | null {
+    if (this.failed) return null;
+    const now = this.now();
+    if (!fresh && now - this.cachedAt < STEAL_REFRESH_MS) return this.cached;
+    try {
+      this.fd ??= openSync(this.path, 'r');
+      const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
+      const text = this.buf.toString('latin1', 0, n);
+      const line = text.slice(0, text.indexOf('\n'));
+      // cpu  user nice system idle iowait irq softirq steal ...
+      const fields = line.split(/\s+/);
+      const ticks = Number(fields[8]);
+      if (fields[0] !== 'cpu' || !Number.isFinite(ticks)) throw new Error(`unexpected ${this.path}`);
+      this.cached = ticks * PROC_STAT_TICK_MS;
+      this.cachedAt = now;
+      return this.cached;
+    } catch {
+      this.close();
+      this.failed = true;
+      return null;
+    }
+  }
+
+  close(): void {
+    if (this.fd !== null) closeSync(this.fd);
+    this.fd = null;
+  }
 }

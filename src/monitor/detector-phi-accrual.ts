@@ -78,7 +78,7 @@ export class PhiAccrualDetector extends DeadlineDetector {
   private readonly ySuspect: number;
   private readonly yDown: number;
 
-  constructor(cfg: Pick<DetectorConfig, 'intervalMs' | 'n' | 'phiThreshold' | 'phiWindow'>, now: number) {
+  constructor(cfg: Pick<DetectorConfig, 'intervalMs' | 'n' | 'phiThreshold' | 'phiWindow'> & Partial<Pick<DetectorConfig, 'starvationMemoryMs'>>, now: number) {
     super(cfg, now);
     this.samples = new Float64Array(cfg.phiWindow);
     this.intervalMs = cfg.intervalMs;

@@ -45,7 +45,7 @@ export class PushDetector extends DeadlineDetector {
   private stallGap = 0;
   private stallAt = -Infinity;
 
-  constructor(cfg: Pick<DetectorConfig, 'intervalMs' | 'n'> & Partial<Pick<DetectorConfig, 'stallMemoryMs'>>, now: number) {
+  constructor(cfg: Pick<DetectorConfig, 'intervalMs' | 'n'> & Partial<Pick<DetectorConfig, 'stallMemoryMs' | 'starvationMemoryMs'>>, now: number) {
     super(cfg, now);
     this.downAfterMs = cfg.n * cfg.intervalMs;
     this.suspectAfterMs = Math.min(LATE_FACTOR * cfg.intervalMs, this.downAfterMs);

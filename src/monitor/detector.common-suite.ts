@@ -155,5 +155,56 @@ export function runDetectorSuite(type: DetectorType, over: Partial<DetectorConfi
         assert.ok(RANK[d.verdict(deadline)] > RANK[verdict], `at the deadline ${deadline} the verdict worsens`);
       }
     });
+
+    test('starvation memory: a heartbeat flagged starved ending a silence of 6 intervals tolerates 9 from then on, until the memory expires; unflagged or short silences teach nothing', () => {
+      const memory = 100 * I;
+      const mk = (): Detector => createDetector({ ...cfg, starvationMemoryMs: memory }, 0);
+      const [starved, stopped, short, shortPlain] = [mk(), mk(), mk(), mk()];
+      const all = [starved, stopped, short, shortPlain];
+      let t = START;
+      for (let i = 0; i < 20; i++, t += I) for (const d of all) d.heartbeat(t);
+      t += 5 * I; // the last regular one was at t - 6 I
+      starved.heartbeat(t, true); // a starved agent: it waited on the run queue meanwhile
+      stopped.heartbeat(t); // SIGCONT after a stop: late, no flag
+      short.heartbeat(t - 4.5 * I, true); // flagged, but 1.5 intervals is only a late heartbeat
+      short.heartbeat(t);
+      shortPlain.heartbeat(t - 4.5 * I);
+      shortPlain.heartbeat(t);
+      t += I;
+      for (const d of all) d.heartbeat(t);
+      assert.notEqual(starved.verdict(t + 9 * I - 0.001), 'down', 'tolerates 1.5 x the starved gap');
+      assert.equal(starved.verdict(t + 9 * I), 'down');
+      assert.equal(stopped.verdict(t + 9 * I - 0.001), 'down', 'a stop teaches nothing');
+      assert.equal(short.nextDeadline(t), shortPlain.nextDeadline(t), 'a short flagged gap teaches nothing');
+      // The memory runs from the latest starved heartbeat: after it, the detector is as if never starved.
+      const starvedAt = t - I;
+      while (t < starvedAt + memory) {
+        t += I;
+        for (const d of all) d.heartbeat(t);
+      }
+      assert.equal(starved.nextDeadline(t + 1.5 * I), stopped.nextDeadline(t + 1.5 * I), 'forgotten after starvationMemoryMs');
+      // reset() forgets it too; starvationMemoryMs 0 never learns.
+      const again = mk();
+      regular(again, START, I, 5);
+      again.heartbeat(START + 10 * I, true);
+      again.reset(START + 10 * I);
+      again.heartbeat(START + 11 * I);
+      const off = createDetector({ ...cfg, starvationMemoryMs: 0 }, 0);
+      regular(off, START, I, 5);
+      off.heartbeat(START + 10 * I, true);
+      assert.equal(off.verdict(START + 10 * I + 9 * I - 0.001), 'down');
+      const fresh = mk();
+      fresh.heartbeat(START + 11 * I);
+      assert.equal(again.nextDeadline(START + 11 * I), fresh.nextDeadline(START + 11 * I), 'reset forgets the starvation');
+    });
+
+    test('starvation memory: the remembered gap is capped at 100 intervals', () => {
+      const d = createDetector({ ...cfg, starvationMemoryMs: 1_000 * I }, 0);
+      regular(d, START, I, 5);
+      const t = START + 4 * I + 500 * I;
+      d.heartbeat(t, true);
+      assert.equal(d.verdict(t + 150 * I - 0.001) === 'down', false);
+      assert.equal(d.verdict(t + 150 * I), 'down');
+    });
   });
 }

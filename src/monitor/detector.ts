@@ -15,8 +15,12 @@ export type Verdict = 'up' | 'suspect' | 'down';
  * heartbeat times it was given.
  */
 export interface Detector {
-  /** A proof of life arrived at `now`. */
-  heartbeat(now: number): void;
+  /**
+   * A proof of life arrived at `now`. `starved`: its agent says the silence it ends was its own
+   * starvation (flag bit 6: it waited for a CPU), not a stop or a cut — evidence the detector may
+   * use to tolerate the next such silence for a while (DeadlineDetector's starvation memory).
+   */
+  heartbeat(now: number, starved?: boolean): void;
   verdict(now: number): Verdict;
   /**
    * Clock time at which the verdict would next worsen without a heartbeat; `Infinity` once `down`.
@@ -36,6 +40,8 @@ export interface Detector {
    * A heartbeat afterwards sets the deadlines afresh, as always.
    */
   postpone(ms: number): void;
+  /** The starved silence the down timeout currently tolerates (starvation memory), ms; 0: none. */
+  starvationGapMs(): number;
 }
 
 /** The detectors that have a heartbeat stream; `passive` has none (HealthMonitor keeps its rules). */

@@ -424,3 +424,66 @@ test('stall compensation: lateness under half an interval is not compensated (a 
     [30, 'down', 'no heartbeat for 30 ms'],
   ]);
 });
+
+test('drain before deciding: a deadline on time is not a miss while a heartbeat waits unread; a silent backend still goes down one loop turn later', (t) => {
+  const { clock, backends, monitor, to, announce, trail } = setup(t, { type: 'push' });
+  const [a, b] = backends;
+  clock.holdImmediates = true;
+  monitor.start();
+  to(0);
+  announce(a);
+  announce(b);
+  clock.runImmediates();
+  // Both deadlines (down at 30) fire on time. a's agent sent at 29 but the datagram waits unread
+  // (libuv runs due timers before it polls): the poll phase reads it before the check phase.
+  to(30);
+  assert.equal(a.state, 'suspect', 'not judged down before the socket was read');
+  assert.equal(b.state, 'suspect');
+  announce(a); // the poll phase: a's waiting heartbeat
+  clock.runImmediates(); // the check phase: a was re-armed by it, b is judged
+  assert.equal(a.state, 'up');
+  assert.equal(b.state, 'down');
+  assert.equal(monitor.downsDeferred, 2);
+  assert.equal(monitor.downsAverted, 1);
+  assert.deepEqual(trail('a'), [
+    [0, 'up', 'heartbeat'],
+    [15, 'suspect', 'heartbeat late'],
+    [30, 'up', 'heartbeat'],
+  ]);
+  assert.deepEqual(trail('b'), [
+    [0, 'up', 'heartbeat'],
+    [15, 'suspect', 'heartbeat late'],
+    [30, 'down', 'no heartbeat for 30 ms'],
+  ]);
+});
+
+test('starvation memory through the monitor: after a heartbeat flagged starved ending a 60 ms silence, a backend goes down 90 ms after its last heartbeat, not 30', (t) => {
+  const { backends, monitor, to, announce, trail } = setup(t, { type: 'push' });
+  const [a] = backends;
+  monitor.start();
+  to(0);
+  announce(a);
+  to(29);
+  announce(a); // on time enough
+  to(89); // 60 ms of silence: down at 59 already (the agent was starved, the dispatcher could not know)
+  assert.equal(a.state, 'down');
+  announce(a, 'available', { starved: true }); // back, saying it waited for a CPU meanwhile
+  assert.equal(a.state, 'up');
+  assert.equal(monitor.starvedHeartbeats, 1);
+  to(99);
+  announce(a);
+  to(99 + 89);
+  assert.equal(a.state, 'suspect', 'the next starvation of up to 90 ms is tolerated');
+  to(99 + 90);
+  assert.equal(a.state, 'down');
+  assert.deepEqual(trail(), [
+    [0, 'up', 'heartbeat'],
+    [15, 'suspect', 'heartbeat late'],
+    [29, 'up', 'heartbeat'],
+    [44, 'suspect', 'heartbeat late'],
+    [59, 'down', 'no heartbeat for 30 ms'],
+    [89, 'up', 'heartbeat'],
+    [114, 'suspect', 'heartbeat late'],
+    [189, 'down', 'no heartbeat for 90 ms (starved agent: silences of 60 ms tolerated)'],
+  ]);
+});

@@ -210,6 +210,14 @@ export class HealthMonitor implements FailureSink {
   /** Deadline timers that fired a stall late, and the milliseconds postponed for them in total. */
   stallsCompensated = 0;
   stallMsCompensated = 0;
+  /**
+   * Down verdicts held for one loop turn to read the heartbeats waiting in the socket (drain before
+   * deciding), and how many of them a heartbeat read in that turn cancelled.
+   */
+  downsDeferred = 0;
+  downsAverted = 0;
+  /** Announcements whose agent said it was starved of CPU before sending (flag bit 6). */
+  starvedHeartbeats = 0;
 
   /** The configured detector type (`passive`, `push`, `pull`, `phi-accrual`). */
   get detectorType(): DetectorConfig['type'] {
@@ -280,7 +288,8 @@ export class HealthMonitor implements FailureSink {
     // A planned failure carries the failure time, not the send time: no use for ordering.
     const sentAt = a.flag === 'planned-failure' ? null : unwrapTimestamp(a.timestamp, this.clock.wallNow());
     this.countSequence(backend, watch, a.seq, sentAt);
-    this.heard(backend, watch, now);
+    if (a.starved === true) this.starvedHeartbeats++;
+    this.heard(backend, watch, now, a.starved === true);
     const state = backend.state;
     if (watch.retired) {
       if (a.flag === 'app-unavailable' && state !== 'down') this.transition(backend, 'down', 'application unavailable');
@@ -439,8 +448,8 @@ export class HealthMonitor implements FailureSink {
   }
 
   /** A proof of life at `now`: the detector hears it and the deadline timer moves. */
-  private heard(backend: Backend, watch: Watch, now: number): void {
-    watch.detector!.heartbeat(now);
+  private heard(backend: Backend, watch: Watch, now: number, starved = false): void {
+    watch.detector!.heartbeat(now, starved);
     watch.heard = true;
     watch.heardAt = now;
     this.arm(backend, watch, now);
@@ -501,11 +510,26 @@ export class HealthMonitor implements FailureSink {
     let now = this.clock.now();
     if (watch.deadlineAt - now < DEADLINE_ROUNDING_MS) now = Math.max(now, watch.deadlineAt);
     const verdict = watch.detector!.verdict(now);
+    if (verdict === 'down' && !deferred) {
+      // Drain before deciding (issue 17): a timer on time can still run before heartbeats that
+      // wait unread in the socket (libuv runs due timers before it polls; a dispatcher starved
+      // until just past the deadline reads them after). A deadline passed while datagrams wait is
+      // not a miss: the down is decided after one turn of the loop (its poll phase) has read them.
+      // On a quiet machine that turn costs microseconds.
+      this.downsDeferred++;
+      this.clock.immediate(() => {
+        if (watch.deadline === null) this.deadlineReached(backend, watch, true);
+        else this.downsAverted++; // a heartbeat read in that turn re-armed it
+      });
+      return;
+    }
     const state = backend.state;
     if (verdict === 'down') {
       if (state === 'up' || state === 'suspect' || state === 'unknown' || (state === 'draining' && (watch.planned || watch.retired))) {
         const silentMs = Math.round((now - watch.heardAt) * 10) / 10;
-        this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms`);
+        const starvedMs = Math.round(watch.detector!.starvationGapMs() * 10) / 10;
+        const tolerated = starvedMs > 0 ? ` (starved agent: silences of ${starvedMs} ms tolerated)` : '';
+        this.transition(backend, 'down', watch.mode === 'pull' ? `no reply for ${silentMs} ms` : `no heartbeat for ${silentMs} ms${tolerated}`);
       }
     } else if (verdict === 'suspect' && state === 'up') {
       this.transition(backend, 'suspect', watch.mode === 'pull' ? 'reply late' : 'heartbeat late');

@@ -432,3 +432,32 @@ test('constructor validates its numbers', () => {
   assert.throws(() => new Election({ ...base, node: 65536 }), RangeError);
   assert.throws(() => new Election({ ...base, groupId: -1 }), RangeError);
 });
+
+test('drain before deciding: a backup whose Master_Down_Timer fires while the master’s advert waits unread stays backup', () => {
+  const net = new Net();
+  const a = net.add({ id: 1, priority: 200 });
+  const b = net.add({ id: 2, priority: 100 });
+  a.start();
+  b.start();
+  net.clock.advance(500);
+  assert.deepEqual(net.masters(), [1]);
+  // b is starved: a's adverts reach its socket but b does not read them before its timer fires.
+  net.cut.add('1>2');
+  net.clock.holdImmediates = true;
+  const lastHeard = Math.max(...net.sent.filter((s) => s.sender === 1).map((s) => s.at)) + LATENCY_MS;
+  net.clock.advance(lastHeard + 72.1875 + 0.01 - 500);
+  assert.equal(b.state, 'backup', 'not decided before the socket was read');
+  // The poll phase: the advert that was waiting. Then the check phase.
+  const advert = net.sent.filter((s) => s.sender === 1).at(-1)!;
+  b.receive({ ...advert });
+  net.clock.runImmediates();
+  assert.equal(b.state, 'backup');
+  assert.deepEqual(net.masters(), [1]);
+  // A master that is really gone: nothing waits in the socket, and b takes over one loop turn later.
+  a.destroy();
+  net.nodes.delete(1);
+  net.clock.advance(72.1875 + 1);
+  assert.equal(b.state, 'backup');
+  net.clock.runImmediates();
+  assert.equal(b.state, 'master');
+});

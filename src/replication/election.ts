@@ -332,7 +332,14 @@ export class Election {
     this.#downTimer = this.#clock.setTimeout(() => {
       this.#downTimer = null;
       if (this.#state !== 'backup') return;
-      this.#becomeMaster(this.#preempting ? 'preempt' : this.#downReason);
+      // Drain before deciding (issue 17, as the failure detectors do): libuv runs due timers before
+      // it polls, so a backup starved until just past its Master_Down_Interval would take over
+      // while the master's adverts wait unread in its socket. Decide after one turn of the loop has
+      // read them: an advert that arrives re-arms the timer, and this node stays backup.
+      this.#clock.immediate(() => {
+        if (this.#state !== 'backup' || this.#downTimer !== null) return;
+        this.#becomeMaster(this.#preempting ? 'preempt' : this.#downReason);
+      });
     }, ms);
   }
 

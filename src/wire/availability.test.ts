@@ -52,12 +52,12 @@ test('decode: every other length is null', () => {
   }
 });
 
-test('decode: flags 0, 4..127 and the same with bit 7 set are null', () => {
+test('decode: flags 0, 4..63 and the same with bits 6 and 7 set are null', () => {
   const body = Buffer.from(AVAILABILITY_BODY_HEX, 'hex');
   for (let f = 0; f <= 255; f++) {
     body[6] = f;
     const a = decodeAvailability(body);
-    const code = f & 0x7f;
+    const code = f & 0x3f;
     if (code >= 1 && code <= 3) assert.notEqual(a, null, `flag ${f}`);
     else assert.equal(a, null, `flag ${f}`);
   }
@@ -71,6 +71,20 @@ test('flag bit 7 says the node is reached through a sibling (HANet); without it 
   assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + '81' + '00000003', 'hex')), { ...base, flag: 'available', viaSibling: true });
   assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + '83' + '00000003', 'hex')), { ...base, flag: 'planned-failure', viaSibling: true });
   assert.deepEqual(Object.keys(decodeAvailability(Buffer.from('0001' + '00000002' + '01' + '00000003', 'hex'))!), ['host', 'seq', 'flag', 'timestamp']);
+});
+
+test('flag bit 6 says the agent was starved of CPU before this send; with bit 7 both; without it the field is absent', () => {
+  const base = { host: 1, seq: 2, timestamp: 3 };
+  assert.equal(encodeAvailability({ ...base, flag: 'available', starved: true }).toString('hex'), '0001' + '00000002' + '41' + '00000003');
+  assert.equal(encodeAvailability({ ...base, flag: 'available', starved: true, viaSibling: true }).toString('hex'), '0001' + '00000002' + 'c1' + '00000003');
+  assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + '41' + '00000003', 'hex')), { ...base, flag: 'available', starved: true });
+  assert.deepEqual(decodeAvailability(Buffer.from('0001' + '00000002' + 'c2' + '00000003', 'hex')), {
+    ...base,
+    flag: 'app-unavailable',
+    viaSibling: true,
+    starved: true,
+  });
+  assert.equal(decodeAvailability(Buffer.from('0001' + '00000002' + '40' + '00000003', 'hex')), null, 'bit 6 alone has no event code');
 });
 
 test('encode refuses values that do not fit their field', () => {

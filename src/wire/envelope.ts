@@ -27,11 +27,14 @@
  * |--------|------|---------------|------------------------------------------------------------------|
  * | 0      | 2    | Host_Identity | u16, the agent's host id                                         |
  * | 2      | 4    | Seq_Nber      | u32, +1 per announcement, wraps at 2^32                          |
- * | 6      | 1    | Flag          | bits 0-6: 1 node and application available, 2 node available    |
+ * | 6      | 1    | Flag          | bits 0-5: 1 node and application available, 2 node available    |
  * |        |      |               | and application unavailable, 3 planned failure at Timestamp;     |
- * |        |      |               | bit 7 (0x80): the node is reached through a sibling (HANet: its  |
- * |        |      |               | public links failed, a sibling relays its packets). Agents set   |
- * |        |      |               | bit 7 only while relayed, so older dispatchers see 1-3 otherwise |
+ * |        |      |               | bit 6 (0x40): the agent was starved of CPU before this send      |
+ * |        |      |               | (issue 17: one interval late or more, half of it spent waiting   |
+ * |        |      |               | for a CPU); bit 7 (0x80): the node is reached through a sibling  |
+ * |        |      |               | (HANet: its public links failed, a sibling relays its packets).  |
+ * |        |      |               | Agents set bits 6 and 7 only while starved or relayed, so older  |
+ * |        |      |               | dispatchers see 1-3 otherwise                                    |
  * | 7      | 4    | Timestamp     | u32, wall-clock ms mod 2^32: the send time, or for flag 3 the    |
  * |        |      |               | planned failure time; unwrapped by the receiver to the value     |
  * |        |      |               | nearest its own clock (timestamp.ts)                             |

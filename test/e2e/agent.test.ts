@@ -389,3 +389,54 @@ test('SIGTERM: one last planned-failure announcement, then exit 0 at once (and a
   assert.deepEqual(seqs, seqs.map((_, i) => i));
   assert.equal(existsSync(agent.pidFile), false, 'pid file removed');
 });
+
+/**
+ * Issue 17: the starved flag (bit 6) from a real agent. Starved: the agent at nice 19 shares CPU 0
+ * with a busy loop at nice 0 (it gets ~1.5 % of that CPU: its 20 ms ticks run tens of ms late,
+ * waiting on the run queue). Stopped: SIGSTOP for 500 ms is as late, with no run-queue wait — the
+ * heartbeat that ends that silence must not say starved. Needs Linux's /proc schedstat and taskset.
+ */
+test('starved flag: an agent starved of CPU says so on its late heartbeats; one stopped by SIGSTOP does not', async (t) => {
+  if (!existsSync('/proc/thread-self/schedstat')) return t.skip('no /proc/thread-self/schedstat');
+  const run = (cmd: string, args: string[]): Promise<void> =>
+    new Promise((resolve, reject) => execFile(cmd, args, (err) => (err ? reject(err) : resolve())));
+  try {
+    await run('taskset', ['--version']);
+    await run('renice', ['--version']);
+  } catch (err) {
+    return t.skip(`taskset unusable: ${(err as Error).message}`);
+  }
+  const app = await application(t, 'tcp');
+  const watchdog = `{ type: tcp, address: "127.0.0.1:${app.port}", periodMs: 500, timeoutMs: 250 }`;
+
+  // Starved. raise: never — a real-time agent is never starved (that is the point of raising it).
+  const starvedD = await dispatcher(t);
+  const starved = startAgent(t, agentYaml({ id: 1, dispatcher: starvedD.address, watchdog, extra: 'scheduling: { raise: never }' }));
+  await until(() => starvedD.heartbeats.length >= 5, START_MS, '5 heartbeats', starved);
+  const pid = String(starved.child.pid);
+  await run('taskset', ['-a', '-p', '-c', '0', pid]);
+  await run('renice', ['-n', '19', '-p', pid]);
+  const burner = spawn('taskset', ['-c', '0', process.execPath, '-e', 'for(;;){}'], { stdio: 'ignore' });
+  t.after(() => burner.kill('SIGKILL'));
+  // Generous: at ~1.5 % of a CPU the agent still runs a tick every few tens of ms.
+  await until(() => starvedD.heartbeats.some((h) => h.msg.starved === true), 20_000, 'a heartbeat flagged starved', starved);
+  burner.kill('SIGKILL');
+  starved.child.kill('SIGKILL');
+
+  // Stopped. raise: at-start (real-time when allowed), so that on a busy machine the agent does not
+  // also wait on the run queue after SIGCONT; that wait would be real starvation, not the stop.
+  const stoppedD = await dispatcher(t);
+  const stopped = startAgent(t, agentYaml({ id: 2, dispatcher: stoppedD.address, watchdog, extra: 'scheduling: { raise: at-start }' }));
+  await until(() => stoppedD.heartbeats.length >= 5, START_MS, '5 heartbeats', stopped);
+  const before = stoppedD.heartbeats.length;
+  stopped.child.kill('SIGSTOP');
+  await new Promise((r) => setTimeout(r, 500));
+  stopped.child.kill('SIGCONT');
+  await until(() => stoppedD.heartbeats.length >= before + 5, START_MS, '5 heartbeats after SIGCONT', stopped);
+  const after = stoppedD.heartbeats.slice(before);
+  const ending = after.find((h, i) => h.at - (i === 0 ? stoppedD.heartbeats[before - 1]! : after[i - 1]!).at >= 400);
+  assert.ok(ending, 'the heartbeat that ends the stop is seen');
+  assert.equal(ending.msg.starved, undefined, 'a stop is not starvation');
+  stopped.child.kill('SIGTERM');
+  await exitWithin(stopped, 2000);
+});

@@ -31,6 +31,7 @@ import { startGroups, type Groups, type VipBind } from './groups.js';
 import { startMembership } from './membership.js';
 import { AgentRoutes, newBackend, startAdmission, type Service } from './service.js';
 import { Edge } from '../edge/edge.js';
+import { AddressLeases } from '../edge/shared-limits.js';
 import type { TlsCertificateError } from '../core/errors.js';
 import { AggregatorRegistry } from 'prom-client';
 import { notSpreadBecause, startWorkers, workerCount, type WorkerPool } from './workers.js';
@@ -322,6 +323,8 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
             reportFailure: (b, kind) => s.monitor.reportFailure(b, kind),
             reportSuccess: (b) => s.monitor.reportSuccess(b),
             onChange: (l) => s.monitor.onChange(l),
+            // The primary's edge limiter is the one count of per-address connections for every worker.
+            leases: s.edge && s.edge.limiter.enabled ? new AddressLeases(s.edge.limiter) : null,
           })),
         workers,
         clock,

@@ -16,6 +16,8 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { createMetrics, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
 import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
+import type { ConnectVerdict } from '../edge/client-limits.js';
+import type { SharedGate } from '../edge/shared-limits.js';
 import { RELAYED_CHANNELS, WORKER_PROTOCOL_VERSION, workerServiceConfig, type FromWorker, type ToWorker } from './workers.js';
 
 interface WorkerService {
@@ -31,6 +33,30 @@ const send = (m: FromWorker): void => {
   if (process.connected) process.send!(m);
 };
 
+/** Verdicts awaited from the primary, by request id (edge/shared-limits.ts: the primary decides per-address bounds). */
+const gates = new Map<number, (verdict: ConnectVerdict) => void>();
+const tokens = new Map<number, (granted: number, retryAfterS: number) => void>();
+let nextGateId = 1;
+
+/** The worker's side of the per-address bounds: each accept asks the primary, each close tells it. */
+function sharedGate(service: string): SharedGate {
+  return {
+    acquire(address, done) {
+      const id = nextGateId++;
+      gates.set(id, done);
+      send({ v: 1, t: 'acquire', service, id, address });
+    },
+    release(address) {
+      send({ v: 1, t: 'release', service, address });
+    },
+    takeRequests(address, want, done) {
+      const id = nextGateId++;
+      tokens.set(id, done);
+      send({ v: 1, t: 'requests', service, id, address, want });
+    },
+  };
+}
+
 function buildService(configured: ServiceConfig, workers: number): WorkerService {
   const config = workerServiceConfig(configured, workers);
   const clock = realClock;
@@ -45,7 +71,7 @@ function buildService(configured: ServiceConfig, workers: number): WorkerService
   rebuild();
   const health = new HealthFollower(backends, (report) => send({ v: 1, t: 'report', service: config.name, report }), clock);
   health.onChange(rebuild);
-  const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {} });
+  const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {}, shared: sharedGate(config.name) });
   const { runtime, layer } = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
   layer.start();
   const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
@@ -116,6 +142,18 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
       case 'state':
         byName.get(msg.service)?.health.apply(msg.backend, msg.state, msg.reason, msg.since);
         break;
+      case 'gate': {
+        const done = gates.get(msg.id);
+        gates.delete(msg.id);
+        done?.(msg.verdict);
+        break;
+      }
+      case 'tokens': {
+        const done = tokens.get(msg.id);
+        tokens.delete(msg.id);
+        done?.(msg.granted, msg.retryAfterS);
+        break;
+      }
       case 'metrics':
         metrics.registry.getMetricsAsJSON().then(
           (json) => send({ v: 1, t: 'metrics', id: msg.id, metrics: json }),

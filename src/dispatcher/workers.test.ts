@@ -40,7 +40,7 @@ test('workers: a count, auto (cores), 1 by default', () => {
   assert.throws(() => config('    protocol: http', 'dispatcher: { workers: 0 }'), /dispatcher\.workers/);
 });
 
-test('each worker applies its share of the listener-wide bound, the per-address bounds and rates whole', () => {
+test('each worker applies its share of the listener-wide bound; the per-address bounds are not divided (the primary decides them)', () => {
   const limits = config('    protocol: http\n    limits: { maxConnections: 9, maxConnectionsPerAddress: 3, connectionsPerSecond: 10, requestsPerSecond: 5 }').services[0]!.limits;
   assert.deepEqual(workerLimits(limits, 2), { ...limits, maxConnections: 5 });
   assert.equal(workerLimits({ ...limits, maxConnections: 1 }, 4).maxConnections, 1);

@@ -20,6 +20,8 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
 import type { HealthReport } from '../monitor/index.js';
 import { channels } from '../core/diagnostics.js';
+import type { ConnectVerdict } from '../edge/client-limits.js';
+import type { AddressLeases } from '../edge/shared-limits.js';
 
 /** The message version; a worker refuses a start message of another. */
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -41,6 +43,10 @@ export type ToWorker =
   | { v: 1; t: 'start'; config: Config; services: string[]; index: number; workers: number }
   | { v: 1; t: 'state'; service: string; backend: string; state: BackendState; reason: string; since: number }
   | { v: 1; t: 'metrics'; id: number }
+  /** The verdict on an `acquire` (per-address connection bounds are the primary's: edge/shared-limits.ts). */
+  | { v: 1; t: 'gate'; id: number; verdict: ConnectVerdict }
+  /** The answer to `requests`: request tokens of an address (0: over requestsPerSecond). */
+  | { v: 1; t: 'tokens'; id: number; granted: number; retryAfterS: number }
   /** Re-read the TLS certificates (SIGHUP); the primary re-reads the same files and reports refusals. */
   | { v: 1; t: 'reload' }
   | { v: 1; t: 'close'; graceMs: number };
@@ -62,7 +68,13 @@ export type FromWorker =
   | { v: 1; t: 'failed'; message: string }
   | { v: 1; t: 'report'; service: string; report: HealthReport }
   | { v: 1; t: 'event'; channel: string; message: unknown }
-  | { v: 1; t: 'metrics'; id: number; metrics: unknown[] };
+  | { v: 1; t: 'metrics'; id: number; metrics: unknown[] }
+  /** A connection from `address` was accepted: may it stay (per-address bounds of the whole dispatcher)? */
+  | { v: 1; t: 'acquire'; service: string; id: number; address: string }
+  /** A connection the primary admitted closed. */
+  | { v: 1; t: 'release'; service: string; address: string }
+  /** Request tokens of `address` (requestsPerSecond is one bucket for all workers). */
+  | { v: 1; t: 'requests'; service: string; id: number; address: string; want: number };
 
 /** `dispatcher.workers` as a count: `auto` is the number of cores Node may use. */
 export function workerCount(config: Config): number {
@@ -90,10 +102,10 @@ export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<st
 /**
  * A service's per-client limits as one of `workers` workers applies them. The listener-wide bound
  * (`maxConnections`) is divided among the workers (rounded up): round-robin hands each an equal share
- * of all new connections. The per-address bounds and rates are not: one client's few connections may
- * land on one worker, and dividing would refuse a client within its bound; so each worker applies
- * them whole, and one address can hold up to N times `maxConnectionsPerAddress` (and N times the
- * rates) over N workers: bounded, by N x the configuration.
+ * of all new connections. The per-address connection bounds (`maxConnectionsPerAddress`,
+ * `connectionsPerSecond`) are not divided: the primary decides them for every worker (each accept
+ * asks it, edge/shared-limits.ts). The request rate (`requestsPerSecond`) is applied whole by each
+ * worker: one address's connections on N workers may send up to N times it.
  */
 export function workerLimits(limits: ServiceConfig['limits'], workers: number): ServiceConfig['limits'] {
   return { ...limits, maxConnections: limits.maxConnections === 0 ? 0 : Math.max(1, Math.ceil(limits.maxConnections / workers)) };
@@ -150,6 +162,8 @@ export interface SpreadService {
   reportSuccess(backend: Backend): void;
   /** Subscribes to the primary's state changes of its backends. */
   onChange(listener: (backend: Backend) => void): () => void;
+  /** The authority for per-address connection bounds (the primary's edge limiter), or null when they are off. */
+  readonly leases: AddressLeases | null;
 }
 
 export interface WorkerPoolStats {
@@ -255,6 +269,20 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
             else s.reportSuccess(b);
             break;
           }
+          case 'acquire': {
+            const leases = byName.get(m.service)?.leases;
+            send(w, { v: 1, t: 'gate', id: m.id, verdict: leases ? leases.acquire(index, m.address) : 'accept' });
+            break;
+          }
+          case 'release':
+            byName.get(m.service)?.leases?.release(index, m.address);
+            break;
+          case 'requests': {
+            const leases = byName.get(m.service)?.leases;
+            const r = leases ? leases.takeRequests(m.address, m.want) : { granted: m.want, retryAfterS: 0 };
+            send(w, { v: 1, t: 'tokens', id: m.id, granted: r.granted, retryAfterS: r.retryAfterS });
+            break;
+          }
           case 'event':
             if (RELAYED_CHANNELS.has(m.channel)) diagnostics_channel.channel(m.channel).publish(m.message);
             break;
@@ -271,6 +299,8 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       w.on('exit', (code, signal) => {
         slot.ready = false;
         settleMetrics(w);
+        // Its connections died with it: their per-address slots are free again.
+        if (slot.worker === w) for (const s of spread) s.leases?.dropHolder(index);
         if (!started) {
           timeout.cancel();
           reject(new Error(`dispatcher worker ${index} exited at start (${signal ?? code})`));

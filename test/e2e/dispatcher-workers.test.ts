@@ -216,6 +216,52 @@ test('a SIGKILLed worker is replaced and new connections are served; close() sto
   for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} stopped by close()`);
 });
 
+/** A keep-alive connection with one request answered (held open), or null when it was closed unanswered. */
+function hold(at: HostPort): Promise<net.Socket | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect(at.port, at.host);
+    socket.on('error', () => {});
+    socket.once('connect', () => socket.write('GET / HTTP/1.1\r\nHost: t\r\n\r\n'));
+    socket.once('data', () => resolve(socket));
+    socket.once('close', () => resolve(null));
+  });
+}
+
+/** Pids holding the accepted side of connections to the listener on `port`. */
+function acceptedBy(port: number): number[] {
+  const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+  return [...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+}
+
+test('per-address limits hold for the whole dispatcher: the primary counts every worker\'s connections and a SIGKILLed worker frees its slots', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const config = twoWorkers([b0]);
+  const d = await start(t, configSchema.parse({ ...config, services: [{ ...config.services[0]!, limits: { maxConnectionsPerAddress: 3 } }] }));
+  const web = d.serviceAddress('web');
+  const held: net.Socket[] = [];
+  t.after(() => held.forEach((s) => s.destroy()));
+  for (let i = 0; i < 3; i++) {
+    const s = await hold(web);
+    assert.ok(s, `connection ${i + 1} of 3 is served`);
+    held.push(s);
+  }
+  const pids = d.status().workers!.pids;
+  const holders = acceptedBy(web.port);
+  assert.ok(pids.every((p) => holders.includes(p)), `both workers hold some of the three (${holders})`);
+  assert.equal(await hold(web), null, 'a fourth connection from the address is closed, whichever worker took it');
+  assert.equal(await hold(web), null, 'and a fifth');
+  assert.equal(d.status().services[0]!.edge!.refused['too-many-connections'], 2, 'counted once, by the primary');
+
+  // The worker holding two of them dies: its slots are free, the address gets two connections again.
+  const victim = pids.find((p) => holders.filter((h) => h === p).length === 2)!;
+  process.kill(victim, 'SIGKILL');
+  await until('the worker replaced', () => d.status().workers!.alive === 2 && d.status().workers!.restarts === 1);
+  const more: (net.Socket | null)[] = [];
+  for (let i = 0; i < 3; i++) more.push(await hold(web));
+  held.push(...more.filter((s): s is net.Socket => s !== null));
+  assert.deepEqual(more.map((s) => s !== null), [true, true, false], 'two slots freed, the bound still three');
+});
+
 test('holdfast dispatcher with workers: 2 — SIGKILL of the primary takes the workers with it', { timeout: 60_000 }, async (t) => {
   const b0 = await origin(t, 'b0');
   const dir = mkdtempSync(path.join(os.tmpdir(), 'holdfast-workers-'));

@@ -72,6 +72,10 @@ export abstract class HttpConnection {
   protected headerTimer: TimerHandle | null = null;
   protected lingerTimer: TimerHandle | null = null;
   protected paused = false;
+  /** Waiting for another process's answer before the parsed head can start its exchange (wait()). */
+  protected waiting = false;
+  /** The head about to be parsed again after a wait was admitted by the request rate already. */
+  private rateAdmitted = false;
   /** The client half-closed: answer what it already sent, then close. */
   protected clientEnded = false;
 
@@ -196,7 +200,7 @@ export abstract class HttpConnection {
   /** Parse the next request head in `buf` and start its exchange. */
   protected parseNext(): void {
     let buf = this.buf;
-    if (buf === null) return;
+    if (buf === null || this.waiting) return;
     const http = this.fwd.rt.config.http;
     const skip = emptyLinesBefore(buf);
     if (skip > 0) {
@@ -231,11 +235,48 @@ export abstract class HttpConnection {
     }
     // Per-address request rate (limits.requestsPerSecond), once the request head is read.
     const edge = this.fwd.rt.edge;
-    if (edge && this.side && !edge.admitRequest(this.side)) {
-      return this.refuse(429, 'too many requests from this address', `Retry-After: ${edge.retryAfterS(this.side)}\r\n`);
+    const side = this.side;
+    if (this.rateAdmitted) {
+      this.rateAdmitted = false;
+    } else if (edge && side) {
+      const verdict = edge.requestVerdict(side);
+      if (verdict === 'refuse') return this.refuseRate();
+      if (verdict === 'ask') {
+        // A dispatcher worker out of this address's tokens takes more from the primary (issue 16).
+        return this.wait(
+          (done) => edge.askRequests(side, done),
+          (v) => {
+            if (v === 'refuse') return false;
+            this.rateAdmitted = true;
+            return true;
+          },
+        );
+      }
     }
     this.buf = end + 4 < buf.length ? buf.subarray(end + 4) : null;
     this.startExchange(req, end + 4);
+  }
+
+  private refuseRate(): void {
+    const edge = this.fwd.rt.edge!;
+    this.refuse(429, 'too many requests from this address', `Retry-After: ${edge.retryAfterS(this.side!)}\r\n`);
+  }
+
+  /**
+   * The head in `buf` waits for another process (a dispatcher worker asks its primary): the client is
+   * paused, and when `ask` is answered, `then` says whether to parse the head again (true) or refuse
+   * it for the request rate (false). Nothing of the head is consumed meanwhile.
+   */
+  protected wait<T>(ask: (done: (answer: T) => void) => void, then: (answer: T) => boolean): void {
+    this.waiting = true;
+    this.pauseClient();
+    ask((answer) => {
+      this.waiting = false;
+      if (this.phase !== 'head') return; // the client went away meanwhile
+      this.resumeClient();
+      if (!then(answer)) return this.refuseRate();
+      this.parseNext();
+    });
   }
 
   protected onIdleTimeout(): void {
@@ -255,7 +296,9 @@ export abstract class HttpConnection {
   protected onClientEnd(): void {
     switch (this.phase) {
       case 'head':
-        this.socket.end();
+        // A whole head waiting for an answer is served like one in exchange.
+        if (this.waiting) this.clientEnded = true;
+        else this.socket.end();
         return;
       case 'exchange':
         if (this.reqDone) this.clientEnded = true;
@@ -415,6 +458,6 @@ export abstract class HttpConnection {
     this.resumeClient();
     if (this.buf !== null) this.parseNext();
     // A half-closed client gets replies to every request it sent, then the connection ends.
-    if (this.clientEnded && this.phase === 'head') this.endWith(null);
+    if (this.clientEnded && this.phase === 'head' && !this.waiting) this.endWith(null);
   }
 }

@@ -32,6 +32,7 @@ import { startMembership } from './membership.js';
 import { AgentRoutes, newBackend, startAdmission, type Service } from './service.js';
 import { Edge } from '../edge/edge.js';
 import { AddressLeases } from '../edge/shared-limits.js';
+import { SessionAuthority } from '../sessions/session-share.js';
 import type { TlsCertificateError } from '../core/errors.js';
 import { AggregatorRegistry } from 'prom-client';
 import { notSpreadBecause, startWorkers, workerCount, type WorkerPool } from './workers.js';
@@ -95,6 +96,11 @@ function tlsOf(config: ServiceConfig): ServiceConfig['tls'] {
   const tls = config.tls;
   if (!tls || config.protocol !== 'http' || !config.http.http2.enabled || tls.alpn.includes('h2')) return tls;
   return { ...tls, alpn: ['h2', ...tls.alpn] };
+}
+
+/** The service names its sessions by a cookie or a header (HTTP virtual sessions). */
+function keyedSessions(config: ServiceConfig): boolean {
+  return config.sessions.cookie !== undefined || config.sessions.header !== undefined;
 }
 
 /** Which transports a service listens on. */
@@ -238,6 +244,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
     }
   }
   let pool: WorkerPool | null = null;
+  const authorities: SessionAuthority[] = [];
   const unsubscribeLogs = options.logger ? subscribeLogs(options.logger, clock) : () => {};
 
   const status = (): StatusSnapshot => ({
@@ -281,6 +288,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
   const teardown = async () => {
     await groups?.close();
     await pool?.close(0);
+    for (const a of authorities) a.close();
     await membership?.close();
     await Promise.all(services.map(async (s) => s.listener?.close()));
     await receiver?.close();
@@ -313,6 +321,12 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       }
     }
     if (spread.size > 0) {
+      const authorityOf = (s: Service): SessionAuthority | null => {
+        if (!keyedSessions(s.config)) return null;
+        const a = new SessionAuthority(s.sessions.sessions, s.backends, s.config.sessions.sessionTimeoutMs);
+        authorities.push(a);
+        return a;
+      };
       pool = await startWorkers(
         config,
         services
@@ -325,6 +339,8 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
             onChange: (l) => s.monitor.onChange(l),
             // The primary's edge limiter is the one count of per-address connections for every worker.
             leases: s.edge && s.edge.limiter.enabled ? new AddressLeases(s.edge.limiter) : null,
+            // Virtual sessions: this table is the authority, each worker keeps a replica.
+            sessions: authorityOf(s),
           })),
         workers,
         clock,

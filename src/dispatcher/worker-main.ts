@@ -18,6 +18,8 @@ import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
 import type { ConnectVerdict } from '../edge/client-limits.js';
 import type { SharedGate } from '../edge/shared-limits.js';
+import { channels } from '../core/diagnostics.js';
+import { SessionMirror, touchFlushMs } from '../sessions/session-share.js';
 import { RELAYED_CHANNELS, WORKER_PROTOCOL_VERSION, workerServiceConfig, type FromWorker, type ToWorker } from './workers.js';
 
 interface WorkerService {
@@ -26,6 +28,8 @@ interface WorkerService {
   readonly forwarder: Forwarder;
   readonly edge: Edge;
   readonly sessions: { close(): void };
+  /** The replica of the primary's session table (virtual sessions), or null. */
+  readonly mirror: SessionMirror | null;
   listener: Listener | null;
 }
 
@@ -72,13 +76,19 @@ function buildService(configured: ServiceConfig, workers: number): WorkerService
   const health = new HealthFollower(backends, (report) => send({ v: 1, t: 'report', service: config.name, report }), clock);
   health.onChange(rebuild);
   const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {}, shared: sharedGate(config.name) });
-  const { runtime, layer } = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
+  const built = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
+  const layer = built.layer;
   layer.start();
+  // Virtual sessions: routed from a replica of the primary's table, which decides (session-share.ts).
+  // A backend that goes down here moves no session at once: the primary moves them and says so.
+  const keyed = config.sessions.cookie !== undefined || config.sessions.header !== undefined;
+  const mirror = keyed ? new SessionMirror(layer.sessions, backends, (m) => send({ v: 1, t: 'session', service: config.name, m }), () => clock.now()) : null;
+  const runtime = mirror ? { ...built.runtime, sessionLookup: mirror } : built.runtime;
   const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
   health.onChange((b) => {
     if (b.state === 'down') forwarder.backendDown?.(b);
   });
-  return { config, health, forwarder, edge, sessions: layer, listener: null };
+  return { config, health, forwarder, edge, sessions: layer, mirror, listener: null };
 }
 
 async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
@@ -90,11 +100,7 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
   const wanted = new Set(m.services);
   const services = config.services.filter((s) => wanted.has(s.name)).map((s) => buildService(s, m.workers));
   const byName = new Map(services.map((s) => [s.config.name, s]));
-  const addresses: Record<string, HostPort> = {};
-  for (const s of services) {
-    s.listener = await listen(s.config.listen, s.forwarder, s.edge);
-    addresses[s.config.name] = s.listener.address;
-  }
+  const configured = (name: string): ServiceConfig => config.services.find((s) => s.name === name)!;
   // What this worker adds to the primary's metrics: traffic, connections, edge; no backend states
   // (the primary's view is the one), no cluster load.
   const status = (): StatusSnapshot => ({
@@ -116,7 +122,8 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
     ),
     groups: [],
   });
-  const metrics = createMetrics(status, RELAYED_CHANNELS);
+  // Session opens, re-pins and closes are counted by the primary, whose table is the authority.
+  const metrics = createMetrics(status, new Set([...RELAYED_CHANNELS, ...[channels.sessionOpen, channels.sessionRepin, channels.sessionClose].map((c) => String(c.name))]));
 
   let closing: Promise<void> | null = null;
   const close = (graceMs: number): Promise<void> =>
@@ -127,7 +134,10 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
       }, graceMs);
       await Promise.all(services.map((s) => s.forwarder.close()));
       clearTimeout(grace);
+      for (const t of touching) clearInterval(t);
       for (const s of services) {
+        s.mirror?.flushTouches();
+        s.mirror?.close();
         s.edge.close();
         s.sessions.close();
       }
@@ -148,6 +158,9 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
         done?.(msg.verdict);
         break;
       }
+      case 'session':
+        byName.get(msg.service)?.mirror?.apply(msg.m);
+        break;
       case 'tokens': {
         const done = tokens.get(msg.id);
         tokens.delete(msg.id);
@@ -169,6 +182,20 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
         break;
     }
   });
+  // Listening only now: the primary's answers to what a connection asks (a session, a slot) have a handler.
+  const addresses: Record<string, HostPort> = {};
+  for (const s of services) {
+    s.listener = await listen(s.config.listen, s.forwarder, s.edge);
+    addresses[s.config.name] = s.listener.address;
+  }
+  // The primary's session tables learn which of their sessions had traffic here (their idle timeout).
+  const touching = services
+    .filter((s) => s.mirror !== null)
+    .map((s) => {
+      const t = setInterval(() => s.mirror!.flushTouches(), touchFlushMs(configured(s.config.name).sessions.sessionTimeoutMs));
+      t.unref();
+      return t;
+    });
   // The primary handles the operator's signals and tells the workers; a worker signalled on its own
   // (SIGTERM to its pid) drains and exits, and the primary replaces it.
   process.on('SIGINT', () => {});

@@ -25,8 +25,8 @@ test('HTTP and TCP services without shared state are spread; the others say why 
   assert.equal(why('    protocol: sip'), 'protocol sip');
   assert.equal(why('    protocol: rtsp'), 'protocol rtsp');
   assert.equal(why('    protocol: http', ['s']), 'moves with an election group');
-  assert.equal(why('    protocol: http\n    sessions: { cookie: SID }'), 'virtual sessions (pins)');
-  assert.equal(why('    protocol: http\n    sessions: { header: X-Session }'), 'virtual sessions (pins)');
+  assert.equal(why('    protocol: http\n    sessions: { cookie: SID }'), null, 'virtual sessions are spread: the primary holds the table');
+  assert.equal(why('    protocol: http\n    sessions: { header: X-Session }'), null);
   assert.equal(why('    protocol: http\n    admission: { enabled: true }'), 'SA2C admission');
   assert.equal(why('    protocol: http\n    balancer: shell'), 'balancer shell reads load vectors');
   assert.equal(why('    protocol: http\n    balancer: least-connections'), null);

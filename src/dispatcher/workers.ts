@@ -22,6 +22,7 @@ import type { HealthReport } from '../monitor/index.js';
 import { channels } from '../core/diagnostics.js';
 import type { ConnectVerdict } from '../edge/client-limits.js';
 import type { AddressLeases } from '../edge/shared-limits.js';
+import type { SessionAuthority, SessionShareDown, SessionShareUp } from '../sessions/session-share.js';
 
 /** The message version; a worker refuses a start message of another. */
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -29,6 +30,8 @@ export const WORKER_PROTOCOL_VERSION = 1;
 export const WORKER_RESTART_DELAY_MS = 500;
 /** How long a worker may take from fork to listening. */
 export const WORKER_START_TIMEOUT_MS = 20_000;
+/** A worker's replica of a session table never times a session out itself (the primary does). */
+export const WORKER_SESSION_TIMEOUT_MS = 2 ** 50;
 /** How long a scrape waits for the workers' metrics. */
 export const METRICS_TIMEOUT_MS = 1000;
 /** After its close grace, a worker that has not exited is killed. */
@@ -45,6 +48,8 @@ export type ToWorker =
   | { v: 1; t: 'metrics'; id: number }
   /** The verdict on an `acquire` (per-address connection bounds are the primary's: edge/shared-limits.ts). */
   | { v: 1; t: 'gate'; id: number; verdict: ConnectVerdict }
+  /** The primary's session table changed, or answers a `get` (sessions/session-share.ts). */
+  | { v: 1; t: 'session'; service: string; m: SessionShareDown }
   /** The answer to `requests`: request tokens of an address (0: over requestsPerSecond). */
   | { v: 1; t: 'tokens'; id: number; granted: number; retryAfterS: number }
   /** Re-read the TLS certificates (SIGHUP); the primary re-reads the same files and reports refusals. */
@@ -58,7 +63,7 @@ export type ToWorker =
  * (`holdfast:http:exchange`) stay in the worker and reach the primary as aggregated metrics.
  */
 export const RELAYED_CHANNELS: ReadonlySet<string> = new Set(
-  [channels.failover, channels.requestLogOverflow, channels.backendError, channels.httpRefuse].map((c) => String(c.name)),
+  [channels.failover, channels.requestLogOverflow, channels.backendError, channels.httpRefuse, channels.sessionRefuse].map((c) => String(c.name)),
 );
 
 export type FromWorker =
@@ -74,7 +79,9 @@ export type FromWorker =
   /** A connection the primary admitted closed. */
   | { v: 1; t: 'release'; service: string; address: string }
   /** Request tokens of `address` (requestsPerSecond is one bucket for all workers). */
-  | { v: 1; t: 'requests'; service: string; id: number; address: string; want: number };
+  | { v: 1; t: 'requests'; service: string; id: number; address: string; want: number }
+  /** A change of the worker's session replica, a lookup, or its sessions' traffic (sessions/session-share.ts). */
+  | { v: 1; t: 'session'; service: string; m: SessionShareUp };
 
 /** `dispatcher.workers` as a count: `auto` is the number of cores Node may use. */
 export function workerCount(config: Config): number {
@@ -85,13 +92,13 @@ export function workerCount(config: Config): number {
 /**
  * Why `service` stays in the primary, or null when workers can share it: HTTP and TCP only (UDP is
  * not load-shared by node:cluster; SIP and RTSP keep dialogs and media ports), and none of the state
- * that one process must hold: no virtual sessions (pins), no SA2C admission, no balancer that reads
- * load vectors, no election group (bound and released with the VIP), no TLS passthrough.
+ * that one process must hold: no SA2C admission, no balancer that reads load vectors, no election
+ * group (bound and released with the VIP), no TLS passthrough. Virtual sessions (cookie, header) are
+ * spread: the primary's session table is the authority, each worker a replica (sessions/session-share.ts).
  */
 export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<string>): string | null {
   if (service.protocol !== 'http' && service.protocol !== 'tcp') return `protocol ${service.protocol}`;
   if (grouped.has(service.name)) return 'moves with an election group';
-  if (service.sessions.cookie !== undefined || service.sessions.header !== undefined) return 'virtual sessions (pins)';
   if (service.admission.enabled) return 'SA2C admission';
   if (LOAD_DRIVEN_BALANCERS.has(service.balancer)) return `balancer ${service.balancer} reads load vectors`;
   if (service.tlsPassthrough !== undefined) return 'TLS passthrough';
@@ -118,8 +125,11 @@ export function workerLimits(limits: ServiceConfig['limits'], workers: number): 
  */
 export function workerServiceConfig(service: ServiceConfig, workers: number): ServiceConfig {
   const failover = service.http.failover;
+  const keyed = service.sessions.cookie !== undefined || service.sessions.header !== undefined;
   return {
     ...service,
+    // A worker's session table is a replica: its sessions end when the primary's do, never on their own.
+    ...(keyed ? { sessions: { ...service.sessions, sessionTimeoutMs: WORKER_SESSION_TIMEOUT_MS } } : {}),
     limits: workerLimits(service.limits, workers),
     http: { ...service.http, failover: { ...failover, maxTotalLogBytes: Math.floor(failover.maxTotalLogBytes / workers) } },
   };
@@ -164,6 +174,8 @@ export interface SpreadService {
   onChange(listener: (backend: Backend) => void): () => void;
   /** The authority for per-address connection bounds (the primary's edge limiter), or null when they are off. */
   readonly leases: AddressLeases | null;
+  /** The authority for the service's virtual sessions (the primary's table), or null without them. */
+  readonly sessions: SessionAuthority | null;
 }
 
 export interface WorkerPoolStats {
@@ -189,6 +201,8 @@ export interface WorkerPool {
 interface Slot {
   worker: Worker | null;
   ready: boolean;
+  /** Sent its start message and the session snapshot: session changes go to it from then on. */
+  sessionsLive: boolean;
 }
 
 /**
@@ -200,7 +214,7 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
   cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
   const config = await withConcretePorts(configured, new Set(spread.map((s) => s.name)));
   const byName = new Map(spread.map((s) => [s.name, s]));
-  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false }));
+  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false, sessionsLive: false }));
   const addresses = new Map<string, HostPort>();
   let closing = false;
   let restarts = 0;
@@ -216,6 +230,12 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       for (const b of s.backends) send(w, { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since });
     }
   };
+  for (const s of spread) {
+    s.sessions?.connect((m) => {
+      const msg: ToWorker = { v: 1, t: 'session', service: s.name, m };
+      for (const slot of slots) if (slot.worker && slot.sessionsLive) send(slot.worker, msg);
+    });
+  }
   const unsubscribe = spread.map((s) =>
     s.onChange((b) => {
       const m: ToWorker = { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since };
@@ -235,6 +255,7 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       const slot = slots[index]!;
       slot.worker = w;
       slot.ready = false;
+      slot.sessionsLive = false;
       let started = false;
       const timeout = clock.setTimeout(() => {
         if (started) return;
@@ -246,7 +267,15 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
         switch (m.t) {
           case 'hello':
             send(w, { v: 1, t: 'start', config, services: spread.map((s) => s.name), index, workers: count });
+            // The session tables as they are now, then every change: the worker's replica starts complete.
+            for (const s of spread) for (const m of s.sessions?.snapshot() ?? []) send(w, { v: 1, t: 'session', service: s.name, m });
+            slot.sessionsLive = true;
             break;
+          case 'session': {
+            const answer = byName.get(m.service)?.sessions?.handle(m.m) ?? null;
+            if (answer !== null) send(w, { v: 1, t: 'session', service: m.service, m: answer });
+            break;
+          }
           case 'ready':
             started = true;
             timeout.cancel();
@@ -298,6 +327,7 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       });
       w.on('exit', (code, signal) => {
         slot.ready = false;
+        if (slot.worker === w) slot.sessionsLive = false;
         settleMetrics(w);
         // Its connections died with it: their per-address slots are free again.
         if (slot.worker === w) for (const s of spread) s.leases?.dropHolder(index);

@@ -76,6 +76,8 @@ export abstract class HttpConnection {
   protected waiting = false;
   /** The head about to be parsed again after a wait was admitted by the request rate already. */
   private rateAdmitted = false;
+  /** The head about to be parsed again after a wait had its session key looked up already. */
+  private lookedUp = false;
   /** The client half-closed: answer what it already sent, then close. */
   protected clientEnded = false;
 
@@ -232,6 +234,22 @@ export abstract class HttpConnection {
     } catch (err) {
       if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
       throw err;
+    }
+    // A dispatcher worker (issue 16) asks the primary about a session key its replica does not know.
+    const lookup = this.fwd.rt.sessionLookup;
+    if (this.lookedUp) {
+      this.lookedUp = false;
+    } else if (lookup && this.fwd.sessionKeyOf !== null) {
+      const key = this.fwd.sessionKeyOf(req.fields);
+      if (key !== null && !lookup.known(key)) {
+        return this.wait(
+          (done: (answer: true) => void) => lookup.lookup(key, this.fwd.sessionCookie === null, () => done(true)),
+          () => {
+            this.lookedUp = true;
+            return true;
+          },
+        );
+      }
     }
     // Per-address request rate (limits.requestsPerSecond), once the request head is read.
     const edge = this.fwd.rt.edge;

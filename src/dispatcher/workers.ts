@@ -32,6 +32,8 @@ export const WORKER_RESTART_DELAY_MS = 500;
 export const WORKER_START_TIMEOUT_MS = 20_000;
 /** A worker's replica of a session table never times a session out itself (the primary does). */
 export const WORKER_SESSION_TIMEOUT_MS = 2 ** 50;
+/** Starts tried when a port the primary picked (port 0) is taken before the workers bind it. */
+const PORT_ATTEMPTS = 3;
 /** How long a scrape waits for the workers' metrics. */
 export const METRICS_TIMEOUT_MS = 1000;
 /** After its close grace, a worker that has not exited is killed. */
@@ -212,7 +214,8 @@ interface Slot {
  */
 export async function startWorkers(configured: Config, spread: readonly SpreadService[], count: number, clock: Clock, log?: (msg: string, fields?: object) => void): Promise<WorkerPool> {
   cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
-  const config = await withConcretePorts(configured, new Set(spread.map((s) => s.name)));
+  const names = new Set(spread.map((s) => s.name));
+  let config = await withConcretePorts(configured, names);
   const byName = new Map(spread.map((s) => [s.name, s]));
   const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false, sessionsLive: false }));
   const addresses = new Map<string, HostPort>();
@@ -349,14 +352,14 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       });
     });
 
-  const stopAll = async (graceMs: number): Promise<void> => {
-    closing = true;
-    for (const t of restartTimers) t.cancel();
-    restartTimers.clear();
-    for (const u of unsubscribe) u();
-    await Promise.all(
+  /** Stops every worker (none is replaced: each slot is emptied first). */
+  const stopWorkers = (graceMs: number): Promise<unknown> =>
+    Promise.all(
       slots.map(async (slot) => {
         const w = slot.worker;
+        slot.worker = null;
+        slot.ready = false;
+        slot.sessionsLive = false;
         if (!w || w.isDead()) return;
         const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
         send(w, { v: 1, t: 'close', graceMs });
@@ -365,14 +368,32 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
         kill.cancel();
       }),
     );
+  const stopAll = async (graceMs: number): Promise<void> => {
+    closing = true;
+    for (const t of restartTimers) t.cancel();
+    restartTimers.clear();
+    for (const u of unsubscribe) u();
+    await stopWorkers(graceMs);
   };
 
-  try {
-    // One at a time: the first worker's listen(port 0) fixes the port every later worker shares.
-    for (let i = 0; i < count; i++) await fork(i);
-  } catch (err) {
-    await stopAll(0);
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // One at a time: the first worker's listen(port 0) fixes the port every later worker shares.
+      for (let i = 0; i < count; i++) await fork(i);
+      break;
+    } catch (err) {
+      // A port the primary picked for a service configured with port 0 was taken before the worker
+      // bound it (another process on the host): pick again.
+      const pickedPort = config.services.some((s, i) => s.listen !== configured.services[i]!.listen);
+      if (!pickedPort || attempt >= PORT_ATTEMPTS || !/: cannot listen on /.test((err as Error).message)) {
+        await stopAll(0);
+        throw err;
+      }
+      await stopWorkers(0);
+      addresses.clear();
+      log?.(`dispatcher workers: ${(err as Error).message}; picking another port`, { attempt });
+      config = await withConcretePorts(configured, names);
+    }
   }
 
   return {

@@ -409,12 +409,16 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       const workersOf = pool;
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
-        // With workers, one scrape sums the primary's series and every worker's (prom-client's cluster aggregation).
+        // With workers, one scrape sums the primary's series and every worker's (prom-client's cluster
+        // aggregation). The workers are asked first: an event a worker relayed before its answer (same
+        // channel, in order) is then counted in the primary's own series read after.
         registry: workersOf
           ? {
               contentType: own.contentType,
-              metrics: async () =>
-                AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...(await workersOf.metrics())] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics(),
+              metrics: async () => {
+                const theirs = await workersOf.metrics();
+                return AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...theirs] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+              },
             }
           : own,
         token: adminToken,

@@ -31,6 +31,8 @@ import { startGroups, type Groups, type VipBind } from './groups.js';
 import { startMembership } from './membership.js';
 import { AgentRoutes, newBackend, startAdmission, type Service } from './service.js';
 import { Edge } from '../edge/edge.js';
+import { AddressLeases } from '../edge/shared-limits.js';
+import { SessionAuthority } from '../sessions/session-share.js';
 import type { TlsCertificateError } from '../core/errors.js';
 import { AggregatorRegistry } from 'prom-client';
 import { notSpreadBecause, startWorkers, workerCount, type WorkerPool } from './workers.js';
@@ -96,6 +98,11 @@ function tlsOf(config: ServiceConfig): ServiceConfig['tls'] {
   const tls = config.tls;
   if (!tls || config.protocol !== 'http' || !config.http.http2.enabled || tls.alpn.includes('h2')) return tls;
   return { ...tls, alpn: ['h2', ...tls.alpn] };
+}
+
+/** The service names its sessions by a cookie or a header (HTTP virtual sessions). */
+function keyedSessions(config: ServiceConfig): boolean {
+  return config.sessions.cookie !== undefined || config.sessions.header !== undefined;
 }
 
 /** Which transports a service listens on. */
@@ -240,6 +247,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
     }
   }
   let pool: WorkerPool | null = null;
+  const authorities: SessionAuthority[] = [];
   const unsubscribeLogs = options.logger ? subscribeLogs(options.logger, clock) : () => {};
 
   const status = (): StatusSnapshot => ({
@@ -283,6 +291,7 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
   const teardown = async () => {
     await groups?.close();
     await pool?.close(0);
+    for (const a of authorities) a.close();
     await membership?.close();
     await Promise.all(services.map(async (s) => s.listener?.close()));
     await receiver?.close();
@@ -315,6 +324,12 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       }
     }
     if (spread.size > 0) {
+      const authorityOf = (s: Service): SessionAuthority | null => {
+        if (!keyedSessions(s.config)) return null;
+        const a = new SessionAuthority(s.sessions.sessions, s.backends, s.config.sessions.sessionTimeoutMs);
+        authorities.push(a);
+        return a;
+      };
       pool = await startWorkers(
         config,
         services
@@ -325,6 +340,10 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
             reportFailure: (b, kind) => s.monitor.reportFailure(b, kind),
             reportSuccess: (b) => s.monitor.reportSuccess(b),
             onChange: (l) => s.monitor.onChange(l),
+            // The primary's edge limiter is the one count of per-address connections for every worker.
+            leases: s.edge && s.edge.limiter.enabled ? new AddressLeases(s.edge.limiter) : null,
+            // Virtual sessions: this table is the authority, each worker keeps a replica.
+            sessions: authorityOf(s),
           })),
         workers,
         clock,
@@ -393,12 +412,16 @@ export async function startDispatcher(localConfig: Config, options: DispatcherOp
       const workersOf = pool;
       admin = await startAdminServer(parseHostPort(config.admin.listen)!, {
         status,
-        // With workers, one scrape sums the primary's series and every worker's (prom-client's cluster aggregation).
+        // With workers, one scrape sums the primary's series and every worker's (prom-client's cluster
+        // aggregation). The workers are asked first: an event a worker relayed before its answer (same
+        // channel, in order) is then counted in the primary's own series read after.
         registry: workersOf
           ? {
               contentType: own.contentType,
-              metrics: async () =>
-                AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...(await workersOf.metrics())] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics(),
+              metrics: async () => {
+                const theirs = await workersOf.metrics();
+                return AggregatorRegistry.aggregate([await own.getMetricsAsJSON(), ...theirs] as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
+              },
             }
           : own,
         token: adminToken,

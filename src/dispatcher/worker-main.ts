@@ -16,6 +16,10 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { createMetrics, type ServiceStatus, type StatusSnapshot } from '../admin/index.js';
 import { Edge } from '../edge/edge.js';
 import { configureBackendTls } from '../edge/backend-tls.js';
+import type { ConnectVerdict } from '../edge/client-limits.js';
+import type { SharedGate } from '../edge/shared-limits.js';
+import { channels } from '../core/diagnostics.js';
+import { SessionMirror, touchFlushMs } from '../sessions/session-share.js';
 import { RELAYED_CHANNELS, WORKER_PROTOCOL_VERSION, workerServiceConfig, type FromWorker, type ToWorker } from './workers.js';
 
 interface WorkerService {
@@ -24,12 +28,38 @@ interface WorkerService {
   readonly forwarder: Forwarder;
   readonly edge: Edge;
   readonly sessions: { close(): void };
+  /** The replica of the primary's session table (virtual sessions), or null. */
+  readonly mirror: SessionMirror | null;
   listener: Listener | null;
 }
 
 const send = (m: FromWorker): void => {
   if (process.connected) process.send!(m);
 };
+
+/** Verdicts awaited from the primary, by request id (edge/shared-limits.ts: the primary decides per-address bounds). */
+const gates = new Map<number, (verdict: ConnectVerdict) => void>();
+const tokens = new Map<number, (granted: number, retryAfterS: number) => void>();
+let nextGateId = 1;
+
+/** The worker's side of the per-address bounds: each accept asks the primary, each close tells it. */
+function sharedGate(service: string): SharedGate {
+  return {
+    acquire(address, done) {
+      const id = nextGateId++;
+      gates.set(id, done);
+      send({ v: 1, t: 'acquire', service, id, address });
+    },
+    release(address) {
+      send({ v: 1, t: 'release', service, address });
+    },
+    takeRequests(address, want, done) {
+      const id = nextGateId++;
+      tokens.set(id, done);
+      send({ v: 1, t: 'requests', service, id, address, want });
+    },
+  };
+}
 
 function buildService(configured: ServiceConfig, workers: number): WorkerService {
   const config = workerServiceConfig(configured, workers);
@@ -45,14 +75,20 @@ function buildService(configured: ServiceConfig, workers: number): WorkerService
   rebuild();
   const health = new HealthFollower(backends, (report) => send({ v: 1, t: 'report', service: config.name, report }), clock);
   health.onChange(rebuild);
-  const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {} });
-  const { runtime, layer } = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
+  const edge = new Edge({ tls: config.tls, limits: config.limits, clock, events: {}, shared: sharedGate(config.name) });
+  const built = createServiceRuntime(config, backends, balancer, health, clock, undefined, edge);
+  const layer = built.layer;
   layer.start();
+  // Virtual sessions: routed from a replica of the primary's table, which decides (session-share.ts).
+  // A backend that goes down here moves no session at once: the primary moves them and says so.
+  const keyed = config.sessions.cookie !== undefined || config.sessions.header !== undefined;
+  const mirror = keyed ? new SessionMirror(layer.sessions, backends, (m) => send({ v: 1, t: 'session', service: config.name, m }), () => clock.now()) : null;
+  const runtime = mirror ? { ...built.runtime, sessionLookup: mirror } : built.runtime;
   const forwarder: Forwarder = config.protocol === 'http' ? new HttpForwarder(runtime) : new TcpForwarder(runtime);
   health.onChange((b) => {
     if (b.state === 'down') forwarder.backendDown?.(b);
   });
-  return { config, health, forwarder, edge, sessions: layer, listener: null };
+  return { config, health, forwarder, edge, sessions: layer, mirror, listener: null };
 }
 
 async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
@@ -64,11 +100,7 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
   const wanted = new Set(m.services);
   const services = config.services.filter((s) => wanted.has(s.name)).map((s) => buildService(s, m.workers));
   const byName = new Map(services.map((s) => [s.config.name, s]));
-  const addresses: Record<string, HostPort> = {};
-  for (const s of services) {
-    s.listener = await listen(s.config.listen, s.forwarder, s.edge);
-    addresses[s.config.name] = s.listener.address;
-  }
+  const configured = (name: string): ServiceConfig => config.services.find((s) => s.name === name)!;
   // What this worker adds to the primary's metrics: traffic, connections, edge; no backend states
   // (the primary's view is the one), no cluster load.
   const status = (): StatusSnapshot => ({
@@ -90,7 +122,8 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
     ),
     groups: [],
   });
-  const metrics = createMetrics(status, RELAYED_CHANNELS);
+  // Session opens, re-pins and closes are counted by the primary, whose table is the authority.
+  const metrics = createMetrics(status, new Set([...RELAYED_CHANNELS, ...[channels.sessionOpen, channels.sessionRepin, channels.sessionClose].map((c) => String(c.name))]));
 
   let closing: Promise<void> | null = null;
   const close = (graceMs: number): Promise<void> =>
@@ -101,7 +134,10 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
       }, graceMs);
       await Promise.all(services.map((s) => s.forwarder.close()));
       clearTimeout(grace);
+      for (const t of touching) clearInterval(t);
       for (const s of services) {
+        s.mirror?.flushTouches();
+        s.mirror?.close();
         s.edge.close();
         s.sessions.close();
       }
@@ -116,6 +152,21 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
       case 'state':
         byName.get(msg.service)?.health.apply(msg.backend, msg.state, msg.reason, msg.since);
         break;
+      case 'gate': {
+        const done = gates.get(msg.id);
+        gates.delete(msg.id);
+        done?.(msg.verdict);
+        break;
+      }
+      case 'session':
+        byName.get(msg.service)?.mirror?.apply(msg.m);
+        break;
+      case 'tokens': {
+        const done = tokens.get(msg.id);
+        tokens.delete(msg.id);
+        done?.(msg.granted, msg.retryAfterS);
+        break;
+      }
       case 'metrics':
         metrics.registry.getMetricsAsJSON().then(
           (json) => send({ v: 1, t: 'metrics', id: msg.id, metrics: json }),
@@ -131,6 +182,20 @@ async function start(m: Extract<ToWorker, { t: 'start' }>): Promise<void> {
         break;
     }
   });
+  // Listening only now: the primary's answers to what a connection asks (a session, a slot) have a handler.
+  const addresses: Record<string, HostPort> = {};
+  for (const s of services) {
+    s.listener = await listen(s.config.listen, s.forwarder, s.edge);
+    addresses[s.config.name] = s.listener.address;
+  }
+  // The primary's session tables learn which of their sessions had traffic here (their idle timeout).
+  const touching = services
+    .filter((s) => s.mirror !== null)
+    .map((s) => {
+      const t = setInterval(() => s.mirror!.flushTouches(), touchFlushMs(configured(s.config.name).sessions.sessionTimeoutMs));
+      t.unref();
+      return t;
+    });
   // The primary handles the operator's signals and tells the workers; a worker signalled on its own
   // (SIGTERM to its pid) drains and exits, and the primary replaces it.
   process.on('SIGINT', () => {});

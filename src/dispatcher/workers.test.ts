@@ -25,8 +25,8 @@ test('HTTP and TCP services without shared state are spread; the others say why 
   assert.equal(why('    protocol: sip'), 'protocol sip');
   assert.equal(why('    protocol: rtsp'), 'protocol rtsp');
   assert.equal(why('    protocol: http', ['s']), 'moves with an election group');
-  assert.equal(why('    protocol: http\n    sessions: { cookie: SID }'), 'virtual sessions (pins)');
-  assert.equal(why('    protocol: http\n    sessions: { header: X-Session }'), 'virtual sessions (pins)');
+  assert.equal(why('    protocol: http\n    sessions: { cookie: SID }'), null, 'virtual sessions are spread: the primary holds the table');
+  assert.equal(why('    protocol: http\n    sessions: { header: X-Session }'), null);
   assert.equal(why('    protocol: http\n    admission: { enabled: true }'), 'SA2C admission');
   assert.equal(why('    protocol: http\n    balancer: shell'), 'balancer shell reads load vectors');
   assert.equal(why('    protocol: http\n    balancer: least-connections'), null);
@@ -40,7 +40,7 @@ test('workers: a count, auto (cores), 1 by default', () => {
   assert.throws(() => config('    protocol: http', 'dispatcher: { workers: 0 }'), /dispatcher\.workers/);
 });
 
-test('each worker applies its share of the listener-wide bound, the per-address bounds and rates whole', () => {
+test('each worker applies its share of the listener-wide bound; the per-address bounds are not divided (the primary decides them)', () => {
   const limits = config('    protocol: http\n    limits: { maxConnections: 9, maxConnectionsPerAddress: 3, connectionsPerSecond: 10, requestsPerSecond: 5 }').services[0]!.limits;
   assert.deepEqual(workerLimits(limits, 2), { ...limits, maxConnections: 5 });
   assert.equal(workerLimits({ ...limits, maxConnections: 1 }, 4).maxConnections, 1);

@@ -20,6 +20,9 @@ import type { Clock, TimerHandle } from '../core/clock.js';
 import type { Config, ServiceConfig } from '../config/schema.js';
 import type { HealthReport } from '../monitor/index.js';
 import { channels } from '../core/diagnostics.js';
+import type { ConnectVerdict } from '../edge/client-limits.js';
+import type { AddressLeases } from '../edge/shared-limits.js';
+import type { SessionAuthority, SessionShareDown, SessionShareUp } from '../sessions/session-share.js';
 
 /** The message version; a worker refuses a start message of another. */
 export const WORKER_PROTOCOL_VERSION = 1;
@@ -27,6 +30,10 @@ export const WORKER_PROTOCOL_VERSION = 1;
 export const WORKER_RESTART_DELAY_MS = 500;
 /** How long a worker may take from fork to listening. */
 export const WORKER_START_TIMEOUT_MS = 20_000;
+/** A worker's replica of a session table never times a session out itself (the primary does). */
+export const WORKER_SESSION_TIMEOUT_MS = 2 ** 50;
+/** Starts tried when a port the primary picked (port 0) is taken before the workers bind it. */
+const PORT_ATTEMPTS = 3;
 /** How long a scrape waits for the workers' metrics. */
 export const METRICS_TIMEOUT_MS = 1000;
 /** After its close grace, a worker that has not exited is killed. */
@@ -41,6 +48,12 @@ export type ToWorker =
   | { v: 1; t: 'start'; config: Config; services: string[]; index: number; workers: number }
   | { v: 1; t: 'state'; service: string; backend: string; state: BackendState; reason: string; since: number }
   | { v: 1; t: 'metrics'; id: number }
+  /** The verdict on an `acquire` (per-address connection bounds are the primary's: edge/shared-limits.ts). */
+  | { v: 1; t: 'gate'; id: number; verdict: ConnectVerdict }
+  /** The primary's session table changed, or answers a `get` (sessions/session-share.ts). */
+  | { v: 1; t: 'session'; service: string; m: SessionShareDown }
+  /** The answer to `requests`: request tokens of an address (0: over requestsPerSecond). */
+  | { v: 1; t: 'tokens'; id: number; granted: number; retryAfterS: number }
   /** Re-read the TLS certificates (SIGHUP); the primary re-reads the same files and reports refusals. */
   | { v: 1; t: 'reload' }
   | { v: 1; t: 'close'; graceMs: number };
@@ -52,7 +65,7 @@ export type ToWorker =
  * (`holdfast:http:exchange`) stay in the worker and reach the primary as aggregated metrics.
  */
 export const RELAYED_CHANNELS: ReadonlySet<string> = new Set(
-  [channels.failover, channels.requestLogOverflow, channels.backendError, channels.httpRefuse].map((c) => String(c.name)),
+  [channels.failover, channels.requestLogOverflow, channels.backendError, channels.httpRefuse, channels.sessionRefuse].map((c) => String(c.name)),
 );
 
 export type FromWorker =
@@ -62,7 +75,15 @@ export type FromWorker =
   | { v: 1; t: 'failed'; message: string }
   | { v: 1; t: 'report'; service: string; report: HealthReport }
   | { v: 1; t: 'event'; channel: string; message: unknown }
-  | { v: 1; t: 'metrics'; id: number; metrics: unknown[] };
+  | { v: 1; t: 'metrics'; id: number; metrics: unknown[] }
+  /** A connection from `address` was accepted: may it stay (per-address bounds of the whole dispatcher)? */
+  | { v: 1; t: 'acquire'; service: string; id: number; address: string }
+  /** A connection the primary admitted closed. */
+  | { v: 1; t: 'release'; service: string; address: string }
+  /** Request tokens of `address` (requestsPerSecond is one bucket for all workers). */
+  | { v: 1; t: 'requests'; service: string; id: number; address: string; want: number }
+  /** A change of the worker's session replica, a lookup, or its sessions' traffic (sessions/session-share.ts). */
+  | { v: 1; t: 'session'; service: string; m: SessionShareUp };
 
 /** `dispatcher.workers` as a count: `auto` is the number of cores Node may use. */
 export function workerCount(config: Config): number {
@@ -73,13 +94,13 @@ export function workerCount(config: Config): number {
 /**
  * Why `service` stays in the primary, or null when workers can share it: HTTP and TCP only (UDP is
  * not load-shared by node:cluster; SIP and RTSP keep dialogs and media ports), and none of the state
- * that one process must hold: no virtual sessions (pins), no SA2C admission, no balancer that reads
- * load vectors, no election group (bound and released with the VIP), no TLS passthrough.
+ * that one process must hold: no SA2C admission, no balancer that reads load vectors, no election
+ * group (bound and released with the VIP), no TLS passthrough. Virtual sessions (cookie, header) are
+ * spread: the primary's session table is the authority, each worker a replica (sessions/session-share.ts).
  */
 export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<string>): string | null {
   if (service.protocol !== 'http' && service.protocol !== 'tcp') return `protocol ${service.protocol}`;
   if (grouped.has(service.name)) return 'moves with an election group';
-  if (service.sessions.cookie !== undefined || service.sessions.header !== undefined) return 'virtual sessions (pins)';
   if (service.admission.enabled) return 'SA2C admission';
   if (LOAD_DRIVEN_BALANCERS.has(service.balancer)) return `balancer ${service.balancer} reads load vectors`;
   if (service.tlsPassthrough !== undefined) return 'TLS passthrough';
@@ -90,10 +111,10 @@ export function notSpreadBecause(service: ServiceConfig, grouped: ReadonlySet<st
 /**
  * A service's per-client limits as one of `workers` workers applies them. The listener-wide bound
  * (`maxConnections`) is divided among the workers (rounded up): round-robin hands each an equal share
- * of all new connections. The per-address bounds and rates are not: one client's few connections may
- * land on one worker, and dividing would refuse a client within its bound; so each worker applies
- * them whole, and one address can hold up to N times `maxConnectionsPerAddress` (and N times the
- * rates) over N workers: bounded, by N x the configuration.
+ * of all new connections. The per-address connection bounds (`maxConnectionsPerAddress`,
+ * `connectionsPerSecond`) are not divided: the primary decides them for every worker (each accept
+ * asks it, edge/shared-limits.ts). The request rate (`requestsPerSecond`) is applied whole by each
+ * worker: one address's connections on N workers may send up to N times it.
  */
 export function workerLimits(limits: ServiceConfig['limits'], workers: number): ServiceConfig['limits'] {
   return { ...limits, maxConnections: limits.maxConnections === 0 ? 0 : Math.max(1, Math.ceil(limits.maxConnections / workers)) };
@@ -106,8 +127,11 @@ export function workerLimits(limits: ServiceConfig['limits'], workers: number): 
  */
 export function workerServiceConfig(service: ServiceConfig, workers: number): ServiceConfig {
   const failover = service.http.failover;
+  const keyed = service.sessions.cookie !== undefined || service.sessions.header !== undefined;
   return {
     ...service,
+    // A worker's session table is a replica: its sessions end when the primary's do, never on their own.
+    ...(keyed ? { sessions: { ...service.sessions, sessionTimeoutMs: WORKER_SESSION_TIMEOUT_MS } } : {}),
     limits: workerLimits(service.limits, workers),
     http: { ...service.http, failover: { ...failover, maxTotalLogBytes: Math.floor(failover.maxTotalLogBytes / workers) } },
   };
@@ -150,6 +174,10 @@ export interface SpreadService {
   reportSuccess(backend: Backend): void;
   /** Subscribes to the primary's state changes of its backends. */
   onChange(listener: (backend: Backend) => void): () => void;
+  /** The authority for per-address connection bounds (the primary's edge limiter), or null when they are off. */
+  readonly leases: AddressLeases | null;
+  /** The authority for the service's virtual sessions (the primary's table), or null without them. */
+  readonly sessions: SessionAuthority | null;
 }
 
 export interface WorkerPoolStats {
@@ -175,6 +203,8 @@ export interface WorkerPool {
 interface Slot {
   worker: Worker | null;
   ready: boolean;
+  /** Sent its start message and the session snapshot: session changes go to it from then on. */
+  sessionsLive: boolean;
 }
 
 /**
@@ -184,9 +214,10 @@ interface Slot {
  */
 export async function startWorkers(configured: Config, spread: readonly SpreadService[], count: number, clock: Clock, log?: (msg: string, fields?: object) => void): Promise<WorkerPool> {
   cluster.setupPrimary({ exec: WORKER_MAIN, args: [] });
-  const config = await withConcretePorts(configured, new Set(spread.map((s) => s.name)));
+  const names = new Set(spread.map((s) => s.name));
+  let config = await withConcretePorts(configured, names);
   const byName = new Map(spread.map((s) => [s.name, s]));
-  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false }));
+  const slots: Slot[] = Array.from({ length: count }, () => ({ worker: null, ready: false, sessionsLive: false }));
   const addresses = new Map<string, HostPort>();
   let closing = false;
   let restarts = 0;
@@ -202,6 +233,12 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       for (const b of s.backends) send(w, { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since });
     }
   };
+  for (const s of spread) {
+    s.sessions?.connect((m) => {
+      const msg: ToWorker = { v: 1, t: 'session', service: s.name, m };
+      for (const slot of slots) if (slot.worker && slot.sessionsLive) send(slot.worker, msg);
+    });
+  }
   const unsubscribe = spread.map((s) =>
     s.onChange((b) => {
       const m: ToWorker = { v: 1, t: 'state', service: s.name, backend: b.id, state: b.state, reason: b.reason, since: b.since };
@@ -221,6 +258,7 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       const slot = slots[index]!;
       slot.worker = w;
       slot.ready = false;
+      slot.sessionsLive = false;
       let started = false;
       const timeout = clock.setTimeout(() => {
         if (started) return;
@@ -232,7 +270,15 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
         switch (m.t) {
           case 'hello':
             send(w, { v: 1, t: 'start', config, services: spread.map((s) => s.name), index, workers: count });
+            // The session tables as they are now, then every change: the worker's replica starts complete.
+            for (const s of spread) for (const m of s.sessions?.snapshot() ?? []) send(w, { v: 1, t: 'session', service: s.name, m });
+            slot.sessionsLive = true;
             break;
+          case 'session': {
+            const answer = byName.get(m.service)?.sessions?.handle(m.m) ?? null;
+            if (answer !== null) send(w, { v: 1, t: 'session', service: m.service, m: answer });
+            break;
+          }
           case 'ready':
             started = true;
             timeout.cancel();
@@ -255,6 +301,20 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
             else s.reportSuccess(b);
             break;
           }
+          case 'acquire': {
+            const leases = byName.get(m.service)?.leases;
+            send(w, { v: 1, t: 'gate', id: m.id, verdict: leases ? leases.acquire(index, m.address) : 'accept' });
+            break;
+          }
+          case 'release':
+            byName.get(m.service)?.leases?.release(index, m.address);
+            break;
+          case 'requests': {
+            const leases = byName.get(m.service)?.leases;
+            const r = leases ? leases.takeRequests(m.address, m.want) : { granted: m.want, retryAfterS: 0 };
+            send(w, { v: 1, t: 'tokens', id: m.id, granted: r.granted, retryAfterS: r.retryAfterS });
+            break;
+          }
           case 'event':
             if (RELAYED_CHANNELS.has(m.channel)) diagnostics_channel.channel(m.channel).publish(m.message);
             break;
@@ -270,7 +330,10 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       });
       w.on('exit', (code, signal) => {
         slot.ready = false;
+        if (slot.worker === w) slot.sessionsLive = false;
         settleMetrics(w);
+        // Its connections died with it: their per-address slots are free again.
+        if (slot.worker === w) for (const s of spread) s.leases?.dropHolder(index);
         if (!started) {
           timeout.cancel();
           reject(new Error(`dispatcher worker ${index} exited at start (${signal ?? code})`));
@@ -289,14 +352,14 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
       });
     });
 
-  const stopAll = async (graceMs: number): Promise<void> => {
-    closing = true;
-    for (const t of restartTimers) t.cancel();
-    restartTimers.clear();
-    for (const u of unsubscribe) u();
-    await Promise.all(
+  /** Stops every worker (none is replaced: each slot is emptied first). */
+  const stopWorkers = (graceMs: number): Promise<unknown> =>
+    Promise.all(
       slots.map(async (slot) => {
         const w = slot.worker;
+        slot.worker = null;
+        slot.ready = false;
+        slot.sessionsLive = false;
         if (!w || w.isDead()) return;
         const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
         send(w, { v: 1, t: 'close', graceMs });
@@ -305,14 +368,32 @@ export async function startWorkers(configured: Config, spread: readonly SpreadSe
         kill.cancel();
       }),
     );
+  const stopAll = async (graceMs: number): Promise<void> => {
+    closing = true;
+    for (const t of restartTimers) t.cancel();
+    restartTimers.clear();
+    for (const u of unsubscribe) u();
+    await stopWorkers(graceMs);
   };
 
-  try {
-    // One at a time: the first worker's listen(port 0) fixes the port every later worker shares.
-    for (let i = 0; i < count; i++) await fork(i);
-  } catch (err) {
-    await stopAll(0);
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      // One at a time: the first worker's listen(port 0) fixes the port every later worker shares.
+      for (let i = 0; i < count; i++) await fork(i);
+      break;
+    } catch (err) {
+      // A port the primary picked for a service configured with port 0 was taken before the worker
+      // bound it (another process on the host): pick again.
+      const pickedPort = config.services.some((s, i) => s.listen !== configured.services[i]!.listen);
+      if (!pickedPort || attempt >= PORT_ATTEMPTS || !/: cannot listen on /.test((err as Error).message)) {
+        await stopAll(0);
+        throw err;
+      }
+      await stopWorkers(0);
+      addresses.clear();
+      log?.(`dispatcher workers: ${(err as Error).message}; picking another port`, { attempt });
+      config = await withConcretePorts(configured, names);
+    }
   }
 
   return {

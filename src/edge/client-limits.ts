@@ -103,6 +103,28 @@ export class ClientLimiter {
     return true;
   }
 
+  /**
+   * Up to `want` request tokens of `address`'s bucket, taken at once for another process that spends
+   * them (a dispatcher worker, shared-limits.ts): `granted` 0 means over requestsPerSecond (counted),
+   * with the seconds until the next token. An untracked address (full table) gets what it wants.
+   */
+  takeRequests(address: string, want: number): { granted: number; retryAfterS: number } {
+    const rate = this.config.requestsPerSecond;
+    if (rate <= 0) return { granted: want, retryAfterS: 0 };
+    const entry = this.entryFor(address);
+    if (entry === null) {
+      this.counts['table-full']++;
+      return { granted: want, retryAfterS: 0 };
+    }
+    const granted = Math.min(want, Math.floor(entry.reqTokens));
+    if (granted < 1) {
+      this.counts['request-rate']++;
+      return { granted: 0, retryAfterS: this.retryAfterS(entry) };
+    }
+    entry.reqTokens -= granted;
+    return { granted, retryAfterS: 0 };
+  }
+
   /** Seconds until `entry` may send another request (for Retry-After), at least 1. */
   retryAfterS(entry: ClientEntry | null): number {
     const rate = this.config.requestsPerSecond;

@@ -12,6 +12,8 @@ import { realClock } from '../core/clock.js';
 import { makeCertKit } from '../../bench/lib/certs.js';
 import { Edge, type ClientSide } from './edge.js';
 import { limitsSchema, tlsSchema } from './edge-schema.js';
+import { ClientLimiter } from './client-limits.js';
+import { AddressLeases, type SharedGate } from './shared-limits.js';
 
 async function start(t: TestContext, edge: Edge): Promise<{ port: number; sides: ClientSide[]; accepted: net.Socket[] }> {
   const sides: ClientSide[] = [];
@@ -87,4 +89,74 @@ test('the listener-wide cap drops connections past maxConnections and counts the
   assert.deepEqual([a.data, b.data], ['hi', null]);
   assert.equal(edge.stats().refused['max-connections'], 1);
   a.socket.destroy();
+});
+
+/** A SharedGate of holder `holder` over `leases`, answering a turn later (as over IPC). */
+function gateOf(leases: AddressLeases, holder: number): SharedGate {
+  return {
+    acquire: (address, done) => setImmediate(() => done(leases.acquire(holder, address))),
+    release: (address) => setImmediate(() => leases.release(holder, address)),
+    takeRequests: (address, want, done) =>
+      setImmediate(() => {
+        const r = leases.takeRequests(address, want);
+        done(r.granted, r.retryAfterS);
+      }),
+  };
+}
+
+test('shared gate: two edges (two workers) hold maxConnectionsPerAddress together, TLS refused before its handshake; a closed or dropped holder frees its slots', async (t) => {
+  const kit = makeCertKit();
+  t.after(() => kit.remove());
+  const tlsConfig = tlsSchema.parse({ certificates: [kit.leaf('a', ['a.test'])], watchFiles: false });
+  const limits = limitsSchema.parse({ maxConnectionsPerAddress: 2 });
+  const authority = new ClientLimiter(limits, realClock);
+  const leases = new AddressLeases(authority);
+  const w1 = new Edge({ tls: tlsConfig, limits, clock: realClock, shared: gateOf(leases, 1) });
+  const w2 = new Edge({ tls: tlsConfig, limits, clock: realClock, shared: gateOf(leases, 2) });
+  const s1 = await start(t, w1);
+  const s2 = await start(t, w2);
+  const a = await greet(s1.port, true);
+  const b = await greet(s2.port, true);
+  const c = await greet(s1.port, true);
+  const d = await greet(s2.port, true);
+  assert.deepEqual([a.data, b.data, c.data, d.data], ['hi', 'hi', null, null], 'two connections from one address across both workers');
+  assert.equal(authority.counts['too-many-connections'], 2, 'counted once, by the authority');
+  assert.equal(w1.stats().tls!.handshakes + w2.stats().tls!.handshakes, 2, 'no handshake was spent on the refused connections');
+  assert.equal(s1.sides[0]!.encrypted, true);
+  a.socket.destroy();
+  await new Promise((r) => setTimeout(r, 50));
+  const e = await greet(s2.port, true);
+  assert.equal(e.data, 'hi', 'a closed connection gives its slot back');
+  assert.equal(leases.heldBy(2), 2);
+  assert.equal(leases.dropHolder(2), 2, 'a worker that dies gives back all it held');
+  const f = await greet(s1.port, true);
+  assert.equal(f.data, 'hi');
+  for (const s of [b, e, f]) s.socket.destroy();
+});
+
+test('shared gate, plain: the authority refuses at accept and counts connectionsPerSecond and requestsPerSecond across edges', async (t) => {
+  const limits = limitsSchema.parse({ maxConnectionsPerAddress: 0, connectionsPerSecond: 2, requestsPerSecond: 3 });
+  const authority = new ClientLimiter(limits, realClock);
+  const leases = new AddressLeases(authority);
+  const w1 = new Edge({ limits, clock: realClock, shared: gateOf(leases, 1) });
+  const w2 = new Edge({ limits, clock: realClock, shared: gateOf(leases, 2) });
+  const s1 = await start(t, w1);
+  const s2 = await start(t, w2);
+  const a = await greet(s1.port, false);
+  const b = await greet(s2.port, false);
+  const c = await greet(s1.port, false);
+  assert.deepEqual([a.data, b.data, c.data], ['hi', 'hi', null]);
+  assert.equal(authority.counts['connection-rate'], 1);
+  // Three requests a second for the address, whichever edge its connections are on.
+  const ask = (edge: Edge, side: ClientSide) =>
+    new Promise<string>((resolve) => {
+      const v = edge.requestVerdict(side);
+      if (v === 'ask') edge.askRequests(side, resolve);
+      else resolve(v);
+    });
+  const verdicts = [await ask(w1, s1.sides[0]!), await ask(w2, s2.sides[0]!), await ask(w1, s1.sides[0]!), await ask(w2, s2.sides[0]!), await ask(w1, s1.sides[0]!)];
+  assert.deepEqual(verdicts, ['admit', 'admit', 'admit', 'refuse', 'refuse']);
+  assert.equal(w2.retryAfterS(s2.sides[0]!), 1);
+  assert.equal(authority.counts['request-rate'], 2, 'counted by the authority');
+  for (const s of [a, b]) s.socket.destroy();
 });

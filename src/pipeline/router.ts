@@ -325,7 +325,9 @@ export class Router {
       }
       if (r.backend !== avoid) return fromSession(r);
     }
-    const picked = this.pick(avoid, undefined, hash);
+    // Workers (issue 16): a session moves off `avoid` where every process would move it.
+    const moved = h !== NO_SESSION && key !== null && sessions.rendezvousRepins ? sessions.rendezvous(key, avoid) : undefined;
+    const picked = moved === undefined ? this.pick(avoid, undefined, hash) : moved === null ? NONE : forward(moved, NO_SESSION, 'unpinned');
     if (picked.type !== 'forward' || !opens) return picked;
     const pinned = sessions.pin(key, picked.backend);
     return pinned.type === 'refused' ? picked : fromSession(pinned);

@@ -13,6 +13,7 @@ import type { Backend, FailureSink } from '../core/backend.js';
 import type { FlowTable } from '../sessions/flow-table.js';
 import { createSessionLayer, type SessionLayer } from '../sessions/index.js';
 import type { SessionRouter } from '../sessions/session-router.js';
+import type { SessionLookup } from '../sessions/session-share.js';
 import type { Edge } from '../edge/edge.js';
 import { Router } from './router.js';
 
@@ -37,6 +38,11 @@ export interface ServiceRuntime {
    * (encrypted, client certificate, request budget). Null for datagram services and in unit rigs.
    */
   readonly edge?: Edge | null;
+  /**
+   * A dispatcher worker's replica of the primary's session table (issue 16): a request naming a key
+   * the replica does not know waits for the primary's answer before it is routed. Absent: one process.
+   */
+  readonly sessionLookup?: SessionLookup | null;
 }
 
 /**

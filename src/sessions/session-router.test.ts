@@ -108,7 +108,7 @@ test('a full table refuses new sessions (counted) and serves the open ones; a cl
   router.close(h, 'ended');
   assert.deepEqual(router.follow(h), { type: 'refused', reason: 'closed' });
   assert.equal(refused.length, 1, 'a stale handle is the caller\'s business, not a refusal');
-  assert.deepEqual(changes.at(-1), { type: 'close', session: h, reason: 'ended' });
+  assert.deepEqual(changes.at(-1), { type: 'close', session: h, reason: 'ended', key: 'k3' });
   assert.equal(router.route('k16').type, 'opened', 'room again');
 });
 

@@ -7,7 +7,7 @@
 import type { Balancer } from '../balance/balancer.js';
 import { channels, type SessionCloseEvent, type SessionEvent, type SessionRefuseEvent, type SessionRepinEvent } from '../core/diagnostics.js';
 import type { Backend } from '../core/backend.js';
-import { keyHash } from '../core/key-hash.js';
+import { keyHash, mix32 } from '../core/key-hash.js';
 import { NO_SESSION, type SessionEndReason, type SessionHandle, type SessionTable } from './session-table.js';
 
 export type SessionRoute =
@@ -23,7 +23,7 @@ export type SessionRoute =
 export type SessionChange =
   | { readonly type: 'open'; readonly session: SessionHandle; readonly key: string | null; readonly backend: Backend }
   | { readonly type: 'repin'; readonly session: SessionHandle; readonly from: Backend | null; readonly to: Backend }
-  | { readonly type: 'close'; readonly session: SessionHandle; readonly reason: SessionEndReason };
+  | { readonly type: 'close'; readonly session: SessionHandle; readonly reason: SessionEndReason; readonly key: string | null };
 
 /** A pin is kept unless its backend is down (or gone from the configuration). */
 function keepsPin(b: Backend | undefined): b is Backend {
@@ -37,7 +37,19 @@ export class SessionRouter {
     private readonly backends: readonly Backend[],
     private readonly balancer: Balancer<Backend>,
   ) {
-    table.onClose((h, reason, backend) => this.closed(h, reason, backend));
+    table.onClose((h, reason, backend, key) => this.closed(h, reason, backend, key));
+  }
+
+  /**
+   * Re-pins a keyed session by rendezvous hashing of its key over the eligible backends instead of
+   * the balancer's pick (issue 16): dispatcher workers and their primary that see the same backend
+   * fail move its sessions to the same backend without asking each other.
+   */
+  repinByKey = false;
+
+  /** Whether keyed sessions move by rendezvous hashing (a Maglev balancer maps keys the same everywhere already). */
+  get rendezvousRepins(): boolean {
+    return this.repinByKey && this.balancer.hashesKeys !== true;
   }
 
   private readonly listeners: ((change: SessionChange) => void)[] = [];
@@ -139,6 +151,11 @@ export class SessionRouter {
     this.table.close(h, reason);
   }
 
+  /** The backend of index `i` (a session's pin), if any. */
+  backendAt(i: number): Backend | undefined {
+    return this.backends[i];
+  }
+
   /**
    * Moves session `h` to the balancer's choice. With Maglev a keyed session moves where its key now
    * maps (the table without the down backend), so that dispatchers that see the same backends down
@@ -146,9 +163,15 @@ export class SessionRouter {
    */
   private repin(h: SessionHandle): Backend | null {
     const from = this.backends[this.table.backend(h)];
-    const key = this.balancer.hashesKeys === true ? this.table.key(h) : null;
-    const pick = this.balancer.pick(key === null ? undefined : keyHash(key));
-    const to = pick.type === 'pick' ? pick.backend : null;
+    let to: Backend | null;
+    const named = this.rendezvousRepins ? this.table.key(h) : null;
+    if (named !== null) {
+      to = this.rendezvous(named, null);
+    } else {
+      const key = this.balancer.hashesKeys === true ? this.table.key(h) : null;
+      const pick = this.balancer.pick(key === null ? undefined : keyHash(key));
+      to = pick.type === 'pick' ? pick.backend : null;
+    }
     if (to) this.table.repin(h, to.index);
     if (channels.sessionRepin.hasSubscribers) {
       channels.sessionRepin.publish({ service: this.service, from: from?.id ?? '?', to: to?.id ?? null } satisfies SessionRepinEvent);
@@ -157,13 +180,35 @@ export class SessionRouter {
     return to;
   }
 
+  /**
+   * Rendezvous (highest random weight) hashing of `key` over the eligible backends but `avoid`:
+   * weighted, so that a backend of weight w takes w shares of the sessions that move. The same key
+   * and the same eligible set give the same backend in every process.
+   */
+  rendezvous(key: string, avoid: Backend | null): Backend | null {
+    const k = keyHash(key);
+    let best: Backend | null = null;
+    let bestScore = Infinity;
+    for (const b of this.backends) {
+      if (!b.eligible || b.removed || b === avoid) continue;
+      // u in (0, 1) from the pair's hash; -ln(u) / w is the weighted draw, smallest wins.
+      const u = ((mix32(k ^ keyHash(b.id)) >>> 0) + 0.5) / 4294967296;
+      const score = -Math.log(u) / b.weight;
+      if (score < bestScore) {
+        bestScore = score;
+        best = b;
+      }
+    }
+    return best;
+  }
+
   private refuse(reason: SessionRefuseEvent['reason']): SessionRoute {
     if (channels.sessionRefuse.hasSubscribers) channels.sessionRefuse.publish({ service: this.service, reason } satisfies SessionRefuseEvent);
     return { type: 'refused', reason };
   }
 
-  private closed(h: SessionHandle, reason: SessionEndReason, backend: number): void {
-    if (this.listeners.length > 0) this.changed({ type: 'close', session: h, reason });
+  private closed(h: SessionHandle, reason: SessionEndReason, backend: number, key: string | null): void {
+    if (this.listeners.length > 0) this.changed({ type: 'close', session: h, reason, key });
     if (!channels.sessionClose.hasSubscribers) return;
     channels.sessionClose.publish({ service: this.service, backend: this.backends[backend]?.id ?? null, reason } satisfies SessionCloseEvent);
   }

@@ -50,7 +50,12 @@ const GEN_MASK = 0x0fffffff;
 export class SessionTable {
   readonly capacity: number;
   private readonly byKey = new Map<string, SessionHandle>();
-  private readonly closeListeners: ((h: SessionHandle, reason: SessionEndReason, backend: number) => void)[] = [];
+  private readonly closeListeners: ((h: SessionHandle, reason: SessionEndReason, backend: number, key: string | null) => void)[] = [];
+  /**
+   * Added to timeoutMs before a session counts as idle: traffic that another process reports late
+   * (dispatcher workers report their sessions' traffic every so often) must not end a live session.
+   */
+  timeoutGraceMs = 0;
   private count = 0;
   private slots = 0;
   /** Slots ever used (the sweep's range). */
@@ -178,7 +183,7 @@ export class SessionTable {
     this.freeHead = slot;
     this.count--;
     if (key !== null) this.byKey.delete(key);
-    for (const fn of this.closeListeners.slice()) fn(h, reason, backend);
+    for (const fn of this.closeListeners.slice()) fn(h, reason, backend, key);
   }
 
   /** Open sessions pinned to `backend` (for re-pinning after a failure). Scans the table: failures are rare. */
@@ -197,7 +202,7 @@ export class SessionTable {
    */
   sweep(budget: number = Number.MAX_SAFE_INTEGER): number {
     const now = this.options.clock.now();
-    const timeout = this.options.timeoutMs;
+    const timeout = this.options.timeoutMs + this.timeoutGraceMs;
     const visits = Math.min(budget, this.used);
     let closed = 0;
     for (let v = 0; v < visits; v++) {
@@ -212,8 +217,8 @@ export class SessionTable {
     return closed;
   }
 
-  /** Called after a session closed, with the backend index it was pinned to (its flows, relay ports and replicas follow it). Returns an unsubscribe. */
-  onClose(fn: (h: SessionHandle, reason: SessionEndReason, backend: number) => void): () => void {
+  /** Called after a session closed, with the backend index it was pinned to and its key (its flows, relay ports and replicas follow it). Returns an unsubscribe. */
+  onClose(fn: (h: SessionHandle, reason: SessionEndReason, backend: number, key: string | null) => void): () => void {
     this.closeListeners.push(fn);
     return () => {
       const i = this.closeListeners.indexOf(fn);

@@ -25,6 +25,8 @@ import type { HostPort } from '../../src/core/address.js';
 import { haConfig, startHaDispatcher, type HaDispatcher } from '../../bench/lib/ha-cluster.js';
 import { makeTempDir, removeTempDir } from '../../bench/lib/procs.js';
 import { freeSipPort, freeSipPorts } from '../helpers/sipp.js';
+import { newCluster, startBackend } from '../helpers/cluster-procs.js';
+import { freePort } from '../../bench/lib/procs.js';
 
 const HOLDFAST_BIN = fileURLToPath(new URL('../../../bin/holdfast.js', import.meta.url));
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -126,12 +128,12 @@ test('two workers share one listener, each with its own backend connections; met
   const pinned = await origin(t, 'pinned');
   const d = await start(
     t,
-    twoWorkers([b0], [{ name: 'pins', protocol: 'http', listen: '127.0.0.1:0', sessions: { cookie: 'SID' }, backends: [{ id: 'p0', address: `127.0.0.1:${pinned.port}` }] }]),
+    twoWorkers([b0], [{ name: 'pins', protocol: 'http', listen: '127.0.0.1:0', balancer: 'least-loaded', backends: [{ id: 'p0', address: `127.0.0.1:${pinned.port}` }] }]),
   );
   const workers = d.status().workers!;
   assert.equal(workers.count, 2);
   assert.equal(workers.alive, 2);
-  assert.deepEqual(workers.services, ['web'], 'the cookie-pinned service stays in the primary');
+  assert.deepEqual(workers.services, ['web'], 'the service whose balancer reads load vectors stays in the primary');
   assert.equal(workers.pids.filter((p) => p > 0 && p !== process.pid).length, 2);
 
   const web = d.serviceAddress('web');
@@ -214,6 +216,162 @@ test('a SIGKILLed worker is replaced and new connections are served; close() sto
   await d.close();
   closed = true;
   for (const pid of pids) assert.equal(alive(pid), false, `worker ${pid} stopped by close()`);
+});
+
+/** A keep-alive connection with one request answered (held open), or null when it was closed unanswered. */
+function hold(at: HostPort): Promise<net.Socket | null> {
+  return new Promise((resolve) => {
+    const socket = net.connect(at.port, at.host);
+    socket.on('error', () => {});
+    socket.once('connect', () => socket.write('GET / HTTP/1.1\r\nHost: t\r\n\r\n'));
+    socket.once('data', () => resolve(socket));
+    socket.once('close', () => resolve(null));
+  });
+}
+
+/** Pids holding the accepted side of connections to the listener on `port`. */
+function acceptedBy(port: number): number[] {
+  const out = execFileSync('ss', ['-tnpH', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' });
+  return [...out.matchAll(/pid=(\d+)/g)].map((m) => Number(m[1]));
+}
+
+test('per-address limits hold for the whole dispatcher: the primary counts every worker\'s connections and a SIGKILLed worker frees its slots', { timeout: 60_000 }, async (t) => {
+  const b0 = await origin(t, 'b0');
+  const config = twoWorkers([b0]);
+  const d = await start(t, configSchema.parse({ ...config, services: [{ ...config.services[0]!, limits: { maxConnectionsPerAddress: 3 } }] }));
+  const web = d.serviceAddress('web');
+  const held: net.Socket[] = [];
+  t.after(() => held.forEach((s) => s.destroy()));
+  for (let i = 0; i < 3; i++) {
+    const s = await hold(web);
+    assert.ok(s, `connection ${i + 1} of 3 is served`);
+    held.push(s);
+  }
+  const pids = d.status().workers!.pids;
+  const holders = acceptedBy(web.port);
+  assert.ok(pids.every((p) => holders.includes(p)), `both workers hold some of the three (${holders})`);
+  assert.equal(await hold(web), null, 'a fourth connection from the address is closed, whichever worker took it');
+  assert.equal(await hold(web), null, 'and a fifth');
+  assert.equal(d.status().services[0]!.edge!.refused['too-many-connections'], 2, 'counted once, by the primary');
+
+  // The worker holding two of them dies: its slots are free, the address gets two connections again.
+  const victim = pids.find((p) => holders.filter((h) => h === p).length === 2)!;
+  process.kill(victim, 'SIGKILL');
+  await until('the worker replaced', () => d.status().workers!.alive === 2 && d.status().workers!.restarts === 1);
+  const more: (net.Socket | null)[] = [];
+  for (let i = 0; i < 3; i++) more.push(await hold(web));
+  held.push(...more.filter((s): s is net.Socket => s !== null));
+  assert.deepEqual(more.map((s) => s !== null), [true, true, false], 'two slots freed, the bound still three');
+});
+
+/** One GET on its own connection with headers: status and x-backend, and the Set-Cookie value if any. */
+function getWith(at: HostPort, headers: Record<string, string>): Promise<{ status: number; backend: string; cookie: string | null }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get({ host: at.host, port: at.port, path: '/', agent: false, headers }, (res) => {
+      res.resume();
+      const set = res.headers['set-cookie']?.[0] ?? null;
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, backend: String(res.headers['x-backend'] ?? ''), cookie: set === null ? null : set.split(';')[0]!.split('=')[1]! }));
+    });
+    req.on('error', reject);
+  });
+}
+
+function sessionConfig(backends: readonly { port: number }[], sessions: object) {
+  return configSchema.parse({
+    version: 1,
+    logging: { level: 'silent' },
+    admin: { enabled: false },
+    dispatcher: { workers: 2 },
+    services: [{ name: 'web', protocol: 'http', listen: '127.0.0.1:0', sessions, backends: backends.map((b, i) => ({ id: `b${i}`, address: `127.0.0.1:${b.port}` })) }],
+  });
+}
+
+test('cookie sessions in workers: a session pinned by one worker is followed by the other, over new connections', { timeout: 60_000 }, async (t) => {
+  let n = 0;
+  const origins: { port: number; hits: number }[] = [];
+  for (const id of ['b0', 'b1', 'b2']) {
+    const o = { port: 0, hits: 0 };
+    const server = http.createServer((req, res) => {
+      req.resume();
+      o.hits++;
+      const cookie = /SID=([^;]+)/.exec(req.headers.cookie ?? '');
+      res.writeHead(200, { 'x-backend': id, 'content-length': id.length, ...(cookie ? {} : { 'set-cookie': `SID=${id}-${++n}; Path=/` }) });
+      res.end(id);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    o.port = (server.address() as AddressInfo).port;
+    t.after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+    server.on('connection', (c) => t.after(() => c.destroy()));
+    origins.push(o);
+  }
+  const d = await start(t, sessionConfig(origins, { cookie: 'SID' }));
+  assert.deepEqual(d.status().workers!.services, ['web'], 'the cookie-pinned service is spread');
+  const web = d.serviceAddress('web');
+  const sids: { sid: string; backend: string }[] = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await getWith(web, {});
+    assert.equal(r.status, 200);
+    sids.push({ sid: r.cookie!, backend: r.backend });
+  }
+  // Every later request of a session, each on a new connection (round-robin over both workers), reaches its backend.
+  for (let round = 0; round < 4; round++) {
+    for (const { sid, backend } of sids) assert.equal((await getWith(web, { cookie: `SID=${sid}` })).backend, backend, `${sid} stays on ${backend}`);
+  }
+  // Both workers served sessions of every backend: each holds a pooled connection to all three.
+  for (const o of origins) {
+    const holders = pidsConnectedTo(o.port);
+    for (const pid of d.status().workers!.pids) assert.ok(holders.has(pid), `worker ${pid} reached the backend on ${o.port}`);
+  }
+  // The primary's table holds every session (the sessions API's view).
+  assert.equal(d.status().services[0]!.sessions.active, 6);
+});
+
+test('header sessions in workers: SIGKILL of the pinned backend re-pins each session once for every worker; SIGKILL of a worker loses no pin', { timeout: 90_000 }, async (t) => {
+  const c = newCluster(t);
+  const backends = [];
+  for (const id of ['b0', 'b1', 'b2']) backends.push(await startBackend(t, c, { id, port: await freePort() }));
+  const d = await start(t, sessionConfig(backends, { header: 'X-Session' }));
+  const web = d.serviceAddress('web');
+  const state = (id: string) => d.status().services[0]!.backends.find((b) => b.id === id)!.state;
+  await until('backends up', () => ['b0', 'b1', 'b2'].every((id) => state(id) === 'up'));
+  const keys = Array.from({ length: 12 }, (_, i) => `user-${i}`);
+  const pins = new Map<string, string>();
+  for (const k of keys) pins.set(k, (await getWith(web, { 'x-session': k })).backend);
+  for (const k of keys) assert.equal((await getWith(web, { 'x-session': k })).backend, pins.get(k));
+  const victim = pins.get(keys[0]!)!;
+  const onVictim = keys.filter((k) => pins.get(k) === victim);
+
+  const repins: { from: string; to: string | null }[] = [];
+  const onRepin = (m: unknown) => repins.push(m as (typeof repins)[number]);
+  diagnostics_channel.subscribe('holdfast:session:repin', onRepin);
+  t.after(() => diagnostics_channel.unsubscribe('holdfast:session:repin', onRepin));
+  process.kill(backends.find((b) => b.id === victim)!.proc.pid, 'SIGKILL');
+  // Each session of the dead backend, asked four times over new connections (both workers): one new backend, answered.
+  const after = new Map<string, Set<string>>();
+  for (let round = 0; round < 4; round++) {
+    for (const k of onVictim) {
+      const r = await getWith(web, { 'x-session': k });
+      assert.equal(r.status, 200, `${k} answered after its backend died`);
+      after.set(k, (after.get(k) ?? new Set()).add(r.backend));
+    }
+  }
+  for (const k of onVictim) {
+    const to = [...after.get(k)!];
+    assert.equal(to.length, 1, `${k} moved once, to one backend for every worker: ${to}`);
+    assert.notEqual(to[0], victim);
+    pins.set(k, to[0]!);
+  }
+  await until('the primary sees the backend down', () => state(victim) === 'down');
+  assert.equal(repins.filter((r) => r.from === victim).length, onVictim.length, 'one re-pin per session, counted once (in the primary)');
+
+  // A worker dies: its replacement starts from the primary's table; no session moves.
+  const [w0] = d.status().workers!.pids as [number];
+  process.kill(w0, 'SIGKILL');
+  await until('the worker replaced', () => d.status().workers!.alive === 2 && d.status().workers!.restarts === 1);
+  for (let round = 0; round < 2; round++) {
+    for (const k of keys) assert.equal((await getWith(web, { 'x-session': k })).backend, pins.get(k), `${k} keeps its pin`);
+  }
+  assert.equal(repins.length, onVictim.length, 'no re-pin from the worker\'s death');
 });
 
 test('holdfast dispatcher with workers: 2 — SIGKILL of the primary takes the workers with it', { timeout: 60_000 }, async (t) => {

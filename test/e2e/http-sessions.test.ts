@@ -370,11 +370,12 @@ test('a full session table: extra sessions are served unpinned and refusals coun
   assert.equal(ev.open.length, 16);
   assert.deepEqual(ev.refuse, Array.from({ length: 4 }, () => ({ service: 'web', reason: 'sessions-full' })));
 
-  // The 17th session has no pin: three requests go to three backends, one after the other. Its value
-  // is unknown, so no session is tried for it (only a backend's Set-Cookie opens one): no refusal.
+  // The 17th session has no pin: its requests go round the backends. Its value is unknown, so no
+  // session is tried for it (only a backend's Set-Cookie opens one): no refusal. (Six requests: with
+  // dispatcher workers, each worker's round-robin turns on its own.)
   const extra = sids[16]!;
   const spread: string[] = [];
-  for (let i = 0; i < 3; i++) spread.push(await hit(d.address, '/', withCookie(extra)));
+  for (let i = 0; i < 6; i++) spread.push(await hit(d.address, '/', withCookie(extra)));
   assert.equal(new Set(spread).size, 3, `unpinned: ${spread.join(', ')}`);
   assert.equal(ev.refuse.length, 4);
   // Every pinned session still reaches the backend that created it (named in its value).

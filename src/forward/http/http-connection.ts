@@ -83,6 +83,12 @@ export abstract class HttpConnection {
   protected readonly idle: IdleTimer | null;
   protected lingerTimer: TimerHandle | null = null;
   protected paused = false;
+  /** Waiting for another process's answer before the parsed head can start its exchange (wait()). */
+  protected waiting = false;
+  /** The head about to be parsed again after a wait was admitted by the request rate already. */
+  private rateAdmitted = false;
+  /** The head about to be parsed again after a wait had its session key looked up already. */
+  private lookedUp = false;
   /** The client half-closed: answer what it already sent, then close. */
   protected clientEnded = false;
 
@@ -235,7 +241,7 @@ export abstract class HttpConnection {
   /** Parse the next request head in `buf` and start its exchange. */
   protected parseNext(): void {
     let buf = this.buf;
-    if (buf === null) return;
+    if (buf === null || this.waiting) return;
     const http = this.fwd.rt.config.http;
     const skip = emptyLinesBefore(buf);
     if (skip > 0) {
@@ -268,13 +274,66 @@ export abstract class HttpConnection {
       if (err instanceof HttpRequestError) return this.refuse(err.status, err.message);
       throw err;
     }
+    // A dispatcher worker (issue 16) asks the primary about a session key its replica does not know.
+    const lookup = this.fwd.rt.sessionLookup;
+    if (this.lookedUp) {
+      this.lookedUp = false;
+    } else if (lookup && this.fwd.sessionKeyOf !== null) {
+      const key = this.fwd.sessionKeyOf(req.fields);
+      if (key !== null && !lookup.known(key)) {
+        return this.wait(
+          (done: (answer: true) => void) => lookup.lookup(key, this.fwd.sessionCookie === null, () => done(true)),
+          () => {
+            this.lookedUp = true;
+            return true;
+          },
+        );
+      }
+    }
     // Per-address request rate (limits.requestsPerSecond), once the request head is read.
     const edge = this.fwd.rt.edge;
-    if (edge && this.side && !edge.admitRequest(this.side)) {
-      return this.refuse(429, 'too many requests from this address', `Retry-After: ${edge.retryAfterS(this.side)}\r\n`);
+    const side = this.side;
+    if (this.rateAdmitted) {
+      this.rateAdmitted = false;
+    } else if (edge && side) {
+      const verdict = edge.requestVerdict(side);
+      if (verdict === 'refuse') return this.refuseRate();
+      if (verdict === 'ask') {
+        // A dispatcher worker out of this address's tokens takes more from the primary (issue 16).
+        return this.wait(
+          (done) => edge.askRequests(side, done),
+          (v) => {
+            if (v === 'refuse') return false;
+            this.rateAdmitted = true;
+            return true;
+          },
+        );
+      }
     }
     this.buf = end + 4 < buf.length ? buf.subarray(end + 4) : null;
     this.startExchange(req, end + 4);
+  }
+
+  private refuseRate(): void {
+    const edge = this.fwd.rt.edge!;
+    this.refuse(429, 'too many requests from this address', `Retry-After: ${edge.retryAfterS(this.side!)}\r\n`);
+  }
+
+  /**
+   * The head in `buf` waits for another process (a dispatcher worker asks its primary): the client is
+   * paused, and when `ask` is answered, `then` says whether to parse the head again (true) or refuse
+   * it for the request rate (false). Nothing of the head is consumed meanwhile.
+   */
+  protected wait<T>(ask: (done: (answer: T) => void) => void, then: (answer: T) => boolean): void {
+    this.waiting = true;
+    this.pauseClient();
+    ask((answer) => {
+      this.waiting = false;
+      if (this.phase !== 'head') return; // the client went away meanwhile
+      this.resumeClient();
+      if (!then(answer)) return this.refuseRate();
+      this.parseNext();
+    });
   }
 
   /** No byte from the client for idleTimeoutMs. Returns true to keep watching (an exchange is in progress). */
@@ -299,7 +358,9 @@ export abstract class HttpConnection {
   protected onClientEnd(): void {
     switch (this.phase) {
       case 'head':
-        this.socket.end();
+        // A whole head waiting for an answer is served like one in exchange.
+        if (this.waiting) this.clientEnded = true;
+        else this.socket.end();
         return;
       case 'exchange':
         if (this.reqDone) this.clientEnded = true;
@@ -461,6 +522,6 @@ export abstract class HttpConnection {
     this.resumeClient();
     if (this.buf !== null) this.parseNext();
     // A half-closed client gets replies to every request it sent, then the connection ends.
-    if (this.clientEnded && this.phase === 'head') this.endWith(null);
+    if (this.clientEnded && this.phase === 'head' && !this.waiting) this.endWith(null);
   }
 }

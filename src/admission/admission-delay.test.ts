@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+import { QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -68,4 +68,61 @@ test('QueueDelay: the larger of the standing delay and Little\'s law, less the b
   // Below capacity: one in service, 4 answered in 100 ms (40 per s): Little says 25 ms, the fastest 21.
   for (const ms of [22, 21, 25, 30]) q.record(ms);
   assert.equal(q.sample(1), 5); // max(21 - 20, 1 x 100 / 4 - 20)
+});
+
+const PARAMS = { targetMs: 100, holdMs: 200, kp: 0.2, ki: 0.5, slopeMs: 0 };
+
+test('QueueController: nothing refused until the delay has stayed above the target for the hold time', () => {
+  const q = new QueueController(PARAMS);
+  assert.equal(q.next(300, true, 100), 0); // over for 100 ms
+  assert.equal(q.next(90, true, 100), 0); // back under: the hold restarts
+  assert.equal(q.next(300, true, 100), 0);
+  // Held 200 ms: e = (300 - 100) / 100 = 2, I = 0.5 x 2 x 0.1 = 0.1, p = 0.1 + 0.2 x 2 = 0.5.
+  near(q.next(300, true, 100), 0.5);
+  near(q.integralTerm, 0.1);
+  // Not falling (slopeMs 0: the smoothed delay is the delay): I = 0.2, p = 0.6.
+  near(q.next(300, true, 100), 0.6);
+});
+
+test('QueueController: the integral settles the queue at the target; it unwinds under the target, then stops refusing', () => {
+  const q = new QueueController({ ...PARAMS, holdMs: 0 });
+  near(q.next(200, true, 100), 0.05 + 0.2); // e = 1: I = 0.05
+  near(q.next(200, true, 100), 0.1 + 0.2); // I = 0.1
+  // At the target: e = 0, the drop is I alone and I stays (what the backends complete is admitted).
+  near(q.next(100, true, 100), 0.1);
+  near(q.next(100, true, 100), 0.1);
+  // Under it: e = (50 - 100) / 100 = -0.5: I = 0.1 - 0.025 = 0.075, p = 0.075 - 0.1 -> 0.
+  assert.equal(q.next(50, true, 100), 0);
+  near(q.integralTerm, 0.075);
+  // Empty queue: e = -1 (its floor), I falls 0.05 per 100 ms to 0, then the controller is idle.
+  assert.equal(q.next(0, true, 100), 0);
+  near(q.integralTerm, 0.025);
+  assert.equal(q.next(0, true, 100), 0);
+  assert.equal(q.integralTerm, 0);
+  // Idle again: the next excursion over the target starts from the hold (0 here) and I = 0.
+  near(q.next(150, true, 100), 0.025 + 0.1); // e = 0.5: I = 0.025, p = 0.025 + 0.1
+});
+
+test('QueueController: e capped at 1 / kp (p = 1 from 6x the target); the integral holds while the queue falls', () => {
+  const q = new QueueController({ ...PARAMS, holdMs: 0, slopeMs: 100 });
+  // 2000 ms is e = 19, capped at 5: I = 0.5 x 5 x 0.1 = 0.25, p = min(1, 0.25 + 1).
+  assert.equal(q.next(2000, true, 100), 1);
+  near(q.integralTerm, 0.25);
+  // Falling (1500 < 2000, the smoothed delay falls too): I stays 0.25 though e > 0.
+  assert.equal(q.next(1500, true, 100), 1);
+  near(q.integralTerm, 0.25);
+  // Still above the target but falling: e = (200 - 100) / 100 = 1, p = 0.25 + 0.2, I unchanged.
+  near(q.next(200, true, 100), 0.45);
+  near(q.integralTerm, 0.25);
+});
+
+test('QueueController: gate closed counts as an empty queue; NaN keeps the drop; a bad target is refused', () => {
+  const q = new QueueController({ ...PARAMS, holdMs: 0 });
+  assert.equal(q.next(900, false, 100), 0, 'a slow backend with low utilisation is not refused');
+  near(q.next(200, true, 100), 0.25);
+  near(q.next(Number.NaN, true, 100), 0.25);
+  // Gate closed while refusing: e = -1, I = 0.05 - 0.05 = 0: idle.
+  assert.equal(q.next(900, false, 100), 0);
+  assert.equal(q.integralTerm, 0);
+  assert.throws(() => new QueueController({ ...PARAMS, targetMs: 0 }), RangeError);
 });

@@ -132,3 +132,96 @@ export function clusterDecisionLoad(utilisation: number, delay: number): number 
   if (Number.isNaN(utilisation)) return delay;
   return utilisation < delay ? utilisation : delay;
 }
+
+/** The queue controller's parameters (config `admission`: delayTargetMs, delayHoldMs). */
+export interface QueueControlParams {
+  /** The standing delay (ms) the controller holds the queue at. */
+  readonly targetMs: number;
+  /** How long (ms) the delay must stay above the target before the first refusal. */
+  readonly holdMs: number;
+  /** Proportional gain: drop probability per target's worth of delay above the target. */
+  readonly kp: number;
+  /** Integral gain: drop probability per second per target's worth of delay above the target. */
+  readonly ki: number;
+  /** Time constant (ms) of the smoothed delay whose slope gates the integral's rise. */
+  readonly slopeMs: number;
+}
+
+/** The gains bench/overload was run with (README, "SA2C admission control"). */
+export const QUEUE_GAINS = { kp: 0.2, ki: 0.5, slopeMs: 200 } as const;
+
+/**
+ * The drop probability of new sessions that holds the standing queue at `targetMs` (issue 17): a
+ * proportional-integral controller on the error e = (d - target) / target, d the standing delay of
+ * QueueDelay, instead of eq. 2's proportional band on the delay. A proportional band needs a larger
+ * error to drop more, so the further past capacity the longer the queue it settles at (300-500 ms at
+ * 2x in bench/overload, and 5-step sessions then crossed their 1 s deadline); the integral term
+ * settles where the admitted load matches what the backends complete, whatever the overload, with the
+ * queue at the target.
+ *
+ *   p = clamp(I + kp * e, 0, 1),  e = clamp((d - target) / target, -1, 1 / kp)
+ *   I <- clamp(I + ki * e * dt, 0, 1)   (dt in s)
+ *
+ * Three rules around that law:
+ * - Hold: nothing is refused until d has stayed above the target for `holdMs` (a queue at exactly
+ *   capacity is a random walk; its short excursions past the target are not overload). Once refusing,
+ *   the controller runs until I is back at 0 with d at or under the target (hysteresis).
+ * - The integral rises only while the smoothed delay is not falling: once the queue shrinks, the
+ *   admitted rate is already under what the backends complete, and a larger I would only refuse, after
+ *   the queue has drained, sessions the backends could complete (the integral wound up while a 3x
+ *   queue drained is what refused almost everything in bench/overload). The proportional term drains
+ *   the queue; I keeps the admitted rate at the backends' throughput.
+ * - `gate` false (the cluster's utilisation is under T1: a slow backend, not overload) counts as
+ *   e = -1 and never starts refusing.
+ * An unknown delay (NaN) leaves the drop probability as it is.
+ *
+ * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5, steps of 100 ms: d = 300 ms three times:
+ * 0 (held 100 ms), then (held 200 ms) I = 0.5 x 2 x 0.1 = 0.1, p = 0.1 + 0.2 x 2 = 0.5; then I = 0.2,
+ * p = 0.6.
+ */
+export class QueueController {
+  private integral = 0;
+  private overMs = 0;
+  private active = false;
+  private p = 0;
+  private smooth = Number.NaN;
+
+  constructor(private readonly params: QueueControlParams) {
+    if (!(params.targetMs > 0)) throw new RangeError(`targetMs: expected more than 0, received ${params.targetMs}`);
+  }
+
+  /** One interval of `elapsedMs` ending with standing delay `delayMs`: the drop probability for new sessions. */
+  next(delayMs: number, gate: boolean, elapsedMs: number): number {
+    if (Number.isNaN(delayMs)) return this.p;
+    const { targetMs, holdMs, kp, ki, slopeMs } = this.params;
+    const dt = elapsedMs > 0 ? elapsedMs : 0;
+    const d = gate ? delayMs : 0;
+    const before = this.smooth;
+    if (Number.isNaN(before) || !(slopeMs > 0)) this.smooth = d;
+    else this.smooth += (1 - Math.exp(-dt / slopeMs)) * (d - before);
+    const falling = this.smooth < before;
+    let e = (d - targetMs) / targetMs;
+    if (e < -1) e = -1;
+    else if (kp > 0 && e > 1 / kp) e = 1 / kp;
+    this.overMs = e > 0 ? this.overMs + dt : 0;
+    if (!this.active) {
+      if (!(e > 0 && this.overMs >= holdMs)) return (this.p = 0);
+      this.active = true;
+    }
+    if (e < 0 || !falling) {
+      const i = this.integral + (ki * e * dt) / 1000;
+      this.integral = i > 1 ? 1 : i > 0 ? i : 0;
+    }
+    if (this.integral === 0 && e <= 0) {
+      this.active = false;
+      return (this.p = 0);
+    }
+    const p = this.integral + kp * e;
+    return (this.p = p > 1 ? 1 : p > 0 ? p : 0);
+  }
+
+  /** The integral term (diagnosis). */
+  get integralTerm(): number {
+    return this.integral;
+  }
+}

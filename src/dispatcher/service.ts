@@ -12,7 +12,7 @@ import type { HealthMonitor } from '../monitor/index.js';
 import type { LoadManager } from '../load/index.js';
 import type { Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { delayLoad, EventLoopLoad, QueueDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { EventLoopLoad, QueueDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import { channels, type HttpExchangeEvent, type SipInviteEvent } from '../core/diagnostics.js';
 import type { Forwarder } from '../pipeline/index.js';
 import type { Edge } from '../edge/edge.js';
@@ -100,11 +100,12 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
-      ...(timed ? { delay: () => delayLoad(queue.sample(inflight()), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
+      ...(timed ? { delayMs: () => queue.sample(inflight()) } : {}),
     },
     clock,
     s.config.load.intervalMs,
     { smoothingMs: a.smoothingMs, riseMs: a.riseMs },
+    timed ? { targetMs: a.delayTargetMs, capacityMs: a.delayCapacityMs, t1: a.t1, c: a.c, holdMs: a.delayHoldMs } : undefined,
   );
   return {
     cancel: () => {

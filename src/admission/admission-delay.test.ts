@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+import { QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, minDelay } from './admission-delay.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -53,7 +53,8 @@ test("littleDelay: in flight over the completion rate, in ms; nothing in flight 
 
 test('QueueDelay: the larger of the standing delay and Little\'s law, less the baseline; NaN only with no evidence at all', () => {
   const q = new QueueDelay(3, 100);
-  assert.ok(Number.isNaN(q.sample(0)), 'no completion, no baseline');
+  assert.equal(q.sample(0), 0, 'idle: nothing in flight, nothing completed');
+  assert.ok(Number.isNaN(q.sample(2)), 'in flight, no completion, no baseline');
   q.record(20);
   q.record(30);
   assert.equal(q.sample(0), 0); // baseline 20: 20 - 20; Little 0 - 20 < 0
@@ -70,6 +71,27 @@ test('QueueDelay: the larger of the standing delay and Little\'s law, less the b
   assert.equal(q.sample(1), 5); // max(21 - 20, 1 x 100 / 4 - 20)
 });
 
+test('QueueDelay: an interval that lasted longer (the timer ran late) divides by the time passed and takes the lateness off the fastest', () => {
+  const q = new QueueDelay(3, 100);
+  q.record(20);
+  assert.equal(q.sample(0), 0); // baseline 20
+  // The dispatcher stalled: the interval lasted 700 ms, 6 in flight, 24 completed, the fastest in 650 ms.
+  // Fastest: 650 - 600 (lateness) - 20 = 30. Little: 6 x 700 / 24 - 20 = 155.
+  for (let i = 0; i < 23; i++) q.record(900);
+  q.record(650);
+  assert.equal(q.sample(6, 700), 155);
+  // The same with 100 ms assumed would have read 630 (650 - 20).
+  q.record(300);
+  assert.equal(q.sample(0, 400), 0, 'lateness larger than the fastest: no queue');
+});
+
+test('minDelay: the smallest known delay of the backends', () => {
+  assert.equal(minDelay([300, 0, Number.NaN]), 0);
+  assert.equal(minDelay([Number.NaN, 250, 120]), 120);
+  assert.ok(Number.isNaN(minDelay([Number.NaN])));
+  assert.ok(Number.isNaN(minDelay([])));
+});
+
 const PARAMS = { targetMs: 100, holdMs: 200, kp: 0.2, ki: 0.5, slopeMs: 0 };
 
 test('QueueController: nothing refused until the delay has stayed above the target for the hold time', () => {
@@ -82,6 +104,10 @@ test('QueueController: nothing refused until the delay has stayed above the targ
   near(q.integralTerm, 0.1);
   // Not falling (slopeMs 0: the smoothed delay is the delay): I = 0.2, p = 0.6.
   near(q.next(300, true, 100), 0.6);
+  // One sample spanning a 500 ms stall is one observation: the hold also wants two samples.
+  const r = new QueueController(PARAMS);
+  assert.equal(r.next(300, true, 500), 0);
+  near(r.next(300, true, 100), 0.5 * 2 * 0.1 + 0.2 * 2);
 });
 
 test('QueueController: the integral settles the queue at the target; it unwinds under the target, then stops refusing', () => {

@@ -68,13 +68,17 @@ export function littleDelay(inflight: number, completed: number, intervalMs: num
 }
 
 /**
- * The queue ahead of a request (HTTP) or an initial INVITE (SIP) sent now, in ms: the larger of what
- * the fastest one completed in the interval waited (StandingDelay) and what Little's law says of
- * those in flight (the first lags by the delay itself), both less the no-queue baseline.
- * `record` takes each completion's latency; `sample(inflight)` closes the interval of `intervalMs`.
- * NaN when nothing completed and no baseline is known yet. Constant memory.
- *   record(20), record(30), sample(0) = 0 (baseline 20);
- *   record(50), record(60), sample(12) = max(50 - 20, 12 x 100 / 2 - 20) = 580
+ * The queue ahead of a request (HTTP) or an initial INVITE (SIP) sent now to one backend, in ms: the
+ * larger of what the fastest one completed in the interval waited (StandingDelay) and what Little's
+ * law says of those in flight (the first lags by the delay itself), both less the no-queue baseline.
+ * `record` takes each completion's latency; `sample(inflight, elapsedMs)` closes the interval, which
+ * lasted `elapsedMs` (the feed's timer runs late when the dispatcher is starved of CPU: Little's law
+ * divides by the time that actually passed, and the timer's lateness past `intervalMs`, which every
+ * latency timed in that interval may include, is taken off the fastest one's). An idle backend
+ * (nothing in flight, nothing completed) has no queue: 0. NaN when nothing completed and no baseline
+ * is known yet. Constant memory.
+ *   record(20), record(30), sample(0, 100) = 0 (baseline 20);
+ *   record(50), record(60), sample(12, 100) = max(50 - 20, 12 x 100 / 2 - 20) = 580
  */
 export class QueueDelay {
   private readonly standing: StandingDelay;
@@ -89,13 +93,31 @@ export class QueueDelay {
     this.completed++;
   }
 
-  sample(inflight: number): number {
-    const waited = this.standing.sample();
-    const little = littleDelay(inflight, this.completed, this.intervalMs) - this.standing.baseline;
+  sample(inflight: number, elapsedMs: number = this.intervalMs): number {
+    const idle = this.completed === 0 && !(inflight > 0);
+    const lag = elapsedMs > this.intervalMs ? elapsedMs - this.intervalMs : 0;
+    const waited = this.standing.sample() - lag;
+    const little = littleDelay(inflight, this.completed, elapsedMs > 0 ? elapsedMs : this.intervalMs) - this.standing.baseline;
     this.completed = 0;
+    if (idle) return 0;
     if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
-    return little > waited ? little : waited;
+    const d = little > waited ? little : waited;
+    return d > 0 ? d : 0;
   }
+}
+
+/**
+ * The standing delay of the cluster for a new session: the smallest of its backends' (NaN ones,
+ * unknown, left out; NaN when all are). A new session goes to the least loaded backend, so a queue
+ * standing on one backend that holds its pinned sessions (the others idle) is no reason to refuse
+ * one: bench/overload traced SA2C refusing every new session for 2 s while two of three backends
+ * were idle, because the cluster-wide Little's law read the one backend's queue.
+ *   minDelay([300, 0, NaN]) = 0;  minDelay([NaN]) = NaN
+ */
+export function minDelay(delays: readonly number[]): number {
+  let m = Number.NaN;
+  for (const d of delays) if (!Number.isNaN(d) && !(d >= m)) m = d;
+  return m;
 }
 
 /**
@@ -148,7 +170,7 @@ export interface QueueControlParams {
 }
 
 /** The gains bench/overload was run with (README, "SA2C admission control"). */
-export const QUEUE_GAINS = { kp: 0.2, ki: 0.5, slopeMs: 200 } as const;
+export const QUEUE_GAINS = { kp: 0.2, ki: 0.25, slopeMs: 200 } as const;
 
 /**
  * The drop probability of new sessions that holds the standing queue at `targetMs` (issue 17): a
@@ -163,8 +185,10 @@ export const QUEUE_GAINS = { kp: 0.2, ki: 0.5, slopeMs: 200 } as const;
  *   I <- clamp(I + ki * e * dt, 0, 1)   (dt in s)
  *
  * Three rules around that law:
- * - Hold: nothing is refused until d has stayed above the target for `holdMs` (a queue at exactly
- *   capacity is a random walk; its short excursions past the target are not overload). Once refusing,
+ * - Hold: nothing is refused until d has stayed above the target for `holdMs`, and for two samples
+ *   at least (a queue at exactly capacity is a random walk, its short excursions past the target are
+ *   not overload; and one sample taken after the dispatcher was starved of CPU for longer than the
+ *   hold is one observation, not a standing queue). Once refusing,
  *   the controller runs until I is back at 0 with d at or under the target (hysteresis).
  * - The integral rises only while the smoothed delay is not falling: once the queue shrinks, the
  *   admitted rate is already under what the backends complete, and a larger I would only refuse, after
@@ -175,13 +199,14 @@ export const QUEUE_GAINS = { kp: 0.2, ki: 0.5, slopeMs: 200 } as const;
  *   e = -1 and never starts refusing.
  * An unknown delay (NaN) leaves the drop probability as it is.
  *
- * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5, steps of 100 ms: d = 300 ms three times:
+ * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5 (the default is 0.25), steps of 100 ms: d = 300 ms three times:
  * 0 (held 100 ms), then (held 200 ms) I = 0.5 x 2 x 0.1 = 0.1, p = 0.1 + 0.2 x 2 = 0.5; then I = 0.2,
  * p = 0.6.
  */
 export class QueueController {
   private integral = 0;
   private overMs = 0;
+  private overSamples = 0;
   private active = false;
   private p = 0;
   private smooth = Number.NaN;
@@ -204,8 +229,10 @@ export class QueueController {
     if (e < -1) e = -1;
     else if (kp > 0 && e > 1 / kp) e = 1 / kp;
     this.overMs = e > 0 ? this.overMs + dt : 0;
+    this.overSamples = e > 0 ? this.overSamples + 1 : 0;
     if (!this.active) {
-      if (!(e > 0 && this.overMs >= holdMs)) return (this.p = 0);
+      const held = holdMs <= 0 || (this.overMs >= holdMs && this.overSamples >= 2);
+      if (!(e > 0 && held)) return (this.p = 0);
       this.active = true;
     }
     if (e < 0 || !falling) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, minDelay } from './admission-delay.js';
+import { QueueController, QueueDelay, median3, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, minDelay } from './admission-delay.js';
 
 const near = (a: number, b: number): void => assert.ok(Math.abs(a - b) < 1e-12, `${a} != ${b}`);
 
@@ -94,60 +94,83 @@ test('minDelay: the smallest known delay of the backends', () => {
 
 const PARAMS = { targetMs: 100, holdMs: 200, kp: 0.2, ki: 0.5, slopeMs: 0 };
 
+test('median3: the middle of three, the smaller of two known, the newest alone', () => {
+  assert.equal(median3(Number.NaN, Number.NaN, 900), 900);
+  assert.equal(median3(Number.NaN, 100, 900), 100);
+  assert.equal(median3(100, Number.NaN, 90), 90);
+  assert.equal(median3(100, 9000, 120), 120);
+  assert.equal(median3(300, 90, 300), 300);
+  assert.equal(median3(5, 1, 3), 3);
+});
+
 test('QueueController: nothing refused until the delay has stayed above the target for the hold time', () => {
   const q = new QueueController(PARAMS);
   assert.equal(q.next(300, true, 100), 0); // over for 100 ms
-  assert.equal(q.next(90, true, 100), 0); // back under: the hold restarts
-  assert.equal(q.next(300, true, 100), 0);
-  // Held 200 ms: e = (300 - 100) / 100 = 2, I = 0.5 x 2 x 0.1 = 0.1, p = 0.1 + 0.2 x 2 = 0.5.
+  assert.equal(q.next(90, true, 100), 0); // median(300, 90) = 90: back under, the hold restarts
+  assert.equal(q.next(300, true, 100), 0); // median(300, 90, 300) = 300, over for 100 ms
+  // median(90, 300, 300) = 300, held 200 ms: e = 2, I = 0.5 x min(2, 1) x 0.1 = 0.05, p = 0.05 + 0.2 x 2.
+  near(q.next(300, true, 100), 0.45);
+  near(q.integralTerm, 0.05);
+  // Not falling (slopeMs 0: the smoothed delay is the delay): I = 0.1, p = 0.5.
   near(q.next(300, true, 100), 0.5);
-  near(q.integralTerm, 0.1);
-  // Not falling (slopeMs 0: the smoothed delay is the delay): I = 0.2, p = 0.6.
-  near(q.next(300, true, 100), 0.6);
   // One sample spanning a 500 ms stall is one observation: the hold also wants two samples.
   const r = new QueueController(PARAMS);
   assert.equal(r.next(300, true, 500), 0);
-  near(r.next(300, true, 100), 0.5 * 2 * 0.1 + 0.2 * 2);
+  near(r.next(300, true, 100), 0.45);
+});
+
+test('QueueController: one reading far off moves nothing (median of three)', () => {
+  const q = new QueueController({ ...PARAMS, holdMs: 0 });
+  assert.equal(q.next(50, true, 100), 0);
+  assert.equal(q.next(60, true, 100), 0);
+  assert.equal(q.next(9000, true, 100), 0); // median(50, 60, 9000) = 60
+  assert.equal(q.next(40, true, 100), 0); // median(60, 9000, 40) = 60
+  assert.equal(q.integralTerm, 0);
 });
 
 test('QueueController: the integral settles the queue at the target; it unwinds under the target, then stops refusing', () => {
   const q = new QueueController({ ...PARAMS, holdMs: 0 });
-  near(q.next(200, true, 100), 0.05 + 0.2); // e = 1: I = 0.05
-  near(q.next(200, true, 100), 0.1 + 0.2); // I = 0.1
-  // At the target: e = 0, the drop is I alone and I stays (what the backends complete is admitted).
-  near(q.next(100, true, 100), 0.1);
-  near(q.next(100, true, 100), 0.1);
-  // Under it: e = (50 - 100) / 100 = -0.5: I = 0.1 - 0.025 = 0.075, p = 0.075 - 0.1 -> 0.
-  assert.equal(q.next(50, true, 100), 0);
-  near(q.integralTerm, 0.075);
-  // Empty queue: e = -1 (its floor), I falls 0.05 per 100 ms to 0, then the controller is idle.
-  assert.equal(q.next(0, true, 100), 0);
-  near(q.integralTerm, 0.025);
-  assert.equal(q.next(0, true, 100), 0);
-  assert.equal(q.integralTerm, 0);
-  // Idle again: the next excursion over the target starts from the hold (0 here) and I = 0.
-  near(q.next(150, true, 100), 0.025 + 0.1); // e = 0.5: I = 0.025, p = 0.025 + 0.1
+  const steps: [number, number, number][] = [
+    // [delay, p, I]: e of the median; I += 0.5 x min(e, 1) x 0.1; p = I + 0.2 e.
+    [200, 0.25, 0.05], // e = 1
+    [200, 0.3, 0.1],
+    [100, 0.35, 0.15], // median(200, 200, 100) = 200
+    [100, 0.15, 0.15], // median(200, 100, 100) = 100: at the target the drop is I alone
+    [50, 0.15, 0.15], // median(100, 100, 50) = 100
+    [50, 0.025, 0.125], // median 50: e = -0.5, I = 0.15 - 0.025, p = 0.125 - 0.1
+    [0, 0, 0.1], // median(50, 50, 0) = 50: p = 0.1 - 0.1
+    [0, 0, 0.05], // median 0: e = -1 (its floor), I falls 0.05 per 100 ms
+    [0, 0, 0], // I at 0 with the queue under the target: idle
+    [150, 0, 0], // median(0, 0, 150) = 0: nothing over the target yet
+    [150, 0.125, 0.025], // median(0, 150, 150) = 150: e = 0.5, I = 0.025, p = 0.025 + 0.1
+  ];
+  for (const [delay, p, i] of steps) {
+    near(q.next(delay, true, 100), p);
+    near(q.integralTerm, i);
+  }
 });
 
-test('QueueController: e capped at 1 / kp (p = 1 from 6x the target); the integral holds while the queue falls', () => {
+test('QueueController: e capped at 1 / kp for p (all refused from 6 targets on); the integral rises at most ki per s, and holds while the queue falls', () => {
   const q = new QueueController({ ...PARAMS, holdMs: 0, slopeMs: 100 });
-  // 2000 ms is e = 19, capped at 5: I = 0.5 x 5 x 0.1 = 0.25, p = min(1, 0.25 + 1).
+  // 2000 ms is e = 19: p = min(1, I + 0.2 x 5) = 1; I = 0.5 x 1 x 0.1 = 0.05.
   assert.equal(q.next(2000, true, 100), 1);
-  near(q.integralTerm, 0.25);
-  // Falling (1500 < 2000, the smoothed delay falls too): I stays 0.25 though e > 0.
+  near(q.integralTerm, 0.05);
+  // median(2000, 1500) = 1500, falling: I stays 0.05 though e > 0.
   assert.equal(q.next(1500, true, 100), 1);
-  near(q.integralTerm, 0.25);
-  // Still above the target but falling: e = (200 - 100) / 100 = 1, p = 0.25 + 0.2, I unchanged.
-  near(q.next(200, true, 100), 0.45);
-  near(q.integralTerm, 0.25);
+  assert.equal(q.next(200, true, 100), 1); // median(2000, 1500, 200) = 1500
+  near(q.integralTerm, 0.05);
+  // median(1500, 200, 200) = 200, still falling: e = 1, p = 0.05 + 0.2, I unchanged.
+  near(q.next(200, true, 100), 0.25);
+  near(q.integralTerm, 0.05);
 });
 
 test('QueueController: gate closed counts as an empty queue; NaN keeps the drop; a bad target is refused', () => {
   const q = new QueueController({ ...PARAMS, holdMs: 0 });
   assert.equal(q.next(900, false, 100), 0, 'a slow backend with low utilisation is not refused');
-  near(q.next(200, true, 100), 0.25);
+  assert.equal(q.next(200, true, 100), 0); // median(0, 200) = 0
+  near(q.next(200, true, 100), 0.25); // median(0, 200, 200) = 200: e = 1, I = 0.05
   near(q.next(Number.NaN, true, 100), 0.25);
-  // Gate closed while refusing: e = -1, I = 0.05 - 0.05 = 0: idle.
+  // Gate closed while refusing: e = -1 at once, I = 0.05 - 0.05 = 0: idle.
   assert.equal(q.next(900, false, 100), 0);
   assert.equal(q.integralTerm, 0);
   assert.throws(() => new QueueController({ ...PARAMS, targetMs: 0 }), RangeError);

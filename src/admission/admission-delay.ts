@@ -169,6 +169,18 @@ export interface QueueControlParams {
   readonly slopeMs: number;
 }
 
+/**
+ * The median of three delay samples, the oldest ones possibly NaN (not yet taken): with one of them,
+ * the smaller of the two known; with none, the newest. A single reading far off (a backend or the
+ * dispatcher starved of CPU for a moment: 2-9 s read once in bench/overload) moves nothing.
+ *   median3(NaN, NaN, 900) = 900;  median3(NaN, 100, 900) = 100;  median3(100, 9000, 120) = 120
+ */
+export function median3(a: number, b: number, c: number): number {
+  if (Number.isNaN(a)) return Number.isNaN(b) ? c : b < c ? b : c;
+  if (Number.isNaN(b)) return a < c ? a : c;
+  return Math.max(Math.min(a, b), Math.min(Math.max(a, b), c));
+}
+
 /** The gains bench/overload was run with (README, "SA2C admission control"). */
 export const QUEUE_GAINS = { kp: 0.2, ki: 0.25, slopeMs: 200 } as const;
 
@@ -182,7 +194,11 @@ export const QUEUE_GAINS = { kp: 0.2, ki: 0.25, slopeMs: 200 } as const;
  * queue at the target.
  *
  *   p = clamp(I + kp * e, 0, 1),  e = clamp((d - target) / target, -1, 1 / kp)
- *   I <- clamp(I + ki * e * dt, 0, 1)   (dt in s)
+ *   I <- clamp(I + ki * min(e, 1) * dt, 0, 1)   (dt in s)
+ *
+ * d is the median of the last three samples (median3), so one reading far off moves nothing, and the
+ * integral rises at most ki per second: a long queue is drained by the proportional term, which
+ * refuses everything from 1 + 1/kp targets of delay on, and undoes itself as the queue goes.
  *
  * Three rules around that law:
  * - Hold: nothing is refused until d has stayed above the target for `holdMs`, and for two samples
@@ -195,13 +211,13 @@ export const QUEUE_GAINS = { kp: 0.2, ki: 0.25, slopeMs: 200 } as const;
  *   the queue has drained, sessions the backends could complete (the integral wound up while a 3x
  *   queue drained is what refused almost everything in bench/overload). The proportional term drains
  *   the queue; I keeps the admitted rate at the backends' throughput.
- * - `gate` false (the cluster's utilisation is under T1: a slow backend, not overload) counts as
- *   e = -1 and never starts refusing.
+ * - `gate` false (the cluster's utilisation is under T1: a slow backend, not overload) counts as an
+ *   empty queue (e = -1, and a 0 in the median's history) and never starts refusing.
  * An unknown delay (NaN) leaves the drop probability as it is.
  *
  * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5 (the default is 0.25), steps of 100 ms: d = 300 ms three times:
- * 0 (held 100 ms), then (held 200 ms) I = 0.5 x 2 x 0.1 = 0.1, p = 0.1 + 0.2 x 2 = 0.5; then I = 0.2,
- * p = 0.6.
+ * 0 (held 100 ms), then (held 200 ms) e = 2, I = 0.5 x 1 x 0.1 = 0.05, p = 0.05 + 0.2 x 2 = 0.45;
+ * then I = 0.1, p = 0.5.
  */
 export class QueueController {
   private integral = 0;
@@ -220,7 +236,9 @@ export class QueueController {
     if (Number.isNaN(delayMs)) return this.p;
     const { targetMs, holdMs, kp, ki, slopeMs } = this.params;
     const dt = elapsedMs > 0 ? elapsedMs : 0;
-    const d = gate ? delayMs : 0;
+    const d = gate ? median3(this.prev2, this.prev1, delayMs) : 0;
+    this.prev2 = this.prev1;
+    this.prev1 = gate ? delayMs : 0;
     const before = this.smooth;
     if (Number.isNaN(before) || !(slopeMs > 0)) this.smooth = d;
     else this.smooth += (1 - Math.exp(-dt / slopeMs)) * (d - before);
@@ -236,7 +254,7 @@ export class QueueController {
       this.active = true;
     }
     if (e < 0 || !falling) {
-      const i = this.integral + (ki * e * dt) / 1000;
+      const i = this.integral + (ki * (e > 1 ? 1 : e) * dt) / 1000;
       this.integral = i > 1 ? 1 : i > 0 ? i : 0;
     }
     if (this.integral === 0 && e <= 0) {
@@ -246,6 +264,9 @@ export class QueueController {
     const p = this.integral + kp * e;
     return (this.p = p > 1 ? 1 : p > 0 ? p : 0);
   }
+
+  private prev1 = Number.NaN;
+  private prev2 = Number.NaN;
 
   /** The integral term (diagnosis). */
   get integralTerm(): number {

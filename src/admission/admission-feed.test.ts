@@ -111,22 +111,23 @@ test('the feed hands min(l_c, l_q) once the delay signal exists, l_c alone befor
   const seen: LoadEstimate[] = [];
   const control: AdmissionControl = { ...ADMIT_ALL, update: (e) => void seen.push(e) };
   // Target 100 ms -> T1 0.6, capacity 1000 ms -> C 0.95: 50 ms reads 0.3, 600 ms reads 0.6 + 0.35 x 500 / 900.
-  const delays = [Number.NaN, 50, Number.NaN, 600];
+  const delays = [Number.NaN, 50, Number.NaN, 600, 600];
   let i = 0;
   const delay = { targetMs: 100, capacityMs: 1000, t1: 0.6, c: 0.95, holdMs: 0, kp: 0.2, ki: 0.5 };
   startAdmissionFeed(control, { cluster: () => 0.97, dispatcher: () => 0, delayMs: () => delays[i++]! }, clock, 100, 0, delay);
-  clock.advance(400);
+  clock.advance(500);
   const lq = 0.6 + (0.35 * 500) / 900;
   assert.deepEqual(
     seen.map((e) => e.cluster),
-    [0.97, 0.3, 0.3, lq], // NaN keeps the last delay estimate
+    [0.97, 0.3, 0.3, lq, lq], // NaN keeps the last delay estimate
   );
-  // 600 ms is e = 5 = 1 / kp, no hold: I = 0.5 x 5 x 0.1 = 0.25, p = 0.25 + 0.2 x 5 -> 1.
+  // The controller's median: 50, then median(50, 600) = 50, then median(50, 600, 600) = 600: e = 5 =
+  // 1 / kp, no hold: p = I + 0.2 x 5 -> 1.
   assert.deepEqual(
     seen.map((e) => e.newDrop),
-    [0, 0, 0, 1],
+    [0, 0, 0, 0, 1],
   );
-  assert.deepEqual(seen.map((e) => e.utilisation), [0.97, 0.97, 0.97, 0.97]);
+  assert.deepEqual(seen.map((e) => e.utilisation), [0.97, 0.97, 0.97, 0.97, 0.97]);
 });
 
 test('the feed never refuses for the delay while the utilisation is under T1 (a slow backend, not overload)', () => {

@@ -18,7 +18,7 @@ export {
 } from './admission-controller.js';
 export { admissionSchema, type AdmissionConfig } from './admission-schema.js';
 export { EventLoopLoad, LoadSmoother, startAdmissionFeed, type FeedDelay, type FeedSmoothing, type LoadSources } from './admission-feed.js';
-export { QUEUE_GAINS, QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, minDelay, type QueueControlParams } from './admission-delay.js';
+export { QUEUE_GAINS, QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, median3, minDelay, type QueueControlParams } from './admission-delay.js';
 export {
   BANDS,
   bandOf,

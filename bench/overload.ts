@@ -33,6 +33,7 @@
  *   node dist/bench/overload.js
  *   BENCH_OVERLOAD_SECONDS=4 BENCH_OVERLOAD_FACTORS=1,2 BENCH_OVERLOAD_ARMS=sa2c,plain node dist/bench/overload.js
  */
+import dgram from 'node:dgram';
 import http from 'node:http';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -465,6 +466,30 @@ export async function run(opts: OverloadOptions = {}): Promise<OverloadReport> {
   return { capacityRps, capacitySessionsPerSec, settings: s, results, sip };
 }
 
+/**
+ * Empties the SIP servers' queues (`FLUSH`, lib/capacity-sip-uas.ts) before a run: an overloaded run
+ * leaves thousands of INVITEs whose callers gave up queued at the servers (seconds of work), and the
+ * next run, whatever its arm, started behind them (the SA2C arm at 3x ran after plain at 2x).
+ * Retries each server every 200 ms, for at most 5 s.
+ */
+async function flushSip(servers: readonly Backend[]): Promise<void> {
+  const socket = dgram.createSocket('udp4');
+  const pending = new Set(servers.map((b) => b.port));
+  socket.on('message', (msg, rinfo) => {
+    if (msg.toString('latin1').startsWith('FLUSHED')) pending.delete(rinfo.port);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  try {
+    const deadline = Date.now() + 5000;
+    while (pending.size > 0 && Date.now() < deadline) {
+      for (const port of pending) socket.send('FLUSH', port, '127.0.0.1');
+      await sleep(200);
+    }
+  } finally {
+    socket.close();
+  }
+}
+
 const SIP_UAS_JS = fileURLToPath(new URL('./lib/capacity-sip-uas.js', import.meta.url));
 
 /**
@@ -490,6 +515,7 @@ async function runSip(
     for (const factor of s.factors) {
       for (const arm of ['sa2c', 'plain'] as const) {
         if (!s.arms.includes(arm)) continue;
+        await flushSip(servers);
         const listenPort = await freePort();
         const adminPort = await freePort();
         const cfg = path.join(dir, `holdfast-sip-${arm}-${factor}.yaml`);

@@ -51,10 +51,10 @@ test("littleDelay: in flight over the completion rate, in ms; nothing in flight 
   assert.equal(littleDelay(12, 0, 100), 1200);
 });
 
-test('QueueDelay: the larger of the standing delay and Little\'s law, less the baseline; NaN only with no evidence at all', () => {
+test('QueueDelay: the larger of the standing delay and Little\'s law, less the baseline; Little alone before any completion', () => {
   const q = new QueueDelay(3, 100);
   assert.equal(q.sample(0), 0, 'idle: nothing in flight, nothing completed');
-  assert.ok(Number.isNaN(q.sample(2)), 'in flight, no completion, no baseline');
+  assert.equal(q.sample(2), 200, 'in flight, no completion, no baseline: Little alone, 2 x 100 / 1');
   q.record(20);
   q.record(30);
   assert.equal(q.sample(0), 0); // baseline 20: 20 - 20; Little 0 - 20 < 0

@@ -75,8 +75,10 @@ export function littleDelay(inflight: number, completed: number, intervalMs: num
  * lasted `elapsedMs` (the feed's timer runs late when the dispatcher is starved of CPU: Little's law
  * divides by the time that actually passed, and the timer's lateness past `intervalMs`, which every
  * latency timed in that interval may include, is taken off the fastest one's). An idle backend
- * (nothing in flight, nothing completed) has no queue: 0. NaN when nothing completed and no baseline
- * is known yet. Constant memory.
+ * (nothing in flight, nothing completed) has no queue: 0. Before any completion (no baseline yet)
+ * Little's law alone, with a baseline of 0: a backend that answers nothing while work piles up is the
+ * worst queue of all (bench/overload traced SA2C admitting everything for a second at 3x because this
+ * was NaN, "no evidence"). Constant memory.
  *   record(20), record(30), sample(0, 100) = 0 (baseline 20);
  *   record(50), record(60), sample(12, 100) = max(50 - 20, 12 x 100 / 2 - 20) = 580
  */
@@ -97,10 +99,11 @@ export class QueueDelay {
     const idle = this.completed === 0 && !(inflight > 0);
     const lag = elapsedMs > this.intervalMs ? elapsedMs - this.intervalMs : 0;
     const waited = this.standing.sample() - lag;
-    const little = littleDelay(inflight, this.completed, elapsedMs > 0 ? elapsedMs : this.intervalMs) - this.standing.baseline;
+    const base = this.standing.baseline;
+    const little = littleDelay(inflight, this.completed, elapsedMs > 0 ? elapsedMs : this.intervalMs) - (Number.isNaN(base) ? 0 : base);
     this.completed = 0;
     if (idle) return 0;
-    if (Number.isNaN(waited)) return Number.isNaN(little) ? Number.NaN : Math.max(0, little);
+    if (Number.isNaN(waited)) return Math.max(0, little);
     const d = little > waited ? little : waited;
     return d > 0 ? d : 0;
   }

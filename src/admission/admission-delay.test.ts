@@ -51,7 +51,7 @@ test("littleDelay: in flight over the completion rate, in ms; nothing in flight 
   assert.equal(littleDelay(12, 0, 100), 1200);
 });
 
-test('QueueDelay: Little\'s law less the baseline; the baseline 0 before any completion', () => {
+test('QueueDelay: the larger of the standing delay and Little\'s law, less the baseline; Little alone before any completion', () => {
   const q = new QueueDelay(3, 100);
   assert.equal(q.sample(0), 0, 'idle: nothing in flight, nothing completed');
   assert.equal(q.sample(2), 200, 'in flight, no completion, no baseline: Little alone, 2 x 100 / 1');
@@ -62,31 +62,27 @@ test('QueueDelay: Little\'s law less the baseline; the baseline 0 before any com
   // where the fastest answer says only 30 ms so far.
   q.record(50);
   q.record(60);
-  assert.equal(q.sample(12), 580); // 12 x 100 / 2 - 20
+  assert.equal(q.sample(12), 580); // max(50 - 20, 12 x 100 / 2 - 20)
   // Nothing answered, 3 outstanding: Little's law alone, no completion counting as one.
   assert.equal(q.sample(3), 280); // 3 x 100 / 1 - 20
   assert.equal(q.sample(0), 0);
-  // Below capacity: one in service, 4 answered in 100 ms (40 per s): 25 ms, the baseline's 20 of it service.
+  // Below capacity: one in service, 4 answered in 100 ms (40 per s): Little says 25 ms, the fastest 21.
   for (const ms of [22, 21, 25, 30]) q.record(ms);
-  assert.equal(q.sample(1), 5); // 1 x 100 / 4 - 20
-  // Draining: what completes waited 900 ms (it arrived into the long queue), 2 left in flight, 4
-  // done: the queue ahead of a request sent now is 2 x 100 / 4 less the baseline, not 880 ms. The
-  // window of 3 interval minima is [50, 21, 900] now (20 left it): 50 - 21.
-  for (let i = 0; i < 4; i++) q.record(900);
-  assert.equal(q.sample(2), 29);
+  assert.equal(q.sample(1), 5); // max(21 - 20, 1 x 100 / 4 - 20)
 });
 
-test('QueueDelay: an interval that lasted longer (the timer ran late) divides by the time passed', () => {
+test('QueueDelay: an interval that lasted longer (the timer ran late) divides by the time passed and takes the lateness off the fastest', () => {
   const q = new QueueDelay(3, 100);
   q.record(20);
   assert.equal(q.sample(0), 0); // baseline 20
-  // The dispatcher stalled: the interval lasted 700 ms, 6 in flight, 24 completed: 6 x 700 / 24 - 20.
+  // The dispatcher stalled: the interval lasted 700 ms, 6 in flight, 24 completed, the fastest in 650 ms.
+  // Fastest: 650 - 600 (lateness) - 20 = 30. Little: 6 x 700 / 24 - 20 = 155.
   for (let i = 0; i < 23; i++) q.record(900);
   q.record(650);
   assert.equal(q.sample(6, 700), 155);
-  // The same with 100 ms assumed would have read 6 x 100 / 24 - 20 < 0: a stall is not a short queue either.
+  // The same with 100 ms assumed would have read 630 (650 - 20).
   q.record(300);
-  assert.equal(q.sample(0, 400), 0, 'nothing left in flight: no queue');
+  assert.equal(q.sample(0, 400), 0, 'lateness larger than the fastest: no queue');
 });
 
 test('minDelay: the smallest known delay of the backends', () => {

@@ -68,25 +68,25 @@ export function littleDelay(inflight: number, completed: number, intervalMs: num
 }
 
 /**
- * The queue ahead of a request (HTTP) or an initial INVITE (SIP) sent now to one backend, in ms, by
- * Little's law: what is in flight at it over the rate it completed work in the interval, less its
- * no-queue baseline (StandingDelay's lowest interval minimum of latency over the window: the service
- * time, network included). `record` takes each completion's latency; `sample(inflight, elapsedMs)`
- * closes the interval, which lasted `elapsedMs` (the feed's timer runs late when the dispatcher is
- * starved of CPU: the law divides by the time that actually passed).
+ * The queue ahead of a request (HTTP) or an initial INVITE (SIP) sent now to one backend, in ms: the
+ * larger of what the fastest one completed in the interval waited (StandingDelay) and what Little's
+ * law says of those in flight (the first lags by the delay itself), both less the no-queue baseline.
+ * `record` takes each completion's latency; `sample(inflight, elapsedMs)` closes the interval, which
+ * lasted `elapsedMs` (the feed's timer runs late when the dispatcher is starved of CPU: Little's law
+ * divides by the time that actually passed, and the timer's lateness past `intervalMs`, which every
+ * latency timed in that interval may include, is taken off the fastest one's). An idle backend
+ * (nothing in flight, nothing completed) has no queue: 0. Before any completion (no baseline yet)
+ * Little's law alone, with a baseline of 0: a backend that answers nothing while work piles up is the
+ * worst queue of all (bench/overload traced SA2C admitting everything for a second at 3x because this
+ * was NaN, "no evidence"). Constant memory.
  *
- * Why not the latency of what completed (CoDel's sojourn time), which this took the larger of until
- * issue 17's second pass: it is the queue as it was when those requests arrived. While a queue built
- * past capacity drains, every request served has waited longer than the one before (it arrived
- * later, into a longer queue), so the sojourn time rose for a second after SA2C had started refusing
- * everything, and SA2C kept refusing what the backends could have served (bench/overload, SIP at 3x:
- * 300 -> 585 ms with every new call refused). Little's law reads the queue now.
- *
- * An idle backend (nothing in flight, nothing completed) has no queue: 0. Before any completion (no
- * baseline yet) the baseline counts as 0: a backend that answers nothing while work piles up is the
- * worst queue of all. Never NaN. Constant memory.
- *   record(20), record(30), sample(0) = 0 (baseline 20);
- *   record(50), record(60), sample(12) = 12 x 100 / 2 - 20 = 580
+ * Little's law alone was tried (the sojourn time lags a draining queue: every request served then
+ * arrived into a longer queue than the one before): it under-read the queue at 3x, where clients give
+ * up on their requests and the count in flight with them (bench/overload: 321 of 385 sessions
+ * admitted, 13 % of them completed). The larger of the two is kept; the controller's integral does not
+ * rise while the smoothed reading falls, which bounds what the lag costs.
+ *   record(20), record(30), sample(0, 100) = 0 (baseline 20);
+ *   record(50), record(60), sample(12, 100) = max(50 - 20, 12 x 100 / 2 - 20) = 580
  */
 export class QueueDelay {
   private readonly standing: StandingDelay;
@@ -103,12 +103,15 @@ export class QueueDelay {
 
   sample(inflight: number, elapsedMs: number = this.intervalMs): number {
     const idle = this.completed === 0 && !(inflight > 0);
-    this.standing.sample();
+    const lag = elapsedMs > this.intervalMs ? elapsedMs - this.intervalMs : 0;
+    const waited = this.standing.sample() - lag;
     const base = this.standing.baseline;
     const little = littleDelay(inflight, this.completed, elapsedMs > 0 ? elapsedMs : this.intervalMs) - (Number.isNaN(base) ? 0 : base);
     this.completed = 0;
     if (idle) return 0;
-    return little > 0 ? little : 0;
+    if (Number.isNaN(waited)) return Math.max(0, little);
+    const d = little > waited ? little : waited;
+    return d > 0 ? d : 0;
   }
 }
 

@@ -119,7 +119,7 @@ test('the feed hands min(l_c, l_q) once the delay signal exists, l_c alone befor
   const lq = 0.6 + (0.35 * 500) / 900;
   assert.deepEqual(
     seen.map((e) => e.cluster),
-    [0.97, 0.3, 0.3, lq, lq], // NaN keeps the last delay estimate
+    [0.97, 0.3, 0.3, 0.3, lq], // NaN keeps the last delay estimate; l_q reads the median of three: median(50, 600) = 50
   );
   // The controller's median: 50, then median(50, 600) = 50, then median(50, 600, 600) = 600: e = 5 =
   // 1 / kp, no hold: p = I + 0.2 x 5 -> 1.

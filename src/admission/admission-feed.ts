@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { AdmissionControl } from './admission-controller.js';
-import { QUEUE_GAINS, QueueController, clusterDecisionLoad, delayLoad } from './admission-delay.js';
+import { QUEUE_GAINS, QueueController, clusterDecisionLoad, delayLoad, median3 } from './admission-delay.js';
 
 /**
  * l of SARA eq. 2, "the cluster head load", for a Node dispatcher: the share of time the event loop
@@ -132,7 +132,7 @@ export interface FeedDelay {
  * Calls `control.update` every `intervalMs` (the load vectors' interval, `load.intervalMs`, is the
  * natural one: the estimate changes no faster) with l and l_c each smoothed by a LoadSmoother
  * (`admission.smoothingMs`; l_c rises with `admission.riseMs`). With a delay source and `delay`:
- * - l_q = delayLoad(delay) smoothed as l_c, and the cluster load handed over is
+ * - l_q = delayLoad(median of the last three delays) smoothed as l_c, and the cluster load handed over is
  *   clusterDecisionLoad(l_c, l_q): min of the two once the delay signal exists, l_c alone before
  *   (what eq. 2's established row and the bands see);
  * - `newDrop`: the drop probability of new sessions of a QueueController on the raw delay, gated by
@@ -162,6 +162,8 @@ export function startAdmissionFeed(
     : null;
   let last = clock.now();
   let first = true;
+  let d1 = Number.NaN;
+  let d2 = Number.NaN;
   return clock.setInterval(() => {
     const now = clock.now();
     const elapsedMs = now - last;
@@ -172,7 +174,14 @@ export function startAdmissionFeed(
     let delayMs = Number.NaN;
     if (queue !== null) {
       delayMs = sources.delayMs!();
-      const lq = delaySmoother.next(delayLoad(delayMs, delay!.targetMs, delay!.capacityMs, delay!.t1, delay!.c), elapsedMs);
+      // l_q from the median of the last three readings, as the controller's: one reading far off (a
+      // starved backend) took l_c past T3 for an interval and degraded established traffic.
+      const med = Number.isNaN(delayMs) ? Number.NaN : median3(d2, d1, delayMs);
+      if (!Number.isNaN(delayMs)) {
+        d2 = d1;
+        d1 = delayMs;
+      }
+      const lq = delaySmoother.next(delayLoad(med, delay!.targetMs, delay!.capacityMs, delay!.t1, delay!.c), elapsedMs);
       lc = clusterDecisionLoad(lu, lq);
       newDrop = queue.next(delayMs, !(lu < delay!.t1), elapsedMs);
     }

@@ -53,7 +53,7 @@ export const admissionSchema = z
      * above 100), the standing queueing delay (ms) the queue controller holds the backends' queue at,
      * refusing new sessions just enough (admission-delay.ts QueueController); it also reads as T1.
      */
-    delayTargetMs: z.number().int().min(1).max(600_000).default(200),
+    delayTargetMs: z.number().int().min(1).max(600_000).default(100),
     /**
      * How long (ms) the standing delay must stay above delayTargetMs before a new session is refused
      * for it (a queue at exactly capacity wanders past the target and back).

@@ -117,6 +117,10 @@ test('QueueController: nothing refused until the delay has stayed above the targ
   const r = new QueueController(PARAMS);
   assert.equal(r.next(300, true, 500), 0);
   near(r.next(300, true, 100), 0.45);
+  // 600 ms is 1 + 1/kp = 6 targets: no hold. e = 5: I = 0.5 x 1 x 0.1 = 0.05, p = min(1, 0.05 + 1).
+  const fast = new QueueController(PARAMS);
+  assert.equal(fast.next(600, true, 100), 1);
+  near(fast.integralTerm, 0.05);
 });
 
 test('QueueController: one reading far off moves nothing (median of three)', () => {

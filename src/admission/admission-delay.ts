@@ -213,7 +213,10 @@ export const QUEUE_GAINS = { kp: 0.3, ki: 0.5, slopeMs: 200 } as const;
  * - Hold: nothing is refused until d has stayed above the target for `holdMs`, and for two samples
  *   at least (a queue at exactly capacity is a random walk, its short excursions past the target are
  *   not overload; and one sample taken after the dispatcher was starved of CPU for longer than the
- *   hold is one observation, not a standing queue). Once refusing,
+ *   hold is one observation, not a standing queue). A median delay of 1 + 1/kp targets or more
+ *   (where the proportional term alone refuses everything) skips the hold: no random walk at capacity
+ *   gets there, and at 3x the calls admitted during the hold were a second of queue that timed out
+ *   (bench/overload, SIP). Once refusing,
  *   the controller runs until I is back at 0 with d at or under the target (hysteresis).
  * - The integral rises only while the smoothed delay is not falling: once the queue shrinks, the
  *   admitted rate is already under what the backends complete, and a larger I would only refuse, after
@@ -258,7 +261,7 @@ export class QueueController {
     this.overMs = e > 0 ? this.overMs + dt : 0;
     this.overSamples = e > 0 ? this.overSamples + 1 : 0;
     if (!this.active) {
-      const held = holdMs <= 0 || (this.overMs >= holdMs && this.overSamples >= 2);
+      const held = holdMs <= 0 || e >= 1 / kp || (this.overMs >= holdMs && this.overSamples >= 2);
       if (!(e > 0 && held)) return (this.p = 0);
       this.active = true;
     }

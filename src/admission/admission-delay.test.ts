@@ -171,10 +171,12 @@ test('QueueController: e capped at 1 / kp for p (all refused from 6 targets on);
 test('QueueController: gate closed counts as an empty queue; NaN keeps the drop; a bad target is refused', () => {
   const q = new QueueController({ ...PARAMS, holdMs: 0 });
   assert.equal(q.next(900, false, 100), 0, 'a slow backend with low utilisation is not refused');
-  assert.equal(q.next(200, true, 100), 0); // median(0, 200) = 0
-  near(q.next(200, true, 100), 0.25); // median(0, 200, 200) = 200: e = 1, I = 0.05
-  near(q.next(Number.NaN, true, 100), 0.25);
-  // Gate closed while refusing: e = -1 at once, I = 0.05 - 0.05 = 0: idle.
+  near(q.next(200, true, 100), 0.25); // median(900, 200) = 200 (the gated reading is in the history): e = 1, I = 0.05
+  near(q.next(200, true, 100), 0.3); // median(900, 200, 200) = 200: I = 0.1
+  near(q.next(Number.NaN, true, 100), 0.3);
+  // Gate closed while refusing: e = -1 at once, I = 0.1 - 0.05, p = 0.05 - 0.2 -> 0; then I = 0: idle.
+  assert.equal(q.next(900, false, 100), 0);
+  near(q.integralTerm, 0.05);
   assert.equal(q.next(900, false, 100), 0);
   assert.equal(q.integralTerm, 0);
   assert.throws(() => new QueueController({ ...PARAMS, targetMs: 0 }), RangeError);

@@ -224,7 +224,8 @@ export const QUEUE_GAINS = { kp: 0.3, ki: 0.5, slopeMs: 200 } as const;
  *   queue drained is what refused almost everything in bench/overload). The proportional term drains
  *   the queue; I keeps the admitted rate at the backends' throughput.
  * - `gate` false (the cluster's utilisation is under T1: a slow backend, not overload) counts as an
- *   empty queue (e = -1, and a 0 in the median's history) and never starts refusing.
+ *   empty queue (e = -1) and never starts refusing; the reading still enters the median's history
+ *   (at 3x the first readings come while the utilisation estimate climbs to T1).
  * An unknown delay (NaN) leaves the drop probability as it is.
  *
  * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5 (the default is 0.25), steps of 100 ms: d = 300 ms three times:
@@ -250,7 +251,7 @@ export class QueueController {
     const dt = elapsedMs > 0 ? elapsedMs : 0;
     const d = gate ? median3(this.prev2, this.prev1, delayMs) : 0;
     this.prev2 = this.prev1;
-    this.prev1 = gate ? delayMs : 0;
+    this.prev1 = delayMs;
     const before = this.smooth;
     if (Number.isNaN(before) || !(slopeMs > 0)) this.smooth = d;
     else this.smooth += (1 - Math.exp(-dt / slopeMs)) * (d - before);

@@ -228,7 +228,7 @@ export const QUEUE_GAINS = { kp: 0.3, ki: 0.5, slopeMs: 200 } as const;
  *   (at 3x the first readings come while the utilisation estimate climbs to T1).
  * An unknown delay (NaN) leaves the drop probability as it is.
  *
- * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5 (the default is 0.25), steps of 100 ms: d = 300 ms three times:
+ * With target 100 ms, hold 200 ms, kp 0.2, ki 0.5 (the defaults are kp 0.3, ki 0.5), steps of 100 ms: d = 300 ms three times:
  * 0 (held 100 ms), then (held 200 ms) e = 2, I = 0.5 x 1 x 0.1 = 0.05, p = 0.05 + 0.2 x 2 = 0.45;
  * then I = 0.1, p = 0.5.
  */

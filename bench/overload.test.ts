@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { configSchema } from '../src/config/schema.js';
 import { reportedLoad } from './lib/capacity-backend.js';
-import { ARMS, SA2C_SETTINGS, formatTable, holdfastConfig, optionsFromEnv, run } from './overload.js';
+import { ARMS, SA2C_SETTINGS, formatTable, holdfastConfig, optionsFromEnv, run, targetLines, type OverloadReport } from './overload.js';
 
 test('holdfastConfig: each arm passes the real schema; sa2c runs the product defaults, tuned its settings', () => {
   const defaults = configSchema.parse({ services: [{ name: 'x', protocol: 'http', listen: '127.0.0.1:1', backends: [{ id: 'a', address: '127.0.0.1:2' }] }] })
@@ -42,6 +42,32 @@ test('optionsFromEnv: knobs parsed, bad factors and arms refused', () => {
   assert.throws(() => optionsFromEnv({ BENCH_OVERLOAD_FACTORS: '1,x' }), /BENCH_OVERLOAD_FACTORS/);
   assert.deepEqual(optionsFromEnv({ BENCH_OVERLOAD_ARMS: 'plain,sa2c' }), { arms: ['sa2c', 'plain'] });
   assert.throws(() => optionsFromEnv({ BENCH_OVERLOAD_ARMS: 'sa2c,fast' }), /BENCH_OVERLOAD_ARMS/);
+  assert.deepEqual(optionsFromEnv({ BENCH_QUICK: '1' }), { factors: [1, 2, 3], seconds: 3, warmupS: 1, settleMs: 500, arms: ['sa2c', 'plain'] });
+  assert.deepEqual(optionsFromEnv({ BENCH_QUICK: '1', BENCH_OVERLOAD_FACTORS: '2', BENCH_OVERLOAD_ARMS: 'sa2c' }).factors, [2]);
+});
+
+test('targetLines: one per protocol and load, 0.95x under capacity, 1.5x and 95 % over it', () => {
+  const http = (factor: number, arm: 'sa2c' | 'plain', perSec: number, share: number) => ({
+    factor, arm, offeredPerSec: 0, started: 100, admitted: 90, completed: 0, completedPerSec: perSec, completedShare: 0, admittedCompletedShare: share,
+    requests: 0, refusedRequests: 0, droppedRequests: 0, dropP: 0, failures: {}, othersCores: null,
+  });
+  const sip = (factor: number, arm: 'sa2c' | 'plain', perSec: number, share: number) => ({
+    factor, arm, offeredPerSec: 0, created: 100, refused: 4, successful: 0, completedPerSec: perSec, admittedCompletedShare: share, failedBy: {},
+  });
+  const report = {
+    capacityRps: 240,
+    capacitySessionsPerSec: 48,
+    settings: { factors: [1, 2, 3] },
+    results: [http(1, 'sa2c', 47, 1), http(1, 'plain', 48, 1), http(2, 'sa2c', 45, 0.99), http(2, 'plain', 20, 1), http(3, 'sa2c', 40, 1), http(3, 'plain', 0, 0)],
+    sip: [sip(1, 'sa2c', 200, 1), sip(1, 'plain', 220, 1), sip(2, 'sa2c', 200, 0.9), sip(2, 'plain', 50, 0.5)],
+  } as unknown as OverloadReport;
+  assert.deepEqual(targetLines(report), [
+    "TARGET overload-http-1x: met — 0.98x plain's completed sessions/s (47.0 against 48.0), 100.0 % of admitted completed, 10 refused (target >= 0.95x)",
+    "TARGET overload-http-2x: met — 2.25x plain's completed sessions/s (45.0 against 20.0), 99.0 % of admitted completed, 10 refused (target >= 1.5x and >= 95 %)",
+    "TARGET overload-http-3x: met — ∞x plain's completed sessions/s (40.0 against 0.0), 100.0 % of admitted completed, 10 refused (target >= 1.5x and >= 95 %)",
+    "TARGET overload-sip-1x: not met — 0.91x plain's completed calls/s (200.0 against 220.0), 100.0 % of admitted completed, 4 refused (target >= 0.95x)",
+    "TARGET overload-sip-2x: not met — 4.00x plain's completed calls/s (200.0 against 50.0), 90.0 % of admitted completed, 4 refused (target >= 1.5x and >= 95 %)",
+  ]);
 });
 
 test('a tiny real run: every arm drives sessions through holdfast and accounts for each one', { timeout: 20_000 }, async () => {

@@ -3,7 +3,8 @@
  * (issue 17's SIP arm of bench/overload): an INVITE takes one of `workers` for `serviceMs` (timer work)
  * before its 200 OK, waiting in a FIFO queue beyond; a 100 Trying goes out at once so the caller does
  * not retransmit. ACK is absorbed; BYE is answered 200 at once (ending a call costs nothing here). A
- * retransmitted INVITE is answered again if already answered, else ignored. Load vectors as
+ * retransmitted INVITE is answered again if already answered, else ignored. A datagram `FLUSH` (the
+ * bench, between runs) drops the queued INVITEs and is answered `FLUSHED <count>`. Load vectors as
  * lib/capacity-backend.ts (work done plus work waiting over what the workers could do, capped at 1).
  */
 import dgram from 'node:dgram';
@@ -91,6 +92,16 @@ export function startCapacitySipUas(opts: CapacitySipUasOptions): Promise<{ port
   };
   socket.on('message', (msg, rinfo) => {
     const text = msg.toString('latin1');
+    if (text.startsWith('FLUSH')) {
+      // The bench, between runs: drop the INVITEs still queued (their callers gave up long ago), answer
+      // how many, so that a run does not start behind the previous run's backlog.
+      account();
+      const dropped = queue.length - head;
+      for (let i = head; i < queue.length; i++) waiting.delete(queue[i]!.key);
+      queue.length = 0;
+      head = 0;
+      return send(`FLUSHED ${dropped}`, rinfo.port, rinfo.address);
+    }
     const method = /^([A-Z]+) /.exec(text)?.[1];
     if (method === undefined || method === 'ACK') return;
     if (method === 'INVITE') {

@@ -322,3 +322,37 @@ test('every update is a sample event with both inputs, the band and the drop pro
     ],
   );
 });
+
+test('a queue controller\'s newDrop replaces eq. 2\'s new row on l_c; eq. 2 still applies to l and to established traffic', (t) => {
+  const { ac } = setup(t, 'adm-queue');
+  const samples: AdmissionSampleEvent[] = [];
+  const onSample = (m: unknown): void => {
+    if ((m as AdmissionSampleEvent).service === 'adm-queue') samples.push(m as AdmissionSampleEvent);
+  };
+  channels.admissionSample.subscribe(onSample);
+  t.after(() => channels.admissionSample.unsubscribe(onSample));
+  // x = max(0.1, 0.75) = 0.75: eq. 2 would refuse every new session (above T2 0.7); the queue says 0.2.
+  ac.update({ cluster: 0.75, dispatcher: 0.1, newDrop: 0.2, utilisation: 1, delayMs: 140 });
+  near(ac.status().pNew, 0.2, 'pNew from the queue controller');
+  assert.equal(ac.status().pEstablished, 0, 'x 0.75 under T3 0.8');
+  assert.equal(ac.status().band, 't2-t3');
+  // l = 0.6: eq. 2 at l gives (0.6 - 0.5) / (0.7 - 0.5) = 0.5, above the queue's 0.2.
+  ac.update({ cluster: 0.75, dispatcher: 0.6, newDrop: 0.2 });
+  near(ac.status().pNew, 0.5, 'the dispatcher\'s own load');
+  // x = 0.85: established traffic dropped with (0.85 - 0.8) / (0.9 - 0.8) = 0.5 whatever the queue says.
+  ac.update({ cluster: 0.85, dispatcher: 0, newDrop: 0 });
+  assert.equal(ac.status().pNew, 0);
+  near(ac.status().pEstablished, 0.5, 'eq. 2 established row');
+  // Without newDrop, eq. 2 at x again.
+  ac.update({ cluster: 0.6, dispatcher: 0 });
+  near(ac.status().pNew, 0.5, 'eq. 2 new row at 0.6');
+  assert.deepEqual(
+    samples.map((s) => [s.queueDrop, s.utilisation, s.delayMs]),
+    [
+      [0.2, 1, 140],
+      [0.2, undefined, undefined],
+      [0, undefined, undefined],
+      [undefined, undefined, undefined],
+    ],
+  );
+});

@@ -49,6 +49,15 @@ export interface LoadEstimate {
   readonly cluster: number;
   /** l: the dispatcher's own load (the cluster head's, SARA eq. 2). */
   readonly dispatcher: number;
+  /**
+   * The drop probability of new sessions from a queue controller (admission-delay.ts, issue 17), for
+   * a service with a delay signal: it replaces eq. 2's new-session row on l_c, which still applies to
+   * l (new sessions are dropped with max(this, eq. 2 at l)). Absent: eq. 2 at max(l, l_c).
+   */
+  readonly newDrop?: number;
+  /** Diagnosis only (published with the sample): the smoothed utilisation and the raw standing delay (ms). */
+  readonly utilisation?: number;
+  readonly delayMs?: number;
 }
 
 /** What the admin status shows of one service's admission control. */
@@ -136,6 +145,9 @@ export class AdmissionController implements AdmissionControl {
   private readonly refuseEvents: readonly AdmissionRefuseEvent[];
   private th: Thresholds;
   private x = 0;
+  /** l of the latest update, and the queue controller's new-session drop (NaN: none). */
+  private l = 0;
+  private newDrop = Number.NaN;
   private band = BAND_BELOW_T1;
   private pNew = 0;
   private pEstablished = 0;
@@ -201,6 +213,8 @@ export class AdmissionController implements AdmissionControl {
     const x = decisionLoad(estimate.dispatcher, estimate.cluster);
     if (Number.isNaN(x)) return;
     this.x = clampLoad(x);
+    this.l = clampLoad(estimate.dispatcher);
+    this.newDrop = estimate.newDrop === undefined || Number.isNaN(estimate.newDrop) ? Number.NaN : clampLoad(estimate.newDrop);
     if (this.x <= this.th.t1) this.reset();
     else if (this.timer === null) this.timer = this.clock.setTimeout(() => this.tick(), this.intervalMs);
     this.rebuild();
@@ -217,6 +231,11 @@ export class AdmissionController implements AdmissionControl {
         pEstablished: this.pEstablished,
         at: this.clock.wallNow(),
       };
+      if (!Number.isNaN(this.newDrop)) {
+        event.queueDrop = this.newDrop;
+        if (estimate.utilisation !== undefined) event.utilisation = estimate.utilisation;
+        if (estimate.delayMs !== undefined) event.delayMs = estimate.delayMs;
+      }
       channels.admissionSample.publish(event);
     }
   }
@@ -286,7 +305,11 @@ export class AdmissionController implements AdmissionControl {
   private rebuild(): void {
     const th = this.th;
     const band = bandOf(this.x, th);
-    this.pNew = newSessionDrop(this.x, th);
+    if (Number.isNaN(this.newDrop)) this.pNew = newSessionDrop(this.x, th);
+    else {
+      const own = newSessionDrop(this.l, th);
+      this.pNew = own > this.newDrop ? own : this.newDrop;
+    }
     this.pEstablished = establishedDrop(this.x, th);
     const from = this.band;
     this.band = band;

@@ -106,16 +106,47 @@ test('LoadSmoother: riseMs follows a rise faster than smoothingMs lets it fall',
   assert.ok(instant.next(0, 100) > 0.6);
 });
 
-test('the feed hands min(l_c, l_q) once the delay signal exists, l_c alone before', () => {
+test('the feed hands min(l_c, l_q) once the delay signal exists, l_c alone before; the queue controller\'s drop as newDrop', () => {
   const clock = new FakeClock();
   const seen: LoadEstimate[] = [];
   const control: AdmissionControl = { ...ADMIT_ALL, update: (e) => void seen.push(e) };
-  const delays = [Number.NaN, 0.1, Number.NaN, 0.9];
+  // Target 100 ms -> T1 0.6, capacity 1000 ms -> C 0.95: 50 ms reads 0.3, 600 ms reads 0.6 + 0.35 x 500 / 900.
+  const delays = [Number.NaN, 50, Number.NaN, 600, 600];
   let i = 0;
-  startAdmissionFeed(control, { cluster: () => 0.97, dispatcher: () => 0, delay: () => delays[i++]! }, clock, 100, 0);
-  clock.advance(400);
+  const delay = { targetMs: 100, capacityMs: 1000, t1: 0.6, c: 0.95, holdMs: 0, kp: 0.2, ki: 0.5 };
+  startAdmissionFeed(control, { cluster: () => 0.97, dispatcher: () => 0, delayMs: () => delays[i++]! }, clock, 100, 0, delay);
+  clock.advance(500);
+  const lq = 0.6 + (0.35 * 500) / 900;
   assert.deepEqual(
     seen.map((e) => e.cluster),
-    [0.97, 0.1, 0.1, 0.9], // NaN keeps the last delay estimate
+    [0.97, 0.3, 0.3, 0.3, lq], // NaN keeps the last delay estimate; l_q reads the median of three: median(50, 600) = 50
   );
+  // The controller's median: 50, then median(50, 600) = 50, then median(50, 600, 600) = 600: e = 5 =
+  // 1 / kp, no hold: p = I + 0.2 x 5 -> 1.
+  assert.deepEqual(
+    seen.map((e) => e.newDrop),
+    [0, 0, 0, 0, 1],
+  );
+  assert.deepEqual(seen.map((e) => e.utilisation), [0.97, 0.97, 0.97, 0.97, 0.97]);
+});
+
+test('the feed never refuses for the delay while the utilisation is under T1 (a slow backend, not overload)', () => {
+  const clock = new FakeClock();
+  const seen: LoadEstimate[] = [];
+  const control: AdmissionControl = { ...ADMIT_ALL, update: (e) => void seen.push(e) };
+  const delay = { targetMs: 100, capacityMs: 1000, t1: 0.6, c: 0.95, holdMs: 0 };
+  startAdmissionFeed(control, { cluster: () => 0.3, dispatcher: () => 0, delayMs: () => 900 }, clock, 100, 0, delay);
+  clock.advance(500);
+  assert.deepEqual(seen.map((e) => e.newDrop), [0, 0, 0, 0, 0]);
+  assert.deepEqual(seen.map((e) => e.cluster), [0.3, 0.3, 0.3, 0.3, 0.3], 'min(l_c, l_q)');
+});
+
+test('without a delay source the feed hands no newDrop (eq. 2 alone decides)', () => {
+  const clock = new FakeClock();
+  const seen: LoadEstimate[] = [];
+  const control: AdmissionControl = { ...ADMIT_ALL, update: (e) => void seen.push(e) };
+  startAdmissionFeed(control, { cluster: () => 0.7, dispatcher: () => 0 }, clock, 100, 0, { targetMs: 100, capacityMs: 1000, t1: 0.6, c: 0.95, holdMs: 0 });
+  clock.advance(100);
+  assert.equal(seen[0]!.newDrop, undefined);
+  assert.equal(seen[0]!.cluster, 0.7);
 });

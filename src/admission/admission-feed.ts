@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import type { Clock, TimerHandle } from '../core/clock.js';
 import type { AdmissionControl } from './admission-controller.js';
-import { clusterDecisionLoad } from './admission-delay.js';
+import { QUEUE_GAINS, QueueController, clusterDecisionLoad, delayLoad, median3 } from './admission-delay.js';
 
 /**
  * l of SARA eq. 2, "the cluster head load", for a Node dispatcher: the share of time the event loop
@@ -94,17 +94,17 @@ export class LoadSmoother {
   }
 }
 
-/** Where the feed reads the two loads from. */
+/** Where the feed reads the loads from. */
 export interface LoadSources {
   /** l_c: the short-term estimate of the cluster load (LoadManager.clusterForecast()). */
   cluster(): number;
   /** l: the dispatcher's own load (EventLoopLoad.sample()). */
   dispatcher(): number;
   /**
-   * l_q: the standing queueing delay as a fraction of capacity (StandingDelay.sample() through
-   * delayLoad()), NaN when unknown; absent for a service without timed exchanges.
+   * The standing queueing delay at the backends in ms (QueueDelay.sample()), NaN when unknown; absent
+   * for a service without timed exchanges. Read once per interval.
    */
-  delay?(): number;
+  delayMs?(): number;
 }
 
 /** How the feed smooths: time constants of the fall and of the rise (ms). */
@@ -113,11 +113,30 @@ export interface FeedSmoothing {
   readonly riseMs?: number;
 }
 
+/** What the feed does with the delay (config `admission`): its reading as a load, and its controller. */
+export interface FeedDelay {
+  /** Standing delay read as T1, and the queue controller's target. */
+  readonly targetMs: number;
+  /** Standing delay read as C. */
+  readonly capacityMs: number;
+  readonly t1: number;
+  readonly c: number;
+  /** QueueController's hold before the first refusal. */
+  readonly holdMs: number;
+  /** QueueController's gains (default QUEUE_GAINS). */
+  readonly kp?: number;
+  readonly ki?: number;
+}
+
 /**
  * Calls `control.update` every `intervalMs` (the load vectors' interval, `load.intervalMs`, is the
- * natural one: the estimate changes no faster) with l, l_c and l_q each smoothed by a LoadSmoother
- * (`admission.smoothingMs`; l_c and l_q rise with `admission.riseMs`). The cluster load handed over is
- * clusterDecisionLoad(l_c, l_q): min of the two once the delay signal exists, l_c alone before.
+ * natural one: the estimate changes no faster) with l and l_c each smoothed by a LoadSmoother
+ * (`admission.smoothingMs`; l_c rises with `admission.riseMs`). With a delay source and `delay`:
+ * - l_q = delayLoad(median of the last three delays) smoothed as l_c, and the cluster load handed over is
+ *   clusterDecisionLoad(l_c, l_q): min of the two once the delay signal exists, l_c alone before
+ *   (what eq. 2's established row and the bands see);
+ * - `newDrop`: the drop probability of new sessions of a QueueController on the raw delay, gated by
+ *   the smoothed utilisation reaching T1 (it replaces eq. 2's new-session row on l_c).
  * The first dispatcher sample is read and discarded (it covers the dispatcher's start-up: up to
  * 0.6 measured in bench/overload), l counting as 0 in the first update. Returns the timer;
  * cancel() stops the feed.
@@ -128,6 +147,7 @@ export function startAdmissionFeed(
   clock: Clock,
   intervalMs: number,
   smoothing: number | FeedSmoothing = 0,
+  delay?: FeedDelay,
 ): TimerHandle {
   const { smoothingMs, riseMs } = typeof smoothing === 'number' ? { smoothingMs: smoothing, riseMs: smoothing } : smoothing;
   // The dispatcher's own l keeps the symmetric smoothing: on a shared machine its event-loop
@@ -135,20 +155,45 @@ export function startAdmissionFeed(
   // for 200 ms at 3x), and a fast rise turned those jumps into drops of established traffic.
   const dispatcher = new LoadSmoother(smoothingMs);
   const cluster = new LoadSmoother(smoothingMs, riseMs);
-  const delay = new LoadSmoother(smoothingMs, riseMs);
+  const delaySmoother = new LoadSmoother(smoothingMs, riseMs);
+  const timed = sources.delayMs !== undefined && delay !== undefined;
+  const queue = timed
+    ? new QueueController({ targetMs: delay.targetMs, holdMs: delay.holdMs, kp: delay.kp ?? QUEUE_GAINS.kp, ki: delay.ki ?? QUEUE_GAINS.ki, slopeMs: QUEUE_GAINS.slopeMs })
+    : null;
   let last = clock.now();
   let first = true;
+  let d1 = Number.NaN;
+  let d2 = Number.NaN;
   return clock.setInterval(() => {
     const now = clock.now();
     const elapsedMs = now - last;
     last = now;
     const lu = cluster.next(sources.cluster(), elapsedMs);
-    const lq = sources.delay ? delay.next(sources.delay(), elapsedMs) : Number.NaN;
-    const lc = clusterDecisionLoad(lu, lq);
+    let lc = lu;
+    let newDrop: number | undefined;
+    let delayMs = Number.NaN;
+    if (queue !== null) {
+      delayMs = sources.delayMs!();
+      // l_q from the median of the last three readings, as the controller's: one reading far off (a
+      // starved backend) took l_c past T3 for an interval and degraded established traffic.
+      const med = Number.isNaN(delayMs) ? Number.NaN : median3(d2, d1, delayMs);
+      if (!Number.isNaN(delayMs)) {
+        d2 = d1;
+        d1 = delayMs;
+      }
+      const lq = delaySmoother.next(delayLoad(med, delay!.targetMs, delay!.capacityMs, delay!.t1, delay!.c), elapsedMs);
+      lc = clusterDecisionLoad(lu, lq);
+      newDrop = queue.next(delayMs, !(lu < delay!.t1), elapsedMs);
+    }
     const sample = sources.dispatcher();
     let l = 0;
     if (first) first = false;
     else l = dispatcher.next(sample, elapsedMs);
-    control.update({ cluster: lc, dispatcher: Number.isNaN(l) ? 0 : l });
+    const dispatcherLoadNow = Number.isNaN(l) ? 0 : l;
+    control.update(
+      newDrop === undefined
+        ? { cluster: lc, dispatcher: dispatcherLoadNow }
+        : { cluster: lc, dispatcher: dispatcherLoadNow, newDrop, utilisation: lu, delayMs },
+    );
   }, intervalMs);
 }

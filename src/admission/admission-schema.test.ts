@@ -30,6 +30,7 @@ test('defaults: off, 0.6 < 0.75 < 0.85 < 0.95, SARA gains', () => {
     smoothingMs: 500,
     riseMs: 100,
     delayTargetMs: 100,
+    delayHoldMs: 200,
     delayCapacityMs: 1000,
     delayBaselineMs: 10_000,
     t2Gain: 1,

@@ -50,10 +50,15 @@ export const admissionSchema = z
     riseMs: z.number().int().min(0).max(600_000).default(100),
     /**
      * For services whose exchanges the dispatcher times (HTTP; SIP: initial INVITEs to their first answer
-     * above 100), the standing queueing delay (ms) that
-     * reads as T1: new sessions start being refused there (admission-delay.ts).
+     * above 100), the standing queueing delay (ms) the queue controller holds the backends' queue at,
+     * refusing new sessions just enough (admission-delay.ts QueueController); it also reads as T1.
      */
     delayTargetMs: z.number().int().min(1).max(600_000).default(100),
+    /**
+     * How long (ms) the standing delay must stay above delayTargetMs before a new session is refused
+     * for it (a queue at exactly capacity wanders past the target and back).
+     */
+    delayHoldMs: z.number().int().min(0).max(600_000).default(200),
     /**
      * The standing queueing delay (ms) that reads as C. With it the cluster load decided on is
      * min(utilisation, the delay's reading) (admission-delay.ts); 0: utilisation alone (SARA).

@@ -17,8 +17,8 @@ export {
   type SessionKind,
 } from './admission-controller.js';
 export { admissionSchema, type AdmissionConfig } from './admission-schema.js';
-export { EventLoopLoad, LoadSmoother, startAdmissionFeed, type FeedSmoothing, type LoadSources } from './admission-feed.js';
-export { QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay } from './admission-delay.js';
+export { EventLoopLoad, LoadSmoother, startAdmissionFeed, type FeedDelay, type FeedSmoothing, type LoadSources } from './admission-feed.js';
+export { QUEUE_GAINS, QueueController, QueueDelay, StandingDelay, clusterDecisionLoad, delayLoad, littleDelay, median3, minDelay, type QueueControlParams } from './admission-delay.js';
 export {
   BANDS,
   bandOf,

@@ -159,6 +159,10 @@ export interface AdmissionSampleEvent {
   pEstablished: number;
   /** Wall-clock milliseconds. */
   at: number;
+  /** With a queue controller (issue 17): its new-session drop probability, the smoothed utilisation, the raw standing delay (ms). */
+  queueDrop?: number;
+  utilisation?: number;
+  delayMs?: number;
 }
 
 export interface AdmissionMoveEvent {

@@ -12,7 +12,7 @@ import type { HealthMonitor } from '../monitor/index.js';
 import type { LoadManager } from '../load/index.js';
 import type { Listener } from '../forward/index.js';
 import type { SessionLayer } from '../sessions/index.js';
-import { delayLoad, EventLoopLoad, QueueDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
+import { EventLoopLoad, QueueDelay, minDelay, startAdmissionFeed, type AdmissionControl } from '../admission/index.js';
 import { channels, type HttpExchangeEvent, type SipInviteEvent } from '../core/diagnostics.js';
 import type { Forwarder } from '../pipeline/index.js';
 import type { Edge } from '../edge/edge.js';
@@ -71,28 +71,46 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
   const protocol = s.config.protocol;
   const timed = (protocol === 'http' || protocol === 'sip') && a.delayCapacityMs > 0;
   const channel = protocol === 'sip' ? channels.sipInvite : channels.httpExchange;
-  const queue = new QueueDelay(Math.max(1, Math.round(a.delayBaselineMs / s.config.load.intervalMs)), s.config.load.intervalMs);
-  /** SIP: the forwarder's INVITEs awaiting their first answer, as of its latest event. */
-  let invitesPending = 0;
+  const intervalMs = s.config.load.intervalMs;
+  const windowIntervals = Math.max(1, Math.round(a.delayBaselineMs / intervalMs));
+  /** Per backend id: its queue's delay, and (SIP) its INVITEs awaiting their first answer. */
+  const queues = new Map<string, { delay: QueueDelay; invites: number }>();
+  const queueOf = (id: string): { delay: QueueDelay; invites: number } => {
+    let q = queues.get(id);
+    if (!q) queues.set(id, (q = { delay: new QueueDelay(windowIntervals, intervalMs), invites: 0 }));
+    return q;
+  };
   // A backend's 5xx (its own 503 when overloaded) is quick and says nothing of its queue.
   const onExchange = (m: unknown): void => {
     const e = m as HttpExchangeEvent;
-    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) queue.record(e.durationMs);
+    if (e.service === name && e.backend !== null && e.status > 0 && e.status < 500) queueOf(e.backend).delay.record(e.durationMs);
   };
   const onInvite = (m: unknown): void => {
     const e = m as SipInviteEvent;
-    if (e.service !== name) return;
-    invitesPending = e.pending;
-    if (e.kind === 'answered' && e.status < 500) queue.record(e.durationMs);
+    if (e.service !== name || e.backend === null) return;
+    const q = queueOf(e.backend);
+    if (e.kind === 'sent') q.invites++;
+    else if (q.invites > 0) q.invites--;
+    if (e.kind === 'answered' && e.status < 500) q.delay.record(e.durationMs);
   };
   const listener = protocol === 'sip' ? onInvite : onExchange;
-  // In flight: HTTP requests at the backends; SIP INVITEs unanswered (a backend's `active` counts
-  // calls, which last long after their INVITE was served).
-  const inflight = (): number => {
-    if (protocol === 'sip') return invitesPending;
-    let n = 0;
-    for (const b of s.backends) n += b.active;
-    return n;
+  // In flight per backend: HTTP requests at it; SIP INVITEs unanswered (a backend's `active` counts
+  // calls, which last long after their INVITE was served). The cluster's delay is the smallest of the
+  // eligible backends' (minDelay): where a new session can still be served promptly.
+  const delays: number[] = [];
+  let lastAt = clock.now();
+  const delayMs = (): number => {
+    const now = clock.now();
+    const elapsedMs = now - lastAt;
+    lastAt = now;
+    delays.length = 0;
+    for (const b of s.backends) {
+      if (b.removed) continue;
+      const q = queueOf(b.id);
+      const d = q.delay.sample(protocol === 'sip' ? q.invites : b.active, elapsedMs);
+      if (b.eligible) delays.push(d);
+    }
+    return minDelay(delays);
   };
   if (timed) channel.subscribe(listener);
   const feed = startAdmissionFeed(
@@ -100,11 +118,12 @@ export function startAdmission(s: Service, clock: Clock): TimerHandle {
     {
       cluster: () => (alpha > 0 ? Math.min(1, s.load.clusterForecast() / alpha) : s.load.clusterForecast()),
       dispatcher: () => elu.sample(),
-      ...(timed ? { delay: () => delayLoad(queue.sample(inflight()), a.delayTargetMs, a.delayCapacityMs, a.t1, a.c) } : {}),
+      ...(timed ? { delayMs } : {}),
     },
     clock,
-    s.config.load.intervalMs,
+    intervalMs,
     { smoothingMs: a.smoothingMs, riseMs: a.riseMs },
+    timed ? { targetMs: a.delayTargetMs, capacityMs: a.delayCapacityMs, t1: a.t1, c: a.c, holdMs: a.delayHoldMs } : undefined,
   );
   return {
     cancel: () => {

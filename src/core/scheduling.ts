@@ -175,27 +175,55 @@ export function startScheduling(cfg: SchedulingConfig, clock: Clock, report: Sch
  * which in flag bit 6, and the dispatcher tolerates the first kind only.
  */
 export class RunQueueMeter {
-  private fd: number | null = null;
-  private failed = false;
-  private readonly buf = Buffer.alloc(96);
+  private readonly file: ProcFile;
 
-  constructor(private readonly path = '/proc/thread-self/schedstat') {}
+  constructor(path = '/proc/thread-self/schedstat') {
+    this.file = new ProcFile(path, 96);
+  }
 
   /** Milliseconds this thread has waited for a CPU since it started, or null. */
   read(): number | null {
+    return this.file.parse((text) => {
+      const fields = text.split(' ');
+      const ns = Number(fields[1]);
+      return fields.length >= 3 && Number.isFinite(ns) ? ns / 1e6 : null;
+    });
+  }
+
+  close(): void {
+    this.file.close();
+  }
+}
+
+/**
+ * A /proc file read again and again through one descriptor opened on first use (one pread per
+ * reading into a buffer of `size` bytes). A file that cannot be read, or whose text `parse` refuses
+ * (null), fails for good: every later reading is null.
+ */
+class ProcFile {
+  private fd: number | null = null;
+  private failed = false;
+  private readonly buf: Buffer;
+
+  constructor(readonly path: string, size: number) {
+    this.buf = Buffer.alloc(size);
+  }
+
+  parse(parse: (text: string) => number | null): number | null {
     if (this.failed) return null;
+    let value: number | null = null;
     try {
       this.fd ??= openSync(this.path, 'r');
       const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
-      const fields = this.buf.toString('latin1', 0, n).split(' ');
-      const ns = Number(fields[1]);
-      if (fields.length < 3 || !Number.isFinite(ns)) throw new Error(`unexpected ${this.path}`);
-      return ns / 1e6;
+      value = parse(this.buf.toString('latin1', 0, n));
     } catch {
+      value = null;
+    }
+    if (value === null) {
       this.close();
       this.failed = true;
-      return null;
     }
+    return value;
   }
 
   close(): void {
@@ -219,39 +247,28 @@ export const STEAL_REFRESH_MS = 100;
  * steal grew by ~100 ms meanwhile: the VM's virtual CPU itself was taken away.
  */
 export class StealMeter {
-  private fd: number | null = null;
-  private failed = false;
-  private readonly buf = Buffer.alloc(256);
+  private readonly file: ProcFile;
   private cached: number | null = null;
   private cachedAt = -Infinity;
 
-  constructor(private readonly now: () => number = () => performance.now(), private readonly path = '/proc/stat') {}
+  constructor(private readonly now: () => number = () => performance.now(), path = '/proc/stat') {
+    this.file = new ProcFile(path, 256);
+  }
 
   read(fresh = false): number | null {
-    if (this.failed) return null;
     const now = this.now();
     if (!fresh && now - this.cachedAt < STEAL_REFRESH_MS) return this.cached;
-    try {
-      this.fd ??= openSync(this.path, 'r');
-      const n = readSync(this.fd, this.buf, 0, this.buf.length, 0);
-      const text = this.buf.toString('latin1', 0, n);
-      const line = text.slice(0, text.indexOf('\n'));
+    this.cached = this.file.parse((text) => {
       // cpu  user nice system idle iowait irq softirq steal ...
-      const fields = line.split(/\s+/);
+      const fields = text.slice(0, text.indexOf('\n')).split(/\s+/);
       const ticks = Number(fields[8]);
-      if (fields[0] !== 'cpu' || !Number.isFinite(ticks)) throw new Error(`unexpected ${this.path}`);
-      this.cached = ticks * PROC_STAT_TICK_MS;
-      this.cachedAt = now;
-      return this.cached;
-    } catch {
-      this.close();
-      this.failed = true;
-      return null;
-    }
+      return fields[0] === 'cpu' && Number.isFinite(ticks) ? ticks * PROC_STAT_TICK_MS : null;
+    });
+    this.cachedAt = now;
+    return this.cached;
   }
 
   close(): void {
-    if (this.fd !== null) closeSync(this.fd);
-    this.fd = null;
+    this.file.close();
   }
 }

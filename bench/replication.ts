@@ -72,31 +72,17 @@ export interface SnapshotRun {
   readonly delayP99Ms: number[];
 }
 
-export interface ReplicationResult {
-  readonly sessions: number;
+/** The 10 000 reintegrations (SnapshotRun's figures, per round) and the rest of the benchmark. */
+export interface ReplicationResult extends SnapshotRun {
   readonly flows: number;
-  /** Accept → snapshot applied, ms, per round. */
-  readonly syncMs: number[];
-  /** The master's longest event-loop delay while sending, ms, per round. */
-  readonly blockMs: number[];
-  /** The master's longest snapshot slice, ms, per round. */
-  readonly sliceMs: number[];
   /** The backup's decode + apply of the same snapshot alone (no TCP, no sender), ms, per round. */
   readonly applyMs: number[];
   /** The same, CPU time (processCpuMs: what a shared machine's preemption does not inflate), ms, per round. */
   readonly applyCpuMs: number[];
   /** The peer: the same sessions and flows put straight into fresh tables (keys and data already strings, no wire), CPU ms, per round. */
   readonly floorCpuMs: number[];
-  /** The 10 000 reintegrations' thread times, GC pauses and event-loop p99 (see SnapshotRun). */
-  readonly backupCpuMs: number[];
-  readonly backupWaitMs: number[];
-  readonly masterCpuMs: number[];
-  readonly masterWaitMs: number[];
-  readonly gcMaxMs: number[];
-  readonly delayP99Ms: number[];
   /** With the master's slices alone (wall and this thread's CPU), ms: p50, p99, max. */
   readonly big: (SnapshotRun & { readonly slice: { wall: [number, number, number]; cpu: [number, number, number] } }) | null;
-  readonly snapshotBytes: number;
   /** ns per change on the data path, with and without a streaming replicator (medians). */
   readonly nsPerChangeReplicated: number;
   readonly nsPerChangeAlone: number;
